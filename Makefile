@@ -1,0 +1,42 @@
+# FerrOVN — `make test` and `make lab` do all set-up on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# What the tests and the lab run for real: OVS (plain and DPDK builds), OVN central + host,
+# DPDK 22.11 (testpmd lives in dpdk-dev), headers for our bindings, and network tools.
+APT_PACKAGES := openvswitch-switch openvswitch-switch-dpdk ovn-central ovn-host \
+	dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config \
+	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
+	containernetworking-plugins
+
+.PHONY: deps build test lint fmt clean
+
+## deps: install missing Debian packages (skips what is already installed)
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## test: install what is needed, check formatting and lints, run every test
+test: lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
