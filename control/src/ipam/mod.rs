@@ -1,0 +1,1 @@
+//! Cluster-wide IPAM: a pure allocator over subnets, pools and static addresses.

@@ -1,0 +1,4 @@
+//! FerrOVN's control plane: the Kube-OVN-compatible API, cluster-wide IPAM and the NB planner.
+
+pub mod api;
+pub mod ipam;
