@@ -1,0 +1,15 @@
+//! FerrOVN hardware offload: SR-IOV PF/VF discovery from sysfs, eswitch mode through devlink,
+//! VF representors, pod attachment decisions, OVS hw-offload settings, and offload truth from
+//! the datapath flow dump.
+//!
+//! Pure decision cores (`attach`, `ovs_config`, `flows`, `port_name`, `devlink` message codec)
+//! sit beside thin I/O shells (`sysfs::Sysfs`, `devlink::DevlinkSocket`).
+
+pub mod fixture;
+pub mod pci;
+pub mod port_name;
+pub mod sysfs;
+
+pub use pci::{PciAddress, PciAddressError};
+pub use port_name::{PortName, PortNameError};
+pub use sysfs::{NumVfsChange, PhysicalFunction, Sysfs, SysfsError, VfLocation, VirtualFunction};
