@@ -1,5 +1,17 @@
 //! FerrOVN's OVSDB client: RFC 7047 plus the OVS extensions OVN relies on.
 
+pub mod connection;
+pub mod error;
+pub mod framing;
+pub mod jsonrpc;
+pub mod transport;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
+pub use error::{Error, Result};
+pub use transport::Remote;
 pub mod datum;
 pub use datum::{
     Atom, AtomMap, AtomSet, AtomType, AtomValue, Datum, DatumError, DatumKind, DatumValue, Real,

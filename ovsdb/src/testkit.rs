@@ -1,0 +1,716 @@
+//! Real OVSDB / OVN processes for tests (cargo feature `testkit`).
+//!
+//! Every helper runs its daemons as child processes (not `--detach`ed) in a private temporary
+//! directory: sockets, databases, logs and control sockets all live there, nothing touches
+//! `/var/run`. Dropping a helper kills its processes by PID, reaps them and deletes the
+//! directory, so a failing test cleans up too. All calls are synchronous and take milliseconds;
+//! they are fine to call from async tests.
+//!
+//! ```no_run
+//! use ferrovn_ovsdb::testkit::{OvnCentral, OvsdbServer, NB_SCHEMA};
+//! let nb = OvsdbServer::start(NB_SCHEMA).unwrap();
+//! let remote = nb.remote(); // "unix:/tmp/.tmpXXXX/db.sock"
+//! let central = OvnCentral::start().unwrap(); // NB + SB + ovn-northd
+//! central.wait_northd_active().unwrap();
+//! println!("{}", central.nbctl(&["ls-add", "sw0"]).unwrap());
+//! ```
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The OVN Northbound schema installed by Debian's `ovn-common`.
+pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+/// The OVN Southbound schema.
+pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
+/// The Open_vSwitch schema installed by `openvswitch-common`.
+pub const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a test fixture could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    #[error("cannot run {program}: {reason}")]
+    Spawn { program: String, reason: String },
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("timed out after {after:?} waiting for {what}; log {log}:\n{log_tail}")]
+    Timeout {
+        what: String,
+        after: Duration,
+        log: String,
+        log_tail: String,
+    },
+    #[error("{what}: {reason}")]
+    Io { what: String, reason: String },
+    #[error("schema {path}: {reason}")]
+    Schema { path: String, reason: String },
+}
+
+type Result<T> = std::result::Result<T, TestkitError>;
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestkitError {
+    let what = what.into();
+    move |e| TestkitError::Io {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Runs a command to completion, returning stdout; non-zero exit is an error with stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| TestkitError::Spawn {
+            program: program.into(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(TestkitError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `name` field of an `.ovsschema` file (e.g. `OVN_Northbound`).
+pub fn schema_name(schema: &Path) -> Result<String> {
+    let bad = |reason: String| TestkitError::Schema {
+        path: schema.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(schema).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    v.get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| bad("no \"name\"".into()))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+/// out before (so parallel tests in one binary never get the same one).
+pub fn free_port() -> Result<u16> {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..64 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
+        let port = l.local_addr().map_err(io_err("local_addr"))?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(TestkitError::Io {
+        what: "free_port".into(),
+        reason: "no fresh port after 64 tries".into(),
+    })
+}
+
+fn tail(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn wait_for<T>(
+    what: &str,
+    log: &Path,
+    after: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if start.elapsed() > after {
+            return Err(TestkitError::Timeout {
+                what: what.into(),
+                after,
+                log: log.display().to_string(),
+                log_tail: tail(log),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn socket_accepts(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// A child daemon that is killed (SIGKILL, by PID) and reaped on drop.
+#[derive(Debug)]
+struct Daemon {
+    child: Option<Child>,
+    program: String,
+}
+
+impl Daemon {
+    fn spawn(program: &str, args: &[String]) -> Result<Daemon> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| TestkitError::Spawn {
+                program: program.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Daemon {
+            child: Some(child),
+            program: program.into(),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(format!("{} exited: {status}", self.program)),
+            _ => None,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What to start in an [`OvsdbServer`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Schemas of the (standalone) databases to create and serve, e.g. [`NB_SCHEMA`].
+    pub schemas: Vec<PathBuf>,
+    /// Also listen on TCP 127.0.0.1 (on an ephemeral port; kept across restarts).
+    pub tcp: bool,
+}
+
+/// One standalone `ovsdb-server` in a private temporary directory.
+#[derive(Debug)]
+pub struct OvsdbServer {
+    dir: tempfile::TempDir,
+    dbs: Vec<PathBuf>,
+    sock: PathBuf,
+    ctl: PathBuf,
+    log: PathBuf,
+    tcp: bool,
+    tcp_port: Option<u16>,
+    daemon: Option<Daemon>,
+}
+
+impl OvsdbServer {
+    /// Creates a fresh database from `schema` and serves it on a unix socket.
+    pub fn start(schema: impl AsRef<Path>) -> Result<OvsdbServer> {
+        OvsdbServer::start_with(ServerOptions {
+            schemas: vec![schema.as_ref().to_owned()],
+            tcp: false,
+        })
+    }
+
+    /// Like [`OvsdbServer::start`] but also listening on TCP 127.0.0.1.
+    pub fn start_tcp(schema: impl AsRef<Path>) -> Result<OvsdbServer> {
+        OvsdbServer::start_with(ServerOptions {
+            schemas: vec![schema.as_ref().to_owned()],
+            tcp: true,
+        })
+    }
+
+    /// Starts a server with the given options.
+    pub fn start_with(options: ServerOptions) -> Result<OvsdbServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("ovsdb-")
+            .tempdir()
+            .map_err(io_err("create temp dir"))?;
+        let mut dbs = Vec::new();
+        for (i, schema) in options.schemas.iter().enumerate() {
+            let db = dir.path().join(format!("db{i}.db"));
+            run(
+                "ovsdb-tool",
+                &["create", &db.to_string_lossy(), &schema.to_string_lossy()],
+            )?;
+            dbs.push(db);
+        }
+        let mut server = OvsdbServer {
+            sock: dir.path().join("db.sock"),
+            ctl: dir.path().join("db.ctl"),
+            log: dir.path().join("ovsdb-server.log"),
+            dir,
+            dbs,
+            tcp: options.tcp,
+            tcp_port: None,
+            daemon: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.sock);
+        let mut args = vec![
+            format!("--remote=punix:{}", self.sock.display()),
+            format!("--unixctl={}", self.ctl.display()),
+            format!("--log-file={}", self.log.display()),
+            "--no-chdir".into(),
+            "-vconsole:off".into(),
+            "-vfile:info".into(),
+        ];
+        if self.tcp {
+            let port = self.tcp_port.unwrap_or(0);
+            args.push(format!("--remote=ptcp:{port}:127.0.0.1"));
+        }
+        args.extend(self.dbs.iter().map(|d| d.display().to_string()));
+        let log_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut daemon = Daemon::spawn("ovsdb-server", &args)?;
+        let sock = self.sock.clone();
+        let mut died = None;
+        wait_for("ovsdb-server unix socket", &self.log, START_TIMEOUT, || {
+            if let Some(e) = daemon.exited() {
+                died = Some(e);
+                return Some(());
+            }
+            socket_accepts(&sock).then_some(())
+        })?;
+        if let Some(reason) = died {
+            return Err(TestkitError::Spawn {
+                program: "ovsdb-server".into(),
+                reason: format!("{reason}; log:\n{}", tail(&self.log)),
+            });
+        }
+        if self.tcp && self.tcp_port.is_none() {
+            let log = self.log.clone();
+            let port = wait_for(
+                "ovsdb-server tcp port in log",
+                &self.log,
+                START_TIMEOUT,
+                || {
+                    let text = std::fs::read_to_string(&log).ok()?;
+                    let fresh = text.get(log_len as usize..)?;
+                    fresh.lines().find_map(|l| {
+                        let (_, rest) = l.split_once("listening on port ")?;
+                        rest.trim().parse::<u16>().ok()
+                    })
+                },
+            )?;
+            self.tcp_port = Some(port);
+        }
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// `unix:<socket>`: the remote to give the client.
+    pub fn remote(&self) -> String {
+        format!("unix:{}", self.sock.display())
+    }
+
+    /// `tcp:127.0.0.1:<port>` if started with TCP.
+    pub fn tcp_remote(&self) -> Option<String> {
+        self.tcp_port.map(|p| format!("tcp:127.0.0.1:{p}"))
+    }
+
+    /// The unix socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.sock
+    }
+
+    /// The private directory holding everything of this server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The database files (one per schema).
+    pub fn db_paths(&self) -> &[PathBuf] {
+        &self.dbs
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The unixctl socket, for `ovs-appctl -t <ctl>`.
+    pub fn ctl_path(&self) -> &Path {
+        &self.ctl
+    }
+
+    /// The PID of the running server, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+
+    /// Kills the server (SIGKILL); the database files stay.
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+    }
+
+    /// Kills (if running) and starts again on the same database, socket and TCP port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.launch()
+    }
+
+    /// Runs `ovsdb-client <command> unix:<socket> <args...>` and returns its stdout.
+    pub fn client(&self, command: &str, args: &[&str]) -> Result<String> {
+        let remote = self.remote();
+        let mut all = vec!["--timeout=20", command, remote.as_str()];
+        all.extend_from_slice(args);
+        run("ovsdb-client", &all)
+    }
+
+    /// Runs one `transact` with `ovsdb-client` (a second, independent client in tests).
+    pub fn transact(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        let out = self.client("transact", &[&request.to_string()])?;
+        serde_json::from_str(&out).map_err(|e| TestkitError::Io {
+            what: "parse ovsdb-client transact output".into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// One member of a [`RaftCluster`].
+#[derive(Debug)]
+pub struct RaftMember {
+    db: PathBuf,
+    sock: PathBuf,
+    ctl: PathBuf,
+    log: PathBuf,
+    raft_port: u16,
+    daemon: Option<Daemon>,
+}
+
+impl RaftMember {
+    /// `unix:<socket>` of this member.
+    pub fn remote(&self) -> String {
+        format!("unix:{}", self.sock.display())
+    }
+    /// The member's Raft address `tcp:127.0.0.1:<port>`.
+    pub fn raft_address(&self) -> String {
+        format!("tcp:127.0.0.1:{}", self.raft_port)
+    }
+    /// The member's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+    /// Its PID, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+    /// True if the process runs.
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_some()
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.sock);
+        let args = vec![
+            format!("--remote=punix:{}", self.sock.display()),
+            format!("--unixctl={}", self.ctl.display()),
+            format!("--log-file={}", self.log.display()),
+            "--no-chdir".into(),
+            "-vconsole:off".into(),
+            "-vfile:info".into(),
+            self.db.display().to_string(),
+        ];
+        let mut daemon = Daemon::spawn("ovsdb-server", &args)?;
+        let sock = self.sock.clone();
+        let mut died = None;
+        wait_for("raft member unix socket", &self.log, START_TIMEOUT, || {
+            if let Some(e) = daemon.exited() {
+                died = Some(e);
+                return Some(());
+            }
+            socket_accepts(&sock).then_some(())
+        })?;
+        if let Some(reason) = died {
+            return Err(TestkitError::Spawn {
+                program: "ovsdb-server".into(),
+                reason: format!("{reason}; log:\n{}", tail(&self.log)),
+            });
+        }
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// `ovs-appctl cluster/status` of this member, if it answers.
+    pub fn cluster_status(&self, db_name: &str) -> Option<String> {
+        self.daemon.as_ref()?;
+        run(
+            "ovs-appctl",
+            &[
+                "--timeout=5",
+                "-t",
+                &self.ctl.to_string_lossy(),
+                "cluster/status",
+                db_name,
+            ],
+        )
+        .ok()
+    }
+}
+
+/// A clustered (Raft) database served by `n` ovsdb-server processes on 127.0.0.1.
+///
+/// Clients reach the members over unix sockets ([`RaftCluster::remotes`] gives the
+/// comma-separated list); the members talk Raft over TCP on free ports.
+#[derive(Debug)]
+pub struct RaftCluster {
+    dir: tempfile::TempDir,
+    db_name: String,
+    members: Vec<RaftMember>,
+}
+
+impl RaftCluster {
+    /// Creates the cluster (`ovsdb-tool create-cluster` + `join-cluster`), starts every member
+    /// and waits until all are cluster members and one is leader.
+    pub fn start(schema: impl AsRef<Path>, n: usize) -> Result<RaftCluster> {
+        let schema = schema.as_ref();
+        let db_name = schema_name(schema)?;
+        let dir = tempfile::Builder::new()
+            .prefix("raft-")
+            .tempdir()
+            .map_err(io_err("create temp dir"))?;
+        let n = n.max(1);
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(RaftMember {
+                db: dir.path().join(format!("s{i}.db")),
+                sock: dir.path().join(format!("s{i}.sock")),
+                ctl: dir.path().join(format!("s{i}.ctl")),
+                log: dir.path().join(format!("s{i}.log")),
+                raft_port: free_port()?,
+                daemon: None,
+            });
+        }
+        let first = members[0].raft_address();
+        run(
+            "ovsdb-tool",
+            &[
+                "create-cluster",
+                &members[0].db.to_string_lossy(),
+                &schema.to_string_lossy(),
+                &first,
+            ],
+        )?;
+        for m in &members[1..] {
+            run(
+                "ovsdb-tool",
+                &[
+                    "join-cluster",
+                    &m.db.to_string_lossy(),
+                    &db_name,
+                    &m.raft_address(),
+                    &first,
+                ],
+            )?;
+        }
+        let mut cluster = RaftCluster {
+            dir,
+            db_name,
+            members,
+        };
+        for m in &mut cluster.members {
+            m.launch()?;
+        }
+        cluster.wait_all_joined()?;
+        cluster.wait_leader(START_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    fn wait_all_joined(&self) -> Result<()> {
+        for m in &self.members {
+            wait_for("member to join the cluster", &m.log, START_TIMEOUT, || {
+                let s = m.cluster_status(&self.db_name)?;
+                s.contains("Status: cluster member").then_some(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The database name (e.g. `OVN_Northbound`).
+    pub fn db_name(&self) -> &str {
+        &self.db_name
+    }
+
+    /// All members' remotes, comma-separated: what a client connects to.
+    pub fn remotes(&self) -> String {
+        self.members
+            .iter()
+            .map(RaftMember::remote)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The members, in creation order.
+    pub fn members(&self) -> &[RaftMember] {
+        &self.members
+    }
+
+    /// The private directory of the cluster.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Index of the member that currently says `Role: leader`, if any.
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.cluster_status(&self.db_name)
+                .is_some_and(|s| s.lines().any(|l| l.trim() == "Role: leader"))
+        })
+    }
+
+    /// Waits until some running member is leader.
+    pub fn wait_leader(&self, after: Duration) -> Result<usize> {
+        wait_for("a Raft leader", &self.members[0].log, after, || {
+            self.leader()
+        })
+    }
+
+    /// Kills member `i` (SIGKILL); its database file stays.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(m) = self.members.get_mut(i)
+            && let Some(mut d) = m.daemon.take()
+        {
+            d.kill();
+        }
+    }
+
+    /// Restarts member `i` on its database file.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        match self.members.get_mut(i) {
+            Some(m) => m.launch(),
+            None => Err(TestkitError::Io {
+                what: format!("restart member {i}"),
+                reason: "no such member".into(),
+            }),
+        }
+    }
+}
+
+/// OVN central: a Northbound and a Southbound ovsdb-server plus `ovn-northd` between them.
+#[derive(Debug)]
+pub struct OvnCentral {
+    nb: OvsdbServer,
+    sb: OvsdbServer,
+    northd_ctl: PathBuf,
+    northd_log: PathBuf,
+    northd: Option<Daemon>,
+}
+
+impl OvnCentral {
+    /// Starts NB, SB and ovn-northd; returns once northd is connected and active.
+    pub fn start() -> Result<OvnCentral> {
+        let nb = OvsdbServer::start(NB_SCHEMA)?;
+        let sb = OvsdbServer::start(SB_SCHEMA)?;
+        let northd_ctl = nb.dir().join("northd.ctl");
+        let northd_log = nb.dir().join("northd.log");
+        let args = vec![
+            format!("--ovnnb-db={}", nb.remote()),
+            format!("--ovnsb-db={}", sb.remote()),
+            format!("--unixctl={}", northd_ctl.display()),
+            format!("--log-file={}", northd_log.display()),
+            "--no-chdir".into(),
+            "-vconsole:off".into(),
+        ];
+        let northd = Daemon::spawn("ovn-northd", &args)?;
+        let central = OvnCentral {
+            nb,
+            sb,
+            northd_ctl,
+            northd_log,
+            northd: Some(northd),
+        };
+        central.wait_northd_active()?;
+        Ok(central)
+    }
+
+    /// The Northbound server.
+    pub fn nb(&self) -> &OvsdbServer {
+        &self.nb
+    }
+    /// The Southbound server.
+    pub fn sb(&self) -> &OvsdbServer {
+        &self.sb
+    }
+    /// `unix:` remote of the Northbound database.
+    pub fn nb_remote(&self) -> String {
+        self.nb.remote()
+    }
+    /// `unix:` remote of the Southbound database.
+    pub fn sb_remote(&self) -> String {
+        self.sb.remote()
+    }
+    /// ovn-northd's log file.
+    pub fn northd_log_path(&self) -> &Path {
+        &self.northd_log
+    }
+    /// ovn-northd's PID.
+    pub fn northd_pid(&self) -> Option<u32> {
+        self.northd.as_ref().and_then(Daemon::pid)
+    }
+
+    /// Waits until `ovn-appctl status` says northd is active.
+    pub fn wait_northd_active(&self) -> Result<()> {
+        let ctl = self.northd_ctl.to_string_lossy().into_owned();
+        wait_for(
+            "ovn-northd to become active",
+            &self.northd_log,
+            START_TIMEOUT,
+            || {
+                let s = run("ovn-appctl", &["--timeout=5", "-t", &ctl, "status"]).ok()?;
+                s.contains("active").then_some(())
+            },
+        )
+    }
+
+    /// Runs `ovn-nbctl --db=<nb> <args>` and returns stdout.
+    pub fn nbctl(&self, args: &[&str]) -> Result<String> {
+        let db = format!("--db={}", self.nb.remote());
+        let mut all = vec![db.as_str(), "--timeout=20"];
+        all.extend_from_slice(args);
+        run("ovn-nbctl", &all)
+    }
+
+    /// Runs `ovn-sbctl --db=<sb> <args>` and returns stdout.
+    pub fn sbctl(&self, args: &[&str]) -> Result<String> {
+        let db = format!("--db={}", self.sb.remote());
+        let mut all = vec![db.as_str(), "--timeout=20"];
+        all.extend_from_slice(args);
+        run("ovn-sbctl", &all)
+    }
+
+    /// Waits until northd has processed every NB change made so far into the SB
+    /// (`ovn-nbctl --wait=sb sync`).
+    pub fn sync_sb(&self) -> Result<()> {
+        self.nbctl(&["--wait=sb", "sync"]).map(drop)
+    }
+}
