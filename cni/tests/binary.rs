@@ -490,11 +490,14 @@ fn ipam_only_mode_returns_an_ipam_result() {
     assert!(matches!(reqs[1], Request::IpamDel(_)));
 }
 
+/// (environment, stdin, expected code, text the error must contain)
+type BadInput<'a> = (Vec<(&'a str, &'a str)>, String, u32, &'a str);
+
 #[test]
 fn bad_input_gives_spec_errors_naming_the_field() {
     let agent = add_agent();
     let good = conf(&agent, "1.1.0").to_string();
-    let cases: Vec<(Vec<(&str, &str)>, String, u32, &str)> = vec![
+    let cases: Vec<BadInput> = vec![
         (
             pod_env("ADD", NETNS),
             "{not json".into(),
