@@ -1,0 +1,10 @@
+//! FerrOVN node agent library: pod plumbing into network namespaces, OVS configuration of the
+//! node, and the CNI server the `ferrovn-cni` plugin talks to.
+
+pub mod ethtool;
+pub mod netns;
+pub mod plumbing;
+pub mod types;
+
+#[cfg(feature = "testbed")]
+pub mod testbed;

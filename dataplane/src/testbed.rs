@@ -1,0 +1,857 @@
+//! Test infrastructure (feature `testbed`): network namespaces, OVN nodes as namespaces each with
+//! its own ovsdb-server, ovs-vswitchd (userspace datapath) and ovn-controller, an OVN central,
+//! and a two-node topology with Geneve over a private veth underlay.
+//!
+//! Every daemon runs in the FOREGROUND as our child (no `--detach`): we hold its PID, so it is
+//! stopped by that PID and reaped by us (no zombies waiting for PID 1, no PID reuse). Every
+//! name that is global on the machine (netns names) is unique per process and call, so tests
+//! run in parallel. Drop stops everything: bridges deleted through vswitchd and `exit --cleanup`
+//! (or the datapath tap outlives it), then daemons by PID, then veth ends and namespaces.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
+pub const VSWITCHD_PLAIN: &str = "/usr/lib/openvswitch-switch/ovs-vswitchd";
+pub const VSWITCHD_DPDK: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+/// Pod MTU over a 1500-byte underlay with Geneve; the userspace datapath never fragments.
+pub const POD_MTU: u32 = 1400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("{what}: spawning {program}: {source}")]
+    Spawn {
+        what: String,
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: `{command}` failed ({status}): {stderr}")]
+    Command {
+        what: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what}: not ready after {waited:?}{detail}")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// A name fragment unique to this process and call (for netns names, bridge-free ids...).
+pub fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}x{n}", std::process::id())
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command to completion with a wall-clock limit (`timeout(1)`), returning stdout.
+pub fn run_cmd<I, S>(
+    what: &str,
+    limit_s: u32,
+    program: &str,
+    args: I,
+) -> Result<String, TestbedError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("timeout");
+    cmd.arg("-k").arg("2").arg(limit_s.to_string()).arg(program);
+    cmd.args(args);
+    let out = output_of(what, &mut cmd)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn output_of(what: &str, cmd: &mut Command) -> Result<Output, TestbedError> {
+    let rendered = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| TestbedError::Spawn {
+            what: what.to_string(),
+            program: rendered.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(TestbedError::Command {
+            what: what.to_string(),
+            command: rendered,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A network namespace created by us (`/var/run/netns/<name>`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates the namespace and brings its `lo` up.
+    pub fn create(name: &str) -> Result<Self, TestbedError> {
+        run_cmd("create netns", 10, "ip", ["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        run_cmd("lo up", 10, "ip", ["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.name)
+    }
+    /// A command that runs `program` inside this namespace.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.arg("netns").arg("exec").arg(&self.name).arg(program);
+        c
+    }
+    /// Runs `program args` inside the namespace with a time limit; returns stdout.
+    pub fn run<I, S>(&self, limit_s: u32, program: &str, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("-k")
+            .arg("2")
+            .arg(limit_s.to_string())
+            .arg("ip")
+            .arg("netns")
+            .arg("exec")
+            .arg(&self.name)
+            .arg(program)
+            .args(args);
+        let out = output_of(&format!("in netns {}", self.name), &mut cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+    /// `ip -n <ns> ...`
+    pub fn ip<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("ip");
+        cmd.arg("-n").arg(&self.name).args(args);
+        let out = output_of(&format!("ip -n {}", self.name), &mut cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+    /// One ping, true if answered within a second.
+    pub fn ping_once(&self, dst: &str) -> bool {
+        self.run(3, "ping", ["-c1", "-W1", dst]).is_ok()
+    }
+    /// Pings until one answer arrives or `timeout` passes (the first packet through a new
+    /// tunnel can be lost while OVS resolves the remote MAC).
+    pub fn ping_until(&self, dst: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.ping_once(dst))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_cmd("delete netns", 10, "ip", ["netns", "del", &self.name]);
+    }
+}
+
+/// A daemon we started in the foreground; stopped by PID on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    what: String,
+    child: Child,
+}
+
+impl Daemon {
+    /// Spawns `program args` (inside `netns` if given) with `env`, output to `log`.
+    pub fn spawn(
+        what: &str,
+        netns: Option<&Netns>,
+        env: &[(String, String)],
+        program: &str,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, TestbedError> {
+        let mut cmd = match netns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        };
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let logf = File::create(log).map_err(|source| TestbedError::Io {
+            what: format!("{what}: create log {}", log.display()),
+            source,
+        })?;
+        let errf = logf.try_clone().map_err(|source| TestbedError::Io {
+            what: format!("{what}: log"),
+            source,
+        })?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(logf)
+            .stderr(errf)
+            .spawn()
+            .map_err(|source| TestbedError::Spawn {
+                what: what.to_string(),
+                program: program.to_string(),
+                source,
+            })?;
+        Ok(Daemon {
+            what: what.to_string(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running (not exited, not a zombie: we reap it here).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps.
+    pub fn stop(&mut self, grace: Duration) {
+        if !self.is_running() {
+            return;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let exited = wait_until(grace, || !self.is_running());
+        if !exited {
+            tracing::warn!(what = %self.what, "ignored SIGTERM; SIGKILL");
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+fn tempdir(prefix: &str) -> Result<tempfile::TempDir, TestbedError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .map_err(|source| TestbedError::Io {
+            what: "create private run dir".into(),
+            source,
+        })
+}
+
+/// Environment that makes OVS/OVN daemons and tools use `dir` for sockets, logs and dbs.
+pub fn ovs_env(dir: &Path) -> Vec<(String, String)> {
+    let d = dir.display().to_string();
+    [
+        "OVS_RUNDIR",
+        "OVS_LOGDIR",
+        "OVS_DBDIR",
+        "OVS_SYSCONFDIR",
+        "OVN_RUNDIR",
+        "OVN_LOGDIR",
+        "OVN_DBDIR",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), d.clone()))
+    .collect()
+}
+
+fn wait_for_socket(
+    what: &str,
+    sock: &Path,
+    daemon: &mut Daemon,
+    log: &Path,
+) -> Result<(), TestbedError> {
+    let timeout = Duration::from_secs(20);
+    let ok = wait_until(timeout, || {
+        UnixStream::connect(sock).is_ok() || !daemon.is_running()
+    });
+    if !ok || !daemon.is_running() {
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+        return Err(TestbedError::Timeout {
+            what: what.to_string(),
+            waited: timeout,
+            detail: format!(" (socket {}; log: {tail})", sock.display()),
+        });
+    }
+    Ok(())
+}
+
+fn start_ovsdb_server(
+    what: &str,
+    netns: Option<&Netns>,
+    dir: &Path,
+    db_file: &str,
+    schema: &str,
+    sock_name: &str,
+) -> Result<Daemon, TestbedError> {
+    let db = dir.join(db_file);
+    run_cmd(
+        what,
+        10,
+        "ovsdb-tool",
+        [OsStr::new("create"), db.as_os_str(), OsStr::new(schema)],
+    )?;
+    let sock = dir.join(sock_name);
+    let stem = db_file.trim_end_matches(".db");
+    let log = dir.join(format!("{stem}.log"));
+    let args = vec![
+        db.display().to_string(),
+        "-vconsole:off".into(),
+        "-vfile:info".into(),
+        format!("--remote=punix:{}", sock.display()),
+        format!("--log-file={}", log.display()),
+        format!("--unixctl={}", dir.join(format!("{stem}.ctl")).display()),
+        format!("--pidfile={}", dir.join(format!("{stem}.pid")).display()),
+    ];
+    let mut d = Daemon::spawn(
+        what,
+        netns,
+        &ovs_env(dir),
+        "ovsdb-server",
+        &args,
+        &dir.join(format!("{stem}.out")),
+    )?;
+    wait_for_socket(what, &sock, &mut d, &log)?;
+    Ok(d)
+}
+
+/// OVN central: NB and SB ovsdb-server + ovn-northd in the root namespace, unix sockets only
+/// (pathname unix sockets are reachable from every network namespace).
+#[derive(Debug)]
+pub struct Central {
+    northd: Option<Daemon>,
+    sb: Option<Daemon>,
+    nb: Option<Daemon>,
+    dir: tempfile::TempDir,
+}
+
+impl Central {
+    pub fn start() -> Result<Self, TestbedError> {
+        let dir = tempdir("fv-central-")?;
+        let p = dir.path();
+        let nb = start_ovsdb_server(
+            "NB ovsdb-server",
+            None,
+            p,
+            "ovnnb_db.db",
+            NB_SCHEMA,
+            "ovnnb_db.sock",
+        )?;
+        let sb = start_ovsdb_server(
+            "SB ovsdb-server",
+            None,
+            p,
+            "ovnsb_db.db",
+            SB_SCHEMA,
+            "ovnsb_db.sock",
+        )?;
+        let args = vec![
+            "-vconsole:off".to_string(),
+            "-vfile:info".into(),
+            format!("--ovnnb-db=unix:{}", p.join("ovnnb_db.sock").display()),
+            format!("--ovnsb-db=unix:{}", p.join("ovnsb_db.sock").display()),
+            format!("--log-file={}", p.join("ovn-northd.log").display()),
+            format!("--unixctl={}", p.join("ovn-northd.ctl").display()),
+            format!("--pidfile={}", p.join("ovn-northd.pid").display()),
+        ];
+        let northd = Daemon::spawn(
+            "ovn-northd",
+            None,
+            &ovs_env(p),
+            "ovn-northd",
+            &args,
+            &p.join("ovn-northd.out"),
+        )?;
+        Ok(Central {
+            northd: Some(northd),
+            sb: Some(sb),
+            nb: Some(nb),
+            dir,
+        })
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn nb_remote(&self) -> String {
+        format!("unix:{}", self.dir.path().join("ovnnb_db.sock").display())
+    }
+    pub fn sb_remote(&self) -> String {
+        format!("unix:{}", self.dir.path().join("ovnsb_db.sock").display())
+    }
+    /// `ovn-nbctl --db=<nb> args...` (30 s limit).
+    pub fn nbctl<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let db = format!("--db={}", self.nb_remote());
+        let mut all: Vec<std::ffi::OsString> = vec![db.into(), "--timeout=25".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_cmd("ovn-nbctl", 30, "ovn-nbctl", all)
+    }
+    /// `ovn-sbctl --db=<sb> args...` (30 s limit).
+    pub fn sbctl<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let db = format!("--db={}", self.sb_remote());
+        let mut all: Vec<std::ffi::OsString> = vec![db.into(), "--timeout=25".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_cmd("ovn-sbctl", 30, "ovn-sbctl", all)
+    }
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        for d in [&mut self.northd, &mut self.sb, &mut self.nb] {
+            if let Some(mut d) = d.take() {
+                d.stop(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// How to start a node's OVS.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// OVN chassis name (system-id) and hostname.
+    pub name: String,
+    /// ovs-vswitchd binary: [`VSWITCHD_PLAIN`] or [`VSWITCHD_DPDK`].
+    pub vswitchd: PathBuf,
+    /// `Open_vSwitch other_config` set before vswitchd starts (dpdk-init etc.).
+    pub other_config: Vec<(String, String)>,
+}
+
+impl NodeConfig {
+    pub fn plain(name: &str) -> Self {
+        NodeConfig {
+            name: name.to_string(),
+            vswitchd: PathBuf::from(VSWITCHD_PLAIN),
+            other_config: Vec::new(),
+        }
+    }
+}
+
+/// One OVN node: a network namespace with its own ovsdb-server (Open_vSwitch), ovs-vswitchd
+/// and, once started, ovn-controller, all using a private run dir.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    encap_ip: Option<String>,
+    underlay_if: Option<String>,
+    controller: Option<Daemon>,
+    vswitchd: Option<Daemon>,
+    ovsdb: Option<Daemon>,
+    netns: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Creates the namespace `netns_name` and starts ovsdb-server + ovs-vswitchd in it.
+    pub fn start(netns_name: &str, cfg: &NodeConfig) -> Result<Self, TestbedError> {
+        let netns = Netns::create(netns_name)?;
+        let dir = tempdir("fv-node-")?;
+        let mut node = Node {
+            name: cfg.name.clone(),
+            encap_ip: None,
+            underlay_if: None,
+            controller: None,
+            vswitchd: None,
+            ovsdb: None,
+            netns,
+            dir,
+        };
+        let p = node.dir.path().to_path_buf();
+        node.ovsdb = Some(start_ovsdb_server(
+            "node ovsdb-server",
+            Some(&node.netns),
+            &p,
+            "conf.db",
+            OVS_SCHEMA,
+            "db.sock",
+        )?);
+        node.vsctl_no_wait(["init"])?;
+        for (k, v) in &cfg.other_config {
+            node.vsctl_no_wait([
+                "set",
+                "Open_vSwitch",
+                ".",
+                &format!("other_config:{k}=\"{v}\""),
+            ])?;
+        }
+        node.start_vswitchd(&cfg.vswitchd)?;
+        Ok(node)
+    }
+
+    fn start_vswitchd(&mut self, bin: &Path) -> Result<(), TestbedError> {
+        let p = self.dir.path().to_path_buf();
+        let ctl = p.join("ovs-vswitchd.ctl");
+        let log = p.join("ovs-vswitchd.log");
+        let args = vec![
+            format!("unix:{}", p.join("db.sock").display()),
+            "-vconsole:off".into(),
+            "-vfile:info".into(),
+            format!("--log-file={}", log.display()),
+            format!("--unixctl={}", ctl.display()),
+            format!("--pidfile={}", p.join("ovs-vswitchd.pid").display()),
+        ];
+        let mut d = Daemon::spawn(
+            "ovs-vswitchd",
+            Some(&self.netns),
+            &ovs_env(&p),
+            &bin.display().to_string(),
+            &args,
+            &p.join("ovs-vswitchd.out"),
+        )?;
+        wait_for_socket("ovs-vswitchd", &ctl, &mut d, &log)?;
+        self.vswitchd = Some(d);
+        Ok(())
+    }
+
+    /// Stops ovs-vswitchd (by PID) and starts it again with `bin`.
+    pub fn restart_vswitchd(&mut self, bin: &Path) -> Result<(), TestbedError> {
+        if let Some(mut d) = self.vswitchd.take() {
+            d.stop(Duration::from_secs(5));
+        }
+        self.start_vswitchd(bin)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+    pub fn netns_path(&self) -> PathBuf {
+        self.netns.path()
+    }
+    /// The node's private run dir (OVS_RUNDIR/OVN_RUNDIR).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn db_sock(&self) -> PathBuf {
+        self.dir.path().join("db.sock")
+    }
+    pub fn db_remote(&self) -> String {
+        format!("unix:{}", self.db_sock().display())
+    }
+    pub fn env(&self) -> Vec<(String, String)> {
+        ovs_env(self.dir.path())
+    }
+    /// Tunnel endpoint IP (on br-phy), once the underlay is set up.
+    pub fn encap_ip(&self) -> Option<&str> {
+        self.encap_ip.as_deref()
+    }
+
+    /// `ovs-vsctl --db=<node db> --timeout=10 args...` (waits for vswitchd to apply changes).
+    pub fn vsctl<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            format!("--db={}", self.db_remote()).into(),
+            "--timeout=10".into(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_cmd("ovs-vsctl", 15, "ovs-vsctl", all)
+    }
+
+    fn vsctl_no_wait<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            format!("--db={}", self.db_remote()).into(),
+            "--timeout=10".into(),
+            "--no-wait".into(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_cmd("ovs-vsctl", 15, "ovs-vsctl", all)
+    }
+
+    /// `ovs-appctl -t <vswitchd ctl> args...`
+    pub fn appctl_vswitchd<I, S>(&self, args: I) -> Result<String, TestbedError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "-t".into(),
+            self.dir.path().join("ovs-vswitchd.ctl").into_os_string(),
+        ];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        run_cmd("ovs-appctl", 15, "ovs-appctl", all)
+    }
+
+    /// Userspace tunnelling: `underlay_if` (already in this namespace) becomes a port of the
+    /// netdev bridge br-phy, and `cidr` (e.g. `192.168.100.1/24`) sits on br-phy's internal port.
+    pub fn setup_underlay(&mut self, underlay_if: &str, cidr: &str) -> Result<(), TestbedError> {
+        self.netns.ip(["link", "set", underlay_if, "up"])?;
+        self.vsctl([
+            "--",
+            "--may-exist",
+            "add-br",
+            "br-phy",
+            "--",
+            "set",
+            "Bridge",
+            "br-phy",
+            "datapath_type=netdev",
+            "--",
+            "--may-exist",
+            "add-port",
+            "br-phy",
+            underlay_if,
+        ])?;
+        let ok = wait_until(Duration::from_secs(10), || {
+            self.netns.ip(["link", "show", "br-phy"]).is_ok()
+        });
+        if !ok {
+            return Err(TestbedError::Timeout {
+                what: format!("br-phy tap in netns {}", self.netns.name()),
+                waited: Duration::from_secs(10),
+                detail: String::new(),
+            });
+        }
+        self.netns.ip(["addr", "add", cidr, "dev", "br-phy"])?;
+        self.netns.ip(["link", "set", "br-phy", "up"])?;
+        self.encap_ip = Some(cidr.split('/').next().unwrap_or(cidr).to_string());
+        self.underlay_if = Some(underlay_if.to_string());
+        Ok(())
+    }
+
+    /// Writes the OVN settings with ovs-vsctl (what the agent does through OVSDB in production):
+    /// br-int netdev/secure and the Open_vSwitch external_ids ovn-controller reads.
+    pub fn configure_ovn_with_vsctl(&self, sb_remote: &str) -> Result<(), TestbedError> {
+        let encap = self.encap_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+        self.vsctl([
+            "--",
+            "--may-exist",
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "Bridge",
+            "br-int",
+            "datapath_type=netdev",
+            "fail-mode=secure",
+            "other-config:disable-in-band=true",
+        ])?;
+        self.vsctl([
+            "set".to_string(),
+            "Open_vSwitch".into(),
+            ".".into(),
+            format!("external_ids:system-id={}", self.name),
+            format!("external_ids:hostname={}", self.name),
+            format!("external_ids:ovn-remote=\"{sb_remote}\""),
+            "external_ids:ovn-encap-type=geneve".into(),
+            format!("external_ids:ovn-encap-ip={encap}"),
+            "external_ids:ovn-bridge=br-int".into(),
+            "external_ids:ovn-bridge-datapath-type=netdev".into(),
+        ])?;
+        Ok(())
+    }
+
+    /// Starts ovn-controller in the node namespace against this node's OVS database.
+    pub fn start_ovn_controller(&mut self) -> Result<(), TestbedError> {
+        let p = self.dir.path().to_path_buf();
+        let args = vec![
+            self.db_remote(),
+            "-vconsole:off".into(),
+            "-vfile:info".into(),
+            format!("--log-file={}", p.join("ovn-controller.log").display()),
+            format!("--pidfile={}", p.join("ovn-controller.pid").display()),
+        ];
+        let d = Daemon::spawn(
+            "ovn-controller",
+            Some(&self.netns),
+            &ovs_env(&p),
+            "ovn-controller",
+            &args,
+            &p.join("ovn-controller.out"),
+        )?;
+        self.controller = Some(d);
+        Ok(())
+    }
+
+    /// Waits until Interface `iface` has `external_ids:ovn-installed="true"`.
+    pub fn wait_ovn_installed(&self, iface: &str, timeout: Duration) -> Result<(), TestbedError> {
+        let ok = wait_until(timeout, || {
+            self.vsctl([
+                "--if-exists",
+                "get",
+                "Interface",
+                iface,
+                "external_ids:ovn-installed",
+            ])
+            .map(|s| s.trim() == "\"true\"")
+            .unwrap_or(false)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(TestbedError::Timeout {
+                what: format!("ovn-installed on {iface} at node {}", self.name),
+                waited: timeout,
+                detail: String::new(),
+            })
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // ovn-controller first: it would recreate br-int
+        if let Some(mut d) = self.controller.take() {
+            d.stop(Duration::from_secs(5));
+        }
+        let vswitchd_alive = self.vswitchd.as_mut().is_some_and(Daemon::is_running);
+        if vswitchd_alive {
+            let _ = self.vsctl([
+                "--",
+                "--if-exists",
+                "del-br",
+                "br-int",
+                "--",
+                "--if-exists",
+                "del-br",
+                "br-phy",
+            ]);
+            let _ = self.appctl_vswitchd(["exit", "--cleanup"]);
+        }
+        if let Some(mut d) = self.vswitchd.take() {
+            d.stop(Duration::from_secs(5));
+        }
+        if let Some(mut d) = self.ovsdb.take() {
+            d.stop(Duration::from_secs(5));
+        }
+        // netns deletion is asynchronous: delete our veth end explicitly
+        if let Some(ul) = &self.underlay_if {
+            let _ = self.netns.ip(["link", "del", ul]);
+        }
+    }
+}
+
+/// OVN central + two nodes joined by a veth underlay (192.168.100.1/.2, only inside the two
+/// namespaces), Geneve between them in the userspace datapath.
+#[derive(Debug)]
+pub struct TwoNodes {
+    pub nodes: [Node; 2],
+    pub central: Central,
+}
+
+impl TwoNodes {
+    /// Starts OVS on both nodes and the underlay, but no OVN configuration and no
+    /// ovn-controller (for tests where the agent configures OVS).
+    pub fn start_ovs_only() -> Result<Self, TestbedError> {
+        let tag = unique_tag();
+        let central = Central::start()?;
+        let n1 = Node::start(
+            &format!("fvt-{tag}-n1"),
+            &NodeConfig::plain(&format!("fv-{tag}-n1")),
+        )?;
+        let n2 = Node::start(
+            &format!("fvt-{tag}-n2"),
+            &NodeConfig::plain(&format!("fv-{tag}-n2")),
+        )?;
+        let mut nodes = [n1, n2];
+        run_cmd(
+            "underlay veth",
+            10,
+            "ip",
+            [
+                "link",
+                "add",
+                "fvul1",
+                "netns",
+                nodes[0].netns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "fvul2",
+                "netns",
+                nodes[1].netns.name(),
+            ],
+        )?;
+        nodes[0].setup_underlay("fvul1", "192.168.100.1/24")?;
+        nodes[1].setup_underlay("fvul2", "192.168.100.2/24")?;
+        Ok(TwoNodes { nodes, central })
+    }
+
+    /// Full OVN: also configures both nodes with ovs-vsctl and starts their ovn-controllers.
+    pub fn start() -> Result<Self, TestbedError> {
+        let mut t = Self::start_ovs_only()?;
+        let sb = t.central.sb_remote();
+        for n in t.nodes.iter_mut() {
+            n.configure_ovn_with_vsctl(&sb)?;
+            n.start_ovn_controller()?;
+        }
+        Ok(t)
+    }
+
+    /// Waits until both chassis are registered in the SB.
+    pub fn wait_chassis(&self, timeout: Duration) -> Result<(), TestbedError> {
+        let ok = wait_until(timeout, || {
+            self.central
+                .sbctl(["--bare", "--columns=name", "list", "Chassis"])
+                .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == 2)
+                .unwrap_or(false)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(TestbedError::Timeout {
+                what: "two chassis in the SB".into(),
+                waited: timeout,
+                detail: String::new(),
+            })
+        }
+    }
+}
