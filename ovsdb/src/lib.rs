@@ -22,3 +22,8 @@ pub use schema::{
     BaseType, ColumnSchema, ColumnType, DatabaseSchema, RefType, SchemaError, SchemaVersion,
     TableSchema,
 };
+pub mod ops;
+pub use ops::{
+    ColumnValues, Condition, Function, Mutation, Mutator, OpResult, Operation, OvsdbError,
+    OvsdbErrorKind, TransactError, Transaction, WaitUntil,
+};
