@@ -5,11 +5,14 @@
 //! Pure decision cores (`attach`, `ovs_config`, `flows`, `port_name`, `devlink` message codec)
 //! sit beside thin I/O shells (`sysfs::Sysfs`, `devlink::DevlinkSocket`).
 
+pub mod devlink;
 pub mod fixture;
+pub mod netlink;
 pub mod pci;
 pub mod port_name;
 pub mod sysfs;
 
+pub use devlink::{DevlinkDevice, DevlinkError, DevlinkSocket, EswitchMode, EswitchState};
 pub use pci::{PciAddress, PciAddressError};
 pub use port_name::{PortName, PortNameError};
 pub use sysfs::{NumVfsChange, PhysicalFunction, Sysfs, SysfsError, VfLocation, VirtualFunction};
