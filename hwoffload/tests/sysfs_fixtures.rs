@@ -297,3 +297,50 @@ fn set_num_vfs_refuses_more_than_total_and_reports_write_failures() {
     let e = sysfs.set_num_vfs("enp3s0f1np1", 1).unwrap_err();
     assert!(e.to_string().contains("sriov_numvfs"), "{e}");
 }
+
+#[test]
+fn device_id_to_attachment_on_the_mlx5_tree() {
+    use ferrovn_hwoffload::{DpdkDriverPolicy, PodDatapath, PodVf, plan_vf_attachment};
+    let dir = tempfile::tempdir().unwrap();
+    let fx = SysfsFixture::mlx5_dual_port(dir.path()).unwrap();
+    let sysfs = Sysfs::new(fx.root());
+    let policy = DpdkDriverPolicy::default();
+
+    let kernel = plan_vf_attachment(
+        &sysfs.find_vf(&pci("0000:03:00.2")).unwrap(),
+        PodDatapath::Kernel,
+        &policy,
+    )
+    .unwrap();
+    assert_eq!(
+        kernel.pod_side,
+        PodVf::Netdev {
+            netdev: "enp3s0f0v0".into()
+        }
+    );
+    assert_eq!(kernel.representor, "enp3s0f0npf0vf0");
+
+    let dpdk = plan_vf_attachment(
+        &sysfs.find_vf(&pci("0000:03:00.5")).unwrap(),
+        PodDatapath::Dpdk,
+        &policy,
+    )
+    .unwrap();
+    assert_eq!(
+        dpdk.pod_side,
+        PodVf::Pci {
+            pci_address: pci("0000:03:00.5"),
+            driver: "vfio-pci".into()
+        }
+    );
+    assert_eq!(dpdk.representor, "enp3s0f0npf0vf3");
+
+    // VF 1 is still on mlx5_core: a DPDK pod asking for it is told what to rebind.
+    let e = plan_vf_attachment(
+        &sysfs.find_vf(&pci("0000:03:00.3")).unwrap(),
+        PodDatapath::Dpdk,
+        &policy,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("bound to mlx5_core"), "{e}");
+}
