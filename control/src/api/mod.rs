@@ -1,1 +1,23 @@
 //! Kube-OVN-compatible API types (`kubeovn.io/v1`) and the annotations FerrOVN reads and writes.
+//!
+//! - [`crd`]: the custom resources (Subnet, Vpc, IP, IPPool, Vlan, ProviderNetwork);
+//! - [`annotations`]: typed accessors for pod, namespace and node annotations;
+//! - [`nad`]: NetworkAttachmentDefinition and the Multus `k8s.v1.cni.cncf.io/networks` list;
+//! - [`net`]: parsing of CIDR blocks, IP lists, `a..b` ranges and MACs;
+//! - [`validate`]: pure validation with errors naming object, field and bad value;
+//! - [`crdgen`]: the generated CRD manifests under `deploy/crds/`.
+
+pub mod annotations;
+pub mod crd;
+pub mod crdgen;
+pub mod nad;
+pub mod net;
+pub mod validate;
+
+pub use crd::{
+    Condition, ConditionStatus, Ip, IpCount, IpPool, IpPoolSpec, IpPoolStatus, IpSpec,
+    ProviderNetwork, ProviderNetworkSpec, ProviderNetworkStatus, Subnet, SubnetSpec, SubnetStatus,
+    Vlan, VlanSpec, VlanStatus, Vpc, VpcSpec, VpcStatus,
+};
+pub use nad::NetworkAttachmentDefinition;
+pub use net::{CidrBlock, DualIp, IpFamily, IpRange, MacAddr};
