@@ -315,7 +315,7 @@ fn status(conf: &NetConf, agent: &mut dyn Agent) -> Result<Vec<u8>, CniError> {
         Err(e) => Err(CniError::new(
             code::NOT_AVAILABLE,
             "plugin not available: node agent cannot service ADD",
-            e.to_string(),
+            format!("{}: {}", e.msg, e.details),
         )),
     }
 }

@@ -520,6 +520,41 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_examples_decode() {
+        // Kept in sync with docs/cni.md.
+        let status = br#"{"op":"status","cni_version":"1.1.0","network":"ferrovn","netconf":{}}"#;
+        assert!(matches!(
+            decode_request(status).unwrap(),
+            Request::Status(_)
+        ));
+        let add =
+            br#"{"op":"add","cni_version":"1.1.0","network":"ferrovn","container_id":"3f2a9c0d1e",
+ "netns":"/var/run/netns/cni-3f2a9c0d1e","ifname":"eth0",
+ "pod":{"namespace":"default","name":"web-0","uid":"6b1c-44","infra_container_id":"3f2a9c0d1e"},
+ "provider":"ovn","mtu":1400,
+ "vhost_user":{"socket_volume_name":"vhostuser-sockets","socket_name":"sock0"},
+ "device_id":"0000:04:00.5",
+ "cni_args":{"IgnoreUnknown":"1","K8S_POD_NAME":"web-0","K8S_POD_NAMESPACE":"default"},
+ "netconf":{"cniVersion":"1.1.0","name":"ferrovn","type":"ferrovn-cni","provider":"ovn"}}"#;
+        let Request::Add(r) = decode_request(add).unwrap() else {
+            panic!("not an add")
+        };
+        assert_eq!(r.device_id.as_deref(), Some("0000:04:00.5"));
+        let ok = br#"{"ok":{"result":{
+  "interfaces":[{"name":"3f2a9c0d_h","mac":"ee:ee:ee:00:00:01"},
+                {"name":"eth0","mac":"0a:58:0a:10:00:05","mtu":1400,"sandbox":"/var/run/netns/cni-3f2a9c0d1e"}],
+  "ips":[{"address":"10.16.0.5/16","gateway":"10.16.0.1","interface":1}],
+  "routes":[{"dst":"0.0.0.0/0","gw":"10.16.0.1"}],
+  "dns":{"nameservers":["10.96.0.10"]}}}}"#;
+        let Response::Ok { result: Some(res) } = decode_response(ok).unwrap() else {
+            panic!("not ok with result")
+        };
+        assert_eq!(res.ips[0].interface, Some(1));
+        let err = br#"{"error":{"code":113,"msg":"port not installed by OVN","details":"..."}}"#;
+        assert!(matches!(decode_response(err).unwrap(), Response::Error(e) if e.code == 113));
+    }
+
+    #[test]
     fn frame_len_finds_frames_and_caps_size() {
         assert_eq!(frame_len(b"{}").unwrap(), None);
         assert_eq!(frame_len(b"{}\n{}").unwrap(), Some(3));
