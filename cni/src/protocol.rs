@@ -153,6 +153,19 @@ pub enum Request {
 }
 
 impl Request {
+    /// The attachment of add/del/check and their ipam_* forms; `None` for gc/status.
+    pub fn attachment(&self) -> Option<&AttachmentRequest> {
+        match self {
+            Request::Add(a)
+            | Request::Del(a)
+            | Request::Check(a)
+            | Request::IpamAdd(a)
+            | Request::IpamDel(a)
+            | Request::IpamCheck(a) => Some(a),
+            Request::Gc(_) | Request::Status(_) => None,
+        }
+    }
+
     pub fn op(&self) -> &'static str {
         match self {
             Request::Add(_) => "add",
@@ -272,6 +285,16 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         None if buf.len() >= MAX_FRAME_BYTES => Err(ProtocolError::FrameTooLarge),
         None => Ok(None),
     }
+}
+
+/// The answer an agent gives to a frame that does not decode as a [`Request`] (code 6), so
+/// every agent implementation reports it the same way.
+pub fn undecodable_request_response(err: &ProtocolError) -> Response {
+    Response::error(
+        crate::spec::code::DECODE_FAILURE,
+        "node agent could not decode the request",
+        err.to_string(),
+    )
 }
 
 /// Blocking: read one frame. A frame cut short by EOF is accepted if non-empty.
@@ -412,11 +435,7 @@ pub fn serve_connection(
     let frame = read_frame(&mut reader)?;
     let response = match decode_request(&frame) {
         Ok(req) => handler(req),
-        Err(e) => Response::error(
-            crate::spec::code::DECODE_FAILURE,
-            "node agent could not decode the request",
-            e.to_string(),
-        ),
+        Err(e) => undecodable_request_response(&e),
     };
     (&stream).write_all(&encode_response(&response)?)?;
     Ok(())
@@ -575,6 +594,21 @@ mod tests {
         });
         let resp = call(&sock, &add_request(), Duration::from_secs(5)).unwrap();
         assert_eq!(resp, Response::error(110, "add", "seen"));
+    }
+
+    #[test]
+    fn server_answers_garbage_with_decode_error() {
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("g.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || serve(listener, Arc::new(|_req: Request| Response::ok())));
+        let s = UnixStream::connect(&sock).unwrap();
+        (&s).write_all(b"{\"op\":\"explode\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let resp = decode_response(line.as_bytes()).unwrap();
+        assert!(matches!(resp, Response::Error(e) if e.code == 6), "{line}");
     }
 
     #[test]
