@@ -27,3 +27,8 @@ pub use ops::{
     ColumnValues, Condition, Function, Mutation, Mutator, OpResult, Operation, OvsdbError,
     OvsdbErrorKind, TransactError, Transaction, WaitUntil,
 };
+pub mod codegen;
+pub mod generated;
+pub mod row;
+pub use generated::{open_vswitch as vswitch, ovn_nb as nb, ovn_sb as sb};
+pub use row::{Row, RowError};
