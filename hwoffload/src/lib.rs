@@ -8,6 +8,8 @@
 pub mod attach;
 pub mod devlink;
 pub mod fixture;
+pub mod flows;
+pub mod metrics;
 pub mod netlink;
 pub mod ovs_config;
 pub mod pci;
@@ -19,6 +21,11 @@ pub use attach::{
     plan_vf_attachment, representor_bridge_port,
 };
 pub use devlink::{DevlinkDevice, DevlinkError, DevlinkSocket, EswitchMode, EswitchState};
+pub use flows::{
+    DpFlow, NotOffloadedReason, Offload, OffloadContext, OffloadStatus, PortOffloadReport,
+    offload_report, parse_dump_flows,
+};
+pub use metrics::{PodOffload, render_offload_metrics};
 pub use ovs_config::{OffloadSettings, OtherConfigPlan, TcPolicy, plan_offload_config};
 pub use pci::{PciAddress, PciAddressError};
 pub use port_name::{PortName, PortNameError};
