@@ -52,7 +52,7 @@ pub enum Error {
     UnexpectedReply { method: String, reason: String },
     /// The database on the server has a schema version we cannot work with.
     #[error(
-        "schema mismatch for database {database}: server has version {server}, this build was generated for {compiled} (major versions differ)"
+        "schema mismatch for database {database}: server has version {server}, this build was generated for {compiled} (need the same major version and at least the compiled minor)"
     )]
     SchemaMismatch {
         database: String,
@@ -69,6 +69,15 @@ pub enum Error {
         remotes: String,
         reason: String,
     },
+    /// A transaction reached the server and was refused (names operation, table, column).
+    #[error(transparent)]
+    Transact(#[from] crate::ops::TransactError),
+    /// The local replica could not apply an update (the client resyncs).
+    #[error(transparent)]
+    Replica(#[from] crate::replica::ReplicaError),
+    /// A replica condition was not met in time.
+    #[error(transparent)]
+    WaitTimeout(#[from] crate::replica::WaitTimeout),
     /// The client handle was shut down.
     #[error("client is shut down")]
     Shutdown,

@@ -1,16 +1,26 @@
 //! FerrOVN's OVSDB client: RFC 7047 plus the OVS extensions OVN relies on.
 
+pub mod client;
 pub mod connection;
 pub mod error;
 pub mod framing;
 pub mod jsonrpc;
+pub mod methods;
+pub mod raft;
+pub mod replica;
 pub mod transport;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use client::{Client, ClientOptions, LockEvent};
 pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
 pub use error::{Error, Result};
+pub use methods::MonitorSinceReply;
+pub use replica::{
+    ChangeBatch, ChangeKind, ChangeStream, MonitorSpec, Replica, ReplicaData, RowChange,
+    TableMonitor,
+};
 pub use transport::Remote;
 pub mod datum;
 pub use datum::{

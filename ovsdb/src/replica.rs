@@ -1,0 +1,695 @@
+//! The local replica: an in-memory copy of monitored tables kept current by monitor updates.
+//!
+//! [`ReplicaData`] is the pure core: it applies `update` (RFC 7047), `update2`/`update3`
+//! (OVS extensions) and full snapshots, and returns the row changes each one made. [`Replica`]
+//! is the shared handle the [`crate::client::Client`] feeds: readers look at the data under a
+//! read lock, subscribers receive every change batch in order, and `wait_for` blocks until a
+//! predicate over the data holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::datum::{Datum, Uuid};
+use crate::schema::{DatabaseSchema, TableSchema};
+
+/// One row: column name → value. Column names are shared between rows.
+pub type Row = BTreeMap<Arc<str>, Datum>;
+
+/// What to monitor in one table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableMonitor {
+    /// Columns to replicate; `None` means every column of the table.
+    pub columns: Option<Vec<String>>,
+    /// A `monitor_cond` condition (JSON array of `[column, function, value]` clauses, or
+    /// `[true]`); `None` means every row.
+    pub condition: Option<Value>,
+}
+
+/// The tables (and columns, conditions) a replica follows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MonitorSpec {
+    tables: BTreeMap<String, TableMonitor>,
+}
+
+impl MonitorSpec {
+    /// Nothing monitored yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Follow every column and row of `table`.
+    pub fn table(mut self, table: &str) -> Self {
+        self.tables
+            .insert(table.to_owned(), TableMonitor::default());
+        self
+    }
+
+    /// Follow only `columns` of `table`.
+    pub fn table_columns(mut self, table: &str, columns: &[&str]) -> Self {
+        self.tables.insert(
+            table.to_owned(),
+            TableMonitor {
+                columns: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
+                condition: None,
+            },
+        );
+        self
+    }
+
+    /// Follow `table` with full control.
+    pub fn table_with(mut self, table: &str, monitor: TableMonitor) -> Self {
+        self.tables.insert(table.to_owned(), monitor);
+        self
+    }
+
+    /// The monitored tables.
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &TableMonitor)> {
+        self.tables.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The `monitor-cond-requests` object of `monitor_cond` / `monitor_cond_since`.
+    pub fn to_request(&self) -> Value {
+        let mut m = Map::new();
+        for (table, mon) in &self.tables {
+            let mut req = Map::new();
+            if let Some(cols) = &mon.columns {
+                req.insert("columns".into(), json!(cols));
+            }
+            if let Some(cond) = &mon.condition {
+                req.insert("where".into(), cond.clone());
+            }
+            m.insert(table.clone(), Value::Array(vec![Value::Object(req)]));
+        }
+        Value::Object(m)
+    }
+
+    /// Checks the spec against a schema: every table and column must exist.
+    pub fn validate(&self, schema: &DatabaseSchema) -> Result<(), ReplicaError> {
+        for (table, mon) in &self.tables {
+            let ts = schema.table(table).ok_or_else(|| ReplicaError {
+                table: table.clone(),
+                row: None,
+                column: None,
+                reason: format!("no such table in schema {}", schema.name),
+            })?;
+            for c in mon.columns.iter().flatten() {
+                if c != "_uuid" && c != "_version" && ts.column(c).is_none() {
+                    return Err(ReplicaError {
+                        table: table.clone(),
+                        row: None,
+                        column: Some(c.clone()),
+                        reason: "no such column".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An update the replica could not apply; the client answers it with a full resync.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot apply update to table {table}{}{}: {reason}",
+    row.map(|r| format!(" row {r}")).unwrap_or_default(),
+    column.as_deref().map(|c| format!(" column {c}")).unwrap_or_default())]
+pub struct ReplicaError {
+    pub table: String,
+    pub row: Option<Uuid>,
+    pub column: Option<String>,
+    pub reason: String,
+}
+
+/// How a row changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Delete,
+}
+
+/// One row's change: `old` is absent for an insert, `new` for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub table: Arc<str>,
+    pub uuid: Uuid,
+    pub old: Option<Arc<Row>>,
+    pub new: Option<Arc<Row>>,
+}
+
+impl RowChange {
+    /// Insert, modify or delete.
+    pub fn kind(&self) -> ChangeKind {
+        match (&self.old, &self.new) {
+            (None, _) => ChangeKind::Insert,
+            (Some(_), Some(_)) => ChangeKind::Modify,
+            (Some(_), None) => ChangeKind::Delete,
+        }
+    }
+}
+
+/// The changes of one update (one server transaction, or one resync).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChangeBatch {
+    pub changes: Vec<RowChange>,
+    /// The server transaction id after this batch (`update3` / `monitor_cond_since`).
+    pub txn_id: Option<String>,
+    /// True when the batch came from a full snapshot (first sync or resync after the server
+    /// could not resume); the changes are the difference to what the replica held before.
+    pub resync: bool,
+}
+
+type TableRows = BTreeMap<Uuid, Arc<Row>>;
+
+/// The replicated data: tables of rows by UUID.
+#[derive(Debug, Clone)]
+pub struct ReplicaData {
+    schema: Arc<DatabaseSchema>,
+    tables: BTreeMap<Arc<str>, TableRows>,
+    names: HashMap<String, Arc<str>>,
+    last_txn_id: Option<String>,
+    synced: bool,
+}
+
+/// The all-zero transaction id ovsdb-server uses when it has no history (standalone dbs).
+pub const ZERO_TXN_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+impl ReplicaData {
+    /// An empty replica for a database of this schema.
+    pub fn new(schema: Arc<DatabaseSchema>) -> Self {
+        ReplicaData {
+            schema,
+            tables: BTreeMap::new(),
+            names: HashMap::new(),
+            last_txn_id: None,
+            synced: false,
+        }
+    }
+
+    /// The schema rows are decoded with.
+    pub fn schema(&self) -> &DatabaseSchema {
+        &self.schema
+    }
+
+    /// Replaces the schema (after a reconnect to a server with a newer one).
+    pub fn set_schema(&mut self, schema: Arc<DatabaseSchema>) {
+        self.schema = schema;
+    }
+
+    /// The last transaction id seen, if the server sends them.
+    pub fn last_txn_id(&self) -> Option<&str> {
+        self.last_txn_id.as_deref()
+    }
+
+    /// Forgets the transaction id so the next monitor asks for a full snapshot.
+    pub fn forget_txn_id(&mut self) {
+        self.last_txn_id = None;
+    }
+
+    /// True once a first full snapshot has been applied.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    /// The rows of `table` (empty if unknown or not monitored).
+    pub fn rows(&self, table: &str) -> impl Iterator<Item = (&Uuid, &Row)> {
+        self.tables
+            .get(table)
+            .into_iter()
+            .flat_map(|t| t.iter().map(|(u, r)| (u, r.as_ref())))
+    }
+
+    /// Number of rows in `table`.
+    pub fn len(&self, table: &str) -> usize {
+        self.tables.get(table).map_or(0, BTreeMap::len)
+    }
+
+    /// True if no table holds a row.
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(BTreeMap::is_empty)
+    }
+
+    /// One row.
+    pub fn row(&self, table: &str, uuid: &Uuid) -> Option<&Row> {
+        self.tables.get(table)?.get(uuid).map(Arc::as_ref)
+    }
+
+    /// The rows of `table` whose `column` equals `value` (linear scan).
+    pub fn find<'a>(
+        &'a self,
+        table: &str,
+        column: &'a str,
+        value: &'a Datum,
+    ) -> impl Iterator<Item = (&'a Uuid, &'a Row)> + 'a {
+        self.rows(table)
+            .filter(move |(_, r)| r.get(column).is_some_and(|d| d == value))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(name.to_owned(), n.clone());
+        n
+    }
+
+    fn table_schema(&self, table: &str) -> Result<&TableSchema, ReplicaError> {
+        self.schema.table(table).ok_or_else(|| ReplicaError {
+            table: table.to_owned(),
+            row: None,
+            column: None,
+            reason: "table not in schema".into(),
+        })
+    }
+
+    /// Decodes a full row (`initial`, `insert`, or `new` of update v1).
+    fn decode_row(&mut self, table: &str, uuid: Uuid, json: &Value) -> Result<Row, ReplicaError> {
+        let err = |column: Option<&str>, reason: String| ReplicaError {
+            table: table.to_owned(),
+            row: Some(uuid),
+            column: column.map(str::to_owned),
+            reason,
+        };
+        let Value::Object(cols) = json else {
+            return Err(err(None, format!("row is not an object: {json}")));
+        };
+        let mut decoded = Vec::with_capacity(cols.len());
+        {
+            let ts = self.table_schema(table)?;
+            for (name, v) in cols {
+                let Some(cs) = ts.column(name) else {
+                    // `_version` and columns of a newer schema are not ours to keep.
+                    continue;
+                };
+                let d = cs
+                    .ty
+                    .decode(v)
+                    .map_err(|e| err(Some(name), e.to_string()))?;
+                decoded.push((name.clone(), d));
+            }
+        }
+        let mut row = Row::new();
+        for (name, d) in decoded {
+            let key = self.intern(&name);
+            row.insert(key, d);
+        }
+        Ok(row)
+    }
+
+    /// Applies an `update2` diff to `old`.
+    fn apply_modify(
+        &mut self,
+        table: &str,
+        uuid: Uuid,
+        old: &Row,
+        diff: &Value,
+    ) -> Result<Row, ReplicaError> {
+        let err = |column: Option<&str>, reason: String| ReplicaError {
+            table: table.to_owned(),
+            row: Some(uuid),
+            column: column.map(str::to_owned),
+            reason,
+        };
+        let Value::Object(cols) = diff else {
+            return Err(err(None, format!("modify is not an object: {diff}")));
+        };
+        let mut row = old.clone();
+        let mut changed = Vec::with_capacity(cols.len());
+        {
+            let ts = self.table_schema(table)?;
+            for (name, v) in cols {
+                let Some(cs) = ts.column(name) else { continue };
+                let d = cs
+                    .ty
+                    .decode_diff(v)
+                    .map_err(|e| err(Some(name), e.to_string()))?;
+                let mut cur = old
+                    .get(name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| cs.ty.default_datum());
+                cur.apply_diff(&d, cs.ty.kind())
+                    .map_err(|e| err(Some(name), e.to_string()))?;
+                changed.push((name.clone(), cur));
+            }
+        }
+        for (name, d) in changed {
+            let key = self.intern(&name);
+            row.insert(key, d);
+        }
+        Ok(row)
+    }
+
+    fn set_row(&mut self, table: &str, uuid: Uuid, new: Option<Row>) -> Option<RowChange> {
+        let key = self.intern(table);
+        let rows = self.tables.entry(key.clone()).or_default();
+        let old = match &new {
+            Some(r) => rows.insert(uuid, Arc::new(r.clone())),
+            None => rows.remove(&uuid),
+        };
+        if old.is_none() && new.is_none() {
+            return None;
+        }
+        if let (Some(o), Some(n)) = (&old, &new)
+            && o.as_ref() == n
+        {
+            return None;
+        }
+        Some(RowChange {
+            table: key,
+            uuid,
+            old,
+            new: rows.get(&uuid).cloned().filter(|_| new.is_some()),
+        })
+    }
+
+    fn parse_uuid(table: &str, text: &str) -> Result<Uuid, ReplicaError> {
+        text.parse().map_err(|_| ReplicaError {
+            table: table.to_owned(),
+            row: None,
+            column: None,
+            reason: format!("row key {text:?} is not a UUID"),
+        })
+    }
+
+    fn each_row(updates: &Value) -> Result<Vec<(&str, &str, &Value)>, ReplicaError> {
+        let Value::Object(tables) = updates else {
+            return Err(ReplicaError {
+                table: String::new(),
+                row: None,
+                column: None,
+                reason: format!("table-updates is not an object: {updates}"),
+            });
+        };
+        let mut out = Vec::new();
+        for (table, rows) in tables {
+            let Value::Object(rows) = rows else {
+                return Err(ReplicaError {
+                    table: table.clone(),
+                    row: None,
+                    column: None,
+                    reason: "table-update is not an object".into(),
+                });
+            };
+            for (uuid, update) in rows {
+                out.push((table.as_str(), uuid.as_str(), update));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies an `update2` / `update3` `table-updates2` object.
+    pub fn apply_update2(
+        &mut self,
+        updates: &Value,
+        txn_id: Option<&str>,
+    ) -> Result<ChangeBatch, ReplicaError> {
+        let mut changes = Vec::new();
+        for (table, uuid_text, update) in Self::each_row(updates)? {
+            let uuid = Self::parse_uuid(table, uuid_text)?;
+            let Value::Object(kinds) = update else {
+                return Err(ReplicaError {
+                    table: table.to_owned(),
+                    row: Some(uuid),
+                    column: None,
+                    reason: "row-update2 is not an object".into(),
+                });
+            };
+            for (kind, body) in kinds {
+                let new = match kind.as_str() {
+                    "initial" | "insert" => Some(self.decode_row(table, uuid, body)?),
+                    "modify" => {
+                        let old = self
+                            .tables
+                            .get(table)
+                            .and_then(|t| t.get(&uuid))
+                            .cloned()
+                            .ok_or_else(|| ReplicaError {
+                                table: table.to_owned(),
+                                row: Some(uuid),
+                                column: None,
+                                reason: "modify of a row the replica does not have".into(),
+                            })?;
+                        Some(self.apply_modify(table, uuid, &old, body)?)
+                    }
+                    "delete" => None,
+                    other => {
+                        return Err(ReplicaError {
+                            table: table.to_owned(),
+                            row: Some(uuid),
+                            column: None,
+                            reason: format!("unknown row-update2 kind {other:?}"),
+                        });
+                    }
+                };
+                changes.extend(self.set_row(table, uuid, new));
+            }
+        }
+        if let Some(t) = txn_id {
+            self.last_txn_id = Some(t.to_owned());
+        }
+        Ok(ChangeBatch {
+            changes,
+            txn_id: txn_id.map(str::to_owned),
+            resync: false,
+        })
+    }
+
+    /// Applies an RFC 7047 `update` (`table-updates` with `old`/`new`).
+    pub fn apply_update(&mut self, updates: &Value) -> Result<ChangeBatch, ReplicaError> {
+        let mut changes = Vec::new();
+        for (table, uuid_text, update) in Self::each_row(updates)? {
+            let uuid = Self::parse_uuid(table, uuid_text)?;
+            let new = match update.get("new") {
+                Some(new) if !new.is_null() => {
+                    // "new" holds every monitored column, so it replaces the row.
+                    Some(self.decode_row(table, uuid, new)?)
+                }
+                _ => None,
+            };
+            changes.extend(self.set_row(table, uuid, new));
+        }
+        Ok(ChangeBatch {
+            changes,
+            txn_id: None,
+            resync: false,
+        })
+    }
+
+    /// Replaces the whole content with a snapshot (`initial` rows of a monitor reply) and
+    /// returns the difference to the previous content as the change batch. `tables` are the
+    /// monitored tables: those missing from the snapshot are empty.
+    pub fn replace_all<'a>(
+        &mut self,
+        snapshot: &Value,
+        tables: impl IntoIterator<Item = &'a str>,
+        txn_id: Option<&str>,
+    ) -> Result<ChangeBatch, ReplicaError> {
+        let mut fresh: BTreeMap<Arc<str>, BTreeMap<Uuid, Row>> = BTreeMap::new();
+        for t in tables {
+            let key = self.intern(t);
+            fresh.entry(key).or_default();
+        }
+        for (table, uuid_text, update) in Self::each_row(snapshot)? {
+            let uuid = Self::parse_uuid(table, uuid_text)?;
+            let body = update
+                .get("initial")
+                .or_else(|| update.get("insert"))
+                .or_else(|| update.get("new"));
+            let Some(body) = body.filter(|b| !b.is_null()) else {
+                continue;
+            };
+            let row = self.decode_row(table, uuid, body)?;
+            let key = self.intern(table);
+            fresh.entry(key).or_default().insert(uuid, row);
+        }
+        let mut changes = Vec::new();
+        let old_tables: Vec<Arc<str>> = self.tables.keys().cloned().collect();
+        for t in old_tables {
+            fresh.entry(t).or_default();
+        }
+        for (table, rows) in fresh {
+            let gone: Vec<Uuid> = self
+                .tables
+                .get(&table)
+                .map(|old| {
+                    old.keys()
+                        .filter(|u| !rows.contains_key(*u))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            for u in gone {
+                changes.extend(self.set_row(&table, u, None));
+            }
+            for (u, row) in rows {
+                changes.extend(self.set_row(&table, u, Some(row)));
+            }
+        }
+        self.last_txn_id = txn_id.map(str::to_owned);
+        self.synced = true;
+        Ok(ChangeBatch {
+            changes,
+            txn_id: txn_id.map(str::to_owned),
+            resync: true,
+        })
+    }
+}
+
+struct ReplicaState {
+    data: RwLock<ReplicaData>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<ChangeBatch>>>>,
+    version: watch::Sender<u64>,
+}
+
+/// A cheap, cloneable handle to a replica kept current by a [`crate::client::Client`].
+#[derive(Clone)]
+pub struct Replica {
+    database: Arc<str>,
+    spec: Arc<MonitorSpec>,
+    monitor_id: Arc<str>,
+    state: Arc<ReplicaState>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("database", &self.database)
+            .field("monitor_id", &self.monitor_id)
+            .finish()
+    }
+}
+
+/// Stream of change batches of one subscriber, in the order they were applied.
+pub type ChangeStream = mpsc::UnboundedReceiver<Arc<ChangeBatch>>;
+
+/// `wait_for` ran out of time.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("condition on replica of {database} not met within {after:?}")]
+pub struct WaitTimeout {
+    pub database: String,
+    pub after: Duration,
+}
+
+impl Replica {
+    pub(crate) fn new(
+        database: &str,
+        spec: MonitorSpec,
+        monitor_id: String,
+        schema: Arc<DatabaseSchema>,
+    ) -> Replica {
+        Replica {
+            database: Arc::from(database),
+            spec: Arc::new(spec),
+            monitor_id: Arc::from(monitor_id.as_str()),
+            state: Arc::new(ReplicaState {
+                data: RwLock::new(ReplicaData::new(schema)),
+                subscribers: Mutex::new(Vec::new()),
+                version: watch::channel(0).0,
+            }),
+        }
+    }
+
+    /// The database replicated.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// What is monitored.
+    pub fn spec(&self) -> &MonitorSpec {
+        &self.spec
+    }
+
+    pub(crate) fn monitor_id(&self) -> &str {
+        &self.monitor_id
+    }
+
+    /// Reads the current data (do not block inside `f`: updates wait for it).
+    pub fn read<R>(&self, f: impl FnOnce(&ReplicaData) -> R) -> R {
+        let guard = self.state.data.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// A stream of every change batch applied from now on.
+    pub fn subscribe(&self) -> ChangeStream {
+        self.subscribe_with(|_| ()).1
+    }
+
+    /// Reads the data and subscribes atomically: the stream carries exactly the changes made
+    /// after what `f` saw (nothing lost, nothing twice).
+    pub fn subscribe_with<R>(&self, f: impl FnOnce(&ReplicaData) -> R) -> (R, ChangeStream) {
+        let guard = self.state.data.read().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.state
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        (f(&guard), rx)
+    }
+
+    /// Waits until `f` returns `Some` for the current data, re-checking after each change.
+    pub async fn wait_for<R>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&ReplicaData) -> Option<R>,
+    ) -> Result<R, WaitTimeout> {
+        let mut rx = self.state.version.subscribe();
+        let check = async {
+            loop {
+                rx.borrow_and_update();
+                if let Some(r) = self.read(&mut f) {
+                    return r;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, check)
+            .await
+            .map_err(|_| WaitTimeout {
+                database: self.database.to_string(),
+                after: timeout,
+            })
+    }
+
+    /// Waits for the first full snapshot.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), WaitTimeout> {
+        self.wait_for(timeout, |d| d.is_synced().then_some(()))
+            .await
+    }
+
+    /// Applies `f` under the write lock and publishes its batch to subscribers.
+    pub(crate) fn update(
+        &self,
+        f: impl FnOnce(&mut ReplicaData) -> Result<ChangeBatch, ReplicaError>,
+    ) -> Result<(), ReplicaError> {
+        let mut guard = self.state.data.write().unwrap_or_else(|p| p.into_inner());
+        let batch = f(&mut guard)?;
+        // Publishing while still holding the write lock keeps `subscribe_with` exact.
+        let publish = !batch.changes.is_empty() || batch.resync;
+        if publish {
+            let batch = Arc::new(batch);
+            let mut subs = self
+                .state
+                .subscribers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            subs.retain(|s| s.send(batch.clone()).is_ok());
+        }
+        drop(guard);
+        self.state.version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    pub(crate) fn with_data_mut<R>(&self, f: impl FnOnce(&mut ReplicaData) -> R) -> R {
+        let mut guard = self.state.data.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
