@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::annotations::{AnnotationError, Annotations, PodNetwork};
-use super::crd::{DEFAULT_VPC, IpPool, Protocol, Subnet, Vlan};
+use super::crd::{DEFAULT_VPC, IpPool, PolicyRouteAction, Protocol, Subnet, Vlan, Vpc};
 use super::net::{CidrBlock, DualIp, IpFamily, IpRange, MacAddr, NetParseError, nets_overlap};
 
 /// The object an error is about: `Subnet team-a`, `Pod default/web-0`.
@@ -135,6 +135,13 @@ pub enum ValidationError {
         object: ObjectRef,
         field: String,
         id: i64,
+    },
+    #[error("{object}: {field} {value} is out of range {range}")]
+    OutOfRange {
+        object: ObjectRef,
+        field: String,
+        value: i64,
+        range: &'static str,
     },
     #[error("{object}: {error}")]
     Annotation {
@@ -293,6 +300,19 @@ pub fn validate_subnet(subnet: &Subnet) -> Result<ValidatedSubnet, Vec<Validatio
                     cidr_block: spec.cidr_block.clone(),
                 }),
             Ok(range) => exclude.push(range),
+        }
+    }
+
+    for (i, entry) in spec.allow_subnets.iter().enumerate() {
+        if entry.trim().parse::<IpNet>().is_err() {
+            errors.push(ValidationError::Syntax {
+                object: object.clone(),
+                field: format!("spec.allowSubnets[{i}]"),
+                value: entry.clone(),
+                reason: NetParseError::BadCidr {
+                    value: entry.clone(),
+                },
+            });
         }
     }
 
@@ -475,6 +495,72 @@ pub fn validate_vlan(vlan: &Vlan) -> Vec<ValidationError> {
             object,
             field: "spec.provider".into(),
         });
+    }
+    errors
+}
+
+/// Validates a Vpc: static route CIDRs and next hops, policy route priorities (0..=32767) and
+/// the next hop a `reroute` needs.
+pub fn validate_vpc(vpc: &Vpc) -> Vec<ValidationError> {
+    let object = ObjectRef::cluster("Vpc", vpc.metadata.name.as_deref().unwrap_or(""));
+    let mut errors = Vec::new();
+    let mut syntax = |field: String, value: &str, reason: NetParseError| {
+        errors.push(ValidationError::Syntax {
+            object: object.clone(),
+            field,
+            value: value.to_string(),
+            reason,
+        })
+    };
+    for (i, r) in vpc.spec.static_routes.iter().enumerate() {
+        if r.cidr.trim().parse::<IpNet>().is_err() {
+            syntax(
+                format!("spec.staticRoutes[{i}].cidr"),
+                &r.cidr,
+                NetParseError::BadCidr {
+                    value: r.cidr.clone(),
+                },
+            );
+        }
+        if r.next_hop_ip.trim().parse::<IpAddr>().is_err() {
+            syntax(
+                format!("spec.staticRoutes[{i}].nextHopIP"),
+                &r.next_hop_ip,
+                NetParseError::BadIp {
+                    value: r.next_hop_ip.clone(),
+                },
+            );
+        }
+    }
+    for (i, r) in vpc.spec.policy_routes.iter().enumerate() {
+        if !(0..=32767).contains(&r.priority) {
+            errors.push(ValidationError::OutOfRange {
+                object: object.clone(),
+                field: format!("spec.policyRoutes[{i}].priority"),
+                value: r.priority.into(),
+                range: "0..32767",
+            });
+        }
+        let needs_hop = r.action == Some(PolicyRouteAction::Reroute);
+        if needs_hop && r.next_hop_ip.trim().is_empty() {
+            errors.push(ValidationError::MissingField {
+                object: object.clone(),
+                field: format!("spec.policyRoutes[{i}].nextHopIP (action reroute)"),
+            });
+        } else if !r.next_hop_ip.trim().is_empty() {
+            for hop in r.next_hop_ip.split(',').map(str::trim) {
+                if hop.parse::<IpAddr>().is_err() {
+                    errors.push(ValidationError::Syntax {
+                        object: object.clone(),
+                        field: format!("spec.policyRoutes[{i}].nextHopIP"),
+                        value: r.next_hop_ip.clone(),
+                        reason: NetParseError::BadIp {
+                            value: hop.to_string(),
+                        },
+                    });
+                }
+            }
+        }
     }
     errors
 }
@@ -726,6 +812,61 @@ mod tests {
         let e = validate_mac(&pod, "mac_address", "01:02:03:04:05:06").unwrap_err();
         assert!(e.to_string().contains("multicast"), "{e}");
         assert!(validate_mac(&pod, "mac_address", "02:02:03:04:05:06").is_ok());
+    }
+
+    #[test]
+    fn allow_subnets_must_be_cidrs() {
+        let mut s = subnet("p", "10.77.0.0/16");
+        s.spec.private = true;
+        s.spec.allow_subnets = vec!["10.66.0.0/16".into(), "team-a".into()];
+        assert_eq!(
+            errs(&s),
+            [
+                "Subnet p: spec.allowSubnets[1] \"team-a\" is invalid: \"team-a\" is not a CIDR (expected e.g. 10.16.0.0/16 or fd00:10:16::/64)"
+            ]
+        );
+    }
+
+    #[test]
+    fn vpc_routes() {
+        use crate::api::crd::{PolicyRoute, StaticRoute};
+        let mut vpc = Vpc::new("blue", Default::default());
+        vpc.spec.static_routes = vec![
+            StaticRoute {
+                cidr: "0.0.0.0/0".into(),
+                next_hop_ip: "10.0.1.254".into(),
+                ..StaticRoute::default()
+            },
+            StaticRoute {
+                cidr: "10.0.0.0".into(),
+                next_hop_ip: "gw".into(),
+                ..StaticRoute::default()
+            },
+        ];
+        vpc.spec.policy_routes = vec![
+            PolicyRoute {
+                priority: 40000,
+                match_: "ip4.src == 10.0.0.0/24".into(),
+                action: Some(PolicyRouteAction::Reroute),
+                next_hop_ip: String::new(),
+            },
+            PolicyRoute {
+                priority: 100,
+                match_: "ip4".into(),
+                action: Some(PolicyRouteAction::Allow),
+                next_hop_ip: String::new(),
+            },
+        ];
+        let msgs: Vec<String> = validate_vpc(&vpc).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "Vpc blue: spec.staticRoutes[1].cidr \"10.0.0.0\" is invalid: \"10.0.0.0\" is not a CIDR (expected e.g. 10.16.0.0/16 or fd00:10:16::/64)",
+                "Vpc blue: spec.staticRoutes[1].nextHopIP \"gw\" is invalid: \"gw\" is not an IP address",
+                "Vpc blue: spec.policyRoutes[0].priority 40000 is out of range 0..32767",
+                "Vpc blue: spec.policyRoutes[0].nextHopIP (action reroute) is required",
+            ]
+        );
     }
 
     #[test]
