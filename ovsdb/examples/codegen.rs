@@ -1,6 +1,9 @@
 //! Regenerates `ovsdb/src/generated/*.rs` from the schema copies in `ovsdb/schemas/`.
 //!
 //! `cargo run -p ferrovn-ovsdb --example codegen` (add `-- --check` to only report staleness).
+//!
+//! If the committed generated code stops compiling (say after a change to the `Row` trait),
+//! empty the three files under `src/generated/` first: the library builds without them.
 
 use std::path::Path;
 

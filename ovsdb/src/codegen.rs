@@ -71,6 +71,7 @@ pub fn generate(schema: &DatabaseSchema, schema_file: &str) -> String {
                     .as_ref()
                     .is_some_and(|v| v.atom_type == AtomType::Real))
     });
+    out.push_str("use std::borrow::Borrow;\n");
     out.push_str("use std::collections::BTreeMap;\n");
     if uses_set {
         out.push_str("use std::collections::BTreeSet;\n");
@@ -184,7 +185,7 @@ fn generate_table(out: &mut String, table: &TableSchema) {
     out.push('\n');
     out.push_str("    fn uuid(&self) -> Uuid {\n        self.uuid\n    }\n\n");
     out.push_str(
-        "    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {\n",
+        "    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {\n",
     );
     out.push_str("        Ok(Self {\n            uuid,\n");
     for (column, field) in table.columns.values().zip(&fields) {

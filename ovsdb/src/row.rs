@@ -1,6 +1,7 @@
 //! Typed rows: the [`Row`] trait that the generated table structs (`crate::nb`, `crate::sb`,
 //! `crate::vswitch`) implement, and the helpers their generated code calls.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use crate::datum::{Datum, DatumError, DatumValue, Uuid};
@@ -35,9 +36,13 @@ pub trait Row: Sized {
     /// The row's `_uuid` ([`Uuid::NIL`] for a row not yet given one).
     fn uuid(&self) -> Uuid;
 
-    /// Reads a row from its column map (a replica row or a select result). Missing columns
-    /// take their default value, as in `update2` "initial"/"insert" rows which omit them.
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError>;
+    /// Reads a row from its column map (a replica row keyed by `Arc<str>`, a select result
+    /// keyed by `String`). Missing columns take their default value, as in `update2`
+    /// "initial"/"insert" rows which omit them.
+    fn from_columns<K: Borrow<str> + Ord>(
+        uuid: Uuid,
+        columns: &BTreeMap<K, Datum>,
+    ) -> Result<Self, RowError>;
 
     /// The value of one column by name (`_uuid` included); `None` for an unknown name.
     fn column(&self, name: &str) -> Option<Datum>;
@@ -95,10 +100,10 @@ pub trait Row: Sized {
 
 /// Reads column `column` of `table` from `columns`, defaulting when absent. Called by
 /// generated code.
-pub fn read_column<T: DatumValue>(
+pub fn read_column<T: DatumValue, K: Borrow<str> + Ord>(
     table: &'static str,
     column: &'static str,
-    columns: &BTreeMap<String, Datum>,
+    columns: &BTreeMap<K, Datum>,
 ) -> Result<T, RowError> {
     match columns.get(column) {
         None => Ok(T::default_value()),
@@ -142,7 +147,10 @@ mod tests {
         fn uuid(&self) -> Uuid {
             self.uuid
         }
-        fn from_columns(uuid: Uuid, c: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+        fn from_columns<K: Borrow<str> + Ord>(
+            uuid: Uuid,
+            c: &BTreeMap<K, Datum>,
+        ) -> Result<Self, RowError> {
             Ok(Port {
                 uuid,
                 name: read_column(Self::TABLE, "name", c)?,
@@ -197,6 +205,12 @@ mod tests {
         );
         let back = Port::from_columns(id, &port.all_columns()).unwrap();
         assert_eq!(back, port);
+        let interned: BTreeMap<std::sync::Arc<str>, Datum> = port
+            .all_columns()
+            .into_iter()
+            .map(|(k, v)| (std::sync::Arc::from(k.as_str()), v))
+            .collect();
+        assert_eq!(Port::from_columns(id, &interned).unwrap(), port);
         let fresh = Port::default().insert_op().to_json();
         assert!(fresh.get("uuid").is_none());
         assert_eq!(port.delete_op().to_json()["op"], "delete");
@@ -204,7 +218,7 @@ mod tests {
 
     #[test]
     fn missing_columns_default_and_bad_ones_name_the_column() {
-        let row = Port::from_columns(Uuid::NIL, &BTreeMap::new()).unwrap();
+        let row = Port::from_columns(Uuid::NIL, &BTreeMap::<String, Datum>::new()).unwrap();
         assert_eq!(row, Port::default());
         let bad: BTreeMap<String, Datum> = [("tag".to_string(), Datum::from("x"))].into();
         let err = Port::from_columns(Uuid::NIL, &bad).unwrap_err();

@@ -4,6 +4,7 @@
 //! Do not edit: change the generator (`ovsdb/src/codegen.rs`) or the schema copy, and
 //! regenerate. The `generated_fresh` test fails when this file is stale.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
@@ -44,7 +45,7 @@ impl Row for AutoAttach {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             mappings: read_column(Self::TABLE, "mappings", columns)?,
@@ -151,7 +152,7 @@ impl Row for Bridge {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             auto_attach: read_column(Self::TABLE, "auto_attach", columns)?,
@@ -290,7 +291,7 @@ impl Row for CtTimeoutPolicy {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -334,7 +335,7 @@ impl Row for CtZone {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -425,7 +426,7 @@ impl Row for Controller {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             connection_mode: read_column(Self::TABLE, "connection_mode", columns)?,
@@ -518,7 +519,7 @@ impl Row for Datapath {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             capabilities: read_column(Self::TABLE, "capabilities", columns)?,
@@ -572,7 +573,7 @@ impl Row for FlowSampleCollectorSet {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bridge: read_column(Self::TABLE, "bridge", columns)?,
@@ -637,7 +638,7 @@ impl Row for FlowTable {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -705,7 +706,7 @@ impl Row for Ipfix {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             cache_active_timeout: read_column(Self::TABLE, "cache_active_timeout", columns)?,
@@ -853,7 +854,7 @@ impl Row for Interface {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             admin_state: read_column(Self::TABLE, "admin_state", columns)?,
@@ -1015,7 +1016,7 @@ impl Row for Manager {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             connection_mode: read_column(Self::TABLE, "connection_mode", columns)?,
@@ -1093,7 +1094,7 @@ impl Row for Mirror {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -1169,7 +1170,7 @@ impl Row for NetFlow {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             active_timeout: read_column(Self::TABLE, "active_timeout", columns)?,
@@ -1255,7 +1256,7 @@ impl Row for OpenVSwitch {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bridges: read_column(Self::TABLE, "bridges", columns)?,
@@ -1410,7 +1411,7 @@ impl Row for Port {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bond_active_slave: read_column(Self::TABLE, "bond_active_slave", columns)?,
@@ -1518,7 +1519,7 @@ impl Row for QoS {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -1570,7 +1571,7 @@ impl Row for Queue {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             dscp: read_column(Self::TABLE, "dscp", columns)?,
@@ -1623,7 +1624,7 @@ impl Row for Ssl {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bootstrap_ca_cert: read_column(Self::TABLE, "bootstrap_ca_cert", columns)?,
@@ -1684,7 +1685,7 @@ impl Row for SFlow {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             agent: read_column(Self::TABLE, "agent", columns)?,

@@ -4,6 +4,7 @@
 //! Do not edit: change the generator (`ovsdb/src/codegen.rs`) or the schema copy, and
 //! regenerate. The `generated_fresh` test fails when this file is stale.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
@@ -87,7 +88,7 @@ impl Row for Acl {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             action: read_column(Self::TABLE, "action", columns)?,
@@ -160,7 +161,7 @@ impl Row for AddressSet {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             addresses: read_column(Self::TABLE, "addresses", columns)?,
@@ -230,7 +231,7 @@ impl Row for Bfd {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             detect_mult: read_column(Self::TABLE, "detect_mult", columns)?,
@@ -294,7 +295,7 @@ impl Row for ChassisTemplateVar {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -351,7 +352,7 @@ impl Row for Connection {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -412,7 +413,7 @@ impl Row for Copp {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -461,7 +462,7 @@ impl Row for DhcpOptions {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             cidr: read_column(Self::TABLE, "cidr", columns)?,
@@ -508,7 +509,7 @@ impl Row for Dns {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -560,7 +561,7 @@ impl Row for ForwardingGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             child_port: read_column(Self::TABLE, "child_port", columns)?,
@@ -622,7 +623,7 @@ impl Row for GatewayChassis {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis_name: read_column(Self::TABLE, "chassis_name", columns)?,
@@ -677,7 +678,7 @@ impl Row for HaChassis {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis_name: read_column(Self::TABLE, "chassis_name", columns)?,
@@ -726,7 +727,7 @@ impl Row for HaChassisGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -806,7 +807,7 @@ impl Row for LoadBalancer {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -868,7 +869,7 @@ impl Row for LoadBalancerGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             load_balancer: read_column(Self::TABLE, "load_balancer", columns)?,
@@ -914,7 +915,7 @@ impl Row for LoadBalancerHealthCheck {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -979,7 +980,7 @@ impl Row for LogicalRouter {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             copp: read_column(Self::TABLE, "copp", columns)?,
@@ -1069,7 +1070,7 @@ impl Row for LogicalRouterPolicy {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             action: read_column(Self::TABLE, "action", columns)?,
@@ -1146,7 +1147,7 @@ impl Row for LogicalRouterPort {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             enabled: read_column(Self::TABLE, "enabled", columns)?,
@@ -1236,7 +1237,7 @@ impl Row for LogicalRouterStaticRoute {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bfd: read_column(Self::TABLE, "bfd", columns)?,
@@ -1316,7 +1317,7 @@ impl Row for LogicalSwitch {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             acls: read_column(Self::TABLE, "acls", columns)?,
@@ -1415,7 +1416,7 @@ impl Row for LogicalSwitchPort {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             addresses: read_column(Self::TABLE, "addresses", columns)?,
@@ -1514,7 +1515,7 @@ impl Row for Meter {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bands: read_column(Self::TABLE, "bands", columns)?,
@@ -1576,7 +1577,7 @@ impl Row for MeterBand {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             action: read_column(Self::TABLE, "action", columns)?,
@@ -1645,7 +1646,7 @@ impl Row for Mirror {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -1728,7 +1729,7 @@ impl Row for Nat {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             allowed_ext_ips: read_column(Self::TABLE, "allowed_ext_ips", columns)?,
@@ -1819,7 +1820,7 @@ impl Row for NbGlobal {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             connections: read_column(Self::TABLE, "connections", columns)?,
@@ -1897,7 +1898,7 @@ impl Row for PortGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             acls: read_column(Self::TABLE, "acls", columns)?,
@@ -1968,7 +1969,7 @@ impl Row for QoS {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             action: read_column(Self::TABLE, "action", columns)?,
@@ -2034,7 +2035,7 @@ impl Row for Ssl {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bootstrap_ca_cert: read_column(Self::TABLE, "bootstrap_ca_cert", columns)?,
@@ -2097,7 +2098,7 @@ impl Row for StaticMacBinding {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             ip: read_column(Self::TABLE, "ip", columns)?,

@@ -4,6 +4,7 @@
 //! Do not edit: change the generator (`ovsdb/src/codegen.rs`) or the schema copy, and
 //! regenerate. The `generated_fresh` test fails when this file is stale.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
@@ -42,7 +43,7 @@ impl Row for AddressSet {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             addresses: read_column(Self::TABLE, "addresses", columns)?,
@@ -113,7 +114,7 @@ impl Row for Bfd {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             detect_mult: read_column(Self::TABLE, "detect_mult", columns)?,
@@ -193,7 +194,7 @@ impl Row for Chassis {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             encaps: read_column(Self::TABLE, "encaps", columns)?,
@@ -261,7 +262,7 @@ impl Row for ChassisPrivate {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -314,7 +315,7 @@ impl Row for ChassisTemplateVar {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -372,7 +373,7 @@ impl Row for Connection {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -446,7 +447,7 @@ impl Row for ControllerEvent {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -519,7 +520,7 @@ impl Row for DhcpOptions {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             code: read_column(Self::TABLE, "code", columns)?,
@@ -577,7 +578,7 @@ impl Row for DHCPv6Options {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             code: read_column(Self::TABLE, "code", columns)?,
@@ -626,7 +627,7 @@ impl Row for Dns {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapaths: read_column(Self::TABLE, "datapaths", columns)?,
@@ -675,7 +676,7 @@ impl Row for DatapathBinding {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -735,7 +736,7 @@ impl Row for Encap {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis_name: read_column(Self::TABLE, "chassis_name", columns)?,
@@ -787,7 +788,7 @@ impl Row for Fdb {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             dp_key: read_column(Self::TABLE, "dp_key", columns)?,
@@ -840,7 +841,7 @@ impl Row for GatewayChassis {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -895,7 +896,7 @@ impl Row for HaChassis {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             chassis: read_column(Self::TABLE, "chassis", columns)?,
@@ -946,7 +947,7 @@ impl Row for HaChassisGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -1000,7 +1001,7 @@ impl Row for IgmpGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             address: read_column(Self::TABLE, "address", columns)?,
@@ -1068,7 +1069,7 @@ impl Row for IpMulticast {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapath: read_column(Self::TABLE, "datapath", columns)?,
@@ -1158,7 +1159,7 @@ impl Row for LoadBalancer {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapath_group: read_column(Self::TABLE, "datapath_group", columns)?,
@@ -1215,7 +1216,7 @@ impl Row for LogicalDpGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapaths: read_column(Self::TABLE, "datapaths", columns)?,
@@ -1279,7 +1280,7 @@ impl Row for LogicalFlow {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             actions: read_column(Self::TABLE, "actions", columns)?,
@@ -1353,7 +1354,7 @@ impl Row for MacBinding {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapath: read_column(Self::TABLE, "datapath", columns)?,
@@ -1415,7 +1416,7 @@ impl Row for Meter {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bands: read_column(Self::TABLE, "bands", columns)?,
@@ -1469,7 +1470,7 @@ impl Row for MeterBand {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             action: read_column(Self::TABLE, "action", columns)?,
@@ -1535,7 +1536,7 @@ impl Row for Mirror {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -1595,7 +1596,7 @@ impl Row for MulticastGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapath: read_column(Self::TABLE, "datapath", columns)?,
@@ -1685,7 +1686,7 @@ impl Row for PortBinding {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             additional_chassis: read_column(Self::TABLE, "additional_chassis", columns)?,
@@ -1789,7 +1790,7 @@ impl Row for PortGroup {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             name: read_column(Self::TABLE, "name", columns)?,
@@ -1837,7 +1838,7 @@ impl Row for RbacPermission {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             authorization: read_column(Self::TABLE, "authorization", columns)?,
@@ -1887,7 +1888,7 @@ impl Row for RbacRole {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             name: read_column(Self::TABLE, "name", columns)?,
@@ -1939,7 +1940,7 @@ impl Row for SbGlobal {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             connections: read_column(Self::TABLE, "connections", columns)?,
@@ -2005,7 +2006,7 @@ impl Row for Ssl {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             bootstrap_ca_cert: read_column(Self::TABLE, "bootstrap_ca_cert", columns)?,
@@ -2091,7 +2092,7 @@ impl Row for ServiceMonitor {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             external_ids: read_column(Self::TABLE, "external_ids", columns)?,
@@ -2162,7 +2163,7 @@ impl Row for StaticMacBinding {
         self.uuid
     }
 
-    fn from_columns(uuid: Uuid, columns: &BTreeMap<String, Datum>) -> Result<Self, RowError> {
+    fn from_columns<K: Borrow<str> + Ord>(uuid: Uuid, columns: &BTreeMap<K, Datum>) -> Result<Self, RowError> {
         Ok(Self {
             uuid,
             datapath: read_column(Self::TABLE, "datapath", columns)?,
