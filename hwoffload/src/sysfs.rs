@@ -243,6 +243,7 @@ impl Sysfs {
     }
 
     fn netdevs(&self) -> Result<Vec<NetdevInfo>, SysfsError> {
+        // Only listing class/net can fail: a sysfs without it is not a sysfs.
         let class_net = self.class_net();
         let entries = fs::read_dir(&class_net).map_err(|source| SysfsError::Read {
             path: class_net.clone(),
@@ -261,8 +262,10 @@ impl Sysfs {
             let pci = resolve_pci(&device).ok().flatten();
             out.push(NetdevInfo {
                 pci,
-                switch_id: read_optional(&dir.join("phys_switch_id"))?,
-                port_name_raw: read_optional(&dir.join("phys_port_name"))?,
+                // Drivers refuse these attributes in assorted ways (EOPNOTSUPP, EINVAL, ENODATA)
+                // and netdevs can vanish mid-scan: whatever cannot be read is no switch port.
+                switch_id: read_optional(&dir.join("phys_switch_id")).ok().flatten(),
+                port_name_raw: read_optional(&dir.join("phys_port_name")).ok().flatten(),
                 sriov_capable: pci.is_some() && device.join("sriov_totalvfs").exists(),
                 name,
             });

@@ -344,3 +344,20 @@ fn device_id_to_attachment_on_the_mlx5_tree() {
     .unwrap_err();
     assert!(e.to_string().contains("bound to mlx5_core"), "{e}");
 }
+
+#[test]
+fn the_real_sys_of_this_machine_reads_without_error() {
+    // No SR-IOV NIC here: discovery must still walk the real /sys (virtio, veth, lo, whatever
+    // other tests create meanwhile) and return consistent PFs, most likely none.
+    let pfs = Sysfs::new("/").physical_functions().unwrap();
+    eprintln!(
+        "SR-IOV PFs on this machine: {:?}",
+        pfs.iter().map(|p| &p.netdev).collect::<Vec<_>>()
+    );
+    for pf in &pfs {
+        assert!(pf.num_vfs <= pf.total_vfs, "{pf:?}");
+        assert_eq!(pf.vfs.len() as u32, pf.num_vfs, "{pf:?}");
+    }
+    let e = Sysfs::new("/").find_vf(&pci("ffff:ff:1f.7")).unwrap_err();
+    assert!(matches!(e, SysfsError::NoSuchPciDevice { .. }), "{e}");
+}
