@@ -718,7 +718,7 @@ pub struct IpPoolStatus {
     derive = "PartialEq",
     derive = "Default",
     doc = "A Kube-OVN Vlan: a VLAN tag on a provider network.",
-    printcolumn(name = "ID", type_ = "string", json_path = ".spec.id"),
+    printcolumn(name = "ID", type_ = "integer", json_path = ".spec.id"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider")
 )]
 #[serde(default, rename_all = "camelCase")]
