@@ -1,12 +1,12 @@
 //! The cluster-wide allocator: subnets, their pools, every allocation and every MAC.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::error::{InputError, IpamError};
 use super::family::{FamilyState, PoolSlot, to_ip, to_u128};
+use super::fasthash::FastMap;
 use super::intervals::{Span, intersect, normalize};
 use super::mac::candidate_mac;
 use super::types::{
@@ -92,13 +92,13 @@ impl SubnetState {
 #[derive(Debug, Clone)]
 pub struct Ipam {
     pub(crate) seed: u64,
-    pub(crate) subnets: HashMap<String, SubnetState>,
+    pub(crate) subnets: FastMap<String, SubnetState>,
     /// Pool name (cluster-unique, IPPool is cluster-scoped) → its subnet.
-    pub(crate) pool_subnet: HashMap<String, String>,
+    pub(crate) pool_subnet: FastMap<String, String>,
     pub(crate) slots: Vec<Option<Allocation>>,
     pub(crate) vacant: Vec<u32>,
-    pub(crate) by_owner: HashMap<OwnerKey, u32>,
-    pub(crate) macs: HashMap<Mac, u32>,
+    pub(crate) by_owner: FastMap<OwnerKey, u32>,
+    pub(crate) macs: FastMap<Mac, u32>,
 }
 
 fn check_range(what: &str, r: &AddrRange) -> Result<(), IpamError> {
@@ -147,12 +147,12 @@ impl Ipam {
     pub fn new(mac_seed: u64) -> Self {
         Self {
             seed: mac_seed,
-            subnets: HashMap::new(),
-            pool_subnet: HashMap::new(),
+            subnets: FastMap::default(),
+            pool_subnet: FastMap::default(),
             slots: Vec::new(),
             vacant: Vec::new(),
-            by_owner: HashMap::new(),
-            macs: HashMap::new(),
+            by_owner: FastMap::default(),
+            macs: FastMap::default(),
         }
     }
 
@@ -567,8 +567,11 @@ impl Ipam {
             match statics[fam_index(f)] {
                 Some(wanted) if wanted != ip => return false,
                 Some(_) => {}
-                // A held address stays unless the request names a pool it is not in.
-                None if slot > 0 && state.family(f).slot_of(to_u128(ip)) != Some(slot) => {
+                // A held address stays unless the request names a pool it is not in. A pool
+                // bound to the namespace does not move pods that got addresses before it.
+                None if req.pool.is_some()
+                    && state.family(f).slot_of(to_u128(ip)) != Some(slot) =>
+                {
                     return false;
                 }
                 None => {}

@@ -1,10 +1,10 @@
 //! One address family of one subnet: what may be handed out, what is free, who holds what.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use super::fasthash::FastMap;
 use super::intervals::{
     IntervalSet, Span, intersect, normalize, spans_contain, spans_of_sorted_points, subtract,
 };
@@ -44,7 +44,7 @@ pub(crate) struct FamilyState {
     free: Vec<IntervalSet>,
     using_per_slot: Vec<u128>,
     /// Held address → index of the allocation holding it.
-    pub(crate) used: HashMap<u128, u32>,
+    pub(crate) used: FastMap<u128, u32>,
 }
 
 impl FamilyState {
@@ -90,7 +90,7 @@ impl FamilyState {
             pool_count: 0,
             free: Vec::new(),
             using_per_slot: Vec::new(),
-            used: HashMap::new(),
+            used: FastMap::default(),
         };
         state.set_pools(pools);
         state

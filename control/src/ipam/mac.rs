@@ -26,13 +26,19 @@ fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// The `attempt`-th candidate MAC for `owner` (attempt 0 first, then 1, 2... on collision).
-pub fn candidate_mac(seed: u64, owner: &OwnerKey, attempt: u32) -> Mac {
+/// A hash of the owner key that is the same in every process (unlike std's `RandomState`).
+pub(crate) fn stable_owner_hash(seed: u64, owner: &OwnerKey) -> u64 {
     let mut h = fnv1a(0xcbf2_9ce4_8422_2325 ^ seed, owner.namespace.as_bytes());
     h = fnv1a(h, &[0]);
     h = fnv1a(h, owner.name.as_bytes());
     h = fnv1a(h, &[0]);
     h = fnv1a(h, owner.provider.as_bytes());
+    splitmix64(h)
+}
+
+/// The `attempt`-th candidate MAC for `owner` (attempt 0 first, then 1, 2... on collision).
+pub fn candidate_mac(seed: u64, owner: &OwnerKey, attempt: u32) -> Mac {
+    let h = stable_owner_hash(seed, owner);
     let v = splitmix64(h ^ u64::from(attempt).rotate_left(32)).to_be_bytes();
     Mac([GENERATED_MAC_PREFIX, v[3], v[4], v[5], v[6], v[7]])
 }

@@ -10,6 +10,7 @@
 mod allocator;
 mod error;
 mod family;
+mod fasthash;
 mod intervals;
 mod mac;
 mod rebuild;

@@ -1,15 +1,17 @@
 //! Recovery after a restart: the IPAM rebuilt from the allocations found in the cluster.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use super::allocator::Ipam;
 use super::error::IpamError;
 use super::family::to_u128;
+use super::fasthash::{FastMap, FastState};
+use super::mac::stable_owner_hash;
 use super::types::{
-    Allocation, Conflict, ExistingAllocation, Family, IpPoolSpec, Mac, Misplaced, SubnetSpec,
+    Allocation, Conflict, ExistingAllocation, Family, IpPoolSpec, Mac, Misplaced, OwnerKey,
+    RecordSource, SubnetSpec,
 };
 
 /// The rebuilt IPAM and everything that could not be kept as found.
@@ -24,15 +26,29 @@ pub struct Recovery {
     pub rejected: Vec<IpamError>,
 }
 
-/// Processing order: source precedence first, then the record itself, so the result does not
-/// depend on the order the records were listed in.
-fn precedence(a: &ExistingAllocation, b: &ExistingAllocation) -> Ordering {
-    a.source
-        .cmp(&b.source)
-        .then_with(|| a.owner.cmp(&b.owner))
+/// Full order of two records, used only to break ties of the processing key so that the
+/// result does not depend on the order the records were listed in.
+fn tie_break(a: &ExistingAllocation, b: &ExistingAllocation) -> Ordering {
+    a.owner
+        .cmp(&b.owner)
         .then_with(|| a.subnet.cmp(&b.subnet))
         .then_with(|| a.ips.cmp(&b.ips))
         .then_with(|| a.mac.cmp(&b.mac))
+}
+
+/// An empty record left behind when one is moved out of the input (allocates nothing).
+fn vacated() -> ExistingAllocation {
+    ExistingAllocation {
+        owner: OwnerKey {
+            namespace: String::new(),
+            name: String::new(),
+            provider: String::new(),
+        },
+        subnet: String::new(),
+        ips: Vec::new(),
+        mac: None,
+        source: RecordSource::NbPort,
+    }
 }
 
 fn agrees(kept: &Allocation, record: &ExistingAllocation) -> bool {
@@ -62,7 +78,9 @@ impl Ipam {
     ///
     /// Guarantees: no address is held twice in a subnet, no MAC twice in the cluster, and the
     /// outcome does not depend on the order of `records`. When records disagree, the one with
-    /// the higher precedence (source, then owner) wins and the other is reported.
+    /// the higher precedence wins and the other is reported: IP object, then pod annotation,
+    /// then NB port; between records of one source, a fixed order given by a hash of the owner
+    /// key (the same in every run and every process).
     pub fn rebuild(
         mac_seed: u64,
         subnets: Vec<SubnetSpec>,
@@ -82,17 +100,32 @@ impl Ipam {
             }
         }
 
-        records.sort_unstable_by(precedence);
-        records.dedup();
+        // Processing order: source precedence, then a process-independent hash of the owner
+        // (cheap to sort 100k+ records by; it keeps one owner's records together), then the
+        // full record. Exact duplicates end up adjacent and merge silently below.
+        let mut order: Vec<(u8, u64, u32)> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.source as u8, stable_owner_hash(0, &r.owner), i as u32))
+            .collect();
+        order.sort_unstable_by(|x, y| {
+            (x.0, x.1)
+                .cmp(&(y.0, y.1))
+                .then_with(|| tie_break(&records[x.2 as usize], &records[y.2 as usize]))
+        });
 
         let mut conflicts: Vec<Conflict> = Vec::new();
-        let mut pending: Vec<(Allocation, Option<MacTodo>)> = Vec::with_capacity(records.len());
-        let mut by_owner: HashMap<_, u32> = HashMap::with_capacity(records.len());
-        let mut macs: HashMap<Mac, u32> = HashMap::with_capacity(records.len());
+        let mut pending: Vec<Allocation> = Vec::with_capacity(records.len());
+        let mut mac_todo: Vec<(u32, MacTodo)> = Vec::new();
+        let mut by_owner: FastMap<OwnerKey, u32> =
+            FastMap::with_capacity_and_hasher(records.len(), FastState::default());
+        let mut macs: FastMap<Mac, u32> =
+            FastMap::with_capacity_and_hasher(records.len(), FastState::default());
         // A placeholder until the real MAC is chosen; never stored as a claim.
         let unset = Mac([0; 6]);
 
-        for record in records {
+        for &(_, _, i) in &order {
+            let record = std::mem::replace(&mut records[i as usize], vacated());
             let Some(state) = ipam.subnets.get_mut(&record.subnet) else {
                 conflicts.push(Conflict::UnknownSubnet {
                     owner: record.owner,
@@ -101,7 +134,7 @@ impl Ipam {
                 continue;
             };
             if let Some(&id) = by_owner.get(&record.owner) {
-                let kept = &pending[id as usize].0;
+                let kept = &pending[id as usize];
                 if !agrees(kept, &record) {
                     conflicts.push(Conflict::OwnerRecordsDisagree {
                         kept: kept.clone(),
@@ -112,8 +145,8 @@ impl Ipam {
                 // A later record may fill a family the first one lacked.
                 for &ip in &record.ips {
                     let already = match ip {
-                        IpAddr::V4(_) => pending[id as usize].0.v4.is_some(),
-                        IpAddr::V6(_) => pending[id as usize].0.v6.is_some(),
+                        IpAddr::V4(_) => pending[id as usize].v4.is_some(),
+                        IpAddr::V6(_) => pending[id as usize].v6.is_some(),
                     };
                     if already {
                         continue;
@@ -122,14 +155,14 @@ impl Ipam {
                     match fam.used.entry(to_u128(ip)) {
                         Entry::Vacant(v) => {
                             v.insert(id);
-                            let kept = &mut pending[id as usize].0;
+                            let kept = &mut pending[id as usize];
                             match ip {
                                 IpAddr::V4(a) => kept.v4 = Some(a),
                                 IpAddr::V6(a) => kept.v6 = Some(a),
                             }
                         }
                         Entry::Occupied(o) => {
-                            let holder = pending[*o.get() as usize].0.owner.clone();
+                            let holder = pending[*o.get() as usize].owner.clone();
                             conflicts.push(Conflict::IpClaimedTwice {
                                 subnet: record.subnet.clone(),
                                 ip,
@@ -144,17 +177,12 @@ impl Ipam {
             }
 
             let id = pending.len() as u32;
-            let mut alloc = Allocation {
-                owner: record.owner.clone(),
-                subnet: record.subnet.clone(),
-                v4: None,
-                v6: None,
-                mac: unset,
-            };
+            let (mut v4, mut v6) = (None, None);
+            let mut mac = unset;
             for &ip in &record.ips {
                 let already = match ip {
-                    IpAddr::V4(_) => alloc.v4.map(IpAddr::V4),
-                    IpAddr::V6(_) => alloc.v6.map(IpAddr::V6),
+                    IpAddr::V4(_) => v4.map(IpAddr::V4),
+                    IpAddr::V6(_) => v6.map(IpAddr::V6),
                 };
                 if let Some(kept) = already {
                     if kept != ip {
@@ -172,12 +200,12 @@ impl Ipam {
                     Entry::Vacant(v) => {
                         v.insert(id);
                         match ip {
-                            IpAddr::V4(a) => alloc.v4 = Some(a),
-                            IpAddr::V6(a) => alloc.v6 = Some(a),
+                            IpAddr::V4(a) => v4 = Some(a),
+                            IpAddr::V6(a) => v6 = Some(a),
                         }
                     }
                     Entry::Occupied(o) => {
-                        let holder = pending[*o.get() as usize].0.owner.clone();
+                        let holder = pending[*o.get() as usize].owner.clone();
                         conflicts.push(Conflict::IpClaimedTwice {
                             subnet: record.subnet.clone(),
                             ip,
@@ -188,7 +216,7 @@ impl Ipam {
                     }
                 }
             }
-            if alloc.v4.is_none() && alloc.v6.is_none() {
+            if v4.is_none() && v6.is_none() {
                 // Nothing left to hold: the controller allocates afresh for this owner.
                 continue;
             }
@@ -205,13 +233,13 @@ impl Ipam {
                 Some(m) => match macs.entry(m) {
                     Entry::Vacant(v) => {
                         v.insert(id);
-                        alloc.mac = m;
+                        mac = m;
                         None
                     }
                     Entry::Occupied(o) => {
                         conflicts.push(Conflict::MacClaimedTwice {
                             mac: m,
-                            kept: pending[*o.get() as usize].0.owner.clone(),
+                            kept: pending[*o.get() as usize].owner.clone(),
                             dropped: record.owner.clone(),
                             replacement: unset,
                         });
@@ -219,38 +247,46 @@ impl Ipam {
                     }
                 },
             };
-            by_owner.insert(record.owner, id);
-            pending.push((alloc, todo));
+            by_owner.insert(record.owner.clone(), id);
+            let alloc = Allocation {
+                owner: record.owner,
+                subnet: record.subnet,
+                v4,
+                v6,
+                mac,
+            };
+            if let Some(todo) = todo {
+                mac_todo.push((id, todo));
+            }
+            pending.push(alloc);
         }
 
         ipam.macs = macs;
         ipam.by_owner = by_owner;
-        let mut slots = Vec::with_capacity(pending.len());
-        for (id, (mut alloc, todo)) in pending.into_iter().enumerate() {
-            if let Some(todo) = todo {
-                // 2^40 candidates per owner; exhaustion is not a realistic outcome, and the
-                // fallback (the last candidate) is still checked below.
-                let mac = ipam.generate_mac(&alloc.owner).unwrap_or(unset);
-                if let MacTodo::Conflict(i) = todo {
-                    match &mut conflicts[i] {
-                        Conflict::MacClaimedTwice { replacement, .. }
-                        | Conflict::BadMac { replacement, .. } => *replacement = mac,
-                        _ => {}
-                    }
-                }
-                alloc.mac = mac;
-                if mac != unset {
-                    ipam.macs.insert(mac, id as u32);
+        for (id, todo) in mac_todo {
+            // 2^40 candidates per owner: exhaustion is not a realistic outcome.
+            let owner = &pending[id as usize].owner;
+            let mac = ipam.generate_mac(owner).unwrap_or(unset);
+            if let MacTodo::Conflict(i) = todo {
+                match &mut conflicts[i] {
+                    Conflict::MacClaimedTwice { replacement, .. }
+                    | Conflict::BadMac { replacement, .. } => *replacement = mac,
+                    _ => {}
                 }
             }
-            slots.push(Some(alloc));
+            pending[id as usize].mac = mac;
+            if mac != unset {
+                ipam.macs.insert(mac, id);
+            }
         }
-        ipam.slots = slots;
+        // Same layout, so this reuses the allocation instead of copying 100k entries.
+        ipam.slots = pending.into_iter().map(Some).collect();
         for state in ipam.subnets.values_mut() {
             state.v4.recompute();
             state.v6.recompute();
         }
         conflicts.sort();
+        conflicts.dedup();
         let misplaced = ipam.misplaced();
         Recovery {
             ipam,
