@@ -633,6 +633,7 @@ async fn establish(
         replica.with_data_mut(|d| d.forget_txn_id());
         return Err(e.into());
     }
+    replica.count_establish(reply.found);
     tracing::debug!(
         monitor = replica.monitor_id(),
         resumed = reply.found,

@@ -18,8 +18,8 @@ pub use connection::{Connection, ConnectionOptions, Notification, Notifications}
 pub use error::{Error, Result};
 pub use methods::MonitorSinceReply;
 pub use replica::{
-    ChangeBatch, ChangeKind, ChangeStream, MonitorSpec, Replica, ReplicaData, RowChange,
-    TableMonitor,
+    ChangeBatch, ChangeKind, ChangeStream, MonitorSpec, Replica, ReplicaData, ReplicaStats,
+    RowChange, TableMonitor,
 };
 pub use transport::Remote;
 pub mod datum;

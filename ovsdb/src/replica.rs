@@ -543,6 +543,8 @@ impl ReplicaData {
 
 struct ReplicaState {
     data: RwLock<ReplicaData>,
+    snapshots: std::sync::atomic::AtomicU64,
+    resumes: std::sync::atomic::AtomicU64,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<ChangeBatch>>>>,
     version: watch::Sender<u64>,
 }
@@ -563,6 +565,16 @@ impl std::fmt::Debug for Replica {
             .field("monitor_id", &self.monitor_id)
             .finish()
     }
+}
+
+/// Counters of how a replica's monitor was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicaStats {
+    /// Full snapshots received (the first sync, and resyncs when the server could not
+    /// resume from our transaction id).
+    pub snapshots: u64,
+    /// Reconnects that resumed with `monitor_cond_since` from the last transaction id.
+    pub resumes: u64,
 }
 
 /// Stream of change batches of one subscriber, in the order they were applied.
@@ -589,6 +601,8 @@ impl Replica {
             monitor_id: Arc::from(monitor_id.as_str()),
             state: Arc::new(ReplicaState {
                 data: RwLock::new(ReplicaData::new(schema)),
+                snapshots: Default::default(),
+                resumes: Default::default(),
                 subscribers: Mutex::new(Vec::new()),
                 version: watch::channel(0).0,
             }),
@@ -657,6 +671,24 @@ impl Replica {
                 database: self.database.to_string(),
                 after: timeout,
             })
+    }
+
+    /// How the monitor was (re)established so far.
+    pub fn stats(&self) -> ReplicaStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReplicaStats {
+            snapshots: self.state.snapshots.load(Relaxed),
+            resumes: self.state.resumes.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn count_establish(&self, resumed: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if resumed {
+            self.state.resumes.fetch_add(1, Relaxed);
+        } else {
+            self.state.snapshots.fetch_add(1, Relaxed);
+        }
     }
 
     /// Waits for the first full snapshot.
