@@ -827,3 +827,87 @@ fn rebuild_keeps_excluded_addresses_and_reports_them() {
     assert_eq!((pc.v4_available, pc.v4_using), (9, 1));
     assert_eq!(r.ipam.counts("s").unwrap().v4_using, 3);
 }
+
+/// The worked example of docs/ipam.md, step by step.
+#[test]
+fn docs_worked_example() {
+    let mut ipam = Ipam::new(0x5eed);
+    let mut demo = SubnetSpec::new(
+        "demo",
+        Some("10.66.0.0/24".parse().unwrap()),
+        Some("fd66::/120".parse().unwrap()),
+    );
+    demo.v4_gateway = Some("10.66.0.1".parse().unwrap());
+    demo.v6_gateway = Some("fd66::1".parse().unwrap());
+    demo.exclude = vec!["10.66.0.2..10.66.0.9".parse().unwrap()];
+    ipam.upsert_subnet(demo.clone()).unwrap();
+    let db_pool = IpPoolSpec {
+        name: "db-pool".into(),
+        subnet: "demo".into(),
+        addresses: vec![
+            "10.66.0.200..10.66.0.209".parse().unwrap(),
+            "fd66::c8..fd66::d1".parse().unwrap(),
+        ],
+        namespaces: vec!["db".into()],
+    };
+    ipam.upsert_pool(db_pool.clone()).unwrap();
+    let c = ipam.counts("demo").unwrap();
+    assert_eq!((c.v4_available, c.v6_available), (245, 254));
+
+    let pod = |ns: &str, n: &str| OwnerKey::new(ns, n, "ovn");
+    let dynamic = |ipam: &mut Ipam, ns: &str, n: &str| {
+        ipam.allocate(&AllocationRequest::dynamic(pod(ns, n), "demo"))
+            .unwrap()
+            .ips()
+    };
+    assert_eq!(
+        dynamic(&mut ipam, "default", "web-0"),
+        vec![ip("10.66.0.10"), ip("fd66::2")]
+    );
+    assert_eq!(
+        dynamic(&mut ipam, "default", "web-1"),
+        vec![ip("10.66.0.11"), ip("fd66::3")]
+    );
+    assert_eq!(
+        dynamic(&mut ipam, "db", "pg-0"),
+        vec![ip("10.66.0.200"), ip("fd66::c8")]
+    );
+    let mut fixed = AllocationRequest::dynamic(pod("default", "fixed"), "demo");
+    fixed.static_ips = vec![ip("10.66.0.5")];
+    assert_eq!(
+        ipam.allocate(&fixed).unwrap().ips(),
+        vec![ip("10.66.0.5"), ip("fd66::4")]
+    );
+    fixed.owner = pod("default", "copycat");
+    assert_eq!(
+        ipam.allocate(&fixed).unwrap_err().to_string(),
+        "static IP 10.66.0.5 in subnet demo is already held by default/fixed (ovn)"
+    );
+
+    ipam.release(&pod("default", "web-0")).unwrap();
+    assert_eq!(
+        dynamic(&mut ipam, "default", "web-2"),
+        vec![ip("10.66.0.10"), ip("fd66::2")]
+    );
+    let c = ipam.counts("demo").unwrap();
+    assert_eq!((c.v4_available, c.v4_using), (245 - 3, 4));
+    let p = ipam.pool_counts("db-pool").unwrap();
+    assert_eq!((p.v4_available, p.v4_using), (9, 1));
+
+    // Restart: the controller reads back what it wrote (annotations, IP objects).
+    let mut records = ipam.export(RecordSource::PodAnnotation);
+    records.push(ExistingAllocation {
+        owner: pod("default", "ghost"),
+        subnet: "demo".into(),
+        ips: vec![ip("10.66.0.11")],
+        mac: None,
+        source: RecordSource::NbPort,
+    });
+    let r = Ipam::rebuild(0x5eed, vec![demo], vec![db_pool], records);
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(
+        r.conflicts[0].to_string(),
+        "10.66.0.11 in subnet demo is claimed by default/web-1 (ovn) and by default/ghost (ovn) (NbPort); kept default/web-1 (ovn)"
+    );
+    assert_eq!(r.ipam.counts("demo"), ipam.counts("demo"));
+}
