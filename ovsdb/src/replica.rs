@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::datum::{Datum, Uuid};
+use crate::row::{Row as TypedRow, RowError};
 use crate::schema::{DatabaseSchema, TableSchema};
 
 /// One row: column name → value. Column names are shared between rows.
@@ -141,6 +142,23 @@ pub struct RowChange {
 }
 
 impl RowChange {
+    /// True if this change is to `R`'s table.
+    pub fn is<R: TypedRow>(&self) -> bool {
+        &*self.table == R::TABLE
+    }
+
+    /// The row before the change, typed (`None`: insert, or another table).
+    pub fn old_as<R: TypedRow>(&self) -> Option<Result<R, RowError>> {
+        let old = self.old.as_ref().filter(|_| self.is::<R>())?;
+        Some(R::from_columns(self.uuid, old))
+    }
+
+    /// The row after the change, typed (`None`: delete, or another table).
+    pub fn new_as<R: TypedRow>(&self) -> Option<Result<R, RowError>> {
+        let new = self.new.as_ref().filter(|_| self.is::<R>())?;
+        Some(R::from_columns(self.uuid, new))
+    }
+
     /// Insert, modify or delete.
     pub fn kind(&self) -> ChangeKind {
         match (&self.old, &self.new) {
@@ -248,6 +266,36 @@ impl ReplicaData {
             .filter(move |(_, r)| r.get(column).is_some_and(|d| d == value))
             .collect::<Vec<_>>()
             .into_iter()
+    }
+
+    /// Typed rows of `R`'s table (rows that do not decode are reported as errors).
+    pub fn iter<R: TypedRow>(&self) -> impl Iterator<Item = Result<R, RowError>> + '_ {
+        self.rows(R::TABLE).map(|(u, r)| R::from_columns(*u, r))
+    }
+
+    /// All typed rows of `R`'s table, or the first decoding error.
+    pub fn all<R: TypedRow>(&self) -> Result<Vec<R>, RowError> {
+        self.iter::<R>().collect()
+    }
+
+    /// One typed row.
+    pub fn get<R: TypedRow>(&self, uuid: &Uuid) -> Option<Result<R, RowError>> {
+        self.row(R::TABLE, uuid).map(|r| R::from_columns(*uuid, r))
+    }
+
+    /// The typed rows for which `pred` holds.
+    pub fn filter<R: TypedRow>(
+        &self,
+        mut pred: impl FnMut(&R) -> bool,
+    ) -> Result<Vec<R>, RowError> {
+        let mut out = Vec::new();
+        for r in self.iter::<R>() {
+            let r = r?;
+            if pred(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     fn intern(&mut self, name: &str) -> Arc<str> {
@@ -723,5 +771,192 @@ impl Replica {
     pub(crate) fn with_data_mut<R>(&self, f: impl FnOnce(&mut ReplicaData) -> R) -> R {
         let mut guard = self.state.data.write().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generated::ovn_nb;
+    use proptest::prelude::*;
+
+    fn nb_schema() -> Arc<DatabaseSchema> {
+        let v: Value = serde_json::from_str(ovn_nb::SCHEMA_JSON).unwrap();
+        Arc::new(DatabaseSchema::from_json(&v).unwrap())
+    }
+
+    const U1: &str = "11111111-1111-4111-8111-111111111111";
+    const U2: &str = "22222222-2222-4222-8222-222222222222";
+
+    fn uuid(s: &str) -> Uuid {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn update2_modify_applies_set_map_and_scalar_diffs() {
+        let mut d = ReplicaData::new(nb_schema());
+        let b = d
+            .replace_all(
+                &json!({"Logical_Switch_Port": {U1: {"initial": {
+                    "name": "p", "addresses": ["set", ["a", "b"]],
+                    "options": ["map", [["k1", "v1"], ["k2", "v2"]]], "enabled": true}}}}),
+                ["Logical_Switch_Port"],
+                Some("t1"),
+            )
+            .unwrap();
+        assert!(b.resync);
+        assert_eq!(b.changes.len(), 1);
+        let b = d
+            .apply_update2(
+                &json!({"Logical_Switch_Port": {U1: {"modify": {
+                    // set: toggle b out, c in; map: k1 changed, k2 removed (same value), k3 added;
+                    // optional bool: [true] -> [false] is sent as the set of both.
+                    "addresses": ["set", ["b", "c"]],
+                    "options": ["map", [["k1", "x"], ["k2", "v2"], ["k3", "v3"]]],
+                    "enabled": ["set", [true, false]],
+                    "name": "q"}}}}),
+                Some("t2"),
+            )
+            .unwrap();
+        assert_eq!(b.changes.len(), 1);
+        assert_eq!(b.changes[0].kind(), ChangeKind::Modify);
+        let row = d.row("Logical_Switch_Port", &uuid(U1)).unwrap();
+        assert_eq!(row["addresses"], Datum::set(["a", "c"]));
+        assert_eq!(row["options"], Datum::map([("k1", "x"), ("k3", "v3")]));
+        assert_eq!(row["enabled"], Datum::set([false]));
+        assert_eq!(row["name"], Datum::from("q"));
+        assert_eq!(d.last_txn_id(), Some("t2"));
+
+        let lsp: ovn_nb::LogicalSwitchPort = d.get(&uuid(U1)).unwrap().unwrap();
+        assert_eq!(lsp.name, "q");
+        assert_eq!(lsp.enabled, Some(false));
+        assert_eq!(
+            b.changes[0]
+                .new_as::<ovn_nb::LogicalSwitchPort>()
+                .unwrap()
+                .unwrap()
+                .name,
+            "q"
+        );
+        assert!(b.changes[0].new_as::<ovn_nb::LogicalSwitch>().is_none());
+
+        let b = d
+            .apply_update2(
+                &json!({"Logical_Switch_Port": {U1: {"delete": null}}}),
+                Some("t3"),
+            )
+            .unwrap();
+        assert_eq!(b.changes[0].kind(), ChangeKind::Delete);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn bad_updates_are_errors_naming_table_row_and_column() {
+        let mut d = ReplicaData::new(nb_schema());
+        let e = d
+            .apply_update2(
+                &json!({"Logical_Switch": {U1: {"modify": {"name": "x"}}}}),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.table.as_str(), e.row),
+            ("Logical_Switch", Some(uuid(U1)))
+        );
+        let e = d
+            .apply_update2(
+                &json!({"Logical_Switch": {U1: {"insert": {"name": 5}}}}),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(e.column.as_deref(), Some("name"));
+        assert!(
+            d.apply_update2(&json!({"Nope": {U1: {"insert": {}}}}), None)
+                .is_err()
+        );
+        assert!(
+            d.apply_update2(
+                &json!({"Logical_Switch": {"not-a-uuid": {"insert": {}}}}),
+                None
+            )
+            .is_err()
+        );
+        assert!(d.apply_update2(&json!([1]), None).is_err());
+        assert!(
+            d.apply_update2(&json!({"Logical_Switch": {U1: {"upsert": {}}}}), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rfc7047_update_replaces_rows() {
+        let mut d = ReplicaData::new(nb_schema());
+        d.apply_update(
+            &json!({"Logical_Switch": {U1: {"new": {"name": "a"}}, U2: {"new": {"name": "b"}}}}),
+        )
+        .unwrap();
+        let b = d
+            .apply_update(&json!({"Logical_Switch": {U1: {"old": {"name": "a"}, "new": {"name": "c"}}, U2: {"old": {"name": "b"}}}}))
+            .unwrap();
+        let kinds: Vec<_> = b.changes.iter().map(RowChange::kind).collect();
+        assert_eq!(kinds, vec![ChangeKind::Modify, ChangeKind::Delete]);
+        assert_eq!(d.all::<ovn_nb::LogicalSwitch>().unwrap()[0].name, "c");
+    }
+
+    fn snapshot(rows: &BTreeMap<u8, String>) -> Value {
+        let mut m = Map::new();
+        for (k, name) in rows {
+            m.insert(
+                format!("00000000-0000-4000-8000-0000000000{k:02x}"),
+                json!({"initial": {"name": name}}),
+            );
+        }
+        json!({ "Logical_Switch": m })
+    }
+
+    proptest! {
+        /// Whatever the replica held, a resync to a new snapshot emits exactly the changes
+        /// that turn the old content into the new one: replaying them on the old content
+        /// gives the new content, and unchanged rows produce no change.
+        #[test]
+        fn resync_diff_replays_to_the_snapshot(
+            before in prop::collection::btree_map(0u8..16, "[a-c]{1,2}", 0..10),
+            after in prop::collection::btree_map(0u8..16, "[a-c]{1,2}", 0..10),
+        ) {
+            let mut d = ReplicaData::new(nb_schema());
+            d.replace_all(&snapshot(&before), ["Logical_Switch"], None).unwrap();
+            let mut replay: BTreeMap<Uuid, Arc<Row>> = d
+                .rows("Logical_Switch")
+                .map(|(u, r)| (*u, Arc::new(r.clone())))
+                .collect();
+            let batch = d.replace_all(&snapshot(&after), ["Logical_Switch"], Some("x")).unwrap();
+            for ch in &batch.changes {
+                match (&ch.old, &ch.new) {
+                    (None, Some(n)) => prop_assert!(replay.insert(ch.uuid, n.clone()).is_none()),
+                    (Some(o), Some(n)) => {
+                        prop_assert_ne!(o, n);
+                        let prev = replay.insert(ch.uuid, n.clone());
+                        prop_assert_eq!(prev.as_ref(), Some(o));
+                    }
+                    (Some(o), None) => {
+                        let prev = replay.remove(&ch.uuid);
+                        prop_assert_eq!(prev.as_ref(), Some(o));
+                    }
+                    (None, None) => prop_assert!(false, "empty change"),
+                }
+            }
+            let now: BTreeMap<Uuid, Arc<Row>> = d
+                .rows("Logical_Switch")
+                .map(|(u, r)| (*u, Arc::new(r.clone())))
+                .collect();
+            prop_assert_eq!(&replay, &now);
+            let deletes = before.keys().filter(|k| !after.contains_key(k)).count();
+            let inserts = after.keys().filter(|k| !before.contains_key(k)).count();
+            let modifies = before
+                .iter()
+                .filter(|(k, v)| after.get(k).is_some_and(|a| a != *v))
+                .count();
+            prop_assert_eq!(batch.changes.len(), deletes + inserts + modifies);
+        }
     }
 }
