@@ -1,0 +1,879 @@
+//! The NB planner: a pure function from the desired cluster network (VPCs, subnets, nodes and
+//! pod interfaces with their IPAM allocations) to the OVN Northbound rows FerrOVN owns.
+//!
+//! The output is plain data ([`NbPlan`]): switches with their ports and ACLs, routers with their
+//! ports, static routes and policies. Every planned row carries [`OWNER_KEY`]`=`[`OWNER_VALUE`]
+//! and a cluster-unique identity in [`ROW_KEY`] in its `external_ids`; the reconciler
+//! ([`crate::reconcile`]) matches actual rows by that identity and never touches rows without
+//! the owner mark. Names follow Kube-OVN: router `ovn-cluster`, router port `<router>-<switch>`,
+//! its switch-side peer `<switch>-<router>`, pod port `<pod>.<namespace>` (plus `.<provider>`
+//! for attachments), node join port `node-<node>`.
+
+mod acl;
+mod names;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::ipam::Mac;
+
+pub use names::{
+    join_port_name, localnet_port_name, pod_port_name, router_port_mac, router_port_name,
+    switch_router_port_name,
+};
+
+/// `external_ids` key marking a row as FerrOVN's.
+pub const OWNER_KEY: &str = "ferrovn.io/owner";
+/// Value of [`OWNER_KEY`].
+pub const OWNER_VALUE: &str = "ferrovn";
+/// `external_ids` key holding the row's identity (unique per table among owned rows).
+pub const ROW_KEY: &str = "ferrovn.io/key";
+/// The default VPC and its router.
+pub const DEFAULT_ROUTER: &str = "ovn-cluster";
+/// Kube-OVN's policy priority for "traffic to a node's IP goes to that node's join port".
+pub const NODE_POLICY_PRIORITY: i64 = 30000;
+/// Kube-OVN's ACL priorities of a private subnet.
+pub const PRIVATE_DROP_PRIORITY: i64 = 1000;
+pub const PRIVATE_ALLOW_PRIORITY: i64 = 1001;
+pub const PRIVATE_NODE_ALLOW_PRIORITY: i64 = 3000;
+
+// ---------------------------------------------------------------------------------------------
+// Input
+
+/// Everything the planner needs, already validated and allocated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub vpcs: Vec<VpcIntent>,
+    pub subnets: Vec<SubnetIntent>,
+    pub nodes: Vec<NodeIntent>,
+    pub ports: Vec<PortIntent>,
+    /// The node join subnet (Kube-OVN `join`), part of the default VPC.
+    pub join_subnet: Option<String>,
+}
+
+/// A VPC: one logical router.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VpcIntent {
+    pub name: String,
+    pub static_routes: Vec<RouteIntent>,
+    pub policy_routes: Vec<PolicyIntent>,
+}
+
+/// A static route (`ip_prefix` via `nexthop`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteIntent {
+    pub ip_prefix: String,
+    pub nexthop: String,
+    /// `dst-ip` (default) or `src-ip`.
+    pub policy: RoutePolicy,
+    pub route_table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum RoutePolicy {
+    #[default]
+    DstIp,
+    SrcIp,
+}
+
+impl RoutePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutePolicy::DstIp => "dst-ip",
+            RoutePolicy::SrcIp => "src-ip",
+        }
+    }
+}
+
+/// A logical router policy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyIntent {
+    pub priority: i64,
+    pub match_: String,
+    /// `allow`, `drop` or `reroute`.
+    pub action: String,
+    pub nexthops: Vec<String>,
+}
+
+/// A subnet: one logical switch (unless it only serves IPAM to a non-OVN attachment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetIntent {
+    pub name: String,
+    pub vpc: String,
+    pub provider: String,
+    pub v4: Option<Ipv4Net>,
+    pub v6: Option<Ipv6Net>,
+    pub v4_gateway: Option<Ipv4Addr>,
+    pub v6_gateway: Option<Ipv6Addr>,
+    /// `excludeIps` as inclusive ranges.
+    pub exclude: Vec<(IpAddr, IpAddr)>,
+    pub private: bool,
+    pub allow_subnets: Vec<IpNet>,
+    /// Extra ACLs from `spec.acls`.
+    pub acls: Vec<AclIntent>,
+    /// Underlay: the VLAN tag and the provider network (`localnet` port).
+    pub vlan: Option<VlanIntent>,
+    /// Underlay subnets reach the router only with `logicalGateway`.
+    pub logical_gateway: bool,
+}
+
+impl SubnetIntent {
+    /// A plain overlay subnet of `vpc` with default gateways (first address of each net).
+    pub fn overlay(
+        name: impl Into<String>,
+        vpc: impl Into<String>,
+        v4: Option<Ipv4Net>,
+        v6: Option<Ipv6Net>,
+    ) -> Self {
+        SubnetIntent {
+            name: name.into(),
+            vpc: vpc.into(),
+            provider: "ovn".into(),
+            v4,
+            v6,
+            v4_gateway: v4.and_then(|n| n.hosts().next()),
+            v6_gateway: v6.map(first_v6),
+            exclude: Vec::new(),
+            private: false,
+            allow_subnets: Vec::new(),
+            acls: Vec::new(),
+            vlan: None,
+            logical_gateway: false,
+        }
+    }
+
+    /// Subnets of OVN providers (`ovn`, `<nad>.<ns>.ovn`) are logical switches; others (an
+    /// IPAM-only macvlan attachment) are not in OVN at all.
+    pub fn is_ovn(&self) -> bool {
+        self.provider == "ovn" || self.provider.ends_with(".ovn")
+    }
+
+    fn needs_router(&self) -> bool {
+        self.vlan.is_none() || self.logical_gateway
+    }
+
+    fn nets(&self) -> Vec<IpNet> {
+        self.v4
+            .map(IpNet::V4)
+            .into_iter()
+            .chain(self.v6.map(IpNet::V6))
+            .collect()
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.v4.is_some_and(|n| n.contains(&a)),
+            IpAddr::V6(a) => self.v6.is_some_and(|n| n.contains(&a)),
+        }
+    }
+}
+
+fn first_v6(net: Ipv6Net) -> Ipv6Addr {
+    let bits = u128::from(net.network());
+    Ipv6Addr::from(bits.saturating_add(1))
+}
+
+/// The VLAN of an underlay subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanIntent {
+    pub tag: u16,
+    pub provider_network: String,
+}
+
+/// A subnet ACL as written in `spec.acls`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclIntent {
+    pub direction: String,
+    pub priority: i64,
+    pub match_: String,
+    pub action: String,
+}
+
+/// A node: its join port allocation and its own addresses (for the node route policy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeIntent {
+    pub name: String,
+    /// Addresses of the node's `node-<name>` port on the join switch, IPv4 first.
+    pub join_ips: Vec<IpAddr>,
+    pub join_mac: Option<Mac>,
+    /// The node's InternalIP(s).
+    pub internal_ips: Vec<IpAddr>,
+}
+
+/// One pod interface with its allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortIntent {
+    pub pod: String,
+    pub namespace: String,
+    /// `ovn` for the primary interface, `<nad>.<ns>.ovn` for an attachment.
+    pub provider: String,
+    pub subnet: String,
+    /// Empty while unscheduled.
+    pub node: String,
+    pub mac: Mac,
+    /// IPv4 first.
+    pub ips: Vec<IpAddr>,
+    pub port_security: bool,
+}
+
+impl PortIntent {
+    /// The Logical_Switch_Port name.
+    pub fn port_name(&self) -> String {
+        pod_port_name(&self.pod, &self.namespace, &self.provider)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+/// String→string columns (`external_ids`, `options`, `other_config`).
+pub type StrMap = BTreeMap<String, String>;
+
+/// Every NB row FerrOVN wants, keyed by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NbPlan {
+    pub switches: BTreeMap<String, PlannedSwitch>,
+    pub routers: BTreeMap<String, PlannedRouter>,
+    /// Inputs the planner could not place (they are left out of the plan).
+    pub issues: Vec<PlanIssue>,
+}
+
+impl NbPlan {
+    /// Number of planned rows of every table.
+    pub fn row_count(&self) -> usize {
+        self.switches
+            .values()
+            .map(|s| 1 + s.ports.len() + s.acls.len())
+            .sum::<usize>()
+            + self
+                .routers
+                .values()
+                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len())
+                .sum::<usize>()
+    }
+
+    /// The pod port named `name`, with its switch.
+    pub fn find_port(&self, name: &str) -> Option<(&PlannedSwitch, &PlannedSwitchPort)> {
+        self.switches
+            .values()
+            .find_map(|s| s.ports.get(name).map(|p| (s, p)))
+    }
+}
+
+/// A Logical_Switch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSwitch {
+    pub name: String,
+    pub other_config: StrMap,
+    pub external_ids: StrMap,
+    /// By port name.
+    pub ports: BTreeMap<String, PlannedSwitchPort>,
+    /// By identity ([`ROW_KEY`]).
+    pub acls: BTreeMap<String, PlannedAcl>,
+}
+
+/// A Logical_Switch_Port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSwitchPort {
+    pub name: String,
+    /// `""` (a VIF), `router`, `localnet`.
+    pub type_: String,
+    pub addresses: Vec<String>,
+    pub port_security: Vec<String>,
+    pub options: StrMap,
+    pub tag: Option<i64>,
+    pub external_ids: StrMap,
+}
+
+/// An ACL of a switch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAcl {
+    pub direction: String,
+    pub priority: i64,
+    pub match_: String,
+    pub action: String,
+    pub log: bool,
+    pub severity: Option<String>,
+    pub name: Option<String>,
+    pub external_ids: StrMap,
+}
+
+/// A Logical_Router.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRouter {
+    pub name: String,
+    pub external_ids: StrMap,
+    pub ports: BTreeMap<String, PlannedRouterPort>,
+    /// By identity ([`ROW_KEY`]).
+    pub static_routes: BTreeMap<String, PlannedStaticRoute>,
+    /// By identity ([`ROW_KEY`]).
+    pub policies: BTreeMap<String, PlannedPolicy>,
+}
+
+/// A Logical_Router_Port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRouterPort {
+    pub name: String,
+    pub mac: String,
+    pub networks: Vec<String>,
+    pub external_ids: StrMap,
+}
+
+/// A Logical_Router_Static_Route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStaticRoute {
+    pub ip_prefix: String,
+    pub nexthop: String,
+    pub policy: Option<String>,
+    pub route_table: String,
+    pub external_ids: StrMap,
+}
+
+/// A Logical_Router_Policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedPolicy {
+    pub priority: i64,
+    pub match_: String,
+    pub action: String,
+    pub nexthops: Vec<String>,
+    pub external_ids: StrMap,
+}
+
+/// Why an input was left out of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+pub enum PlanIssue {
+    #[error("subnet {subnet}: VPC {vpc} is not defined")]
+    UnknownVpc { subnet: String, vpc: String },
+    #[error("subnet {subnet} is defined twice")]
+    DuplicateSubnet { subnet: String },
+    #[error("subnet {subnet}: no CIDR")]
+    SubnetWithoutCidr { subnet: String },
+    #[error("port {port}: subnet {subnet} is not a logical switch of the plan")]
+    UnknownSubnet { port: String, subnet: String },
+    #[error("port {port}: address {ip} is outside subnet {subnet}")]
+    AddressOutsideSubnet {
+        port: String,
+        subnet: String,
+        ip: IpAddr,
+    },
+    #[error("port {port}: address {ip} in subnet {subnet} is already used by port {holder}")]
+    AddressTaken {
+        port: String,
+        subnet: String,
+        ip: IpAddr,
+        holder: String,
+    },
+    #[error("port {port}: MAC {mac} is already used by port {holder}")]
+    MacTaken {
+        port: String,
+        mac: String,
+        holder: String,
+    },
+    #[error("port {port} is defined twice")]
+    DuplicatePort { port: String },
+    #[error("port {port}: no address")]
+    PortWithoutAddress { port: String },
+    #[error("node {node}: no join address (join subnet missing or full)")]
+    NodeWithoutJoinAddress { node: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning
+
+/// `external_ids` of an owned row: the mark, its identity and extra pairs.
+pub fn owned_ids(key: &str, extra: &[(&str, &str)]) -> StrMap {
+    let mut ids = StrMap::new();
+    ids.insert(OWNER_KEY.into(), OWNER_VALUE.into());
+    ids.insert(ROW_KEY.into(), key.into());
+    for (k, v) in extra {
+        if !v.is_empty() {
+            ids.insert((*k).into(), (*v).into());
+        }
+    }
+    ids
+}
+
+/// Plans the NB rows for `desired`. Pure and deterministic: the result depends only on the
+/// content of `desired`, not on the order of its lists.
+pub fn plan(desired: &Desired) -> NbPlan {
+    let mut out = NbPlan::default();
+
+    // Routers, one per VPC.
+    let mut vpcs: Vec<&VpcIntent> = desired.vpcs.iter().collect();
+    vpcs.sort_by(|a, b| a.name.cmp(&b.name));
+    for vpc in vpcs {
+        if out.routers.contains_key(&vpc.name) {
+            continue;
+        }
+        let mut router = PlannedRouter {
+            name: vpc.name.clone(),
+            external_ids: owned_ids(&format!("lr/{}", vpc.name), &[("vpc", &vpc.name)]),
+            ports: BTreeMap::new(),
+            static_routes: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        };
+        for r in &vpc.static_routes {
+            add_route(&mut router, r, &[]);
+        }
+        for p in &vpc.policy_routes {
+            add_policy(&mut router, p, &[]);
+        }
+        out.routers.insert(vpc.name.clone(), router);
+    }
+
+    // Switches, one per OVN subnet, with their router ports.
+    let mut subnets: Vec<&SubnetIntent> = desired.subnets.iter().collect();
+    subnets.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut seen = BTreeSet::new();
+    let mut by_name: BTreeMap<&str, &SubnetIntent> = BTreeMap::new();
+    for s in subnets {
+        if !seen.insert(s.name.as_str()) {
+            out.issues.push(PlanIssue::DuplicateSubnet {
+                subnet: s.name.clone(),
+            });
+            continue;
+        }
+        if !s.is_ovn() {
+            continue;
+        }
+        if s.v4.is_none() && s.v6.is_none() {
+            out.issues.push(PlanIssue::SubnetWithoutCidr {
+                subnet: s.name.clone(),
+            });
+            continue;
+        }
+        if s.needs_router() && !out.routers.contains_key(&s.vpc) {
+            out.issues.push(PlanIssue::UnknownVpc {
+                subnet: s.name.clone(),
+                vpc: s.vpc.clone(),
+            });
+            continue;
+        }
+        by_name.insert(s.name.as_str(), s);
+        let switch = plan_switch(s, desired, &mut out.routers);
+        out.switches.insert(s.name.clone(), switch);
+    }
+
+    // Default route of the default VPC towards the join gateway, as Kube-OVN installs it.
+    if let Some(join) = desired.join_subnet.as_deref().and_then(|j| by_name.get(j))
+        && let Some(router) = out.routers.get_mut(&join.vpc)
+    {
+        if let Some(gw) = join.v4_gateway {
+            let r = RouteIntent {
+                ip_prefix: "0.0.0.0/0".into(),
+                nexthop: gw.to_string(),
+                policy: RoutePolicy::DstIp,
+                route_table: String::new(),
+            };
+            add_route(router, &r, &[]);
+        }
+        if let Some(gw) = join.v6_gateway {
+            let r = RouteIntent {
+                ip_prefix: "::/0".into(),
+                nexthop: gw.to_string(),
+                policy: RoutePolicy::DstIp,
+                route_table: String::new(),
+            };
+            add_route(router, &r, &[]);
+        }
+    }
+
+    plan_nodes(desired, &by_name, &mut out);
+    plan_pod_ports(desired, &by_name, &mut out);
+    out.issues.sort();
+    out.issues.dedup();
+    out
+}
+
+fn add_route(router: &mut PlannedRouter, r: &RouteIntent, extra: &[(&str, &str)]) {
+    let key = format!(
+        "lrsr/{}/{}/{}/{}/{}",
+        router.name,
+        r.route_table,
+        r.policy.as_str(),
+        r.ip_prefix,
+        r.nexthop
+    );
+    let route = PlannedStaticRoute {
+        ip_prefix: r.ip_prefix.clone(),
+        nexthop: r.nexthop.clone(),
+        // OVN's default is dst-ip; leaving it empty keeps `ovn-nbctl lr-route-list` output
+        // identical to Kube-OVN's for the common case.
+        policy: match r.policy {
+            RoutePolicy::DstIp => None,
+            RoutePolicy::SrcIp => Some("src-ip".into()),
+        },
+        route_table: r.route_table.clone(),
+        external_ids: owned_ids(&key, extra),
+    };
+    router.static_routes.insert(key, route);
+}
+
+fn add_policy(router: &mut PlannedRouter, p: &PolicyIntent, extra: &[(&str, &str)]) {
+    let key = format!("lrp-policy/{}/{}/{}", router.name, p.priority, p.match_);
+    let mut nexthops = p.nexthops.clone();
+    nexthops.sort();
+    nexthops.dedup();
+    let policy = PlannedPolicy {
+        priority: p.priority,
+        match_: p.match_.clone(),
+        action: p.action.clone(),
+        nexthops,
+        external_ids: owned_ids(&key, extra),
+    };
+    router.policies.insert(key, policy);
+}
+
+fn plan_switch(
+    s: &SubnetIntent,
+    desired: &Desired,
+    routers: &mut BTreeMap<String, PlannedRouter>,
+) -> PlannedSwitch {
+    let mut other_config = StrMap::new();
+    // Kube-OVN's switch other_config: the IPv4 subnet, its gateway and excludeIps (IPv4 ranges
+    // only, space separated, as northd parses them); ipv6_prefix only for a /64 (northd's rule).
+    if let Some(v4) = s.v4 {
+        other_config.insert("subnet".into(), v4.trunc().to_string());
+        if let Some(gw) = s.v4_gateway {
+            other_config.insert("gateway".into(), gw.to_string());
+        }
+        let exclude: Vec<String> = s
+            .exclude
+            .iter()
+            .filter(|(a, b)| a.is_ipv4() && b.is_ipv4())
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}..{b}")
+                }
+            })
+            .collect();
+        if !exclude.is_empty() {
+            other_config.insert("exclude_ips".into(), exclude.join(" "));
+        }
+    }
+    if let Some(v6) = s.v6
+        && v6.prefix_len() == 64
+    {
+        other_config.insert("ipv6_prefix".into(), v6.network().to_string());
+    }
+
+    let mut switch = PlannedSwitch {
+        name: s.name.clone(),
+        other_config,
+        external_ids: owned_ids(
+            &format!("ls/{}", s.name),
+            &[
+                ("vpc", &s.vpc),
+                ("subnet", &s.name),
+                ("provider", &s.provider),
+            ],
+        ),
+        ports: BTreeMap::new(),
+        acls: BTreeMap::new(),
+    };
+
+    if s.needs_router()
+        && let Some(router) = routers.get_mut(&s.vpc)
+    {
+        let lrp_name = router_port_name(&router.name, &s.name);
+        let lsp_name = switch_router_port_name(&s.name, &router.name);
+        let mut networks: Vec<String> = Vec::new();
+        if let (Some(net), Some(gw)) = (s.v4, s.v4_gateway) {
+            networks.push(format!("{gw}/{}", net.prefix_len()));
+        }
+        if let (Some(net), Some(gw)) = (s.v6, s.v6_gateway) {
+            networks.push(format!("{gw}/{}", net.prefix_len()));
+        }
+        networks.sort();
+        router.ports.insert(
+            lrp_name.clone(),
+            PlannedRouterPort {
+                name: lrp_name.clone(),
+                mac: router_port_mac(&lrp_name).to_string(),
+                networks,
+                external_ids: owned_ids(
+                    &format!("lrp/{lrp_name}"),
+                    &[("subnet", &s.name), ("vpc", &s.vpc)],
+                ),
+            },
+        );
+        let mut options = StrMap::new();
+        options.insert("router-port".into(), lrp_name);
+        switch.ports.insert(
+            lsp_name.clone(),
+            PlannedSwitchPort {
+                name: lsp_name.clone(),
+                type_: "router".into(),
+                addresses: vec!["router".into()],
+                port_security: Vec::new(),
+                options,
+                tag: None,
+                external_ids: owned_ids(
+                    &format!("lsp/{lsp_name}"),
+                    &[("ls", &s.name), ("vpc", &s.vpc)],
+                ),
+            },
+        );
+    }
+
+    if let Some(vlan) = &s.vlan {
+        let name = localnet_port_name(&s.name);
+        let mut options = StrMap::new();
+        options.insert("network_name".into(), vlan.provider_network.clone());
+        switch.ports.insert(
+            name.clone(),
+            PlannedSwitchPort {
+                name: name.clone(),
+                type_: "localnet".into(),
+                addresses: vec!["unknown".into()],
+                port_security: Vec::new(),
+                options,
+                tag: (vlan.tag > 0).then_some(i64::from(vlan.tag)),
+                external_ids: owned_ids(&format!("lsp/{name}"), &[("ls", &s.name)]),
+            },
+        );
+    }
+
+    let join = desired
+        .join_subnet
+        .as_deref()
+        .and_then(|j| desired.subnets.iter().find(|x| x.name == j));
+    for a in acl::subnet_acls(s, join) {
+        switch
+            .acls
+            .insert(a.external_ids.get(ROW_KEY).cloned().unwrap_or_default(), a);
+    }
+    switch
+}
+
+fn address_field(mac: &str, ips: &[IpAddr]) -> String {
+    let mut v = vec![mac.to_string()];
+    v.extend(ips.iter().map(IpAddr::to_string));
+    v.join(" ")
+}
+
+/// Orders addresses IPv4 first, as Kube-OVN writes `addresses`.
+fn sorted_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v = ips.to_vec();
+    v.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    v.dedup();
+    v
+}
+
+/// Claims addresses and MACs for ports, reporting duplicates. The first claimant (in the
+/// planner's sorted order) keeps an address.
+#[derive(Default)]
+struct Claims {
+    ips: BTreeMap<(String, IpAddr), String>,
+    macs: BTreeMap<Mac, String>,
+}
+
+impl Claims {
+    /// Checks `ips` and `mac` of `port` in `switch` and claims them if all are free.
+    fn claim(
+        &mut self,
+        port: &str,
+        switch: &str,
+        mac: Option<Mac>,
+        ips: &[IpAddr],
+        issues: &mut Vec<PlanIssue>,
+    ) -> bool {
+        for ip in ips {
+            if let Some(holder) = self.ips.get(&(switch.to_string(), *ip)) {
+                issues.push(PlanIssue::AddressTaken {
+                    port: port.into(),
+                    subnet: switch.into(),
+                    ip: *ip,
+                    holder: holder.clone(),
+                });
+                return false;
+            }
+        }
+        if let Some(mac) = mac
+            && let Some(holder) = self.macs.get(&mac)
+        {
+            issues.push(PlanIssue::MacTaken {
+                port: port.into(),
+                mac: mac.to_string(),
+                holder: holder.clone(),
+            });
+            return false;
+        }
+        for ip in ips {
+            self.ips.insert((switch.to_string(), *ip), port.to_string());
+        }
+        if let Some(mac) = mac {
+            self.macs.insert(mac, port.to_string());
+        }
+        true
+    }
+}
+
+fn plan_nodes(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out: &mut NbPlan) {
+    let Some(join) = desired
+        .join_subnet
+        .as_deref()
+        .and_then(|j| subnets.get(j).copied())
+    else {
+        return;
+    };
+    let mut nodes: Vec<&NodeIntent> = desired.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes.dedup_by(|a, b| a.name == b.name);
+    let mut claims = Claims::default();
+    for node in nodes {
+        let port = join_port_name(&node.name);
+        let ips: Vec<IpAddr> = sorted_ips(&node.join_ips)
+            .into_iter()
+            .filter(|ip| join.contains(*ip))
+            .collect();
+        let Some(mac) = node.join_mac.filter(|_| !ips.is_empty()) else {
+            out.issues.push(PlanIssue::NodeWithoutJoinAddress {
+                node: node.name.clone(),
+            });
+            continue;
+        };
+        if !claims.claim(&port, &join.name, Some(mac), &ips, &mut out.issues) {
+            continue;
+        }
+        let mac_s = mac.to_string();
+        if let Some(switch) = out.switches.get_mut(&join.name) {
+            switch.ports.insert(
+                port.clone(),
+                PlannedSwitchPort {
+                    name: port.clone(),
+                    type_: String::new(),
+                    addresses: vec![address_field(&mac_s, &ips)],
+                    port_security: Vec::new(),
+                    options: StrMap::new(),
+                    tag: None,
+                    external_ids: owned_ids(
+                        &format!("lsp/{port}"),
+                        &[("node", &node.name), ("ls", &join.name)],
+                    ),
+                },
+            );
+        }
+        // Traffic for the node's own address leaves the VPC through its join port.
+        if let Some(router) = out.routers.get_mut(&join.vpc) {
+            for internal in sorted_ips(&node.internal_ips) {
+                let nexthop = ips
+                    .iter()
+                    .find(|j| j.is_ipv4() == internal.is_ipv4())
+                    .copied();
+                let Some(nexthop) = nexthop else { continue };
+                let af = if internal.is_ipv4() { "ip4" } else { "ip6" };
+                let p = PolicyIntent {
+                    priority: NODE_POLICY_PRIORITY,
+                    match_: format!("{af}.dst == {internal}"),
+                    action: "reroute".into(),
+                    nexthops: vec![nexthop.to_string()],
+                };
+                add_policy(router, &p, &[("node", &node.name)]);
+            }
+        }
+    }
+}
+
+fn plan_pod_ports(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out: &mut NbPlan) {
+    let mut ports: Vec<&PortIntent> = desired.ports.iter().collect();
+    // Name first, then content: the same input in any order plans the same rows, and among
+    // duplicates the same one wins.
+    ports.sort_by(|a, b| {
+        (a.port_name(), &a.subnet, &a.ips, a.mac).cmp(&(b.port_name(), &b.subnet, &b.ips, b.mac))
+    });
+    let mut claims = Claims::default();
+    // Router and node ports hold addresses too.
+    for s in out.switches.values() {
+        for p in s.ports.values() {
+            for a in &p.addresses {
+                let mut parts = a.split_whitespace();
+                let mac = parts.next().and_then(|m| m.parse::<Mac>().ok());
+                let ips: Vec<IpAddr> = parts.filter_map(|x| x.parse().ok()).collect();
+                claims.claim(&p.name, &s.name, mac, &ips, &mut Vec::new());
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for p in ports {
+        let name = p.port_name();
+        if !names.insert(name.clone()) {
+            out.issues.push(PlanIssue::DuplicatePort { port: name });
+            continue;
+        }
+        let Some(subnet) = subnets.get(p.subnet.as_str()).copied() else {
+            out.issues.push(PlanIssue::UnknownSubnet {
+                port: name,
+                subnet: p.subnet.clone(),
+            });
+            continue;
+        };
+        let ips = sorted_ips(&p.ips);
+        if ips.is_empty() {
+            out.issues
+                .push(PlanIssue::PortWithoutAddress { port: name });
+            continue;
+        }
+        if let Some(ip) = ips.iter().find(|ip| !subnet.contains(**ip)) {
+            out.issues.push(PlanIssue::AddressOutsideSubnet {
+                port: name,
+                subnet: subnet.name.clone(),
+                ip: *ip,
+            });
+            continue;
+        }
+        let gateways: Vec<IpAddr> = subnet
+            .v4_gateway
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(subnet.v6_gateway.map(IpAddr::V6))
+            .collect();
+        if let Some(ip) = ips.iter().find(|ip| gateways.contains(ip)) {
+            out.issues.push(PlanIssue::AddressTaken {
+                port: name,
+                subnet: subnet.name.clone(),
+                ip: *ip,
+                holder: "the subnet gateway".into(),
+            });
+            continue;
+        }
+        if !claims.claim(&name, &subnet.name, Some(p.mac), &ips, &mut out.issues) {
+            continue;
+        }
+        let Some(switch) = out.switches.get_mut(&subnet.name) else {
+            continue;
+        };
+        let addresses = address_field(&p.mac.to_string(), &ips);
+        let pod_ref = format!("{}/{}", p.namespace, p.pod);
+        switch.ports.insert(
+            name.clone(),
+            PlannedSwitchPort {
+                name: name.clone(),
+                type_: String::new(),
+                port_security: if p.port_security {
+                    vec![addresses.clone()]
+                } else {
+                    Vec::new()
+                },
+                addresses: vec![addresses],
+                options: StrMap::new(),
+                tag: None,
+                external_ids: owned_ids(
+                    &format!("lsp/{name}"),
+                    &[
+                        ("pod", &pod_ref),
+                        ("namespace", &p.namespace),
+                        ("pod_name", &p.pod),
+                        ("provider", &p.provider),
+                        ("node", &p.node),
+                        ("ls", &subnet.name),
+                    ],
+                ),
+            },
+        );
+    }
+}
