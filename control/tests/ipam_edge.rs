@@ -591,6 +591,16 @@ fn pool_validation() {
         .upsert_pool(pool("a", "other", &["10.0.0.10"], &[]))
         .unwrap_err();
     assert!(matches!(err, IpamError::PoolSubnetChanged { .. }));
+    assert_eq!(
+        ipam.remove_pool("nope").unwrap_err().to_string(),
+        "IPPool nope does not exist"
+    );
+    assert_eq!(
+        ipam.forbidden("s", ip("10.0.0.1")),
+        Ok(Some(Forbidden::Gateway))
+    );
+    assert_eq!(ipam.forbidden("s", ip("10.0.0.10")), Ok(None));
+    assert!(ipam.forbidden("nope", ip("10.0.0.10")).is_err());
     // Updating a pool in place (shrinking it) is fine.
     ipam.upsert_pool(pool("a", "s", &["10.0.0.10..10.0.0.12"], &[]))
         .unwrap();
@@ -910,4 +920,56 @@ fn docs_worked_example() {
         "10.66.0.11 in subnet demo is claimed by default/web-1 (ovn) and by default/ghost (ovn) (NbPort); kept default/web-1 (ovn)"
     );
     assert_eq!(r.ipam.counts("demo"), ipam.counts("demo"));
+}
+
+#[test]
+fn ip_pool_as_address_list_takes_the_first_free_one() {
+    let mut spec = v4_subnet("s", "10.0.0.0/24", Some("10.0.0.1"));
+    spec.exclude = vec!["10.0.0.20".parse().unwrap()];
+    let mut ipam = ipam_with(spec);
+    let list: Vec<IpAddr> = ["10.0.0.1", "10.0.0.15", "10.0.0.16", "10.0.0.20"]
+        .map(ip)
+        .to_vec();
+    let req = |n: &str| {
+        let mut r = AllocationRequest::dynamic(owner(n), "s");
+        r.candidate_ips = list.clone();
+        r
+    };
+    alloc_static(&mut ipam, "squatter", "s", &["10.0.0.16"]).unwrap();
+    // .1 is the gateway, .16 is taken: .15, then the excluded .20 (allowed, as a static IP).
+    assert_eq!(
+        ipam.allocate(&req("w0")).unwrap().ips(),
+        vec![ip("10.0.0.15")]
+    );
+    assert_eq!(
+        ipam.allocate(&req("w1")).unwrap().ips(),
+        vec![ip("10.0.0.20")]
+    );
+    assert_eq!(
+        ipam.allocate(&req("w2")).unwrap_err(),
+        IpamError::NoFreeCandidate {
+            subnet: "s".into(),
+            family: Family::V4,
+            candidates: 4
+        }
+    );
+    // Holders keep their address when asked again, even if an earlier one became free.
+    ipam.release(&owner("w0")).unwrap();
+    assert_eq!(
+        ipam.allocate(&req("w1")).unwrap().ips(),
+        vec![ip("10.0.0.20")]
+    );
+    // A dynamic holder not in the list moves into it.
+    alloc(&mut ipam, "mover", "s").unwrap();
+    assert_eq!(
+        ipam.allocate(&req("mover")).unwrap().ips(),
+        vec![ip("10.0.0.15")]
+    );
+    // Candidates of a family the subnet lacks are an error, not silently ignored.
+    let mut r = req("v6");
+    r.candidate_ips = vec![ip("fd00::5")];
+    assert!(matches!(
+        ipam.allocate(&r),
+        Err(IpamError::StaticIpFamilyNotInSubnet { .. })
+    ));
 }

@@ -310,8 +310,7 @@ impl Ipam {
     /// Removes an IPPool; its free addresses return to the subnet.
     pub fn remove_pool(&mut self, name: &str) -> Result<(), IpamError> {
         let Some(subnet) = self.pool_subnet.remove(name) else {
-            return Err(IpamError::UnknownPool {
-                subnet: String::new(),
+            return Err(IpamError::NoSuchPool {
                 pool: name.to_string(),
             });
         };
@@ -334,7 +333,8 @@ impl Ipam {
                 subnet: req.subnet.clone(),
             });
         };
-        let statics = Self::statics(state, req)?;
+        let mut statics = Self::statics(state, req)?;
+        self.choose_candidates(state, req, &mut statics)?;
         let slot = Self::resolve_pool(state, req)?;
         if let Some(mac) = req.static_mac
             && (!mac.is_unicast() || mac.is_zero())
@@ -343,8 +343,7 @@ impl Ipam {
         }
 
         if let Some(&id) = self.by_owner.get(&req.owner) {
-            let held = self.slots[id as usize].clone();
-            if let Some(held) = held {
+            if let Some(held) = self.slots.get(id as usize).cloned().flatten() {
                 if self.satisfies(state, &held, &statics, slot, req) {
                     return self.complete(id, held, &statics, slot);
                 }
@@ -460,10 +459,15 @@ impl Ipam {
         self.subnets.get(subnet).map(|s| &s.spec)
     }
 
-    /// Whether the subnet would hand out `ip` (None: yes; Some: why not). Held or not.
-    pub fn forbidden(&self, subnet: &str, ip: IpAddr) -> Option<Forbidden> {
-        let s = self.subnets.get(subnet)?;
-        s.family(Family::of(ip)).forbidden(to_u128(ip))
+    /// Whether the subnet would hand out `ip` dynamically (Ok(None): yes; Ok(Some): why not),
+    /// whether or not it is held right now.
+    pub fn forbidden(&self, subnet: &str, ip: IpAddr) -> Result<Option<Forbidden>, IpamError> {
+        let Some(s) = self.subnets.get(subnet) else {
+            return Err(IpamError::UnknownSubnet {
+                subnet: subnet.to_string(),
+            });
+        };
+        Ok(s.family(Family::of(ip)).forbidden(to_u128(ip)))
     }
 
     /// Held addresses the current specs would not hand out, sorted.
@@ -520,6 +524,74 @@ impl Ipam {
             statics[fam_index(f)] = Some(ip);
         }
         Ok(statics)
+    }
+
+    /// Turns `candidate_ips` into one static address per family: the one the owner already
+    /// holds if it is a candidate, else the first candidate nobody else holds and the subnet
+    /// accepts as a static address.
+    fn choose_candidates(
+        &self,
+        state: &SubnetState,
+        req: &AllocationRequest,
+        statics: &mut Statics,
+    ) -> Result<(), IpamError> {
+        if req.candidate_ips.is_empty() {
+            return Ok(());
+        }
+        let me = self.by_owner.get(&req.owner).copied();
+        let held = me
+            .and_then(|id| self.slots.get(id as usize))
+            .and_then(Option::as_ref)
+            .filter(|a| a.subnet == req.subnet);
+        for f in [Family::V4, Family::V6] {
+            let mut of_family = req
+                .candidate_ips
+                .iter()
+                .copied()
+                .filter(|ip| Family::of(*ip) == f)
+                .peekable();
+            let Some(&first) = of_family.peek() else {
+                continue;
+            };
+            let fam = state.family(f);
+            if fam.cidr.is_none() {
+                return Err(IpamError::StaticIpFamilyNotInSubnet {
+                    subnet: req.subnet.clone(),
+                    ip: first,
+                    family: f,
+                });
+            }
+            if statics[fam_index(f)].is_some() {
+                continue;
+            }
+            let candidates: Vec<IpAddr> = of_family.collect();
+            if let Some(h) = held.and_then(|a| held_ip(a, f))
+                && candidates.contains(&h)
+            {
+                statics[fam_index(f)] = Some(h);
+                continue;
+            }
+            let usable = |ip: &IpAddr| {
+                let x = to_u128(*ip);
+                let allowed = match fam.forbidden(x) {
+                    None => true,
+                    Some(Forbidden::Excluded) => state.spec.allow_static_in_excluded,
+                    Some(_) => false,
+                };
+                allowed && fam.used.get(&x).is_none_or(|&holder| Some(holder) == me)
+            };
+            match candidates.iter().find(|ip| usable(ip)) {
+                Some(&ip) => statics[fam_index(f)] = Some(ip),
+                None => {
+                    return Err(IpamError::NoFreeCandidate {
+                        subnet: req.subnet.clone(),
+                        family: f,
+                        candidates: candidates.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve_pool(state: &SubnetState, req: &AllocationRequest) -> Result<PoolSlot, IpamError> {

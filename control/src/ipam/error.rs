@@ -38,6 +38,14 @@ pub enum IpamError {
     UnknownSubnet { subnet: String },
     #[error("IPPool {pool} does not exist in subnet {subnet}")]
     UnknownPool { subnet: String, pool: String },
+    #[error("subnet {subnet}: none of the {candidates} {family} addresses of ip_pool is free")]
+    NoFreeCandidate {
+        subnet: String,
+        family: Family,
+        candidates: usize,
+    },
+    #[error("IPPool {pool} does not exist")]
+    NoSuchPool { pool: String },
     #[error("subnet {subnet} exhausted: no free {family} address")]
     SubnetExhausted { subnet: String, family: Family },
     #[error("IPPool {pool} of subnet {subnet} exhausted: no free {family} address")]

@@ -226,6 +226,10 @@ pub struct AllocationRequest {
     /// Static addresses (`ip_address` annotation / IP object): at most one per family. A family
     /// of the subnet without one here gets a dynamic address.
     pub static_ips: Vec<IpAddr>,
+    /// `ip_pool` given as a list of addresses (Kube-OVN's way of giving the pods of a
+    /// workload a fixed set): per family without a static IP, the first listed address that is
+    /// free is taken; an owner holding one of them keeps it.
+    pub candidate_ips: Vec<IpAddr>,
     /// Static MAC (`mac_address` annotation); otherwise one is generated.
     pub static_mac: Option<Mac>,
     /// IPPool to draw dynamic addresses from (`ip_pool` annotation). None: the pool bound to
@@ -240,6 +244,7 @@ impl AllocationRequest {
             owner,
             subnet: subnet.into(),
             static_ips: Vec::new(),
+            candidate_ips: Vec::new(),
             static_mac: None,
             pool: None,
         }
