@@ -342,21 +342,21 @@ impl Ipam {
             return Err(IpamError::MacNotUnicast { mac });
         }
 
-        if let Some(&id) = self.by_owner.get(&req.owner) {
-            if let Some(held) = self.slots.get(id as usize).cloned().flatten() {
-                if self.satisfies(state, &held, &statics, slot, req) {
-                    return self.complete(id, held, &statics, slot);
-                }
-                // Move: free the old allocation, try the new one, restore on failure.
-                self.release(&req.owner);
-                return match self.fresh(req, &statics, slot) {
-                    Ok(a) => Ok(a),
-                    Err(e) => {
-                        self.restore(held);
-                        Err(e)
-                    }
-                };
+        if let Some(&id) = self.by_owner.get(&req.owner)
+            && let Some(held) = self.slots.get(id as usize).cloned().flatten()
+        {
+            if self.satisfies(state, &held, &statics, slot, req) {
+                return self.complete(id, held, &statics, slot);
             }
+            // Move: free the old allocation, try the new one, restore on failure.
+            self.release(&req.owner);
+            return match self.fresh(req, &statics, slot) {
+                Ok(a) => Ok(a),
+                Err(e) => {
+                    self.restore(held);
+                    Err(e)
+                }
+            };
         }
         self.fresh(req, &statics, slot)
     }
