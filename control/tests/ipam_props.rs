@@ -183,6 +183,8 @@ enum Op {
         subnet: usize,
         static_off: Option<u8>,
         pool: Option<u8>,
+        /// `ip_pool` as an address list (offsets into the subnet's first family).
+        candidates: Option<Vec<u8>>,
     },
     Release {
         owner: u8,
@@ -200,8 +202,20 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..16, 0usize..3, prop::option::weighted(0.25, 0u8..40), prop::option::weighted(0.25, 0u8..3))
-            .prop_map(|(owner, subnet, static_off, pool)| Op::Alloc { owner, subnet, static_off, pool }),
+        6 => (
+            0u8..16,
+            0usize..3,
+            prop::option::weighted(0.25, 0u8..40),
+            prop::option::weighted(0.25, 0u8..3),
+            prop::option::weighted(0.2, prop::collection::vec(0u8..40, 1..5)),
+        )
+            .prop_map(|(owner, subnet, static_off, pool, candidates)| Op::Alloc {
+                owner,
+                subnet,
+                static_off,
+                pool,
+                candidates,
+            }),
         3 => (0u8..16).prop_map(|owner| Op::Release { owner }),
         1 => (0usize..3, 0u8..34, 0u8..6).prop_map(|(subnet, start, len)| Op::SetExclude { subnet, start, len }),
         1 => (any::<u64>(), any::<bool>()).prop_map(|(shuffle, duplicate)| Op::Rebuild { shuffle, duplicate }),
@@ -225,6 +239,7 @@ fn err_kind(e: &IpamError) -> &'static str {
         IpamError::StaticIpTaken { .. } => "taken",
         IpamError::SubnetExhausted { .. } => "exhausted",
         IpamError::PoolExhausted { .. } => "pool-exhausted",
+        IpamError::NoFreeCandidate { .. } => "no-candidate",
         _ => "other",
     }
 }
@@ -250,6 +265,29 @@ impl Model {
     fn predict(&self, req: &AllocationRequest) -> Expect {
         let sub = self.subnet(&req.subnet);
         let ns = req.owner.namespace.as_str();
+        let mut req = req.clone();
+        if !req.candidate_ips.is_empty() && req.static_ips.is_empty() {
+            // Candidates are all of the subnet's first family here.
+            let f = &sub.fams[0];
+            let others = self.held_by_others(&req.subnet, &req.owner);
+            let held = self
+                .held
+                .get(&req.owner)
+                .filter(|a| a.subnet == req.subnet)
+                .and_then(|a| a.ips().into_iter().find(|ip| Family::of(*ip) == f.family));
+            let pick = match held {
+                Some(h) if req.candidate_ips.contains(&h) => Some(h),
+                _ => req.candidate_ips.iter().copied().find(|ip| {
+                    let x = to_u(*ip);
+                    f.inside(x) && !f.reserved(x) && !others.contains(ip)
+                }),
+            };
+            match pick {
+                Some(ip) => req.static_ips = vec![ip],
+                None => return Expect::Err("no-candidate"),
+            }
+        }
+        let req = &req;
         let pool: &str = match req.pool.as_deref() {
             Some(name) => {
                 if req.subnet != "a" || pool_range(name).is_none() {
@@ -435,9 +473,16 @@ fn run(ops: Vec<Op>) {
                 subnet,
                 static_off,
                 pool,
+                candidates,
             } => {
                 let sub = &model.subnets[subnet];
                 let mut req = AllocationRequest::dynamic(owner(o), sub.name);
+                let f = &sub.fams[0];
+                req.candidate_ips = candidates
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|off| from_u(f.family, f.base + u128::from(off)))
+                    .collect();
                 if let Some(off) = static_off {
                     let f = &sub.fams[0];
                     req.static_ips = vec![from_u(f.family, f.base + u128::from(off))];
