@@ -18,8 +18,19 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::crd::{API_VERSION, Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
-use crate::api::nad::NetworkAttachmentDefinition;
+use std::net::IpAddr;
+
+use crate::api::annotations::{
+    Annotations, NamespaceNetwork, NodeNetwork, OVN_PROVIDER, PodKey, PodNetwork,
+};
+use crate::api::crd::{API_VERSION, DEFAULT_VPC, Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use crate::api::nad::{Attachment, NetworkAttachmentDefinition, VhostUserConsumption};
+use crate::api::net::MacAddr;
+use crate::api::resolve::{ClusterView, SubnetSource};
+use crate::api::validate::{
+    ObjectRef, ValidatedSubnet, ValidationError, check_static_ips, validate_ip_pool,
+    validate_pod_annotations, validate_subnets, validate_vlan, validate_vpc,
+};
 
 /// File extensions [`load_dir`] reads.
 pub const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -460,4 +471,263 @@ pub fn index(manifest: &Manifest) -> HashMap<(&'static str, Option<&str>, &str),
             )
         })
         .collect()
+}
+
+impl Manifest {
+    /// The objects subnet and attachment resolution look at.
+    pub fn view(&self) -> ClusterView<'_> {
+        ClusterView {
+            namespaces: self.namespaces().collect(),
+            subnets: self.subnets().collect(),
+            vpcs: self.vpcs().collect(),
+            nads: self.network_attachment_definitions().collect(),
+        }
+    }
+}
+
+fn meta_name(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+/// Validates a whole set of manifests as the controller would before acting on it: every
+/// object's own rules (see [`crate::api::validate`]), references between objects (a subnet's
+/// VPC and Vlan, a pool's subnet, a pod's NADs and subnets), pod annotations of every
+/// interface, fixed addresses and MACs against their subnet and against each other (the first
+/// pod in load order keeps a contested address), and the vhost-user volume of DPDK pods.
+///
+/// A default subnet that is not in the manifests (`ovn-default`, which the controller creates
+/// itself) is not an error; fixed addresses on it are then checked against other pods only.
+pub fn validate(manifest: &Manifest) -> Vec<ValidationError> {
+    let view = manifest.view();
+    let subnets: Vec<Subnet> = manifest.subnets().cloned().collect();
+    let (valid, mut errors) = validate_subnets(&subnets);
+    let valid_by_name: HashMap<&str, &ValidatedSubnet> =
+        valid.iter().map(|v| (v.name.as_str(), v)).collect();
+    let exists = |kind: &str, name: &str| {
+        manifest
+            .objects
+            .iter()
+            .any(|o| o.object.kind() == kind && o.object.name() == name)
+    };
+    let reference = |errors: &mut Vec<ValidationError>,
+                     object: &ObjectRef,
+                     field: &str,
+                     kind: &'static str,
+                     name: &str| {
+        if !exists(kind, name) {
+            errors.push(ValidationError::UnknownReference {
+                object: object.clone(),
+                field: field.to_string(),
+                kind,
+                name: name.to_string(),
+            });
+        }
+    };
+
+    for s in manifest.subnets() {
+        let object = ObjectRef::cluster("Subnet", meta_name(&s.metadata));
+        if s.vpc_name() != DEFAULT_VPC {
+            reference(&mut errors, &object, "spec.vpc", "Vpc", s.vpc_name());
+        }
+        if !s.spec.vlan.is_empty() {
+            reference(&mut errors, &object, "spec.vlan", "Vlan", &s.spec.vlan);
+        }
+    }
+    for v in manifest.vpcs() {
+        errors.extend(validate_vpc(v));
+        if !v.spec.default_subnet.is_empty() {
+            let object = ObjectRef::cluster("Vpc", meta_name(&v.metadata));
+            reference(
+                &mut errors,
+                &object,
+                "spec.defaultSubnet",
+                "Subnet",
+                &v.spec.default_subnet,
+            );
+        }
+    }
+    for v in manifest.vlans() {
+        errors.extend(validate_vlan(v));
+        if !v.provider_network().is_empty() {
+            let object = ObjectRef::cluster("Vlan", meta_name(&v.metadata));
+            reference(
+                &mut errors,
+                &object,
+                "spec.provider",
+                "ProviderNetwork",
+                v.provider_network(),
+            );
+        }
+    }
+    for p in manifest.ip_pools() {
+        let object = ObjectRef::cluster("IPPool", meta_name(&p.metadata));
+        match valid_by_name.get(p.spec.subnet.as_str()) {
+            Some(subnet) => errors.extend(validate_ip_pool(p, subnet)),
+            None => reference(
+                &mut errors,
+                &object,
+                "spec.subnet",
+                "Subnet",
+                &p.spec.subnet,
+            ),
+        }
+    }
+    for n in manifest.network_attachment_definitions() {
+        if let Err(error) = n.attachment() {
+            let ns = n.metadata.namespace.as_deref().unwrap_or("default");
+            errors.push(ValidationError::Attachment {
+                object: ObjectRef::namespaced(
+                    "NetworkAttachmentDefinition",
+                    ns,
+                    meta_name(&n.metadata),
+                ),
+                error,
+            });
+        }
+    }
+    for ns in manifest.namespaces() {
+        let object = ObjectRef::cluster("Namespace", meta_name(&ns.metadata));
+        if let Some(ann) = &ns.metadata.annotations {
+            let net = NamespaceNetwork::new(ann);
+            for e in [net.cidrs().err(), net.exclude_ips().err()]
+                .into_iter()
+                .flatten()
+            {
+                errors.push(ValidationError::Annotation {
+                    object: object.clone(),
+                    error: e,
+                });
+            }
+        }
+    }
+    let empty = Annotations::new();
+    for node in manifest.nodes() {
+        let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+        let ann = node.metadata.annotations.as_ref().unwrap_or(&empty);
+        if let Err(error) = NodeNetwork::new(ann, labels).ovs_dp_type() {
+            errors.push(ValidationError::Annotation {
+                object: ObjectRef::cluster("Node", meta_name(&node.metadata)),
+                error,
+            });
+        }
+    }
+
+    // Fixed addresses and MACs, per subnet: first come, first served.
+    let mut taken_ips: HashMap<String, HashMap<IpAddr, String>> = HashMap::new();
+    let mut taken_macs: HashMap<String, HashMap<MacAddr, String>> = HashMap::new();
+    for pod in manifest.pods() {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let object = ObjectRef::namespaced("Pod", namespace, meta_name(&pod.metadata));
+        let ann = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        let mut providers = vec![OVN_PROVIDER.to_string()];
+        match view.attachments(pod) {
+            Ok(list) => {
+                for a in list {
+                    if let Attachment::Ovn {
+                        vhost_user: Some(vhost),
+                        ..
+                    } = &a.attachment
+                        && vhost.consumption == VhostUserConsumption::Pod
+                        && !pod_has_volume(pod, &vhost.volume_name)
+                    {
+                        errors.push(ValidationError::VhostVolumeMissing {
+                            object: object.clone(),
+                            nad: format!(
+                                "{}/{}",
+                                a.nad.metadata.namespace.as_deref().unwrap_or("default"),
+                                meta_name(&a.nad.metadata)
+                            ),
+                            volume: vhost.volume_name.clone(),
+                        });
+                    }
+                    providers.push(a.attachment.provider().to_string());
+                }
+            }
+            // A broken NAD is reported once, on the NAD itself.
+            Err(list) => errors.extend(
+                list.into_iter()
+                    .filter(|e| !matches!(e, ValidationError::Attachment { .. })),
+            ),
+        }
+        for provider in &providers {
+            let annotation_errors = validate_pod_annotations(&object, ann, provider);
+            let malformed = !annotation_errors.is_empty();
+            errors.extend(annotation_errors);
+            let Some((subnet_name, source)) = view.subnet_name_for(namespace, ann, provider) else {
+                continue;
+            };
+            let net = PodNetwork::for_provider(ann, provider);
+            if !exists("Subnet", &subnet_name) {
+                let field = match source {
+                    SubnetSource::PodAnnotation => Some(format!(
+                        "metadata.annotations[{}]",
+                        net.key(PodKey::LogicalSwitch)
+                    )),
+                    SubnetSource::NamespaceAnnotation => Some(format!(
+                        "Namespace {namespace} metadata.annotations[{}]",
+                        NamespaceNetwork::LOGICAL_SWITCH
+                    )),
+                    SubnetSource::VpcDefaultSubnet => Some("Vpc spec.defaultSubnet".to_string()),
+                    _ => None,
+                };
+                if let Some(field) = field {
+                    errors.push(ValidationError::UnknownReference {
+                        object: object.clone(),
+                        field,
+                        kind: "Subnet",
+                        name: subnet_name.clone(),
+                    });
+                }
+            }
+            if malformed {
+                continue;
+            }
+            let ip_field = format!("metadata.annotations[{}]", net.key(PodKey::IpAddress));
+            if let Ok(Some(ips)) = net.ip_address() {
+                let taken = taken_ips.entry(subnet_name.clone()).or_default();
+                let found = match valid_by_name.get(subnet_name.as_str()) {
+                    Some(subnet) => check_static_ips(&object, &ip_field, &ips, subnet, taken),
+                    None => ips
+                        .addrs()
+                        .filter_map(|ip| {
+                            taken.get(&ip).map(|owner| ValidationError::StaticIpTaken {
+                                object: object.clone(),
+                                field: ip_field.clone(),
+                                ip,
+                                owner: owner.clone(),
+                            })
+                        })
+                        .collect(),
+                };
+                if found.is_empty() {
+                    for ip in ips.addrs() {
+                        taken.insert(ip, object.to_string());
+                    }
+                }
+                errors.extend(found);
+            }
+            if let Ok(Some(mac)) = net.mac_address() {
+                let taken = taken_macs.entry(subnet_name.clone()).or_default();
+                match taken.get(&mac) {
+                    Some(owner) => errors.push(ValidationError::StaticMacTaken {
+                        object: object.clone(),
+                        field: format!("metadata.annotations[{}]", net.key(PodKey::MacAddress)),
+                        mac,
+                        owner: owner.clone(),
+                    }),
+                    None => {
+                        taken.insert(mac, object.to_string());
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn pod_has_volume(pod: &Pod, volume: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.name == volume))
 }

@@ -407,3 +407,160 @@ fn load_dir_reports_io_errors_with_the_path_and_skips_hidden_files() {
     let e = load_file(&dir.path().join("missing.yaml")).unwrap_err();
     assert!(matches!(e, ManifestError::Io { .. }));
 }
+
+#[test]
+fn lab_fixtures_validate_clean() {
+    let m = load_dir(&fixtures()).unwrap();
+    let errors = ferrovn_control::manifest::validate(&m);
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn cross_object_validation_finds_every_mistake() {
+    let text = r#"
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: red-net}
+spec: {vpc: vpc-red, cidrBlock: 10.9.0.0/24}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: apps}
+spec: {cidrBlock: 10.20.0.0/24, namespaces: [apps]}
+---
+apiVersion: kubeovn.io/v1
+kind: IPPool
+metadata: {name: pool}
+spec: {subnet: nosuch, ips: [10.20.0.50]}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  labels: {ovn.kubernetes.io/ovs_dp_type: netdev}
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: dpdk-net, namespace: apps}
+spec:
+  config: '{"type": "kube-ovn", "vhost_user_socket_volume_name": "vhost", "vhost_user_socket_name": "s"}'
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: a
+  namespace: apps
+  annotations:
+    ovn.kubernetes.io/ip_address: 10.20.0.7
+    ovn.kubernetes.io/mac_address: 0a:00:00:00:00:07
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: b
+  namespace: apps
+  annotations:
+    ovn.kubernetes.io/ip_address: 10.20.0.7
+    ovn.kubernetes.io/mac_address: 0a:00:00:00:00:07
+    ovn.kubernetes.io/egress_rate: fast
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dpdk
+  namespace: apps
+  annotations:
+    k8s.v1.cni.cncf.io/networks: dpdk-net, missing-net
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: lost
+  namespace: apps
+  annotations:
+    ovn.kubernetes.io/logical_switch: nowhere
+spec: {containers: [{name: c}]}
+"#;
+    let m = load_str(text, "broken.yaml").unwrap();
+    let msgs: Vec<String> = ferrovn_control::manifest::validate(&m)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "Subnet red-net: spec.vpc names Vpc \"vpc-red\", which does not exist",
+            "IPPool pool: spec.subnet names Subnet \"nosuch\", which does not exist",
+            "Node n1: annotation ovn.kubernetes.io/ovs_dp_type: bad value \"netdev\": expected userspace or kernel",
+            "Pod apps/b: annotation ovn.kubernetes.io/egress_rate: bad value \"fast\": expected a whole number of Mbit/s",
+            "Pod apps/dpdk: metadata.annotations[k8s.v1.cni.cncf.io/networks] names NetworkAttachmentDefinition \"apps/missing-net\", which does not exist",
+            "Pod apps/lost: metadata.annotations[ovn.kubernetes.io/logical_switch] names Subnet \"nowhere\", which does not exist",
+        ]
+    );
+
+    // With pod b's annotation fixed, its contested address and MAC are reported, and the DPDK
+    // pod (now that missing-net is gone) is told about the volume it lacks.
+    let fixed = text
+        .replace("    ovn.kubernetes.io/egress_rate: fast\n", "")
+        .replace("dpdk-net, missing-net", "dpdk-net");
+    let m = load_str(&fixed, "broken.yaml").unwrap();
+    let msgs: Vec<String> = ferrovn_control::manifest::validate(&m)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        msgs[3..],
+        [
+            "Pod apps/b: metadata.annotations[ovn.kubernetes.io/ip_address] 10.20.0.7 is already taken by Pod apps/a",
+            "Pod apps/b: metadata.annotations[ovn.kubernetes.io/mac_address] 0a:00:00:00:00:07 is already taken by Pod apps/a",
+            "Pod apps/dpdk: attachment apps/dpdk-net serves its vhost-user socket in volume \"vhost\", but the pod has no such volume (add an emptyDir volume named \"vhost\" and mount it where the DPDK app looks for the socket)",
+            "Pod apps/lost: metadata.annotations[ovn.kubernetes.io/logical_switch] names Subnet \"nowhere\", which does not exist",
+        ]
+    );
+}
+
+#[test]
+fn the_same_fixed_address_in_two_vpcs_is_fine() {
+    let text = r#"
+apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata: {name: blue}
+spec: {namespaces: [blue], defaultSubnet: blue-net}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: blue-net}
+spec: {vpc: blue, cidrBlock: 10.20.0.0/24}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: apps}
+spec: {cidrBlock: 10.20.0.0/24, namespaces: [apps]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: apps, annotations: {ovn.kubernetes.io/ip_address: 10.20.0.7}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: blue, annotations: {ovn.kubernetes.io/ip_address: 10.20.0.7}}
+spec: {containers: [{name: c}]}
+"#;
+    let m = load_str(text, "vpcs.yaml").unwrap();
+    let view = m.view();
+    let blue_pod = m
+        .pods()
+        .find(|p| p.metadata.namespace.as_deref() == Some("blue"))
+        .unwrap();
+    let ann = blue_pod.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        view.subnet_name_for("blue", &ann, "ovn").map(|(n, _)| n),
+        Some("blue-net".to_string())
+    );
+    let errors = ferrovn_control::manifest::validate(&m);
+    assert!(errors.is_empty(), "{errors:#?}");
+}

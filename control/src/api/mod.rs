@@ -5,6 +5,7 @@
 //! - [`nad`]: NetworkAttachmentDefinition and the Multus `k8s.v1.cni.cncf.io/networks` list;
 //! - [`net`]: parsing of CIDR blocks, IP lists, `a..b` ranges and MACs;
 //! - [`validate`]: pure validation with errors naming object, field and bad value;
+//! - [`resolve`]: which subnet serves a pod interface, which NADs a pod attaches to;
 //! - [`crdgen`]: the generated CRD manifests under `deploy/crds/`.
 
 pub mod annotations;
@@ -12,6 +13,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod nad;
 pub mod net;
+pub mod resolve;
 pub mod validate;
 
 pub use crd::{

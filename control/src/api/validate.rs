@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::annotations::{AnnotationError, Annotations, PodNetwork};
 use super::crd::{DEFAULT_VPC, IpPool, PolicyRouteAction, Protocol, Subnet, Vlan, Vpc};
+use super::nad::NadError;
 use super::net::{CidrBlock, DualIp, IpFamily, IpRange, MacAddr, NetParseError, nets_overlap};
 
 /// The object an error is about: `Subnet team-a`, `Pod default/web-0`.
@@ -143,6 +144,32 @@ pub enum ValidationError {
         value: i64,
         range: &'static str,
     },
+    #[error("{object}: {field} names {kind} {name:?}, which does not exist")]
+    UnknownReference {
+        object: ObjectRef,
+        field: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("{object}: {field} {mac} is already taken by {owner}")]
+    StaticMacTaken {
+        object: ObjectRef,
+        field: String,
+        mac: MacAddr,
+        owner: String,
+    },
+    #[error(
+        "{object}: attachment {nad} serves its vhost-user socket in volume {volume:?}, but the \
+         pod has no such volume (add an emptyDir volume named {volume:?} and mount it where \
+         the DPDK app looks for the socket)"
+    )]
+    VhostVolumeMissing {
+        object: ObjectRef,
+        nad: String,
+        volume: String,
+    },
+    #[error("{object}: {error}")]
+    Attachment { object: ObjectRef, error: NadError },
     #[error("{object}: {error}")]
     Annotation {
         object: ObjectRef,
