@@ -42,3 +42,8 @@ pub mod generated;
 pub mod row;
 pub use generated::{open_vswitch as vswitch, ovn_nb as nb, ovn_sb as sb};
 pub use row::{Row, RowError};
+
+/// The examples of docs/ovsdb.md, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/ovsdb.md")]
+pub struct OvsdbGuide;
