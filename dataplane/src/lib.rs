@@ -1,9 +1,13 @@
 //! FerrOVN node agent library: pod plumbing into network namespaces, OVS configuration of the
 //! node, and the CNI server the `ferrovn-cni` plugin talks to.
 
+pub mod agent;
+pub mod alloc;
 pub mod ethtool;
 pub mod netns;
+pub mod ovs;
 pub mod plumbing;
+pub mod server;
 pub mod types;
 
 #[cfg(feature = "testbed")]

@@ -657,6 +657,13 @@ pub fn list_host_veths(host_netns: Option<&Path>) -> Result<Vec<(String, String)
     )
 }
 
+/// Async form of [`list_host_veths`].
+pub async fn list_host_veths_async(
+    host_netns: Option<PathBuf>,
+) -> Result<Vec<(String, String)>, PlumbError> {
+    off_runtime(move || list_host_veths(host_netns.as_deref())).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Test infrastructure (feature `testbed`): network namespaces, OVN nodes as namespaces each with
-//! its own ovsdb-server, ovs-vswitchd (userspace datapath) and ovn-controller, an OVN central,
-//! and a two-node topology with Geneve over a private veth underlay.
+//! its own ovsdb-server, ovs-vswitchd (userspace datapath) and ovn-controller, and a two-node
+//! topology around an OVN central (`ferrovn_ovsdb::testkit::OvnCentral`) with Geneve over a private veth underlay.
 //!
 //! Every daemon runs in the FOREGROUND as our child (no `--detach`): we hold its PID, so it is
 //! stopped by that PID and reaped by us (no zombies waiting for PID 1, no PID reuse). Every
@@ -9,19 +9,17 @@
 //! (or the datapath tap outlives it), then daemons by PID, then veth ends and namespaces.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use ferrovn_ovsdb::testkit::OvnCentral;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 pub const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
 pub const VSWITCHD_PLAIN: &str = "/usr/lib/openvswitch-switch/ovs-vswitchd";
 pub const VSWITCHD_DPDK: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 /// Pod MTU over a 1500-byte underlay with Geneve; the userspace datapath never fragments.
@@ -48,6 +46,10 @@ pub enum TestbedError {
         waited: Duration,
         detail: String,
     },
+    #[error("OVN central: {0}")]
+    Central(String),
+    #[error("building the CNI plugin: {0}")]
+    Build(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -207,6 +209,18 @@ impl Daemon {
         args: &[String],
         log: &Path,
     ) -> Result<Self, TestbedError> {
+        Self::spawn_inner(what, netns, env, program, args, log, false)
+    }
+
+    fn spawn_inner(
+        what: &str,
+        netns: Option<&Netns>,
+        env: &[(String, String)],
+        program: &str,
+        args: &[String],
+        log: &Path,
+        append: bool,
+    ) -> Result<Self, TestbedError> {
         let mut cmd = match netns {
             Some(ns) => ns.command(program),
             None => Command::new(program),
@@ -215,10 +229,16 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let logf = File::create(log).map_err(|source| TestbedError::Io {
-            what: format!("{what}: create log {}", log.display()),
-            source,
-        })?;
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .map_err(|source| TestbedError::Io {
+                what: format!("{what}: create log {}", log.display()),
+                source,
+            })?;
         let errf = logf.try_clone().map_err(|source| TestbedError::Io {
             what: format!("{what}: log"),
             source,
@@ -237,6 +257,18 @@ impl Daemon {
             what: what.to_string(),
             child,
         })
+    }
+
+    /// Like [`Daemon::spawn`] but appends to `log` instead of truncating it.
+    pub fn spawn_appending(
+        what: &str,
+        netns: Option<&Netns>,
+        env: &[(String, String)],
+        program: &str,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, TestbedError> {
+        Self::spawn_inner(what, netns, env, program, args, log, true)
     }
 
     pub fn pid(&self) -> u32 {
@@ -358,103 +390,6 @@ fn start_ovsdb_server(
     Ok(d)
 }
 
-/// OVN central: NB and SB ovsdb-server + ovn-northd in the root namespace, unix sockets only
-/// (pathname unix sockets are reachable from every network namespace).
-#[derive(Debug)]
-pub struct Central {
-    northd: Option<Daemon>,
-    sb: Option<Daemon>,
-    nb: Option<Daemon>,
-    dir: tempfile::TempDir,
-}
-
-impl Central {
-    pub fn start() -> Result<Self, TestbedError> {
-        let dir = tempdir("fv-central-")?;
-        let p = dir.path();
-        let nb = start_ovsdb_server(
-            "NB ovsdb-server",
-            None,
-            p,
-            "ovnnb_db.db",
-            NB_SCHEMA,
-            "ovnnb_db.sock",
-        )?;
-        let sb = start_ovsdb_server(
-            "SB ovsdb-server",
-            None,
-            p,
-            "ovnsb_db.db",
-            SB_SCHEMA,
-            "ovnsb_db.sock",
-        )?;
-        let args = vec![
-            "-vconsole:off".to_string(),
-            "-vfile:info".into(),
-            format!("--ovnnb-db=unix:{}", p.join("ovnnb_db.sock").display()),
-            format!("--ovnsb-db=unix:{}", p.join("ovnsb_db.sock").display()),
-            format!("--log-file={}", p.join("ovn-northd.log").display()),
-            format!("--unixctl={}", p.join("ovn-northd.ctl").display()),
-            format!("--pidfile={}", p.join("ovn-northd.pid").display()),
-        ];
-        let northd = Daemon::spawn(
-            "ovn-northd",
-            None,
-            &ovs_env(p),
-            "ovn-northd",
-            &args,
-            &p.join("ovn-northd.out"),
-        )?;
-        Ok(Central {
-            northd: Some(northd),
-            sb: Some(sb),
-            nb: Some(nb),
-            dir,
-        })
-    }
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    pub fn nb_remote(&self) -> String {
-        format!("unix:{}", self.dir.path().join("ovnnb_db.sock").display())
-    }
-    pub fn sb_remote(&self) -> String {
-        format!("unix:{}", self.dir.path().join("ovnsb_db.sock").display())
-    }
-    /// `ovn-nbctl --db=<nb> args...` (30 s limit).
-    pub fn nbctl<I, S>(&self, args: I) -> Result<String, TestbedError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let db = format!("--db={}", self.nb_remote());
-        let mut all: Vec<std::ffi::OsString> = vec![db.into(), "--timeout=25".into()];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        run_cmd("ovn-nbctl", 30, "ovn-nbctl", all)
-    }
-    /// `ovn-sbctl --db=<sb> args...` (30 s limit).
-    pub fn sbctl<I, S>(&self, args: I) -> Result<String, TestbedError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let db = format!("--db={}", self.sb_remote());
-        let mut all: Vec<std::ffi::OsString> = vec![db.into(), "--timeout=25".into()];
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
-        run_cmd("ovn-sbctl", 30, "ovn-sbctl", all)
-    }
-}
-
-impl Drop for Central {
-    fn drop(&mut self) {
-        for d in [&mut self.northd, &mut self.sb, &mut self.nb] {
-            if let Some(mut d) = d.take() {
-                d.stop(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 /// How to start a node's OVS.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -483,6 +418,7 @@ pub struct Node {
     name: String,
     encap_ip: Option<String>,
     underlay_if: Option<String>,
+    agent: Option<Daemon>,
     controller: Option<Daemon>,
     vswitchd: Option<Daemon>,
     ovsdb: Option<Daemon>,
@@ -499,6 +435,7 @@ impl Node {
             name: cfg.name.clone(),
             encap_ip: None,
             underlay_if: None,
+            agent: None,
             controller: None,
             vswitchd: None,
             ovsdb: None,
@@ -720,6 +657,72 @@ impl Node {
         Ok(())
     }
 
+    /// The CNI socket of this node's agent (in the node's run dir).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.path().join("cni.sock")
+    }
+
+    /// Starts the node agent `binary` (ferrovn-node) inside the node namespace against this
+    /// node's OVS, with `--encap-ip` from the underlay and `--datapath-type netdev`; waits for its
+    /// CNI socket. `extra_args` are appended (e.g. `--gc-interval-secs 1`).
+    pub fn start_agent(
+        &mut self,
+        binary: &Path,
+        sb_remote: &str,
+        allocations_dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<PathBuf, TestbedError> {
+        self.stop_agent();
+        let sock = self.agent_socket();
+        let _ = std::fs::remove_file(&sock);
+        let encap = self.encap_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let mut args = vec![
+            format!("--ovs-db={}", self.db_remote()),
+            format!("--sb-remote={sb_remote}"),
+            format!("--node-name={}", self.name),
+            format!("--encap-ip={encap}"),
+            "--datapath-type=netdev".into(),
+            format!("--socket={}", sock.display()),
+            format!("--allocations-dir={}", allocations_dir.display()),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let mut env = self.env();
+        env.push((
+            "RUST_LOG".into(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        ));
+        let log = self.dir.path().join("ferrovn-node.log");
+        // append: a restarted agent keeps the earlier log
+        let mut d = Daemon::spawn_appending(
+            "ferrovn-node",
+            Some(&self.netns),
+            &env,
+            &binary.display().to_string(),
+            &args,
+            &log,
+        )?;
+        wait_for_socket("ferrovn-node", &sock, &mut d, &log)?;
+        self.agent = Some(d);
+        Ok(sock)
+    }
+
+    /// Stops the agent (SIGTERM by PID); pods stay as they are.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut d) = self.agent.take() {
+            d.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// PID of the running agent.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Daemon::pid)
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ferrovn-node.log")).unwrap_or_default()
+    }
+
     /// Waits until Interface `iface` has `external_ids:ovn-installed="true"`.
     pub fn wait_ovn_installed(&self, iface: &str, timeout: Duration) -> Result<(), TestbedError> {
         let ok = wait_until(timeout, || {
@@ -747,6 +750,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if let Some(mut d) = self.agent.take() {
+            d.stop(Duration::from_secs(5));
+        }
         // ovn-controller first: it would recreate br-int
         if let Some(mut d) = self.controller.take() {
             d.stop(Duration::from_secs(5));
@@ -783,7 +789,7 @@ impl Drop for Node {
 #[derive(Debug)]
 pub struct TwoNodes {
     pub nodes: [Node; 2],
-    pub central: Central,
+    pub central: OvnCentral,
 }
 
 impl TwoNodes {
@@ -791,7 +797,7 @@ impl TwoNodes {
     /// ovn-controller (for tests where the agent configures OVS).
     pub fn start_ovs_only() -> Result<Self, TestbedError> {
         let tag = unique_tag();
-        let central = Central::start()?;
+        let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
         let n1 = Node::start(
             &format!("fvt-{tag}-n1"),
             &NodeConfig::plain(&format!("fv-{tag}-n1")),
@@ -840,7 +846,7 @@ impl TwoNodes {
     pub fn wait_chassis(&self, timeout: Duration) -> Result<(), TestbedError> {
         let ok = wait_until(timeout, || {
             self.central
-                .sbctl(["--bare", "--columns=name", "list", "Chassis"])
+                .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
                 .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == 2)
                 .unwrap_or(false)
         });
@@ -854,4 +860,119 @@ impl TwoNodes {
             })
         }
     }
+}
+
+/// Output of one CNI plugin invocation.
+#[derive(Debug, Clone)]
+pub struct CniOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CniOutput {
+    /// stdout as JSON (`Null` when empty or not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One CNI invocation as a container runtime makes it: `CNI_*` environment + netconf on stdin.
+#[derive(Debug, Clone)]
+pub struct CniCall<'a> {
+    pub command: &'a str,
+    pub container_id: &'a str,
+    pub netns: &'a str,
+    pub ifname: &'a str,
+    /// `CNI_ARGS` (`K8S_POD_NAMESPACE=..;K8S_POD_NAME=..`).
+    pub args: &'a str,
+    pub stdin: &'a [u8],
+}
+
+/// Runs the plugin `binary` like a runtime does (60 s limit).
+pub fn run_cni(binary: &Path, call: &CniCall<'_>) -> Result<CniOutput, TestbedError> {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("-k")
+        .arg("2")
+        .arg("60")
+        .arg(binary)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", call.container_id)
+        .env("CNI_NETNS", call.netns)
+        .env("CNI_IFNAME", call.ifname)
+        .env("CNI_ARGS", call.args)
+        .env("CNI_PATH", binary.parent().unwrap_or(Path::new("/")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| TestbedError::Spawn {
+            what: "CNI plugin".into(),
+            program: binary.display().to_string(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // a plugin may exit before reading everything (bad env): ignore EPIPE
+        let _ = stdin.write_all(call.stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| TestbedError::Io {
+            what: "CNI plugin output".into(),
+            source,
+        })?;
+    Ok(CniOutput {
+        exit_code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Path of the `ferrovn-cni` plugin binary of this workspace, built on first use with the
+/// same profile as the calling test/bench (`cargo build -p ferrovn-cni --bin ferrovn-cni`).
+pub fn cni_plugin_binary() -> Result<PathBuf, TestbedError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            // <target>/<profile>/deps/<test>  or  <target>/<profile>/examples/<bench>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("cannot locate the target directory")?
+                .to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.arg("build")
+                .arg("--quiet")
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .arg("-p")
+                .arg("ferrovn-cni")
+                .arg("--bin")
+                .arg("ferrovn-cni");
+            if release {
+                cmd.arg("--release");
+            }
+            let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build -p ferrovn-cni failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let bin = profile_dir.join("ferrovn-cni");
+            if bin.exists() {
+                Ok(bin)
+            } else {
+                Err(format!("{} missing after the build", bin.display()))
+            }
+        })
+        .clone()
+        .map_err(TestbedError::Build)
 }

@@ -10,8 +10,8 @@ use ferrovn_dataplane::testbed::{Netns, POD_MTU, TwoNodes, unique_tag};
 fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
     let tb = TwoNodes::start().expect("two nodes");
     let nb = &tb.central;
-    nb.nbctl(["ls-add", "ls1"]).expect("ls");
-    nb.nbctl([
+    nb.nbctl(&["ls-add", "ls1"]).expect("ls");
+    nb.nbctl(&[
         "lsp-add",
         "ls1",
         "pod1.default",
@@ -21,7 +21,7 @@ fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
         "0a:58:0a:10:00:0b 10.16.0.11",
     ])
     .expect("lsp1");
-    nb.nbctl([
+    nb.nbctl(&[
         "lsp-add",
         "ls1",
         "pod2.default",
@@ -80,7 +80,7 @@ fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
         pods.push(pod);
     }
     tb.wait_chassis(Duration::from_secs(20)).expect("chassis");
-    nb.nbctl(["--wait=hv", "sync"]).expect("sync");
+    nb.nbctl(&["--wait=hv", "sync"]).expect("sync");
 
     assert!(
         pods[0].ping_until("10.16.0.12", Duration::from_secs(15)),

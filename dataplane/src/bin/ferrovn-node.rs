@@ -1,1 +1,149 @@
-fn main() {}
+//! `ferrovn-node`: the FerrOVN node agent. Configures the node's OVS for OVN through OVSDB,
+//! serves the CNI socket the `ferrovn-cni` plugin talks to, plumbs pods, and garbage-collects
+//! ports of vanished pods. Stopping or restarting it never touches running pods.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use ferrovn_dataplane::agent::{Agent, AgentConfig, NodeProfile};
+use ferrovn_dataplane::alloc::FileAllocations;
+use ferrovn_dataplane::ovs::NodeOvsConfig;
+use ferrovn_dataplane::server;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Profile {
+    Kernel,
+    Dpdk,
+}
+
+#[derive(Debug, Parser)]
+#[command(version, about = "FerrOVN node agent")]
+struct Args {
+    /// The node's Open_vSwitch database.
+    #[arg(
+        long,
+        env = "FERROVN_OVS_DB",
+        default_value = "unix:/var/run/openvswitch/db.sock"
+    )]
+    ovs_db: String,
+    /// OVN Southbound remote(s) for ovn-controller (external_ids:ovn-remote).
+    #[arg(long, env = "FERROVN_SB_REMOTE")]
+    sb_remote: String,
+    /// Chassis name (external_ids:system-id) and hostname; defaults to the host name.
+    #[arg(long, env = "FERROVN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Tunnel endpoint IP of this node (external_ids:ovn-encap-ip).
+    #[arg(long, env = "FERROVN_ENCAP_IP")]
+    encap_ip: String,
+    #[arg(long, value_enum, default_value = "kernel")]
+    profile: Profile,
+    /// OVS datapath type of br-int; defaults from the profile (kernel: system, dpdk: netdev).
+    /// Use `netdev` on kernel-profile nodes without the OVS kernel module.
+    #[arg(long)]
+    datapath_type: Option<String>,
+    #[arg(long, default_value = "br-int")]
+    bridge: String,
+    /// Unix socket the CNI plugin connects to.
+    #[arg(
+        long,
+        env = "FERROVN_CNI_SOCKET",
+        default_value = "/run/ferrovn/cni.sock"
+    )]
+    socket: PathBuf,
+    /// Lab: directory of allocation files written by the controller (<ns>/<pod>.json).
+    #[arg(
+        long,
+        env = "FERROVN_ALLOCATIONS_DIR",
+        default_value = "/run/ferrovn/allocations"
+    )]
+    allocations_dir: PathBuf,
+    /// Pod MTU when the netconf does not give one.
+    #[arg(long, default_value_t = 1400)]
+    mtu: u32,
+    #[arg(long, default_value_t = 30)]
+    allocation_timeout_secs: u64,
+    #[arg(long, default_value_t = 30)]
+    install_timeout_secs: u64,
+    /// Seconds between garbage-collection passes (0: off).
+    #[arg(long, default_value_t = 30)]
+    gc_interval_secs: u64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let profile = match args.profile {
+        Profile::Kernel => NodeProfile::Kernel,
+        Profile::Dpdk => NodeProfile::Dpdk,
+    };
+    let name = args.node_name.clone().unwrap_or_else(hostname);
+    let cfg = AgentConfig {
+        node: NodeOvsConfig {
+            system_id: name.clone(),
+            hostname: name,
+            ovn_remote: args.sb_remote.clone(),
+            encap_type: "geneve".into(),
+            encap_ip: args.encap_ip.clone(),
+            bridge: args.bridge.clone(),
+            datapath_type: args
+                .datapath_type
+                .clone()
+                .unwrap_or_else(|| profile.default_datapath_type().to_string()),
+        },
+        ovs_remote: args.ovs_db.clone(),
+        profile,
+        host_netns: None,
+        default_mtu: args.mtu,
+        allocation_timeout: Duration::from_secs(args.allocation_timeout_secs),
+        install_timeout: Duration::from_secs(args.install_timeout_secs),
+    };
+    let agent = Agent::start(cfg, FileAllocations::new(&args.allocations_dir))
+        .await
+        .with_context(|| format!("configuring OVS through {}", args.ovs_db))?;
+    let listener = server::bind(&args.socket)
+        .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
+    tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db, "ferrovn-node ready");
+
+    if args.gc_interval_secs > 0 {
+        let gc_agent = agent.clone();
+        let every = Duration::from_secs(args.gc_interval_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = gc_agent.gc_once().await {
+                    tracing::warn!(error = %e.msg, details = %e.details, "GC pass failed");
+                }
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        e = server::serve(agent, listener) => Err(anyhow::Error::new(e).context("accepting on the CNI socket")),
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    // pods keep running; only the socket goes
+    let _ = std::fs::remove_file(&args.socket);
+    tracing::info!("ferrovn-node stopped");
+    result
+}

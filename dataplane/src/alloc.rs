@@ -1,0 +1,445 @@
+//! Where the agent learns a pod's allocation (addresses, MAC, gateway, routes, QoS).
+//!
+//! The allocation is the set of Kube-OVN pod annotations the controller writes
+//! (`<provider>.kubernetes.io/ip_address`, `mac_address`, `cidr`, `gateway`, `logical_switch`,
+//! `allocated`, `routes`, `ingress_rate`, `egress_rate`). In a cluster they come from the pod
+//! object; in the lab the controller writes them to files ([`FileAllocations`]). Both go through
+//! the same pure parser, [`allocation_from_annotations`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::plumbing::PodRoute;
+use crate::types::MacAddr;
+
+/// Provider of the primary network (annotation prefix `ovn.kubernetes.io/`).
+pub const PRIMARY_PROVIDER: &str = "ovn";
+
+pub type Annotations = BTreeMap<String, String>;
+
+/// One pod interface's allocation, ready for plumbing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodAllocation {
+    pub provider: String,
+    pub logical_switch: String,
+    pub mac: MacAddr,
+    /// Addresses with the subnet's prefix length.
+    pub addresses: Vec<IpNet>,
+    /// Default gateways (one per family), unless a `routes` entry replaces the default route.
+    pub gateways: Vec<IpAddr>,
+    pub routes: Vec<PodRoute>,
+    /// Mbit/s into the pod (`ingress_rate`).
+    pub ingress_rate_mbps: Option<u64>,
+    /// Mbit/s out of the pod (`egress_rate`).
+    pub egress_rate_mbps: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationError {
+    #[error("annotation {key}={value:?}: {reason}")]
+    Annotation {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("annotation {key} missing although {allocated} is \"true\"")]
+    Missing { key: String, allocated: String },
+    #[error("allocation source {source_name}: {reason}")]
+    Source { source_name: String, reason: String },
+}
+
+fn key(provider: &str, name: &str) -> String {
+    format!("{provider}.kubernetes.io/{name}")
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parses the allocation of `provider` from pod annotations. `Ok(None)` while the controller
+/// has not allocated yet (`allocated` absent or not "true").
+pub fn allocation_from_annotations(
+    annotations: &Annotations,
+    provider: &str,
+) -> Result<Option<PodAllocation>, AllocationError> {
+    let allocated_key = key(provider, "allocated");
+    if annotations.get(&allocated_key).map(String::as_str) != Some("true") {
+        return Ok(None);
+    }
+    let get = |name: &str| -> Result<(String, &str), AllocationError> {
+        let k = key(provider, name);
+        match annotations.get(&k) {
+            Some(v) => Ok((k, v.as_str())),
+            None => Err(AllocationError::Missing {
+                key: k,
+                allocated: allocated_key.clone(),
+            }),
+        }
+    };
+    let bad = |k: &str, v: &str, reason: String| AllocationError::Annotation {
+        key: k.to_string(),
+        value: v.to_string(),
+        reason,
+    };
+
+    let (ip_key, ip_value) = get("ip_address")?;
+    let (cidr_key, cidr_value) = get("cidr")?;
+    let (mac_key, mac_value) = get("mac_address")?;
+    let (_, ls) = get("logical_switch")?;
+    let mac: MacAddr = mac_value
+        .parse()
+        .map_err(|e: crate::types::MacParseError| bad(&mac_key, mac_value, e.to_string()))?;
+
+    let mut cidrs: Vec<IpNet> = Vec::new();
+    for c in list(cidr_value) {
+        cidrs.push(
+            c.parse()
+                .map_err(|e: ipnet::AddrParseError| bad(&cidr_key, cidr_value, e.to_string()))?,
+        );
+    }
+    let mut addresses = Vec::new();
+    for ip in list(ip_value) {
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|e: std::net::AddrParseError| bad(&ip_key, ip_value, e.to_string()))?;
+        let Some(net) = cidrs.iter().find(|n| n.contains(&addr)) else {
+            return Err(bad(
+                &ip_key,
+                ip_value,
+                format!("{addr} is in no subnet of {cidr_key}={cidr_value:?}"),
+            ));
+        };
+        let with_prefix = IpNet::new(addr, net.prefix_len())
+            .map_err(|e| bad(&ip_key, ip_value, e.to_string()))?;
+        addresses.push(with_prefix);
+    }
+    if addresses.is_empty() {
+        return Err(bad(&ip_key, ip_value, "no address".into()));
+    }
+
+    let mut gateways = Vec::new();
+    if let Some(gw_value) = annotations.get(&key(provider, "gateway")) {
+        let gw_key = key(provider, "gateway");
+        for g in list(gw_value) {
+            let gw: IpAddr = g
+                .parse()
+                .map_err(|e: std::net::AddrParseError| bad(&gw_key, gw_value, e.to_string()))?;
+            if !addresses.iter().any(|a| a.contains(&gw)) {
+                return Err(bad(
+                    &gw_key,
+                    gw_value,
+                    format!("{gw} is outside the pod's subnets"),
+                ));
+            }
+            gateways.push(gw);
+        }
+    }
+
+    let mut routes = Vec::new();
+    if let Some(rv) = annotations.get(&key(provider, "routes")) {
+        let rk = key(provider, "routes");
+        #[derive(Deserialize)]
+        struct RouteJson {
+            #[serde(default)]
+            dst: String,
+            #[serde(default)]
+            gw: String,
+        }
+        let parsed: Vec<RouteJson> =
+            serde_json::from_str(rv).map_err(|e| bad(&rk, rv, e.to_string()))?;
+        for r in parsed {
+            let via: Option<IpAddr> = if r.gw.is_empty() {
+                None
+            } else {
+                Some(
+                    r.gw.parse()
+                        .map_err(|e: std::net::AddrParseError| bad(&rk, rv, e.to_string()))?,
+                )
+            };
+            let dst: IpNet = if r.dst.is_empty() {
+                // a missing dst is the default route of the gateway's family
+                match via.or_else(|| addresses.first().map(IpNet::addr)) {
+                    Some(IpAddr::V6(_)) => IpNet::V6(ipnet::Ipv6Net::default()),
+                    _ => IpNet::V4(ipnet::Ipv4Net::default()),
+                }
+            } else {
+                r.dst
+                    .parse()
+                    .map_err(|e: ipnet::AddrParseError| bad(&rk, rv, e.to_string()))?
+            };
+            // a missing gw means the subnet gateway of that family
+            let via = via.or_else(|| {
+                gateways
+                    .iter()
+                    .copied()
+                    .find(|g| g.is_ipv4() == dst.addr().is_ipv4())
+            });
+            if dst.prefix_len() == 0 {
+                // an explicit default route replaces the gateway's of that family
+                gateways.retain(|g| g.is_ipv4() != dst.addr().is_ipv4());
+            }
+            routes.push(PodRoute { dst, via });
+        }
+    }
+
+    let rate = |name: &str| -> Result<Option<u64>, AllocationError> {
+        let k = key(provider, name);
+        match annotations.get(&k).map(|v| v.trim()) {
+            None | Some("") | Some("0") => Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|e| bad(&k, v, format!("expected Mbit/s as an integer: {e}"))),
+        }
+    };
+
+    Ok(Some(PodAllocation {
+        provider: provider.to_string(),
+        logical_switch: ls.to_string(),
+        mac,
+        addresses,
+        gateways,
+        routes,
+        ingress_rate_mbps: rate("ingress_rate")?,
+        egress_rate_mbps: rate("egress_rate")?,
+    }))
+}
+
+/// Identity of the pod an allocation is looked up for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Where allocations come from. `Ok(None)` = not allocated (yet); the agent waits a bounded
+/// time for it.
+pub trait AllocationSource: Send + Sync + 'static {
+    fn lookup(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+    ) -> impl Future<Output = Result<Option<PodAllocation>, AllocationError>> + Send;
+}
+
+/// Lab allocation source: `<dir>/<namespace>/<pod>.json` holds the pod's annotations, either as
+/// a flat JSON object of strings or Pod-shaped (`{"metadata":{"annotations":{...}}}`).
+/// Writers should write to a temporary name and rename, so readers never see half a file.
+#[derive(Debug, Clone)]
+pub struct FileAllocations {
+    dir: PathBuf,
+}
+
+impl FileAllocations {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileAllocations { dir: dir.into() }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The file for one pod.
+    pub fn path_for(&self, pod: &PodRef) -> PathBuf {
+        self.dir
+            .join(&pod.namespace)
+            .join(format!("{}.json", pod.name))
+    }
+    /// Writes `annotations` for `pod` atomically (used by the lab controller and by tests).
+    pub fn write(&self, pod: &PodRef, annotations: &Annotations) -> std::io::Result<()> {
+        let path = self.path_for(pod);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(annotations).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &path)
+    }
+}
+
+/// Parses the file body: flat annotations map or Pod-shaped object.
+pub fn annotations_from_json(body: &[u8]) -> Result<Annotations, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let obj = match v.get("metadata") {
+        Some(meta) => meta
+            .get("annotations")
+            .cloned()
+            .unwrap_or(serde_json::Value::Object(Default::default())),
+        None => v,
+    };
+    serde_json::from_value(obj).map_err(|e| format!("annotations must be strings: {e}"))
+}
+
+impl AllocationSource for FileAllocations {
+    async fn lookup(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+    ) -> Result<Option<PodAllocation>, AllocationError> {
+        let path = self.path_for(pod);
+        let body = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(AllocationError::Source {
+                    source_name: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let annotations =
+            annotations_from_json(&body).map_err(|reason| AllocationError::Source {
+                source_name: path.display().to_string(),
+                reason,
+            })?;
+        allocation_from_annotations(&annotations, provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> Annotations {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> Annotations {
+        ann(&[
+            ("ovn.kubernetes.io/allocated", "true"),
+            ("ovn.kubernetes.io/ip_address", "10.16.0.5,fd00:10:16::5"),
+            ("ovn.kubernetes.io/mac_address", "0a:58:0a:10:00:05"),
+            ("ovn.kubernetes.io/cidr", "10.16.0.0/16,fd00:10:16::/64"),
+            ("ovn.kubernetes.io/gateway", "10.16.0.1,fd00:10:16::1"),
+            ("ovn.kubernetes.io/logical_switch", "ovn-default"),
+        ])
+    }
+
+    #[test]
+    fn dual_stack_allocation() {
+        let a = allocation_from_annotations(&base(), PRIMARY_PROVIDER)
+            .expect("ok")
+            .expect("allocated");
+        assert_eq!(
+            a.addresses,
+            vec![
+                "10.16.0.5/16".parse::<IpNet>().expect("net"),
+                "fd00:10:16::5/64".parse().expect("net")
+            ]
+        );
+        assert_eq!(a.gateways.len(), 2);
+        assert_eq!(a.logical_switch, "ovn-default");
+        assert_eq!(a.mac.to_string(), "0a:58:0a:10:00:05");
+        assert!(a.routes.is_empty());
+        assert_eq!(a.ingress_rate_mbps, None);
+    }
+
+    #[test]
+    fn not_allocated_yet_is_none() {
+        let mut a = base();
+        a.remove("ovn.kubernetes.io/allocated");
+        assert_eq!(allocation_from_annotations(&a, PRIMARY_PROVIDER), Ok(None));
+        // another provider's allocation is not ours
+        assert_eq!(
+            allocation_from_annotations(&base(), "net1.default.ovn"),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn routes_rates_and_errors() {
+        let mut a = base();
+        a.insert(
+            "ovn.kubernetes.io/routes".into(),
+            r#"[{"dst":"192.168.0.0/24","gw":"10.16.0.254"},{"dst":"172.16.0.0/16"},{"gw":"10.16.0.253"}]"#.into(),
+        );
+        a.insert("ovn.kubernetes.io/ingress_rate".into(), "10".into());
+        a.insert("ovn.kubernetes.io/egress_rate".into(), "5".into());
+        let got = allocation_from_annotations(&a, PRIMARY_PROVIDER)
+            .expect("ok")
+            .expect("allocated");
+        assert_eq!(got.routes.len(), 3);
+        assert_eq!(got.routes[1].via, Some("10.16.0.1".parse().expect("ip")));
+        // the explicit default route replaced the v4 gateway, the v6 one stays
+        assert_eq!(
+            got.gateways,
+            vec!["fd00:10:16::1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(got.ingress_rate_mbps, Some(10));
+        assert_eq!(got.egress_rate_mbps, Some(5));
+
+        let mut b = base();
+        b.insert("ovn.kubernetes.io/ingress_rate".into(), "fast".into());
+        let e = allocation_from_annotations(&b, PRIMARY_PROVIDER).expect_err("bad rate");
+        assert!(
+            e.to_string().contains("ovn.kubernetes.io/ingress_rate"),
+            "{e}"
+        );
+
+        let mut c = base();
+        c.insert("ovn.kubernetes.io/ip_address".into(), "10.17.0.5".into());
+        let e = allocation_from_annotations(&c, PRIMARY_PROVIDER).expect_err("outside");
+        assert!(e.to_string().contains("no subnet"), "{e}");
+
+        let mut d = base();
+        d.remove("ovn.kubernetes.io/mac_address");
+        assert!(matches!(
+            allocation_from_annotations(&d, PRIMARY_PROVIDER),
+            Err(AllocationError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn file_body_shapes() {
+        let flat = br#"{"ovn.kubernetes.io/allocated":"true"}"#;
+        assert_eq!(annotations_from_json(flat).expect("flat").len(), 1);
+        let pod = br#"{"metadata":{"name":"p","annotations":{"a":"b"}}}"#;
+        assert_eq!(
+            annotations_from_json(pod)
+                .expect("pod")
+                .get("a")
+                .map(String::as_str),
+            Some("b")
+        );
+        assert!(annotations_from_json(br#"{"a":1}"#).is_err());
+        assert!(annotations_from_json(b"nope").is_err());
+    }
+
+    #[tokio::test]
+    async fn file_source_round_trip() {
+        let dir = tempfile::tempdir().expect("dir");
+        let src = FileAllocations::new(dir.path());
+        let pod = PodRef {
+            namespace: "default".into(),
+            name: "web-0".into(),
+        };
+        assert_eq!(src.lookup(&pod, PRIMARY_PROVIDER).await, Ok(None));
+        src.write(&pod, &base()).expect("write");
+        let got = src
+            .lookup(&pod, PRIMARY_PROVIDER)
+            .await
+            .expect("ok")
+            .expect("some");
+        assert_eq!(got.logical_switch, "ovn-default");
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(values in proptest::collection::vec(".{0,40}", 6)) {
+            let keys = ["allocated", "ip_address", "mac_address", "cidr", "gateway", "routes"];
+            let mut a: Annotations = keys.iter().zip(values.iter())
+                .map(|(k, v)| (format!("ovn.kubernetes.io/{k}"), v.clone()))
+                .collect();
+            a.insert("ovn.kubernetes.io/allocated".into(), "true".into());
+            let _ = allocation_from_annotations(&a, PRIMARY_PROVIDER);
+        }
+    }
+}

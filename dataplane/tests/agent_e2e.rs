@@ -1,0 +1,482 @@
+//! The node agent end to end: real OVN central, two nodes (netns with their own OVS and
+//! ovn-controller, Geneve underlay), `ferrovn-node` running in each node, and the BUILT
+//! `ferrovn-cni` plugin invoked exactly as a container runtime invokes it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::testbed::{
+    CniCall, CniOutput, Netns, TwoNodes, cni_plugin_binary, run_cni, unique_tag, wait_until,
+};
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
+
+struct Cluster {
+    tb: TwoNodes,
+    allocs: FileAllocations,
+    _alloc_dir: tempfile::TempDir,
+    plugin: PathBuf,
+    tag: String,
+}
+
+fn start_cluster(extra_agent_args: &[&str]) -> Cluster {
+    let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
+    let alloc_dir = tempfile::tempdir().expect("alloc dir");
+    let sb = tb.central.sb_remote();
+    for n in tb.nodes.iter_mut() {
+        n.start_agent(Path::new(AGENT), &sb, alloc_dir.path(), extra_agent_args)
+            .expect("agent");
+    }
+    // the agents configured OVS through OVSDB: the bridge and the OVN keys are there
+    for n in &tb.nodes {
+        let ids = n
+            .vsctl(["get", "Open_vSwitch", ".", "external_ids"])
+            .expect("ids");
+        assert!(ids.contains("ovn-encap-type=geneve"), "{ids}");
+        assert!(ids.contains(&format!("system-id={}", n.name())), "{ids}");
+        let dp = n
+            .vsctl(["get", "Bridge", "br-int", "datapath_type"])
+            .expect("dp");
+        assert_eq!(dp.trim(), "netdev");
+        let fm = n
+            .vsctl(["get", "Bridge", "br-int", "fail_mode"])
+            .expect("fm");
+        assert_eq!(fm.trim(), "secure");
+    }
+    for n in tb.nodes.iter_mut() {
+        n.start_ovn_controller().expect("ovn-controller");
+    }
+    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+    let nb = &tb.central;
+    nb.nbctl(&["ls-add", "ls1"]).expect("ls");
+    nb.nbctl(&["lr-add", "lr1"]).expect("lr");
+    nb.nbctl(&[
+        "lrp-add",
+        "lr1",
+        "lr1-ls1",
+        "0a:58:0a:10:00:01",
+        "10.16.0.1/24",
+    ])
+    .expect("lrp");
+    nb.nbctl(&[
+        "lsp-add",
+        "ls1",
+        "ls1-lr1",
+        "--",
+        "lsp-set-type",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-addresses",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-options",
+        "ls1-lr1",
+        "router-port=lr1-ls1",
+    ])
+    .expect("router port");
+    Cluster {
+        tb,
+        allocs: FileAllocations::new(alloc_dir.path()),
+        _alloc_dir: alloc_dir,
+        plugin: cni_plugin_binary().expect("plugin binary"),
+        tag: unique_tag(),
+    }
+}
+
+impl Cluster {
+    /// What the controller does: the logical switch port in the NB and the pod's annotations.
+    fn allocate(&self, pod: &str, n: u8) {
+        let lsp = format!("{pod}.default");
+        let mac = format!("0a:58:0a:10:00:{n:02x}");
+        let ip = format!("10.16.0.{n}");
+        self.tb
+            .central
+            .nbctl(&[
+                "lsp-add",
+                "ls1",
+                &lsp,
+                "--",
+                "lsp-set-addresses",
+                &lsp,
+                &format!("{mac} {ip}"),
+            ])
+            .expect("lsp");
+        let a: Annotations = [
+            ("ovn.kubernetes.io/allocated", "true"),
+            ("ovn.kubernetes.io/ip_address", ip.as_str()),
+            ("ovn.kubernetes.io/mac_address", mac.as_str()),
+            ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
+            ("ovn.kubernetes.io/gateway", "10.16.0.1"),
+            ("ovn.kubernetes.io/logical_switch", "ls1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.allocs
+            .write(
+                &PodRef {
+                    namespace: "default".into(),
+                    name: pod.into(),
+                },
+                &a,
+            )
+            .expect("write allocation");
+    }
+
+    fn netconf(&self, node: usize) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0",
+            "name": "ovn",
+            "type": "ferrovn-cni",
+            "server_socket": self.tb.nodes[node].agent_socket(),
+        }))
+        .expect("netconf")
+    }
+
+    fn cni(&self, node: usize, command: &str, cid: &str, netns: &str, pod: &str) -> CniOutput {
+        self.cni_stdin(command, cid, netns, pod, self.netconf(node))
+    }
+
+    fn cni_with_prev(
+        &self,
+        node: usize,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        pod: &str,
+        prev: &Value,
+    ) -> CniOutput {
+        let mut conf: Value = serde_json::from_slice(&self.netconf(node)).expect("netconf");
+        conf["prevResult"] = prev.clone();
+        let stdin = serde_json::to_vec(&conf).expect("json");
+        self.cni_stdin(command, cid, netns, pod, stdin)
+    }
+
+    fn cni_stdin(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        pod: &str,
+        stdin: Vec<u8>,
+    ) -> CniOutput {
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid}"
+        );
+        run_cni(
+            &self.plugin,
+            &CniCall {
+                command,
+                container_id: cid,
+                netns,
+                ifname: "eth0",
+                args: &args,
+                stdin: &stdin,
+            },
+        )
+        .expect("plugin ran")
+    }
+
+    /// Creates the pod netns and runs ADD; returns the netns and the result.
+    fn add_pod(&self, node: usize, pod: &str) -> (Netns, String, Value) {
+        let ns = Netns::create(&format!("fvt-{}-{pod}", self.tag)).expect("pod netns");
+        let cid = format!("ctr{}{pod}", self.tag.replace('x', ""));
+        let out = self.cni(node, "ADD", &cid, &ns.path().display().to_string(), pod);
+        assert_eq!(
+            out.exit_code,
+            0,
+            "ADD {pod}: {} {} agent log: {}",
+            out.stdout,
+            out.stderr,
+            self.tb.nodes[node].agent_log()
+        );
+        (ns, cid, out.json())
+    }
+}
+
+/// Pod ports on br-int (tunnel ports `ovn-*` excluded).
+fn pod_ports(node: &ferrovn_dataplane::testbed::Node) -> Vec<String> {
+    node.vsctl(["list-ports", "br-int"])
+        .expect("list-ports")
+        .lines()
+        .filter(|l| l.starts_with("fv"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn tcp_works(client: &Netns, server: &Netns, dst: &str) -> bool {
+    let Ok(mut srv) = server
+        .command("iperf3")
+        .args(["-s", "-1", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let out = client.run(20, "iperf3", ["-c", dst, "-p", "5201", "-t", "1", "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    out.ok()
+        .and_then(|o| serde_json::from_str::<Value>(&o).ok())
+        .and_then(|j| j["end"]["sum_received"]["bits_per_second"].as_f64())
+        .is_some_and(|bps| bps > 1e6)
+}
+
+#[test]
+fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart() {
+    let mut c = start_cluster(&["--gc-interval-secs=1", "--allocation-timeout-secs=3"]);
+    c.allocate("pod1", 11);
+    c.allocate("pod2", 12);
+    c.allocate("pod3", 13);
+    let (p1, cid1, r1) = c.add_pod(0, "pod1");
+    let (p2, _cid2, _) = c.add_pod(1, "pod2");
+    let (p3, cid3, r3) = c.add_pod(0, "pod3");
+
+    // spec-shaped result: the pod interface with its MAC and sandbox, the IP pointing at it
+    assert_eq!(r1["cniVersion"], "1.0.0");
+    let ifs = r1["interfaces"].as_array().expect("interfaces");
+    let pod_if = ifs
+        .iter()
+        .position(|i| i["name"] == "eth0")
+        .expect("eth0 in result");
+    assert_eq!(ifs[pod_if]["mac"], "0a:58:0a:10:00:0b");
+    assert_eq!(ifs[pod_if]["sandbox"], p1.path().display().to_string());
+    assert_eq!(r1["ips"][0]["address"], "10.16.0.11/24");
+    assert_eq!(r1["ips"][0]["gateway"], "10.16.0.1");
+    assert_eq!(r1["ips"][0]["interface"], pod_if);
+
+    // ADD returned = traffic flows (allow one lost first packet while a tunnel resolves)
+    assert!(
+        p1.ping_until("10.16.0.13", Duration::from_secs(3)),
+        "same-node ping"
+    );
+    assert!(
+        p1.ping_until("10.16.0.12", Duration::from_secs(5)),
+        "cross-node ping"
+    );
+    assert!(
+        p2.ping_until("10.16.0.11", Duration::from_secs(3)),
+        "cross-node ping back"
+    );
+    assert!(
+        p1.ping_until("10.16.0.1", Duration::from_secs(3)),
+        "gateway (router port)"
+    );
+    assert!(tcp_works(&p1, &p3, "10.16.0.13"), "same-node TCP");
+    assert!(tcp_works(&p1, &p2, "10.16.0.12"), "cross-node TCP");
+
+    // CHECK (with the ADD result as prevResult, as runtimes pass it) of a healthy pod succeeds
+    let chk = c.cni_with_prev(
+        0,
+        "CHECK",
+        &cid1,
+        &p1.path().display().to_string(),
+        "pod1",
+        &r1,
+    );
+    assert_eq!(chk.exit_code, 0, "{} {}", chk.stdout, chk.stderr);
+
+    // the OVS port carries the pod's identity (the agent's state after a restart)
+    let node0 = &c.tb.nodes[0];
+    let host_if = ifs[1 - pod_if]["name"]
+        .as_str()
+        .expect("host if")
+        .to_string();
+    let ids = node0
+        .vsctl(["get", "Interface", &host_if, "external_ids"])
+        .expect("ids");
+    assert!(ids.contains("iface-id=pod1.default"), "{ids}");
+    assert!(ids.contains(&cid1), "{ids}");
+
+    // agent restart with pods running: traffic never depends on it, state comes from OVSDB
+    let pid_before = node0.agent_pid();
+    let sb = c.tb.central.sb_remote();
+    let alloc_dir = c.allocs.dir().to_path_buf();
+    c.tb.nodes[0].stop_agent();
+    assert!(
+        p1.ping_until("10.16.0.12", Duration::from_secs(3)),
+        "traffic while the agent is down"
+    );
+    c.tb.nodes[0]
+        .start_agent(
+            Path::new(AGENT),
+            &sb,
+            &alloc_dir,
+            &["--gc-interval-secs=1", "--allocation-timeout-secs=3"],
+        )
+        .expect("agent restart");
+    assert_ne!(c.tb.nodes[0].agent_pid(), pid_before);
+    std::thread::sleep(Duration::from_millis(1500)); // a GC pass ran
+    assert!(
+        p1.ping_once("10.16.0.13") || p1.ping_until("10.16.0.13", Duration::from_secs(2)),
+        "pods untouched by restart"
+    );
+    let ofport = c.tb.nodes[0]
+        .vsctl(["get", "Interface", &host_if, "ofport"])
+        .expect("port kept");
+    assert!(
+        ofport.trim().parse::<i64>().is_ok_and(|p| p > 0),
+        "{ofport}"
+    );
+
+    // DEL after the restart removes exactly what ADD made; DEL again succeeds
+    let del = c.cni(0, "DEL", &cid3, &p3.path().display().to_string(), "pod3");
+    assert_eq!(del.exit_code, 0, "{} {}", del.stdout, del.stderr);
+    assert_eq!(
+        p3.ip(["-o", "link", "show"])
+            .expect("links")
+            .lines()
+            .count(),
+        1,
+        "only lo left in pod3"
+    );
+    let ports = pod_ports(&c.tb.nodes[0]);
+    assert_eq!(ports, vec![host_if.clone()], "only pod1's port left");
+    let again = c.cni(0, "DEL", &cid3, &p3.path().display().to_string(), "pod3");
+    assert_eq!(again.exit_code, 0, "{}", again.stdout);
+    assert!(!p1.ping_once("10.16.0.13"), "pod3 gone");
+    let chk = c.cni_with_prev(
+        0,
+        "CHECK",
+        &cid3,
+        &p3.path().display().to_string(),
+        "pod3",
+        &r3,
+    );
+    assert_eq!(
+        chk.json()["code"],
+        3,
+        "CHECK of a deleted attachment: {}",
+        chk.stdout
+    );
+
+    // ADD again (a new sandbox of the same pod) works
+    let cid3b = format!("{cid3}b");
+    let out = c.cni(0, "ADD", &cid3b, &p3.path().display().to_string(), "pod3");
+    assert_eq!(out.exit_code, 0, "{} {}", out.stdout, out.stderr);
+    assert!(
+        p1.ping_until("10.16.0.13", Duration::from_secs(3)),
+        "pod3 back"
+    );
+
+    // periodic GC: the pod's netns disappears without DEL -> its port goes
+    let gone_if = pod_ports(&c.tb.nodes[1])
+        .first()
+        .cloned()
+        .expect("pod2 port");
+    drop(p2);
+    let collected = wait_until(Duration::from_secs(10), || {
+        pod_ports(&c.tb.nodes[1]).is_empty()
+    });
+    assert!(
+        collected,
+        "GC removed {gone_if}: {}",
+        c.tb.nodes[1].agent_log()
+    );
+}
+
+#[test]
+fn plugin_errors_are_spec_shaped() {
+    let c = start_cluster(&["--allocation-timeout-secs=1"]);
+    let ns = Netns::create(&format!("fvt-{}-err", c.tag)).expect("netns");
+    let netns = ns.path().display().to_string();
+
+    // unknown pod: no allocation -> an agent error code, nothing left behind
+    let out = c.cni(0, "ADD", "ctrunknown1", &netns, "ghost");
+    assert_ne!(out.exit_code, 0);
+    let e = out.json();
+    assert_eq!(e["code"], 110, "{}", out.stdout);
+    assert!(
+        e["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("default/ghost")),
+        "{e}"
+    );
+    assert_eq!(
+        ns.ip(["-o", "link", "show"])
+            .expect("links")
+            .lines()
+            .count(),
+        1
+    );
+
+    // DEL of something unknown succeeds
+    let out = c.cni(0, "DEL", "ctrunknown2", &netns, "ghost");
+    assert_eq!(out.exit_code, 0, "{}", out.stdout);
+
+    // malformed stdin -> decode error in the spec's shape
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x";
+    let out = run_cni(
+        &c.plugin,
+        &CniCall {
+            command: "ADD",
+            container_id: "ctrbad",
+            netns: &netns,
+            ifname: "eth0",
+            args,
+            stdin: b"{not json",
+        },
+    )
+    .expect("ran");
+    assert_ne!(out.exit_code, 0);
+    let e = out.json();
+    assert!(
+        e["code"].as_u64().is_some_and(|c| c == 6 || c == 7),
+        "{}",
+        out.stdout
+    );
+    assert!(e["msg"].is_string() && e["cniVersion"].is_string(), "{e}");
+
+    // an allocated pod whose OVN port does not exist -> bounded wait, clear error, rolled back
+    let a: Annotations = [
+        ("ovn.kubernetes.io/allocated", "true"),
+        ("ovn.kubernetes.io/ip_address", "10.16.0.50"),
+        ("ovn.kubernetes.io/mac_address", "0a:58:0a:10:00:32"),
+        ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
+        ("ovn.kubernetes.io/logical_switch", "ls1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    c.allocs
+        .write(
+            &PodRef {
+                namespace: "default".into(),
+                name: "nolsp".into(),
+            },
+            &a,
+        )
+        .expect("alloc");
+    let mut c2 = c;
+    let sb = c2.tb.central.sb_remote();
+    let dir = c2.allocs.dir().to_path_buf();
+    c2.tb.nodes[0]
+        .start_agent(Path::new(AGENT), &sb, &dir, &["--install-timeout-secs=2"])
+        .expect("agent with short install timeout");
+    let out = c2.cni(0, "ADD", "ctrnolsp", &netns, "nolsp");
+    assert_ne!(out.exit_code, 0);
+    let e = out.json();
+    assert_eq!(e["code"], 114, "{}", out.stdout);
+    assert!(
+        e["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("nolsp.default")),
+        "{e}"
+    );
+    assert_eq!(
+        ns.ip(["-o", "link", "show"])
+            .expect("links")
+            .lines()
+            .count(),
+        1,
+        "rolled back in the pod"
+    );
+    let ports = pod_ports(&c2.tb.nodes[0]);
+    assert!(ports.is_empty(), "rolled back in OVS: {ports:?}");
+}
