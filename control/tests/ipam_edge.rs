@@ -973,3 +973,22 @@ fn ip_pool_as_address_list_takes_the_first_free_one() {
         Err(IpamError::StaticIpFamilyNotInSubnet { .. })
     ));
 }
+
+#[test]
+fn allocations_round_trip_through_json() {
+    let mut ipam = ipam_with(dual("d", "10.0.0.0/24", "fd00::/120"));
+    let a = ipam
+        .allocate(&AllocationRequest::dynamic(owner("a"), "d"))
+        .unwrap();
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(json["mac"], serde_json::json!(a.mac.to_string()));
+    assert_eq!(json["v4"], serde_json::json!("10.0.0.2"));
+    let back: ferrovn_control::ipam::Allocation = serde_json::from_value(json).unwrap();
+    assert_eq!(back, a);
+    let range: AddrRange = serde_json::from_str("\"10.0.0.1..10.0.0.9\"").unwrap();
+    assert_eq!(
+        serde_json::to_string(&range).unwrap(),
+        "\"10.0.0.1..10.0.0.9\""
+    );
+    assert!(serde_json::from_str::<Mac>("\"zz\"").is_err());
+}

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{InputError, IpamError};
 
@@ -12,7 +13,7 @@ use super::error::{InputError, IpamError};
 ///
 /// `provider` tells the interfaces of one pod apart, as Kube-OVN does: `ovn` for the primary
 /// interface, `<nad>.<namespace>[.ovn]` for an attachment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OwnerKey {
     pub namespace: String,
     pub name: String,
@@ -58,6 +59,19 @@ impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
         write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -127,6 +141,20 @@ impl fmt::Display for AddrRange {
     }
 }
 
+/// Serialized in Kube-OVN's syntax (`a..b` or a single address).
+impl Serialize for AddrRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddrRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for AddrRange {
     type Err = IpamError;
 
@@ -153,7 +181,7 @@ impl FromStr for AddrRange {
 
 /// What the IPAM needs to know about one Subnet. `v4` and/or `v6` must be set (dual stack is
 /// both). Addresses are already parsed; cross-object validation belongs to the API layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetSpec {
     pub name: String,
     pub v4: Option<Ipv4Net>,
@@ -183,7 +211,7 @@ impl SubnetSpec {
 }
 
 /// An IPPool: a named subset of one subnet's addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpPoolSpec {
     pub name: String,
     pub subnet: String,
@@ -194,7 +222,7 @@ pub struct IpPoolSpec {
 }
 
 /// IP family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
     V4,
     V6,
@@ -219,7 +247,7 @@ impl fmt::Display for Family {
 }
 
 /// A request for addresses for one owner in one subnet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationRequest {
     pub owner: OwnerKey,
     pub subnet: String,
@@ -252,7 +280,7 @@ impl AllocationRequest {
 }
 
 /// What an owner holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Allocation {
     pub owner: OwnerKey,
     pub subnet: String,
@@ -285,7 +313,7 @@ impl Allocation {
 
 /// Where a recovery record came from. The order is the precedence when records disagree:
 /// IP objects are the allocation log, annotations the pod's copy, NB ports what was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordSource {
     IpObject,
     PodAnnotation,
@@ -293,7 +321,7 @@ pub enum RecordSource {
 }
 
 /// An allocation found in the cluster after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ExistingAllocation {
     pub owner: OwnerKey,
     pub subnet: String,
@@ -304,7 +332,7 @@ pub struct ExistingAllocation {
 
 /// Address counts of a subnet or pool, as in Kube-OVN's Subnet status.
 /// `available`: addresses that can still be handed out dynamically. `using`: addresses held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Counts {
     pub v4_available: u128,
     pub v4_using: u128,
@@ -313,7 +341,7 @@ pub struct Counts {
 }
 
 /// Why an address is not one the subnet would hand out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Forbidden {
     NetworkAddress,
     Broadcast,
@@ -338,7 +366,7 @@ impl fmt::Display for Forbidden {
 
 /// A held address that the subnet's current spec would not hand out (after a resize or an
 /// excludeIps change). It stays allocated; the controller reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Misplaced {
     pub owner: OwnerKey,
     pub subnet: String,
@@ -347,7 +375,7 @@ pub struct Misplaced {
 }
 
 /// A recovery record (or part of one) that could not be kept.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Conflict {
     /// Two owners claim one address in one subnet; `kept` keeps it.
     IpClaimedTwice {
