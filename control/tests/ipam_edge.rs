@@ -992,3 +992,56 @@ fn allocations_round_trip_through_json() {
     );
     assert!(serde_json::from_str::<Mac>("\"zz\"").is_err());
 }
+
+#[test]
+fn rebuild_takes_the_mac_from_whichever_record_has_it() {
+    let subnets = vec![v4_subnet("s", "10.0.0.0/24", Some("10.0.0.1"))];
+    let records = vec![
+        // The IP object lacks the MAC, the annotation has it: no conflict, MAC kept.
+        record("a", "s", &["10.0.0.5"], None, RecordSource::IpObject),
+        record(
+            "a",
+            "s",
+            &["10.0.0.5"],
+            Some("0e:00:00:00:00:0a"),
+            RecordSource::PodAnnotation,
+        ),
+        // b's IP object MAC is taken by c's (higher-precedence) record; b's annotation
+        // offers another MAC, which b then gets.
+        record(
+            "c",
+            "s",
+            &["10.0.0.7"],
+            Some("0e:00:00:00:00:0b"),
+            RecordSource::IpObject,
+        ),
+        record(
+            "b",
+            "s",
+            &["10.0.0.6"],
+            Some("0e:00:00:00:00:0b"),
+            RecordSource::PodAnnotation,
+        ),
+        record(
+            "b",
+            "s",
+            &["10.0.0.6"],
+            Some("0e:00:00:00:00:0c"),
+            RecordSource::NbPort,
+        ),
+    ];
+    let r = Ipam::rebuild(1, subnets, vec![], records);
+    let mac = |n: &str| r.ipam.allocation(&owner(n)).unwrap().mac.to_string();
+    assert_eq!(mac("a"), "0e:00:00:00:00:0a");
+    assert_eq!(mac("c"), "0e:00:00:00:00:0b");
+    assert_eq!(mac("b"), "0e:00:00:00:00:0c");
+    assert_eq!(
+        r.conflicts,
+        vec![Conflict::MacClaimedTwice {
+            mac: "0e:00:00:00:00:0b".parse().unwrap(),
+            kept: owner("c"),
+            dropped: owner("b"),
+            replacement: "0e:00:00:00:00:0c".parse().unwrap(),
+        }]
+    );
+}

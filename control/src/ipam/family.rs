@@ -198,7 +198,7 @@ impl FamilyState {
             return;
         }
         if let Some(slot) = self.slot_of(x) {
-            self.using_per_slot[slot] -= 1;
+            self.using_per_slot[slot] = self.using_per_slot[slot].saturating_sub(1);
             if self.forbidden(x).is_none() {
                 self.free[slot].insert(x);
             }

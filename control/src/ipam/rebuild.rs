@@ -51,11 +51,14 @@ fn vacated() -> ExistingAllocation {
     }
 }
 
-fn agrees(kept: &Allocation, record: &ExistingAllocation) -> bool {
+/// Whether a later record of an owner agrees with what was kept from its earlier ones. A MAC
+/// still `unset` (the earlier records had none, or lost theirs) agrees with any MAC.
+fn agrees(kept: &Allocation, record: &ExistingAllocation, unset: Mac) -> bool {
     if kept.subnet != record.subnet {
         return false;
     }
     if let Some(m) = record.mac
+        && kept.mac != unset
         && m != kept.mac
     {
         return false;
@@ -135,12 +138,22 @@ impl Ipam {
             };
             if let Some(&id) = by_owner.get(&record.owner) {
                 let kept = &pending[id as usize];
-                if !agrees(kept, &record) {
+                if !agrees(kept, &record, unset) {
                     conflicts.push(Conflict::OwnerRecordsDisagree {
                         kept: kept.clone(),
                         dropped: record,
                     });
                     continue;
+                }
+                // A later record may bring the MAC the earlier ones lacked.
+                if pending[id as usize].mac == unset
+                    && let Some(m) = record.mac
+                    && m.is_unicast()
+                    && !m.is_zero()
+                    && let Entry::Vacant(v) = macs.entry(m)
+                {
+                    v.insert(id);
+                    pending[id as usize].mac = m;
                 }
                 // A later record may fill a family the first one lacked.
                 for &ip in &record.ips {
@@ -265,8 +278,17 @@ impl Ipam {
         ipam.by_owner = by_owner;
         for (id, todo) in mac_todo {
             // 2^40 candidates per owner: exhaustion is not a realistic outcome.
-            let owner = &pending[id as usize].owner;
-            let mac = ipam.generate_mac(owner).unwrap_or(unset);
+            let alloc = &pending[id as usize];
+            let mac = if alloc.mac != unset {
+                // Found in a later record of the same owner.
+                alloc.mac
+            } else {
+                let mac = ipam.generate_mac(&alloc.owner).unwrap_or(unset);
+                if mac != unset {
+                    ipam.macs.insert(mac, id);
+                }
+                mac
+            };
             if let MacTodo::Conflict(i) = todo {
                 match &mut conflicts[i] {
                     Conflict::MacClaimedTwice { replacement, .. }
@@ -275,9 +297,6 @@ impl Ipam {
                 }
             }
             pending[id as usize].mac = mac;
-            if mac != unset {
-                ipam.macs.insert(mac, id);
-            }
         }
         // Same layout, so this reuses the allocation instead of copying 100k entries.
         ipam.slots = pending.into_iter().map(Some).collect();
