@@ -98,15 +98,28 @@ pub enum AttachError {
         found: Option<String>,
         allowed: Vec<String>,
     },
-    #[error(
-        "VF {vf} has no network interface for a kernel pod (bound to {}): bind it to its netdev \
-         driver (for mlx5: mlx5_core) or give the pod a DPDK attachment",
-        .driver.as_deref().unwrap_or("no driver")
-    )]
+    #[error("VF {vf} has no network interface for a kernel pod {}", no_netdev_why(.driver))]
     NoNetdevForKernelPod {
         vf: PciAddress,
         driver: Option<String>,
     },
+}
+
+/// Drivers that take a VF away from the kernel network stack.
+const USERSPACE_DRIVERS: &[&str] = &["vfio-pci", "uio_pci_generic", "igb_uio"];
+
+fn no_netdev_why(driver: &Option<String>) -> String {
+    match driver.as_deref() {
+        None => "(bound to no driver): bind it to its netdev driver (for mlx5: mlx5_core)".into(),
+        Some(d) if USERSPACE_DRIVERS.contains(&d) => format!(
+            "(bound to {d}, a userspace driver): bind it to its netdev driver (for mlx5: \
+             mlx5_core) or give the pod a DPDK attachment"
+        ),
+        Some(d) => format!(
+            "(bound to {d}, but no netdev is visible in this network namespace): it is probably \
+             already inside a pod's namespace, or the driver is still probing"
+        ),
+    }
 }
 
 fn unparsed(names: &[(String, String)]) -> String {
@@ -293,9 +306,21 @@ mod tests {
             .unwrap_err();
         assert!(
             e.to_string()
-                .contains("no network interface for a kernel pod (bound to vfio-pci)"),
+                .contains("no network interface for a kernel pod (bound to vfio-pci, a userspace"),
             "{e}"
         );
+        // A netdev driver but no netdev in sight: the VF is already in some pod.
+        let loc = location(Some("mlx5_core"), None, Some("r"));
+        let e = plan_vf_attachment(&loc, PodDatapath::Kernel, &DpdkDriverPolicy::default())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("already inside a pod's namespace"),
+            "{e}"
+        );
+        let loc = location(None, None, Some("r"));
+        let e = plan_vf_attachment(&loc, PodDatapath::Kernel, &DpdkDriverPolicy::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("(bound to no driver)"), "{e}");
     }
 
     #[test]

@@ -497,7 +497,13 @@ impl DevlinkSocket {
         self.seq
     }
 
+    /// Sends `request` and returns the first datagram holding a message with its sequence
+    /// number (stale replies to earlier, timed-out requests are skipped).
     fn round_trip(&self, request: &[u8]) -> Result<Vec<u8>, DevlinkError> {
+        let seq = netlink::messages(request)
+            .ok()
+            .and_then(|m| m.first().map(|m| m.seq))
+            .unwrap_or_default();
         // SAFETY: sockaddr_nl is plain data; all-zero addresses the kernel (pid 0).
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -515,14 +521,40 @@ impl DevlinkSocket {
         if sent < 0 {
             return Err(last_os_error("sendto"));
         }
-        let mut buf = vec![0u8; 64 * 1024];
-        // SAFETY: valid fd, writable buffer of buf.len() bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(last_os_error("recv (5 s timeout)"));
+        for _ in 0..16 {
+            let mut buf = vec![0u8; 64 * 1024];
+            // SAFETY: valid fd, writable buffer of buf.len() bytes. MSG_TRUNC makes recv return
+            // the datagram's real length, so a reply larger than the buffer is detected.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                return Err(last_os_error("recv (5 s timeout)"));
+            }
+            let n = n as usize;
+            if n > buf.len() {
+                return Err(DevlinkError::UnexpectedReply {
+                    operation: "receive",
+                    detail: format!("{n}-byte datagram exceeds the {}-byte buffer", buf.len()),
+                });
+            }
+            buf.truncate(n);
+            let ours = netlink::messages(&buf)
+                .map(|ms| ms.iter().any(|m| m.seq == seq))
+                .unwrap_or(true);
+            if ours {
+                return Ok(buf);
+            }
         }
-        buf.truncate(n as usize);
-        Ok(buf)
+        Err(DevlinkError::UnexpectedReply {
+            operation: "receive",
+            detail: format!("no reply with sequence number {seq} among 16 datagrams"),
+        })
     }
 
     /// `devlink dev eswitch show <device>`.

@@ -86,9 +86,14 @@ impl Lab {
         ]));
     }
 
+    /// Stops vswitchd and waits until it is gone: an exiting vswitchd unlinks its pidfile and
+    /// control socket, which would take the next instance's with them.
     fn stop_vswitchd(&self) {
+        let pid = read_pid(&self.run_dir().join("ovs-vswitchd.pid"));
         let _ = run(self.appctl("ovs-vswitchd.ctl").args(["exit", "--cleanup"]));
-        kill_pidfile(&self.run_dir().join("ovs-vswitchd.pid"));
+        if let Some(pid) = pid {
+            stop_and_wait(pid);
+        }
     }
 
     fn start() -> Lab {
@@ -116,17 +121,40 @@ impl Lab {
     }
 }
 
+fn read_pid(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+/// Running and not a zombie (our detached daemons are reaped by PID 1, seconds later).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM (then SIGKILL after 5 s) a daemon this test started, and wait for it to exit.
+fn stop_and_wait(pid: i32) {
+    let start = Instant::now();
+    let mut signal = libc::SIGTERM;
+    while alive(pid) {
+        // SAFETY: kill(2) on a pid this test started (read from its own pidfile in its own dir).
+        unsafe { libc::kill(pid, signal) };
+        if start.elapsed() > Duration::from_secs(5) {
+            signal = libc::SIGKILL;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Stops a daemon we started, by the pid in its pidfile, if it is still there.
 fn kill_pidfile(pidfile: &Path) {
-    let Ok(pid) = std::fs::read_to_string(pidfile) else {
-        return;
-    };
-    let Ok(pid) = pid.trim().parse::<i32>() else {
-        return;
-    };
-    // SAFETY: kill(2) on a pid this test started (read from its own pidfile in its own dir).
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let _ = std::fs::remove_file(pidfile);
+    if let Some(pid) = read_pid(pidfile) {
+        stop_and_wait(pid);
+    }
 }
 
 impl Drop for Lab {
