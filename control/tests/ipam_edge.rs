@@ -1045,3 +1045,37 @@ fn rebuild_takes_the_mac_from_whichever_record_has_it() {
         }]
     );
 }
+
+#[test]
+fn release_pod_frees_every_interface_and_nothing_else() {
+    let mut ipam = ipam_with(v4_subnet("s", "10.0.0.0/24", Some("10.0.0.1")));
+    for provider in ["ovn", "net1.default", "net2.default"] {
+        ipam.allocate(&AllocationRequest::dynamic(
+            OwnerKey::new("default", "multi", provider),
+            "s",
+        ))
+        .unwrap();
+    }
+    // Same name in another namespace, and a name sharing a prefix: untouched.
+    ipam.allocate(&AllocationRequest::dynamic(
+        OwnerKey::new("other", "multi", "ovn"),
+        "s",
+    ))
+    .unwrap();
+    alloc(&mut ipam, "multi-2", "s").unwrap();
+    let released = ipam.release_pod("default", "multi");
+    let providers: Vec<&str> = released.iter().map(|a| a.owner.provider.as_str()).collect();
+    assert_eq!(providers, vec!["net1.default", "net2.default", "ovn"]);
+    assert_eq!(ipam.len(), 2);
+    assert!(ipam.release_pod("default", "multi").is_empty());
+    // After a rebuild the pod index is there too.
+    let r = Ipam::rebuild(
+        1,
+        vec![v4_subnet("s", "10.0.0.0/24", Some("10.0.0.1"))],
+        vec![],
+        ipam.export(RecordSource::PodAnnotation),
+    );
+    let mut ipam = r.ipam;
+    assert_eq!(ipam.release_pod("other", "multi").len(), 1);
+    assert_eq!(ipam.len(), 1);
+}

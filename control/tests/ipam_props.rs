@@ -189,6 +189,9 @@ enum Op {
     Release {
         owner: u8,
     },
+    ReleasePod {
+        owner: u8,
+    },
     SetExclude {
         subnet: usize,
         start: u8,
@@ -216,7 +219,8 @@ fn op() -> impl Strategy<Value = Op> {
                 pool,
                 candidates,
             }),
-        3 => (0u8..16).prop_map(|owner| Op::Release { owner }),
+        2 => (0u8..16).prop_map(|owner| Op::Release { owner }),
+        1 => (0u8..16).prop_map(|owner| Op::ReleasePod { owner }),
         1 => (0usize..3, 0u8..34, 0u8..6).prop_map(|(subnet, start, len)| Op::SetExclude { subnet, start, len }),
         1 => (any::<u64>(), any::<bool>()).prop_map(|(shuffle, duplicate)| Op::Rebuild { shuffle, duplicate }),
     ]
@@ -506,6 +510,12 @@ fn run(ops: Vec<Op>) {
             Op::Release { owner: o } => {
                 let got = ipam.release(&owner(o));
                 assert_eq!(got, model.held.remove(&owner(o)));
+            }
+            Op::ReleasePod { owner: o } => {
+                let key = owner(o);
+                let got = ipam.release_pod(&key.namespace, &key.name);
+                let expected: Vec<Allocation> = model.held.remove(&key).into_iter().collect();
+                assert_eq!(got, expected);
             }
             Op::SetExclude { subnet, start, len } => {
                 let sub = &mut model.subnets[subnet];

@@ -8,7 +8,7 @@ use super::error::{InputError, IpamError};
 use super::family::{FamilyState, PoolSlot, to_ip, to_u128};
 use super::fasthash::FastMap;
 use super::intervals::{Span, intersect, normalize};
-use super::mac::candidate_mac;
+use super::mac::{candidate_mac, stable_hash};
 use super::types::{
     AddrRange, Allocation, AllocationRequest, Counts, ExistingAllocation, Family, Forbidden,
     IpPoolSpec, Mac, Misplaced, OwnerKey, RecordSource, SubnetSpec,
@@ -98,6 +98,9 @@ pub struct Ipam {
     pub(crate) slots: Vec<Option<Allocation>>,
     pub(crate) vacant: Vec<u32>,
     pub(crate) by_owner: FastMap<OwnerKey, u32>,
+    /// Hash of (namespace, pod name) → the slots of that pod's interfaces (hash collisions
+    /// share a list; readers compare the owner), so deleting a pod is not a scan.
+    pub(crate) by_pod: FastMap<u64, Vec<u32>>,
     pub(crate) macs: FastMap<Mac, u32>,
 }
 
@@ -116,6 +119,11 @@ fn check_range(what: &str, r: &AddrRange) -> Result<(), IpamError> {
         return bad("its first address is after its last");
     }
     Ok(())
+}
+
+/// Key of a pod (all its interfaces) in `Ipam::by_pod`.
+pub(crate) fn pod_key(namespace: &str, name: &str) -> u64 {
+    stable_hash(1, &[namespace, name])
 }
 
 /// Per family: requested static address, if any.
@@ -152,6 +160,7 @@ impl Ipam {
             slots: Vec::new(),
             vacant: Vec::new(),
             by_owner: FastMap::default(),
+            by_pod: FastMap::default(),
             macs: FastMap::default(),
         }
     }
@@ -366,6 +375,13 @@ impl Ipam {
         let id = self.by_owner.remove(owner)?;
         let alloc = self.slots.get_mut(id as usize)?.take()?;
         self.vacant.push(id);
+        let key = pod_key(&owner.namespace, &owner.name);
+        if let Some(ids) = self.by_pod.get_mut(&key) {
+            ids.retain(|&x| x != id);
+            if ids.is_empty() {
+                self.by_pod.remove(&key);
+            }
+        }
         if self.macs.get(&alloc.mac) == Some(&id) {
             self.macs.remove(&alloc.mac);
         }
@@ -382,11 +398,16 @@ impl Ipam {
 
     /// Releases every interface of a pod (all providers of `namespace/name`).
     pub fn release_pod(&mut self, namespace: &str, name: &str) -> Vec<Allocation> {
-        let mut owners: Vec<OwnerKey> = self
-            .by_owner
-            .keys()
-            .filter(|o| o.namespace == namespace && o.name == name)
+        let ids = self
+            .by_pod
+            .get(&pod_key(namespace, name))
             .cloned()
+            .unwrap_or_default();
+        let mut owners: Vec<OwnerKey> = ids
+            .iter()
+            .filter_map(|&id| self.slots.get(id as usize)?.as_ref())
+            .map(|a| a.owner.clone())
+            .filter(|o| o.namespace == namespace && o.name == name)
             .collect();
         owners.sort();
         owners.iter().filter_map(|o| self.release(o)).collect()
@@ -743,6 +764,10 @@ impl Ipam {
         }
         self.macs.insert(alloc.mac, id);
         self.by_owner.insert(alloc.owner.clone(), id);
+        self.by_pod
+            .entry(pod_key(&alloc.owner.namespace, &alloc.owner.name))
+            .or_default()
+            .push(id);
         self.slots[idx] = Some(alloc);
     }
 

@@ -28,11 +28,19 @@ fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
 
 /// A hash of the owner key that is the same in every process (unlike std's `RandomState`).
 pub(crate) fn stable_owner_hash(seed: u64, owner: &OwnerKey) -> u64 {
-    let mut h = fnv1a(0xcbf2_9ce4_8422_2325 ^ seed, owner.namespace.as_bytes());
-    h = fnv1a(h, &[0]);
-    h = fnv1a(h, owner.name.as_bytes());
-    h = fnv1a(h, &[0]);
-    h = fnv1a(h, owner.provider.as_bytes());
+    stable_hash(seed, &[&owner.namespace, &owner.name, &owner.provider])
+}
+
+/// A process-independent hash of several strings (each followed by a separator, so that
+/// `["ab", "c"]` and `["a", "bc"]` differ).
+pub(crate) fn stable_hash(seed: u64, parts: &[&str]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h = fnv1a(h, &[0]);
+        }
+        h = fnv1a(h, part.as_bytes());
+    }
     splitmix64(h)
 }
 

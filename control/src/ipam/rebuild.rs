@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
-use super::allocator::Ipam;
+use super::allocator::{Ipam, pod_key};
 use super::error::IpamError;
 use super::family::to_u128;
 use super::fasthash::{FastMap, FastState};
@@ -276,6 +276,12 @@ impl Ipam {
 
         ipam.macs = macs;
         ipam.by_owner = by_owner;
+        for (id, a) in pending.iter().enumerate() {
+            ipam.by_pod
+                .entry(pod_key(&a.owner.namespace, &a.owner.name))
+                .or_default()
+                .push(id as u32);
+        }
         for (id, todo) in mac_todo {
             // 2^40 candidates per owner: exhaustion is not a realistic outcome.
             let alloc = &pending[id as usize];
