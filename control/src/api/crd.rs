@@ -200,6 +200,9 @@ pub enum Protocol {
     IPv4,
     IPv6,
     Dual,
+    /// Kube-OVN's MAC-only underlay subnet (addresses from an external DHCP server). Parsed so
+    /// such manifests load; FerrOVN's validation rejects it as unsupported.
+    Mac,
 }
 
 impl fmt::Display for Protocol {
@@ -208,6 +211,7 @@ impl fmt::Display for Protocol {
             Protocol::IPv4 => "IPv4",
             Protocol::IPv6 => "IPv6",
             Protocol::Dual => "Dual",
+            Protocol::Mac => "Mac",
         })
     }
 }

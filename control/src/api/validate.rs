@@ -144,6 +144,13 @@ pub enum ValidationError {
         value: i64,
         range: &'static str,
     },
+    #[error("{object}: {field} {value:?}: {reason}")]
+    Unsupported {
+        object: ObjectRef,
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
     #[error("{object}: {field} names {kind} {name:?}, which does not exist")]
     UnknownReference {
         object: ObjectRef,
@@ -230,6 +237,15 @@ pub fn validate_subnet(subnet: &Subnet) -> Result<ValidatedSubnet, Vec<Validatio
     let spec = &subnet.spec;
     let mut errors = Vec::new();
 
+    if spec.protocol == Some(Protocol::Mac) {
+        errors.push(ValidationError::Unsupported {
+            object,
+            field: "spec.protocol".into(),
+            value: "Mac".into(),
+            reason: "MAC-only subnets (external DHCP) are not supported by FerrOVN",
+        });
+        return Err(errors);
+    }
     if spec.cidr_block.trim().is_empty() {
         errors.push(ValidationError::MissingField {
             object,
@@ -712,6 +728,18 @@ mod tests {
         assert_eq!(
             errs(&s),
             ["Subnet a: spec.protocol is Dual but spec.cidrBlock \"10.66.0.0/16\" is IPv4"]
+        );
+    }
+
+    #[test]
+    fn mac_only_subnets_are_refused_clearly() {
+        let mut s = subnet("m", "");
+        s.spec.protocol = Some(Protocol::Mac);
+        assert_eq!(
+            errs(&s),
+            [
+                "Subnet m: spec.protocol \"Mac\": MAC-only subnets (external DHCP) are not supported by FerrOVN"
+            ]
         );
     }
 
