@@ -310,4 +310,67 @@ mod real_server {
         // The port was only kept alive by the switch's reference (non-root table).
         assert!(select_all::<LogicalSwitchPort>(&server).is_empty());
     }
+
+    /// The worked example of docs/ovsdb-codegen.md, through the client and a replica.
+    #[tokio::test]
+    async fn typed_rows_through_client_and_replica() {
+        use crate::{Client, ClientOptions, MonitorSpec};
+        let server = OvsdbServer::start(NB_COPY).expect("ovsdb-server starts");
+        let client = Client::connect(
+            &server.remote(),
+            crate::nb::SCHEMA_NAME,
+            ClientOptions {
+                expected_schema_version: Some(crate::nb::SCHEMA_VERSION),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("connect");
+        let port = LogicalSwitchPort {
+            uuid: Uuid::new_v4(),
+            name: "pod-a".into(),
+            addresses: ["0a:00:00:00:00:01 10.0.0.5".to_string()].into(),
+            external_ids: [("pod".to_string(), "default/a".to_string())].into(),
+            ..Default::default()
+        };
+        let switch = LogicalSwitch {
+            uuid: Uuid::new_v4(),
+            name: "subnet-1".into(),
+            ports: [port.uuid].into(),
+            ..Default::default()
+        };
+        let results = client
+            .transact(
+                &Transaction::new(crate::nb::SCHEMA_NAME)
+                    .with(port.insert_op())
+                    .with(switch.insert_op()),
+            )
+            .await
+            .expect("insert");
+        assert_eq!(results[0].uuid(), Some(port.uuid));
+
+        let mut changed = port.clone();
+        changed.external_ids.insert("node".into(), "n1".into());
+        client
+            .transact(
+                &Transaction::new(crate::nb::SCHEMA_NAME)
+                    .with(changed.update_op(&["external_ids"])),
+            )
+            .await
+            .expect("update");
+
+        let replica = client
+            .replica(MonitorSpec::new().table(LogicalSwitchPort::TABLE))
+            .await
+            .expect("replica");
+        let ports: Vec<LogicalSwitchPort> = replica
+            .read(|data| {
+                data.rows(LogicalSwitchPort::TABLE)
+                    .map(|(uuid, row)| LogicalSwitchPort::from_columns(*uuid, row))
+                    .collect::<Result<_, _>>()
+            })
+            .expect("typed rows");
+        assert_eq!(ports, vec![changed]);
+        client.shutdown();
+    }
 }
