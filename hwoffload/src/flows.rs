@@ -169,6 +169,28 @@ pub struct OffloadContext {
     pub datapath_type: String,
 }
 
+impl OffloadContext {
+    /// From what the agent reads: the PF's eswitch mode (devlink), `Open_vSwitch other_config`
+    /// and br-int's `datapath_type` (empty means OVS's default, `system`).
+    pub fn new(
+        eswitch_mode: Option<EswitchMode>,
+        other_config: &BTreeMap<String, String>,
+        datapath_type: &str,
+    ) -> Self {
+        OffloadContext {
+            eswitch_mode,
+            hw_offload_enabled: crate::ovs_config::OffloadSettings::effective(other_config)
+                .hw_offload,
+            datapath_type: if datapath_type.is_empty() {
+                "system"
+            } else {
+                datapath_type
+            }
+            .to_string(),
+        }
+    }
+}
+
 /// Flow actions tc/NIC offload commonly cannot take, seen in a software-only flow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SoftwareOnlyAction {

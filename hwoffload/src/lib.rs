@@ -4,6 +4,18 @@
 //!
 //! Pure decision cores (`attach`, `ovs_config`, `flows`, `port_name`, `devlink` message codec)
 //! sit beside thin I/O shells (`sysfs::Sysfs`, `devlink::DevlinkSocket`).
+//!
+//! How the node agent uses it:
+//! - startup, `offload` profile: `Sysfs::new("/").physical_functions()`, optionally
+//!   `set_num_vfs`, `DevlinkSocket::connect()?.eswitch(&DevlinkDevice::pci(&pf.pci_address))`,
+//!   then `plan_offload_config(&other_config, &settings)`: write `set`/`remove`, restart
+//!   ovs-vswitchd when `restart_vswitchd`.
+//! - CNI ADD with `deviceID`: `sysfs.find_vf(&device_id.parse()?)` →
+//!   `plan_vf_attachment(&loc, PodDatapath::Kernel | Dpdk, &policy)` → move `PodVf::Netdev`
+//!   into the pod (or hand out `PodVf::Pci`), add `representor_bridge_port(..)` to br-int.
+//! - periodically: `parse_dump_flows(<ovs-appctl dpctl/dump-flows -m>)` →
+//!   `offload_report(&flows, &representors, &OffloadContext::new(..))` →
+//!   `render_offload_metrics(..)` and the pod status.
 
 pub mod attach;
 pub mod devlink;

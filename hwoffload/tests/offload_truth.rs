@@ -286,3 +286,20 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn context_from_what_the_agent_reads() {
+    let oc: std::collections::BTreeMap<String, String> =
+        [("hw-offload".to_string(), "true".to_string())]
+            .into_iter()
+            .collect();
+    let ctx = OffloadContext::new(Some(EswitchMode::Switchdev), &oc, "");
+    assert_eq!(
+        ctx,
+        switchdev_ctx(),
+        "empty datapath_type is OVS's default, system"
+    );
+    let ctx = OffloadContext::new(None, &Default::default(), "netdev");
+    assert!(!ctx.hw_offload_enabled);
+    assert_eq!(ctx.datapath_type, "netdev");
+}
