@@ -49,6 +49,17 @@ pub struct Notification {
     pub params: Value,
 }
 
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionStats {
+    /// JSON-RPC messages received.
+    pub messages_received: u64,
+    /// `echo` requests from the server that we answered.
+    pub server_echoes_answered: u64,
+    /// Inactivity probes we sent.
+    pub probes_sent: u64,
+}
+
 /// Receiving end of a connection's notifications; ends when the connection closes.
 pub type Notifications = mpsc::UnboundedReceiver<Notification>;
 
@@ -61,6 +72,9 @@ struct Pending {
 
 struct Shared {
     remote: String,
+    messages_received: AtomicU64,
+    server_echoes_answered: AtomicU64,
+    probes_sent: AtomicU64,
     next_id: AtomicU64,
     pending: Mutex<Pending>,
     out: mpsc::UnboundedSender<Vec<u8>>,
@@ -144,6 +158,9 @@ impl Connection {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             remote,
+            messages_received: AtomicU64::new(0),
+            server_echoes_answered: AtomicU64::new(0),
+            probes_sent: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending {
                 calls: HashMap::new(),
@@ -169,6 +186,15 @@ impl Connection {
     /// The remote this connection talks to.
     pub fn remote(&self) -> &str {
         &self.shared.remote
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            messages_received: self.shared.messages_received.load(Ordering::Relaxed),
+            server_echoes_answered: self.shared.server_echoes_answered.load(Ordering::Relaxed),
+            probes_sent: self.shared.probes_sent.load(Ordering::Relaxed),
+        }
     }
 
     /// True once the connection is dead.
@@ -360,6 +386,7 @@ async fn read_loop_inner(
                     return Error::ProbeTimeout { remote: remote.clone(), interval };
                 }
                 probe_sent = Some(Instant::now());
+                shared.probes_sent.fetch_add(1, Ordering::Relaxed);
                 let probe = Message::Request {
                     id: Value::String("ferrovn-probe".into()),
                     method: "echo".into(),
@@ -418,6 +445,7 @@ async fn read_loop_inner(
 }
 
 fn dispatch(shared: &Shared, notes: &mpsc::UnboundedSender<Notification>, msg: Message) {
+    shared.messages_received.fetch_add(1, Ordering::Relaxed);
     match msg {
         Message::Response { id, result, error } => {
             let Some(id) = id.as_u64() else {
@@ -444,6 +472,9 @@ fn dispatch(shared: &Shared, notes: &mpsc::UnboundedSender<Notification>, msg: M
         }
         Message::Request { id, method, params } => {
             let reply = if method == "echo" {
+                shared
+                    .server_echoes_answered
+                    .fetch_add(1, Ordering::Relaxed);
                 Message::Response {
                     id,
                     result: params,

@@ -14,7 +14,7 @@ pub mod transport;
 pub mod testkit;
 
 pub use client::{Client, ClientOptions, LockEvent};
-pub use connection::{Connection, ConnectionOptions, Notification, Notifications};
+pub use connection::{Connection, ConnectionOptions, ConnectionStats, Notification, Notifications};
 pub use error::{Error, Result};
 pub use methods::MonitorSinceReply;
 pub use replica::{

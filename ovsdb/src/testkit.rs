@@ -594,6 +594,25 @@ impl RaftCluster {
         })
     }
 
+    /// Makes the current leader hand its leadership to another member (OVS's
+    /// `cluster/failure-test transfer-leadership`) without any process dying; returns the
+    /// index of the member that was leader.
+    pub fn transfer_leadership(&self) -> Result<usize> {
+        let leader = self.wait_leader(START_TIMEOUT)?;
+        let ctl = self.members[leader].ctl.to_string_lossy().into_owned();
+        run(
+            "ovs-appctl",
+            &[
+                "--timeout=5",
+                "-t",
+                &ctl,
+                "cluster/failure-test",
+                "transfer-leadership",
+            ],
+        )?;
+        Ok(leader)
+    }
+
     /// Kills member `i` (SIGKILL); its database file stays.
     pub fn kill(&mut self, i: usize) {
         if let Some(m) = self.members.get_mut(i)

@@ -144,3 +144,55 @@ async fn writes_follow_the_leader_and_every_acknowledged_write_survives() {
     assert_eq!(stats.snapshots, 1, "{stats:?}");
     assert!(stats.resumes >= 1, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfer_moves_the_client_to_the_new_leader() {
+    let cluster = RaftCluster::start(NB_SCHEMA, 3).unwrap();
+    let client = Client::connect(&cluster.remotes(), NB, ClientOptions::default())
+        .await
+        .unwrap();
+    let replica = client
+        .replica(MonitorSpec::new().table_columns("Logical_Switch", &["name"]))
+        .await
+        .unwrap();
+    let insert = |name: &str| {
+        Transaction::new(NB).with(Operation::insert("Logical_Switch").with("name", name))
+    };
+    client.transact(&insert("before")).await.unwrap();
+    let leader = cluster.leader().unwrap();
+    assert_eq!(
+        client.connection().await.unwrap().remote(),
+        cluster.members()[leader].remote()
+    );
+    let old = cluster.transfer_leadership().unwrap();
+    assert_eq!(old, leader);
+    // No process died: the client notices through its _Server monitor and moves over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let conn = client.connection().await.unwrap();
+        if conn.remote() != cluster.members()[old].remote() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client stayed on the old leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(
+        client.connection().await.unwrap().remote(),
+        cluster.members()[new].remote()
+    );
+    client.transact(&insert("after")).await.unwrap();
+    let want: BTreeSet<String> = ["before", "after"].map(String::from).into();
+    replica
+        .wait_for(Duration::from_secs(20), |d| {
+            (names(d) == want).then_some(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(replica.stats().snapshots, 1);
+    assert!(replica.stats().resumes >= 1);
+}

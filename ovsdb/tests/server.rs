@@ -790,3 +790,27 @@ async fn malformed_and_truncated_frames_from_a_peer_are_errors() {
         errors[5]
     );
 }
+
+/// ovsdb-server probes TCP peers after 5 s of silence and drops them after two unanswered
+/// probes; our read loop answers, so an idle session survives (our own probe is off here to
+/// leave the server's probes as the only traffic).
+#[tokio::test]
+async fn idle_tcp_session_survives_by_answering_the_servers_echo() {
+    let server = OvsdbServer::start_tcp(NB_SCHEMA).unwrap();
+    let opts = ConnectionOptions {
+        probe_interval: None,
+        ..Default::default()
+    };
+    let remote = Remote::parse(&server.tcp_remote().unwrap()).unwrap();
+    let (conn, _notes) = Connection::connect(&remote, &opts).await.unwrap();
+    conn.list_dbs().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(!conn.is_closed());
+    assert!(
+        conn.stats().server_echoes_answered >= 1,
+        "{:?}",
+        conn.stats()
+    );
+    assert_eq!(conn.stats().probes_sent, 0);
+    assert_eq!(conn.list_dbs().await.unwrap(), vec![NB, "_Server"]);
+}
