@@ -4,3 +4,4 @@ pub mod api;
 pub mod ipam;
 pub mod manifest;
 pub mod plan;
+pub mod reconcile;

@@ -1,0 +1,847 @@
+//! The reconciler: planned rows ([`crate::plan::NbPlan`]) against the rows the NB holds
+//! ([`NbSnapshot`], read from a `ferrovn-ovsdb` replica), giving the minimal changes
+//! ([`diff`]) and the batched OVSDB transactions that make them ([`to_transactions`]).
+//!
+//! Rules:
+//! - a row is FerrOVN's only if its `external_ids` carry [`OWNER_KEY`]`=`[`OWNER_VALUE`]; it is
+//!   matched to a planned row by [`ROW_KEY`]. Other rows are never updated or deleted, and
+//!   parent sets (`ports`, `acls`, ...) are only ever changed by `insert`/`delete` mutations
+//!   naming our own children, so foreign children of our switches survive;
+//! - an insert of a child is an `insert` with a named UUID plus a `mutate` of its parent's set,
+//!   in one transaction; new roots get a UUID chosen here so later batches can refer to them;
+//! - an update sends only the columns that differ;
+//! - a planned row whose name a foreign row already uses is not created (OVN indexes port
+//!   names; a second switch of one name confuses every tool): it is reported as a conflict.
+//!
+//! Every transaction leaves the NB consistent, so a crash between batches is repaired by the
+//! next pass: the diff of a converged NB is empty.
+
+mod apply;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use ferrovn_ovsdb::{
+    Atom, ColumnValues, Condition, Datum, DatumValue, Mutator, Operation, Transaction, Uuid,
+};
+
+use crate::plan::{NbPlan, OWNER_KEY, OWNER_VALUE, ROW_KEY, StrMap};
+
+pub use apply::{ApplyError, ApplyReport, NbSync, apply, monitor_spec, snapshot};
+
+/// The NB tables FerrOVN writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    LogicalSwitch,
+    LogicalSwitchPort,
+    Acl,
+    LogicalRouter,
+    LogicalRouterPort,
+    StaticRoute,
+    Policy,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::LogicalSwitch,
+        Table::LogicalSwitchPort,
+        Table::Acl,
+        Table::LogicalRouter,
+        Table::LogicalRouterPort,
+        Table::StaticRoute,
+        Table::Policy,
+    ];
+
+    /// The OVSDB table name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::LogicalSwitch => "Logical_Switch",
+            Table::LogicalSwitchPort => "Logical_Switch_Port",
+            Table::Acl => "ACL",
+            Table::LogicalRouter => "Logical_Router",
+            Table::LogicalRouterPort => "Logical_Router_Port",
+            Table::StaticRoute => "Logical_Router_Static_Route",
+            Table::Policy => "Logical_Router_Policy",
+        }
+    }
+
+    /// Root tables hold rows by themselves; others live while a parent references them.
+    pub fn is_root(self) -> bool {
+        matches!(self, Table::LogicalSwitch | Table::LogicalRouter)
+    }
+
+    /// The columns FerrOVN sets (and compares). Others (northd's `up`, `dynamic_addresses`,
+    /// a user's extra options on a foreign row) are never touched.
+    pub fn managed_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::LogicalSwitch => &["name", "other_config", "external_ids"],
+            Table::LogicalSwitchPort => &[
+                "name",
+                "type",
+                "addresses",
+                "port_security",
+                "options",
+                "tag",
+                "external_ids",
+            ],
+            Table::Acl => &[
+                "direction",
+                "priority",
+                "match",
+                "action",
+                "log",
+                "severity",
+                "name",
+                "external_ids",
+            ],
+            Table::LogicalRouter => &["name", "external_ids"],
+            Table::LogicalRouterPort => &["name", "mac", "networks", "external_ids"],
+            Table::StaticRoute => &[
+                "ip_prefix",
+                "nexthop",
+                "policy",
+                "route_table",
+                "external_ids",
+            ],
+            Table::Policy => &["priority", "match", "action", "nexthops", "external_ids"],
+        }
+    }
+
+    /// The parent relation of a child table: (parent table, column of the parent).
+    pub fn parent(self) -> Option<(Table, &'static str)> {
+        match self {
+            Table::LogicalSwitchPort => Some((Table::LogicalSwitch, "ports")),
+            Table::Acl => Some((Table::LogicalSwitch, "acls")),
+            Table::LogicalRouterPort => Some((Table::LogicalRouter, "ports")),
+            Table::StaticRoute => Some((Table::LogicalRouter, "static_routes")),
+            Table::Policy => Some((Table::LogicalRouter, "policies")),
+            _ => None,
+        }
+    }
+
+    /// Child set columns of a root table.
+    pub fn child_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::LogicalSwitch => &["ports", "acls"],
+            Table::LogicalRouter => &["ports", "static_routes", "policies"],
+            _ => &[],
+        }
+    }
+
+    /// Tables whose `name` must not collide with a foreign row's.
+    fn named(self) -> bool {
+        matches!(
+            self,
+            Table::LogicalSwitch
+                | Table::LogicalSwitchPort
+                | Table::LogicalRouter
+                | Table::LogicalRouterPort
+        )
+    }
+
+    /// Every column a replica must follow for the diff.
+    pub fn monitored_columns(self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.managed_columns().to_vec();
+        v.extend_from_slice(self.child_columns());
+        if !v.contains(&"name") && self.named() {
+            v.push("name");
+        }
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desired rows
+
+/// One planned row, flattened: its table, identity, column values and parent identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredRow {
+    pub table: Table,
+    pub key: String,
+    pub name: Option<String>,
+    pub columns: ColumnValues,
+    pub parent: Option<String>,
+}
+
+fn s(v: &str) -> Datum {
+    v.to_string().to_datum()
+}
+
+fn set<'a>(v: impl IntoIterator<Item = &'a String>) -> Datum {
+    Datum::set(v.into_iter().map(String::as_str))
+}
+
+fn map(m: &StrMap) -> Datum {
+    Datum::map(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn key_of(ids: &StrMap) -> String {
+    ids.get(ROW_KEY).cloned().unwrap_or_default()
+}
+
+/// Flattens a plan into rows, parents before children, in a stable order.
+pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
+    let mut out = Vec::with_capacity(plan.row_count());
+    for sw in plan.switches.values() {
+        let key = key_of(&sw.external_ids);
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&sw.name));
+        c.insert("other_config".into(), map(&sw.other_config));
+        c.insert("external_ids".into(), map(&sw.external_ids));
+        out.push(DesiredRow {
+            table: Table::LogicalSwitch,
+            key: key.clone(),
+            name: Some(sw.name.clone()),
+            columns: c,
+            parent: None,
+        });
+        for p in sw.ports.values() {
+            let mut c = ColumnValues::new();
+            c.insert("name".into(), s(&p.name));
+            c.insert("type".into(), s(&p.type_));
+            c.insert("addresses".into(), set(&p.addresses));
+            c.insert("port_security".into(), set(&p.port_security));
+            c.insert("options".into(), map(&p.options));
+            c.insert("tag".into(), Datum::set(p.tag));
+            c.insert("external_ids".into(), map(&p.external_ids));
+            out.push(DesiredRow {
+                table: Table::LogicalSwitchPort,
+                key: key_of(&p.external_ids),
+                name: Some(p.name.clone()),
+                columns: c,
+                parent: Some(key.clone()),
+            });
+        }
+        for a in sw.acls.values() {
+            let mut c = ColumnValues::new();
+            c.insert("direction".into(), s(&a.direction));
+            c.insert("priority".into(), a.priority.to_datum());
+            c.insert("match".into(), s(&a.match_));
+            c.insert("action".into(), s(&a.action));
+            c.insert("log".into(), a.log.to_datum());
+            c.insert("severity".into(), set(&a.severity));
+            c.insert("name".into(), set(&a.name));
+            c.insert("external_ids".into(), map(&a.external_ids));
+            out.push(DesiredRow {
+                table: Table::Acl,
+                key: key_of(&a.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(key.clone()),
+            });
+        }
+    }
+    for r in plan.routers.values() {
+        let key = key_of(&r.external_ids);
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&r.name));
+        c.insert("external_ids".into(), map(&r.external_ids));
+        out.push(DesiredRow {
+            table: Table::LogicalRouter,
+            key: key.clone(),
+            name: Some(r.name.clone()),
+            columns: c,
+            parent: None,
+        });
+        for p in r.ports.values() {
+            let mut c = ColumnValues::new();
+            c.insert("name".into(), s(&p.name));
+            c.insert("mac".into(), s(&p.mac));
+            c.insert("networks".into(), set(&p.networks));
+            c.insert("external_ids".into(), map(&p.external_ids));
+            out.push(DesiredRow {
+                table: Table::LogicalRouterPort,
+                key: key_of(&p.external_ids),
+                name: Some(p.name.clone()),
+                columns: c,
+                parent: Some(key.clone()),
+            });
+        }
+        for rt in r.static_routes.values() {
+            let mut c = ColumnValues::new();
+            c.insert("ip_prefix".into(), s(&rt.ip_prefix));
+            c.insert("nexthop".into(), s(&rt.nexthop));
+            c.insert("policy".into(), set(&rt.policy));
+            c.insert("route_table".into(), s(&rt.route_table));
+            c.insert("external_ids".into(), map(&rt.external_ids));
+            out.push(DesiredRow {
+                table: Table::StaticRoute,
+                key: key_of(&rt.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(key.clone()),
+            });
+        }
+        for p in r.policies.values() {
+            let mut c = ColumnValues::new();
+            c.insert("priority".into(), p.priority.to_datum());
+            c.insert("match".into(), s(&p.match_));
+            c.insert("action".into(), s(&p.action));
+            c.insert("nexthops".into(), set(&p.nexthops));
+            c.insert("external_ids".into(), map(&p.external_ids));
+            out.push(DesiredRow {
+                table: Table::Policy,
+                key: key_of(&p.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(key.clone()),
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actual rows
+
+/// A row as the NB holds it (only the monitored columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActualRow {
+    pub uuid: Uuid,
+    pub columns: ColumnValues,
+}
+
+impl ActualRow {
+    fn external_id(&self, key: &str) -> Option<&str> {
+        self.columns
+            .get("external_ids")?
+            .as_map()?
+            .get_str(key)?
+            .as_str()
+    }
+
+    /// The row's identity if FerrOVN owns it.
+    pub fn owned_key(&self) -> Option<&str> {
+        (self.external_id(OWNER_KEY) == Some(OWNER_VALUE))
+            .then(|| self.external_id(ROW_KEY))
+            .flatten()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.columns.get("name")?.as_atom()?.as_str()
+    }
+
+    fn uuids(&self, column: &str) -> Vec<Uuid> {
+        self.columns
+            .get(column)
+            .and_then(Datum::as_atoms)
+            .map(|a| a.iter().filter_map(Atom::as_uuid).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The NB rows of the tables FerrOVN writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NbSnapshot {
+    pub tables: BTreeMap<Table, Vec<ActualRow>>,
+}
+
+impl NbSnapshot {
+    pub fn rows(&self, table: Table) -> &[ActualRow] {
+        self.tables.get(&table).map_or(&[], Vec::as_slice)
+    }
+
+    /// Total rows.
+    pub fn len(&self) -> usize {
+        self.tables.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diff
+
+/// A reference from a parent row's set column to a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParentRef {
+    pub table: Table,
+    pub uuid: Uuid,
+    pub column: &'static str,
+}
+
+/// One change to the NB.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new row. Roots carry the UUID chosen for them; children the parent set to join.
+    Insert {
+        table: Table,
+        key: String,
+        uuid: Option<Uuid>,
+        columns: ColumnValues,
+        parent: Option<ParentRef>,
+    },
+    /// Changed columns of an owned row, and/or a move to another parent.
+    Update {
+        table: Table,
+        key: String,
+        uuid: Uuid,
+        columns: ColumnValues,
+        detach_from: Vec<ParentRef>,
+        attach_to: Option<ParentRef>,
+    },
+    /// An owned child no longer planned: removed from its parents' sets (OVSDB then deletes
+    /// it, as nothing references it any more).
+    Detach {
+        table: Table,
+        key: String,
+        uuid: Uuid,
+        parents: Vec<ParentRef>,
+    },
+    /// An owned root no longer planned.
+    Delete {
+        table: Table,
+        key: String,
+        uuid: Uuid,
+    },
+}
+
+impl Change {
+    pub fn table(&self) -> Table {
+        match self {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Detach { table, .. }
+            | Change::Delete { table, .. } => *table,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Insert { key, .. }
+            | Change::Update { key, .. }
+            | Change::Detach { key, .. }
+            | Change::Delete { key, .. } => key,
+        }
+    }
+
+    fn phase(&self) -> u8 {
+        match self {
+            Change::Insert { parent: None, .. } => 0,
+            Change::Insert { .. } => 1,
+            Change::Update { .. } => 2,
+            Change::Detach { .. } => 3,
+            Change::Delete { .. } => 4,
+        }
+    }
+}
+
+/// A planned row the reconciler left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+pub enum Conflict {
+    #[error(
+        "{table}: cannot create {name:?} (key {key}): a row not owned by FerrOVN has that name"
+    )]
+    NameTaken {
+        table: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error("{table} {key}: not deleted: it still holds rows FerrOVN does not own")]
+    HoldsForeignRows { table: &'static str, key: String },
+}
+
+/// The changes that take the NB from `actual` to `desired`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Diff {
+    /// In apply order: root inserts, child inserts, updates, detaches, root deletes.
+    pub changes: Vec<Change>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Number of changes of each kind: (inserts, updates, detaches + deletes).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for ch in &self.changes {
+            match ch {
+                Change::Insert { .. } => c.0 += 1,
+                Change::Update { .. } => c.1 += 1,
+                _ => c.2 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Whether a column value equals the column's default (what a missing column means).
+fn is_default(d: &Datum) -> bool {
+    match d {
+        Datum::Scalar(a) => match a {
+            Atom::String(s) => s.is_empty(),
+            Atom::Integer(i) => *i == 0,
+            Atom::Boolean(b) => !*b,
+            Atom::Real(r) => *r == 0.0,
+            _ => false,
+        },
+        _ => d.is_empty(),
+    }
+}
+
+fn same(want: &Datum, have: Option<&Datum>) -> bool {
+    match have {
+        Some(h) => h == want,
+        None => is_default(want),
+    }
+}
+
+/// Computes the minimal changes. `new_uuid` gives the UUID of each new root (pass
+/// [`Uuid::new_v4`]; tests pass a counter).
+pub fn diff(
+    desired: &[DesiredRow],
+    actual: &NbSnapshot,
+    new_uuid: &mut dyn FnMut() -> Uuid,
+) -> Diff {
+    let mut out = Diff::default();
+
+    // Owned rows by (table, key); duplicates beyond the lowest UUID are surplus.
+    let mut owned: HashMap<(Table, &str), &ActualRow> = HashMap::new();
+    let mut surplus: Vec<(Table, &ActualRow)> = Vec::new();
+    // Foreign names, for conflict detection.
+    let mut foreign_names: HashSet<(Table, &str)> = HashSet::new();
+    for table in Table::ALL {
+        let mut rows: Vec<&ActualRow> = actual.rows(table).iter().collect();
+        rows.sort_by_key(|r| r.uuid);
+        for r in rows {
+            match r.owned_key() {
+                Some(k) => match owned.entry((table, k)) {
+                    std::collections::hash_map::Entry::Occupied(_) => surplus.push((table, r)),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(r);
+                    }
+                },
+                None => {
+                    if table.named()
+                        && let Some(n) = r.name()
+                    {
+                        foreign_names.insert((table, n));
+                    }
+                }
+            }
+        }
+    }
+
+    // Child UUID → the parents (of the relation it belongs to) that reference it.
+    let mut parents_of: HashMap<Uuid, Vec<ParentRef>> = HashMap::new();
+    for table in [Table::LogicalSwitch, Table::LogicalRouter] {
+        for r in actual.rows(table) {
+            for column in table.child_columns() {
+                for child in r.uuids(column) {
+                    parents_of.entry(child).or_default().push(ParentRef {
+                        table,
+                        uuid: r.uuid,
+                        column,
+                    });
+                }
+            }
+        }
+    }
+    // Which child UUIDs exist in which child table (a parent's `ports` column holds both
+    // LSPs and, for routers, LRPs: the relation is decided by the child's table).
+    let relation_parents = |table: Table, uuid: Uuid| -> Vec<ParentRef> {
+        let Some((pt, col)) = table.parent() else {
+            return Vec::new();
+        };
+        let mut v: Vec<ParentRef> = parents_of
+            .get(&uuid)
+            .map(|v| {
+                v.iter()
+                    .filter(|p| p.table == pt && p.column == col)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+
+    // Roots first: their UUIDs (existing or new) are what children attach to.
+    let mut root_uuid: HashMap<(Table, &str), Uuid> = HashMap::new();
+    let mut wanted: BTreeSet<(Table, &str)> = BTreeSet::new();
+    for row in desired {
+        wanted.insert((row.table, row.key.as_str()));
+    }
+    for row in desired.iter().filter(|r| r.parent.is_none()) {
+        match owned.get(&(row.table, row.key.as_str())) {
+            Some(have) => {
+                root_uuid.insert((row.table, row.key.as_str()), have.uuid);
+                let columns = changed_columns(row, have);
+                if !columns.is_empty() {
+                    out.changes.push(Change::Update {
+                        table: row.table,
+                        key: row.key.clone(),
+                        uuid: have.uuid,
+                        columns,
+                        detach_from: Vec::new(),
+                        attach_to: None,
+                    });
+                }
+            }
+            None => {
+                if let Some(name) = &row.name
+                    && foreign_names.contains(&(row.table, name.as_str()))
+                {
+                    out.conflicts.push(Conflict::NameTaken {
+                        table: row.table.name(),
+                        name: name.clone(),
+                        key: row.key.clone(),
+                    });
+                    continue;
+                }
+                let uuid = new_uuid();
+                root_uuid.insert((row.table, row.key.as_str()), uuid);
+                out.changes.push(Change::Insert {
+                    table: row.table,
+                    key: row.key.clone(),
+                    uuid: Some(uuid),
+                    columns: non_default(&row.columns),
+                    parent: None,
+                });
+            }
+        }
+    }
+
+    for row in desired.iter() {
+        let Some(parent_key) = &row.parent else {
+            continue;
+        };
+        let Some((parent_table, column)) = row.table.parent() else {
+            continue;
+        };
+        // A parent that could not be created takes its children with it (already reported).
+        let Some(&parent_uuid) = root_uuid.get(&(parent_table, parent_key.as_str())) else {
+            continue;
+        };
+        let want_parent = ParentRef {
+            table: parent_table,
+            uuid: parent_uuid,
+            column,
+        };
+        match owned.get(&(row.table, row.key.as_str())) {
+            Some(have) => {
+                let columns = changed_columns(row, have);
+                let current = relation_parents(row.table, have.uuid);
+                let detach_from: Vec<ParentRef> = current
+                    .iter()
+                    .filter(|p| **p != want_parent)
+                    .copied()
+                    .collect();
+                let attach_to = (!current.contains(&want_parent)).then_some(want_parent);
+                if !columns.is_empty() || !detach_from.is_empty() || attach_to.is_some() {
+                    out.changes.push(Change::Update {
+                        table: row.table,
+                        key: row.key.clone(),
+                        uuid: have.uuid,
+                        columns,
+                        detach_from,
+                        attach_to,
+                    });
+                }
+            }
+            None => {
+                if let Some(name) = &row.name
+                    && foreign_names.contains(&(row.table, name.as_str()))
+                {
+                    out.conflicts.push(Conflict::NameTaken {
+                        table: row.table.name(),
+                        name: name.clone(),
+                        key: row.key.clone(),
+                    });
+                    continue;
+                }
+                out.changes.push(Change::Insert {
+                    table: row.table,
+                    key: row.key.clone(),
+                    uuid: None,
+                    columns: non_default(&row.columns),
+                    parent: Some(want_parent),
+                });
+            }
+        }
+    }
+
+    // Owned rows nobody plans any more, and surplus duplicates.
+    let mut unwanted: Vec<(Table, &ActualRow)> = owned
+        .iter()
+        .filter(|((t, k), _)| !wanted.contains(&(*t, *k)))
+        .map(|((t, _), r)| (*t, *r))
+        .collect();
+    unwanted.extend(surplus);
+    unwanted.sort_by_key(|a| (a.0, a.1.uuid));
+    let owned_uuids: BTreeSet<Uuid> = owned.values().map(|r| r.uuid).collect();
+    for (table, row) in unwanted {
+        let key = row.owned_key().unwrap_or_default().to_string();
+        if table.is_root() {
+            // Deleting a root deletes its children: only when all of them are ours.
+            let foreign_child = table
+                .child_columns()
+                .iter()
+                .flat_map(|c| row.uuids(c))
+                .any(|u| !owned_uuids.contains(&u) && !is_surplus_child(actual, u));
+            if foreign_child {
+                out.conflicts.push(Conflict::HoldsForeignRows {
+                    table: table.name(),
+                    key,
+                });
+                continue;
+            }
+            out.changes.push(Change::Delete {
+                table,
+                key,
+                uuid: row.uuid,
+            });
+        } else {
+            let parents = relation_parents(table, row.uuid);
+            if parents.is_empty() {
+                // Unreferenced: OVSDB already collects these; nothing to do.
+                continue;
+            }
+            out.changes.push(Change::Detach {
+                table,
+                key,
+                uuid: row.uuid,
+                parents,
+            });
+        }
+    }
+
+    out.changes.sort_by_key(Change::phase);
+    out.conflicts.sort();
+    out.conflicts.dedup();
+    out
+}
+
+/// An owned duplicate child counts as ours too.
+fn is_surplus_child(actual: &NbSnapshot, uuid: Uuid) -> bool {
+    Table::ALL
+        .iter()
+        .filter(|t| !t.is_root())
+        .flat_map(|t| actual.rows(*t))
+        .any(|r| r.uuid == uuid && r.owned_key().is_some())
+}
+
+fn changed_columns(row: &DesiredRow, have: &ActualRow) -> ColumnValues {
+    row.columns
+        .iter()
+        .filter(|(c, want)| !same(want, have.columns.get(c.as_str())))
+        .map(|(c, v)| (c.clone(), v.clone()))
+        .collect()
+}
+
+fn non_default(columns: &ColumnValues) -> ColumnValues {
+    columns
+        .iter()
+        .filter(|(_, v)| !is_default(v))
+        .map(|(c, v)| (c.clone(), v.clone()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions
+
+/// Groups changes into transactions of at most `batch` changes each (at least 1). Each
+/// transaction is self-contained: a child insert and its parent's mutation travel together,
+/// and the mutations of one parent set are merged into one `mutate`.
+pub fn to_transactions(diff: &Diff, database: &str, batch: usize) -> Vec<Transaction> {
+    let batch = batch.max(1);
+    diff.changes
+        .chunks(batch)
+        .map(|chunk| transaction(chunk, database))
+        .collect()
+}
+
+type SetMutations = BTreeMap<ParentRef, (Vec<Atom>, Vec<Atom>)>;
+
+fn transaction(changes: &[Change], database: &str) -> Transaction {
+    let mut txn = Transaction::new(database);
+    let mut sets: SetMutations = BTreeMap::new();
+    let mut deletes = Vec::new();
+    for (i, ch) in changes.iter().enumerate() {
+        match ch {
+            Change::Insert {
+                table,
+                uuid,
+                columns,
+                parent,
+                ..
+            } => {
+                let op = Operation::insert_row(table.name(), columns.clone());
+                match (uuid, parent) {
+                    (Some(u), _) => {
+                        txn.push(op.with_uuid(*u));
+                    }
+                    (None, Some(p)) => {
+                        let name = format!("row{i}");
+                        txn.push(op.named(name.clone()));
+                        sets.entry(*p).or_default().0.push(Atom::NamedUuid(name));
+                    }
+                    (None, None) => {
+                        txn.push(op);
+                    }
+                }
+            }
+            Change::Update {
+                table,
+                uuid,
+                columns,
+                detach_from,
+                attach_to,
+                ..
+            } => {
+                if !columns.is_empty() {
+                    let mut op = Operation::update(table.name()).filter(Condition::uuid(*uuid));
+                    for (c, v) in columns {
+                        op = op.with(c.clone(), v.clone());
+                    }
+                    txn.push(op);
+                }
+                for p in detach_from {
+                    sets.entry(*p).or_default().1.push(Atom::Uuid(*uuid));
+                }
+                if let Some(p) = attach_to {
+                    sets.entry(*p).or_default().0.push(Atom::Uuid(*uuid));
+                }
+            }
+            Change::Detach { uuid, parents, .. } => {
+                for p in parents {
+                    sets.entry(*p).or_default().1.push(Atom::Uuid(*uuid));
+                }
+            }
+            Change::Delete { table, uuid, .. } => {
+                deletes.push(Operation::delete(table.name()).filter(Condition::uuid(*uuid)));
+            }
+        }
+    }
+    // Merge per parent row: one mutate carrying all of its set changes.
+    let mut per_row: BTreeMap<(Table, Uuid), Operation> = BTreeMap::new();
+    for (p, (add, remove)) in sets {
+        let op = per_row
+            .entry((p.table, p.uuid))
+            .or_insert_with(|| Operation::mutate(p.table.name()).filter(Condition::uuid(p.uuid)));
+        let mut taken = std::mem::replace(op, Operation::abort());
+        if !remove.is_empty() {
+            taken = taken.mutation(p.column, Mutator::Delete, Datum::set(remove));
+        }
+        if !add.is_empty() {
+            taken = taken.mutation(p.column, Mutator::Insert, Datum::set(add));
+        }
+        *op = taken;
+    }
+    for (_, op) in per_row {
+        txn.push(op);
+    }
+    for op in deletes {
+        txn.push(op);
+    }
+    txn
+}
+
+/// Number of OVSDB operations in these transactions.
+pub fn operation_count(txns: &[Transaction]) -> usize {
+    txns.iter().map(|t| t.operations.len()).sum()
+}

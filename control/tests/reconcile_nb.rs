@@ -1,0 +1,209 @@
+//! The reconciler against a real OVN central (ovsdb-server NB/SB + ovn-northd): rows land as
+//! planned, a second pass does nothing, a crash between batches is repaired, rows created by
+//! ovn-nbctl survive, and northd turns our rows into logical flows.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ferrovn_control::ipam::Mac;
+use ferrovn_control::plan::{
+    DEFAULT_ROUTER, Desired, NbPlan, PortIntent, SubnetIntent, VpcIntent, plan,
+};
+use ferrovn_control::reconcile::{NbSync, apply, to_transactions};
+use ferrovn_ovsdb::testkit::OvnCentral;
+
+fn cluster(pods: &[(u8, u8)], private: bool) -> NbPlan {
+    let mut d = Desired {
+        vpcs: vec![VpcIntent {
+            name: DEFAULT_ROUTER.into(),
+            ..Default::default()
+        }],
+        join_subnet: Some("join".into()),
+        ..Default::default()
+    };
+    d.subnets.push(SubnetIntent::overlay(
+        "join",
+        DEFAULT_ROUTER,
+        Some("100.64.0.0/16".parse().unwrap()),
+        None,
+    ));
+    for i in 0..2u8 {
+        let mut s = SubnetIntent::overlay(
+            format!("s{i}"),
+            DEFAULT_ROUTER,
+            Some(format!("10.{}.0.0/24", i + 1).parse().unwrap()),
+            None,
+        );
+        s.private = private && i == 1;
+        d.subnets.push(s);
+    }
+    for (k, (subnet, host)) in pods.iter().enumerate() {
+        d.ports.push(PortIntent {
+            pod: format!("p{k}"),
+            namespace: "ns".into(),
+            provider: "ovn".into(),
+            subnet: format!("s{subnet}"),
+            node: "n1".into(),
+            mac: Mac([0x0e, 0, 0, 0, 0, k as u8 + 1]),
+            ips: vec![IpAddr::V4(Ipv4Addr::new(10, subnet + 1, 0, *host))],
+            port_security: true,
+        });
+    }
+    plan(&d)
+}
+
+fn nbctl(c: &OvnCentral, args: &[&str]) -> String {
+    c.nbctl(args)
+        .unwrap_or_else(|e| panic!("ovn-nbctl {args:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_is_idempotent_repairs_crashes_and_keeps_foreign_rows() {
+    let central = OvnCentral::start().expect("OVN central");
+    let sync = NbSync::connect(&central.nb_remote(), 4).await.expect("NB");
+
+    // pass 1: everything inserted
+    let a = cluster(&[(0, 5), (0, 6), (1, 7)], true);
+    let (d, report) = sync.sync(&a).await.expect("sync A");
+    assert_eq!(d.counts(), (a.row_count(), 0, 0));
+    assert!(report.transactions > 1, "batched: {report:?}");
+
+    let addr = nbctl(
+        &central,
+        &["get", "Logical_Switch_Port", "p0.ns", "addresses"],
+    );
+    assert!(addr.contains("0e:00:00:00:00:01 10.1.0.5"), "{addr}");
+    let sec = nbctl(
+        &central,
+        &["get", "Logical_Switch_Port", "p0.ns", "port_security"],
+    );
+    assert!(sec.contains("10.1.0.5"), "{sec}");
+    let ids = nbctl(
+        &central,
+        &["get", "Logical_Switch_Port", "p0.ns", "external_ids"],
+    );
+    assert!(ids.contains("\"ferrovn.io/owner\"=ferrovn"), "{ids}");
+    assert!(ids.contains("pod=\"ns/p0\""), "{ids}");
+    let show = nbctl(&central, &["show"]);
+    assert!(
+        show.contains("router") && show.contains("ovn-cluster-s0"),
+        "{show}"
+    );
+    let lrp = nbctl(
+        &central,
+        &["get", "Logical_Router_Port", "ovn-cluster-s0", "networks"],
+    );
+    assert!(lrp.contains("10.1.0.1/24"), "{lrp}");
+    let acls = nbctl(&central, &["acl-list", "s1"]);
+    assert!(acls.contains("to-lport  1000 (ip) drop log"), "{acls}");
+    assert!(
+        acls.contains("ip4.src == 10.2.0.0/24 && ip4.dst == 10.2.0.0/24"),
+        "{acls}"
+    );
+
+    // pass 2: nothing to do
+    let (d, report) = sync.sync(&a).await.expect("sync A again");
+    assert!(d.is_empty(), "{:#?}", d.changes);
+    assert_eq!(report.operations, 0);
+
+    // rows made by hand, one of them inside our switch
+    nbctl(&central, &["ls-add", "manual-ls"]);
+    nbctl(&central, &["lsp-add", "s0", "manual-port"]);
+    nbctl(
+        &central,
+        &[
+            "lsp-set-addresses",
+            "manual-port",
+            "0a:00:00:00:00:99 10.1.0.99",
+        ],
+    );
+    nbctl(&central, &["lr-add", "manual-lr"]);
+    sync.replica
+        .wait_for(std::time::Duration::from_secs(10), |d| {
+            (d.len("Logical_Router") == 2).then_some(())
+        })
+        .await
+        .expect("replica sees manual rows");
+    assert!(sync.diff(&a).is_empty(), "foreign rows caused changes");
+
+    // crash while applying B: pods moved, added, removed; only 2 batches land
+    let b = cluster(&[(1, 5), (0, 9), (0, 10), (0, 11)], false);
+    let d = sync.diff(&b);
+    let txns = to_transactions(&d, "OVN_Northbound", 2);
+    assert!(txns.len() > 2, "need several batches, have {}", txns.len());
+    let part = apply(&sync.client, &d, &txns[..2])
+        .await
+        .expect("partial apply");
+    sync.replica
+        .wait_for(std::time::Duration::from_secs(10), |data| {
+            part.created
+                .iter()
+                .all(|(t, u)| data.row(t.name(), u).is_some())
+                .then_some(())
+        })
+        .await
+        .expect("replica caught up");
+    // the next pass repairs it and the one after is empty
+    sync.sync(&b).await.expect("repair");
+    let (d, _) = sync.sync(&b).await.expect("after repair");
+    assert!(d.is_empty(), "{:#?}", d.changes);
+    let addr = nbctl(
+        &central,
+        &["get", "Logical_Switch_Port", "p0.ns", "addresses"],
+    );
+    assert!(addr.contains("10.2.0.5"), "p0 moved to s1: {addr}");
+    assert!(nbctl(&central, &["lsp-list", "s1"]).contains("p0.ns"));
+    assert!(!nbctl(&central, &["lsp-list", "s0"]).contains("p0.ns"));
+    assert!(
+        nbctl(&central, &["acl-list", "s1"]).trim().is_empty(),
+        "s1 is public now"
+    );
+    let ports = nbctl(&central, &["--columns=name", "list", "Logical_Switch_Port"]);
+    assert!(!ports.contains("p2.ns") || ports.contains("p3.ns"));
+    for p in ["p1.ns", "p2.ns", "p3.ns"] {
+        assert!(ports.contains(p), "{p} missing: {ports}");
+    }
+
+    // foreign rows are all still there, untouched
+    let show = nbctl(&central, &["show"]);
+    assert!(
+        show.contains("manual-ls") && show.contains("manual-lr"),
+        "{show}"
+    );
+    let manual = nbctl(
+        &central,
+        &["get", "Logical_Switch_Port", "manual-port", "addresses"],
+    );
+    assert!(manual.contains("10.1.0.99"));
+    assert!(nbctl(&central, &["lsp-list", "s0"]).contains("manual-port"));
+
+    // the plan disappears: our rows go; s0 still holds manual-port, so it stays (reported)
+    let (d, _) = sync.sync(&NbPlan::default()).await.expect("remove all");
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    let show = nbctl(&central, &["show"]);
+    assert!(!show.contains("ovn-cluster"), "{show}");
+    assert!(
+        show.contains("manual-port") && show.contains("manual-ls"),
+        "{show}"
+    );
+    assert!(!show.contains("p1.ns"), "{show}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn northd_builds_flows_from_planned_rows() {
+    let central = OvnCentral::start().expect("OVN central");
+    let sync = NbSync::connect(&central.nb_remote(), 100)
+        .await
+        .expect("NB");
+    let a = cluster(&[(0, 5), (1, 7)], true);
+    sync.sync(&a).await.expect("sync");
+    central.sync_sb().expect("northd caught up");
+    let flows = central.sbctl(&["lflow-list"]).expect("lflow-list");
+    // port security and ARP responder flows carry the pod's address; the router its gateway
+    assert!(flows.contains("10.1.0.5"), "no flow for p0's address");
+    assert!(flows.contains("10.2.0.7"), "no flow for p1's address");
+    assert!(flows.contains("10.1.0.1"), "no flow for the s0 gateway");
+    let bindings = central
+        .sbctl(&["--columns=logical_port", "list", "Port_Binding"])
+        .expect("port bindings");
+    assert!(bindings.contains("p0.ns") && bindings.contains("ovn-cluster-s1"));
+}
