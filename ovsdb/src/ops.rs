@@ -1228,6 +1228,58 @@ mod tests {
         }
     }
 
+    fn json_strategy() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z \"_.]{0,12}".prop_map(Value::String),
+            Just(json!("error")),
+            Just(json!("uuid")),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("error".to_string()),
+                        Just("details".to_string()),
+                        Just("uuid".to_string()),
+                        Just("rows".to_string()),
+                        Just("count".to_string()),
+                        "[a-z]{1,4}".prop_map(|s| s),
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_replies_never_panic(reply in json_strategy()) {
+            let ops = vec![
+                Operation::insert("T").with("a", 1i64),
+                Operation::select("T"),
+                Operation::update("T").with("b", "x"),
+                Operation::comment("c"),
+            ];
+            let _ = parse_transact_result(&ops, &reply);
+            let _ = OvsdbError::from_json(&reply, ops.first());
+        }
+
+        #[test]
+        fn arbitrary_details_never_panic(details in "\\PC{0,60}") {
+            let op = Operation::update("T").with("col", "value").where_eq("other", 1i64);
+            let raw = json!({"error": "constraint violation", "details": details});
+            let error = OvsdbError::from_json(&raw, Some(&op));
+            proptest::prop_assert!(error.is_some());
+        }
+    }
+
     #[test]
     fn details_parsing_finds_table_and_column() {
         assert_eq!(

@@ -784,6 +784,37 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_column_types_never_panic(
+            min in proptest::option::of(0i64..4),
+            max in proptest::option::of(prop_oneof_max()),
+            key in "(integer|real|string|uuid|boolean|bogus)",
+            with_value in proptest::bool::ANY,
+        ) {
+            let mut ty = serde_json::Map::new();
+            ty.insert("key".into(), json!({"type": key, "enum": ["set", [1, "a"]], "minInteger": 3}));
+            if with_value { ty.insert("value".into(), json!("string")); }
+            if let Some(min) = min { ty.insert("min".into(), json!(min)); }
+            if let Some(max) = max { ty.insert("max".into(), max); }
+            let schema = json!({"name": "T", "version": "1.0.0", "tables": {
+                "A": {"columns": {"c": {"type": Value::Object(ty)}}}}});
+            if let Err(e) = DatabaseSchema::from_json(&schema) {
+                let text = e.to_string();
+                proptest::prop_assert!(text.starts_with("table A, column c:"), "{}", text);
+            }
+        }
+    }
+
+    fn prop_oneof_max() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0i64..5).prop_map(Value::from),
+            Just(json!("unlimited")),
+            Just(json!("lots")),
+        ]
+    }
+
     #[test]
     fn parses_installed_schemas() {
         let mut seen = 0;
