@@ -98,9 +98,7 @@ pub struct Ipam {
     pub(crate) slots: Vec<Option<Allocation>>,
     pub(crate) vacant: Vec<u32>,
     pub(crate) by_owner: FastMap<OwnerKey, u32>,
-    /// Hash of (namespace, pod name) → the slots of that pod's interfaces (hash collisions
-    /// share a list; readers compare the owner), so deleting a pod is not a scan.
-    pub(crate) by_pod: FastMap<u64, Vec<u32>>,
+    pub(crate) by_pod: PodIndex,
     pub(crate) macs: FastMap<Mac, u32>,
 }
 
@@ -119,6 +117,60 @@ fn check_range(what: &str, r: &AddrRange) -> Result<(), IpamError> {
         return bad("its first address is after its last");
     }
     Ok(())
+}
+
+/// The slots of each pod's interfaces, so deleting a pod is not a scan of every owner: per
+/// pod-key hash the first slot, then a chain through `next` (no allocation per pod). Pods
+/// whose keys collide share a chain; readers compare the owner.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodIndex {
+    heads: FastMap<u64, u32>,
+    next: Vec<u32>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl PodIndex {
+    pub(crate) fn link(&mut self, key: u64, id: u32) {
+        let idx = id as usize;
+        if self.next.len() <= idx {
+            self.next.resize(idx + 1, NO_SLOT);
+        }
+        self.next[idx] = self.heads.insert(key, id).unwrap_or(NO_SLOT);
+    }
+
+    pub(crate) fn unlink(&mut self, key: u64, id: u32) {
+        let Some(&head) = self.heads.get(&key) else {
+            return;
+        };
+        let after = self.next.get(id as usize).copied().unwrap_or(NO_SLOT);
+        if head == id {
+            if after == NO_SLOT {
+                self.heads.remove(&key);
+            } else {
+                self.heads.insert(key, after);
+            }
+            return;
+        }
+        let mut cur = head;
+        while let Some(&n) = self.next.get(cur as usize) {
+            if n == id {
+                self.next[cur as usize] = after;
+                return;
+            }
+            cur = n;
+        }
+    }
+
+    pub(crate) fn ids(&self, key: u64) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut cur = self.heads.get(&key).copied().unwrap_or(NO_SLOT);
+        while cur != NO_SLOT {
+            out.push(cur);
+            cur = self.next.get(cur as usize).copied().unwrap_or(NO_SLOT);
+        }
+        out
+    }
 }
 
 /// Key of a pod (all its interfaces) in `Ipam::by_pod`.
@@ -160,7 +212,7 @@ impl Ipam {
             slots: Vec::new(),
             vacant: Vec::new(),
             by_owner: FastMap::default(),
-            by_pod: FastMap::default(),
+            by_pod: PodIndex::default(),
             macs: FastMap::default(),
         }
     }
@@ -375,13 +427,8 @@ impl Ipam {
         let id = self.by_owner.remove(owner)?;
         let alloc = self.slots.get_mut(id as usize)?.take()?;
         self.vacant.push(id);
-        let key = pod_key(&owner.namespace, &owner.name);
-        if let Some(ids) = self.by_pod.get_mut(&key) {
-            ids.retain(|&x| x != id);
-            if ids.is_empty() {
-                self.by_pod.remove(&key);
-            }
-        }
+        self.by_pod
+            .unlink(pod_key(&owner.namespace, &owner.name), id);
         if self.macs.get(&alloc.mac) == Some(&id) {
             self.macs.remove(&alloc.mac);
         }
@@ -398,11 +445,7 @@ impl Ipam {
 
     /// Releases every interface of a pod (all providers of `namespace/name`).
     pub fn release_pod(&mut self, namespace: &str, name: &str) -> Vec<Allocation> {
-        let ids = self
-            .by_pod
-            .get(&pod_key(namespace, name))
-            .cloned()
-            .unwrap_or_default();
+        let ids = self.by_pod.ids(pod_key(namespace, name));
         let mut owners: Vec<OwnerKey> = ids
             .iter()
             .filter_map(|&id| self.slots.get(id as usize)?.as_ref())
@@ -765,9 +808,7 @@ impl Ipam {
         self.macs.insert(alloc.mac, id);
         self.by_owner.insert(alloc.owner.clone(), id);
         self.by_pod
-            .entry(pod_key(&alloc.owner.namespace, &alloc.owner.name))
-            .or_default()
-            .push(id);
+            .link(pod_key(&alloc.owner.namespace, &alloc.owner.name), id);
         self.slots[idx] = Some(alloc);
     }
 
@@ -888,5 +929,31 @@ impl Ipam {
             .ok_or_else(|| IpamError::MacSpaceExhausted {
                 owner: owner.clone(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_index_chains_and_unlinks_anywhere() {
+        let mut idx = PodIndex::default();
+        for id in [1, 2, 3] {
+            idx.link(7, id);
+        }
+        idx.link(8, 0);
+        assert_eq!(idx.ids(7), vec![3, 2, 1]);
+        idx.unlink(7, 2);
+        assert_eq!(idx.ids(7), vec![3, 1]);
+        idx.unlink(7, 3);
+        assert_eq!(idx.ids(7), vec![1]);
+        idx.unlink(7, 1);
+        assert!(idx.ids(7).is_empty());
+        idx.unlink(7, 1);
+        assert_eq!(idx.ids(8), vec![0]);
+        // A reused slot starts a fresh chain entry.
+        idx.link(7, 2);
+        assert_eq!(idx.ids(7), vec![2]);
     }
 }

@@ -278,9 +278,7 @@ impl Ipam {
         ipam.by_owner = by_owner;
         for (id, a) in pending.iter().enumerate() {
             ipam.by_pod
-                .entry(pod_key(&a.owner.namespace, &a.owner.name))
-                .or_default()
-                .push(id as u32);
+                .link(pod_key(&a.owner.namespace, &a.owner.name), id as u32);
         }
         for (id, todo) in mac_todo {
             // 2^40 candidates per owner: exhaustion is not a realistic outcome.
