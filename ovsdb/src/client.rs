@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, ConnectionOptions, Notification, Notifications};
@@ -122,6 +122,7 @@ enum Slot {
 
 enum Command {
     AddReplica(Replica),
+    ChangeReplica(Replica, MonitorSpec, oneshot::Sender<Result<()>>),
 }
 
 struct Inner {
@@ -371,6 +372,24 @@ impl Client {
         Ok(replica)
     }
 
+    /// Changes the row conditions of a replica (`monitor_cond_change`). Tables and columns
+    /// must stay the same. Rows that stop matching are deleted from the replica and rows
+    /// that start matching are inserted, through the normal change stream.
+    pub async fn set_replica_conditions(&self, replica: &Replica, spec: MonitorSpec) -> Result<()> {
+        if !replica.spec().same_columns(&spec) {
+            return Err(Error::InvalidRequest {
+                what: "set_replica_conditions".into(),
+                reason: "only conditions can change; tables and columns must stay the same".into(),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::ChangeReplica(replica.clone(), spec, tx))
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
     /// Stops the supervisor and closes the connection.
     pub fn shutdown(&self) {
         self.inner.cancel.cancel();
@@ -431,6 +450,10 @@ async fn supervise(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Comm
                         _ = &mut sleep => break,
                         cmd = commands.recv() => match cmd {
                             Some(Command::AddReplica(r)) => replicas.push(r),
+                            Some(Command::ChangeReplica(r, spec, reply)) => {
+                                change_offline(&r, spec);
+                                let _ = reply.send(Ok(()));
+                            }
                             None => {}
                         },
                     }
@@ -439,6 +462,13 @@ async fn supervise(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Comm
         }
     }
     inner.slot.send_replace(Slot::Shutdown);
+}
+
+/// New conditions while no monitor is running: the next monitor asks for a full snapshot
+/// (resuming from a transaction id would miss rows that only the new conditions match).
+fn change_offline(replica: &Replica, spec: MonitorSpec) {
+    replica.next_monitor(spec);
+    replica.with_data_mut(|d| d.forget_txn_id());
 }
 
 const SERVER_MONITOR_ID: &str = "ferrovn-server-db";
@@ -519,9 +549,16 @@ async fn connect_once(
         }
     }
 
-    while let Ok(Command::AddReplica(r)) = commands.try_recv() {
-        replicas.push(r);
+    while let Ok(cmd) = commands.try_recv() {
+        match cmd {
+            Command::AddReplica(r) => replicas.push(r),
+            Command::ChangeReplica(r, spec, reply) => {
+                change_offline(&r, spec);
+                let _ = reply.send(Ok(()));
+            }
+        }
     }
+    replicas.retain(|r| !r.is_orphaned());
     for r in replicas.iter() {
         establish(&conn, r, &schema).await?;
     }
@@ -608,15 +645,16 @@ async fn establish(
 ) -> Result<()> {
     replica.with_data_mut(|d| d.set_schema(schema.clone()));
     let last = replica.read(|d| d.last_txn_id().map(str::to_owned));
+    let monitor = replica.monitor();
     let reply = conn
         .monitor_cond_since(
             replica.database(),
-            json!(replica.monitor_id()),
-            replica.spec().to_request(),
+            json!(monitor.id),
+            monitor.spec.to_request(),
             last.as_deref(),
         )
         .await?;
-    let tables: Vec<String> = replica.spec().tables().map(|(t, _)| t.to_owned()).collect();
+    let tables: Vec<String> = monitor.spec.tables().map(|(t, _)| t.to_owned()).collect();
     let applied = if reply.found {
         replica.update(|d| d.apply_update2(&reply.updates, Some(&reply.last_txn_id)))
     } else {
@@ -635,7 +673,7 @@ async fn establish(
     }
     replica.count_establish(reply.found);
     tracing::debug!(
-        monitor = replica.monitor_id(),
+        monitor = monitor.id,
         resumed = reply.found,
         "monitor established"
     );
@@ -663,6 +701,27 @@ async fn run_connected(
                         return Ended::Reconnect;
                     }
                 }
+                Some(Command::ChangeReplica(r, spec, reply)) => {
+                    let old = r.monitor();
+                    let new = r.next_monitor(spec);
+                    let res = conn
+                        .monitor_cond_change(
+                            json!(old.id),
+                            json!(new.id),
+                            new.spec.to_change_request(),
+                        )
+                        .await;
+                    let failed = res.as_ref().is_err_and(Error::is_connection_failure);
+                    if res.is_err() {
+                        // The server kept the old conditions (or we do not know): resync
+                        // under the new ones.
+                        r.with_data_mut(|d| d.forget_txn_id());
+                    }
+                    let _ = reply.send(res);
+                    if failed {
+                        return Ended::Reconnect;
+                    }
+                }
                 None => return Ended::Shutdown,
             },
             note = notes.recv() => {
@@ -670,9 +729,25 @@ async fn run_connected(
                 if !handle_notification(inner, replicas, note) {
                     return Ended::Reconnect;
                 }
+                drop_orphans(conn, replicas);
             }
         }
     }
+}
+
+/// Cancels the monitors of replicas nobody holds any more.
+fn drop_orphans(conn: &Connection, replicas: &mut Vec<Replica>) {
+    replicas.retain(|r| {
+        if !r.is_orphaned() {
+            return true;
+        }
+        let conn = conn.clone();
+        let id = r.monitor().id;
+        tokio::spawn(async move {
+            let _ = conn.monitor_cancel(json!(id)).await;
+        });
+        false
+    });
 }
 
 /// Routes one notification; false means the connection must be dropped and re-established.
@@ -689,7 +764,7 @@ fn handle_notification(inner: &Inner, replicas: &[Replica], note: Notification) 
             true
         }
         "update2" | "update3" | "update" => {
-            let Some(replica) = replicas.iter().find(|r| r.monitor_id() == monitor) else {
+            let Some(replica) = replicas.iter().find(|r| r.owns_monitor_id(monitor)) else {
                 let _ = inner.other_notifications.send(note);
                 return true;
             };

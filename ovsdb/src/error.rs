@@ -78,6 +78,9 @@ pub enum Error {
     /// A replica condition was not met in time.
     #[error(transparent)]
     WaitTimeout(#[from] crate::replica::WaitTimeout),
+    /// The caller asked for something this API cannot do.
+    #[error("invalid request {what}: {reason}")]
+    InvalidRequest { what: String, reason: String },
     /// The client handle was shut down.
     #[error("client is shut down")]
     Shutdown,

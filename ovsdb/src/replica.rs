@@ -61,6 +61,19 @@ impl MonitorSpec {
         self
     }
 
+    /// Follow only the rows of `table` matching `condition` (a JSON array of
+    /// `[column, function, value]` clauses, e.g. `json!([["name", "==", "sw0"]])`).
+    pub fn table_where(mut self, table: &str, columns: Option<&[&str]>, condition: Value) -> Self {
+        self.tables.insert(
+            table.to_owned(),
+            TableMonitor {
+                columns: columns.map(|c| c.iter().map(|c| (*c).to_owned()).collect()),
+                condition: Some(condition),
+            },
+        );
+        self
+    }
+
     /// Follow `table` with full control.
     pub fn table_with(mut self, table: &str, monitor: TableMonitor) -> Self {
         self.tables.insert(table.to_owned(), monitor);
@@ -70,6 +83,26 @@ impl MonitorSpec {
     /// The monitored tables.
     pub fn tables(&self) -> impl Iterator<Item = (&str, &TableMonitor)> {
         self.tables.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The `monitor-cond-change-requests` object: only the conditions (`[true]` for none).
+    pub fn to_change_request(&self) -> Value {
+        let mut m = Map::new();
+        for (table, mon) in &self.tables {
+            let cond = mon.condition.clone().unwrap_or_else(|| json!([true]));
+            m.insert(table.clone(), json!([{ "where": cond }]));
+        }
+        Value::Object(m)
+    }
+
+    /// True if `other` monitors the same tables and columns (conditions may differ).
+    pub fn same_columns(&self, other: &MonitorSpec) -> bool {
+        self.tables.len() == other.tables.len()
+            && self
+                .tables
+                .iter()
+                .zip(&other.tables)
+                .all(|((ta, a), (tb, b))| ta == tb && a.columns == b.columns)
     }
 
     /// The `monitor-cond-requests` object of `monitor_cond` / `monitor_cond_since`.
@@ -591,6 +624,7 @@ impl ReplicaData {
 
 struct ReplicaState {
     data: RwLock<ReplicaData>,
+    monitor: Mutex<MonitorRequest>,
     snapshots: std::sync::atomic::AtomicU64,
     resumes: std::sync::atomic::AtomicU64,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<ChangeBatch>>>>,
@@ -601,16 +635,24 @@ struct ReplicaState {
 #[derive(Clone)]
 pub struct Replica {
     database: Arc<str>,
-    spec: Arc<MonitorSpec>,
-    monitor_id: Arc<str>,
+    /// Prefix of every monitor id this replica uses (ids change with the conditions).
+    monitor_base: Arc<str>,
     state: Arc<ReplicaState>,
+}
+
+/// The current monitor of a replica: what it asks for, and under which id.
+#[derive(Debug, Clone)]
+pub(crate) struct MonitorRequest {
+    pub spec: Arc<MonitorSpec>,
+    pub id: String,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
             .field("database", &self.database)
-            .field("monitor_id", &self.monitor_id)
+            .field("monitor", &self.monitor_base)
             .finish()
     }
 }
@@ -645,9 +687,13 @@ impl Replica {
     ) -> Replica {
         Replica {
             database: Arc::from(database),
-            spec: Arc::new(spec),
-            monitor_id: Arc::from(monitor_id.as_str()),
+            monitor_base: Arc::from(monitor_id.as_str()),
             state: Arc::new(ReplicaState {
+                monitor: Mutex::new(MonitorRequest {
+                    spec: Arc::new(spec),
+                    id: format!("{monitor_id}/0"),
+                    generation: 0,
+                }),
                 data: RwLock::new(ReplicaData::new(schema)),
                 snapshots: Default::default(),
                 resumes: Default::default(),
@@ -663,12 +709,36 @@ impl Replica {
     }
 
     /// What is monitored.
-    pub fn spec(&self) -> &MonitorSpec {
-        &self.spec
+    pub fn spec(&self) -> Arc<MonitorSpec> {
+        self.monitor().spec
     }
 
-    pub(crate) fn monitor_id(&self) -> &str {
-        &self.monitor_id
+    pub(crate) fn monitor(&self) -> MonitorRequest {
+        self.state
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True if `id` is one of this replica's monitor ids (any generation).
+    pub(crate) fn owns_monitor_id(&self, id: &str) -> bool {
+        id.strip_prefix(&*self.monitor_base)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Switches to `spec` under a fresh monitor id and returns the new request.
+    pub(crate) fn next_monitor(&self, spec: MonitorSpec) -> MonitorRequest {
+        let mut m = self.state.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        m.generation += 1;
+        m.id = format!("{}/{}", self.monitor_base, m.generation);
+        m.spec = Arc::new(spec);
+        m.clone()
+    }
+
+    /// True when only the client's own list still holds this replica.
+    pub(crate) fn is_orphaned(&self) -> bool {
+        Arc::strong_count(&self.state) == 1
     }
 
     /// Reads the current data (do not block inside `f`: updates wait for it).

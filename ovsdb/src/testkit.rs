@@ -378,6 +378,14 @@ impl OvsdbServer {
         self.launch()
     }
 
+    /// Runs `ovs-appctl -t <ctl> <args...>` against this server (e.g. `memory/show`).
+    pub fn appctl(&self, args: &[&str]) -> Result<String> {
+        let ctl = self.ctl.to_string_lossy().into_owned();
+        let mut all = vec!["--timeout=10", "-t", ctl.as_str()];
+        all.extend_from_slice(args);
+        run("ovs-appctl", &all)
+    }
+
     /// Runs `ovsdb-client <command> unix:<socket> <args...>` and returns its stdout.
     pub fn client(&self, command: &str, args: &[&str]) -> Result<String> {
         let remote = self.remote();

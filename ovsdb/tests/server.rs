@@ -814,3 +814,108 @@ async fn idle_tcp_session_survives_by_answering_the_servers_echo() {
     assert_eq!(conn.stats().probes_sent, 0);
     assert_eq!(conn.list_dbs().await.unwrap(), vec![NB, "_Server"]);
 }
+
+#[tokio::test]
+async fn replica_conditions_change_and_survive_a_restart() {
+    let mut server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    server
+        .transact(&json!([NB,
+            {"op": "insert", "table": "Logical_Switch", "row": {"name": "a"}},
+            {"op": "insert", "table": "Logical_Switch", "row": {"name": "b"}}]))
+        .unwrap();
+    let c = client(&server).await;
+    let only = |name: &str| {
+        MonitorSpec::new().table_where(
+            "Logical_Switch",
+            Some(&["name"]),
+            json!([["name", "==", name]]),
+        )
+    };
+    let replica = c.replica(only("a")).await.unwrap();
+    let names = |d: &ferrovn_ovsdb::ReplicaData| -> Vec<String> {
+        d.rows("Logical_Switch")
+            .map(|(_, r)| r["name"].as_atom().unwrap().as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(replica.read(names), vec!["a"]);
+    let mut changes = replica.subscribe();
+
+    c.set_replica_conditions(&replica, only("b")).await.unwrap();
+    replica
+        .wait_for(T, |d| (names(d) == ["b"]).then_some(()))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let b = tokio::time::timeout(T, changes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        kinds.extend(b.changes.iter().map(|c| c.kind()));
+    }
+    kinds.sort_by_key(|k| *k as u8);
+    assert_eq!(kinds, vec![ChangeKind::Insert, ChangeKind::Delete]);
+
+    // Changing tables or columns is refused.
+    let err = c
+        .set_replica_conditions(&replica, MonitorSpec::new().table("Logical_Switch"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+
+    // The new conditions hold after a reconnect, and new matching rows still arrive.
+    server.restart().unwrap();
+    server
+        .transact(&json!([NB,
+            {"op": "delete", "table": "Logical_Switch", "where": [["name", "==", "b"]]},
+            {"op": "insert", "table": "Logical_Switch", "row": {"name": "a"}}]))
+        .unwrap();
+    replica
+        .wait_for(T, |d| names(d).is_empty().then_some(()))
+        .await
+        .unwrap();
+    c.set_replica_conditions(&replica, only("a")).await.unwrap();
+    replica
+        .wait_for(T, |d| (names(d) == ["a", "a"]).then_some(()))
+        .await
+        .unwrap();
+}
+
+fn server_monitors(server: &OvsdbServer) -> usize {
+    let out = server.appctl(&["memory/show"]).unwrap();
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("monitors:"))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn dropping_a_replica_cancels_its_monitor() {
+    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let c = client(&server).await;
+    let kept = c
+        .replica(MonitorSpec::new().table("Logical_Switch"))
+        .await
+        .unwrap();
+    // Another table: ovsdb-server counts (and shares) monitors by what they watch.
+    let dropped = c
+        .replica(MonitorSpec::new().table("Logical_Switch_Port"))
+        .await
+        .unwrap();
+    assert_eq!(server_monitors(&server), 2);
+    drop(dropped);
+    // Any notification lets the client notice.
+    c.transact(&Transaction::new(NB).with(Operation::insert("Logical_Switch").with("name", "x")))
+        .await
+        .unwrap();
+    kept.wait_for(T, |d| (d.len("Logical_Switch") == 1).then_some(()))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while server_monitors(&server) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitor not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
