@@ -8,7 +8,7 @@
 // cold rejection path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -154,6 +154,8 @@ pub struct UnknownObject {
 pub struct Manifest {
     pub objects: Vec<LoadedObject>,
     pub unknown: Vec<UnknownObject>,
+    /// (kind, namespace, name) -> index in `objects`, to find duplicates in O(1).
+    seen: HashMap<(&'static str, Option<String>, String), usize>,
 }
 
 macro_rules! accessor {
@@ -194,22 +196,21 @@ impl Manifest {
     }
 
     fn push(&mut self, loaded: LoadedObject) -> Result<(), ManifestError> {
-        let key = |o: &Object| {
-            (
-                o.kind(),
-                o.namespace().map(str::to_string),
-                o.name().to_string(),
-            )
-        };
-        let new_key = key(&loaded.object);
-        if let Some(first) = self.objects.iter().find(|o| key(&o.object) == new_key) {
+        let o = &loaded.object;
+        let key = (
+            o.kind(),
+            o.namespace().map(str::to_string),
+            o.name().to_string(),
+        );
+        if let Some(&first) = self.seen.get(&key) {
             return Err(ManifestError::Duplicate {
                 location: loaded.location,
-                first: first.location.clone(),
-                kind: new_key.0.to_string(),
-                name: display_name(new_key.1.as_deref(), &new_key.2),
+                first: self.objects[first].location.clone(),
+                kind: key.0.to_string(),
+                name: display_name(key.1.as_deref(), &key.2),
             });
         }
+        self.seen.insert(key, self.objects.len());
         self.objects.push(loaded);
         Ok(())
     }
@@ -503,12 +504,13 @@ pub fn validate(manifest: &Manifest) -> Vec<ValidationError> {
     let (valid, mut errors) = validate_subnets(&subnets);
     let valid_by_name: HashMap<&str, &ValidatedSubnet> =
         valid.iter().map(|v| (v.name.as_str(), v)).collect();
-    let exists = |kind: &str, name: &str| {
-        manifest
-            .objects
-            .iter()
-            .any(|o| o.object.kind() == kind && o.object.name() == name)
-    };
+    let cluster_objects: HashSet<(&str, &str)> = manifest
+        .objects
+        .iter()
+        .filter(|o| !o.object.is_namespaced())
+        .map(|o| (o.object.kind(), o.object.name()))
+        .collect();
+    let exists = |kind: &str, name: &str| cluster_objects.contains(&(kind, name));
     let reference = |errors: &mut Vec<ValidationError>,
                      object: &ObjectRef,
                      field: &str,

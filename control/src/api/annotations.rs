@@ -344,25 +344,20 @@ impl<'a> PodNetwork<'a> {
             if items.is_empty() {
                 return Err(AnnotationError::new(k, v, "empty pool"));
             }
-            let all_ips = items.iter().all(|i| IpAddr::from_str(i).is_ok());
-            let looks_like_addresses = items.len() > 1 || items[0].contains(['.', ':']);
-            if all_ips {
-                let ips = items.iter().filter_map(|i| IpAddr::from_str(i).ok());
-                return Ok(IpPoolRef::Addresses(ips.collect()));
+            // As in Kube-OVN: one value that is not an address names an IPPool object (whose
+            // name may contain dots); anything else is a list of addresses.
+            if items.len() == 1 && IpAddr::from_str(items[0]).is_err() {
+                return Ok(IpPoolRef::Named(items[0].to_string()));
             }
-            if looks_like_addresses {
-                let bad = items
-                    .iter()
-                    .find(|i| IpAddr::from_str(i).is_err())
-                    .copied()
-                    .unwrap_or_default();
+            if let Some(bad) = items.iter().find(|i| IpAddr::from_str(i).is_err()) {
                 return Err(AnnotationError::new(
                     k,
                     v,
                     format!("{bad:?} is not an IP address"),
                 ));
             }
-            Ok(IpPoolRef::Named(items[0].to_string()))
+            let ips = items.iter().filter_map(|i| IpAddr::from_str(i).ok());
+            Ok(IpPoolRef::Addresses(ips.collect()))
         })
     }
 
@@ -843,6 +838,11 @@ mod tests {
             Some(IpPoolRef::Addresses(v)) => assert_eq!(v.len(), 4),
             other => panic!("unexpected {other:?}"),
         }
+        let dotted = ann(&[("ovn.kubernetes.io/ip_pool", "pool.v2")]);
+        assert_eq!(
+            PodNetwork::primary(&dotted).ip_pool().unwrap(),
+            Some(IpPoolRef::Named("pool.v2".into()))
+        );
         let bad = ann(&[("ovn.kubernetes.io/ip_pool", "10.16.0.5,10.16.0.x")]);
         let e = PodNetwork::primary(&bad).ip_pool().unwrap_err();
         assert!(e.reason.contains("10.16.0.x"), "{e}");
