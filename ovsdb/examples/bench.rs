@@ -12,7 +12,9 @@
 //!    daemon (warm IDL, no per-invocation download of the database), on a third server.
 //! 3. Memory: 100,000 ports (1,000 switches) written to a third server, then a replica of
 //!    Logical_Switch_Port is started and its footprint measured two ways: the live heap bytes
-//!    counted by a wrapping global allocator (exact, this process only) and the VmRSS growth.
+//!    counted by a wrapping global allocator (exact, this process only) and the VmRSS growth;
+//!    for reference, the VmRSS growth of an `ovn-nbctl --detach` daemon (the C IDL) holding
+//!    the same database.
 //!
 //! Options: `--ports-per-switch N`, `--switches N`, `--memory-rows N` (0 skips step 3).
 //! The last line is `ovsdb-bench ours_rows_per_s=N nbctl_rows_per_s=N ratio=X`.
@@ -399,7 +401,62 @@ async fn memory_per_row(rows: usize) -> anyhow::Result<()> {
     }
     client.shutdown();
     drop(replica);
+
+    // Reference: the C IDL holding the same database, as an `ovn-nbctl --detach` daemon
+    // (it monitors every table), against the same daemon on an empty database.
+    let empty = OvsdbServer::start(NB_COPY)?;
+    let (full_rss, empty_rss) = tokio::task::spawn_blocking(move || {
+        (
+            nbctl_daemon_rss(&server, switches),
+            nbctl_daemon_rss(&empty, 0),
+        )
+    })
+    .await?;
+    let (full_rss, empty_rss) = (full_rss?, empty_rss?);
+    println!(
+        "C IDL (ovn-nbctl --detach, whole NB): {:.0} bytes/row VmRSS growth ({} MiB with the \
+         rows, {} MiB on an empty database)",
+        full_rss.saturating_sub(empty_rss) as f64 / replicated as f64,
+        full_rss >> 20,
+        empty_rss >> 20
+    );
     Ok(())
+}
+
+/// VmRSS of an `ovn-nbctl` daemon once it has loaded `server`'s database (checked by asking
+/// it to list the `switches` switches).
+fn nbctl_daemon_rss(server: &OvsdbServer, switches: usize) -> anyhow::Result<usize> {
+    let ctl = server.dir().join("nbctl-mem.ctl").display().to_string();
+    let pidfile = server.dir().join("nbctl-mem.pid");
+    let out = Command::new("ovn-nbctl")
+        .arg(format!("--db={}", server.remote()))
+        .arg(format!("--pidfile={}", pidfile.display()))
+        .arg(format!("--unixctl={ctl}"))
+        .arg("--detach")
+        .output()
+        .context("starting ovn-nbctl --detach")?;
+    ensure!(out.status.success(), "ovn-nbctl --detach failed");
+    let _guard = NbctlDaemon(ctl.clone());
+    let out = Command::new("ovn-nbctl")
+        .env("OVN_NB_DAEMON", &ctl)
+        .args(["--timeout=120", "ls-list"])
+        .output()
+        .context("ovn-nbctl ls-list")?;
+    ensure!(out.status.success(), "ovn-nbctl ls-list failed");
+    let listed = String::from_utf8_lossy(&out.stdout).lines().count();
+    ensure!(
+        listed == switches,
+        "nbctl daemon lists {listed} switches, expected {switches}"
+    );
+    let pid = std::fs::read_to_string(&pidfile)?.trim().to_owned();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: usize = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS of the nbctl daemon")?;
+    Ok(kb * 1024)
 }
 
 #[tokio::main]
