@@ -5,3 +5,4 @@ pub mod ipam;
 pub mod manifest;
 pub mod plan;
 pub mod reconcile;
+pub mod controller;

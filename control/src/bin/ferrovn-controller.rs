@@ -1,0 +1,116 @@
+//! `ferrovn-controller`: FerrOVN's control plane. In manifest mode it reads Kubernetes YAML from
+//! a directory (rescanned every `--interval`), allocates addresses, records them under
+//! `--state-dir` for the node agents, and keeps the OVN Northbound database in line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use ferrovn_control::controller::{
+    BuildOptions, Controller, ControllerOptions, DEFAULT_MAC_SEED, PassReport,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferrovn-controller", version, about)]
+struct Args {
+    /// OVN Northbound database: unix:/path, tcp:host:port, or a comma-separated Raft member list.
+    #[arg(long, env = "FERROVN_NB")]
+    nb: String,
+    /// Directory of Kubernetes manifests (*.yaml, *.yml, *.json; subdirectories included).
+    #[arg(long, env = "FERROVN_MANIFESTS")]
+    manifests: PathBuf,
+    /// Where allocation records are written (allocations/<ns>/<pod>.json, nodes/<node>.json).
+    #[arg(long, env = "FERROVN_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Seconds between rescans of the manifest directory.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Run one pass and exit (exit status 1 if the pass failed).
+    #[arg(long)]
+    once: bool,
+    /// NB changes per transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Seed for generated MAC addresses; keep it fixed for a cluster.
+    #[arg(long, default_value_t = DEFAULT_MAC_SEED)]
+    mac_seed: u64,
+    /// CIDR of the implicit default subnet `ovn-default` (when no manifest defines it).
+    #[arg(long, default_value = "10.16.0.0/16")]
+    default_cidr: String,
+    /// CIDR of the implicit node join subnet `join`.
+    #[arg(long, default_value = "100.64.0.0/16")]
+    join_cidr: String,
+}
+
+fn log_pass(r: &PassReport) {
+    if let Some((records, conflicts)) = r.recovered {
+        tracing::info!(records, conflicts, "IPAM recovered");
+    }
+    for issue in &r.issues {
+        tracing::warn!("{issue}");
+    }
+    let level_info = !r.is_noop();
+    if level_info {
+        tracing::info!(
+            interfaces = r.interfaces,
+            released = r.released,
+            records_written = r.records_written,
+            records_removed = r.records_removed,
+            inserts = r.nb_inserts,
+            updates = r.nb_updates,
+            removals = r.nb_removals,
+            ops = r.nb_operations,
+            txns = r.nb_transactions,
+            ms = r.elapsed.as_millis() as u64,
+            "pass applied"
+        );
+    } else {
+        tracing::debug!(interfaces = r.interfaces, "pass: nothing to do");
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut options = ControllerOptions::new(&args.nb, &args.manifests, &args.state_dir);
+    options.batch = args.batch.max(1);
+    options.mac_seed = args.mac_seed;
+    options.build = BuildOptions {
+        default_cidr: args.default_cidr.clone(),
+        join_cidr: args.join_cidr.clone(),
+        ..BuildOptions::default()
+    };
+    let mut controller = Controller::connect(options)
+        .await
+        .with_context(|| format!("connecting to the NB at {}", args.nb))?;
+    tracing::info!(nb = %args.nb, manifests = %args.manifests.display(), "connected");
+
+    if args.once {
+        let report = controller.pass().await.context("reconcile pass")?;
+        log_pass(&report);
+        return Ok(());
+    }
+    let interval = Duration::from_secs_f64(args.interval.max(0.05));
+    loop {
+        match controller.pass().await {
+            Ok(report) => log_pass(&report),
+            // Keep going: a half-written manifest or an NB restart is fixed by a later pass.
+            Err(e) => tracing::error!("pass failed: {e:#}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; exiting");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The reconcile loop: desired state from a source (a directory of manifests in the lab) →
+//! IPAM → plan → NB, with the allocations recorded for the node agent.
+//!
+//! One [`Controller::pass`] reads the source, allocates every interface (an owner keeps what
+//! it holds), writes the allocation records, plans and applies the minimal NB changes. The
+//! first pass recovers the IPAM from the records on disk and the NB's own ports, so a restart
+//! moves no address.
+
+pub mod desired;
+pub mod recover;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::ipam::{Ipam, Recovery};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::plan::{self, NbPlan};
+use crate::reconcile::{ApplyError, NbSync};
+
+pub use desired::{Allocated, BuildOptions, Cluster, Interface, InterfaceKind};
+pub use state::{AllocationRecord, StateFiles};
+
+/// Settings of a controller.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// NB remote: `unix:/path`, `tcp:host:port` or a Raft member list.
+    pub nb: String,
+    /// The manifest directory.
+    pub manifests: PathBuf,
+    /// Where allocation records are kept.
+    pub state_dir: PathBuf,
+    /// Changes per NB transaction.
+    pub batch: usize,
+    /// Seed of generated MACs (keep it per cluster).
+    pub mac_seed: u64,
+    pub build: BuildOptions,
+}
+
+impl ControllerOptions {
+    pub fn new(
+        nb: impl Into<String>,
+        manifests: impl Into<PathBuf>,
+        state: impl Into<PathBuf>,
+    ) -> Self {
+        ControllerOptions {
+            nb: nb.into(),
+            manifests: manifests.into(),
+            state_dir: state.into(),
+            batch: 1000,
+            mac_seed: DEFAULT_MAC_SEED,
+            build: BuildOptions::default(),
+        }
+    }
+}
+
+/// The default MAC seed (any fixed value works; it only has to stay the same).
+pub const DEFAULT_MAC_SEED: u64 = 0x4665_7272_4f56_4e00;
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("reading manifests: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Nb(#[from] ApplyError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassReport {
+    /// Interfaces with an allocation (pods' and nodes').
+    pub interfaces: usize,
+    pub released: usize,
+    pub records_written: usize,
+    pub records_removed: usize,
+    pub nb_inserts: usize,
+    pub nb_updates: usize,
+    pub nb_removals: usize,
+    pub nb_operations: usize,
+    pub nb_transactions: usize,
+    /// Problems: rejected objects, failed allocations, plan issues, NB conflicts.
+    pub issues: Vec<String>,
+    /// Recovery at the first pass: records read and conflicts found.
+    pub recovered: Option<(usize, usize)>,
+    pub elapsed: Duration,
+}
+
+impl PassReport {
+    /// True when the pass changed nothing.
+    pub fn is_noop(&self) -> bool {
+        self.nb_operations == 0
+            && self.records_written == 0
+            && self.records_removed == 0
+            && self.released == 0
+    }
+}
+
+/// The controller of manifest mode.
+#[derive(Debug)]
+pub struct Controller {
+    pub options: ControllerOptions,
+    pub nb: NbSync,
+    ipam: Option<Ipam>,
+    files: StateFiles,
+    last_plan: Option<NbPlan>,
+}
+
+impl Controller {
+    /// Connects to the NB. Nothing is read or written before the first [`Controller::pass`].
+    pub async fn connect(options: ControllerOptions) -> Result<Controller, ControllerError> {
+        let nb = NbSync::connect(&options.nb, options.batch).await?;
+        let files = StateFiles::new(options.state_dir.clone());
+        Ok(Controller {
+            options,
+            nb,
+            ipam: None,
+            files,
+            last_plan: None,
+        })
+    }
+
+    /// The IPAM (after the first pass).
+    pub fn ipam(&self) -> Option<&Ipam> {
+        self.ipam.as_ref()
+    }
+
+    /// The plan of the last pass.
+    pub fn last_plan(&self) -> Option<&NbPlan> {
+        self.last_plan.as_ref()
+    }
+
+    /// One pass over the manifest directory.
+    pub async fn pass(&mut self) -> Result<PassReport, ControllerError> {
+        let manifest = manifest::load_dir(&self.options.manifests)?;
+        self.pass_with(&manifest).await
+    }
+
+    /// One pass over already-loaded objects (the same path a kube watcher feeds).
+    pub async fn pass_with(&mut self, manifest: &Manifest) -> Result<PassReport, ControllerError> {
+        let started = Instant::now();
+        let mut report = PassReport::default();
+        let cluster = desired::read_cluster(manifest, &self.options.build);
+        report.issues.extend(cluster.issues.iter().cloned());
+
+        let subnets = desired::ipam_subnets(&cluster);
+        let ipam = match self.ipam.take() {
+            Some(mut ipam) => {
+                for s in subnets {
+                    if let Err(e) = ipam.upsert_subnet(s) {
+                        report.issues.push(e.to_string());
+                    }
+                }
+                for p in &cluster.pools {
+                    if let Err(e) = ipam.upsert_pool(p.clone()) {
+                        report.issues.push(e.to_string());
+                    }
+                }
+                ipam
+            }
+            None => {
+                let (records, bad) = self.files.read_all();
+                report.issues.extend(bad);
+                let mut existing: Vec<_> = records.iter().filter_map(|r| r.to_existing()).collect();
+                existing.extend(recover::nb_records(&self.nb.snapshot()));
+                let n = existing.len();
+                let Recovery {
+                    ipam,
+                    conflicts,
+                    misplaced,
+                    rejected,
+                } = Ipam::rebuild(
+                    self.options.mac_seed,
+                    subnets,
+                    cluster.pools.clone(),
+                    existing,
+                );
+                for c in &conflicts {
+                    tracing::warn!("recovery: {c}");
+                    report.issues.push(format!("recovery: {c}"));
+                }
+                for m in &misplaced {
+                    tracing::warn!(owner = %m.owner, ip = %m.ip, "recovered address the subnet would not hand out now: {}", m.why);
+                }
+                report.issues.extend(rejected.iter().map(|e| e.to_string()));
+                report.recovered = Some((n, conflicts.len()));
+                ipam
+            }
+        };
+        let mut ipam = ipam;
+        let (allocated, released, issues) = desired::allocate(&cluster, &mut ipam);
+        self.ipam = Some(ipam);
+        report.issues.extend(issues);
+        report.interfaces = allocated.len();
+        report.released = released.len();
+
+        // Records first: after a crash here the next start recovers from them.
+        let records: Vec<AllocationRecord> =
+            allocated.iter().map(|a| record_of(&cluster, a)).collect();
+        let st = self.files.sync(&records)?;
+        report.records_written = st.written;
+        report.records_removed = st.removed;
+
+        let desired = desired::desired(&cluster, &allocated);
+        let planned = plan::plan(&desired);
+        report
+            .issues
+            .extend(planned.issues.iter().map(ToString::to_string));
+        let (diff, applied) = self.nb.sync(&planned).await?;
+        report
+            .issues
+            .extend(diff.conflicts.iter().map(ToString::to_string));
+        report.nb_inserts = applied.inserts;
+        report.nb_updates = applied.updates;
+        report.nb_removals = applied.removals;
+        report.nb_operations = applied.operations;
+        report.nb_transactions = applied.transactions;
+        self.last_plan = Some(planned);
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+/// The record of one allocated interface.
+pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
+    let i = &a.interface;
+    AllocationRecord {
+        version: state::FORMAT_VERSION,
+        kind: match i.kind {
+            InterfaceKind::Pod => "pod".into(),
+            InterfaceKind::Node => "node".into(),
+        },
+        namespace: i.namespace.clone(),
+        name: i.name.clone(),
+        provider: i.provider.clone(),
+        node: i.node.clone(),
+        port_name: match i.kind {
+            InterfaceKind::Node => plan::join_port_name(&i.name),
+            InterfaceKind::Pod if i.ovn => plan::pod_port_name(&i.name, &i.namespace, &i.provider),
+            InterfaceKind::Pod => String::new(),
+        },
+        annotations: desired::allocation_annotations(cluster, a),
+    }
+}
