@@ -648,6 +648,18 @@ pub struct IpSpec {
     pub pod_type: String,
 }
 
+impl Ip {
+    /// Kube-OVN's IP object name for a pod interface: `<pod>.<namespace>` on the primary
+    /// network, `<pod>.<namespace>.<provider>` on an attachment.
+    pub fn object_name(pod: &str, namespace: &str, provider: &str) -> String {
+        if provider == crate::api::annotations::OVN_PROVIDER {
+            format!("{pod}.{namespace}")
+        } else {
+            format!("{pod}.{namespace}.{provider}")
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // IPPool
 

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::annotations::{AnnotationError, Annotations, PodNetwork};
-use super::crd::{DEFAULT_VPC, IpPool, PolicyRouteAction, Protocol, Subnet, Vlan, Vpc};
+use super::crd::{DEFAULT_VPC, Ip, IpPool, PolicyRouteAction, Protocol, Subnet, Vlan, Vpc};
 use super::nad::NadError;
 use super::net::{CidrBlock, DualIp, IpFamily, IpRange, MacAddr, NetParseError, nets_overlap};
 
@@ -150,6 +150,14 @@ pub enum ValidationError {
         field: String,
         value: String,
         reason: &'static str,
+    },
+    #[error("{object}: {field} {value:?} disagrees with {other_field} {other_value:?}")]
+    Inconsistent {
+        object: ObjectRef,
+        field: String,
+        value: String,
+        other_field: &'static str,
+        other_value: String,
     },
     #[error("{object}: {field} names {kind} {name:?}, which does not exist")]
     UnknownReference {
@@ -648,6 +656,122 @@ pub fn validate_ip_pool(pool: &IpPool, subnet: &ValidatedSubnet) -> Vec<Validati
     errors
 }
 
+/// An IP object's allocation, parsed: what IPAM recovery needs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRecord {
+    pub name: String,
+    pub pod_name: String,
+    pub namespace: String,
+    pub subnet: String,
+    pub node_name: String,
+    pub ip: DualIp,
+    pub mac: Option<MacAddr>,
+}
+
+/// Parses an IP object. The address comes from `ipAddress` (`"v4"`, `"v6"` or `"v4,v6"`), or
+/// from `v4IpAddress`/`v6IpAddress` when `ipAddress` is empty; when both are given they must
+/// agree. `subnet` and an address are required.
+pub fn parse_ip_object(ip: &Ip) -> Result<IpRecord, Vec<ValidationError>> {
+    let name = ip.metadata.name.clone().unwrap_or_default();
+    let object = ObjectRef::cluster("IP", &name);
+    let spec = &ip.spec;
+    let mut errors = Vec::new();
+    let syntax =
+        |errors: &mut Vec<ValidationError>, field: &str, value: &str, reason: NetParseError| {
+            errors.push(ValidationError::Syntax {
+                object: object.clone(),
+                field: field.to_string(),
+                value: value.to_string(),
+                reason,
+            })
+        };
+    let mut addr = DualIp::default();
+    if !spec.ip_address.trim().is_empty() {
+        match DualIp::parse(&spec.ip_address) {
+            Ok(a) => addr = a,
+            Err(e) => syntax(&mut errors, "spec.ipAddress", &spec.ip_address, e),
+        }
+    }
+    for (field, value, family) in [
+        ("spec.v4IpAddress", &spec.v4_ip_address, IpFamily::V4),
+        ("spec.v6IpAddress", &spec.v6_ip_address, IpFamily::V6),
+    ] {
+        if value.trim().is_empty() {
+            continue;
+        }
+        match value.trim().parse::<IpAddr>() {
+            Ok(a) if IpFamily::of(&a) != family => syntax(
+                &mut errors,
+                field,
+                value,
+                NetParseError::BadIp {
+                    value: value.clone(),
+                },
+            ),
+            Ok(a) => match (addr.get(family), a) {
+                (None, IpAddr::V4(v4)) => addr.v4 = Some(v4),
+                (None, IpAddr::V6(v6)) => addr.v6 = Some(v6),
+                (Some(existing), _) if existing == a => {}
+                (Some(existing), _) => errors.push(ValidationError::Inconsistent {
+                    object: object.clone(),
+                    field: field.to_string(),
+                    value: value.clone(),
+                    other_field: "spec.ipAddress",
+                    other_value: existing.to_string(),
+                }),
+            },
+            Err(_) => syntax(
+                &mut errors,
+                field,
+                value,
+                NetParseError::BadIp {
+                    value: value.clone(),
+                },
+            ),
+        }
+    }
+    let mac = if spec.mac_address.trim().is_empty() {
+        None
+    } else {
+        match MacAddr::parse_unicast(spec.mac_address.trim()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                errors.push(ValidationError::Syntax {
+                    object: object.clone(),
+                    field: "spec.macAddress".into(),
+                    value: spec.mac_address.clone(),
+                    reason: e,
+                });
+                None
+            }
+        }
+    };
+    if errors.is_empty() && addr.is_empty() {
+        errors.push(ValidationError::MissingField {
+            object: object.clone(),
+            field: "spec.ipAddress".into(),
+        });
+    }
+    if spec.subnet.trim().is_empty() {
+        errors.push(ValidationError::MissingField {
+            object,
+            field: "spec.subnet".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(IpRecord {
+        name,
+        pod_name: spec.pod_name.clone(),
+        namespace: spec.namespace.clone(),
+        subnet: spec.subnet.clone(),
+        node_name: spec.node_name.clone(),
+        ip: addr,
+        mac,
+    })
+}
+
 /// Reads every typed annotation of one provider on a pod (addresses, MAC, rates, VLAN id,
 /// routes, ...) and reports the malformed ones.
 pub fn validate_pod_annotations(
@@ -921,6 +1045,54 @@ mod tests {
                 "Vpc blue: spec.policyRoutes[0].priority 40000 is out of range 0..32767",
                 "Vpc blue: spec.policyRoutes[0].nextHopIP (action reroute) is required",
             ]
+        );
+    }
+
+    #[test]
+    fn ip_objects() {
+        let mut ip = Ip::new(
+            &Ip::object_name("db-0", "team-a", "ovn"),
+            Default::default(),
+        );
+        assert_eq!(ip.metadata.name.as_deref(), Some("db-0.team-a"));
+        ip.spec.subnet = "team-a".into();
+        ip.spec.ip_address = "10.66.0.20,fd00:66::20".into();
+        ip.spec.v4_ip_address = "10.66.0.20".into();
+        ip.spec.mac_address = "00:00:00:53:6B:B6".into();
+        let r = parse_ip_object(&ip).unwrap();
+        assert_eq!(r.ip.to_string(), "10.66.0.20,fd00:66::20");
+        assert_eq!(
+            r.mac.map(|m| m.to_string()).as_deref(),
+            Some("00:00:00:53:6b:b6")
+        );
+
+        // Only the per-family fields, as some Kube-OVN versions write.
+        ip.spec.ip_address.clear();
+        ip.spec.v6_ip_address = "fd00:66::20".into();
+        assert_eq!(
+            parse_ip_object(&ip).unwrap().ip.to_string(),
+            "10.66.0.20,fd00:66::20"
+        );
+
+        ip.spec.ip_address = "10.66.0.21".into();
+        ip.spec.v6_ip_address = "10.66.0.22".into();
+        ip.spec.subnet.clear();
+        let msgs: Vec<String> = parse_ip_object(&ip)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "IP db-0.team-a: spec.v4IpAddress \"10.66.0.20\" disagrees with spec.ipAddress \"10.66.0.21\"",
+                "IP db-0.team-a: spec.v6IpAddress \"10.66.0.22\" is invalid: \"10.66.0.22\" is not an IP address",
+                "IP db-0.team-a: spec.subnet is required",
+            ]
+        );
+        assert_eq!(
+            Ip::object_name("testpmd", "default", "dpdk-net.default.ovn"),
+            "testpmd.default.dpdk-net.default.ovn"
         );
     }
 
