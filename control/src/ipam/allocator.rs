@@ -1,14 +1,15 @@
 //! The cluster-wide allocator: subnets, their pools, every allocation and every MAC.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::error::{InputError, IpamError};
 use super::family::{FamilyState, PoolSlot, to_ip, to_u128};
-use super::fasthash::FastMap;
+use super::fasthash::{FastMap, FastState};
 use super::intervals::{Span, intersect, normalize};
-use super::mac::{candidate_mac, stable_hash};
+use super::mac::candidate_mac;
 use super::types::{
     AddrRange, Allocation, AllocationRequest, Counts, ExistingAllocation, Family, Forbidden,
     IpPoolSpec, Mac, Misplaced, OwnerKey, RecordSource, SubnetSpec,
@@ -97,8 +98,14 @@ pub struct Ipam {
     pub(crate) pool_subnet: FastMap<String, String>,
     pub(crate) slots: Vec<Option<Allocation>>,
     pub(crate) vacant: Vec<u32>,
-    pub(crate) by_owner: FastMap<OwnerKey, u32>,
-    pub(crate) by_pod: PodIndex,
+    /// Keys `by_owner` and `by_pod` (seeded per instance, see `fasthash`).
+    pub(crate) hasher: FastState,
+    /// Owner → slot, as chains per owner hash compared against `slots[id].owner`, so the
+    /// owner key is stored once (in its allocation), not twice.
+    pub(crate) by_owner: Chains,
+    /// (namespace, pod name) → the slots of that pod's interfaces.
+    pub(crate) by_pod: Chains,
+    pub(crate) live: usize,
     pub(crate) macs: FastMap<Mac, u32>,
 }
 
@@ -119,18 +126,18 @@ fn check_range(what: &str, r: &AddrRange) -> Result<(), IpamError> {
     Ok(())
 }
 
-/// The slots of each pod's interfaces, so deleting a pod is not a scan of every owner: per
-/// pod-key hash the first slot, then a chain through `next` (no allocation per pod). Pods
-/// whose keys collide share a chain; readers compare the owner.
+/// Slots grouped by a 64-bit key: per key the first slot, then a chain through `next` (no
+/// allocation per entry). Keys are hashes: entries whose hashes collide share a chain, and
+/// readers compare the real key.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PodIndex {
+pub(crate) struct Chains {
     heads: FastMap<u64, u32>,
     next: Vec<u32>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
 
-impl PodIndex {
+impl Chains {
     pub(crate) fn link(&mut self, key: u64, id: u32) {
         let idx = id as usize;
         if self.next.len() <= idx {
@@ -162,20 +169,47 @@ impl PodIndex {
         }
     }
 
-    pub(crate) fn ids(&self, key: u64) -> Vec<u32> {
-        let mut out = Vec::new();
+    pub(crate) fn for_each(&self, key: u64, mut f: impl FnMut(u32)) {
         let mut cur = self.heads.get(&key).copied().unwrap_or(NO_SLOT);
         while cur != NO_SLOT {
-            out.push(cur);
+            f(cur);
             cur = self.next.get(cur as usize).copied().unwrap_or(NO_SLOT);
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ids(&self, key: u64) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.for_each(key, |id| out.push(id));
         out
     }
 }
 
-/// Key of a pod (all its interfaces) in `Ipam::by_pod`.
-pub(crate) fn pod_key(namespace: &str, name: &str) -> u64 {
-    stable_hash(1, &[namespace, name])
+impl Ipam {
+    pub(crate) fn owner_key(&self, owner: &OwnerKey) -> u64 {
+        self.hasher.hash_one(owner)
+    }
+
+    pub(crate) fn pod_key(&self, namespace: &str, name: &str) -> u64 {
+        self.hasher.hash_one((namespace, name))
+    }
+
+    /// The slot holding `owner`'s allocation.
+    pub(crate) fn owner_slot(&self, owner: &OwnerKey) -> Option<u32> {
+        let mut found = None;
+        self.by_owner.for_each(self.owner_key(owner), |id| {
+            if found.is_none()
+                && self
+                    .slots
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|a| a.owner == *owner)
+            {
+                found = Some(id);
+            }
+        });
+        found
+    }
 }
 
 /// Per family: requested static address, if any.
@@ -211,8 +245,10 @@ impl Ipam {
             pool_subnet: FastMap::default(),
             slots: Vec::new(),
             vacant: Vec::new(),
-            by_owner: FastMap::default(),
-            by_pod: PodIndex::default(),
+            hasher: FastState::default(),
+            by_owner: Chains::default(),
+            by_pod: Chains::default(),
+            live: 0,
             macs: FastMap::default(),
         }
     }
@@ -403,7 +439,7 @@ impl Ipam {
             return Err(IpamError::MacNotUnicast { mac });
         }
 
-        if let Some(&id) = self.by_owner.get(&req.owner)
+        if let Some(id) = self.owner_slot(&req.owner)
             && let Some(held) = self.slots.get(id as usize).cloned().flatten()
         {
             if self.satisfies(state, &held, &statics, slot, req) {
@@ -424,11 +460,13 @@ impl Ipam {
 
     /// Releases everything `owner` holds; returns what it held.
     pub fn release(&mut self, owner: &OwnerKey) -> Option<Allocation> {
-        let id = self.by_owner.remove(owner)?;
+        let id = self.owner_slot(owner)?;
         let alloc = self.slots.get_mut(id as usize)?.take()?;
         self.vacant.push(id);
+        self.live -= 1;
+        self.by_owner.unlink(self.owner_key(owner), id);
         self.by_pod
-            .unlink(pod_key(&owner.namespace, &owner.name), id);
+            .unlink(self.pod_key(&owner.namespace, &owner.name), id);
         if self.macs.get(&alloc.mac) == Some(&id) {
             self.macs.remove(&alloc.mac);
         }
@@ -445,7 +483,9 @@ impl Ipam {
 
     /// Releases every interface of a pod (all providers of `namespace/name`).
     pub fn release_pod(&mut self, namespace: &str, name: &str) -> Vec<Allocation> {
-        let ids = self.by_pod.ids(pod_key(namespace, name));
+        let mut ids = Vec::new();
+        self.by_pod
+            .for_each(self.pod_key(namespace, name), |id| ids.push(id));
         let mut owners: Vec<OwnerKey> = ids
             .iter()
             .filter_map(|&id| self.slots.get(id as usize)?.as_ref())
@@ -458,7 +498,7 @@ impl Ipam {
 
     /// What `owner` holds.
     pub fn allocation(&self, owner: &OwnerKey) -> Option<&Allocation> {
-        let id = *self.by_owner.get(owner)?;
+        let id = self.owner_slot(owner)?;
         self.slots.get(id as usize)?.as_ref()
     }
 
@@ -481,11 +521,11 @@ impl Ipam {
     }
 
     pub fn len(&self) -> usize {
-        self.by_owner.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_owner.is_empty()
+        self.live == 0
     }
 
     /// Every allocation as a recovery record, sorted (what [`Ipam::rebuild`] takes back).
@@ -602,7 +642,7 @@ impl Ipam {
         if req.candidate_ips.is_empty() {
             return Ok(());
         }
-        let me = self.by_owner.get(&req.owner).copied();
+        let me = self.owner_slot(&req.owner);
         let held = me
             .and_then(|id| self.slots.get(id as usize))
             .and_then(Option::as_ref)
@@ -806,9 +846,10 @@ impl Ipam {
             self.slots.push(None);
         }
         self.macs.insert(alloc.mac, id);
-        self.by_owner.insert(alloc.owner.clone(), id);
+        self.by_owner.link(self.owner_key(&alloc.owner), id);
         self.by_pod
-            .link(pod_key(&alloc.owner.namespace, &alloc.owner.name), id);
+            .link(self.pod_key(&alloc.owner.namespace, &alloc.owner.name), id);
+        self.live += 1;
         self.slots[idx] = Some(alloc);
     }
 
@@ -938,7 +979,7 @@ mod tests {
 
     #[test]
     fn pod_index_chains_and_unlinks_anywhere() {
-        let mut idx = PodIndex::default();
+        let mut idx = Chains::default();
         for id in [1, 2, 3] {
             idx.link(7, id);
         }

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
-use super::allocator::{Ipam, pod_key};
+use super::allocator::{Chains, Ipam};
 use super::error::IpamError;
 use super::family::to_u128;
 use super::fasthash::{FastMap, FastState};
@@ -106,11 +106,16 @@ impl Ipam {
         // Processing order: source precedence, then a process-independent hash of the owner
         // (cheap to sort 100k+ records by; it keeps one owner's records together), then the
         // full record. Exact duplicates end up adjacent and merge silently below.
-        let mut order: Vec<(u8, u64, u32)> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.source as u8, stable_owner_hash(0, &r.owner), i as u32))
-            .collect();
+        // The index keys are computed in the same pass, while each record's strings are hot.
+        let mut index_keys: Vec<(u64, u64)> = Vec::with_capacity(records.len());
+        let mut order: Vec<(u8, u64, u32)> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            index_keys.push((
+                ipam.owner_key(&r.owner),
+                ipam.pod_key(&r.owner.namespace, &r.owner.name),
+            ));
+            order.push((r.source as u8, stable_owner_hash(0, &r.owner), i as u32));
+        }
         order.sort_unstable_by(|x, y| {
             (x.0, x.1)
                 .cmp(&(y.0, y.1))
@@ -120,8 +125,8 @@ impl Ipam {
         let mut conflicts: Vec<Conflict> = Vec::new();
         let mut pending: Vec<Allocation> = Vec::with_capacity(records.len());
         let mut mac_todo: Vec<(u32, MacTodo)> = Vec::new();
-        let mut by_owner: FastMap<OwnerKey, u32> =
-            FastMap::with_capacity_and_hasher(records.len(), FastState::default());
+        let mut by_owner = Chains::default();
+        let mut by_pod = Chains::default();
         let mut macs: FastMap<Mac, u32> =
             FastMap::with_capacity_and_hasher(records.len(), FastState::default());
         // A placeholder until the real MAC is chosen; never stored as a claim.
@@ -136,7 +141,14 @@ impl Ipam {
                 });
                 continue;
             };
-            if let Some(&id) = by_owner.get(&record.owner) {
+            let (owner_key, pod_key) = index_keys[i as usize];
+            let mut seen = None;
+            by_owner.for_each(owner_key, |id| {
+                if seen.is_none() && pending[id as usize].owner == record.owner {
+                    seen = Some(id);
+                }
+            });
+            if let Some(id) = seen {
                 let kept = &pending[id as usize];
                 if !agrees(kept, &record, unset) {
                     conflicts.push(Conflict::OwnerRecordsDisagree {
@@ -260,7 +272,8 @@ impl Ipam {
                     }
                 },
             };
-            by_owner.insert(record.owner.clone(), id);
+            by_owner.link(owner_key, id);
+            by_pod.link(pod_key, id);
             let alloc = Allocation {
                 owner: record.owner,
                 subnet: record.subnet,
@@ -276,10 +289,8 @@ impl Ipam {
 
         ipam.macs = macs;
         ipam.by_owner = by_owner;
-        for (id, a) in pending.iter().enumerate() {
-            ipam.by_pod
-                .link(pod_key(&a.owner.namespace, &a.owner.name), id as u32);
-        }
+        ipam.by_pod = by_pod;
+        ipam.live = pending.len();
         for (id, todo) in mac_todo {
             // 2^40 candidates per owner: exhaustion is not a realistic outcome.
             let alloc = &pending[id as usize];
