@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod dpdk;
 pub mod ethtool;
 pub mod netns;
 pub mod ovs;
 pub mod plumbing;
+pub mod profile;
 pub mod server;
 pub mod types;
 

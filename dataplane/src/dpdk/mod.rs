@@ -1,0 +1,4 @@
+//! The DPDK profile of the node agent: OVS-DPDK node configuration ([`config`]) and vhost-user
+//! pod attachments ([`vhost`]).
+
+pub mod config;
