@@ -340,8 +340,11 @@ impl ReplicaData {
         n
     }
 
-    fn table_schema(&self, table: &str) -> Result<&TableSchema, ReplicaError> {
-        self.schema.table(table).ok_or_else(|| ReplicaError {
+    fn table_schema_in<'s>(
+        schema: &'s DatabaseSchema,
+        table: &str,
+    ) -> Result<&'s TableSchema, ReplicaError> {
+        schema.table(table).ok_or_else(|| ReplicaError {
             table: table.to_owned(),
             row: None,
             column: None,
@@ -360,25 +363,19 @@ impl ReplicaData {
         let Value::Object(cols) = json else {
             return Err(err(None, format!("row is not an object: {json}")));
         };
-        let mut decoded = Vec::with_capacity(cols.len());
-        {
-            let ts = self.table_schema(table)?;
-            for (name, v) in cols {
-                let Some(cs) = ts.column(name) else {
-                    // `_version` and columns of a newer schema are not ours to keep.
-                    continue;
-                };
-                let d = cs
-                    .ty
-                    .decode(v)
-                    .map_err(|e| err(Some(name), e.to_string()))?;
-                decoded.push((name.clone(), d));
-            }
-        }
+        let schema = self.schema.clone();
+        let ts = Self::table_schema_in(&schema, table)?;
         let mut row = Row::new();
-        for (name, d) in decoded {
-            let key = self.intern(&name);
-            row.insert(key, d);
+        for (name, v) in cols {
+            let Some(cs) = ts.column(name) else {
+                // `_version` and columns of a newer schema are not ours to keep.
+                continue;
+            };
+            let d = cs
+                .ty
+                .decode(v)
+                .map_err(|e| err(Some(name), e.to_string()))?;
+            row.insert(self.intern(name), d);
         }
         Ok(row)
     }
@@ -403,7 +400,7 @@ impl ReplicaData {
         let mut row = old.clone();
         let mut changed = Vec::with_capacity(cols.len());
         {
-            let ts = self.table_schema(table)?;
+            let ts = Self::table_schema_in(&self.schema, table)?;
             for (name, v) in cols {
                 let Some(cs) = ts.column(name) else { continue };
                 let d = cs
@@ -429,23 +426,21 @@ impl ReplicaData {
     fn set_row(&mut self, table: &str, uuid: Uuid, new: Option<Row>) -> Option<RowChange> {
         let key = self.intern(table);
         let rows = self.tables.entry(key.clone()).or_default();
+        let new = new.map(Arc::new);
         let old = match &new {
-            Some(r) => rows.insert(uuid, Arc::new(r.clone())),
+            Some(r) => rows.insert(uuid, r.clone()),
             None => rows.remove(&uuid),
         };
-        if old.is_none() && new.is_none() {
-            return None;
-        }
-        if let (Some(o), Some(n)) = (&old, &new)
-            && o.as_ref() == n
-        {
-            return None;
+        match (&old, &new) {
+            (None, None) => return None,
+            (Some(o), Some(n)) if o == n => return None,
+            _ => {}
         }
         Some(RowChange {
             table: key,
             uuid,
             old,
-            new: rows.get(&uuid).cloned().filter(|_| new.is_some()),
+            new,
         })
     }
 
