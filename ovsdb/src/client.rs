@@ -579,7 +579,22 @@ async fn connect_once(
 
 /// Connects to one member and decides whether it may be used. Returns (conn, notes, clustered).
 async fn probe_member(inner: &Inner, remote: &Remote) -> Result<(Connection, Notifications, bool)> {
-    let (conn, notes) = Connection::connect(remote, &inner.options.connection).await?;
+    // A black-holed TCP peer would otherwise hold the whole rotation for minutes.
+    let limit = inner.options.connect_timeout.min(Duration::from_secs(10));
+    let (conn, notes) = match tokio::time::timeout(
+        limit,
+        Connection::connect(remote, &inner.options.connection),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Connect {
+                remote: remote.to_string(),
+                reason: format!("no connection within {limit:?}"),
+            });
+        }
+    };
     let reply = conn
         .call_timeout(
             "transact",
