@@ -106,6 +106,10 @@ pub struct Controller {
     ipam: Option<Ipam>,
     files: StateFiles,
     last_plan: Option<NbPlan>,
+    /// Allocations found outside the state directory (a cluster's pod annotations), added to
+    /// the first pass's recovery.
+    adopted: Vec<crate::ipam::ExistingAllocation>,
+    last_records: Vec<AllocationRecord>,
 }
 
 impl Controller {
@@ -119,6 +123,8 @@ impl Controller {
             ipam: None,
             files,
             last_plan: None,
+            adopted: Vec::new(),
+            last_records: Vec::new(),
         })
     }
 
@@ -130,6 +136,17 @@ impl Controller {
     /// The plan of the last pass.
     pub fn last_plan(&self) -> Option<&NbPlan> {
         self.last_plan.as_ref()
+    }
+
+    /// Adds allocations found elsewhere (pods annotated `allocated=true` in a cluster) to the
+    /// recovery of the first pass. No effect after the first pass.
+    pub fn adopt(&mut self, existing: Vec<crate::ipam::ExistingAllocation>) {
+        self.adopted.extend(existing);
+    }
+
+    /// The allocation records of the last pass (what a cluster source writes back to pods).
+    pub fn last_records(&self) -> &[AllocationRecord] {
+        &self.last_records
     }
 
     /// One pass over the manifest directory.
@@ -165,6 +182,7 @@ impl Controller {
                 report.issues.extend(bad);
                 let mut existing: Vec<_> = records.iter().filter_map(|r| r.to_existing()).collect();
                 existing.extend(recover::nb_records(&self.nb.snapshot()));
+                existing.append(&mut self.adopted);
                 let n = existing.len();
                 let Recovery {
                     ipam,
@@ -202,6 +220,7 @@ impl Controller {
         let st = self.files.sync(&records)?;
         report.records_written = st.written;
         report.records_removed = st.removed;
+        self.last_records = records;
 
         let desired = desired::desired(&cluster, &allocated);
         let planned = plan::plan(&desired);

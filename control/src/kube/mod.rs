@@ -1,0 +1,27 @@
+//! The controller's cluster source: kube-rs watchers feed the same reconcile path as the lab's
+//! manifest source ([`crate::controller::Controller::pass_with`]), allocations are written back
+//! to pods, nodes and subnet statuses as Kube-OVN does, and a Lease elects the one controller
+//! that writes. See `docs/controller-kube.md`.
+//!
+//! - [`store`]: watcher events → the desired-state snapshot (a [`crate::manifest::Manifest`]);
+//!   relists replace, deletes are never lost;
+//! - [`writeback`]: the merge patches a pass calls for (pure) and the writer; recovery of
+//!   existing allocations from `allocated=true` annotations;
+//! - [`lease`]: leader election, a pure state machine with an injected clock plus the shell;
+//! - [`run`]: the loop (watch → debounce → pass → write back) and its options.
+
+pub mod lease;
+pub mod run;
+pub mod store;
+pub mod writeback;
+
+pub use lease::{Clock, Elector, LeaseConfig, LeaseLock, LeaseRecord, TokioClock};
+pub use run::{Debounce, KubeError, KubeOptions, Stats, run, watch_all};
+pub use store::{Change, ClusterStore, Kind};
+pub use writeback::{PlannedWrite, Target, Writer, existing_allocations, plan_writes};
+
+/// A client from the environment: in-cluster service account, or `KUBECONFIG` /
+/// `~/.kube/config`.
+pub async fn client_from_env() -> Result<kube::Client, kube::Error> {
+    kube::Client::try_default().await
+}

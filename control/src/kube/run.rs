@@ -1,0 +1,384 @@
+//! The cluster source's loop: watchers → store → (debounced, leader only) one reconcile pass
+//! through the same [`Controller::pass_with`] the manifest mode uses → write-back.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use crate::api::nad::NetworkAttachmentDefinition;
+use crate::controller::{Controller, ControllerOptions};
+use crate::manifest::Object;
+
+use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
+use super::store::{Change, ClusterStore, Kind};
+use super::writeback::{Writer, existing_allocations, plan_writes};
+
+/// Settings of the cluster source.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// The reconcile core's settings (NB remote, state directory, batch, MAC seed, defaults).
+    pub controller: ControllerOptions,
+    /// Leader election; `None`: this process always leads (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// A pass starts once no event came for this long ...
+    pub debounce: Duration,
+    /// ... or this long after the first event of a burst, whichever is first.
+    pub max_delay: Duration,
+    /// A full pass this often even without events (repairs NB drift).
+    pub resync: Duration,
+    /// The kinds watched (all by default).
+    pub kinds: Vec<Kind>,
+}
+
+impl KubeOptions {
+    pub fn new(controller: ControllerOptions) -> Self {
+        KubeOptions {
+            controller,
+            lease: None,
+            debounce: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            resync: Duration::from_secs(300),
+            kinds: Kind::ALL.to_vec(),
+        }
+    }
+}
+
+/// What the source has done so far (published after every step, for tests and metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub leader: bool,
+    /// Every watched kind has been listed.
+    pub ready: bool,
+    pub events: u64,
+    /// (Re)lists started, over all kinds.
+    pub relists: u64,
+    pub passes: u64,
+    pub failed_passes: u64,
+    pub pods_patched: u64,
+    pub nodes_patched: u64,
+    pub subnets_patched: u64,
+    pub write_failures: u64,
+    /// Writes planned by the last pass.
+    pub last_pass_writes: usize,
+    pub last_issues: Vec<String>,
+    /// The store generation the last pass saw.
+    pub last_generation: u64,
+}
+
+/// Collapses a burst of events into one pass: the deadline is `quiet` after the last event,
+/// but never later than `max_delay` after the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Debounce {
+    quiet: Duration,
+    max_delay: Duration,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounce {
+    pub fn new(quiet: Duration, max_delay: Duration) -> Self {
+        Debounce {
+            quiet,
+            max_delay,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Something changed at `now`.
+    pub fn touch(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// When the pass is due (`None`: nothing pending).
+    pub fn deadline(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        Some((last + self.quiet).min(first + self.max_delay))
+    }
+
+    pub fn clear(&mut self) {
+        self.first = None;
+        self.last = None;
+    }
+}
+
+fn kind_stream<K>(
+    client: &Client,
+    kind: Kind,
+    to_object: fn(K) -> Object,
+) -> BoxStream<'static, Change>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |r| async move {
+            match r {
+                Ok(ev) => Some(Change::from_event(kind, ev, to_object)),
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                    tracing::warn!(
+                        kind = kind.name(),
+                        "not served by the apiserver (CRD not installed?): treated as empty"
+                    );
+                    Some(Change::Absent(kind))
+                }
+                Err(e) => {
+                    // The watcher recovers by itself (re-watch, or relist after 410 Gone).
+                    tracing::warn!(kind = kind.name(), "watch: {e}");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+/// One merged stream of every watched kind's changes.
+pub fn watch_all(client: &Client, kinds: &[Kind]) -> impl Stream<Item = Change> + Send + 'static {
+    let streams: Vec<BoxStream<'static, Change>> = kinds
+        .iter()
+        .map(|&kind| match kind {
+            Kind::Namespace => {
+                kind_stream::<Namespace>(client, kind, |o| Object::Namespace(Box::new(o)))
+            }
+            Kind::Pod => kind_stream::<Pod>(client, kind, |o| Object::Pod(Box::new(o))),
+            Kind::Node => kind_stream::<Node>(client, kind, |o| Object::Node(Box::new(o))),
+            Kind::NetworkAttachmentDefinition => {
+                kind_stream::<NetworkAttachmentDefinition>(client, kind, |o| {
+                    Object::NetworkAttachmentDefinition(Box::new(o))
+                })
+            }
+            Kind::Subnet => kind_stream::<Subnet>(client, kind, |o| Object::Subnet(Box::new(o))),
+            Kind::Vpc => kind_stream::<Vpc>(client, kind, |o| Object::Vpc(Box::new(o))),
+            Kind::Ip => kind_stream::<Ip>(client, kind, |o| Object::Ip(Box::new(o))),
+            Kind::IpPool => kind_stream::<IpPool>(client, kind, |o| Object::IpPool(Box::new(o))),
+            Kind::Vlan => kind_stream::<Vlan>(client, kind, |o| Object::Vlan(Box::new(o))),
+            Kind::ProviderNetwork => kind_stream::<ProviderNetwork>(client, kind, |o| {
+                Object::ProviderNetwork(Box::new(o))
+            }),
+        })
+        .collect();
+    futures::stream::select_all(streams)
+}
+
+/// Why the source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("every watch stream ended")]
+    WatchesEnded,
+}
+
+struct Source {
+    opts: KubeOptions,
+    store: ClusterStore,
+    writer: Writer,
+    controller: Option<Controller>,
+    stats: Stats,
+}
+
+impl Source {
+    /// One pass (we lead and the store is complete): allocate/plan/apply, then write back.
+    async fn pass(&mut self, leader: &watch::Receiver<bool>) {
+        if self.controller.is_none() {
+            match Controller::connect(self.opts.controller.clone()).await {
+                Ok(mut c) => {
+                    // A new leader (or a restart) starts from what the cluster carries.
+                    c.adopt(existing_allocations(&self.store));
+                    self.controller = Some(c);
+                }
+                Err(e) => {
+                    tracing::error!("connecting to the NB: {e}");
+                    self.stats.failed_passes += 1;
+                    return;
+                }
+            }
+        }
+        let Some(ctl) = self.controller.as_mut() else {
+            return;
+        };
+        let generation = self.store.generation();
+        let manifest = self.store.to_manifest();
+        let report = match ctl.pass_with(&manifest).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("pass failed: {e}");
+                self.stats.failed_passes += 1;
+                return;
+            }
+        };
+        self.stats.passes += 1;
+        self.stats.last_generation = generation;
+        for issue in &report.issues {
+            tracing::warn!("{issue}");
+        }
+        if !*leader.borrow() {
+            // Lost the lease during the pass: the new leader writes back.
+            return;
+        }
+        let now = Time(Timestamp::now());
+        let writes = plan_writes(
+            &self.store,
+            ctl.last_records(),
+            |s| ctl.ipam().and_then(|i| i.counts(s)),
+            &report.issues,
+            true,
+            &now,
+        );
+        self.stats.last_pass_writes = writes.len();
+        self.stats.last_issues = report.issues.clone();
+        if writes.is_empty() {
+            return;
+        }
+        let sent = self.writer.send(&writes).await;
+        self.stats.pods_patched += sent.pods_patched as u64;
+        self.stats.nodes_patched += sent.nodes_patched as u64;
+        self.stats.subnets_patched += sent.subnets_patched as u64;
+        self.stats.write_failures += sent.failures.len() as u64;
+        for f in &sent.failures {
+            tracing::warn!("write-back: {f}");
+        }
+        // The answers are newer than what the watch delivered so far; their echo is then a
+        // no-op instead of another pass.
+        for o in sent.updated {
+            self.store.apply(Change::Applied(o));
+        }
+    }
+}
+
+/// Runs the cluster source until `shutdown` resolves: watches every kind, elects a leader (if
+/// configured), and while leading reconciles after every burst of changes (and every
+/// `resync`), writing allocations back to pods, nodes and subnet statuses. `stats` is updated
+/// after every step.
+pub async fn run(
+    client: Client,
+    opts: KubeOptions,
+    stats: watch::Sender<Stats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KubeError> {
+    let (leader_tx, mut leader) = watch::channel(opts.lease.is_none());
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    // Without an election the sender stays here, so leadership never changes.
+    let mut always_leader = None;
+    let election = match opts.lease.clone() {
+        Some(cfg) => {
+            let lock = LeaseLock::new(client.clone(), &cfg.namespace, &cfg.name);
+            Some(tokio::spawn(lease::run(
+                lock,
+                cfg,
+                TokioClock::new(),
+                leader_tx,
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => {
+            always_leader = Some(leader_tx);
+            None
+        }
+    };
+
+    let mut changes = Box::pin(watch_all(&client, &opts.kinds));
+    let mut debounce = Debounce::new(opts.debounce, opts.max_delay);
+    let mut resync = tokio::time::interval_at(Instant::now() + opts.resync, opts.resync);
+    let kinds = opts.kinds.clone();
+    let mut src = Source {
+        writer: Writer::new(client),
+        store: ClusterStore::new(),
+        controller: None,
+        stats: Stats {
+            leader: *leader.borrow(),
+            ..Stats::default()
+        },
+        opts,
+    };
+    tokio::pin!(shutdown);
+    let result = loop {
+        let deadline = debounce.deadline();
+        tokio::select! {
+            change = changes.next() => {
+                let Some(change) = change else { break Err(KubeError::WatchesEnded) };
+                src.stats.events += 1;
+                if matches!(change, Change::Init(_)) {
+                    src.stats.relists += 1;
+                }
+                let was_ready = src.store.ready(&kinds);
+                let changed = src.store.apply(change);
+                src.stats.ready = src.store.ready(&kinds);
+                if changed || (src.stats.ready && !was_ready) {
+                    debounce.touch(Instant::now());
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                debounce.clear();
+                if src.stats.ready && *leader.borrow() {
+                    src.pass(&leader).await;
+                }
+            }
+            r = leader.changed() => {
+                if r.is_err() {
+                    // The election task ended; without it we must not write.
+                    src.stats.leader = false;
+                    src.controller = None;
+                    let _ = stats.send(src.stats.clone());
+                    break Ok(());
+                }
+                let leading = *leader.borrow_and_update();
+                src.stats.leader = leading;
+                if leading {
+                    debounce.touch(Instant::now());
+                } else {
+                    // Lost the lease: forget the IPAM; the next term rebuilds it from the
+                    // cluster, which the other leader may have changed meanwhile.
+                    src.controller = None;
+                }
+            }
+            _ = resync.tick() => debounce.touch(Instant::now()),
+            _ = &mut shutdown => break Ok(()),
+        }
+        stats.send_replace(src.stats.clone());
+    };
+    let _ = stop_tx.send(true);
+    drop(always_leader);
+    if let Some(task) = election {
+        let _ = task.await;
+    }
+    stats.send_replace(src.stats.clone());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debounce_waits_for_quiet_but_not_forever() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Debounce::new(ms(200), ms(1000));
+        assert_eq!(d.deadline(), None);
+        d.touch(t0);
+        assert_eq!(d.deadline(), Some(t0 + ms(200)));
+        d.touch(t0 + ms(150));
+        assert_eq!(d.deadline(), Some(t0 + ms(350)));
+        // A steady trickle of events cannot postpone the pass past max_delay.
+        for i in 0..20 {
+            d.touch(t0 + ms(100 * i));
+        }
+        assert_eq!(d.deadline(), Some(t0 + ms(1000)));
+        d.clear();
+        assert_eq!(d.deadline(), None);
+    }
+}
