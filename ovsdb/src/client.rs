@@ -601,7 +601,7 @@ async fn probe_member(inner: &Inner, remote: &Remote) -> Result<(Connection, Not
             json!(["_Server", {"op": "select", "table": "Database",
                 "where": [["name", "==", inner.database]],
                 "columns": ["name", "model", "connected", "leader", "cid", "sid", "index"]}]),
-            Duration::from_secs(10),
+            probe_call_limit(&inner.options),
         )
         .await?;
     let rows: Vec<ServerDbRow> = reply
@@ -627,6 +627,17 @@ async fn probe_member(inner: &Inner, remote: &Remote) -> Result<(Connection, Not
             })
         }
     }
+}
+
+/// How long the leader probe may take: a frozen server accepts connections but never answers.
+fn probe_call_limit(options: &ClientOptions) -> Duration {
+    let probe = options
+        .connection
+        .probe_interval
+        .map_or(Duration::from_secs(10), |p| p * 2);
+    probe
+        .max(Duration::from_secs(1))
+        .min(Duration::from_secs(10))
 }
 
 /// Looks at `_Server.Database` update2 rows for ours: false once it is no longer usable.

@@ -372,6 +372,25 @@ impl OvsdbServer {
         }
     }
 
+    /// Stops the server process (SIGSTOP): it keeps its sockets but answers nothing, like a
+    /// hung or partitioned peer.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| TestkitError::Io {
+            what: format!("signal {sig}"),
+            reason: "server not running".into(),
+        })?;
+        run("kill", &[sig, &pid.to_string()]).map(drop)
+    }
+
     /// Kills (if running) and starts again on the same database, socket and TCP port.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();

@@ -919,3 +919,40 @@ async fn dropping_a_replica_cancels_its_monitor() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A hung server (SIGSTOP) is detected by our inactivity probe; once it resumes the client
+/// reconnects on its own and the replica catches up.
+#[tokio::test]
+async fn hung_server_is_declared_dead_and_recovered_from() {
+    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let opts = ClientOptions {
+        connection: ConnectionOptions {
+            probe_interval: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let c = Client::connect(&server.remote(), NB, opts).await.unwrap();
+    let replica = c
+        .replica(MonitorSpec::new().table_columns("Logical_Switch", &["name"]))
+        .await
+        .unwrap();
+    let conn = c.connection().await.unwrap();
+    server.freeze().unwrap();
+    let err = tokio::time::timeout(T, conn.closed()).await.unwrap();
+    server.thaw().unwrap();
+    assert!(matches!(err, Error::ProbeTimeout { .. }), "{err:?}");
+    assert!(conn.stats().probes_sent >= 1);
+    c.transact(
+        &Transaction::new(NB).with(Operation::insert("Logical_Switch").with("name", "back")),
+    )
+    .await
+    .unwrap();
+    replica
+        .wait_for(T, |d| (d.len("Logical_Switch") == 1).then_some(()))
+        .await
+        .unwrap();
+    assert!(c.connection_count() >= 2);
+}
