@@ -57,6 +57,17 @@ pub fn rte_errno() -> i32 {
     unsafe { sys::ferrovn_rte_errno() }
 }
 
+/// Registers the calling (non-EAL) thread with DPDK so it gets an lcore id, hence mempool
+/// caches; returns that id. Failing is not fatal: the thread then works without a cache.
+/// Only meaningful once EAL runs (before, it fails and returns `None`).
+pub fn register_current_thread() -> Option<u32> {
+    if !EAL_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: EAL is initialised (checked above); registration concerns only this thread.
+    unsafe { (sys::rte_thread_register() == 0).then(|| sys::rte_lcore_id()) }
+}
+
 static EAL_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Proof that the EAL runs in this process. Dropping it does not tear the EAL down: call
@@ -92,13 +103,6 @@ impl Eal {
             });
         }
         Ok(Eal { _private: () })
-    }
-
-    /// Registers the calling (non-EAL) thread with DPDK so it gets an lcore id and mempool
-    /// caches. Failing is not fatal: the thread then works without a per-lcore cache.
-    pub fn register_thread(&self) -> bool {
-        // SAFETY: callable from any thread after rte_eal_init.
-        unsafe { sys::rte_thread_register() == 0 }
     }
 
     /// `rte_eal_cleanup`: releases EAL resources. No DPDK call may follow.

@@ -205,12 +205,13 @@ impl Helper {
         let mut workers: Vec<Worker> = Vec::new();
         for &core in &config.cores {
             // Registration gives the worker an lcore id, hence a mempool cache.
-            let registered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = std::sync::Arc::clone(&registered);
-            let reg = move || {
-                // SAFETY: EAL is initialised (we hold an `Eal`); registration is per thread.
-                let ok = unsafe { ferrovn_dpdk_sys::rte_thread_register() } == 0;
-                flag.store(ok, std::sync::atomic::Ordering::Release);
+            let reg = move || match crate::dpdk::register_current_thread() {
+                Some(lcore) => tracing::debug!(core, lcore, "relay worker registered with DPDK"),
+                None => tracing::warn!(
+                    core,
+                    errno = crate::dpdk::rte_errno(),
+                    "rte_thread_register failed: this worker runs without a mempool cache"
+                ),
             };
             match Worker::spawn(core, config.idle_sleep, reg) {
                 Ok(w) => workers.push(w),
