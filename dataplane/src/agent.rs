@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub allocation_timeout: Duration,
     /// How long ADD waits for `ovn-installed`.
     pub install_timeout: Duration,
+    /// vhost-user attachments (DPDK profile): see [`crate::dpdk::vhost`].
+    pub vhost: crate::dpdk::vhost::VhostConfig,
 }
 
 /// Kube-OVN's logical switch port name: `<pod>.<namespace>`, plus `.<provider>` for secondary
@@ -157,6 +159,14 @@ fn ovs_err(e: OvsError) -> CniError {
         ),
         other => err(agent_code::OVS_FAILED, "node OVS database failed", other),
     }
+}
+
+fn plumb_like(e: crate::dpdk::vhost::VhostError) -> CniError {
+    err(
+        agent_code::PLUMBING_FAILED,
+        "plumbing the vhost-user attachment failed",
+        e,
+    )
 }
 
 fn plumb_err(e: PlumbError) -> CniError {
@@ -298,6 +308,11 @@ impl<A: AllocationSource> Agent<A> {
         let provider = Self::provider_of(r);
         let a = self.wait_allocation(&pod, &provider).await?;
         let mtu = r.mtu.unwrap_or(self.cfg.default_mtu);
+        if let Some(vu) = &r.vhost_user {
+            return self
+                .add_vhost_user(r, vu, &netns, &pod, &provider, &a, mtu)
+                .await;
+        }
         let spec = VethSpec {
             container_id: r.container_id.clone(),
             pod_netns: PathBuf::from(&netns),
@@ -311,7 +326,11 @@ impl<A: AllocationSource> Agent<A> {
         };
         spec.validate()
             .map_err(|e| err(code::INVALID_NETCONF, "invalid pod interface request", e))?;
+        let t_plumb = Instant::now();
         let made = plumbing::plumb_veth(spec).await.map_err(plumb_err)?;
+        let plumb_ms = t_plumb.elapsed().as_millis() as u64;
+        let t_port = Instant::now();
+        let mut port_ms = 0;
         let lsp = lsp_name(&pod, &provider);
         let port = self.pod_port(
             r,
@@ -327,6 +346,7 @@ impl<A: AllocationSource> Agent<A> {
                 .add_port(&self.cfg.node.bridge, &port)
                 .await
                 .map_err(ovs_err)?;
+            port_ms = t_port.elapsed().as_millis() as u64;
             self.ovs
                 .wait_ovn_installed(&made.host_ifname, &lsp, self.cfg.install_timeout)
                 .await
@@ -344,8 +364,97 @@ impl<A: AllocationSource> Agent<A> {
             .await;
             return Err(e);
         }
-        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), lsp, port = %made.host_ifname, "pod attached");
+        tracing::info!(
+            pod = %format!("{}/{}", pod.namespace, pod.name),
+            lsp,
+            port = %made.host_ifname,
+            plumb_ms,
+            port_ms,
+            installed_ms = (t_port.elapsed().as_millis() as u64).saturating_sub(port_ms),
+            "pod attached"
+        );
         Ok(cni_result(&made.host_ifname, &r.ifname, &netns, mtu, &a))
+    }
+
+    /// vhost-user ADD (see [`crate::dpdk::vhost`]): a `dpdkvhostuserclient` port on OVS-DPDK,
+    /// ready when OVN installed it (not when the pod's app connects: it starts after ADD).
+    #[allow(clippy::too_many_arguments)]
+    async fn add_vhost_user(
+        &self,
+        r: &AttachmentRequest,
+        vu: &ferrovn_cni::protocol::VhostUser,
+        netns: &str,
+        pod: &PodRef,
+        provider: &str,
+        a: &PodAllocation,
+        mtu: u32,
+    ) -> Result<CniResult, CniError> {
+        use crate::dpdk::vhost;
+        if vhost::route(self.cfg.profile) == vhost::VhostRoute::Helper {
+            return Err(err(
+                code::UNSUPPORTED_FIELD,
+                "vhost-user attachment on a kernel-profile node",
+                "this node runs the kernel profile; vhost-user pods need a DPDK node (the vhost helper for kernel nodes is not wired in yet)",
+            ));
+        }
+        let req = vhost::VhostRequest {
+            container_id: &r.container_id,
+            ifname: &r.ifname,
+            netns,
+            pod: vhost::PodVolumeRef {
+                namespace: &pod.namespace,
+                name: &pod.name,
+                uid: r.pod.as_ref().and_then(|p| p.uid.as_deref()),
+            },
+            provider,
+            volume: vu.socket_volume_name.as_deref(),
+            socket: vu.socket_name.as_deref(),
+            mtu,
+        };
+        let vcfg = &self.cfg.vhost;
+        let plan = vhost::plan(vcfg, &req, a)
+            .map_err(|e| err(code::INVALID_NETCONF, "invalid vhost-user attachment", e))?;
+        let lsp = lsp_name(pod, provider);
+        let port = vhost::vhost_port(
+            self.pod_port(r, pod, netns, &lsp, a, &plan.port_name, ""),
+            &plan,
+        );
+        let attached = async {
+            vhost::bind_mount_async(
+                plan.volume_dir.clone(),
+                plan.short_dir.clone(),
+                vcfg.host_mount_ns.clone(),
+            )
+            .await
+            .map_err(plumb_like)?;
+            vhost::write_info_file(&plan.volume_dir, &plan.info).map_err(plumb_like)?;
+            if let Some(sink) = &vcfg.annotations {
+                use vhost::PodAnnotator;
+                let ann = vhost::annotations_for(&plan.info).map_err(plumb_like)?;
+                sink.annotate(pod, &ann, &[]).await.map_err(plumb_like)?;
+            }
+            self.ovs
+                .add_port(&self.cfg.node.bridge, &port)
+                .await
+                .map_err(ovs_err)?;
+            self.ovs
+                .wait_ovn_installed(&plan.port_name, &lsp, self.cfg.install_timeout)
+                .await
+                .map_err(ovs_err)
+        }
+        .await;
+        if let Err(e) = attached {
+            let _ = self.ovs.remove_port(&plan.port_name).await;
+            let _ = vhost::unbind_async(plan.short_dir.clone(), vcfg.host_mount_ns.clone()).await;
+            return Err(e);
+        }
+        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), lsp, port = %plan.port_name,
+            socket = %plan.host_socket.display(), "vhost-user pod attached");
+        let mut res = cni_result(&plan.port_name, &r.ifname, netns, mtu, a);
+        if let Some(i) = res.interfaces.get_mut(1) {
+            i.socket_path = Some(plan.host_socket.display().to_string());
+        }
+        Ok(res)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -409,6 +518,13 @@ impl<A: AllocationSource> Agent<A> {
         for rec in self.records_for(key).await? {
             self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
         }
+        // vhost-user: the bind mount (idempotent; nothing there for veth attachments)
+        crate::dpdk::vhost::unbind_async(
+            crate::dpdk::vhost::short_dir(&self.cfg.vhost.dir, &key.container_id, &key.ifname),
+            self.cfg.vhost.host_mount_ns.clone(),
+        )
+        .await
+        .map_err(plumb_like)?;
         plumbing::unplumb_veth(
             self.cfg.host_netns.clone(),
             host_ifname(&key.container_id, &key.ifname),
@@ -436,7 +552,8 @@ impl<A: AllocationSource> Agent<A> {
         let present = plumbing::list_host_veths_async(self.cfg.host_netns.clone())
             .await
             .map_err(plumb_err)?;
-        if !present.iter().any(|(n, _)| n == &rec.name) {
+        if !crate::dpdk::vhost::is_vhost_record(rec) && !present.iter().any(|(n, _)| n == &rec.name)
+        {
             return Err(err(
                 agent_code::PLUMBING_FAILED,
                 "the pod's veth is gone",
@@ -523,7 +640,7 @@ impl<A: AllocationSource> Agent<A> {
                 .collect();
         let mut report = GcReport::default();
         for rec in recs {
-            if present.contains(&rec.name) {
+            if present.contains(&rec.name) || crate::dpdk::vhost::is_live_vhost_record(&rec) {
                 report.kept += 1;
                 continue;
             }
@@ -540,6 +657,16 @@ impl<A: AllocationSource> Agent<A> {
                 .any(|(n, _)| n == &rec.name);
             if still_gone {
                 self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
+                if crate::dpdk::vhost::is_vhost_record(&rec) {
+                    let dir = crate::dpdk::vhost::short_dir(
+                        &self.cfg.vhost.dir,
+                        &key.container_id,
+                        &key.ifname,
+                    );
+                    crate::dpdk::vhost::unbind_async(dir, self.cfg.vhost.host_mount_ns.clone())
+                        .await
+                        .map_err(plumb_like)?;
+                }
                 tracing::info!(port = %rec.name, "GC: removed port of a vanished pod");
                 report.removed.push(rec.name.clone());
             }

@@ -64,6 +64,17 @@ impl HugepagePool {
     pub fn free_mib(&self) -> u64 {
         self.free * self.page_size_kib / 1024
     }
+    pub fn total_mib(&self) -> u64 {
+        self.total * self.page_size_kib / 1024
+    }
+    /// MiB DPDK can count on: free pages, or all of them when OVS-DPDK already holds its share.
+    pub fn usable_mib(&self, ovs_dpdk_initialized: bool) -> u64 {
+        if ovs_dpdk_initialized {
+            self.total_mib()
+        } else {
+            self.free_mib()
+        }
+    }
 }
 
 /// A mounted hugetlbfs and its page size.
@@ -87,6 +98,9 @@ pub struct ProfileInputs {
     pub cpu_flags: BTreeSet<String>,
     /// Whether the DPDK-enabled ovs-vswitchd binary exists on the node.
     pub dpdk_vswitchd_present: bool,
+    /// OVS-DPDK already runs (`Open_vSwitch dpdk_initialized`): the pages it holds are its
+    /// own, so the pool's total (not its free count) is what DPDK has (agent restarts).
+    pub ovs_dpdk_initialized: bool,
 }
 
 /// Why a profile was chosen; the string form is stable (metric label, annotation).
@@ -197,9 +211,10 @@ fn dpdk_feasibility(
     // prefer the largest page size that can hold the whole socket memory
     let mut pools: Vec<&HugepagePool> = inputs.hugepages.iter().collect();
     pools.sort_by_key(|p| std::cmp::Reverse(p.page_size_kib));
+    let held = inputs.ovs_dpdk_initialized;
     let fitting = pools
         .iter()
-        .find(|p| p.free_mib() >= need_mib && p.free > 0);
+        .find(|p| p.usable_mib(held) >= need_mib && p.usable_mib(held) > 0);
     let free_desc = || {
         if pools.is_empty() {
             "no hugepage pools".to_string()
@@ -224,11 +239,23 @@ fn dpdk_feasibility(
                     .find(|m| m.page_size_kib == pool.page_size_kib),
             };
             let Some(mount) = mount else {
+                if cfg.allow_no_huge {
+                    return Ok((
+                        cfg.settings(DpdkMemory::NoHuge {
+                            memory_mib: cfg.no_huge_memory_mib.unwrap_or(1024),
+                        }),
+                        ReasonCode::NoHugeMode,
+                        format!(
+                            "no hugetlbfs mount of {}kB pages: running DPDK WITHOUT hugepages (allow_no_huge), slower",
+                            pool.page_size_kib
+                        ),
+                    ));
+                }
                 return Err((
                     ReasonCode::NoHugetlbfs,
                     format!(
                         "{} MiB of {}kB hugepages free but no hugetlbfs mount with pagesize={}kB{}",
-                        pool.free_mib(),
+                        pool.usable_mib(held),
                         pool.page_size_kib,
                         pool.page_size_kib,
                         cfg.huge_dir
@@ -248,10 +275,15 @@ fn dpdk_feasibility(
                     .unwrap_or_else(|| cfg.socket_mem_mib.clone()),
             };
             let msg = format!(
-                "{need_mib} MiB socket memory on {}kB hugepages at {} ({} MiB free)",
+                "{need_mib} MiB socket memory on {}kB hugepages at {} ({} MiB {})",
                 pool.page_size_kib,
                 mount.path.display(),
-                pool.free_mib()
+                pool.usable_mib(held),
+                if held {
+                    "in the pool, OVS-DPDK running"
+                } else {
+                    "free"
+                }
             );
             Ok((cfg.settings(memory), ReasonCode::Detected, msg))
         }
@@ -608,6 +640,7 @@ pub fn gather_inputs(
     paths: &HostPaths,
     dp_type_label: Option<String>,
     dpdk: Option<DpdkNodeConfig>,
+    ovs_dpdk_initialized: bool,
 ) -> Result<ProfileInputs, ReadError> {
     let hugepages = read_hugepages(&paths.sys, &paths.meminfo)?;
     let default_kib = parse_meminfo_hugepages(&read_text(&paths.meminfo)?)
@@ -622,6 +655,7 @@ pub fn gather_inputs(
         arch: std::env::consts::ARCH.to_string(),
         cpu_flags: read_cpu_flags(&paths.cpuinfo)?,
         dpdk_vswitchd_present: paths.dpdk_vswitchd.is_file(),
+        ovs_dpdk_initialized,
     })
 }
 
@@ -674,7 +708,23 @@ mod tests {
             arch: "x86_64".into(),
             cpu_flags: flags(),
             dpdk_vswitchd_present: true,
+            ovs_dpdk_initialized: false,
         }
+    }
+
+    #[test]
+    fn running_ovs_dpdk_keeps_its_pages() {
+        // OVS-DPDK took the pages: an agent restart must not fall back to kernel
+        let mut i = ok_inputs();
+        i.hugepages[0].free = 0;
+        assert_eq!(
+            select_profile(&i).expect("d").reason,
+            ReasonCode::NoHugepages
+        );
+        i.ovs_dpdk_initialized = true;
+        let d = select_profile(&i).expect("d");
+        assert_eq!(d.profile, NodeProfile::Dpdk, "{}", d.message);
+        assert!(d.message.contains("OVS-DPDK running"), "{}", d.message);
     }
 
     #[test]
@@ -970,7 +1020,7 @@ mod tests {
     fn gather_from_fixture_trees() {
         let d = tempfile::tempdir().expect("tmp");
         let paths = fixture(d.path(), &[(2048, 512, 400), (1048576, 0, 0)], true);
-        let i = gather_inputs(&paths, None, Some(cfg(1))).expect("inputs");
+        let i = gather_inputs(&paths, None, Some(cfg(1)), false).expect("inputs");
         assert_eq!(i.hugepages.len(), 2);
         assert_eq!(i.hugepages[0].free, 400);
         assert_eq!(i.hugetlbfs_mounts.len(), 1);
@@ -982,7 +1032,7 @@ mod tests {
         // no sysfs tree: meminfo fallback
         let d2 = tempfile::tempdir().expect("tmp");
         let paths2 = fixture(d2.path(), &[(2048, 8, 8)], false);
-        let i2 = gather_inputs(&paths2, None, Some(cfg(1))).expect("inputs");
+        let i2 = gather_inputs(&paths2, None, Some(cfg(1)), false).expect("inputs");
         assert_eq!(
             i2.hugepages,
             vec![HugepagePool {
@@ -1001,13 +1051,13 @@ mod tests {
             "lots\n",
         )
         .expect("w");
-        let e = gather_inputs(&paths, None, None).expect_err("bad count");
+        let e = gather_inputs(&paths, None, None, false).expect_err("bad count");
         assert!(e.to_string().contains("free_hugepages"), "{e}");
     }
 
     #[test]
     fn this_machine_reads_without_error() {
-        let i = gather_inputs(&HostPaths::default(), None, None).expect("host facts");
+        let i = gather_inputs(&HostPaths::default(), None, None, false).expect("host facts");
         if std::env::consts::ARCH == "x86_64" {
             assert!(i.cpu_flags.contains("sse2"));
         }
@@ -1036,9 +1086,11 @@ mod tests {
             prop::option::of((0usize..3, any::<bool>(), any::<bool>(), 1u32..4096)),
             prop::collection::btree_set(prop::sample::select(X86_64_DPDK_CPU_FLAGS.to_vec()), 0..9),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(
-                |(label, pools, mounted, dpdk, flags, vswitchd)| ProfileInputs {
+            .prop_map(|(label, pools, mounted, dpdk, flags, vswitchd, held)| {
+                ProfileInputs {
+                    ovs_dpdk_initialized: held,
                     dp_type_label: label,
                     hugetlbfs_mounts: if mounted {
                         pools
@@ -1069,8 +1121,8 @@ mod tests {
                     arch: "x86_64".into(),
                     cpu_flags: flags.into_iter().map(str::to_string).collect(),
                     dpdk_vswitchd_present: vswitchd,
-                },
-            )
+                }
+            })
     }
 
     proptest! {
@@ -1092,7 +1144,7 @@ mod tests {
                         let c = i.dpdk.as_ref().expect("dpdk config");
                         if let Some(DpdkSettings { memory: DpdkMemory::Hugepages { page_size_kib, .. }, .. }) = &d.settings {
                             let pool = i.hugepages.iter().find(|p| p.page_size_kib == *page_size_kib).expect("pool");
-                            prop_assert!(pool.free_mib() >= c.total_socket_mem_mib());
+                            prop_assert!(pool.usable_mib(i.ovs_dpdk_initialized) >= c.total_socket_mem_mib());
                         } else {
                             prop_assert!(c.allow_no_huge);
                         }

@@ -429,6 +429,16 @@ pub struct Node {
 impl Node {
     /// Creates the namespace `netns_name` and starts ovsdb-server + ovs-vswitchd in it.
     pub fn start(netns_name: &str, cfg: &NodeConfig) -> Result<Self, TestbedError> {
+        Self::start_with(netns_name, cfg, |_| Ok(()))
+    }
+
+    /// Like [`Node::start`], running `before_vswitchd` once the database is up and before
+    /// ovs-vswitchd starts (DPDK settings must be in the database by then).
+    pub fn start_with(
+        netns_name: &str,
+        cfg: &NodeConfig,
+        before_vswitchd: impl FnOnce(&Node) -> Result<(), TestbedError>,
+    ) -> Result<Self, TestbedError> {
         let netns = Netns::create(netns_name)?;
         let dir = tempdir("fv-node-")?;
         let mut node = Node {
@@ -460,8 +470,16 @@ impl Node {
                 &format!("other_config:{k}=\"{v}\""),
             ])?;
         }
+        before_vswitchd(&node)?;
         node.start_vswitchd(&cfg.vswitchd)?;
         Ok(node)
+    }
+
+    /// Records an underlay set up by other means (e.g. the agent's DPDK tunnel bridge):
+    /// `underlay_if` is deleted on drop, `encap_ip` goes to the agent.
+    pub fn adopt_underlay(&mut self, underlay_if: &str, encap_ip: &str) {
+        self.underlay_if = Some(underlay_if.to_string());
+        self.encap_ip = Some(encap_ip.to_string());
     }
 
     fn start_vswitchd(&mut self, bin: &Path) -> Result<(), TestbedError> {
@@ -931,48 +949,61 @@ pub fn run_cni(binary: &Path, call: &CniCall<'_>) -> Result<CniOutput, TestbedEr
     })
 }
 
-/// Path of the `ferrovn-cni` plugin binary of this workspace, built on first use with the
-/// same profile as the calling test/bench (`cargo build -p ferrovn-cni --bin ferrovn-cni`).
+/// Path of the `ferrovn-cni` plugin binary of this workspace (built on first use).
 pub fn cni_plugin_binary() -> Result<PathBuf, TestbedError> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            // <target>/<profile>/deps/<test>  or  <target>/<profile>/examples/<bench>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .ok_or("cannot locate the target directory")?
-                .to_path_buf();
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.arg("build")
-                .arg("--quiet")
-                .arg("--manifest-path")
-                .arg(&manifest)
-                .arg("-p")
-                .arg("ferrovn-cni")
-                .arg("--bin")
-                .arg("ferrovn-cni");
-            if release {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo build -p ferrovn-cni failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let bin = profile_dir.join("ferrovn-cni");
-            if bin.exists() {
-                Ok(bin)
-            } else {
-                Err(format!("{} missing after the build", bin.display()))
-            }
-        })
+        .get_or_init(|| build_workspace_binary("ferrovn-cni", "ferrovn-cni"))
         .clone()
         .map_err(TestbedError::Build)
+}
+
+/// Path of the `ferrovn-node` agent binary of this workspace (built on first use; tests of
+/// this crate can use `env!("CARGO_BIN_EXE_ferrovn-node")` instead).
+pub fn agent_binary() -> Result<PathBuf, TestbedError> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_workspace_binary("ferrovn-dataplane", "ferrovn-node"))
+        .clone()
+        .map_err(TestbedError::Build)
+}
+
+/// Builds `bin` of `package` with the profile of the calling test/example
+/// (`cargo build -p <package> --bin <bin>`), returning its path in the shared target dir.
+pub fn build_workspace_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // <target>/<profile>/deps/<test>  or  <target>/<profile>/examples/<example>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory")?
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("-p")
+        .arg(package)
+        .arg("--bin")
+        .arg(bin);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p {package} --bin {bin} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = profile_dir.join(bin);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} missing after the build", path.display()))
+    }
 }

@@ -14,6 +14,8 @@ use ferrovn_dataplane::server;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Profile {
+    /// Decide from the `ovn.kubernetes.io/ovs_dp_type` label and the node (docs/dpdk.md).
+    Auto,
     Kernel,
     Dpdk,
 }
@@ -37,8 +39,31 @@ struct Args {
     /// Tunnel endpoint IP of this node (external_ids:ovn-encap-ip).
     #[arg(long, env = "FERROVN_ENCAP_IP")]
     encap_ip: String,
-    #[arg(long, value_enum, default_value = "kernel")]
+    /// `kernel`/`dpdk` act like the `ovn.kubernetes.io/ovs_dp_type` label `kernel`/`userspace`.
+    #[arg(long, value_enum, default_value = "auto")]
     profile: Profile,
+    /// Node labels (JSON object) for `--profile auto`; in a cluster the agent reads the Node.
+    #[arg(long, env = "FERROVN_NODE_LABELS_FILE")]
+    node_labels_file: Option<PathBuf>,
+    /// DPDK node configuration (JSON, docs/dpdk.md).
+    #[arg(long, env = "FERROVN_DPDK_CONFIG")]
+    dpdk_config: Option<PathBuf>,
+    /// Lab: where the node's profile annotations (node-annotations.json) and the metrics
+    /// textfile (metrics.prom) are written.
+    #[arg(long, env = "FERROVN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Short host directory for vhost-user socket bind mounts.
+    #[arg(long, default_value = "/run/ferrovn/vhu")]
+    vhost_dir: PathBuf,
+    /// kubelet root (pod volumes live under <root>/pods/<uid>/volumes).
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    kubelet_root: PathBuf,
+    /// Mount namespace for the vhost-user bind mounts (e.g. /proc/1/ns/mnt); default: own.
+    #[arg(long)]
+    host_mount_ns: Option<PathBuf>,
+    /// Lab: directory where pod annotations are written (<ns>/<pod>.json).
+    #[arg(long, env = "FERROVN_POD_ANNOTATIONS_DIR")]
+    pod_annotations_dir: Option<PathBuf>,
     /// OVS datapath type of br-int; defaults from the profile (kernel: system, dpdk: netdev).
     /// Use `netdev` on kernel-profile nodes without the OVS kernel module.
     #[arg(long)]
@@ -89,10 +114,24 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let profile = match args.profile {
-        Profile::Kernel => NodeProfile::Kernel,
-        Profile::Dpdk => NodeProfile::Dpdk,
-    };
+    let decision = ferrovn_dataplane::dpdk::node::decide(
+        &ferrovn_dataplane::dpdk::node::DecideArgs {
+            forced_label: match args.profile {
+                Profile::Auto => None,
+                Profile::Kernel => Some("kernel".into()),
+                Profile::Dpdk => Some("userspace".into()),
+            },
+            labels_file: args.node_labels_file.clone(),
+            dpdk_config: args.dpdk_config.clone(),
+            state_dir: args.state_dir.clone(),
+        },
+        &args.ovs_db,
+    )
+    .await?;
+    let profile = decision.profile;
+    if profile == NodeProfile::Dpdk {
+        ferrovn_dataplane::dpdk::node::apply(&args.ovs_db, &decision).await?;
+    }
     let name = args.node_name.clone().unwrap_or_else(hostname);
     let cfg = AgentConfig {
         node: NodeOvsConfig {
@@ -113,6 +152,16 @@ async fn main() -> anyhow::Result<()> {
         default_mtu: args.mtu,
         allocation_timeout: Duration::from_secs(args.allocation_timeout_secs),
         install_timeout: Duration::from_secs(args.install_timeout_secs),
+        vhost: ferrovn_dataplane::dpdk::vhost::VhostConfig {
+            dir: args.vhost_dir.clone(),
+            volumes: std::sync::Arc::new(ferrovn_dataplane::dpdk::vhost::KubeletVolumes {
+                root: args.kubelet_root.clone(),
+            }),
+            host_mount_ns: args.host_mount_ns.clone(),
+            annotations: args.pod_annotations_dir.as_ref().map(|d| {
+                std::sync::Arc::new(ferrovn_dataplane::dpdk::vhost::FileAnnotations::new(d))
+            }),
+        },
     };
     let agent = Agent::start(cfg, FileAllocations::new(&args.allocations_dir))
         .await

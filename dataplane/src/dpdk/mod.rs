@@ -2,3 +2,7 @@
 //! pod attachments ([`vhost`]).
 
 pub mod config;
+pub mod node;
+#[cfg(feature = "testbed")]
+pub mod testkit;
+pub mod vhost;
