@@ -979,6 +979,72 @@ mod tests {
         json!({ "Logical_Switch": m })
     }
 
+    /// The `update2` diff ovsdb-server sends for a set column: the symmetric difference.
+    fn set_diff(
+        old: &std::collections::BTreeSet<String>,
+        new: &std::collections::BTreeSet<String>,
+    ) -> Value {
+        json!(["set", old.symmetric_difference(new).collect::<Vec<_>>()])
+    }
+
+    /// ... and for a map column: removed keys with their old value, added and changed keys
+    /// with their new value.
+    fn map_diff(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Value {
+        let mut pairs = Vec::new();
+        for (k, v) in old {
+            match new.get(k) {
+                None => pairs.push(json!([k, v])),
+                Some(n) if n != v => pairs.push(json!([k, n])),
+                Some(_) => {}
+            }
+        }
+        for (k, v) in new {
+            if !old.contains_key(k) {
+                pairs.push(json!([k, v]));
+            }
+        }
+        json!(["map", pairs])
+    }
+
+    proptest! {
+        /// Applying the server's diffs step by step always yields the new full value.
+        #[test]
+        fn modify_diffs_reproduce_the_new_values(
+            steps in prop::collection::vec((
+                prop::collection::btree_set("[a-d]", 0..4),
+                prop::collection::btree_map("[a-d]", "[x-z]", 0..4),
+                prop::option::of(any::<bool>()),
+            ), 1..8),
+        ) {
+            let mut d = ReplicaData::new(nb_schema());
+            let mut old = (Default::default(), BTreeMap::new(), None::<bool>);
+            d.replace_all(
+                &json!({"Logical_Switch_Port": {U1: {"initial": {"name": "p"}}}}),
+                ["Logical_Switch_Port"],
+                None,
+            ).unwrap();
+            for (addresses, options, enabled) in steps {
+                let mut diff = Map::new();
+                if addresses != old.0 {
+                    diff.insert("addresses".into(), set_diff(&old.0, &addresses));
+                }
+                if options != old.1 {
+                    diff.insert("options".into(), map_diff(&old.1, &options));
+                }
+                if enabled != old.2 {
+                    let toggled: Vec<bool> = old.2.into_iter().chain(enabled).collect();
+                    diff.insert("enabled".into(), json!(["set", toggled]));
+                }
+                d.apply_update2(&json!({"Logical_Switch_Port": {U1: {"modify": diff}}}), None).unwrap();
+                let lsp: ovn_nb::LogicalSwitchPort = d.get(&uuid(U1)).unwrap().unwrap();
+                prop_assert_eq!(&lsp.addresses, &addresses);
+                prop_assert_eq!(&lsp.options, &options);
+                prop_assert_eq!(lsp.enabled, enabled);
+                old = (addresses, options, enabled);
+            }
+        }
+    }
+
     proptest! {
         /// Whatever the replica held, a resync to a new snapshot emits exactly the changes
         /// that turn the old content into the new one: replaying them on the old content
