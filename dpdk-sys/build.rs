@@ -20,7 +20,6 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-changed=src/generated/extern.c");
     println!("cargo:rerun-if-changed=headers_hash.rs");
-    println!("cargo:rerun-if-env-changed=FERROVN_DPDK_REGENERATE");
 
     #[cfg(feature = "regenerate")]
     regenerate(&manifest, &cflags);

@@ -96,6 +96,27 @@ fn eal_no_huge_ring_and_null_pmds_move_packets() {
     // SAFETY: plain thread-local read in C.
     assert_eq!(unsafe { sys::ferrovn_rte_errno() }, libc_enoent());
 
+    // rte_ring's static-inline burst calls, through the wrappers: FIFO, bounded by capacity.
+    let ring_name = CString::new("sys-test-ring").expect("no NUL");
+    // SAFETY: EAL is initialised; the name is a valid C string.
+    let r = unsafe { sys::rte_ring_create(ring_name.as_ptr(), 16, 0, 0) };
+    assert!(!r.is_null(), "rte_ring_create: rte_errno {}", unsafe {
+        sys::ferrovn_rte_errno()
+    });
+    let mut objs: Vec<*mut std::ffi::c_void> =
+        (1..=20usize).map(|i| i as *mut std::ffi::c_void).collect();
+    // SAFETY: `objs` holds 20 pointer slots; the ring only stores the pointer values.
+    let queued = unsafe { sys::rte_ring_enqueue_burst(r, objs.as_ptr(), 20, std::ptr::null_mut()) };
+    assert_eq!(queued, 15, "a 16-slot ring holds 15 objects");
+    let mut out = vec![std::ptr::null_mut::<std::ffi::c_void>(); 20];
+    // SAFETY: `out` has 20 slots.
+    let got = unsafe { sys::rte_ring_dequeue_burst(r, out.as_mut_ptr(), 20, std::ptr::null_mut()) };
+    assert_eq!(got, 15);
+    objs.truncate(15);
+    assert_eq!(&out[..15], &objs[..], "first in, first out");
+    // SAFETY: the ring is empty and no longer used.
+    unsafe { sys::rte_ring_free(r) };
+
     let pool_name = CString::new("sys-test-pool").expect("no NUL");
     // SAFETY: EAL is initialised; the name is a valid C string.
     let pool = unsafe {
