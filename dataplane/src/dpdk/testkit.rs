@@ -195,6 +195,27 @@ impl Drop for SharedDir {
     }
 }
 
+/// `/var/run/dpdk/<prefix>` of a DPDK process we start (OVS creates it even with
+/// `--in-memory`), removed on drop.
+#[derive(Debug)]
+pub struct DpdkRuntimeDir {
+    path: PathBuf,
+}
+
+impl DpdkRuntimeDir {
+    pub fn new(prefix: &str) -> Self {
+        DpdkRuntimeDir {
+            path: Path::new("/var/run/dpdk").join(prefix),
+        }
+    }
+}
+
+impl Drop for DpdkRuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Whether `path` is a mount point in this process's mount namespace.
 pub fn is_mount_point(path: &Path) -> bool {
     let want = path.display().to_string().replace(' ', "\\040");
