@@ -1,0 +1,2271 @@
+//! `up`, `apply`, `delete`, `status`, `down`: the lab's orchestration.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ferrovn_control::controller::{BuildOptions, DEFAULT_MAC_SEED, StateFiles, desired};
+use ferrovn_control::ipam::Ipam;
+use ferrovn_control::manifest;
+use ferrovn_dataplane::testbed::{CniCall, VSWITCHD_DPDK, VSWITCHD_PLAIN, run_cni};
+use serde_json::{Value, json};
+
+use crate::model::{
+    IfKind, IfPlan, IfState, IfStatus, LabState, NODE_DPDK, NODE_KERNEL, NodeState, Outcome,
+    PodPlan, PodState, Profile, Resource, STATE_VERSION, hugepages_target, probe_plan,
+    render_matrix, render_table, sanitize, summary_line,
+};
+use crate::plan::plan_pods;
+use crate::sys::{
+    self, Place, Records, loud_warning, ovs_env, run, run_in, spawn_daemon, step, wait_socket,
+    wait_until,
+};
+
+pub const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
+pub const TESTPMD: &str = "dpdk-testpmd";
+/// Hugepage memory the DPDK node needs: OVS-DPDK's socket memory + one testpmd pod.
+pub const OVS_SOCKET_MEM_MIB: u64 = 256;
+pub const POD_HUGE_MIB: u64 = 128;
+pub const HUGE_NEED_MIB: u64 = OVS_SOCKET_MEM_MIB + 2 * POD_HUGE_MIB;
+
+/// Everything `up` takes from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub prefix: String,
+    pub bin_dir: PathBuf,
+    pub examples: Option<PathBuf>,
+    pub raft: bool,
+    pub nb_port: u16,
+    pub sb_port: u16,
+    pub raft_port: u16,
+    pub no_hugepages: bool,
+    /// CPU of the OVS-DPDK PMD thread.
+    pub pmd_cpu: u32,
+    /// CPU the DPDK pods' lcores are pinned to.
+    pub pod_cpu: u32,
+    /// CPUs of the vhost helper's relay worker.
+    pub helper_cores: String,
+    /// CPU share of the DPDK pods (cgroup quota, percent of one CPU).
+    pub pod_cpu_percent: u32,
+}
+
+/// Paths inside the state dir.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn lab_json(&self) -> PathBuf {
+        self.root.join("lab.json")
+    }
+    pub fn central(&self) -> PathBuf {
+        self.root.join("central")
+    }
+    pub fn node(&self, name: &str) -> PathBuf {
+        self.root.join("nodes").join(name)
+    }
+    pub fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+    pub fn controller(&self) -> PathBuf {
+        self.root.join("controller")
+    }
+    /// The "API server": pod objects (annotations) the agents read, one file per pod.
+    pub fn apiserver(&self) -> PathBuf {
+        self.root.join("apiserver")
+    }
+    pub fn kubelet(&self) -> PathBuf {
+        self.root.join("kubelet")
+    }
+    pub fn pods(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+    pub fn hugetlbfs(&self) -> PathBuf {
+        self.root.join("hugepages")
+    }
+    pub fn pod_file(&self, ns: &str, name: &str) -> PathBuf {
+        self.pods().join(ns).join(format!("{name}.json"))
+    }
+    pub fn volume_dir(&self, uid: &str, volume: &str) -> PathBuf {
+        self.kubelet()
+            .join("pods")
+            .join(uid)
+            .join("volumes/kubernetes.io~empty-dir")
+            .join(volume)
+    }
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(v)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+pub fn read_lab(paths: &Paths) -> anyhow::Result<Option<LabState>> {
+    match std::fs::read(paths.lab_json()) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!("{} is not a lab state file", paths.lab_json().display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", paths.lab_json().display())),
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).exists().then(|| PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The marker in every command line we start: our state dir.
+fn marker(paths: &Paths) -> String {
+    paths.root.display().to_string()
+}
+
+fn vsctl(db: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec![format!("--db={db}"), "--timeout=10".to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    run(15, "ovs-vsctl", all)
+}
+
+fn processes_by_name(records: &Records) -> BTreeMap<String, (u32, String)> {
+    let mut m = BTreeMap::new();
+    for r in records.all().0 {
+        if let Resource::Process {
+            name, pid, marker, ..
+        } = r
+        {
+            m.insert(name, (pid, marker));
+        }
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// up
+
+/// Refuses to start when something is wrong, with the reason and the fix.
+fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "ferrovn-lab must run as root (it creates network namespaces, mounts hugetlbfs and starts OVS): try `sudo make lab`"
+        );
+    }
+    let mut missing = Vec::new();
+    for tool in [
+        "ovsdb-server",
+        "ovsdb-tool",
+        "ovs-vsctl",
+        "ovs-appctl",
+        "ovn-northd",
+        "ovn-controller",
+        "ovn-nbctl",
+        "ovn-sbctl",
+        "ip",
+        "ping",
+        "timeout",
+        VSWITCHD_PLAIN,
+    ] {
+        if which(tool).is_none() {
+            missing.push(tool.to_string());
+        }
+    }
+    for f in [OVS_SCHEMA, NB_SCHEMA, SB_SCHEMA] {
+        if !Path::new(f).exists() {
+            missing.push(f.to_string());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing system tools: {} — run `make deps` (Debian packages openvswitch-switch, openvswitch-switch-dpdk, ovn-central, ovn-host, dpdk-dev, iproute2, iputils-ping)",
+            missing.join(", ")
+        );
+    }
+    let mut bins = Vec::new();
+    for b in ["ferrovn-controller", "ferrovn-node", "ferrovn-cni"] {
+        if !opts.bin_dir.join(b).is_file() {
+            bins.push(b);
+        }
+    }
+    if !bins.is_empty() {
+        bail!(
+            "FerrOVN binaries missing in {}: {} — run `make build` (or `make lab`, which builds them), or pass --bin-dir",
+            opts.bin_dir.display(),
+            bins.join(", ")
+        );
+    }
+    let mut busy = Vec::new();
+    if !opts.raft {
+        for (what, p) in [("--nb-port", opts.nb_port), ("--sb-port", opts.sb_port)] {
+            if p != 0 && !sys::port_free(p) {
+                busy.push(format!("127.0.0.1:{p} ({what})"));
+            }
+        }
+    } else {
+        for i in 0..6 {
+            let p = opts.raft_port.saturating_add(i);
+            if !sys::port_free(p) {
+                busy.push(format!("127.0.0.1:{p} (--raft-port range)"));
+            }
+        }
+    }
+    if !busy.is_empty() {
+        bail!(
+            "TCP ports busy: {} — another OVN (system ovn-central?) or lab uses them; pass other ports, or --nb-port 0 --sb-port 0 for unix sockets only",
+            busy.join(", ")
+        );
+    }
+    let taken: Vec<String> = sys::netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", opts.prefix)))
+        .collect();
+    if !taken.is_empty() {
+        bail!(
+            "network namespaces with the lab's prefix {:?} exist already ({}) but {} has no lab: another lab with this prefix runs elsewhere? Use --prefix, or delete them",
+            opts.prefix,
+            taken.join(", "),
+            paths.root.display()
+        );
+    }
+    Ok(())
+}
+
+/// What the DPDK node can have: hugepages (raised if needed, recorded) and OVS-DPDK.
+fn hugepages(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+) -> anyhow::Result<(Profile, String)> {
+    if opts.no_hugepages {
+        return Ok((Profile::Kernel, "fallback: --no-hugepages given".into()));
+    }
+    if !Path::new(VSWITCHD_DPDK).exists() {
+        return Ok((
+            Profile::Kernel,
+            format!("fallback: {VSWITCHD_DPDK} missing (package openvswitch-switch-dpdk)"),
+        ));
+    }
+    ensure_free_hugepages(records, HUGE_NEED_MIB)?;
+    let (total2, free2) = sys::hugepages_now();
+    if free2 * 2 < HUGE_NEED_MIB {
+        return Ok((
+            Profile::Kernel,
+            format!(
+                "fallback: only {free2} free 2 MiB hugepages of {total2} (need {}; memory too fragmented or limited)",
+                HUGE_NEED_MIB / 2
+            ),
+        ));
+    }
+    let mnt = paths.hugetlbfs();
+    std::fs::create_dir_all(&mnt)?;
+    run(
+        10,
+        "mount",
+        [
+            "-t",
+            "hugetlbfs",
+            "-o",
+            "pagesize=2M",
+            "nodev",
+            &mnt.display().to_string(),
+        ],
+    )?;
+    records.add(&Resource::Mount { path: mnt })?;
+    Ok((
+        Profile::Dpdk,
+        format!("hugepages: {free2} x 2 MiB free, private hugetlbfs"),
+    ))
+}
+
+/// Raises `vm.nr_hugepages` by what is missing for `need_mib` free (recorded for `down`).
+/// True if that much is free afterwards.
+fn ensure_free_hugepages(records: &Records, need_mib: u64) -> anyhow::Result<bool> {
+    let (total, free) = sys::hugepages_now();
+    if let Some(target) = hugepages_target(total, free, need_mib) {
+        let original = sys::read_u64("/proc/sys/vm/nr_hugepages")?;
+        if std::fs::write("/proc/sys/vm/nr_hugepages", target.to_string()).is_ok() {
+            records.add(&Resource::Hugepages {
+                original,
+                set_to: sys::read_u64("/proc/sys/vm/nr_hugepages").unwrap_or(target),
+            })?;
+        }
+    }
+    Ok(sys::hugepages_now().1 * 2 >= need_mib)
+}
+
+/// A cgroup bounding the DPDK pods' CPU (busy-polling apps on a 2-core machine).
+fn pod_cgroup(opts: &Options, records: &Records) -> Option<PathBuf> {
+    let name = format!("ferrovn-lab-{}", opts.prefix);
+    let quota = (opts.pod_cpu_percent.clamp(1, 100) as u64) * 1000;
+    // cgroup v2 (Debian 12 default)
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
+    if std::fs::read_to_string(v2).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")) {
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+        let dir = Path::new("/sys/fs/cgroup").join(&name);
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).is_ok()
+        {
+            let _ = records.add(&Resource::Cgroup { path: dir.clone() });
+            return Some(dir);
+        }
+    }
+    let v1 = Path::new("/sys/fs/cgroup/cpu");
+    if v1.join("cpu.cfs_quota_us").exists() {
+        let dir = v1.join(&name);
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::write(dir.join("cpu.cfs_period_us"), "100000").is_ok()
+            && std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).is_ok()
+        {
+            let _ = records.add(&Resource::Cgroup { path: dir.clone() });
+            return Some(dir);
+        }
+    }
+    None
+}
+
+struct DbCluster {
+    remote: String,
+    tcp: Option<u16>,
+}
+
+/// One OVSDB database of OVN central.
+struct DbSpec<'a> {
+    stem: &'a str,
+    schema: &'a str,
+    db_name: &'a str,
+    raft_base: u16,
+    tcp_port: u16,
+}
+
+/// One OVSDB database (NB or SB), standalone or a 3-member Raft cluster.
+fn start_db(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+    spec: &DbSpec<'_>,
+) -> anyhow::Result<DbCluster> {
+    let DbSpec {
+        stem,
+        schema,
+        db_name,
+        raft_base,
+        tcp_port,
+    } = *spec;
+    let dir = paths.central();
+    let members = if opts.raft { 3 } else { 1 };
+    let mut socks = Vec::new();
+    for i in 0..members {
+        let member = if opts.raft {
+            format!("{stem}{}", i + 1)
+        } else {
+            stem.to_string()
+        };
+        let db = dir.join(format!("{member}.db"));
+        let dbs = db.display().to_string();
+        if opts.raft {
+            let me = format!("tcp:127.0.0.1:{}", raft_base + i as u16);
+            if i == 0 {
+                run(10, "ovsdb-tool", ["create-cluster", &dbs, schema, &me])?;
+            } else {
+                let leader = format!("tcp:127.0.0.1:{raft_base}");
+                run(
+                    10,
+                    "ovsdb-tool",
+                    ["join-cluster", &dbs, db_name, &me, &leader],
+                )?;
+            }
+        } else {
+            run(10, "ovsdb-tool", ["create", &dbs, schema])?;
+        }
+        let sock = dir.join(format!("{member}.sock"));
+        let log = dir.join(format!("{member}.log"));
+        let mut args = vec![
+            dbs.clone(),
+            "-vconsole:off".into(),
+            "-vfile:info".into(),
+            format!("--remote=punix:{}", sock.display()),
+            format!("--log-file={}", log.display()),
+            format!("--unixctl={}", dir.join(format!("{member}.ctl")).display()),
+            format!("--pidfile={}", dir.join(format!("{member}.pid")).display()),
+        ];
+        if !opts.raft && tcp_port != 0 {
+            args.push(format!("--remote=ptcp:{tcp_port}:127.0.0.1"));
+        }
+        let pid = spawn_daemon(
+            records,
+            &format!("ovsdb-server {member}"),
+            Place::Root,
+            &ovs_env(&dir),
+            "ovsdb-server",
+            &args,
+            &dir.join(format!("{member}.out")),
+            &marker(paths),
+            false,
+        )?;
+        wait_socket(
+            &format!("ovsdb-server {member}"),
+            &sock,
+            pid,
+            &log,
+            Duration::from_secs(20),
+        )?;
+        socks.push(format!("unix:{}", sock.display()));
+    }
+    Ok(DbCluster {
+        remote: socks.join(","),
+        tcp: (!opts.raft && tcp_port != 0).then_some(tcp_port),
+    })
+}
+
+fn start_central(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+) -> anyhow::Result<(DbCluster, DbCluster)> {
+    std::fs::create_dir_all(paths.central())?;
+    let nb = start_db(
+        opts,
+        paths,
+        records,
+        &DbSpec {
+            stem: "ovnnb_db",
+            schema: NB_SCHEMA,
+            db_name: "OVN_Northbound",
+            raft_base: opts.raft_port,
+            tcp_port: opts.nb_port,
+        },
+    )?;
+    let sb = start_db(
+        opts,
+        paths,
+        records,
+        &DbSpec {
+            stem: "ovnsb_db",
+            schema: SB_SCHEMA,
+            db_name: "OVN_Southbound",
+            raft_base: opts.raft_port + 3,
+            tcp_port: opts.sb_port,
+        },
+    )?;
+    let dir = paths.central();
+    let log = dir.join("ovn-northd.log");
+    let args = vec![
+        "-vconsole:off".into(),
+        "-vfile:info".into(),
+        format!("--ovnnb-db={}", nb.remote),
+        format!("--ovnsb-db={}", sb.remote),
+        format!("--log-file={}", log.display()),
+        format!("--unixctl={}", dir.join("ovn-northd.ctl").display()),
+        format!("--pidfile={}", dir.join("ovn-northd.pid").display()),
+    ];
+    let pid = spawn_daemon(
+        records,
+        "ovn-northd",
+        Place::Root,
+        &ovs_env(&dir),
+        "ovn-northd",
+        &args,
+        &dir.join("ovn-northd.out"),
+        &marker(paths),
+        false,
+    )?;
+    wait_socket(
+        "ovn-northd",
+        &dir.join("ovn-northd.ctl"),
+        pid,
+        &log,
+        Duration::from_secs(20),
+    )?;
+    Ok((nb, sb))
+}
+
+fn start_vswitchd(
+    paths: &Paths,
+    records: &Records,
+    node: &NodeState,
+    bin: &str,
+) -> anyhow::Result<u32> {
+    let d = &node.dir;
+    let ctl = d.join("ovs-vswitchd.ctl");
+    let log = d.join("ovs-vswitchd.log");
+    let args = vec![
+        format!("unix:{}", d.join("db.sock").display()),
+        "-vconsole:off".into(),
+        "-vfile:info".into(),
+        format!("--log-file={}", log.display()),
+        format!("--unixctl={}", ctl.display()),
+        format!("--pidfile={}", d.join("ovs-vswitchd.pid").display()),
+    ];
+    let pid = spawn_daemon(
+        records,
+        &format!("ovs-vswitchd@{}", node.name),
+        Place::Netns(&node.netns),
+        &ovs_env(d),
+        bin,
+        &args,
+        &d.join("ovs-vswitchd.out"),
+        &marker(paths),
+        false,
+    )?;
+    records.add(&Resource::Vswitchd {
+        db: format!("unix:{}", d.join("db.sock").display()),
+        ctl: ctl.clone(),
+    })?;
+    wait_socket(
+        &format!("ovs-vswitchd on {}", node.name),
+        &ctl,
+        pid,
+        &log,
+        Duration::from_secs(30),
+    )?;
+    Ok(pid)
+}
+
+/// A node: netns, ovsdb-server, ovs-vswitchd (DPDK or plain). Falls back to the kernel profile
+/// when DPDK does not initialise.
+fn start_node_ovs(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+    node: &mut NodeState,
+) -> anyhow::Result<()> {
+    let d = node.dir.clone();
+    std::fs::create_dir_all(&d)?;
+    run(10, "ip", ["netns", "add", &node.netns])?;
+    records.add(&Resource::Netns {
+        name: node.netns.clone(),
+    })?;
+    run(10, "ip", ["-n", &node.netns, "link", "set", "lo", "up"])?;
+    let db = d.join("conf.db");
+    run(
+        10,
+        "ovsdb-tool",
+        ["create", &db.display().to_string(), OVS_SCHEMA],
+    )?;
+    let sock = d.join("db.sock");
+    let log = d.join("ovsdb-server.log");
+    let args = vec![
+        db.display().to_string(),
+        "-vconsole:off".into(),
+        "-vfile:info".into(),
+        format!("--remote=punix:{}", sock.display()),
+        "--remote=db:Open_vSwitch,Open_vSwitch,manager_options".into(),
+        format!("--log-file={}", log.display()),
+        format!("--unixctl={}", d.join("ovsdb-server.ctl").display()),
+        format!("--pidfile={}", d.join("ovsdb-server.pid").display()),
+    ];
+    let pid = spawn_daemon(
+        records,
+        &format!("ovsdb-server@{}", node.name),
+        Place::Netns(&node.netns),
+        &ovs_env(&d),
+        "ovsdb-server",
+        &args,
+        &d.join("ovsdb-server.out"),
+        &marker(paths),
+        false,
+    )?;
+    wait_socket(
+        &format!("ovsdb-server on {}", node.name),
+        &sock,
+        pid,
+        &log,
+        Duration::from_secs(20),
+    )?;
+    let dbr = format!("unix:{}", sock.display());
+    vsctl(&dbr, &["--no-wait", "init"])?;
+    if node.profile == Profile::Dpdk {
+        let hp = paths.hugetlbfs().display().to_string();
+        let extra = format!(
+            "--huge-dir={hp} --file-prefix={}-ovs --iova-mode=va --no-pci",
+            opts.prefix
+        );
+        records.add(&Resource::DpdkPrefix {
+            prefix: format!("{}-ovs", opts.prefix),
+        })?;
+        let mask = format!("0x{:x}", 1u64 << opts.pmd_cpu);
+        for (k, v) in [
+            ("dpdk-init", "true".to_string()),
+            ("dpdk-socket-mem", OVS_SOCKET_MEM_MIB.to_string()),
+            ("dpdk-socket-limit", OVS_SOCKET_MEM_MIB.to_string()),
+            ("pmd-cpu-mask", mask),
+            ("pmd-maxsleep", "500".to_string()),
+            ("dpdk-extra", extra),
+        ] {
+            vsctl(
+                &dbr,
+                &[
+                    "--no-wait",
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    &format!("other_config:{k}=\"{v}\""),
+                ],
+            )?;
+        }
+        let vs_pid = start_vswitchd(paths, records, node, VSWITCHD_DPDK)?;
+        let ok = wait_until(Duration::from_secs(20), || {
+            vsctl(&dbr, &["get", "Open_vSwitch", ".", "dpdk_initialized"])
+                .is_ok_and(|s| s.trim() == "true")
+        });
+        if !ok {
+            let tail = sys::log_tail(&d.join("ovs-vswitchd.log"), 5);
+            sys::stop_process(vs_pid, &marker(paths), false, Duration::from_secs(5));
+            vsctl(
+                &dbr,
+                &[
+                    "--no-wait",
+                    "remove",
+                    "Open_vSwitch",
+                    ".",
+                    "other_config",
+                    "dpdk-init",
+                ],
+            )?;
+            node.profile = Profile::Kernel;
+            node.reason = "fallback: OVS-DPDK did not initialise (see ovs-vswitchd.log)".into();
+            loud_warning(&[
+                format!(
+                    "{}: OVS-DPDK did not initialise; this node falls back to the KERNEL profile",
+                    node.name
+                ),
+                tail.lines().last().unwrap_or("").trim().to_string(),
+            ]);
+            start_vswitchd(paths, records, node, VSWITCHD_PLAIN)?;
+        }
+    } else {
+        start_vswitchd(paths, records, node, VSWITCHD_PLAIN)?;
+    }
+    Ok(())
+}
+
+fn setup_underlay(node: &NodeState) -> anyhow::Result<()> {
+    let dbr = format!("unix:{}", node.dir.join("db.sock").display());
+    vsctl(
+        &dbr,
+        &[
+            "--",
+            "--may-exist",
+            "add-br",
+            "br-phy",
+            "--",
+            "set",
+            "Bridge",
+            "br-phy",
+            "datapath_type=netdev",
+            "--",
+            "--may-exist",
+            "add-port",
+            "br-phy",
+            &underlay_if(node),
+        ],
+    )?;
+    let ok = wait_until(Duration::from_secs(10), || {
+        run(5, "ip", ["-n", &node.netns, "link", "show", "br-phy"]).is_ok()
+    });
+    if !ok {
+        bail!("br-phy did not appear in {}", node.netns);
+    }
+    run(
+        10,
+        "ip",
+        [
+            "-n",
+            &node.netns,
+            "addr",
+            "add",
+            &format!("{}/24", node.encap_ip),
+            "dev",
+            "br-phy",
+        ],
+    )?;
+    run(10, "ip", ["-n", &node.netns, "link", "set", "br-phy", "up"])?;
+    Ok(())
+}
+
+fn underlay_if(node: &NodeState) -> String {
+    // <prefix>u1 / <prefix>u2: the prefix is at most 8 characters
+    let n = if node.name == NODE_DPDK { 1 } else { 2 };
+    format!("{}u{n}", node.netns.split('-').next().unwrap_or("fv"))
+}
+
+/// Agent flags that exist in this build of `ferrovn-node` (parts land over time): each is
+/// passed only when `--help` lists it.
+fn agent_extra_args(
+    help: &str,
+    paths: &Paths,
+    node: &NodeState,
+    dpdk_config: Option<&Path>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |flag: &str, value: String| {
+        let listed = help
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+            .any(|w| w == flag);
+        if listed && !value.is_empty() {
+            out.push(format!("{flag}={value}"));
+        }
+    };
+    add("--kubelet-root", paths.kubelet().display().to_string());
+    add("--vhost-dir", node.vhost_dir.display().to_string());
+    add(
+        "--pod-annotations-dir",
+        paths.apiserver().display().to_string(),
+    );
+    add("--state-dir", node.dir.display().to_string());
+    if let Some(c) = dpdk_config {
+        add("--dpdk-config", c.display().to_string());
+    }
+    if let Some(s) = &node.vhost_socket {
+        add("--vhost-helper-socket", s.display().to_string());
+        add("--vhost-socket", s.display().to_string());
+        add("--helper-socket", s.display().to_string());
+    }
+    out
+}
+
+/// The DPDK node's config file for the agent: exactly the settings OVS-DPDK was started with.
+fn write_dpdk_config(opts: &Options, paths: &Paths, node: &NodeState) -> anyhow::Result<PathBuf> {
+    let path = node.dir.join("dpdk-config.json");
+    let body = json!({
+        "socket_mem_mib": [OVS_SOCKET_MEM_MIB],
+        "socket_limit_mib": [OVS_SOCKET_MEM_MIB],
+        "pmd_cpus": [opts.pmd_cpu],
+        "pmd_maxsleep_us": 500,
+        "huge_dir": paths.hugetlbfs(),
+        "file_prefix": format!("{}-ovs", opts.prefix),
+        "no_pci": true,
+        "iova_mode": "va",
+    });
+    write_json(&path, &body)?;
+    Ok(path)
+}
+
+fn start_agent(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+    node: &NodeState,
+    sb: &str,
+) -> anyhow::Result<()> {
+    let bin = opts.bin_dir.join("ferrovn-node");
+    let help = run(10, &bin.display().to_string(), ["--help"]).unwrap_or_default();
+    std::fs::create_dir_all(&node.vhost_dir)?;
+    let mut args = vec![
+        format!("--ovs-db=unix:{}", node.dir.join("db.sock").display()),
+        format!("--sb-remote={sb}"),
+        format!("--node-name={}", node.name),
+        format!("--encap-ip={}", node.encap_ip),
+        format!("--profile={}", node.profile.as_str()),
+        "--datapath-type=netdev".into(),
+        format!("--socket={}", node.cni_socket.display()),
+        format!("--allocations-dir={}", paths.apiserver().display()),
+    ];
+    let dpdk_config = match node.profile {
+        Profile::Dpdk => Some(write_dpdk_config(opts, paths, node)?),
+        Profile::Kernel => None,
+    };
+    args.extend(agent_extra_args(&help, paths, node, dpdk_config.as_deref()));
+    let mut env = ovs_env(&node.dir);
+    env.push((
+        "RUST_LOG".into(),
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    ));
+    let log = node.dir.join("ferrovn-node.log");
+    let pid = spawn_daemon(
+        records,
+        &format!("ferrovn-node@{}", node.name),
+        Place::NetOnly(&node.netns),
+        &env,
+        &bin.display().to_string(),
+        &args,
+        &log,
+        &marker(paths),
+        false,
+    )?;
+    wait_socket(
+        &format!("ferrovn-node on {}", node.name),
+        &node.cni_socket,
+        pid,
+        &log,
+        Duration::from_secs(30),
+    )
+}
+
+fn start_ovn_controller(paths: &Paths, records: &Records, node: &NodeState) -> anyhow::Result<()> {
+    let d = &node.dir;
+    let args = vec![
+        format!("unix:{}", d.join("db.sock").display()),
+        "-vconsole:off".into(),
+        "-vfile:info".into(),
+        format!("--log-file={}", d.join("ovn-controller.log").display()),
+        format!("--pidfile={}", d.join("ovn-controller.pid").display()),
+    ];
+    spawn_daemon(
+        records,
+        &format!("ovn-controller@{}", node.name),
+        Place::Netns(&node.netns),
+        &ovs_env(d),
+        "ovn-controller",
+        &args,
+        &d.join("ovn-controller.out"),
+        &marker(paths),
+        false,
+    )?;
+    Ok(())
+}
+
+fn sbctl(sb: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec![format!("--db={sb}"), "--timeout=5".to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    run(10, "ovn-sbctl", all)
+}
+
+fn chassis(sb: &str) -> Vec<String> {
+    sbctl(sb, &["--bare", "--columns=name", "list", "Chassis"])
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The vhost helper on the kernel node: serves DPDK pods' vhost-user sockets there.
+fn start_vhost_helper(
+    opts: &Options,
+    paths: &Paths,
+    records: &Records,
+    node: &NodeState,
+) -> anyhow::Result<PathBuf> {
+    let bin = opts.bin_dir.join("ferrovn-vhost");
+    if !bin.is_file() {
+        bail!("{} missing (run `make build`)", bin.display());
+    }
+    let sock = node.dir.join("vhost.sock");
+    let log = node.dir.join("ferrovn-vhost.log");
+    let prefix = format!("{}-vhost", opts.prefix);
+    records.add(&Resource::DpdkPrefix {
+        prefix: prefix.clone(),
+    })?;
+    let args = vec![
+        format!("--cores={}", opts.helper_cores),
+        format!("--control-socket={}", sock.display()),
+        format!(
+            "--state-file={}",
+            node.dir.join("vhost-ports.json").display()
+        ),
+        format!("--file-prefix={prefix}"),
+        "--memory-mb=256".into(),
+        // an idle relay worker naps instead of spinning: the lab shares 2 cores
+        "--idle-sleep-us=200".into(),
+    ];
+    let pid = spawn_daemon(
+        records,
+        &format!("ferrovn-vhost@{}", node.name),
+        Place::Netns(&node.netns),
+        &[],
+        &bin.display().to_string(),
+        &args,
+        &log,
+        &marker(paths),
+        false,
+    )?;
+    wait_socket("ferrovn-vhost", &sock, pid, &log, Duration::from_secs(30))?;
+    Ok(sock)
+}
+
+/// `up`: everything, then the example manifests. Returns false when the lab was already up.
+pub fn up(opts: &Options) -> anyhow::Result<bool> {
+    let paths = Paths {
+        root: opts.state_dir.clone(),
+    };
+    let records = Records::new(&paths.root);
+    if let Some(lab) = read_lab(&paths)? {
+        let procs = processes_by_name(&records);
+        let dead: Vec<&String> = procs
+            .iter()
+            .filter(|(n, (pid, m))| !n.starts_with("testpmd") && !sys::ours(*pid, m))
+            .map(|(n, _)| n)
+            .collect();
+        if dead.is_empty() {
+            println!(
+                "lab already up in {} (prefix {}); `ferrovn-lab status` shows it, `ferrovn-lab down` removes it",
+                paths.root.display(),
+                lab.prefix
+            );
+            return Ok(false);
+        }
+        bail!(
+            "a lab in {} is partly down (not running: {}); run `ferrovn-lab down` first",
+            paths.root.display(),
+            dead.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if records.exists() {
+        bail!(
+            "an earlier `ferrovn-lab up` in {} did not finish; run `ferrovn-lab down` first",
+            paths.root.display()
+        );
+    }
+    preflight(opts, &paths)?;
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&paths.root)
+        .with_context(|| format!("creating state dir {}", paths.root.display()))?;
+    for d in [
+        paths.manifests(),
+        paths.controller(),
+        paths.apiserver(),
+        paths.kubelet(),
+        paths.pods(),
+    ] {
+        std::fs::create_dir_all(&d)?;
+    }
+    println!(
+        "ferrovn-lab up: state {} prefix {}",
+        paths.root.display(),
+        opts.prefix
+    );
+    // The state dir becomes a shared mount: the agents' vhost-user bind mounts (made later,
+    // under it) then reach ovs-vswitchd and the helper, which run in mount namespaces of
+    // their own (`ip netns exec` makes one).
+    let root_s = paths.root.display().to_string();
+    run(10, "mount", ["--bind", &root_s, &root_s])?;
+    records.add(&Resource::Mount {
+        path: paths.root.clone(),
+    })?;
+    run(10, "mount", ["--make-shared", &root_s])?;
+
+    let (dpdk_profile, dpdk_reason) = step("hugepages for the DPDK node", || {
+        let r = hugepages(opts, &paths, &records)?;
+        let note = r.1.clone();
+        Ok((r, note))
+    })?;
+    if dpdk_profile == Profile::Kernel {
+        loud_warning(&[
+            format!("WARNING: node {NODE_DPDK} runs the KERNEL profile, not DPDK"),
+            dpdk_reason.clone(),
+            "DPDK pods there are served by the vhost helper instead of OVS-DPDK.".into(),
+        ]);
+    }
+    let cgroup = pod_cgroup(opts, &records);
+
+    let (nb, sb) = step(
+        if opts.raft {
+            "OVN central: NB + SB as 3-member Raft clusters, ovn-northd"
+        } else {
+            "OVN central: NB + SB ovsdb-server, ovn-northd"
+        },
+        || {
+            let r = start_central(opts, &paths, &records)?;
+            let note = match (r.0.tcp, r.1.tcp) {
+                (Some(a), Some(b)) => format!("NB tcp:127.0.0.1:{a}, SB tcp:127.0.0.1:{b}"),
+                _ => String::new(),
+            };
+            Ok((r, note))
+        },
+    )?;
+
+    let mut nodes = Vec::new();
+    for (i, name) in [NODE_DPDK, NODE_KERNEL].iter().enumerate() {
+        let dir = paths.node(name);
+        let (profile, reason) = if *name == NODE_DPDK {
+            (dpdk_profile, dpdk_reason.clone())
+        } else {
+            (
+                Profile::Kernel,
+                "label: no DPDK requested (netdev datapath, veth)".into(),
+            )
+        };
+        nodes.push(NodeState {
+            name: name.to_string(),
+            netns: format!("{}-{}", opts.prefix, name),
+            profile,
+            reason,
+            cni_socket: dir.join("cni.sock"),
+            vhost_socket: None,
+            vhost_dir: dir.join("vhu"),
+            dir,
+            encap_ip: format!("192.168.100.{}", i + 1),
+        });
+    }
+    for node in nodes.iter_mut() {
+        let label = format!(
+            "node {}: netns {}, ovsdb-server, {}",
+            node.name,
+            node.netns,
+            if node.profile == Profile::Dpdk {
+                "ovs-vswitchd-dpdk (hugepages, PMD on cpu".to_string()
+                    + &opts.pmd_cpu.to_string()
+                    + ")"
+            } else {
+                "ovs-vswitchd (netdev)".to_string()
+            }
+        );
+        step(&label, || {
+            start_node_ovs(opts, &paths, &records, node)?;
+            Ok(((), String::new()))
+        })?;
+    }
+    step("underlay veth + Geneve endpoints on br-phy", || {
+        let (a, b) = (underlay_if(&nodes[0]), underlay_if(&nodes[1]));
+        run(
+            10,
+            "ip",
+            [
+                "link",
+                "add",
+                &a,
+                "netns",
+                &nodes[0].netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &b,
+                "netns",
+                &nodes[1].netns,
+            ],
+        )?;
+        records.add(&Resource::Link {
+            netns: nodes[0].netns.clone(),
+            name: a.clone(),
+        })?;
+        for n in &nodes {
+            run(
+                10,
+                "ip",
+                ["-n", &n.netns, "link", "set", &underlay_if(n), "up"],
+            )?;
+            setup_underlay(n)?;
+        }
+        Ok((
+            (),
+            format!("{} <-> {}", nodes[0].encap_ip, nodes[1].encap_ip),
+        ))
+    })?;
+
+    step("ferrovn-controller (manifest mode)", || {
+        let bin = opts.bin_dir.join("ferrovn-controller");
+        let log = paths.root.join("ferrovn-controller.log");
+        let args = vec![
+            format!("--nb={}", nb.remote),
+            format!("--manifests={}", paths.manifests().display()),
+            format!("--state-dir={}", paths.controller().display()),
+            "--interval=1".into(),
+        ];
+        let pid = spawn_daemon(
+            &records,
+            "ferrovn-controller",
+            Place::Root,
+            &[(
+                "RUST_LOG".into(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )],
+            &bin.display().to_string(),
+            &args,
+            &log,
+            &marker(&paths),
+            false,
+        )?;
+        let ok = wait_until(Duration::from_secs(15), || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected")) || !sys::alive(pid)
+        });
+        if !ok || !sys::alive(pid) {
+            bail!(
+                "ferrovn-controller did not connect to the NB; {}:\n{}",
+                log.display(),
+                sys::log_tail(&log, 8)
+            );
+        }
+        Ok(((), String::new()))
+    })?;
+
+    // the vhost helper before the kernel node's agent: the agent talks to it
+    let kernel_idx = nodes
+        .iter()
+        .position(|n| n.profile == Profile::Kernel && n.name == NODE_KERNEL);
+    let mut helper_problem = None;
+    if let Some(k) = kernel_idx {
+        let label = format!(
+            "ferrovn-vhost on {} (relay worker on cpu {})",
+            nodes[k].name, opts.helper_cores
+        );
+        let s = sys::Step::begin(&label);
+        match start_vhost_helper(opts, &paths, &records, &nodes[k]) {
+            Ok(sock) => {
+                nodes[k].vhost_socket = Some(sock);
+                s.done("");
+            }
+            Err(e) => {
+                s.fail();
+                helper_problem = Some(format!("{e:#}"));
+                loud_warning(&[
+                    "WARNING: the vhost helper did not start: DPDK pods on kernel nodes are not available".into(),
+                    format!("{e:#}").lines().next().unwrap_or("").to_string(),
+                ]);
+            }
+        }
+    }
+    let _ = helper_problem;
+
+    for node in &nodes {
+        step(
+            &format!(
+                "ferrovn-node on {} ({} profile), CNI socket",
+                node.name,
+                node.profile.as_str()
+            ),
+            || {
+                start_agent(opts, &paths, &records, node, &sb.remote)?;
+                Ok(((), String::new()))
+            },
+        )?;
+    }
+    step("ovn-controller on both nodes, chassis registered", || {
+        for node in &nodes {
+            start_ovn_controller(&paths, &records, node)?;
+        }
+        let ok = wait_until(Duration::from_secs(30), || chassis(&sb.remote).len() == 2);
+        if !ok {
+            bail!(
+                "chassis registered: {:?} (expected 2); see {}/ovn-controller.log",
+                chassis(&sb.remote),
+                nodes[1].dir.display()
+            );
+        }
+        Ok(((), String::new()))
+    })?;
+
+    let lab = LabState {
+        version: STATE_VERSION,
+        prefix: opts.prefix.clone(),
+        bin_dir: opts.bin_dir.clone(),
+        nb_remote: nb.remote.clone(),
+        sb_remote: sb.remote.clone(),
+        nb_tcp: nb.tcp,
+        sb_tcp: sb.tcp,
+        raft: opts.raft,
+        nodes,
+        pod_cpus: opts.pod_cpu.to_string(),
+        pod_cgroup: cgroup,
+        hugetlbfs: (dpdk_profile == Profile::Dpdk).then(|| paths.hugetlbfs()),
+    };
+    write_json(&paths.lab_json(), &lab)?;
+    println!("  fabric up in {:.1}s", t0.elapsed().as_secs_f64());
+
+    if let Some(ex) = &opts.examples {
+        apply(&paths.root, ex)?;
+    }
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pods
+
+fn short_hex(seed: &str, len: usize) -> String {
+    // FNV-1a over the seed and the current time: unique enough for container ids in one lab
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut out = String::new();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut round = 0u64;
+    while out.len() < len {
+        for b in seed
+            .bytes()
+            .chain(nanos.to_le_bytes())
+            .chain(round.to_le_bytes())
+        {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+        round += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn load_pod_states(paths: &Paths) -> Vec<PodState> {
+    let mut out = Vec::new();
+    let Ok(nss) = std::fs::read_dir(paths.pods()) else {
+        return out;
+    };
+    for ns in nss.flatten() {
+        let Ok(files) = std::fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if f.path().extension().is_some_and(|e| e == "json")
+                && let Ok(b) = std::fs::read(f.path())
+                && let Ok(p) = serde_json::from_slice::<PodState>(&b)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort_by_key(PodState::key);
+    out
+}
+
+/// The controller's records as pod objects for the agents: the lab stands in for the API
+/// server, where the controller would patch these annotations onto the pod.
+fn sync_apiserver(paths: &Paths) -> anyhow::Result<usize> {
+    let (records, _) = StateFiles::new(paths.controller()).read_all();
+    let mut pods: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.kind == "pod") {
+        pods.entry((r.namespace.clone(), r.name.clone()))
+            .or_default()
+            .extend(r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    for ((ns, name), ann) in &pods {
+        let path = paths.apiserver().join(ns).join(format!("{name}.json"));
+        // keep what agents wrote (vhost-user info annotations)
+        let mut merged: BTreeMap<String, String> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| ferrovn_dataplane::alloc::annotations_from_json(&b).ok())
+            .unwrap_or_default();
+        merged.extend(ann.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let body = json!({"metadata": {"name": name, "namespace": ns, "annotations": merged}});
+        write_json(&path, &body)?;
+    }
+    Ok(pods.len())
+}
+
+/// The allocation annotations of one pod interface, once the controller has written them.
+fn allocation(
+    paths: &Paths,
+    ns: &str,
+    name: &str,
+    provider: &str,
+) -> Option<BTreeMap<String, String>> {
+    let (records, _) = StateFiles::new(paths.controller()).read_all();
+    records
+        .into_iter()
+        .find(|r| r.kind == "pod" && r.namespace == ns && r.name == name && r.provider == provider)
+        .map(|r| r.annotations)
+        .filter(|a| {
+            a.get(&format!("{provider}.kubernetes.io/allocated"))
+                .map(String::as_str)
+                == Some("true")
+        })
+}
+
+fn cni_error(out: &ferrovn_dataplane::testbed::CniOutput) -> String {
+    let j = out.json();
+    match j.get("msg").and_then(Value::as_str) {
+        Some(m) => {
+            let d = j.get("details").and_then(Value::as_str).unwrap_or("");
+            if d.is_empty() {
+                format!(
+                    "CNI error {}: {m}",
+                    j.get("code").cloned().unwrap_or(Value::Null)
+                )
+            } else {
+                format!(
+                    "CNI error {}: {m}: {d}",
+                    j.get("code").cloned().unwrap_or(Value::Null)
+                )
+            }
+        }
+        None => format!(
+            "plugin exit {}: {}",
+            out.exit_code,
+            format!("{} {}", out.stdout.trim(), out.stderr.trim()).trim()
+        ),
+    }
+}
+
+fn cni_args(pod: &PodState) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+        pod.namespace, pod.name, pod.container_id, pod.uid
+    )
+}
+
+fn netconf_for(plan: &IfPlan, node: &NodeState) -> Value {
+    let mut c = plan.netconf.clone();
+    if let Some(o) = c.as_object_mut() {
+        // the NAD names the cluster's agent socket; in the lab each node has its own
+        o.insert(
+            "server_socket".into(),
+            json!(node.cni_socket.display().to_string()),
+        );
+    }
+    c
+}
+
+fn cni_call(
+    lab: &LabState,
+    pod: &PodState,
+    command: &str,
+    ifname: &str,
+    conf: &Value,
+) -> anyhow::Result<ferrovn_dataplane::testbed::CniOutput> {
+    let plugin = lab.bin_dir.join("ferrovn-cni");
+    let stdin = serde_json::to_vec(conf)?;
+    let netns = format!("/var/run/netns/{}", pod.netns);
+    let args = cni_args(pod);
+    run_cni(
+        &plugin,
+        &CniCall {
+            command,
+            container_id: &pod.container_id,
+            netns: &netns,
+            ifname,
+            args: &args,
+            stdin: &stdin,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Creates one pod as a runtime would: sandbox netns, CNI ADD per interface (Multus order),
+/// then the pod's DPDK app on its vhost-user socket.
+fn create_pod(
+    lab: &LabState,
+    paths: &Paths,
+    records: &Records,
+    plan: &PodPlan,
+) -> anyhow::Result<PodState> {
+    let mut pod = PodState {
+        namespace: plan.namespace.clone(),
+        name: plan.name.clone(),
+        node: plan.node.clone(),
+        netns: format!(
+            "{}-{}-{}",
+            lab.prefix,
+            sanitize(&plan.namespace),
+            sanitize(&plan.name)
+        ),
+        container_id: short_hex(&plan.key(), 64),
+        uid: short_hex(&format!("uid{}", plan.key()), 12),
+        dpdk: plan.is_dpdk(),
+        interfaces: Vec::new(),
+        app_pid: None,
+        app_marker: None,
+        problem: plan.problem.clone(),
+    };
+    let Some(node) = lab.node(&plan.node).cloned() else {
+        pod.problem
+            .get_or_insert_with(|| format!("node {:?} is not a lab node", plan.node));
+        write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+        return Ok(pod);
+    };
+    if pod.problem.is_some() {
+        write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+        return Ok(pod);
+    }
+    run(10, "ip", ["netns", "add", &pod.netns])?;
+    records.add(&Resource::Netns {
+        name: pod.netns.clone(),
+    })?;
+    run(10, "ip", ["-n", &pod.netns, "link", "set", "lo", "up"])?;
+    write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+
+    for ifp in &plan.interfaces {
+        let kind = match (&ifp.vhost, node.profile) {
+            (None, _) => IfKind::Veth,
+            (Some(_), Profile::Dpdk) => IfKind::VhostUser,
+            (Some(_), Profile::Kernel) => IfKind::Helper,
+        };
+        if let Some(v) = &ifp.vhost {
+            std::fs::create_dir_all(paths.volume_dir(&pod.uid, &v.volume))?;
+        }
+        let alloc = allocation(paths, &pod.namespace, &pod.name, &ifp.provider);
+        let mac_key = format!("{}.kubernetes.io/mac_address", ifp.provider);
+        let ip_key = format!("{}.kubernetes.io/ip_address", ifp.provider);
+        let mut st = IfState {
+            ifname: ifp.ifname.clone(),
+            provider: ifp.provider.clone(),
+            kind,
+            ip: alloc
+                .as_ref()
+                .and_then(|a| a.get(&ip_key))
+                .and_then(|s| s.split(',').next())
+                .and_then(|s| s.trim().parse::<IpAddr>().ok()),
+            mac: alloc.as_ref().and_then(|a| a.get(&mac_key)).cloned(),
+            status: IfStatus::Ready,
+        };
+        if kind == IfKind::Helper && node.vhost_socket.is_none() {
+            st.status = IfStatus::Unavailable {
+                reason: "not available yet: the vhost helper is not running on this node".into(),
+            };
+            pod.interfaces.push(st);
+            continue;
+        }
+        let conf = netconf_for(ifp, &node);
+        let out = cni_call(lab, &pod, "ADD", &ifp.ifname, &conf)?;
+        if out.exit_code != 0 {
+            let what = match kind {
+                IfKind::Veth => "",
+                IfKind::VhostUser => " (vhost-user on OVS-DPDK)",
+                IfKind::Helper => " (vhost-user through the vhost helper)",
+            };
+            st.status = IfStatus::Unavailable {
+                reason: format!("not available yet{what}: {}", cni_error(&out)),
+            };
+        } else if let Some(ip) = out.json()["ips"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|i| i["address"].as_str())
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+        {
+            st.ip = Some(ip);
+        }
+        pod.interfaces.push(st);
+        write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+    }
+
+    // the DPDK app: testpmd answering ARP and ping on its vhost-user socket (server mode)
+    if let Some((ifp, st)) = plan
+        .interfaces
+        .iter()
+        .zip(pod.interfaces.clone())
+        .find(|(p, s)| p.vhost.is_some() && s.status == IfStatus::Ready)
+    {
+        match start_testpmd(lab, paths, records, &pod, &node, ifp, &st) {
+            Ok((pid, m)) => {
+                pod.app_pid = Some(pid);
+                pod.app_marker = Some(m);
+            }
+            Err(e) => {
+                if let Some(s) = pod.interfaces.iter_mut().find(|s| s.ifname == st.ifname) {
+                    s.status = IfStatus::Unavailable {
+                        reason: format!("testpmd did not start: {e:#}"),
+                    };
+                }
+            }
+        }
+    }
+    write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+    Ok(pod)
+}
+
+fn start_testpmd(
+    lab: &LabState,
+    paths: &Paths,
+    records: &Records,
+    pod: &PodState,
+    node: &NodeState,
+    ifp: &IfPlan,
+    st: &IfState,
+) -> anyhow::Result<(u32, String)> {
+    if which(TESTPMD).is_none() {
+        bail!("{TESTPMD} not installed (package dpdk-dev)");
+    }
+    let Some(v) = &ifp.vhost else {
+        bail!("no vhost-user request");
+    };
+    let sock = paths.volume_dir(&pod.uid, &v.volume).join(&v.socket);
+    let sock_s = sock.display().to_string();
+    if sock_s.len() > 107 {
+        bail!("socket path {sock_s} is longer than 107 bytes: use a shorter --state-dir");
+    }
+    let mac = st
+        .mac
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no MAC allocated for {}", st.ifname))?;
+    let file_prefix = format!("{}-{}", lab.prefix, short_hex(&pod.key(), 8));
+    records.add(&Resource::DpdkPrefix {
+        prefix: file_prefix.clone(),
+    })?;
+    let cpu = &lab.pod_cpus;
+    let mut args = vec![format!("--file-prefix={file_prefix}")];
+    // hugepages are a machine-wide pool: top it up for this pod, else run the pod on plain
+    // memory (vhost-user shares it all the same, just slower)
+    let huge_ok = lab.hugetlbfs.is_some()
+        && node.profile == Profile::Dpdk
+        && ensure_free_hugepages(records, POD_HUGE_MIB).unwrap_or(false);
+    match (&lab.hugetlbfs, huge_ok) {
+        (Some(h), true) => {
+            args.push(format!("--huge-dir={}", h.display()));
+            args.push(format!("-m{POD_HUGE_MIB}"));
+            // vhost-user allows 8 memory regions
+            args.push("--single-file-segments".into());
+        }
+        _ => {
+            args.push("--no-huge".into());
+            args.push("-m256".into());
+        }
+    }
+    args.extend([
+        "--iova-mode=va".to_string(),
+        "--no-pci".into(),
+        format!("--lcores=0@{cpu},1@{cpu}"),
+        format!("--vdev=net_virtio_user0,path={sock_s},server=1,queues=1,mac={mac}"),
+        "--".into(),
+        "--nb-cores=1".into(),
+        "--total-num-mbufs=8192".into(),
+        "--forward-mode=icmpecho".into(),
+        // non-interactive testpmd exits at stdin EOF unless it prints periodic stats
+        "--stats-period=60".into(),
+    ]);
+    let log = paths
+        .pods()
+        .join(&pod.namespace)
+        .join(format!("{}.testpmd.log", pod.name));
+    let pid = spawn_daemon(
+        records,
+        &format!("testpmd {}", pod.key()),
+        Place::Netns(&pod.netns),
+        &[],
+        TESTPMD,
+        &args,
+        &log,
+        &sock_s,
+        true,
+    )?;
+    if let Some(cg) = &lab.pod_cgroup {
+        let _ = std::fs::write(cg.join("cgroup.procs"), pid.to_string());
+    }
+    // below the fabric's daemons when the CPU is contended
+    let _ = run(5, "renice", ["-n", "10", "-p", &pid.to_string()]);
+    let ok = wait_until(Duration::from_secs(20), || {
+        sock.exists() || !sys::alive(pid)
+    });
+    if !ok || !sys::alive(pid) {
+        bail!(
+            "testpmd did not open {sock_s}; {}:\n{}",
+            log.display(),
+            sys::log_tail(&log, 6)
+        );
+    }
+    Ok((pid, sock_s))
+}
+
+fn delete_pod(lab: &LabState, paths: &Paths, pod: &PodState, plan: Option<&PodPlan>) {
+    if let (Some(pid), Some(m)) = (pod.app_pid, &pod.app_marker) {
+        sys::stop_process(pid, m, true, Duration::from_secs(3));
+    }
+    if let Some(node) = lab.node(&pod.node) {
+        for st in pod.interfaces.iter().rev() {
+            let conf = plan
+                .and_then(|p| p.interfaces.iter().find(|i| i.ifname == st.ifname))
+                .map(|i| netconf_for(i, node))
+                .unwrap_or_else(|| {
+                    let mut c = crate::plan::primary_netconf();
+                    c["provider"] = json!(st.provider);
+                    c["server_socket"] = json!(node.cni_socket.display().to_string());
+                    c
+                });
+            let _ = cni_call(lab, pod, "DEL", &st.ifname, &conf);
+        }
+    }
+    let _ = run(10, "ip", ["netns", "del", &pod.netns]);
+    let _ = std::fs::remove_dir_all(paths.kubelet().join("pods").join(&pod.uid));
+    let _ = std::fs::remove_file(
+        paths
+            .apiserver()
+            .join(&pod.namespace)
+            .join(format!("{}.json", pod.name)),
+    );
+    let _ = std::fs::remove_file(paths.pod_file(&pod.namespace, &pod.name));
+}
+
+/// Brings the pods in line with the manifest dir: removed pods get CNI DEL, new pods are
+/// created once the controller has allocated them.
+fn reconcile_pods(lab: &LabState, paths: &Paths, before: &[PodPlan]) -> anyhow::Result<()> {
+    let records = Records::new(&paths.root);
+    let m = manifest::load_dir(&paths.manifests())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("reading the lab's manifests")?;
+    let plans = plan_pods(&m);
+    let existing = load_pod_states(paths);
+    for st in &existing {
+        if !plans.iter().any(|p| p.key() == st.key()) {
+            let plan = before.iter().find(|p| p.key() == st.key());
+            let s = sys::Step::begin(format!("pod {}: CNI DEL, remove", st.key()));
+            delete_pod(lab, paths, st, plan);
+            s.done("");
+        }
+    }
+    let new: Vec<&PodPlan> = plans
+        .iter()
+        .filter(|p| !existing.iter().any(|e| e.key() == p.key()))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    // wait for the controller's allocations of every new pod interface
+    let s = sys::Step::begin(format!(
+        "controller: addresses for {} new pod(s), OVN ports",
+        new.len()
+    ));
+    let waiting = |p: &PodPlan| {
+        p.problem.is_none()
+            && p.interfaces
+                .iter()
+                .any(|i| allocation(paths, &p.namespace, &p.name, &i.provider).is_none())
+    };
+    let ok = wait_until(Duration::from_secs(30), || !new.iter().any(|p| waiting(p)));
+    if ok {
+        s.done("");
+    } else {
+        s.fail();
+        let missing: Vec<String> = new.iter().filter(|p| waiting(p)).map(|p| p.key()).collect();
+        println!(
+            "  no allocation for {} after 30s; the controller says:\n{}",
+            missing.join(", "),
+            sys::log_tail(&paths.root.join("ferrovn-controller.log"), 6)
+        );
+    }
+    sync_apiserver(paths)?;
+    for plan in new {
+        let s = sys::Step::begin(format!(
+            "pod {} on {}",
+            plan.key(),
+            if plan.node.is_empty() {
+                "?"
+            } else {
+                &plan.node
+            }
+        ));
+        match create_pod(lab, paths, &records, plan) {
+            Ok(pod) => {
+                let mut notes = Vec::new();
+                for i in &pod.interfaces {
+                    let ip = i.ip.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+                    match &i.status {
+                        IfStatus::Ready => {
+                            notes.push(format!("{} {} {}", i.ifname, ip, i.kind.as_str()))
+                        }
+                        IfStatus::Unavailable { .. } => notes.push(format!(
+                            "{} {} {} NOT AVAILABLE",
+                            i.ifname,
+                            ip,
+                            i.kind.as_str()
+                        )),
+                    }
+                }
+                if let Some(p) = &pod.problem {
+                    s.fail();
+                    println!("    NOT AVAILABLE: {p}");
+                } else if pod.interfaces.iter().any(|i| i.status != IfStatus::Ready) {
+                    s.done(&notes.join(", "));
+                    for i in &pod.interfaces {
+                        if let IfStatus::Unavailable { reason } = &i.status {
+                            println!("    {} NOT AVAILABLE: {reason}", i.ifname);
+                        }
+                    }
+                } else {
+                    s.done(&notes.join(", "));
+                }
+            }
+            Err(e) => {
+                s.fail();
+                println!("    {e:#}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn require_lab(state_dir: &Path) -> anyhow::Result<(Paths, LabState)> {
+    let paths = Paths {
+        root: state_dir.to_path_buf(),
+    };
+    match read_lab(&paths)? {
+        Some(l) => Ok((paths, l)),
+        None => bail!(
+            "no lab is up in {} — run `ferrovn-lab up` (or `make lab`) first",
+            state_dir.display()
+        ),
+    }
+}
+
+fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| manifest::EXTENSIONS.iter().any(|x| e == *x))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    } else if path.is_file() {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        bail!("{}: no such file or directory", path.display())
+    }
+}
+
+/// `apply -f FILE|DIR`: validates, stores the manifests in the lab's manifest dir (the
+/// controller picks them up), and creates the new pods.
+pub fn apply(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
+    let (paths, lab) = require_lab(state_dir)?;
+    let files = manifest_files(path)?;
+    for f in &files {
+        manifest::load_file(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let before = manifest::load_dir(&paths.manifests())
+        .map(|m| plan_pods(&m))
+        .unwrap_or_default();
+    for f in &files {
+        let name = f.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        std::fs::copy(f, paths.manifests().join(&name))
+            .with_context(|| format!("copying {}", f.display()))?;
+    }
+    // the whole set must still load (duplicates across files are errors)
+    if let Err(e) = manifest::load_dir(&paths.manifests()) {
+        for f in &files {
+            if let Some(n) = f.file_name() {
+                let _ = std::fs::remove_file(paths.manifests().join(n));
+            }
+        }
+        bail!("{e}");
+    }
+    println!(
+        "applied {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    reconcile_pods(&lab, &paths, &before)
+}
+
+/// `delete -f FILE|DIR`: removes the objects named in the files from the lab's manifests
+/// (pods get CNI DEL first, as the kubelet does before the API object goes).
+pub fn delete(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
+    let (paths, lab) = require_lab(state_dir)?;
+    let mut keys = std::collections::BTreeSet::new();
+    for f in manifest_files(path)? {
+        let m = manifest::load_file(&f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for o in &m.objects {
+            keys.insert((
+                o.object.kind().to_string(),
+                o.object.namespace().unwrap_or("").to_string(),
+                o.object.name().to_string(),
+            ));
+        }
+    }
+    let before = manifest::load_dir(&paths.manifests())
+        .map(|m| plan_pods(&m))
+        .unwrap_or_default();
+    let mut removed = 0;
+    for f in manifest_files(&paths.manifests())? {
+        let text = std::fs::read_to_string(&f)?;
+        let (kept, n) = crate::docs::remove_objects(&text, &keys);
+        if n > 0 {
+            removed += n;
+            if kept.trim().is_empty() {
+                std::fs::remove_file(&f)?;
+            } else {
+                std::fs::write(&f, kept)?;
+            }
+        }
+    }
+    if removed == 0 {
+        println!("nothing to delete: none of these objects is in the lab");
+        return Ok(());
+    }
+    println!("deleted {removed} object(s)");
+    reconcile_pods(&lab, &paths, &before)
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+fn probe(netns: &str, ip: IpAddr, attempts: u32) -> Outcome {
+    for _ in 0..attempts {
+        if run_in(netns, 4, "ping", ["-c1", "-W1", &ip.to_string()]).is_ok() {
+            return Outcome::Reachable;
+        }
+    }
+    Outcome::Unreachable
+}
+
+/// Prints the status tables and the connectivity matrix; returns (reachable, total).
+pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
+    let (paths, lab) = require_lab(state_dir)?;
+    let records = Records::new(&paths.root);
+    let procs = processes_by_name(&records);
+    let running = |name: &str| procs.get(name).is_some_and(|(pid, m)| sys::ours(*pid, m));
+    let ch = chassis(&lab.sb_remote);
+
+    println!();
+    println!("NODES");
+    let rows: Vec<Vec<String>> = lab
+        .nodes
+        .iter()
+        .map(|n| {
+            let daemons = [
+                "ovsdb-server",
+                "ovs-vswitchd",
+                "ovn-controller",
+                "ferrovn-node",
+            ];
+            let down: Vec<&str> = daemons
+                .iter()
+                .filter(|d| !running(&format!("{d}@{}", n.name)))
+                .copied()
+                .collect();
+            let mut extra = String::new();
+            if n.profile == Profile::Kernel && n.name == NODE_KERNEL {
+                extra = if running(&format!("ferrovn-vhost@{}", n.name)) {
+                    ", vhost helper".into()
+                } else {
+                    ", vhost helper DOWN".into()
+                };
+            }
+            // the agent's own decision (node-annotations.json), when this agent publishes it
+            let agent: BTreeMap<String, String> =
+                std::fs::read(n.dir.join("node-annotations.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+            let (profile, reason) = match agent.get(ferrovn_dataplane::profile::PROFILE_ANNOTATION)
+            {
+                Some(p) if p != n.profile.as_str() => (
+                    format!("{p} (agent)"),
+                    format!(
+                        "agent: {}; lab: {}",
+                        agent
+                            .get(ferrovn_dataplane::profile::PROFILE_MESSAGE_ANNOTATION)
+                            .cloned()
+                            .unwrap_or_default(),
+                        n.reason
+                    ),
+                ),
+                Some(_) => (
+                    n.profile.as_str().to_string(),
+                    format!(
+                        "{} [agent: {}]",
+                        n.reason,
+                        agent
+                            .get(ferrovn_dataplane::profile::PROFILE_REASON_ANNOTATION)
+                            .cloned()
+                            .unwrap_or_default()
+                    ),
+                ),
+                None => (n.profile.as_str().to_string(), n.reason.clone()),
+            };
+            vec![
+                n.name.clone(),
+                profile,
+                reason,
+                n.encap_ip.clone(),
+                if ch.contains(&n.name) {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
+                if down.is_empty() {
+                    format!("all up{extra}")
+                } else {
+                    format!("DOWN: {}{extra}", down.join(", "))
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(
+            &[
+                "node",
+                "profile",
+                "reason",
+                "geneve ip",
+                "chassis",
+                "daemons"
+            ],
+            &rows
+        )
+    );
+    let central = ["ovn-northd", "ferrovn-controller"];
+    let down: Vec<&str> = central.iter().filter(|c| !running(c)).copied().collect();
+    println!(
+        "central: NB {}{}, controller {}{}",
+        lab.nb_remote,
+        lab.nb_tcp
+            .map(|p| format!(" (tcp:127.0.0.1:{p})"))
+            .unwrap_or_default(),
+        if running("ferrovn-controller") {
+            "up"
+        } else {
+            "DOWN"
+        },
+        if down.is_empty() {
+            String::new()
+        } else {
+            format!("; DOWN: {}", down.join(", "))
+        }
+    );
+
+    // subnets: the controller's IPAM, rebuilt from its records exactly as it recovers
+    println!();
+    println!("SUBNETS");
+    match manifest::load_dir(&paths.manifests()) {
+        Ok(m) => {
+            let cluster = desired::read_cluster(&m, &BuildOptions::default());
+            let specs = desired::ipam_subnets(&cluster);
+            let (recs, _) = StateFiles::new(paths.controller()).read_all();
+            let existing: Vec<_> = recs.iter().filter_map(|r| r.to_existing()).collect();
+            let rec = Ipam::rebuild(
+                DEFAULT_MAC_SEED,
+                specs.clone(),
+                cluster.pools.clone(),
+                existing,
+            );
+            let providers: BTreeMap<String, String> = m
+                .subnets()
+                .map(|s| {
+                    (
+                        s.metadata.name.clone().unwrap_or_default(),
+                        s.spec.provider.clone(),
+                    )
+                })
+                .collect();
+            let rows: Vec<Vec<String>> = specs
+                .iter()
+                .map(|s| {
+                    let c = rec.ipam.counts(&s.name);
+                    let cidr = [s.v4.map(|n| n.to_string()), s.v6.map(|n| n.to_string())]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let (used, free) = c
+                        .map(|c| {
+                            (
+                                (c.v4_using + c.v6_using).to_string(),
+                                if s.v6.is_some() && s.v4.is_none() {
+                                    c.v6_available.to_string()
+                                } else {
+                                    c.v4_available.to_string()
+                                },
+                            )
+                        })
+                        .unwrap_or_else(|| ("?".into(), "?".into()));
+                    vec![
+                        s.name.clone(),
+                        cidr,
+                        providers
+                            .get(&s.name)
+                            .filter(|p| !p.is_empty())
+                            .cloned()
+                            .unwrap_or_else(|| "ovn".into()),
+                        used,
+                        free,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                render_table(&["subnet", "cidr", "provider", "used", "free"], &rows)
+            );
+        }
+        Err(e) => println!("  (manifests do not load: {e})"),
+    }
+
+    // pods
+    let pods = load_pod_states(&paths);
+    println!();
+    println!("PODS");
+    let mut rows = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        if p.interfaces.is_empty() {
+            rows.push(vec![
+                format!("{}", i + 1),
+                p.key(),
+                p.node.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("NOT AVAILABLE: {}", p.problem.clone().unwrap_or_default()),
+            ]);
+        }
+        for (j, f) in p.interfaces.iter().enumerate() {
+            let state = match &f.status {
+                IfStatus::Ready => {
+                    if f.kind != IfKind::Veth {
+                        match (p.app_pid, &p.app_marker) {
+                            (Some(pid), Some(m)) if sys::ours(pid, m) => {
+                                "ready (testpmd icmpecho)".to_string()
+                            }
+                            _ => "app DOWN".to_string(),
+                        }
+                    } else {
+                        "ready".to_string()
+                    }
+                }
+                IfStatus::Unavailable { reason } => {
+                    // the full reason is printed under the matrix
+                    let short: String = reason.chars().take(60).collect();
+                    if short.len() < reason.len() {
+                        format!("NOT AVAILABLE: {short}...")
+                    } else {
+                        format!("NOT AVAILABLE: {short}")
+                    }
+                }
+            };
+            rows.push(vec![
+                if j == 0 {
+                    format!("{}", i + 1)
+                } else {
+                    String::new()
+                },
+                if j == 0 { p.key() } else { String::new() },
+                if j == 0 {
+                    p.node.clone()
+                } else {
+                    String::new()
+                },
+                f.ifname.clone(),
+                f.ip.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                f.kind.as_str().to_string(),
+                state,
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        render_table(&["#", "pod", "node", "if", "ip", "kind", "state"], &rows)
+    );
+
+    // connectivity
+    let plan = probe_plan(&pods);
+    let mut results = BTreeMap::new();
+    for pair in &plan.pairs {
+        let src = &pods[pair.from];
+        results.insert((pair.from, pair.to), probe(&src.netns, pair.to_ip, 3));
+    }
+    println!();
+    println!("CONNECTIVITY (ping from kernel pods; DPDK pods answer with testpmd icmpecho)");
+    print!("{}", render_matrix(&pods, &plan, &results));
+    let reachable = results
+        .values()
+        .filter(|o| **o == Outcome::Reachable)
+        .count();
+    let total = plan.pairs.len();
+    for (key, reason) in &plan.unavailable {
+        println!("not available: {key}: {reason}");
+    }
+    if plan.left_out_pairs > 0 {
+        println!(
+            "{} pod pair(s) not counted: their pods are not available (above)",
+            plan.left_out_pairs
+        );
+    }
+    println!("{}", summary_line(reachable, total));
+    Ok((reachable, total))
+}
+
+// ---------------------------------------------------------------------------------------------
+// down
+
+/// What `down` removed, and anything it could not.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub processes: usize,
+    pub netns: usize,
+    pub mounts: usize,
+    pub hugepages: Option<String>,
+    pub leftovers: Vec<String>,
+}
+
+pub fn down(state_dir: &Path, keep_state: bool) -> anyhow::Result<DownReport> {
+    let paths = Paths {
+        root: state_dir.to_path_buf(),
+    };
+    let mut rep = DownReport::default();
+    if !paths.root.exists() {
+        println!("no lab in {}: nothing to do", paths.root.display());
+        return Ok(rep);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("ferrovn-lab down must run as root");
+    }
+    let records = Records::new(&paths.root);
+    let (all, bad) = records.all();
+    for b in bad {
+        println!("  warning: unreadable record {b}");
+    }
+    let lab = read_lab(&paths).ok().flatten();
+
+    // 1. pods: the app, then CNI DEL while the agents still run (ports, bind mounts)
+    if let Some(lab) = &lab {
+        let pods = load_pod_states(&paths);
+        if !pods.is_empty() {
+            let s = sys::Step::begin(format!("{} pod(s): stop apps, CNI DEL", pods.len()));
+            for p in &pods {
+                delete_pod(lab, &paths, p, None);
+            }
+            s.done("");
+        }
+    }
+    let s = sys::Step::begin("daemons");
+    let procs: Vec<(String, u32, String, bool)> = all
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Process {
+                name,
+                pid,
+                marker,
+                interrupt,
+            } => Some((name.clone(), *pid, marker.clone(), *interrupt)),
+            _ => None,
+        })
+        .collect();
+    let is_ovs = |n: &str| n.starts_with("ovsdb-server") || n.starts_with("ovs-vswitchd");
+    // 2. everything but OVS itself (ovn-controller would re-create br-int)
+    for (name, pid, m, int) in procs.iter().rev() {
+        if !is_ovs(name) && sys::stop_process(*pid, m, *int, Duration::from_secs(5)) {
+            rep.processes += 1;
+        }
+    }
+    // 3. bridges through vswitchd, which then exits removing its datapath taps
+    for r in all.iter().rev() {
+        if let Resource::Vswitchd { db, ctl } = r
+            && ctl.exists()
+        {
+            let _ = run(
+                10,
+                "ovs-vsctl",
+                [
+                    &format!("--db={db}"),
+                    "--timeout=5",
+                    "--",
+                    "--if-exists",
+                    "del-br",
+                    "br-int",
+                    "--",
+                    "--if-exists",
+                    "del-br",
+                    "br-phy",
+                ],
+            );
+            let _ = run(
+                10,
+                "ovs-appctl",
+                ["-t", &ctl.display().to_string(), "exit", "--cleanup"],
+            );
+        }
+    }
+    for (name, pid, m, int) in procs.iter().rev() {
+        if is_ovs(name) && sys::stop_process(*pid, m, *int, Duration::from_secs(5)) {
+            rep.processes += 1;
+        }
+    }
+    s.done(&format!("{} stopped", rep.processes));
+
+    let s = sys::Step::begin("namespaces, links, mounts, hugepages");
+    for r in all.iter().rev() {
+        if let Resource::Link { netns, name } = r {
+            let _ = run(10, "ip", ["-n", netns, "link", "del", name]);
+        }
+    }
+    for r in all.iter().rev() {
+        if let Resource::Netns { name } = r
+            && sys::netns_list().contains(name)
+        {
+            if run(10, "ip", ["netns", "del", name]).is_ok() {
+                rep.netns += 1;
+            } else {
+                rep.leftovers.push(format!("netns {name}"));
+            }
+        }
+    }
+    // DPDK runtime dirs and hugepage files of our prefixes
+    for r in &all {
+        if let Resource::DpdkPrefix { prefix } = r {
+            let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+        }
+    }
+    let mut mounts: Vec<PathBuf> = sys::mounts_under(&paths.root);
+    for r in &all {
+        if let Resource::Mount { path } = r
+            && !mounts.contains(path)
+            && sys::mounts_under(path).contains(path)
+        {
+            mounts.push(path.clone());
+        }
+    }
+    for m in mounts {
+        let ms = m.display().to_string();
+        if run(10, "umount", [&ms]).is_ok() || run(10, "umount", ["-l", &ms]).is_ok() {
+            rep.mounts += 1;
+        } else {
+            rep.leftovers.push(format!("mount {ms}"));
+        }
+    }
+    // newest first: the raises are undone like a stack
+    for r in all.iter().rev() {
+        if let Resource::Hugepages { original, set_to } = r {
+            let now = sys::read_u64("/proc/sys/vm/nr_hugepages").unwrap_or(0);
+            if now == *set_to {
+                match std::fs::write("/proc/sys/vm/nr_hugepages", original.to_string()) {
+                    Ok(()) => rep.hugepages = Some(format!("nr_hugepages {set_to} -> {original}")),
+                    Err(e) => rep
+                        .leftovers
+                        .push(format!("nr_hugepages not restored to {original}: {e}")),
+                }
+            } else {
+                rep.hugepages = Some(format!(
+                    "nr_hugepages left at {now}: changed by someone else since the lab set {set_to} (was {original})"
+                ));
+            }
+        }
+        if let Resource::Cgroup { path } = r {
+            // its processes are gone; a cgroup dir is removed with rmdir
+            let _ = wait_until(Duration::from_secs(3), || {
+                std::fs::remove_dir(path).is_ok() || !path.exists()
+            });
+            if path.exists() {
+                rep.leftovers.push(format!("cgroup {}", path.display()));
+            }
+        }
+    }
+    s.done(&format!(
+        "{} namespaces, {} mounts{}",
+        rep.netns,
+        rep.mounts,
+        rep.hugepages
+            .as_ref()
+            .map(|h| format!(", {h}"))
+            .unwrap_or_default()
+    ));
+    // anything still alive?
+    for (name, pid, m, _) in &procs {
+        if sys::ours(*pid, m) {
+            rep.leftovers.push(format!("process {name} (pid {pid})"));
+        }
+    }
+    if rep.leftovers.is_empty() && !keep_state {
+        std::fs::remove_dir_all(&paths.root)
+            .with_context(|| format!("removing {}", paths.root.display()))?;
+    } else if !rep.leftovers.is_empty() {
+        println!("  could not remove: {}", rep.leftovers.join("; "));
+        println!("  (state kept in {}; run down again)", paths.root.display());
+    }
+    Ok(rep)
+}

@@ -1,0 +1,205 @@
+//! `ferrovn-lab`: up | apply -f | delete -f | status | down. See docs/lab.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferrovn_lab::lab::{self, Options};
+use ferrovn_lab::model::validate_prefix;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrovn-lab",
+    version,
+    about = "The whole FerrOVN fabric on one machine"
+)]
+struct Cli {
+    /// Where the lab records everything it creates (down works from any process with it).
+    #[arg(
+        long,
+        global = true,
+        env = "FERROVN_LAB_STATE",
+        default_value = "/run/ferrovn-lab"
+    )]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start OVN, two nodes, the controller, agents and vhost helper; apply the examples.
+    Up {
+        /// Name prefix of namespaces, interfaces and DPDK file prefixes (1-8 of a-z0-9-).
+        #[arg(long, env = "FERROVN_LAB_PREFIX", default_value = "fvlab")]
+        prefix: String,
+        /// Directory of the built binaries (ferrovn-controller, ferrovn-node, ferrovn-cni,
+        /// ferrovn-vhost); default: next to ferrovn-lab.
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Manifests applied once the fabric is up (default: deploy/examples of this source tree).
+        #[arg(long)]
+        examples: Option<PathBuf>,
+        /// Do not apply any manifests.
+        #[arg(long)]
+        no_examples: bool,
+        /// NB and SB as 3-member Raft clusters.
+        #[arg(long)]
+        raft: bool,
+        /// NB TCP port on 127.0.0.1 for your ovn-nbctl (0: unix socket only).
+        #[arg(long, default_value_t = 6641)]
+        nb_port: u16,
+        /// SB TCP port on 127.0.0.1 (0: unix socket only).
+        #[arg(long, default_value_t = 6642)]
+        sb_port: u16,
+        /// First of the six Raft ports (with --raft).
+        #[arg(long, default_value_t = 6643)]
+        raft_port: u16,
+        /// Run the DPDK node on the kernel profile (no hugepages, no OVS-DPDK).
+        #[arg(long)]
+        no_hugepages: bool,
+        /// CPU of OVS-DPDK's PMD thread.
+        #[arg(long, default_value_t = 1)]
+        pmd_cpu: u32,
+        /// CPU the DPDK pods' testpmd lcores are pinned to.
+        #[arg(long, default_value_t = 0)]
+        pod_cpu: u32,
+        /// CPUs of the vhost helper's relay worker.
+        #[arg(long, default_value = "1")]
+        helper_cores: String,
+        /// CPU share of all DPDK pods together, percent of one CPU (a cgroup quota).
+        #[arg(long, default_value_t = 20)]
+        pod_cpu_percent: u32,
+        /// Skip the status table after up.
+        #[arg(long)]
+        no_status: bool,
+    },
+    /// Apply manifests (a file or a directory): controller state, then CNI ADD on the node.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Delete the objects named in manifests: CNI DEL on the node, then controller state.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Nodes, subnets, pods and a connectivity matrix measured now.
+    Status,
+    /// Remove every process, namespace, mount and hugepage setting the lab made.
+    Down {
+        /// Keep the state dir (logs) after a clean teardown.
+        #[arg(long)]
+        keep_state: bool,
+    },
+}
+
+fn default_examples() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    p.is_dir().then_some(p)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up {
+            prefix,
+            bin_dir,
+            examples,
+            no_examples,
+            raft,
+            nb_port,
+            sb_port,
+            raft_port,
+            no_hugepages,
+            pmd_cpu,
+            pod_cpu,
+            helper_cores,
+            pod_cpu_percent,
+            no_status,
+        } => {
+            validate_prefix(&prefix).map_err(anyhow::Error::msg)?;
+            let bin_dir = match bin_dir {
+                Some(b) => b,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(PathBuf::from)
+                    .unwrap_or_default(),
+            };
+            let examples = if no_examples {
+                None
+            } else {
+                match examples.or_else(default_examples) {
+                    Some(e) => Some(e),
+                    None => anyhow::bail!("no examples dir: pass --examples DIR or --no-examples"),
+                }
+            };
+            let opts = Options {
+                state_dir: cli.state_dir.clone(),
+                prefix,
+                bin_dir,
+                examples,
+                raft,
+                nb_port,
+                sb_port,
+                raft_port,
+                no_hugepages,
+                pmd_cpu,
+                pod_cpu,
+                helper_cores,
+                pod_cpu_percent,
+            };
+            let started = lab::up(&opts).map_err(|e| {
+                e.context(format!(
+                    "lab up failed; logs are in {}; `ferrovn-lab down` removes what was started",
+                    cli.state_dir.display()
+                ))
+            })?;
+            let _ = started;
+            if no_status {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (r, t) = lab::status(&cli.state_dir)?;
+            Ok(if r == t {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Apply { file } => {
+            lab::apply(&cli.state_dir, &file)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { file } => {
+            lab::delete(&cli.state_dir, &file)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let (r, t) = lab::status(&cli.state_dir)?;
+            Ok(if r == t {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Down { keep_state } => {
+            let rep = lab::down(&cli.state_dir, keep_state)?;
+            if rep.leftovers.is_empty() {
+                println!("lab down: nothing left behind");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(2))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrovn-lab: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
