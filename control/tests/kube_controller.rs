@@ -1,0 +1,396 @@
+//! The whole cluster source: the fake kube-apiserver (real wire shapes) feeding the same
+//! reconcile path as the manifest mode into a REAL OVN NB (ovsdb-server + ovn-northd), with
+//! the exact write-back requests asserted: one merge patch per new pod, none when nothing
+//! changed, one pass per burst, recovery of allocated pods without any patch, and a follower
+//! that writes nothing while another controller holds a live Lease.
+
+mod kube_fake;
+
+use std::time::Duration;
+
+use ferrovn_control::controller::ControllerOptions;
+use ferrovn_control::kube::{KubeOptions, LeaseConfig, Stats, run};
+use ferrovn_ovsdb::testkit::OvnCentral;
+use kube_fake::{FakeApi, Recorded, fixture};
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+const POD_PATH: &str = "/api/v1/namespaces/default/pods/web-0";
+const NODE_PATH: &str = "/api/v1/nodes/kind-worker";
+const SUBNET_STATUS: &str = "/apis/kubeovn.io/v1/subnets/ovn-default/status";
+const MERGE: Option<&str> = Some("application/merge-patch+json");
+
+fn pod(name: &str, n: u32) -> Value {
+    let mut p = fixture("pod-web-0.json");
+    p["metadata"]["name"] = json!(name);
+    p["metadata"]["uid"] = json!(format!("8a3f0c5e-1b2d-4e6f-9a7b-3c4d5e6f{n:04}"));
+    p["spec"]["hostname"] = json!(name);
+    p
+}
+
+fn seed(fake: &FakeApi) {
+    fake.apply(fixture("namespace-default.json"));
+    fake.apply(fixture("node-kind-worker.json"));
+    fake.apply(fixture("subnet-ovn-default.json"));
+}
+
+struct Running {
+    stats: watch::Receiver<Stats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    _central: OvnCentral,
+    _tmp: tempfile::TempDir,
+}
+
+impl Running {
+    async fn wait(&mut self, what: &str, cond: impl Fn(&Stats) -> bool) -> Stats {
+        let r = tokio::time::timeout(Duration::from_secs(60), self.stats.wait_for(|s| cond(s)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match r {
+            Ok(Ok(s)) => s,
+            _ => panic!("{what}: not reached; stats {:?}", *self.stats.borrow()),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+    }
+}
+
+fn nbctl(central: &OvnCentral, args: &[&str]) -> String {
+    central
+        .nbctl(args)
+        .unwrap_or_else(|e| panic!("ovn-nbctl {args:?}: {e}"))
+}
+
+fn port_addresses(central: &OvnCentral, port: &str) -> String {
+    nbctl(
+        central,
+        &[
+            "--bare",
+            "--columns=addresses",
+            "find",
+            "Logical_Switch_Port",
+            &format!("name={port}"),
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+fn start(fake: &FakeApi, lease: Option<LeaseConfig>) -> (Running, String) {
+    let central = OvnCentral::start().expect("OVN central");
+    let tmp = tempfile::tempdir().unwrap();
+    let nb = central.nb_remote();
+    let mut co = ControllerOptions::new(
+        &nb,
+        tmp.path().join("no-manifests"),
+        tmp.path().join("state"),
+    );
+    co.batch = 100;
+    let mut opts = KubeOptions::new(co);
+    opts.debounce = Duration::from_millis(300);
+    opts.max_delay = Duration::from_secs(3);
+    opts.lease = lease;
+    let (tx, rx) = watch::channel(Stats::default());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let client = fake.client();
+    let task = tokio::spawn(async move {
+        let _ = run(client, opts, tx, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    (
+        Running {
+            stats: rx,
+            stop: Some(stop_tx),
+            task,
+            _central: central,
+            _tmp: tmp,
+        },
+        nb,
+    )
+}
+
+fn patches(fake: &FakeApi) -> Vec<Recorded> {
+    fake.writes()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pod_gets_one_merge_patch_and_nothing_more() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(pod("web-0", 0));
+    let (mut r, _) = start(&fake, None);
+    r.wait("first pass with write-back", |s| {
+        s.pods_patched == 1 && s.nodes_patched == 1 && s.subnets_patched == 1
+    })
+    .await;
+
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 3, "{writes:#?}");
+    for w in &writes {
+        assert_eq!(
+            (w.method.as_str(), w.content_type.as_deref(), w.status),
+            ("PATCH", MERGE, 200)
+        );
+        assert_eq!(w.query, "fieldManager=ferrovn-controller");
+    }
+    let pod_patch = writes
+        .iter()
+        .find(|w| w.path == POD_PATH)
+        .expect("pod patched");
+    let body = pod_patch.body.clone().unwrap();
+    let mac = body["metadata"]["annotations"]["ovn.kubernetes.io/mac_address"]
+        .as_str()
+        .expect("a MAC")
+        .to_string();
+    assert_eq!(
+        body,
+        json!({"metadata": {"annotations": {
+            "ovn.kubernetes.io/allocated": "true",
+            "ovn.kubernetes.io/cidr": "10.16.0.0/16",
+            "ovn.kubernetes.io/gateway": "10.16.0.1",
+            "ovn.kubernetes.io/ip_address": "10.16.0.2",
+            "ovn.kubernetes.io/logical_router": "ovn-cluster",
+            "ovn.kubernetes.io/logical_switch": "ovn-default",
+            "ovn.kubernetes.io/mac_address": mac,
+            "ovn.kubernetes.io/routed": "true",
+        }}})
+    );
+    // What the pod says is what the NB holds.
+    assert_eq!(
+        port_addresses(&r._central, "web-0.default"),
+        format!("{mac} 10.16.0.2")
+    );
+
+    let node_patch = writes
+        .iter()
+        .find(|w| w.path == NODE_PATH)
+        .expect("node patched");
+    let node_ann = &node_patch.body.as_ref().unwrap()["metadata"]["annotations"];
+    assert_eq!(node_ann["ovn.kubernetes.io/ip_address"], "100.64.0.2");
+    assert_eq!(node_ann["ovn.kubernetes.io/logical_switch"], "join");
+    assert_eq!(node_ann["ovn.kubernetes.io/port_name"], "node-kind-worker");
+    assert_eq!(node_ann["ovn.kubernetes.io/allocated"], "true");
+
+    let status_patch = writes
+        .iter()
+        .find(|w| w.path == SUBNET_STATUS)
+        .expect("status patched");
+    let status = &status_patch.body.as_ref().unwrap()["status"];
+    assert_eq!(status["v4usingIPs"], 1);
+    assert_eq!(status["v4availableIPs"], 65532);
+    assert_eq!(status["v6usingIPs"], 0);
+    let conditions: Vec<(&str, &str)> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(conditions, [("Validated", "True"), ("Ready", "True")]);
+    // The apiserver kept the user's annotations and the pod's spec.
+    let stored = fake.get("Pod", "default", "web-0").unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"],
+        "10.16.0.2"
+    );
+    assert_eq!(stored["spec"]["nodeName"], "kind-worker");
+
+    // Something unrelated changes: a pass runs and sends nothing (no patch storm).
+    let before = r.stats.borrow().passes;
+    let mut ns = fake.get("Namespace", "", "default").unwrap();
+    ns["metadata"]["labels"]["team"] = json!("a");
+    fake.apply(ns);
+    r.wait("a pass after the namespace change", |s| s.passes > before)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.writes().len(), 3, "no new write: {:#?}", fake.writes());
+
+    // A burst of five pods: one pass, five pod patches, one status patch.
+    let before = r.stats.borrow().passes;
+    for i in 1..=5 {
+        fake.apply(pod(&format!("web-{i}"), i));
+    }
+    let s = r.wait("burst allocated", |s| s.pods_patched == 6).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = r.stats.borrow().clone();
+    assert_eq!(
+        after.passes,
+        before + 1,
+        "one pass for the burst: {after:?}"
+    );
+    assert_eq!(s.subnets_patched, 2);
+    let ips: Vec<String> = patches(&fake)
+        .iter()
+        .filter(|w| {
+            w.path.starts_with("/api/v1/namespaces/default/pods/web-") && w.path != POD_PATH
+        })
+        .map(|w| {
+            w.body.as_ref().unwrap()["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut sorted = ips.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "10.16.0.3",
+            "10.16.0.4",
+            "10.16.0.5",
+            "10.16.0.6",
+            "10.16.0.7"
+        ]
+    );
+    assert_eq!(fake.writes().len(), 3 + 5 + 1);
+
+    // A deleted pod's port goes; its address is free again for the next pod.
+    fake.delete("Pod", "default", "web-3");
+    r.wait("released", |s| s.subnets_patched == 3).await;
+    let status = &patches(&fake).last().unwrap().body.clone().unwrap()["status"];
+    assert_eq!(status["v4usingIPs"], 5);
+    assert_eq!(port_addresses(&r._central, "web-3.default"), "");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocated_pod_is_adopted_without_a_patch() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    // A pod the controller allocated before it restarted, and the node's join allocation.
+    let mut p = pod("web-0", 0);
+    p["metadata"]["annotations"] = json!({
+        "ovn.kubernetes.io/allocated": "true",
+        "ovn.kubernetes.io/cidr": "10.16.0.0/16",
+        "ovn.kubernetes.io/gateway": "10.16.0.1",
+        "ovn.kubernetes.io/ip_address": "10.16.0.2",
+        "ovn.kubernetes.io/logical_router": "ovn-cluster",
+        "ovn.kubernetes.io/logical_switch": "ovn-default",
+        "ovn.kubernetes.io/mac_address": "00:00:00:5e:a1:07",
+        "ovn.kubernetes.io/routed": "true"
+    });
+    fake.apply(p);
+    let mut node = fixture("node-kind-worker.json");
+    for (k, v) in [
+        ("ovn.kubernetes.io/allocated", "true"),
+        ("ovn.kubernetes.io/cidr", "100.64.0.0/16"),
+        ("ovn.kubernetes.io/gateway", "100.64.0.1"),
+        ("ovn.kubernetes.io/ip_address", "100.64.0.2"),
+        ("ovn.kubernetes.io/logical_router", "ovn-cluster"),
+        ("ovn.kubernetes.io/logical_switch", "join"),
+        ("ovn.kubernetes.io/mac_address", "00:00:00:5e:a1:99"),
+        ("ovn.kubernetes.io/port_name", "node-kind-worker"),
+    ] {
+        node["metadata"]["annotations"][k] = json!(v);
+    }
+    fake.apply(node);
+    fake.apply(pod("web-1", 1));
+
+    let (mut r, _) = start(&fake, None);
+    r.wait("first pass", |s| {
+        s.pods_patched == 1 && s.subnets_patched == 1
+    })
+    .await;
+    let paths: Vec<String> = patches(&fake).iter().map(|w| w.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/api/v1/namespaces/default/pods/web-1", SUBNET_STATUS],
+        "the adopted pod and node are not patched"
+    );
+    assert_eq!(
+        port_addresses(&r._central, "web-0.default"),
+        "00:00:00:5e:a1:07 10.16.0.2",
+        "the adopted pod keeps its address and MAC in the NB"
+    );
+    let web1 = &patches(&fake)[0].body.clone().unwrap()["metadata"]["annotations"];
+    assert_eq!(web1["ovn.kubernetes.io/ip_address"], "10.16.0.3");
+    assert_eq!(
+        port_addresses(&r._central, "node-kind-worker"),
+        "00:00:00:5e:a1:99 100.64.0.2"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_writes_nothing_until_the_live_lease_expires() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(pod("web-0", 0));
+    let mut lease = fixture("lease-held.json");
+    lease["spec"]["leaseDurationSeconds"] = json!(2);
+    fake.apply(lease);
+
+    // The other controller renews every 300 ms until told to stop.
+    let (stop_renew, mut renew_stopped) = oneshot::channel::<()>();
+    let renewer = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    _ = &mut renew_stopped => return,
+                }
+                n += 1;
+                let mut l = fake
+                    .get("Lease", "kube-system", "ferrovn-controller")
+                    .unwrap();
+                l["spec"]["renewTime"] = json!(format!("2026-11-27T10:00:{:02}.000000Z", n % 60));
+                fake.apply(l);
+            }
+        })
+    };
+    let mut cfg = LeaseConfig::new("ferrovn-controller-7f9c6d5b8-k4m2n");
+    cfg.lease_duration = Duration::from_secs(2);
+    cfg.renew_deadline = Duration::from_millis(1500);
+    cfg.retry_period = Duration::from_millis(100);
+    let (mut r, _) = start(&fake, Some(cfg));
+    r.wait("caches filled", |s| s.ready).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = r.stats.borrow().clone();
+    assert!(!s.leader && s.passes == 0, "{s:?}");
+    assert!(
+        fake.writes().is_empty(),
+        "a follower writes nothing: {:#?}",
+        fake.writes()
+    );
+    assert_eq!(
+        port_addresses(&r._central, "web-0.default"),
+        "",
+        "nor to the NB"
+    );
+
+    // The leader dies (stops renewing): 2 s later the follower takes over and catches up.
+    stop_renew.send(()).unwrap();
+    renewer.await.unwrap();
+    r.wait("took over and allocated", |s| {
+        s.leader && s.pods_patched == 1
+    })
+    .await;
+    let lease_put = fake
+        .writes()
+        .into_iter()
+        .find(|w| w.method == "PUT")
+        .expect("lease taken over");
+    assert_eq!(
+        lease_put.path,
+        "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/ferrovn-controller"
+    );
+    let spec = &lease_put.body.as_ref().unwrap()["spec"];
+    assert_eq!(spec["holderIdentity"], "ferrovn-controller-7f9c6d5b8-k4m2n");
+    assert_eq!(spec["leaseTransitions"], 5);
+    assert!(port_addresses(&r._central, "web-0.default").contains("10.16.0.2"));
+    r.stop().await;
+}
