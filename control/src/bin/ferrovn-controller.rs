@@ -18,8 +18,8 @@ struct Args {
     #[arg(long, env = "FERROVN_NB")]
     nb: String,
     /// Directory of Kubernetes manifests (*.yaml, *.yml, *.json; subdirectories included).
-    #[arg(long, env = "FERROVN_MANIFESTS")]
-    manifests: PathBuf,
+    #[arg(long, env = "FERROVN_MANIFESTS", required_unless_present = "kube")]
+    manifests: Option<PathBuf>,
     /// Where allocation records are written (allocations/<ns>/<pod>.json, nodes/<node>.json).
     #[arg(long, env = "FERROVN_STATE_DIR")]
     state_dir: PathBuf,
@@ -41,6 +41,9 @@ struct Args {
     /// CIDR of the implicit node join subnet `join`.
     #[arg(long, default_value = "100.64.0.0/16")]
     join_cidr: String,
+    /// Cluster mode (`--kube`): watchers, write-back to pods, leader election.
+    #[command(flatten)]
+    kube_args: ferrovn_control::kube::cli::KubeArgs,
 }
 
 fn log_pass(r: &PassReport) {
@@ -80,7 +83,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut options = ControllerOptions::new(&args.nb, &args.manifests, &args.state_dir);
+    let manifests = args.manifests.clone().unwrap_or_default();
+    let mut options = ControllerOptions::new(&args.nb, &manifests, &args.state_dir);
     options.batch = args.batch.max(1);
     options.mac_seed = args.mac_seed;
     options.build = BuildOptions {
@@ -88,10 +92,15 @@ async fn main() -> anyhow::Result<()> {
         join_cidr: args.join_cidr.clone(),
         ..BuildOptions::default()
     };
+    if args.kube_args.kube {
+        return ferrovn_control::kube::cli::run_from_args(options, &args.kube_args)
+            .await
+            .context("kube mode");
+    }
     let mut controller = Controller::connect(options)
         .await
         .with_context(|| format!("connecting to the NB at {}", args.nb))?;
-    tracing::info!(nb = %args.nb, manifests = %args.manifests.display(), "connected");
+    tracing::info!(nb = %args.nb, manifests = %manifests.display(), "connected");
 
     if args.once {
         let report = controller.pass().await.context("reconcile pass")?;

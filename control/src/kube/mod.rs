@@ -8,8 +8,10 @@
 //! - [`writeback`]: the merge patches a pass calls for (pure) and the writer; recovery of
 //!   existing allocations from `allocated=true` annotations;
 //! - [`lease`]: leader election, a pure state machine with an injected clock plus the shell;
-//! - [`run`]: the loop (watch → debounce → pass → write back) and its options.
+//! - [`run`]: the loop (watch → debounce → pass → write back) and its options;
+//! - [`cli`]: the `--kube` flags of `ferrovn-controller` and its entry point.
 
+pub mod cli;
 pub mod lease;
 pub mod run;
 pub mod store;

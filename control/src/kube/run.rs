@@ -220,6 +220,18 @@ impl Source {
         };
         self.stats.passes += 1;
         self.stats.last_generation = generation;
+        if report.is_noop() {
+            tracing::debug!(interfaces = report.interfaces, "pass: nothing to do");
+        } else {
+            tracing::info!(
+                interfaces = report.interfaces,
+                released = report.released,
+                nb_ops = report.nb_operations,
+                nb_txns = report.nb_transactions,
+                ms = report.elapsed.as_millis() as u64,
+                "pass applied"
+            );
+        }
         for issue in &report.issues {
             tracing::warn!("{issue}");
         }
