@@ -10,7 +10,7 @@ APT_PACKAGES := openvswitch-switch openvswitch-switch-dpdk ovn-central ovn-host 
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
 	containernetworking-plugins
 
-.PHONY: deps build test lint fmt clean
+.PHONY: deps build test lint fmt clean lab lab-down
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -40,3 +40,17 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# The lab (docs/lab.md): only the binaries it runs, release profile.
+LAB_BINS := --bin ferrovn-lab --bin ferrovn-controller --bin ferrovn-node --bin ferrovn-cni --bin ferrovn-vhost
+LAB_STATE ?= /run/ferrovn-lab
+
+## lab: the whole fabric on this machine (root): deps, build, up, status; last line `lab: R/T pod pairs reachable`
+lab: deps
+	$(CARGO) build --release $(LAB_BINS)
+	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
+
+## lab-down: remove every process, namespace, mount and hugepage setting the lab made
+lab-down:
+	@if [ -x ./target/release/ferrovn-lab ]; then ./target/release/ferrovn-lab --state-dir $(LAB_STATE) down; \
+	else echo "lab-down: ./target/release/ferrovn-lab not built (nothing was started by make lab)"; fi
