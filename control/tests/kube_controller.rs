@@ -11,7 +11,7 @@ use std::time::Duration;
 use ferrovn_control::controller::ControllerOptions;
 use ferrovn_control::kube::{KubeOptions, LeaseConfig, Stats, run};
 use ferrovn_ovsdb::testkit::OvnCentral;
-use kube_fake::{FakeApi, Recorded, fixture};
+use kube_fake::{FakeApi, Recorded, fixture, rbac_violations};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -393,4 +393,8 @@ async fn follower_writes_nothing_until_the_live_lease_expires() {
     assert_eq!(spec["leaseTransitions"], 5);
     assert!(port_addresses(&r._central, "web-0.default").contains("10.16.0.2"));
     r.stop().await;
+
+    // Every request of this run (lists, watches, lease reads and takeover, pod / node / subnet
+    // status patches, the release at shutdown) is allowed by deploy/rbac.yaml.
+    assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
 }

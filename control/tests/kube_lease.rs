@@ -11,7 +11,7 @@ use ferrovn_control::kube::lease::{
     self, Action, Clock, Elector, LeaseConfig, LeaseLock, Observed, Outcome,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube_fake::{FakeApi, fixture};
+use kube_fake::{FakeApi, fixture, rbac_violations};
 use serde_json::{Value, json};
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
@@ -112,6 +112,7 @@ async fn missing_lease_is_created_then_renewed_with_its_resource_version() {
             "leaseTransitions": 0
         })
     );
+    assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -682,3 +682,107 @@ impl FakeApi {
         }
     }
 }
+
+/// One RBAC rule of `deploy/rbac.yaml`; `namespace` is the Role's (None: ClusterRole).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub namespace: Option<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules of the ClusterRole and Role in `deploy/rbac.yaml`.
+pub fn rbac_rules() -> Vec<Rule> {
+    use serde::Deserialize;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let namespace = match v["kind"].as_str() {
+            Some("ClusterRole") => None,
+            Some("Role") => Some(
+                v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string(),
+            ),
+            _ => continue,
+        };
+        for r in v["rules"].as_array().into_iter().flatten() {
+            out.push(Rule {
+                namespace: namespace.clone(),
+                api_groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                verbs: strings(&r["verbs"]),
+                resource_names: strings(&r["resourceNames"]),
+            });
+        }
+    }
+    out
+}
+
+/// Requests `deploy/rbac.yaml` would forbid, as "VERB group/resource ns/name" lines.
+pub fn rbac_violations(requests: &[Recorded]) -> Vec<String> {
+    let rules = rbac_rules();
+    let mut out = Vec::new();
+    for r in requests {
+        let Some(rt) = route(&r.path) else {
+            out.push(format!("{} {}: not an API path", r.method, r.path));
+            continue;
+        };
+        let group = rt
+            .ty
+            .prefix
+            .strip_prefix("/apis/")
+            .and_then(|g| g.split('/').next())
+            .unwrap_or("");
+        let resource = match &rt.subresource {
+            Some(s) => format!("{}/{s}", rt.ty.plural),
+            None => rt.ty.plural.to_string(),
+        };
+        let verb = match (r.method.as_str(), &rt.name) {
+            ("GET", None) if r.is_watch() => "watch",
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => "unknown",
+        };
+        let allowed = rules.iter().any(|rule| {
+            (rule.namespace.is_none() || rule.namespace == rt.namespace)
+                && rule.api_groups.iter().any(|g| g == group)
+                && rule.resources.iter().any(|x| *x == resource)
+                && rule.verbs.iter().any(|v| v == verb)
+                && (rule.resource_names.is_empty()
+                    || rt
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| rule.resource_names.contains(n)))
+        });
+        if !allowed {
+            out.push(format!(
+                "{verb} {group}/{resource} {}/{}",
+                rt.namespace.as_deref().unwrap_or(""),
+                rt.name.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
