@@ -503,6 +503,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
             forward_mode: mode.into(),
             app_args,
             log: work.path().join(format!("{}.log", p.name)),
+            interactive: false,
         })
         .expect("testpmd")
     };

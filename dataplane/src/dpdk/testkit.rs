@@ -273,6 +273,8 @@ pub struct TestpmdSpec<'a> {
     pub forward_mode: String,
     pub app_args: Vec<String>,
     pub log: PathBuf,
+    /// `-i`: commands come from [`Testpmd::command`] (e.g. `start tx_first`), no periodic stats.
+    pub interactive: bool,
 }
 
 impl Testpmd {
@@ -288,14 +290,14 @@ impl Testpmd {
         for v in &spec.vdevs {
             cmd.arg(format!("--vdev={v}"));
         }
-        cmd.args([
-            "--",
-            "--nb-cores=1",
-            "--stats-period=1",
-            "--total-num-mbufs=8192",
-        ])
-        .arg(format!("--forward-mode={}", spec.forward_mode))
-        .args(&spec.app_args);
+        cmd.args(["--", "--nb-cores=1", "--total-num-mbufs=8192"]);
+        if spec.interactive {
+            cmd.arg("-i");
+        } else {
+            cmd.arg("--stats-period=1");
+        }
+        cmd.arg(format!("--forward-mode={}", spec.forward_mode))
+            .args(&spec.app_args);
         let log = std::fs::File::create(&spec.log).map_err(|source| TestbedError::Io {
             what: format!("testpmd log {}", spec.log.display()),
             source,
@@ -312,7 +314,11 @@ impl Testpmd {
             });
         }
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(if spec.interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(log)
             .stderr(err)
             .spawn()
@@ -331,6 +337,18 @@ impl Testpmd {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends one command line to an interactive testpmd.
+    pub fn command(&mut self, line: &str) -> std::io::Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("testpmd is not interactive"))?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -377,6 +395,20 @@ impl Drop for Testpmd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The sum over ports of the LAST `ports` `<which>-pps:` values in `text` (the output of one
+/// `show port stats all` of an interactive testpmd: the rate since the previous `show`).
+pub fn last_pps(text: &str, which: &str, ports: usize) -> f64 {
+    let key = format!("{which}-pps:");
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix(&key)?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .collect();
+    values.iter().rev().take(ports).fold(0.0, |a, b| a + b)
 }
 
 /// Parses testpmd's periodic port statistics (`Rx-pps: N` / `Tx-pps: N`, one line per port

@@ -1,0 +1,622 @@
+//! DPDK packet-rate benchmark (run as root):
+//! `cargo run --release -p ferrovn-dataplane --example bench-dpdk`.
+//!
+//! In one run, 64 B and 1500 B frames:
+//! - raw: testpmd `net_vhost` (rxonly) <- testpmd `net_virtio_user` (txonly), no switch: the
+//!   machine's vhost-user limit (2 cores: one per testpmd);
+//! - veth: two kernel veth pods attached by the agent to OVN on a plain ovs-vswitchd (netdev
+//!   datapath); a Rust AF_PACKET `sendmmsg` flooder in pod 1 sends UDP to pod 2, counted by pod
+//!   2's interface rx counter (sender pinned to cpu0; OVS's main thread wherever it runs);
+//! - vhost: two vhost-user attachments made by the agent on an OVS-DPDK node (OVN logical
+//!   switch), both driven by ONE testpmd (cpu0) in macswap/loop with `start tx_first`, so the
+//!   packets bounce pod 1 -> OVS -> pod 2 -> OVS -> pod 1 ...; the rate is the sum of both
+//!   ports' rx (= packets delivered by OVS per second). 2 cores: testpmd + one OVS PMD (cpu1).
+//!   (Two separate pod processes would need three busy pollers on two cores.)
+//!
+//! Last line: `dpdk-bench vhost_mpps=X raw_mpps=X veth_mpps=X vs_veth=X vs_raw=X` (64 B).
+//! `BENCH_SECS` (default 5) sets the measuring window.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
+use ferrovn_dataplane::dpdk::testkit::{
+    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
+};
+use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
+use ferrovn_dataplane::ovs::OvsClient;
+use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
+use ferrovn_dataplane::testbed::{
+    CniCall, Netns, Node, NodeConfig, OvnCentral, TestbedError, VSWITCHD_DPDK, agent_binary,
+    cni_plugin_binary, run_cni, unique_tag, wait_until,
+};
+use serde_json::json;
+
+const SIZES: [usize; 2] = [64, 1500];
+
+fn secs() -> u64 {
+    std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn sleep(s: f64) {
+    std::thread::sleep(Duration::from_secs_f64(s));
+}
+
+fn short_rand() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
+}
+
+fn alloc(provider: &str, ip: &str, mac: &str) -> Annotations {
+    [
+        ("allocated", "true"),
+        ("ip_address", ip),
+        ("mac_address", mac),
+        ("cidr", "10.16.0.0/24"),
+        ("gateway", "10.16.0.1"),
+        ("logical_switch", "ls1"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
+    .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) raw vhost <-> virtio-user
+
+fn raw_run(size: usize, mem: &PodMemory, work: &Path, rnd: &str) -> Result<f64> {
+    let sock = work.join("raw.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut v = Testpmd::start(&TestpmdSpec {
+        prefix: format!("fvbv{rnd}"),
+        netns: None,
+        cpu: 0,
+        memory: mem.clone(),
+        vdevs: vec![format!("net_vhost0,iface={},queues=1", sock.display())],
+        forward_mode: "rxonly".into(),
+        app_args: vec![],
+        log: work.join(format!("raw-vhost-{size}.log")),
+        interactive: false,
+    })?;
+    sleep(2.0);
+    let mut u = Testpmd::start(&TestpmdSpec {
+        prefix: format!("fvbu{rnd}"),
+        netns: None,
+        cpu: 1,
+        memory: mem.clone(),
+        vdevs: vec![format!("net_virtio_user0,path={},queues=1", sock.display())],
+        forward_mode: "txonly".into(),
+        app_args: vec![format!("--txpkts={size}")],
+        log: work.join(format!("raw-virtio-{size}.log")),
+        interactive: false,
+    })?;
+    sleep(secs() as f64 + 3.0);
+    let mpps = v.pps("Rx", 3) / 1e6;
+    if mpps == 0.0 {
+        eprintln!("raw {size}: no rx; vhost log: {}", v.log_text());
+    }
+    u.stop();
+    v.stop();
+    let _ = std::fs::remove_file(&sock);
+    Ok(mpps)
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) veth pods: AF_PACKET sendmmsg flooder
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in h.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet/IPv4/UDP frame of `size` bytes (without FCS).
+fn udp_frame(
+    size: usize,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Vec<u8> {
+    let size = size.max(60);
+    let mut f = vec![0u8; size];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (size - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let c = ip_checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let udp_len = ip_len - 20;
+    f[34..36].copy_from_slice(&9u16.to_be_bytes());
+    f[36..38].copy_from_slice(&9u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    f
+}
+
+/// Sends `frame` on `ifname` (in the calling thread's netns) for `secs`; returns frames sent.
+fn flood(ifname: &str, frame: Vec<u8>, secs: f64) -> std::io::Result<u64> {
+    let cpus = {
+        let mut s = nix::sched::CpuSet::new();
+        let _ = s.set(0);
+        s
+    };
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+    let name = std::ffi::CString::new(ifname).map_err(std::io::Error::other)?;
+    // SAFETY: plain libc calls on a socket we own; pointers reference live locals
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        if libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) < 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        const BATCH: usize = 64;
+        let mut iov = libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        };
+        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+            .map(|_| {
+                let mut m: libc::mmsghdr = std::mem::zeroed();
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let start = Instant::now();
+        let mut sent: u64 = 0;
+        while start.elapsed().as_secs_f64() < secs {
+            let n = libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, 0);
+            if n > 0 {
+                sent += n as u64;
+            }
+        }
+        libc::close(fd);
+        Ok(sent)
+    }
+}
+
+fn rx_packets(ns: &Netns, ifname: &str) -> Result<u64> {
+    let out = ns.ip(["-j", "-s", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j")?;
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .context("rx packets missing")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cni_add(
+    plugin: &Path,
+    node: &Node,
+    pod: &str,
+    cid: &str,
+    netns: &Netns,
+    ifname: &str,
+    uid: &str,
+    extra: serde_json::Value,
+) -> Result<serde_json::Value> {
+    let mut conf = json!({
+        "cniVersion": "1.1.0", "name": "net", "type": "ferrovn-cni",
+        "server_socket": node.agent_socket(),
+    });
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let stdin = serde_json::to_vec(&conf)?;
+    let args =
+        format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID={uid}");
+    let out = run_cni(
+        plugin,
+        &CniCall {
+            command: "ADD",
+            container_id: cid,
+            netns: &netns.path().display().to_string(),
+            ifname,
+            args: &args,
+            stdin: &stdin,
+        },
+    )?;
+    if out.exit_code != 0 {
+        bail!(
+            "ADD {pod}: {} {}; agent: {}",
+            out.stdout,
+            out.stderr,
+            node.agent_log()
+        );
+    }
+    Ok(out.json())
+}
+
+fn wait_chassis(central: &OvnCentral, n: usize) -> Result<()> {
+    let ok = wait_until(Duration::from_secs(30), || {
+        central
+            .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
+            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == n)
+            .unwrap_or(false)
+    });
+    if !ok {
+        bail!("chassis did not register");
+    }
+    Ok(())
+}
+
+fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
+    let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
+    let sb = central.sb_remote();
+    let allocs_dir = work.join("allocs-veth");
+    let allocs = FileAllocations::new(&allocs_dir);
+    let mut node = Node::start(
+        &format!("fvb-{tag}-k"),
+        &NodeConfig::plain(&format!("fvb-{tag}-k")),
+    )?;
+    node.start_agent(&agent_binary()?, &sb, &allocs_dir, &[])?;
+    node.start_ovn_controller()?;
+    wait_chassis(&central, 1)?;
+    central.nbctl(&["ls-add", "ls1"])?;
+    let plugin = cni_plugin_binary()?;
+    let pods = [
+        ("vp1", "10.16.0.31", "0a:58:0a:10:00:1f"),
+        ("vp2", "10.16.0.32", "0a:58:0a:10:00:20"),
+    ];
+    let mut nss = Vec::new();
+    for (i, (pod, ip, mac)) in pods.iter().enumerate() {
+        let lsp = format!("{pod}.default");
+        central.nbctl(&[
+            "lsp-add",
+            "ls1",
+            &lsp,
+            "--",
+            "lsp-set-addresses",
+            &lsp,
+            &format!("{mac} {ip}"),
+        ])?;
+        allocs.write(
+            &PodRef {
+                namespace: "default".into(),
+                name: pod.to_string(),
+            },
+            &alloc("ovn", ip, mac),
+        )?;
+        let ns = Netns::create(&format!("fvb-{tag}-{pod}"))?;
+        cni_add(
+            &plugin,
+            &node,
+            pod,
+            &format!("cv{i}{}", tag.replace('x', "")),
+            &ns,
+            "eth0",
+            "u",
+            json!({"mtu": 1500}),
+        )?;
+        nss.push(ns);
+    }
+    // warm up the path (ARP is not needed: the flooder addresses pod 2's MAC directly)
+    let _ = nss[0].ping_until("10.16.0.32", Duration::from_secs(10));
+    let mut out = BTreeMap::new();
+    for size in SIZES {
+        let frame = udp_frame(
+            size,
+            [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x1f],
+            [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x20],
+            [10, 16, 0, 31],
+            [10, 16, 0, 32],
+        );
+        let total = secs() as f64 + 2.0;
+        let path = nss[0].path();
+        let sender = std::thread::spawn(move || {
+            ferrovn_dataplane::netns::run_in_netns(Some(&path), move || flood("eth0", frame, total))
+        });
+        sleep(1.0);
+        let (r0, t0) = (rx_packets(&nss[1], "eth0")?, Instant::now());
+        sleep(secs() as f64);
+        let (r1, t1) = (rx_packets(&nss[1], "eth0")?, Instant::now());
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("flooder panicked"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(|e| anyhow::anyhow!("flood: {e}"))?;
+        let mpps = (r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6;
+        println!(
+            "veth  {size:>5} B  {mpps:>7.3} Mpps received (sender offered {:.3} Mpps; cores: sender 1 + OVS main thread)",
+            sent as f64 / total / 1e6
+        );
+        out.insert(size, mpps);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) vhost-user pods on OVS-DPDK through OVN
+
+fn vhost_phase(
+    work: &Path,
+    tag: &str,
+    rnd: &str,
+    mem: &PodMemory,
+    huge: Option<&Path>,
+) -> Result<BTreeMap<usize, f64>> {
+    let _ovs_run = DpdkRuntimeDir::new(&format!("fvbovs{rnd}"));
+    let vhost_dir =
+        SharedDir::create(Path::new(&format!("/tmp/fvbv{rnd}"))).map_err(anyhow::Error::msg)?;
+    let kubelet = tempfile::Builder::new().prefix("fvbk").tempdir_in("/tmp")?;
+    let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
+    let sb = central.sb_remote();
+    let mut dcfg = DpdkNodeConfig::example();
+    dcfg.socket_mem_mib = vec![256];
+    dcfg.lcore_cpus = vec![0];
+    dcfg.pmd_cpus = vec![1];
+    dcfg.file_prefix = format!("fvbovs{rnd}");
+    match huge {
+        Some(h) => dcfg.huge_dir = Some(h.to_path_buf()),
+        None => {
+            dcfg.allow_no_huge = true;
+            dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
+        }
+    }
+    let cfg_path = work.join("dpdk.json");
+    std::fs::write(&cfg_path, serde_json::to_vec(&dcfg)?)?;
+    let labels = work.join("labels.json");
+    std::fs::write(&labels, r#"{"ovn.kubernetes.io/ovs_dp_type":"userspace"}"#)?;
+    let pre = dcfg.clone();
+    let node = Node::start_with(
+        &format!("fvb-{tag}-d"),
+        &NodeConfig {
+            name: format!("fvb-{tag}-d"),
+            vswitchd: PathBuf::from(VSWITCHD_DPDK),
+            other_config: vec![],
+        },
+        move |n| {
+            let err = |e: String| TestbedError::Central(e);
+            let i = gather_inputs(
+                &HostPaths::default(),
+                Some("userspace".into()),
+                Some(pre),
+                false,
+            )
+            .map_err(|e| err(e.to_string()))?;
+            let d = select_profile(&i).map_err(|e| err(e.to_string()))?;
+            let s = d.settings.ok_or_else(|| err(d.message.clone()))?;
+            let plan = plan_dpdk_node(&s);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            rt.block_on(async {
+                let ovs = OvsClient::connect(&n.db_remote()).await?;
+                apply_other_config(&ovs, &plan).await
+            })
+            .map_err(|e| err(e.to_string()))?;
+            Ok(())
+        },
+    )?;
+    let mut node = node;
+    if !wait_until(Duration::from_secs(60), || {
+        node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
+            .map(|s| s.trim() == "true")
+            .unwrap_or(false)
+    }) {
+        bail!("DPDK did not initialise");
+    }
+    let allocs_dir = work.join("allocs-dpdk");
+    let allocs = FileAllocations::new(&allocs_dir);
+    let args = [
+        format!("--node-labels-file={}", labels.display()),
+        format!("--dpdk-config={}", cfg_path.display()),
+        format!("--vhost-dir={}", vhost_dir.path().display()),
+        format!("--kubelet-root={}", kubelet.path().display()),
+        format!("--host-mount-ns=/proc/{}/ns/mnt", std::process::id()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    node.start_agent(&agent_binary()?, &sb, &allocs_dir, &args)?;
+    node.start_ovn_controller()?;
+    wait_chassis(&central, 1)?;
+    central.nbctl(&["ls-add", "ls1"])?;
+    let plugin = cni_plugin_binary()?;
+    let provider = "dpdk.default.ovn";
+    let pods = [
+        ("dp1", "10.16.0.21", "0a:58:0a:10:00:15"),
+        ("dp2", "10.16.0.22", "0a:58:0a:10:00:16"),
+    ];
+    let mut infos: Vec<(VhostUserInfo, PathBuf, Netns)> = Vec::new();
+    for (i, (pod, ip, mac)) in pods.iter().enumerate() {
+        let lsp = format!("{pod}.default.{provider}");
+        central.nbctl(&[
+            "lsp-add",
+            "ls1",
+            &lsp,
+            "--",
+            "lsp-set-addresses",
+            &lsp,
+            &format!("{mac} {ip}"),
+        ])?;
+        allocs.write(
+            &PodRef {
+                namespace: "default".into(),
+                name: pod.to_string(),
+            },
+            &alloc(provider, ip, mac),
+        )?;
+        let uid = format!("0000000{i}-0000-4000-8000-{:0>12}", rnd);
+        let vol = kubelet
+            .path()
+            .join("pods")
+            .join(&uid)
+            .join("volumes/kubernetes.io~empty-dir/vhu");
+        std::fs::create_dir_all(&vol)?;
+        let ns = Netns::create(&format!("fvb-{tag}-{pod}"))?;
+        cni_add(
+            &plugin,
+            &node,
+            pod,
+            &format!("cd{i}{}", tag.replace('x', "")),
+            &ns,
+            "net1",
+            &uid,
+            json!({"provider": provider, "vhost_user_socket_volume_name": "vhu", "vhost_user_socket_name": "sock"}),
+        )?;
+        let info: VhostUserInfo =
+            serde_json::from_slice(&std::fs::read(vol.join(info_file_name("net1")))?)?;
+        infos.push((info, vol, ns));
+    }
+    let mut out = BTreeMap::new();
+    for size in SIZES {
+        let vdevs = infos
+            .iter()
+            .enumerate()
+            .map(|(i, (info, vol, _))| info.virtio_user_vdev(i as u32, &info.socket_in(vol)))
+            .collect();
+        let mut t = Testpmd::start(&TestpmdSpec {
+            prefix: format!("fvbp{rnd}"),
+            netns: Some(&infos[0].2),
+            cpu: 0,
+            memory: mem.clone(),
+            vdevs,
+            forward_mode: "macswap".into(),
+            app_args: vec![
+                "--port-topology=loop".into(),
+                format!("--txpkts={size}"),
+                format!("--eth-peer=0,{}", infos[1].0.mac),
+                format!("--eth-peer=1,{}", infos[0].0.mac),
+            ],
+            log: work.join(format!("vhost-{size}.log")),
+            interactive: true,
+        })?;
+        let up = wait_until(Duration::from_secs(30), || {
+            infos.iter().all(|(i, _, _)| {
+                node.vsctl(["get", "Interface", &i.ovs_port, "link_state"])
+                    .map(|s| s.trim() == "up")
+                    .unwrap_or(false)
+            })
+        });
+        if !up {
+            bail!("vhost ports not up: {}", t.log_text());
+        }
+        t.command("start tx_first 8")?;
+        sleep(2.0);
+        t.command("show port stats all")?;
+        sleep(secs() as f64);
+        t.command("show port stats all")?;
+        sleep(1.0);
+        // testpmd's stdout is a file: fully buffered until it exits
+        let _ = t.command("stop");
+        let _ = t.command("quit");
+        wait_until(Duration::from_secs(10), || !t.is_running());
+        let mpps = last_pps(&t.log_text(), "Rx", 2) / 1e6;
+        if mpps <= 0.0 {
+            eprintln!("vhost {size}: no rx; testpmd log: {}", t.log_text());
+        }
+        t.stop();
+        println!(
+            "vhost {size:>5} B  {mpps:>7.3} Mpps delivered by OVS-DPDK (pod<->pod via OVN LS; cores: 1 testpmd + 1 PMD)"
+        );
+        out.insert(size, mpps);
+    }
+    drop(infos);
+    drop(node);
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("run as root (hugepages, namespaces, OVS)");
+    }
+    let tag = unique_tag();
+    let rnd = short_rand();
+    let work = tempfile::Builder::new().prefix("fvb-").tempdir_in("/tmp")?;
+    let huge_dir = PathBuf::from(format!("/tmp/fvbh{rnd}"));
+    let lease = match HugepageLease::acquire(&format!("bench-dpdk-{tag}"), 640, &huge_dir) {
+        Ok(l) => Some(l),
+        Err(why) => {
+            eprintln!(
+                "\n!!!!!!!! NO HUGEPAGES ({why}): everything runs with --no-huge (slower) !!!!!!!!\n"
+            );
+            None
+        }
+    };
+    let mem = match &lease {
+        Some(_) => PodMemory::Hugepages {
+            dir: huge_dir.clone(),
+            mib: 256,
+        },
+        None => PodMemory::NoHuge { mib: 256 },
+    };
+    println!(
+        "dpdk-bench: {}s windows, frames {SIZES:?}, hugepages: {}",
+        secs(),
+        lease.is_some()
+    );
+    let mut raw = BTreeMap::new();
+    for size in SIZES {
+        let m = raw_run(size, &mem, work.path(), &rnd)?;
+        println!(
+            "raw   {size:>5} B  {m:>7.3} Mpps (testpmd virtio_user txonly -> vhost rxonly, no switch; cores: 2)"
+        );
+        raw.insert(size, m);
+    }
+    let veth = veth_phase(work.path(), &tag)?;
+    let vhost = vhost_phase(
+        work.path(),
+        &tag,
+        &rnd,
+        &mem,
+        lease.as_ref().map(|l| l.mount()),
+    )?;
+    println!();
+    println!(
+        "{:>6}  {:>10} {:>10} {:>10}  {:>8} {:>8}",
+        "size", "vhost", "raw", "veth", "vs_veth", "vs_raw"
+    );
+    for size in SIZES {
+        let (v, r, k) = (vhost[&size], raw[&size], veth[&size]);
+        println!(
+            "{size:>5}B  {v:>10.3} {r:>10.3} {k:>10.3}  {:>8.1} {:>8.2}",
+            v / k.max(1e-9),
+            v / r.max(1e-9)
+        );
+    }
+    let (v, r, k) = (vhost[&64], raw[&64], veth[&64]);
+    println!(
+        "dpdk-bench vhost_mpps={v:.3} raw_mpps={r:.3} veth_mpps={k:.3} vs_veth={:.2} vs_raw={:.2}",
+        v / k.max(1e-9),
+        v / r.max(1e-9)
+    );
+    Ok(())
+}
