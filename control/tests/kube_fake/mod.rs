@@ -766,7 +766,7 @@ pub fn rbac_violations(requests: &[Recorded]) -> Vec<String> {
         let allowed = rules.iter().any(|rule| {
             (rule.namespace.is_none() || rule.namespace == rt.namespace)
                 && rule.api_groups.iter().any(|g| g == group)
-                && rule.resources.iter().any(|x| *x == resource)
+                && rule.resources.contains(&resource)
                 && rule.verbs.iter().any(|v| v == verb)
                 && (rule.resource_names.is_empty()
                     || rt
