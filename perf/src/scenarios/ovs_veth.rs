@@ -1,0 +1,261 @@
+//! FerrOVN kernel pods: two kernel-profile nodes (network namespaces with their own OVS netdev
+//! datapath, ovn-controller and ferrovn-node agent, Geneve over a veth underlay) from the
+//! dataplane testbed; pods made by the ferrovn-cni plugin as a runtime would. Measures the
+//! veth path same node and cross node, and (control-plane family) ADD -> ready and pods/s.
+
+use super::Ctx;
+use super::bridge::{batch, ping_ready};
+use super::kpath::{KPath, measure};
+use crate::config::Family;
+use crate::kernel;
+use crate::model::Measurement;
+use anyhow::{Context, Result, bail};
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::testbed::{CniCall, Netns, TwoNodes, run_cni};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A workspace binary next to this one (same profile), built first unless FERROVN_SKIP_BUILD
+/// is set; an existing binary is used when the build cannot run.
+pub fn sibling_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("exe dir")?.to_path_buf();
+    // tests run from <target>/<profile>/deps
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let path = dir.join(bin);
+    if std::env::var_os("FERROVN_SKIP_BUILD").is_some() && path.exists() {
+        return Ok(path);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--manifest-path",
+    ])
+    .arg(&manifest);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let built = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if path.exists() {
+        Ok(path)
+    } else if built {
+        bail!("{} missing after cargo build", path.display())
+    } else {
+        bail!(
+            "cargo build -p {package} --bin {bin} failed and {} does not exist",
+            path.display()
+        )
+    }
+}
+
+fn pod_addr(i: usize) -> (String, String) {
+    let host = i + 2;
+    (
+        format!("10.16.{}.{}", host / 250, host % 250 + 2),
+        format!("0a:58:0a:10:{:02x}:{:02x}", (host >> 8) & 0xff, host & 0xff),
+    )
+}
+
+pub struct Pod {
+    pub ns: Netns,
+}
+
+pub fn run(ctx: &mut Ctx) -> Result<()> {
+    let cp = ctx.enabled(Family::ControlPlane);
+    let (seq_n, conc_n) = if cp {
+        (
+            ctx.cfg.pods_sequential.max(2) as usize,
+            ctx.cfg.pods_concurrent as usize,
+        )
+    } else {
+        (2, 0)
+    };
+    ctx.progress
+        .step("ovs-veth: building ferrovn-node and ferrovn-cni");
+    let agent = sibling_binary("ferrovn-dataplane", "ferrovn-node")?;
+    let plugin = sibling_binary("ferrovn-cni", "ferrovn-cni")?;
+    ctx.progress
+        .step("ovs-veth: OVN central + two kernel nodes (netns, OVS netdev, Geneve)");
+    let mut tb = TwoNodes::start_ovs_only().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let alloc_dir = tempfile::tempdir()?;
+    let sb = tb.central.sb_remote();
+    for n in tb.nodes.iter_mut() {
+        n.start_agent(&agent, &sb, alloc_dir.path(), &["--gc-interval-secs=0"])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        n.start_ovn_controller()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    tb.wait_chassis(Duration::from_secs(30))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let nbctl = |args: &[&str]| tb.central.nbctl(args).map_err(|e| anyhow::anyhow!("{e}"));
+    nbctl(&["ls-add", "ls1", "--", "lr-add", "lr1"])?;
+    nbctl(&[
+        "lrp-add",
+        "lr1",
+        "lr1-ls1",
+        "0a:58:0a:10:00:01",
+        "10.16.0.1/16",
+    ])?;
+    nbctl(&[
+        "lsp-add",
+        "ls1",
+        "ls1-lr1",
+        "--",
+        "lsp-set-type",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-addresses",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-options",
+        "ls1-lr1",
+        "router-port=lr1-ls1",
+    ])?;
+    // the controller's part, done before the runtime's ADD: ports and allocations exist
+    let total = seq_n + conc_n + 1;
+    let allocs = FileAllocations::new(alloc_dir.path());
+    for chunk in (0..total).collect::<Vec<_>>().chunks(40) {
+        let mut args: Vec<String> = Vec::new();
+        for &i in chunk {
+            let (ip, mac) = pod_addr(i);
+            let lsp = format!("p{i}.default");
+            if !args.is_empty() {
+                args.push("--".into());
+            }
+            args.extend(["lsp-add".into(), "ls1".into(), lsp.clone(), "--".into()]);
+            args.extend(["lsp-set-addresses".into(), lsp, format!("{mac} {ip}")]);
+            let a: Annotations = [
+                ("ovn.kubernetes.io/allocated", "true".to_string()),
+                ("ovn.kubernetes.io/ip_address", ip),
+                ("ovn.kubernetes.io/mac_address", mac),
+                ("ovn.kubernetes.io/cidr", "10.16.0.0/16".to_string()),
+                ("ovn.kubernetes.io/gateway", "10.16.0.1".to_string()),
+                ("ovn.kubernetes.io/logical_switch", "ls1".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            allocs.write(
+                &PodRef {
+                    namespace: "default".into(),
+                    name: format!("p{i}"),
+                },
+                &a,
+            )?;
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        nbctl(&refs)?;
+    }
+    nbctl(&["--wait=hv", "sync"])?;
+
+    let tag = ctx.tag.clone();
+    let sockets = [tb.nodes[0].agent_socket(), tb.nodes[1].agent_socket()];
+    let add = |node: usize, i: usize| -> Result<(Pod, f64)> {
+        let name = format!("p{i}");
+        let ns = Netns::create(&format!("fvp-{tag}-o{i}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let conf = serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni",
+            "server_socket": sockets[node],
+        }))?;
+        let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+        let netns = ns.path().display().to_string();
+        let cid = format!("perf{tag}{i}");
+        let t = Instant::now();
+        let out = run_cni(
+            &plugin,
+            &CniCall {
+                command: "ADD",
+                container_id: &cid,
+                netns: &netns,
+                ifname: "eth0",
+                args: &args,
+                stdin: &conf,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if out.exit_code != 0 {
+            bail!("ADD {name}: {} {}", out.stdout, out.stderr);
+        }
+        ping_ready(&ns, "10.16.0.1")?;
+        Ok((Pod { ns }, t.elapsed().as_secs_f64() * 1e3))
+    };
+    if cp {
+        ctx.progress.step(&format!(
+            "ovs-veth: {seq_n} sequential + {conc_n} concurrent ADDs via ferrovn-cni"
+        ));
+    }
+    let (mut pods, seq_ms, _) = batch(seq_n, 0, false, &|i| add(0, i))?;
+    if cp {
+        ctx.push(
+            Measurement::new("ovs-veth", "same-node", "add-ready", None, "ms")
+                .baseline_of("bridge-cni/same-node/add-ready")
+                .cores(0)
+                .note("ferrovn-cni -> ferrovn-node -> OVS port -> ovn-installed, until the first answered ping to the gateway")
+                .with_samples(seq_ms),
+        );
+        if conc_n > 0 {
+            let (more, _, wall) = batch(conc_n, seq_n, true, &|i| add(0, i))?;
+            pods.extend(more);
+            ctx.push(
+                Measurement::new("ovs-veth", "same-node", "pods-per-s", None, "pods/s")
+                    .baseline_of("bridge-cni/same-node/pods-per-s")
+                    .note(format!("{conc_n} ADDs at once, all ready"))
+                    .with_samples(vec![conc_n as f64 / wall]),
+            );
+        }
+    }
+    let (remote, _) = add(1, seq_n + conc_n)?;
+    let (ip1, _) = pod_addr(1);
+    let (ip_remote, _) = pod_addr(seq_n + conc_n);
+    let mtu = kernel::mtu(&pods[1].ns, "eth0").unwrap_or(1400);
+    measure(
+        ctx,
+        &KPath {
+            path: "ovs-veth",
+            placement: "same-node",
+            client: &pods[0].ns,
+            server: &pods[1].ns,
+            dst: &ip1,
+            mtu,
+            baseline: Some(("bridge-cni", "same-node")),
+            is_baseline: false,
+            note: "OVN logical switch, OVS netdev datapath",
+        },
+    );
+    // the first packet through a new tunnel can be lost while OVS resolves the remote MAC
+    let _ = pods[0].ns.ping_until(&ip_remote, Duration::from_secs(5));
+    measure(
+        ctx,
+        &KPath {
+            path: "ovs-veth",
+            placement: "cross-node",
+            client: &pods[0].ns,
+            server: &remote.ns,
+            dst: &ip_remote,
+            mtu,
+            baseline: Some(("bridge-cni", "same-node")),
+            is_baseline: false,
+            note: "Geneve in the userspace datapath over a veth underlay; baseline is the same-host bridge",
+        },
+    );
+    drop(remote);
+    drop(pods);
+    Ok(())
+}
