@@ -118,6 +118,19 @@ fn start(fake: &FakeApi, lease: Option<LeaseConfig>) -> (Running, String) {
     )
 }
 
+/// The JSON block following `<!-- example: NAME -->` in docs/controller-kube.md.
+fn doc_example(name: &str) -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/controller-kube.md");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let marker = format!("<!-- example: {name} -->");
+    let after = &text[text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{marker} in {path}"))..];
+    let start = after.find("```json\n").expect("a json block") + "```json\n".len();
+    let end = after[start..].find("```").expect("block end") + start;
+    serde_json::from_str(&after[start..end]).unwrap_or_else(|e| panic!("{path} {name}: {e}"))
+}
+
 fn patches(fake: &FakeApi) -> Vec<Recorded> {
     fake.writes()
         .into_iter()
@@ -166,6 +179,12 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
             "ovn.kubernetes.io/mac_address": mac,
             "ovn.kubernetes.io/routed": "true",
         }}})
+    );
+    // The worked example of docs/controller-kube.md is this very request.
+    assert_eq!(
+        doc_example("pod-patch"),
+        body,
+        "docs/controller-kube.md is stale"
     );
     // What the pod says is what the NB holds.
     assert_eq!(

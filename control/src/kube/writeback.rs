@@ -137,7 +137,7 @@ pub fn desired_subnet_status(
                 &mut s.conditions,
                 Condition::READY,
                 ConditionStatus::True,
-                "Allocating",
+                "Reconciled",
                 "",
                 now,
             );
