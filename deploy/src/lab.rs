@@ -861,7 +861,7 @@ fn start_vhost_helper(
     }
     let sock = node.dir.join("vhost.sock");
     let log = node.dir.join("ferrovn-vhost.log");
-    let prefix = format!("{}-vhost", opts.prefix);
+    let prefix = format!("{}-vhost-{}", opts.prefix, node.name);
     records.add(&Resource::DpdkPrefix {
         prefix: prefix.clone(),
     })?;
@@ -1101,33 +1101,34 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         Ok(((), String::new()))
     })?;
 
-    // the vhost helper before the kernel node's agent: the agent talks to it
-    let kernel_idx = nodes
-        .iter()
-        .position(|n| n.profile == Profile::Kernel && n.name == NODE_KERNEL);
-    let mut helper_problem = None;
-    if let Some(k) = kernel_idx {
+    // a vhost helper on every kernel-profile node, before its agent (the agent talks to it):
+    // DPDK pods scheduled there are served by it
+    for node in nodes.iter_mut() {
+        if node.profile != Profile::Kernel {
+            continue;
+        }
         let label = format!(
             "ferrovn-vhost on {} (relay worker on cpu {})",
-            nodes[k].name, opts.helper_cores
+            node.name, opts.helper_cores
         );
         let s = sys::Step::begin(&label);
-        match start_vhost_helper(opts, &paths, &records, &nodes[k]) {
+        match start_vhost_helper(opts, &paths, &records, node) {
             Ok(sock) => {
-                nodes[k].vhost_socket = Some(sock);
+                node.vhost_socket = Some(sock);
                 s.done("");
             }
             Err(e) => {
                 s.fail();
-                helper_problem = Some(format!("{e:#}"));
                 loud_warning(&[
-                    "WARNING: the vhost helper did not start: DPDK pods on kernel nodes are not available".into(),
+                    format!(
+                        "WARNING: the vhost helper did not start on {}: DPDK pods there are not available",
+                        node.name
+                    ),
                     format!("{e:#}").lines().next().unwrap_or("").to_string(),
                 ]);
             }
         }
     }
-    let _ = helper_problem;
 
     for node in &nodes {
         step(

@@ -148,13 +148,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 helper_cores,
                 pod_cpu_percent,
             };
-            let started = lab::up(&opts).map_err(|e| {
-                e.context(format!(
-                    "lab up failed; logs are in {}; `ferrovn-lab down` removes what was started",
-                    cli.state_dir.display()
-                ))
+            lab::up(&opts).map_err(|e| {
+                if cli.state_dir.join("resources.jsonl").exists() {
+                    e.context(format!(
+                        "lab up failed; logs are in {}; `ferrovn-lab down` removes what was started",
+                        cli.state_dir.display()
+                    ))
+                } else {
+                    e
+                }
             })?;
-            let _ = started;
             if no_status {
                 return Ok(ExitCode::SUCCESS);
             }

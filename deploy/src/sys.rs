@@ -335,14 +335,11 @@ pub fn step<T>(label: &str, f: impl FnOnce() -> anyhow::Result<(T, String)>) -> 
 
 /// A loud, boxed warning (stdout, so `make lab` shows it in place).
 pub fn loud_warning(lines: &[String]) {
-    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) + 4;
-    let bar = "!".repeat(width);
+    let text = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let bar = "!".repeat(text + 6);
     println!("{bar}");
     for l in lines {
-        println!(
-            "!! {l}{} !!",
-            " ".repeat(width - 6 - l.chars().count().min(width - 6))
-        );
+        println!("!! {l}{} !!", " ".repeat(text - l.chars().count()));
     }
     println!("{bar}");
 }

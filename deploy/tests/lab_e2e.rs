@@ -125,7 +125,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         .prefix("fvl")
         .tempdir_in("/tmp")
         .unwrap();
-    let prefix = format!("fvt{:04x}", std::process::id() & 0xffff);
+    let prefix = format!("fvl{:04x}", std::process::id() & 0xffff);
     let lab = Lab { state, prefix };
     let state_s = lab.state.path().display().to_string();
 
