@@ -36,7 +36,7 @@ fn xml_root(text: &str) -> Result<String, String> {
             }
             continue;
         }
-        if tag.matches('"').count() % 2 != 0 {
+        if !tag.matches('"').count().is_multiple_of(2) {
             return Err(format!("unbalanced quotes in <{tag}>"));
         }
         let name = tag
