@@ -417,3 +417,66 @@ async fn follower_writes_nothing_until_the_live_lease_expires() {
     // status patches, the release at shutdown) is allowed by deploy/rbac.yaml.
     assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_gets_its_own_provider_keys() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(fixture("nad-dpdk-net.json"));
+    fake.apply(fixture("subnet-dpdk-net.json"));
+    let mut p = pod("web-0", 0);
+    p["metadata"]["annotations"] = json!({
+        "k8s.v1.cni.cncf.io/networks": "[{\"name\": \"dpdk-net\", \"interface\": \"net1\"}]"
+    });
+    p["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "vhostuser-sockets", "emptyDir": {}}));
+    fake.apply(p);
+
+    let (mut r, _) = start(&fake, None);
+    r.wait("allocated", |s| {
+        s.pods_patched == 1 && s.subnets_patched == 2
+    })
+    .await;
+    let pod_patch = patches(&fake)
+        .into_iter()
+        .find(|w| w.path == POD_PATH)
+        .expect("pod patched");
+    let ann = pod_patch.body.unwrap()["metadata"]["annotations"].clone();
+    let p = "dpdk-net.default.ovn.kubernetes.io";
+    let mac = ann[format!("{p}/mac_address")]
+        .as_str()
+        .expect("attachment MAC")
+        .to_string();
+    for (key, value) in [
+        ("ip_address", "172.18.0.5"),
+        ("cidr", "172.18.0.0/24"),
+        ("gateway", "172.18.0.1"),
+        ("logical_switch", "dpdk-net"),
+        ("logical_router", "ovn-cluster"),
+        ("allocated", "true"),
+        ("routed", "true"),
+    ] {
+        assert_eq!(ann[format!("{p}/{key}")], value, "{p}/{key} in {ann:#}");
+    }
+    assert_eq!(
+        ann["ovn.kubernetes.io/ip_address"], "10.16.0.2",
+        "primary too"
+    );
+    assert_ne!(ann["ovn.kubernetes.io/mac_address"], mac.as_str());
+    assert_eq!(
+        port_addresses(&r._central, "web-0.default.dpdk-net.default.ovn"),
+        format!("{mac} 172.18.0.5")
+    );
+    let status = patches(&fake)
+        .into_iter()
+        .find(|w| w.path == "/apis/kubeovn.io/v1/subnets/dpdk-net/status")
+        .expect("attachment subnet status")
+        .body
+        .unwrap();
+    // 256 - network - broadcast - gateway .1 - excluded .2..=.4 - one in use.
+    assert_eq!(status["status"]["v4availableIPs"], 249);
+    assert_eq!(status["status"]["v4usingIPs"], 1);
+    r.stop().await;
+}
