@@ -30,7 +30,7 @@ pub const TESTPMD: &str = "dpdk-testpmd";
 /// Hugepage memory the DPDK node needs: OVS-DPDK's socket memory + one testpmd pod.
 pub const OVS_SOCKET_MEM_MIB: u64 = 256;
 pub const POD_HUGE_MIB: u64 = 128;
-pub const HUGE_NEED_MIB: u64 = OVS_SOCKET_MEM_MIB + 2 * POD_HUGE_MIB;
+pub const HUGE_NEED_MIB: u64 = OVS_SOCKET_MEM_MIB + POD_HUGE_MIB;
 
 /// Everything `up` takes from the command line.
 #[derive(Debug, Clone)]
@@ -262,12 +262,13 @@ fn hugepages(
     }
     ensure_free_hugepages(records, HUGE_NEED_MIB)?;
     let (total2, free2) = sys::hugepages_now();
-    if free2 * 2 < HUGE_NEED_MIB {
+    // OVS-DPDK's own memory is the must; a DPDK pod without hugepages runs on plain memory
+    if free2 * 2 < OVS_SOCKET_MEM_MIB {
         return Ok((
             Profile::Kernel,
             format!(
-                "fallback: only {free2} free 2 MiB hugepages of {total2} (need {}; memory too fragmented or limited)",
-                HUGE_NEED_MIB / 2
+                "fallback: only {free2} free 2 MiB hugepages of {total2} (OVS-DPDK needs {}; memory too fragmented or limited)",
+                OVS_SOCKET_MEM_MIB / 2
             ),
         ));
     }
@@ -295,14 +296,21 @@ fn hugepages(
 /// Raises `vm.nr_hugepages` by what is missing for `need_mib` free (recorded for `down`).
 /// True if that much is free afterwards.
 fn ensure_free_hugepages(records: &Records, need_mib: u64) -> anyhow::Result<bool> {
-    let (total, free) = sys::hugepages_now();
-    if let Some(target) = hugepages_target(total, free, need_mib) {
+    for attempt in 0..2 {
+        let (total, free) = sys::hugepages_now();
+        let Some(target) = hugepages_target(total, free, need_mib) else {
+            break;
+        };
+        if attempt == 1 {
+            // the kernel found too few free 2 MiB blocks: compact memory, then ask again
+            let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
+        }
         let original = sys::read_u64("/proc/sys/vm/nr_hugepages")?;
         if std::fs::write("/proc/sys/vm/nr_hugepages", target.to_string()).is_ok() {
-            records.add(&Resource::Hugepages {
-                original,
-                set_to: sys::read_u64("/proc/sys/vm/nr_hugepages").unwrap_or(target),
-            })?;
+            let set_to = sys::read_u64("/proc/sys/vm/nr_hugepages").unwrap_or(target);
+            if set_to != original {
+                records.add(&Resource::Hugepages { original, set_to })?;
+            }
         }
     }
     Ok(sys::hugepages_now().1 * 2 >= need_mib)

@@ -197,6 +197,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // `ferrovn-lab status | head` must end quietly, not panic on a closed pipe
+    // SAFETY: setting a signal disposition to SIG_DFL at start, before any thread exists.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(c) => c,
