@@ -308,7 +308,8 @@ impl<A: AllocationSource> Agent<A> {
         let provider = Self::provider_of(r);
         let a = self.wait_allocation(&pod, &provider).await?;
         let mtu = r.mtu.unwrap_or(self.cfg.default_mtu);
-        if let Some(vu) = &r.vhost_user {
+        // the NAD config's keys, else the pod annotation's
+        if let Some(vu) = r.vhost_user.as_ref().or(a.vhost_user.as_ref()) {
             return self
                 .add_vhost_user(r, vu, &netns, &pod, &provider, &a, mtu)
                 .await;
@@ -342,6 +343,14 @@ impl<A: AllocationSource> Agent<A> {
             &made.owner_tag,
         );
         let attached = async {
+            if let Some(mbps) = a.egress_rate_mbps
+                && self.cfg.node.datapath_type == "netdev"
+                && self.cfg.profile == NodeProfile::Kernel
+            {
+                plumbing::limit_pod_egress(PathBuf::from(&netns), r.ifname.clone(), mbps)
+                    .await
+                    .map_err(plumb_err)?;
+            }
             self.ovs
                 .add_port(&self.cfg.node.bridge, &port)
                 .await
@@ -407,7 +416,7 @@ impl<A: AllocationSource> Agent<A> {
                 uid: r.pod.as_ref().and_then(|p| p.uid.as_deref()),
             },
             provider,
-            volume: vu.socket_volume_name.as_deref(),
+            volume: vhost::effective_volume(vu),
             socket: vu.socket_name.as_deref(),
             mtu,
         };
@@ -711,6 +720,7 @@ mod tests {
             }],
             ingress_rate_mbps: None,
             egress_rate_mbps: None,
+            vhost_user: None,
         };
         let r = cni_result("fvabc", "eth0", "/var/run/netns/p", 1400, &a);
         assert_eq!(r.interfaces.len(), 2);

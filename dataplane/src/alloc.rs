@@ -37,6 +37,10 @@ pub struct PodAllocation {
     pub ingress_rate_mbps: Option<u64>,
     /// Mbit/s out of the pod (`egress_rate`).
     pub egress_rate_mbps: Option<u64>,
+    /// A vhost-user attachment asked for by pod annotation instead of the NAD config
+    /// (`vhost_user_socket_volume_name` / `vhost_user_socket_name`, see `dpdk::vhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<ferrovn_cni::protocol::VhostUser>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +211,7 @@ pub fn allocation_from_annotations(
         routes,
         ingress_rate_mbps: rate("ingress_rate")?,
         egress_rate_mbps: rate("egress_rate")?,
+        vhost_user: crate::dpdk::vhost::vhost_user_from_annotations(annotations, provider)?,
     }))
 }
 

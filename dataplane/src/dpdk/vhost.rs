@@ -60,6 +60,59 @@ pub fn info_file_name(ifname: &str) -> String {
     format!("ferrovn-{ifname}.json")
 }
 
+/// The volume `vhost_user_socket_consumption: kubevirt` implies (Kube-OVN's).
+pub const KUBEVIRT_VHOST_VOLUME: &str = "vhostuser-sockets";
+
+/// The pod-annotation form of a vhost-user attachment:
+/// `<provider>.kubernetes.io/vhost_user_socket_volume_name`, `..._socket_name`,
+/// `..._socket_consumption` (same meaning as the NAD config keys). `Ok(None)` when absent.
+pub fn vhost_user_from_annotations(
+    annotations: &Annotations,
+    provider: &str,
+) -> Result<Option<ferrovn_cni::protocol::VhostUser>, crate::alloc::AllocationError> {
+    let get = |name: &str| -> Result<Option<String>, crate::alloc::AllocationError> {
+        let key = format!("{provider}.kubernetes.io/{name}");
+        match annotations.get(&key).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => {
+                if name != "vhost_user_socket_consumption" {
+                    plain_name("annotation", v).map_err(|_| {
+                        crate::alloc::AllocationError::Annotation {
+                            key: key.clone(),
+                            value: v.to_string(),
+                            reason: "must be a plain name (no '/', not '.' or '..')".into(),
+                        }
+                    })?;
+                }
+                Ok(Some(v.to_string()))
+            }
+        }
+    };
+    let consumption = get("vhost_user_socket_consumption")?;
+    let mut volume = get("vhost_user_socket_volume_name")?;
+    let socket = get("vhost_user_socket_name")?;
+    if consumption.as_deref() == Some("kubevirt") {
+        volume = Some(KUBEVIRT_VHOST_VOLUME.to_string());
+    }
+    if volume.is_none() && socket.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ferrovn_cni::protocol::VhostUser {
+        socket_volume_name: volume,
+        socket_name: socket,
+        socket_consumption: consumption,
+    }))
+}
+
+/// The volume holding the socket: `kubevirt` consumption forces Kube-OVN's fixed volume.
+pub fn effective_volume(vu: &ferrovn_cni::protocol::VhostUser) -> Option<&str> {
+    if vu.socket_consumption.as_deref() == Some("kubevirt") {
+        Some(KUBEVIRT_VHOST_VOLUME)
+    } else {
+        vu.socket_volume_name.as_deref()
+    }
+}
+
 /// Where a vhost-user attachment is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VhostRoute {
@@ -557,7 +610,78 @@ mod tests {
             routes: vec![],
             ingress_rate_mbps: None,
             egress_rate_mbps: None,
+            vhost_user: None,
         }
+    }
+
+    #[test]
+    fn vhost_user_by_pod_annotation() {
+        let p = "dpdk.default.ovn";
+        let ann = |pairs: &[(&str, &str)]| -> Annotations {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("{p}.kubernetes.io/{k}"), v.to_string()))
+                .collect()
+        };
+        assert_eq!(vhost_user_from_annotations(&ann(&[]), p), Ok(None));
+        let v = vhost_user_from_annotations(
+            &ann(&[
+                ("vhost_user_socket_volume_name", "vhu"),
+                ("vhost_user_socket_name", "sock0"),
+            ]),
+            p,
+        )
+        .expect("ok")
+        .expect("some");
+        assert_eq!(v.socket_volume_name.as_deref(), Some("vhu"));
+        assert_eq!(v.socket_name.as_deref(), Some("sock0"));
+        // another provider's keys are not this attachment's
+        assert_eq!(
+            vhost_user_from_annotations(&ann(&[("vhost_user_socket_name", "s")]), "ovn"),
+            Ok(None)
+        );
+        // kubevirt consumption implies the volume name
+        let k = vhost_user_from_annotations(
+            &ann(&[
+                ("vhost_user_socket_consumption", "kubevirt"),
+                ("vhost_user_socket_name", "s"),
+            ]),
+            p,
+        )
+        .expect("ok")
+        .expect("some");
+        assert_eq!(k.socket_volume_name.as_deref(), Some(KUBEVIRT_VHOST_VOLUME));
+        let nad_kubevirt = ferrovn_cni::protocol::VhostUser {
+            socket_volume_name: None,
+            socket_name: Some("s".into()),
+            socket_consumption: Some("kubevirt".into()),
+        };
+        assert_eq!(effective_volume(&nad_kubevirt), Some(KUBEVIRT_VHOST_VOLUME));
+        let e = vhost_user_from_annotations(&ann(&[("vhost_user_socket_name", "../x")]), p)
+            .expect_err("bad");
+        assert!(e.to_string().contains("vhost_user_socket_name"), "{e}");
+        // through the whole allocation parser
+        let mut full: Annotations = [
+            ("allocated", "true"),
+            ("ip_address", "10.16.0.21"),
+            ("mac_address", "0a:58:0a:10:00:15"),
+            ("cidr", "10.16.0.0/24"),
+            ("logical_switch", "ls1"),
+            ("vhost_user_socket_volume_name", "vhu"),
+            ("vhost_user_socket_name", "sock0"),
+        ]
+        .iter()
+        .map(|(k, v)| (format!("{p}.kubernetes.io/{k}"), v.to_string()))
+        .collect();
+        let a = crate::alloc::allocation_from_annotations(&full, p)
+            .expect("ok")
+            .expect("allocated");
+        assert_eq!(a.vhost_user, Some(v));
+        full.insert(
+            format!("{p}.kubernetes.io/vhost_user_socket_name"),
+            "a/b".into(),
+        );
+        assert!(crate::alloc::allocation_from_annotations(&full, p).is_err());
     }
 
     fn cfg(root: &str) -> VhostConfig {
