@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::ipam::{Ipam, Recovery};
 use crate::manifest::{self, Manifest, ManifestError};
-use crate::plan::{self, NbPlan};
+use crate::plan;
 use crate::reconcile::{ApplyError, NbSync};
 
 pub use desired::{Allocated, BuildOptions, Cluster, Interface, InterfaceKind};
@@ -105,7 +105,6 @@ pub struct Controller {
     pub nb: NbSync,
     ipam: Option<Ipam>,
     files: StateFiles,
-    last_plan: Option<NbPlan>,
     /// Allocations found outside the state directory (a cluster's pod annotations), added to
     /// the first pass's recovery.
     adopted: Vec<crate::ipam::ExistingAllocation>,
@@ -122,7 +121,6 @@ impl Controller {
             nb,
             ipam: None,
             files,
-            last_plan: None,
             adopted: Vec::new(),
             last_records: Vec::new(),
         })
@@ -131,11 +129,6 @@ impl Controller {
     /// The IPAM (after the first pass).
     pub fn ipam(&self) -> Option<&Ipam> {
         self.ipam.as_ref()
-    }
-
-    /// The plan of the last pass.
-    pub fn last_plan(&self) -> Option<&NbPlan> {
-        self.last_plan.as_ref()
     }
 
     /// Adds allocations found elsewhere (pods annotated `allocated=true` in a cluster) to the
@@ -151,15 +144,29 @@ impl Controller {
 
     /// One pass over the manifest directory.
     pub async fn pass(&mut self) -> Result<PassReport, ControllerError> {
-        let manifest = manifest::load_dir(&self.options.manifests)?;
-        self.pass_with(&manifest).await
+        let started = Instant::now();
+        // The parsed objects are the biggest transient of a pass: drop them before anything
+        // long-lived is allocated, so they do not pin memory (fragmentation) afterwards.
+        let cluster = {
+            let manifest = manifest::load_dir(&self.options.manifests)?;
+            desired::read_cluster(&manifest, &self.options.build)
+        };
+        self.pass_cluster(cluster, started).await
     }
 
     /// One pass over already-loaded objects (the same path a kube watcher feeds).
     pub async fn pass_with(&mut self, manifest: &Manifest) -> Result<PassReport, ControllerError> {
         let started = Instant::now();
-        let mut report = PassReport::default();
         let cluster = desired::read_cluster(manifest, &self.options.build);
+        self.pass_cluster(cluster, started).await
+    }
+
+    async fn pass_cluster(
+        &mut self,
+        cluster: Cluster,
+        started: Instant,
+    ) -> Result<PassReport, ControllerError> {
+        let mut report = PassReport::default();
         report.issues.extend(cluster.issues.iter().cloned());
 
         let subnets = desired::ipam_subnets(&cluster);
@@ -236,7 +243,8 @@ impl Controller {
         report.nb_removals = applied.removals;
         report.nb_operations = applied.operations;
         report.nb_transactions = applied.transactions;
-        self.last_plan = Some(planned);
+        drop(planned);
+        release_free_memory();
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -261,5 +269,15 @@ pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
             InterfaceKind::Pod => String::new(),
         },
         annotations: desired::allocation_annotations(cluster, a),
+    }
+}
+
+/// Hands memory freed by a pass back to the OS. A pass allocates a lot transiently (parsed
+/// manifests, the plan, the diff); without this glibc keeps the peak resident forever.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap structures; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

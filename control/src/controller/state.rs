@@ -127,7 +127,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 #[derive(Debug, Default)]
 pub struct StateFiles {
     pub dir: PathBuf,
-    written: BTreeMap<PathBuf, Vec<u8>>,
+    /// Path → hash of the content last written or read (not the bytes: 100k records).
+    written: BTreeMap<PathBuf, u64>,
 }
 
 /// What one [`StateFiles::sync`] did.
@@ -158,7 +159,7 @@ impl StateFiles {
             match fs::read(&f) {
                 Ok(bytes) => match serde_json::from_slice::<AllocationRecord>(&bytes) {
                     Ok(r) => {
-                        self.written.insert(f.clone(), bytes);
+                        self.written.insert(f.clone(), content_hash(&bytes));
                         out.push(r);
                     }
                     Err(e) => bad.push(format!("{}: {e}", f.display())),
@@ -179,17 +180,18 @@ impl StateFiles {
             let mut bytes = serde_json::to_vec_pretty(r).unwrap_or_default();
             bytes.push(b'\n');
             keep.insert(path.clone());
-            if self.written.get(&path) == Some(&bytes) {
+            let hash = content_hash(&bytes);
+            if self.written.get(&path) == Some(&hash) {
                 continue;
             }
             // First sight of this file in this process: it may be on disk already.
             let known = self.written.contains_key(&path);
             if !known && fs::read(&path).ok().as_ref() == Some(&bytes) {
-                self.written.insert(path, bytes);
+                self.written.insert(path, hash);
                 continue;
             }
             write_atomic(&path, &bytes)?;
-            self.written.insert(path, bytes);
+            self.written.insert(path, hash);
             out.written += 1;
         }
         let mut on_disk = Vec::new();
@@ -212,6 +214,13 @@ impl StateFiles {
         }
         Ok(out)
     }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
