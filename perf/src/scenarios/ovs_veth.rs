@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A workspace binary next to this one (same profile), built first unless FERROVN_SKIP_BUILD
-/// is set; an existing binary is used when the build cannot run.
+/// A workspace binary next to this one (same profile). An existing one is used as is (build
+/// them together: `cargo build --release -p ferrovn-perf -p ferrovn-dataplane -p ferrovn-cni`);
+/// a missing one is built, and FERROVN_PERF_REBUILD=1 rebuilds it first.
 pub fn sibling_binary(package: &str, bin: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("exe dir")?.to_path_buf();
@@ -27,7 +28,7 @@ pub fn sibling_binary(package: &str, bin: &str) -> Result<PathBuf> {
         dir.pop();
     }
     let path = dir.join(bin);
-    if std::env::var_os("FERROVN_SKIP_BUILD").is_some() && path.exists() {
+    if std::env::var_os("FERROVN_PERF_REBUILD").is_none() && path.exists() {
         return Ok(path);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
@@ -86,7 +87,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         (2, 0)
     };
     ctx.progress
-        .step("ovs-veth: building ferrovn-node and ferrovn-cni");
+        .step("ovs-veth: locating (or building) ferrovn-node and ferrovn-cni");
     let agent = sibling_binary("ferrovn-dataplane", "ferrovn-node")?;
     let plugin = sibling_binary("ferrovn-cni", "ferrovn-cni")?;
     ctx.progress
