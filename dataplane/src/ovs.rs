@@ -415,12 +415,15 @@ impl OvsClient {
         let mut txn = Transaction::new(OVS_DB);
         for r in found {
             for port in uuid_of(r, "_uuid") {
-                // Port and Interface are not root tables: unreferenced, they are deleted
+                // Interface is not a root table: once its Port is gone, so is it
                 txn.push(
                     Operation::mutate("Bridge")
                         .filter(Condition::includes("ports", Datum::set([port])))
                         .mutation("ports", Mutator::Delete, Datum::set([port])),
                 );
+                // deleted explicitly (not left to garbage collection) so that its QoS, a root
+                // row it references, can go in the same transaction
+                txn.push(Operation::delete("Port").filter(Condition::uuid(port)));
             }
             for qos in uuid_of(r, "qos") {
                 txn.push(Operation::delete("QoS").filter(Condition::uuid(qos)));

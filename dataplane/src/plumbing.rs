@@ -130,6 +130,7 @@ pub enum Step {
     AddRoute(String),
     DisableTxChecksum,
     DeleteVeth,
+    LimitEgress(u64),
 }
 
 impl fmt::Display for Step {
@@ -147,6 +148,7 @@ impl fmt::Display for Step {
             Step::AddRoute(r) => write!(f, "adding route {r}"),
             Step::DisableTxChecksum => write!(f, "turning tx checksum offload off"),
             Step::DeleteVeth => write!(f, "deleting the veth pair"),
+            Step::LimitEgress(m) => write!(f, "limiting pod egress to {m} Mbit/s (tc tbf)"),
         }
     }
 }
@@ -662,6 +664,56 @@ pub async fn list_host_veths_async(
     host_netns: Option<PathBuf>,
 ) -> Result<Vec<(String, String)>, PlumbError> {
     off_runtime(move || list_host_veths(host_netns.as_deref())).await
+}
+
+/// Limits what the pod SENDS on `ifname` to `mbps` Mbit/s with a tbf qdisc inside the pod's
+/// namespace. Needed on the OVS userspace datapath, where OVS reads veth ports through
+/// AF_PACKET and so never sees the tc ingress policer behind `ingress_policing_rate`. Uses the
+/// `tc` tool (iproute2), run from a thread inside the pod netns.
+pub async fn limit_pod_egress(
+    pod_netns: PathBuf,
+    ifname: String,
+    mbps: u64,
+) -> Result<(), PlumbError> {
+    let netns = pod_netns.display().to_string();
+    let step_err = {
+        let ifname = ifname.clone();
+        let netns = netns.clone();
+        move |source: std::io::Error| PlumbError::Io {
+            step: Step::LimitEgress(mbps),
+            ifname: ifname.clone(),
+            netns: netns.clone(),
+            source,
+        }
+    };
+    let err2 = step_err.clone();
+    off_runtime(move || {
+        let rate = format!("{mbps}mbit");
+        // ~10 ms worth of bytes, at least 32 KiB so one TSO-sized burst fits
+        let burst = (mbps * 1_000_000 / 8 / 100).max(32 * 1024).to_string();
+        let ifn = ifname.clone();
+        let out = crate::netns::run_in_netns(Some(&pod_netns), move || {
+            std::process::Command::new("tc")
+                .args([
+                    "qdisc", "replace", "dev", &ifn, "root", "tbf", "rate", &rate,
+                ])
+                .args(["burst", &burst, "latency", "50ms"])
+                .stdin(std::process::Stdio::null())
+                .output()
+        })?
+        .map_err(&step_err)?;
+        if !out.status.success() {
+            return Err(step_err(std::io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| match e {
+        PlumbError::Netns(n) => err2(std::io::Error::other(n.to_string())),
+        other => other,
+    })
 }
 
 #[cfg(test)]

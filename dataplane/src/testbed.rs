@@ -993,14 +993,44 @@ pub fn build_workspace_binary(package: &str, bin: &str) -> Result<PathBuf, Strin
     if release {
         cmd.arg("--release");
     }
-    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+    let path = profile_dir.join(bin);
+    if std::env::var_os("FERROVN_SKIP_BUILD").is_some() && path.exists() {
+        return Ok(path);
+    }
+    // Another cargo (a running `cargo run`) may hold the target dir lock for a long time:
+    // bound the wait, and fall back to an existing binary if there is one.
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    let finished = wait_until(Duration::from_secs(300), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+        if path.exists() {
+            tracing::warn!(
+                bin,
+                "cargo build did not finish in 300 s; using the existing binary"
+            );
+            return Ok(path);
+        }
+        return Err(format!(
+            "cargo build -p {package} --bin {bin} did not finish in 300 s"
+        ));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("cargo build output: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "cargo build -p {package} --bin {bin} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let path = profile_dir.join(bin);
     if path.exists() {
         Ok(path)
     } else {

@@ -90,6 +90,10 @@ fn start_cluster(extra_agent_args: &[&str]) -> Cluster {
 impl Cluster {
     /// What the controller does: the logical switch port in the NB and the pod's annotations.
     fn allocate(&self, pod: &str, n: u8) {
+        self.allocate_with(pod, n, &[]);
+    }
+
+    fn allocate_with(&self, pod: &str, n: u8, extra: &[(&str, &str)]) {
         let lsp = format!("{pod}.default");
         let mac = format!("0a:58:0a:10:00:{n:02x}");
         let ip = format!("10.16.0.{n}");
@@ -114,6 +118,7 @@ impl Cluster {
             ("ovn.kubernetes.io/logical_switch", "ls1"),
         ]
         .iter()
+        .chain(extra.iter())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         self.allocs
@@ -209,6 +214,11 @@ fn pod_ports(node: &ferrovn_dataplane::testbed::Node) -> Vec<String> {
 }
 
 fn tcp_works(client: &Netns, server: &Netns, dst: &str) -> bool {
+    tcp_bps(client, server, dst).is_some_and(|bps| bps > 1e6)
+}
+
+/// iperf3 client -> server throughput in bit/s (1 s run).
+fn tcp_bps(client: &Netns, server: &Netns, dst: &str) -> Option<f64> {
     let Ok(mut srv) = server
         .command("iperf3")
         .args(["-s", "-1", "-p", "5201"])
@@ -216,7 +226,7 @@ fn tcp_works(client: &Netns, server: &Netns, dst: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
     else {
-        return false;
+        return None;
     };
     std::thread::sleep(Duration::from_millis(400));
     let out = client.run(20, "iperf3", ["-c", dst, "-p", "5201", "-t", "1", "-J"]);
@@ -225,7 +235,6 @@ fn tcp_works(client: &Netns, server: &Netns, dst: &str) -> bool {
     out.ok()
         .and_then(|o| serde_json::from_str::<Value>(&o).ok())
         .and_then(|j| j["end"]["sum_received"]["bits_per_second"].as_f64())
-        .is_some_and(|bps| bps > 1e6)
 }
 
 #[test]
@@ -281,6 +290,63 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
         &r1,
     );
     assert_eq!(chk.exit_code, 0, "{} {}", chk.stdout, chk.stderr);
+
+    // rate annotations become OVS QoS: egress_rate polices what OVS receives from the pod,
+    // ingress_rate shapes what OVS sends into it
+    c.allocate_with(
+        "pod4",
+        14,
+        &[
+            ("ovn.kubernetes.io/egress_rate", "20"),
+            ("ovn.kubernetes.io/ingress_rate", "30"),
+        ],
+    );
+    let (p4, cid4, r4) = c.add_pod(0, "pod4");
+    let ifs4 = r4["interfaces"].as_array().expect("interfaces");
+    let host4 = ifs4.iter().find(|i| i["name"] != "eth0").expect("host if")["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let node0 = &c.tb.nodes[0];
+    let rate = node0
+        .vsctl(["get", "Interface", &host4, "ingress_policing_rate"])
+        .expect("rate");
+    assert_eq!(rate.trim(), "20000");
+    let qos = node0.vsctl(["get", "Port", &host4, "qos"]).expect("qos");
+    let qos_type = node0
+        .vsctl(["get", "QoS", qos.trim(), "type"])
+        .expect("qos type");
+    assert_eq!(qos_type.trim(), "linux-htb");
+    let max = node0
+        .vsctl(["get", "QoS", qos.trim(), "other_config:max-rate"])
+        .expect("max-rate");
+    assert_eq!(max.trim(), "\"30000000\"");
+    let up = tcp_bps(&p4, &p3, "10.16.0.13").expect("pod4 -> pod3 TCP");
+    let down = tcp_bps(&p3, &p4, "10.16.0.14").expect("pod3 -> pod4 TCP");
+    eprintln!(
+        "QoS: pod4 egress {:.1} Mbit/s (limit 20), ingress {:.1} Mbit/s (limit 30)",
+        up / 1e6,
+        down / 1e6
+    );
+    assert!(up < 30e6, "egress policing: {up} bit/s");
+    assert!(down < 45e6, "ingress shaping: {down} bit/s");
+    let del4 = c.cni(0, "DEL", &cid4, &p4.path().display().to_string(), "pod4");
+    assert_eq!(del4.exit_code, 0, "{}", del4.stdout);
+    // (ovn-controller keeps QoS rows of its own; ours are tagged with the port name)
+    let qos_rows = node0
+        .vsctl([
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "QoS",
+            &format!("external_ids:ferrovn_port={host4}"),
+        ])
+        .expect("qos rows");
+    assert!(
+        qos_rows.trim().is_empty(),
+        "QoS row removed with the port: {qos_rows}"
+    );
+    drop(p4);
 
     // the OVS port carries the pod's identity (the agent's state after a restart)
     let node0 = &c.tb.nodes[0];

@@ -1,0 +1,458 @@
+//! CNI benchmark (run as root): `cargo run --release -p ferrovn-dataplane --example bench`.
+//!
+//! Measures, in one run on this machine:
+//! - ADD -> traffic-ready latency (plugin exec until the pod's first answered ping to its
+//!   gateway) for 100 sequential and 20 concurrent pods, for FerrOVN (ferrovn-cni ->
+//!   ferrovn-node -> OVS userspace datapath + OVN, two nodes) and for Debian's reference
+//!   `bridge` + `host-local` plugins (/usr/lib/cni) on a Linux bridge;
+//! - pod <-> pod TCP throughput (iperf3, 3 s) same node and across nodes (Geneve) for FerrOVN,
+//!   same host for the bridge plugin.
+//!
+//! Everything lives in network namespaces created here; no traffic leaves them.
+//! Last line: `cni-bench ours_p99_ms=X bridge_p99_ms=X ratio=X tcp_gbps=X bridge_tcp_gbps=X`
+//! (p99 over all 120 ADDs of each; tcp = same-node).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::testbed::{
+    CniCall, Netns, TwoNodes, agent_binary, cni_plugin_binary, run_cni, unique_tag,
+};
+use serde_json::{Value, json};
+
+/// Overridable for quick looks (`BENCH_SEQUENTIAL=10 BENCH_CONCURRENT=5`); the defaults are
+/// what the issue asks for.
+fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+const BRIDGE_PLUGIN_DIR: &str = "/usr/lib/cni";
+
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    if sorted_ms.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted_ms.len() as f64).ceil() as usize;
+    sorted_ms[rank.clamp(1, sorted_ms.len()) - 1]
+}
+
+fn summary(name: &str, samples: &[f64]) -> (f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (percentile(&s, 50.0), percentile(&s, 99.0));
+    println!(
+        "{name:<38} n={:<4} p50={p50:>7.1} ms  p99={p99:>7.1} ms  max={:>7.1} ms",
+        s.len(),
+        s.last().copied().unwrap_or(f64::NAN)
+    );
+    (p50, p99)
+}
+
+/// First answered ping from `ns` to `dst`: one ping process sending every 20 ms.
+fn ping_ready(ns: &str, dst: &str) -> Result<()> {
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c1", "-w10", "-i0.02", "-q", dst,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("{ns}: no answer from {dst} within 10 s");
+    }
+    Ok(())
+}
+
+fn iperf_gbps(client: &Netns, server: &Netns, dst: &str) -> Result<f64> {
+    let mut srv = server
+        .command("iperf3")
+        .args(["-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = client.run(30, "iperf3", ["-c", dst, "-p", "5201", "-t", "3", "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let j: Value = serde_json::from_str(&out?)?;
+    j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .context("iperf3 JSON without end.sum_received")
+}
+
+struct Pod {
+    ns: Netns,
+    cid: String,
+    name: String,
+}
+
+/// Runs `n` pod ADDs with `add` (sequentially, or all at once on threads) and returns the pods
+/// and their ADD -> ready latencies in ms.
+fn run_adds<F>(n: usize, concurrent: bool, first: usize, add: &F) -> Result<(Vec<Pod>, Vec<f64>)>
+where
+    F: Fn(usize) -> Result<(Pod, f64)> + Sync,
+{
+    let results: Vec<Result<(Pod, f64)>> = if concurrent {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (first..first + n)
+                .map(|i| s.spawn(move || add(i)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+                })
+                .collect()
+        })
+    } else {
+        (first..first + n).map(add).collect()
+    };
+    let mut pods = Vec::new();
+    let mut lat = Vec::new();
+    for r in results {
+        let (p, ms) = r?;
+        pods.push(p);
+        lat.push(ms);
+    }
+    Ok((pods, lat))
+}
+
+struct Measured {
+    seq: Vec<f64>,
+    conc: Vec<f64>,
+    tcp_same: f64,
+    tcp_cross: Option<f64>,
+}
+
+fn pod_ip(i: usize) -> (String, String) {
+    let host = i + 2;
+    (
+        format!("10.16.{}.{}", host / 250, host % 250 + 2),
+        format!("0a:58:0a:10:{:02x}:{:02x}", (host >> 8) & 0xff, host & 0xff),
+    )
+}
+
+fn bench_ours(tag: &str) -> Result<Measured> {
+    let seq_n = count("BENCH_SEQUENTIAL", 100);
+    let conc_n = count("BENCH_CONCURRENT", 20);
+    let agent = agent_binary()?;
+    let plugin = cni_plugin_binary()?;
+    let mut tb = TwoNodes::start_ovs_only()?;
+    let alloc_dir = tempfile::tempdir()?;
+    let sb = tb.central.sb_remote();
+    for n in tb.nodes.iter_mut() {
+        n.start_agent(&agent, &sb, alloc_dir.path(), &["--gc-interval-secs=0"])?;
+        n.start_ovn_controller()?;
+    }
+    tb.wait_chassis(Duration::from_secs(30))?;
+    let nb = &tb.central;
+    let nbctl = |args: &[&str]| nb.nbctl(args).map_err(|e| anyhow::anyhow!("{e}"));
+    nbctl(&["ls-add", "ls1", "--", "lr-add", "lr1"])?;
+    nbctl(&[
+        "lrp-add",
+        "lr1",
+        "lr1-ls1",
+        "0a:58:0a:10:00:01",
+        "10.16.0.1/16",
+    ])?;
+    nbctl(&[
+        "lsp-add",
+        "ls1",
+        "ls1-lr1",
+        "--",
+        "lsp-set-type",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-addresses",
+        "ls1-lr1",
+        "router",
+        "--",
+        "lsp-set-options",
+        "ls1-lr1",
+        "router-port=lr1-ls1",
+    ])?;
+    // the controller's part happens before the runtime's ADD: ports and allocations exist
+    let total = seq_n + conc_n + 1;
+    let allocs = FileAllocations::new(alloc_dir.path());
+    for chunk in (0..total).collect::<Vec<_>>().chunks(40) {
+        let mut args: Vec<String> = Vec::new();
+        for &i in chunk {
+            let (ip, mac) = pod_ip(i);
+            let lsp = format!("p{i}.default");
+            if !args.is_empty() {
+                args.push("--".into());
+            }
+            args.extend(["lsp-add".into(), "ls1".into(), lsp.clone(), "--".into()]);
+            args.extend(["lsp-set-addresses".into(), lsp, format!("{mac} {ip}")]);
+            let a: Annotations = [
+                ("ovn.kubernetes.io/allocated", "true".to_string()),
+                ("ovn.kubernetes.io/ip_address", ip),
+                ("ovn.kubernetes.io/mac_address", mac),
+                ("ovn.kubernetes.io/cidr", "10.16.0.0/16".to_string()),
+                ("ovn.kubernetes.io/gateway", "10.16.0.1".to_string()),
+                ("ovn.kubernetes.io/logical_switch", "ls1".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            allocs.write(
+                &PodRef {
+                    namespace: "default".into(),
+                    name: format!("p{i}"),
+                },
+                &a,
+            )?;
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        nbctl(&refs)?;
+    }
+    nbctl(&["--wait=hv", "sync"])?;
+
+    let socket = |node: usize| tb.nodes[node].agent_socket();
+    let add_returned = std::sync::Mutex::new(Vec::<f64>::new());
+    let add = |node: usize, i: usize| -> Result<(Pod, f64)> {
+        let name = format!("p{i}");
+        let ns = Netns::create(&format!("fvb-{tag}-o{i}"))?;
+        let cid = format!("ours{}{i}", tag.replace('x', ""));
+        let conf = serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni",
+            "server_socket": socket(node),
+        }))?;
+        let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+        let netns = ns.path().display().to_string();
+        let t0 = Instant::now();
+        let out = run_cni(
+            &plugin,
+            &CniCall {
+                command: "ADD",
+                container_id: &cid,
+                netns: &netns,
+                ifname: "eth0",
+                args: &args,
+                stdin: &conf,
+            },
+        )?;
+        if out.exit_code != 0 {
+            bail!("ADD {name}: {} {}", out.stdout, out.stderr);
+        }
+        if let Ok(mut v) = add_returned.lock() {
+            v.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ping_ready(ns.name(), "10.16.0.1")?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok((Pod { ns, cid, name }, ms))
+    };
+    let (mut pods, seq) = run_adds(seq_n, false, 0, &|i| add(0, i))?;
+    let (conc_pods, conc) = run_adds(conc_n, true, seq_n, &|i| add(0, i))?;
+    pods.extend(conc_pods);
+    let (remote, _) = add(1, seq_n + conc_n)?;
+
+    let (ip1, _) = pod_ip(1);
+    let (ip_remote, _) = pod_ip(seq_n + conc_n);
+    let tcp_same = iperf_gbps(&pods[0].ns, &pods[1].ns, &ip1)?;
+    // warm the tunnel (first packet may be lost while OVS resolves the remote MAC)
+    let _ = pods[0].ns.ping_until(&ip_remote, Duration::from_secs(5));
+    let tcp_cross = iperf_gbps(&pods[0].ns, &remote.ns, &ip_remote).ok();
+
+    // DEL everything through the plugin (as the runtime would), timing it too
+    let mut del = Vec::new();
+    for p in &pods {
+        let conf = serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni", "server_socket": socket(0),
+        }))?;
+        let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={}", p.name);
+        let netns = p.ns.path().display().to_string();
+        let t0 = Instant::now();
+        let out = run_cni(
+            &plugin,
+            &CniCall {
+                command: "DEL",
+                container_id: &p.cid,
+                netns: &netns,
+                ifname: "eth0",
+                args: &args,
+                stdin: &conf,
+            },
+        )?;
+        if out.exit_code != 0 {
+            bail!("DEL {}: {}", p.name, out.stdout);
+        }
+        del.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    summary("ferrovn DEL (sequential)", &del);
+    if let Ok(v) = add_returned.lock() {
+        summary("ferrovn ADD call returned (all)", &v);
+    }
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOGS") {
+        let keep = Path::new(&keep);
+        std::fs::create_dir_all(keep)?;
+        for f in [
+            "ovn-controller.log",
+            "ovs-vswitchd.log",
+            "ferrovn-node.log",
+            "conf.log",
+        ] {
+            let _ = std::fs::copy(tb.nodes[0].dir().join(f), keep.join(f));
+        }
+    }
+    // where ADD time goes, from the agent's log ("pod attached ... plumb_ms=.. port_ms=..")
+    let log = tb.nodes[0].agent_log();
+    for field in ["plumb_ms", "port_ms", "installed_ms"] {
+        let vals: Vec<f64> = log
+            .lines()
+            .filter(|l| l.contains("pod attached"))
+            .filter_map(|l| {
+                let rest = &l[l.find(&format!("{field}="))? + field.len() + 1..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        summary(&format!("  agent ADD phase {field}"), &vals);
+    }
+    Ok(Measured {
+        seq,
+        conc,
+        tcp_same,
+        tcp_cross,
+    })
+}
+
+fn bench_bridge(tag: &str) -> Result<Measured> {
+    let seq_n = count("BENCH_SEQUENTIAL", 100);
+    let conc_n = count("BENCH_CONCURRENT", 20);
+    let dir = Path::new(BRIDGE_PLUGIN_DIR);
+    for p in ["bridge", "host-local"] {
+        if !dir.join(p).exists() {
+            bail!(
+                "{}/{p} missing: apt-get install containernetworking-plugins",
+                dir.display()
+            );
+        }
+    }
+    // the bridge and the host veth ends live in a private "host" namespace
+    let host = Netns::create(&format!("fvb-{tag}-brhost"))?;
+    let data = tempfile::tempdir()?;
+    let conf = serde_json::to_vec(&json!({
+        "cniVersion": "1.0.0", "name": "benchbr", "type": "bridge", "bridge": "fvbbr0",
+        "isGateway": true, "ipMasq": false, "mtu": 1500,
+        "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "gateway": "10.99.0.1",
+                 "dataDir": data.path()},
+    }))?;
+    let call = |cmd: &str, cid: &str, netns: &str| -> Result<Value> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", host.name()])
+            .arg(dir.join("bridge"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(&conf)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("bridge {cmd}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    };
+    let add = |i: usize| -> Result<(Pod, f64)> {
+        let ns = Netns::create(&format!("fvb-{tag}-b{i}"))?;
+        let cid = format!("br{}{i}", tag.replace('x', ""));
+        let netns = ns.path().display().to_string();
+        let t0 = Instant::now();
+        call("ADD", &cid, &netns)?;
+        ping_ready(ns.name(), "10.99.0.1")?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok((
+            Pod {
+                ns,
+                cid,
+                name: format!("b{i}"),
+            },
+            ms,
+        ))
+    };
+    let (mut pods, seq) = run_adds(seq_n, false, 0, &add)?;
+    let (conc_pods, conc) = run_adds(conc_n, true, seq_n, &add)?;
+    pods.extend(conc_pods);
+    let addr = |p: &Pod| -> Result<String> {
+        let out = p.ns.ip(["-j", "-4", "addr", "show", "eth0"])?;
+        let j: Value = serde_json::from_str(&out)?;
+        j[0]["addr_info"][0]["local"]
+            .as_str()
+            .map(str::to_string)
+            .context("bridge pod without IPv4")
+    };
+    let dst = addr(&pods[1])?;
+    let tcp_same = iperf_gbps(&pods[0].ns, &pods[1].ns, &dst)?;
+    for p in &pods {
+        call("DEL", &p.cid, &p.ns.path().display().to_string())?;
+    }
+    let _ = host.ip(["link", "del", "fvbbr0"]);
+    Ok(Measured {
+        seq,
+        conc,
+        tcp_same,
+        tcp_cross: None,
+    })
+}
+
+fn main() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("run as root (network namespaces, OVS)");
+    }
+    let tag = unique_tag();
+    let seq_n = count("BENCH_SEQUENTIAL", 100);
+    let conc_n = count("BENCH_CONCURRENT", 20);
+    println!(
+        "# ferrovn CNI bench: {seq_n} sequential + {conc_n} concurrent ADDs each; 2-core shared machine, numbers are noisy"
+    );
+    let t = Instant::now();
+    let ours = bench_ours(&tag).context("FerrOVN run")?;
+    println!("# ferrovn part took {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let bridge = bench_bridge(&tag).context("bridge plugin run")?;
+    println!("# bridge part took {:.1} s", t.elapsed().as_secs_f64());
+
+    summary("ferrovn ADD->ready sequential", &ours.seq);
+    summary("ferrovn ADD->ready concurrent(20)", &ours.conc);
+    summary("bridge+host-local ADD->ready seq", &bridge.seq);
+    summary("bridge+host-local ADD->ready conc(20)", &bridge.conc);
+    let all = |m: &Measured| -> Vec<f64> { m.seq.iter().chain(m.conc.iter()).copied().collect() };
+    let (_, ours_p99) = summary("ferrovn ADD->ready all", &all(&ours));
+    let (_, bridge_p99) = summary("bridge+host-local ADD->ready all", &all(&bridge));
+    println!("ferrovn TCP same-node   {:.2} Gbit/s", ours.tcp_same);
+    match ours.tcp_cross {
+        Some(g) => println!("ferrovn TCP cross-node  {g:.2} Gbit/s (Geneve, userspace datapath)"),
+        None => println!("ferrovn TCP cross-node  failed"),
+    }
+    println!("bridge  TCP same-host   {:.2} Gbit/s", bridge.tcp_same);
+    println!(
+        "cni-bench ours_p99_ms={:.1} bridge_p99_ms={:.1} ratio={:.2} tcp_gbps={:.2} bridge_tcp_gbps={:.2}",
+        ours_p99,
+        bridge_p99,
+        ours_p99 / bridge_p99,
+        ours.tcp_same,
+        bridge.tcp_same
+    );
+    Ok(())
+}
