@@ -2,6 +2,7 @@
 //! Run as root: `cargo run --release -p ferrovn-vhost --example bench`.
 //!
 //! - helper:  testpmd pod (virtio_user server, txonly, CPU A) → vhost-user → ferrovn-vhost relay
+//!   (this program re-executed in helper mode: a separate process, like testpmd below)
 //!   (one worker pinned to CPU B) → net_af_packet → veth → namespace; rate = packets arriving on
 //!   the veth's far end.
 //! - testpmd: the same, with dpdk-testpmd forwarding (io mode) between the same two PMDs on CPU B:
@@ -161,7 +162,148 @@ fn testpmd_pod(
     lab.spawn(cmd, log)
 }
 
+const CHILD_ENV: &str = "FERROVN_VHOST_BENCH_CHILD";
+
+/// Helper mode: EAL + one relay worker + the port from the environment; prints `ready`, then
+/// `connected` once the pod is attached; on stdin EOF prints the counters and exits cleanly.
+fn child_main(spec_json: &str) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let spec: PortSpec = serde_json::from_str(spec_json).context("child spec")?;
+    let prefix = std::env::var("FERROVN_VHOST_BENCH_PREFIX").context("prefix")?;
+    let cpu: usize = std::env::var("FERROVN_VHOST_BENCH_CPU")
+        .context("cpu")?
+        .parse()?;
+    let allowed = allowed_cores()?;
+    let eal = Eal::init(&ferrovn_vhost::eal_args(
+        &prefix,
+        512,
+        &format_core_list(&allowed),
+        &["--log-level=lib.vhost.config:error".into()],
+    ))?;
+    let mut helper = Helper::start(
+        eal,
+        &HelperConfig {
+            cores: vec![cpu],
+            idle_sleep: Duration::ZERO,
+            mbufs: 16383,
+            descriptors: 1024,
+            state_file: None,
+        },
+    )?;
+    helper.add_port(spec.clone())?;
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !helper.list().first().is_some_and(|p| p.pod_connected) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writeln!(out, "connected")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        line?;
+    }
+    let c = helper
+        .list()
+        .first()
+        .map(|p| p.counters)
+        .unwrap_or_default();
+    helper.remove_port(&spec.name)?;
+    let free = helper.mbufs_available();
+    writeln!(
+        out,
+        "counters rx={} rx_dropped={} mbufs_free_after={free}/16383",
+        c.rx_packets, c.rx_dropped
+    )?;
+    out.flush()?;
+    helper.shutdown();
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&prefix));
+    Ok(())
+}
+
+/// The helper child seen from the bench.
+struct HelperChild {
+    child: Option<Child>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl HelperChild {
+    fn start(dir: &Path, spec: &PortSpec, prefix: &str, cpu: usize) -> Result<HelperChild> {
+        use std::io::BufRead;
+        let err = std::fs::File::create(dir.join(format!("helper-{}.log", spec.name)))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(CHILD_ENV, serde_json::to_string(spec)?)
+            .env("FERROVN_VHOST_BENCH_PREFIX", prefix)
+            .env("FERROVN_VHOST_BENCH_CPU", cpu.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .context("re-executing the bench as the helper")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut h = HelperChild {
+            child: Some(child),
+            lines,
+        };
+        h.wait_for("ready", Duration::from_secs(30))?;
+        Ok(h)
+    }
+
+    /// Waits for a line starting with `word`; returns it.
+    fn wait_for(&mut self, word: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(word) => return Ok(line),
+                Ok(_) => {}
+                Err(_) => bail!("helper child: no {word:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Closes stdin (the child then reports and exits); returns the counters line.
+    fn finish(&mut self) -> Result<String> {
+        if let Some(c) = self.child.as_mut() {
+            drop(c.stdin.take());
+        }
+        let counters = self.wait_for("counters", Duration::from_secs(15))?;
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(counters)
+    }
+}
+
+impl Drop for HelperChild {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn main() -> Result<()> {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return child_main(&spec);
+    }
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the bench needs root (network namespaces, DPDK)");
     }
@@ -207,35 +349,21 @@ fn main() -> Result<()> {
     }
 
     let sizes = [64usize, 1500];
-    let mut helper_mpps = vec![0.0; sizes.len()];
-    let mut testpmd_mpps = vec![0.0; sizes.len()];
+    // per size, one sample per round
+    let mut helper_runs: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    let mut testpmd_runs: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     let mut veth_mpps = vec![0.0; sizes.len()];
 
-    // 1) + 2), interleaved over BENCH_ROUNDS rounds (best of each kept): the machine is shared
-    // and noisy, and alternating keeps a load burst from landing on one side only.
+    // 1) + 2), interleaved over BENCH_ROUNDS rounds: the machine is shared and
+    // noisy; alternating the order and taking medians keeps a load burst from deciding the result.
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    // The helper runs in this process (the same code the binary runs, minus the control socket).
+    // The helper runs as a child process (this program re-executed in helper mode: the library
+    // code the binary runs, minus the control socket), like testpmd does: separate processes on
+    // both sides.
     let helper_prefix = format!("fvb-helper-{id}");
-    lab.prefixes.push(helper_prefix.clone());
-    let eal = Eal::init(&ferrovn_vhost::eal_args(
-        &helper_prefix,
-        512,
-        &format_core_list(&allowed),
-        &["--log-level=lib.vhost.config:error".into()],
-    ))?;
-    let mut helper = Helper::start(
-        eal,
-        &HelperConfig {
-            cores: vec![relay_cpu],
-            idle_sleep: Duration::ZERO,
-            mbufs: 16383,
-            descriptors: 1024,
-            state_file: None,
-        },
-    )?;
     let sock = dir.join("pod.sock");
     let spec = PortSpec {
         name: "bench".into(),
@@ -253,7 +381,8 @@ fn main() -> Result<()> {
                 [false, true]
             } {
                 if helper_turn {
-                    helper.add_port(spec.clone())?;
+                    lab.prefixes.push(helper_prefix.clone());
+                    let mut child = HelperChild::start(&dir, &spec, &helper_prefix, relay_cpu)?;
                     let log = format!("pod-helper-{size}.log");
                     let pod = testpmd_pod(
                         &mut lab,
@@ -263,26 +392,16 @@ fn main() -> Result<()> {
                         size,
                         &log,
                     )?;
-                    let deadline = Instant::now() + Duration::from_secs(15);
-                    while !helper.list().first().is_some_and(|p| p.pod_connected) {
-                        if Instant::now() > deadline {
-                            bail!("pod never connected to the helper:\n{}", lab.log(&log));
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
+                    child
+                        .wait_for("connected", Duration::from_secs(15))
+                        .with_context(|| lab.log(&log))?;
                     let mpps = measure(&sink, "eth0", secs)? / 1e6;
-                    helper_mpps[i] = f64::max(helper_mpps[i], mpps);
-                    let c = helper
-                        .list()
-                        .first()
-                        .map(|p| p.counters)
-                        .unwrap_or_default();
-                    println!(
-                        "round {round} helper  {size:>4} B: {mpps:6.3} Mpps delivered (1 relay core, cpu{relay_cpu}); counters rx={} rx_dropped={}",
-                        c.rx_packets, c.rx_dropped
-                    );
+                    helper_runs[i].push(mpps);
                     lab.stop(pod);
-                    helper.remove_port("bench")?;
+                    let counters = child.finish()?;
+                    println!(
+                        "round {round} helper  {size:>4} B: {mpps:6.3} Mpps delivered (1 relay core, cpu{relay_cpu}); {counters}"
+                    );
                 } else {
                     // testpmd forwarding between the same two PMDs (vhost client + af_packet), io mode
                     let relay_prefix = format!("fvb-relay-{id}");
@@ -316,7 +435,7 @@ fn main() -> Result<()> {
                     let relay = lab.spawn(cmd, &format!("relay-testpmd-{size}.log"))?;
                     std::thread::sleep(Duration::from_secs(2));
                     let mpps = measure(&sink, "eth0", secs)? / 1e6;
-                    testpmd_mpps[i] = f64::max(testpmd_mpps[i], mpps);
+                    testpmd_runs[i].push(mpps);
                     println!(
                         "round {round} testpmd {size:>4} B: {mpps:6.3} Mpps delivered (io forwarding, 1 core, cpu{relay_cpu})"
                     );
@@ -329,13 +448,14 @@ fn main() -> Result<()> {
     // The other kernel side: net_tap (the PMD's tap receives into the kernel stack).
     let tap = format!("fvbt{id}");
     let mut tap_mpps = vec![0.0; sizes.len()];
-    helper.add_port(PortSpec {
+    let tap_spec = PortSpec {
         name: "bench-tap".into(),
         kernel_iface: tap.clone(),
         kernel: KernelKind::Tap,
         ..spec.clone()
-    })?;
+    };
     for (i, &size) in sizes.iter().enumerate() {
+        let mut child = HelperChild::start(&dir, &tap_spec, &helper_prefix, relay_cpu)?;
         let log = format!("pod-tap-{size}.log");
         let pod = testpmd_pod(
             &mut lab,
@@ -345,27 +465,17 @@ fn main() -> Result<()> {
             size,
             &log,
         )?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !helper.list().first().is_some_and(|p| p.pod_connected) {
-            if Instant::now() > deadline {
-                bail!(
-                    "pod never connected to the helper (tap):\n{}",
-                    lab.log(&log)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        child
+            .wait_for("connected", Duration::from_secs(15))
+            .with_context(|| lab.log(&log))?;
         tap_mpps[i] = measure("", &tap, secs)? / 1e6;
+        lab.stop(pod);
+        let counters = child.finish()?;
         println!(
-            "        helper-tap {size:>4} B: {:6.3} Mpps delivered (net_tap instead of net_af_packet)",
+            "        helper-tap {size:>4} B: {:6.3} Mpps delivered (net_tap instead of net_af_packet); {counters}",
             tap_mpps[i]
         );
-        lab.stop(pod);
     }
-    helper.remove_port("bench-tap")?;
-    let mbufs_left = helper.mbufs_available();
-    helper.shutdown();
-    println!("helper mbufs free after the runs: {mbufs_left} of 16383 (all back: no leak)");
 
     // 3) plain veth pod path: iperf3 UDP between two namespaces
     let (na, nb) = (format!("fvb-a-{id}"), format!("fvb-b-{id}"));
@@ -450,25 +560,41 @@ fn main() -> Result<()> {
     }
     lab.stop(server);
 
+    let helper_mpps: Vec<f64> = helper_runs.iter().map(|r| median(r)).collect();
+    let testpmd_mpps: Vec<f64> = testpmd_runs.iter().map(|r| median(r)).collect();
+    // ratio: median over rounds of helper/testpmd measured back to back in the same round
+    let ratios: Vec<f64> = helper_runs
+        .iter()
+        .zip(&testpmd_runs)
+        .map(|(h, t)| {
+            median(
+                &h.iter()
+                    .zip(t)
+                    .filter(|(_, t)| **t > 0.0)
+                    .map(|(h, t)| h / t)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
     for (i, &size) in sizes.iter().enumerate() {
-        let ratio = if testpmd_mpps[i] > 0.0 {
-            helper_mpps[i] / testpmd_mpps[i]
-        } else {
-            0.0
-        };
         println!(
-            "size {size:>4} B: helper {:.3} Mpps, testpmd {:.3} Mpps, veth {:.3} Mpps, helper/testpmd {:.2}",
-            helper_mpps[i], testpmd_mpps[i], veth_mpps[i], ratio
+            "size {size:>4} B (medians of {rounds} rounds): helper {:.3} Mpps (af_packet; tap {:.3}), testpmd {:.3} Mpps, veth {:.3} Mpps, helper/testpmd {:.2}",
+            helper_mpps[i], tap_mpps[i], testpmd_mpps[i], veth_mpps[i], ratios[i]
         );
     }
-    let ratio = if testpmd_mpps[0] > 0.0 {
-        helper_mpps[0] / testpmd_mpps[0]
-    } else {
-        0.0
-    };
     println!(
         "vhost-bench helper_mpps={:.3} testpmd_mpps={:.3} veth_mpps={:.3} ratio={:.2}",
-        helper_mpps[0], testpmd_mpps[0], veth_mpps[0], ratio
+        helper_mpps[0], testpmd_mpps[0], veth_mpps[0], ratios[0]
     );
     Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
