@@ -333,3 +333,62 @@ fn binary_once_applies_and_exits() {
         "{stderr}"
     );
 }
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn running_binary_follows_edits_repairs_drift_and_stops_on_sigterm() {
+    let e = env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
+        .arg("--nb")
+        .arg(e.central.nb_remote())
+        .arg("--manifests")
+        .arg(&e.manifests)
+        .arg("--state-dir")
+        .arg(&e.state)
+        .args(["--interval", "0.1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ferrovn-controller");
+    let lsps = |c: &OvnCentral| nbctl(c, &["--columns=name", "list", "Logical_Switch_Port"]);
+    wait_until("first pass", || lsps(&e.central).contains("web-1.default"));
+
+    // a pod removed from the manifests: port and record go
+    let path = e.manifests.join("02-default.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("name: web-1\n", "name: web-9\n")).unwrap();
+    wait_until("web-1 removed", || {
+        let l = lsps(&e.central);
+        !l.contains("web-1.default") && l.contains("web-9.default")
+    });
+    wait_until("record removed", || {
+        !e.state.join("allocations/default/web-1.json").exists()
+    });
+
+    // drift: someone deletes our port by hand; the controller puts it back, same address
+    let before = nbctl(
+        &e.central,
+        &["get", "Logical_Switch_Port", "db-0.team-a", "addresses"],
+    );
+    nbctl(&e.central, &["lsp-del", "db-0.team-a"]);
+    wait_until("db-0 restored", || lsps(&e.central).contains("db-0.team-a"));
+    let after = nbctl(
+        &e.central,
+        &["get", "Logical_Switch_Port", "db-0.team-a", "addresses"],
+    );
+    assert_eq!(before, after);
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

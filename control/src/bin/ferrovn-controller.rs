@@ -108,9 +108,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let interval = Duration::from_secs_f64(args.interval.max(0.05));
+    // `--resync` (shared with kube mode): a full pass at least this often.
+    let resync = Duration::from_secs(args.kube_args.resync.max(1));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     loop {
-        match controller.pass().await {
-            Ok(report) => log_pass(&report),
+        match controller.pass_if_changed(resync).await {
+            Ok(Some(report)) => log_pass(&report),
+            Ok(None) => tracing::trace!("nothing changed"),
             // Keep going: a half-written manifest or an NB restart is fixed by a later pass.
             Err(e) => tracing::error!("pass failed: {e:#}"),
         }
@@ -118,6 +123,10 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted; exiting");
+                return Ok(());
+            }
+            _ = term.recv() => {
+                tracing::info!("terminated; exiting");
                 return Ok(());
             }
         }

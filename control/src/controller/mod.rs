@@ -109,6 +109,11 @@ pub struct Controller {
     /// the first pass's recovery.
     adopted: Vec<crate::ipam::ExistingAllocation>,
     last_records: Vec<AllocationRecord>,
+    /// NB changes since the last [`Controller::pass_if_changed`] (subscribed on first use).
+    nb_changes: Option<ferrovn_ovsdb::ChangeStream>,
+    /// The manifest directory as of the last successful pass of `pass_if_changed`.
+    last_fingerprint: Option<u64>,
+    last_full: Option<Instant>,
 }
 
 impl Controller {
@@ -123,6 +128,9 @@ impl Controller {
             files,
             adopted: Vec::new(),
             last_records: Vec::new(),
+            nb_changes: None,
+            last_fingerprint: None,
+            last_full: None,
         })
     }
 
@@ -140,6 +148,31 @@ impl Controller {
     /// The allocation records of the last pass (what a cluster source writes back to pods).
     pub fn last_records(&self) -> &[AllocationRecord] {
         &self.last_records
+    }
+
+    /// A pass when something may have changed: the manifest directory (file names, sizes,
+    /// modification times), the NB (any change to FerrOVN's tables, e.g. a port deleted by
+    /// hand), or `resync` elapsed since the last pass. `None` when skipped. A rescan of a
+    /// large, unchanged directory then costs a directory walk, not a parse.
+    pub async fn pass_if_changed(
+        &mut self,
+        resync: Duration,
+    ) -> Result<Option<PassReport>, ControllerError> {
+        let replica = &self.nb.replica;
+        let changes = self.nb_changes.get_or_insert_with(|| replica.subscribe());
+        let mut nb_changed = false;
+        while changes.try_recv().is_ok() {
+            nb_changed = true;
+        }
+        let fp = manifest_fingerprint(&self.options.manifests);
+        let due = self.last_full.is_none_or(|t| t.elapsed() >= resync);
+        if !nb_changed && !due && self.last_fingerprint == Some(fp) {
+            return Ok(None);
+        }
+        let report = self.pass().await?;
+        self.last_fingerprint = Some(fp);
+        self.last_full = Some(Instant::now());
+        Ok(Some(report))
     }
 
     /// One pass over the manifest directory.
@@ -280,4 +313,42 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// A hash of the manifest files' names, sizes and modification times (the files
+/// [`manifest::load_dir`] reads).
+pub fn manifest_fingerprint(dir: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, u64, u128)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                walk(&path, out);
+            } else if path
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| manifest::EXTENSIONS.contains(&x))
+            {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                out.push((path, meta.len(), mtime));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut h);
+    h.finish()
 }
