@@ -25,6 +25,10 @@ struct LeaseState {
     orig: u64,
     /// lease id (`<pid>:<name>`) → pages
     leases: BTreeMap<String, u64>,
+    /// What we last wrote to `nr_hugepages`; if the count differs at release, somebody else
+    /// changed it meanwhile and we leave it alone.
+    #[serde(default)]
+    set_to: Option<u64>,
 }
 
 fn read_count(path: &str) -> Result<u64, String> {
@@ -67,6 +71,7 @@ fn with_state<R>(f: impl FnOnce(&mut LeaseState) -> Result<R, String>) -> Result
     state.leases.retain(|id, _| pid_alive(id));
     if state.leases.is_empty() {
         state.orig = read_count(NR_2M)?;
+        state.set_to = None;
     }
     let out = f(&mut state);
     let json = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
@@ -94,6 +99,7 @@ impl HugepageLease {
             let cur = read_count(NR_2M)?;
             if cur < target {
                 write_count(NR_2M, target)?;
+                st.set_to = Some(target);
             }
             let free = read_count(FREE_2M)?;
             if free < pages {
@@ -140,7 +146,12 @@ impl Drop for HugepageLease {
         let _ = with_state(|st| {
             st.leases.remove(&self.id);
             let target = st.orig + st.leases.values().sum::<u64>();
-            write_count(NR_2M, target)
+            let cur = read_count(NR_2M)?;
+            if st.set_to == Some(cur) && cur != target {
+                write_count(NR_2M, target)?;
+                st.set_to = Some(target);
+            }
+            Ok(())
         });
     }
 }
