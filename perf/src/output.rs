@@ -136,3 +136,56 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Report> {
     }
     merged.context("no result directories given")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Environment, Measurement};
+
+    fn report(node: &str, rows: Vec<Measurement>) -> Report {
+        Report {
+            mode: "full".into(),
+            environments: vec![Environment {
+                node: node.into(),
+                ..Environment::default()
+            }],
+            config: serde_json::Value::Null,
+            duration_secs: 3.0,
+            measurements: rows,
+        }
+    }
+
+    #[test]
+    fn write_then_merge_two_nodes() {
+        let a = tempfile::tempdir().expect("tmp");
+        let b = tempfile::tempdir().expect("tmp");
+        let out = tempfile::tempdir().expect("tmp");
+        let row = |p: &str| {
+            Measurement::new(p, "same-node", "testpmd", Some(64), "Mpps")
+                .with_samples(vec![1.0, 2.0])
+        };
+        write(&report("dpdk-1", vec![row("raw-testpmd")]), a.path()).expect("write a");
+        let files = write(
+            &report("kernel-1", vec![row("raw-testpmd"), row("ovs-dpdk")]),
+            b.path(),
+        )
+        .expect("write b");
+        assert!(files.iter().any(|f| f.ends_with("dpdk-rate-vs-frame.svg")));
+        // no ping rows: no latency plot
+        assert!(!files.iter().any(|f| f.ends_with("latency-cdf.svg")));
+        let m = merge(&[a.path().to_path_buf(), b.path().to_path_buf()]).expect("merge");
+        assert_eq!(m.environments.len(), 2);
+        let ids: Vec<&str> = m.measurements.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                "raw-testpmd/same-node/testpmd/64",
+                "raw-testpmd/same-node/testpmd/64@kernel-1",
+                "ovs-dpdk/same-node/testpmd/64"
+            ]
+        );
+        write(&m, out.path()).expect("write merged");
+        assert!(merge(&[out.path().join("missing")]).is_err());
+        assert!(merge(&[]).is_err());
+    }
+}

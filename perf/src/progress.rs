@@ -9,18 +9,21 @@ pub struct Progress {
     remaining_estimate: f64,
     /// Estimated seconds of what has finished.
     done_estimate: f64,
+    /// Elapsed seconds when the last family finished.
+    done_elapsed: f64,
     step: usize,
     quiet: bool,
 }
 
-/// Remaining time: the estimate left, scaled by how far off the estimates were so far.
-pub fn eta(elapsed: f64, done_estimate: f64, remaining_estimate: f64) -> f64 {
+/// Remaining time: the estimate of the unfinished families, scaled by how far off the
+/// estimates of the finished ones were, minus the time already spent in the current family.
+pub fn eta(done_elapsed: f64, done_estimate: f64, remaining_estimate: f64, in_family: f64) -> f64 {
     let scale = if done_estimate > 1.0 {
-        (elapsed / done_estimate).clamp(0.25, 4.0)
+        (done_elapsed / done_estimate).clamp(0.25, 4.0)
     } else {
         1.0
     };
-    remaining_estimate * scale
+    (remaining_estimate * scale - in_family).max(0.0)
 }
 
 impl Progress {
@@ -29,6 +32,7 @@ impl Progress {
             started: Instant::now(),
             remaining_estimate: total_estimate,
             done_estimate: 0.0,
+            done_elapsed: 0.0,
             step: 0,
             quiet,
         }
@@ -44,7 +48,12 @@ impl Progress {
         eprintln!(
             "[{:>6.1} s | ETA ~{:>4.0} s] {:>3}. {what}",
             e,
-            eta(e, self.done_estimate, self.remaining_estimate),
+            eta(
+                self.done_elapsed,
+                self.done_estimate,
+                self.remaining_estimate,
+                e - self.done_elapsed
+            ),
             self.step
         );
     }
@@ -52,6 +61,7 @@ impl Progress {
     /// A family with estimate `est` finished.
     pub fn family_done(&mut self, est: f64) {
         self.done_estimate += est;
+        self.done_elapsed = self.started.elapsed().as_secs_f64();
         self.remaining_estimate = (self.remaining_estimate - est).max(0.0);
     }
 
@@ -66,8 +76,10 @@ mod tests {
 
     #[test]
     fn eta_scales_with_observed_speed() {
-        assert_eq!(eta(0.0, 0.0, 100.0), 100.0);
-        assert_eq!(eta(20.0, 10.0, 100.0), 200.0);
-        assert_eq!(eta(1000.0, 10.0, 100.0), 400.0);
+        assert_eq!(eta(0.0, 0.0, 100.0, 0.0), 100.0);
+        assert_eq!(eta(20.0, 10.0, 100.0, 0.0), 200.0);
+        assert_eq!(eta(1000.0, 10.0, 100.0, 0.0), 400.0);
+        assert_eq!(eta(20.0, 10.0, 100.0, 50.0), 150.0);
+        assert_eq!(eta(10.0, 10.0, 10.0, 50.0), 0.0);
     }
 }

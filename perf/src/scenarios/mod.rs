@@ -40,10 +40,10 @@ impl Ctx {
 
 /// Rough seconds a family takes with this config (for the ETA).
 pub fn estimate(cfg: &Config, f: Family) -> f64 {
-    let win = cfg.warmup_secs + cfg.duration_secs + 0.5;
+    let win = cfg.warmup_secs + cfg.duration_secs + 0.05;
     let reps = f64::from(cfg.repetitions);
     let sizes = cfg.frame_sizes.len() as f64;
-    let kpath = reps * (2.0 * (cfg.duration_secs.ceil() + 1.0) + sizes * win)
+    let kpath = reps * (2.0 * (cfg.duration_secs.ceil() + 0.4) + sizes * win)
         + f64::from(cfg.ping_count) * 0.012
         + 1.0;
     let dpdk_win = 2.0 + cfg.warmup_secs + reps.max(cfg.duration_secs);
