@@ -150,6 +150,24 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         out.contains("demo/db-0") && out.contains("10.66.0.20"),
         "static IP pod:\n{out}"
     );
+    // with hugepages the DPDK node runs OVS-DPDK and its DPDK pod (testpmd on vhost-user) is
+    // a reachable target; without, the lab must have said so loudly
+    let dpdk_node = out
+        .lines()
+        .any(|l| l.split_whitespace().take(2).eq(["lab-dpdk", "dpdk"]));
+    if dpdk_node {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd icmpecho)")),
+            "DPDK pod on OVS-DPDK not ready:\n{out}"
+        );
+        assert!(t >= 16, "the DPDK pod must be counted as a target:\n{out}");
+    } else {
+        assert!(
+            out.contains("runs the KERNEL profile"),
+            "silent fallback:\n{out}"
+        );
+    }
 
     // up twice: harmless, says so
     let again = lab.cmd(&["up", &format!("--prefix={}", lab.prefix), "--no-status"]);
