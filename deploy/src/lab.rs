@@ -1096,8 +1096,12 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             &marker(&paths),
             false,
         )?;
+        // connected to the NB (its log says so), or at least still running after 2 s
+        let started = Instant::now();
         let ok = wait_until(Duration::from_secs(15), || {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected")) || !sys::alive(pid)
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected"))
+                || !sys::alive(pid)
+                || started.elapsed() > Duration::from_secs(2)
         });
         if !ok || !sys::alive(pid) {
             bail!(

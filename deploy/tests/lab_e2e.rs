@@ -224,4 +224,16 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let left = processes_mentioning(&state_s);
     assert!(left.is_empty(), "processes left: {left:?}");
     assert!(!lab.state.path().join("lab.json").exists());
+    let dpdk_dirs: Vec<String> = std::fs::read_dir("/var/run/dpdk")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{}-", lab.prefix)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        dpdk_dirs.is_empty(),
+        "DPDK runtime dirs left: {dpdk_dirs:?}"
+    );
 }
