@@ -261,6 +261,13 @@ impl Source {
         for f in &sent.failures {
             tracing::warn!("write-back: {f}");
         }
+        tracing::info!(
+            pods = sent.pods_patched,
+            nodes = sent.nodes_patched,
+            subnets = sent.subnets_patched,
+            failed = sent.failures.len(),
+            "write-back"
+        );
         // The answers are newer than what the watch delivered so far; their echo is then a
         // no-op instead of another pass.
         for o in sent.updated {

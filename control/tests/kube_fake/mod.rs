@@ -469,6 +469,44 @@ impl FakeApi {
     async fn serve(&self, request: Request<Body>) -> Response<FakeBody> {
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
+        self.respond(parts, bytes)
+    }
+
+    /// Serves the same API over real HTTP/1.1 on 127.0.0.1 (for the binary, through a
+    /// kubeconfig). Returns the address; the server runs until the runtime ends.
+    pub async fn serve_http(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let fake = fake.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                Ok::<_, Infallible>(fake.respond(parts, bytes))
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn respond(&self, parts: http::request::Parts, bytes: Bytes) -> Response<FakeBody> {
         let body: Option<Value> = if bytes.is_empty() {
             None
         } else {
