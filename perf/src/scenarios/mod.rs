@@ -54,7 +54,7 @@ pub fn estimate(cfg: &Config, f: Family) -> f64 {
         Family::RawTestpmd => 4.0 + sizes * dpdk_win,
         Family::OvsVeth => 2.0 * kpath + pods * 0.4 + 10.0,
         Family::OvsDpdk => 8.0 + sizes * (dpdk_win + 3.0),
-        Family::VhostHelper => 3.0 + sizes * (dpdk_win + 1.0),
+        Family::VhostHelper => 8.0 + 2.0 * sizes * (dpdk_win + 0.5),
         Family::ControlPlane => 0.0,
         Family::Ipam => reps * f64::from(cfg.ipam_ops) / 2e6 + 0.5,
     }
