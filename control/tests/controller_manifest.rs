@@ -392,3 +392,25 @@ fn running_binary_follows_edits_repairs_drift_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_vpc_and_its_subnet_removes_their_rows() {
+    let e = env();
+    let mut c = Controller::connect(options(&e)).await.expect("connect");
+    c.pass().await.expect("first pass");
+    assert!(nbctl(&e.central, &["show"]).contains("vpc-blue"));
+
+    fs::remove_file(e.manifests.join("04-vpc-blue.yaml")).unwrap();
+    let r = c.pass().await.expect("pass after delete");
+    assert!(r.issues.is_empty(), "{:#?}", r.issues);
+    assert_eq!(r.released, 1, "blue-0 released: {r:?}");
+    let show = nbctl(&e.central, &["show"]);
+    for gone in ["vpc-blue", "blue-net", "blue-0.blue"] {
+        assert!(!show.contains(gone), "{gone} still in:\n{show}");
+    }
+    assert!(show.contains("ovn-cluster") && show.contains("team-a"));
+    assert!(!e.state.join("allocations/blue/blue-0.json").exists());
+    assert!(c.ipam().unwrap().subnet_spec("blue-net").is_none());
+    let r = c.pass().await.expect("third pass");
+    assert!(r.is_noop(), "{r:?}");
+}

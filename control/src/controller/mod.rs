@@ -114,6 +114,8 @@ pub struct Controller {
     /// The manifest directory as of the last successful pass of `pass_if_changed`.
     last_fingerprint: Option<u64>,
     last_full: Option<Instant>,
+    /// Subnets the IPAM holds, to drop those deleted from the source.
+    ipam_subnets: std::collections::BTreeSet<String>,
 }
 
 impl Controller {
@@ -131,6 +133,7 @@ impl Controller {
             nb_changes: None,
             last_fingerprint: None,
             last_full: None,
+            ipam_subnets: Default::default(),
         })
     }
 
@@ -249,6 +252,15 @@ impl Controller {
         };
         let mut ipam = ipam;
         let (allocated, released, issues) = desired::allocate(&cluster, &mut ipam);
+        // Subnets deleted from the source: their pods moved or went above, so they are empty
+        // now (one still in use stays until its last holder is gone).
+        let current: std::collections::BTreeSet<String> = cluster.subnets.keys().cloned().collect();
+        for gone in self.ipam_subnets.difference(&current) {
+            if let Err(e) = ipam.remove_subnet(gone) {
+                report.issues.push(format!("deleted subnet {gone}: {e}"));
+            }
+        }
+        self.ipam_subnets = current;
         self.ipam = Some(ipam);
         report.issues.extend(issues);
         report.interfaces = allocated.len();
