@@ -322,7 +322,8 @@ async fn allocated_pod_is_adopted_without_a_patch() {
         s.pods_patched == 1 && s.subnets_patched == 1
     })
     .await;
-    let paths: Vec<String> = patches(&fake).iter().map(|w| w.path.clone()).collect();
+    let mut paths: Vec<String> = patches(&fake).iter().map(|w| w.path.clone()).collect();
+    paths.sort();
     assert_eq!(
         paths,
         ["/api/v1/namespaces/default/pods/web-1", SUBNET_STATUS],
@@ -333,7 +334,13 @@ async fn allocated_pod_is_adopted_without_a_patch() {
         "00:00:00:5e:a1:07 10.16.0.2",
         "the adopted pod keeps its address and MAC in the NB"
     );
-    let web1 = &patches(&fake)[0].body.clone().unwrap()["metadata"]["annotations"];
+    let web1 = patches(&fake)
+        .into_iter()
+        .find(|w| w.path == "/api/v1/namespaces/default/pods/web-1")
+        .unwrap()
+        .body
+        .unwrap()["metadata"]["annotations"]
+        .clone();
     assert_eq!(web1["ovn.kubernetes.io/ip_address"], "10.16.0.3");
     assert_eq!(
         port_addresses(&r._central, "node-kind-worker"),

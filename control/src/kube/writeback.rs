@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -38,6 +39,10 @@ use super::store::{ClusterStore, Kind};
 
 /// The field manager named in every write.
 pub const FIELD_MANAGER: &str = "ferrovn-controller";
+
+/// Writes in flight at once (client-go's default QPS is 5 with bursts of 10; the apiserver's
+/// priority and fairness, not this client, is the real limit in a large cluster).
+pub const WRITE_CONCURRENCY: usize = 16;
 
 /// What a write goes to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -345,43 +350,57 @@ impl Writer {
         Writer { client }
     }
 
-    /// Sends every write; a failure is reported and does not stop the others. A 404 (the object
-    /// went away meanwhile) is not a failure.
-    pub async fn send(&self, writes: &[PlannedWrite]) -> WriteReport {
-        let mut report = WriteReport::default();
+    async fn send_one(&self, w: &PlannedWrite) -> Result<Object, kube::Error> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        for w in writes {
-            let patch = Patch::Merge(&w.body);
-            let result = match &w.target {
-                Target::Pod { namespace, name } => {
-                    Api::<Pod>::namespaced(self.client.clone(), namespace)
-                        .patch(name, &params, &patch)
-                        .await
-                        .map(|p| {
-                            report.pods_patched += 1;
-                            Object::Pod(Box::new(p))
-                        })
-                }
-                Target::Node { name } => Api::<Node>::all(self.client.clone())
+        let patch = Patch::Merge(&w.body);
+        match &w.target {
+            Target::Pod { namespace, name } => {
+                Api::<Pod>::namespaced(self.client.clone(), namespace)
                     .patch(name, &params, &patch)
                     .await
-                    .map(|n| {
-                        report.nodes_patched += 1;
-                        Object::Node(Box::new(n))
-                    }),
-                Target::SubnetStatus { name } => Api::<Subnet>::all(self.client.clone())
-                    .patch_status(name, &params, &patch)
-                    .await
-                    .map(|s| {
-                        report.subnets_patched += 1;
-                        Object::Subnet(Box::new(s))
-                    }),
-            };
+                    .map(|p| Object::Pod(Box::new(p)))
+            }
+            Target::Node { name } => Api::<Node>::all(self.client.clone())
+                .patch(name, &params, &patch)
+                .await
+                .map(|n| Object::Node(Box::new(n))),
+            Target::SubnetStatus { name } => Api::<Subnet>::all(self.client.clone())
+                .patch_status(name, &params, &patch)
+                .await
+                .map(|s| Object::Subnet(Box::new(s))),
+        }
+    }
+
+    /// Sends every write, [`WRITE_CONCURRENCY`] at a time (thousands of new pods are not
+    /// annotated one round trip after the other); a failure is reported and does not stop
+    /// the others. A 404 (the object went away meanwhile) is not a failure.
+    pub async fn send(&self, writes: &[PlannedWrite]) -> WriteReport {
+        let mut report = WriteReport::default();
+        // Owned futures: borrowed ones make the caller's future not provably Send.
+        let sends: Vec<_> = writes
+            .iter()
+            .map(|w| {
+                let (writer, w) = (self.clone(), w.clone());
+                async move {
+                    let result = writer.send_one(&w).await;
+                    (w, result)
+                }
+            })
+            .collect();
+        let mut results = futures::stream::iter(sends).buffer_unordered(WRITE_CONCURRENCY);
+        while let Some((w, result)) = results.next().await {
             match result {
-                Ok(o) => report.updated.push(o),
+                Ok(o) => {
+                    match &w.target {
+                        Target::Pod { .. } => report.pods_patched += 1,
+                        Target::Node { .. } => report.nodes_patched += 1,
+                        Target::SubnetStatus { .. } => report.subnets_patched += 1,
+                    }
+                    report.updated.push(o);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     tracing::debug!("{}: gone before write-back", w.target);
                 }
