@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub install_timeout: Duration,
     /// vhost-user attachments (DPDK profile): see [`crate::dpdk::vhost`].
     pub vhost: crate::dpdk::vhost::VhostConfig,
+    /// The vhost helper serving vhost-user attachments on kernel-profile nodes: see
+    /// [`crate::dpdk::helper_attach`].
+    pub vhost_helper: crate::dpdk::helper_attach::HelperConfig,
 }
 
 /// Kube-OVN's logical switch port name: `<pod>.<namespace>`, plus `.<provider>` for secondary
@@ -398,14 +401,10 @@ impl<A: AllocationSource> Agent<A> {
         a: &PodAllocation,
         mtu: u32,
     ) -> Result<CniResult, CniError> {
+        use crate::dpdk::helper_attach;
         use crate::dpdk::vhost;
-        if vhost::route(self.cfg.profile) == vhost::VhostRoute::Helper {
-            return Err(err(
-                code::UNSUPPORTED_FIELD,
-                "vhost-user attachment on a kernel-profile node",
-                "this node runs the kernel profile; vhost-user pods need a DPDK node (the vhost helper for kernel nodes is not wired in yet)",
-            ));
-        }
+        // kernel node: the same plan, served by the vhost helper through a veth on br-int
+        let via_helper = vhost::route(self.cfg.profile) == vhost::VhostRoute::Helper;
         let req = vhost::VhostRequest {
             container_id: &r.container_id,
             ifname: &r.ifname,
@@ -428,6 +427,11 @@ impl<A: AllocationSource> Agent<A> {
             self.pod_port(r, pod, netns, &lsp, a, &plan.port_name, ""),
             &plan,
         );
+        let port = if via_helper {
+            helper_attach::kernel_port(port, &plan)
+        } else {
+            port
+        };
         let attached = async {
             vhost::bind_mount_async(
                 plan.volume_dir.clone(),
@@ -442,10 +446,25 @@ impl<A: AllocationSource> Agent<A> {
                 let ann = vhost::annotations_for(&plan.info).map_err(plumb_like)?;
                 sink.annotate(pod, &ann, &[]).await.map_err(plumb_like)?;
             }
+            if via_helper {
+                helper_attach::plumb(
+                    self.cfg.host_netns.clone(),
+                    &plan,
+                    &r.container_id,
+                    &r.ifname,
+                )
+                .await
+                .map_err(|e| e.to_cni())?;
+            }
             self.ovs
                 .add_port(&self.cfg.node.bridge, &port)
                 .await
                 .map_err(ovs_err)?;
+            if via_helper {
+                helper_attach::attach(&self.cfg.vhost_helper, &plan)
+                    .await
+                    .map_err(|e| e.to_cni())?;
+            }
             self.ovs
                 .wait_ovn_installed(&plan.port_name, &lsp, self.cfg.install_timeout)
                 .await
@@ -454,6 +473,16 @@ impl<A: AllocationSource> Agent<A> {
         .await;
         if let Err(e) = attached {
             let _ = self.ovs.remove_port(&plan.port_name).await;
+            if via_helper {
+                let end_a = helper_attach::kernel_iface_name(&plan);
+                let _ = helper_attach::detach(
+                    &self.cfg.vhost_helper,
+                    self.cfg.host_netns.clone(),
+                    &plan.port_name,
+                    &end_a,
+                )
+                .await;
+            }
             let _ = vhost::unbind_async(plan.short_dir.clone(), vcfg.host_mount_ns.clone()).await;
             return Err(e);
         }
@@ -526,6 +555,13 @@ impl<A: AllocationSource> Agent<A> {
     async fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CniError> {
         for rec in self.records_for(key).await? {
             self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
+            // kernel-node vhost-user: the helper's port and the veth pair
+            crate::dpdk::helper_attach::release_record(
+                &self.cfg.vhost_helper,
+                self.cfg.host_netns.clone(),
+                &rec,
+            )
+            .await?;
         }
         // vhost-user: the bind mount (idempotent; nothing there for veth attachments)
         crate::dpdk::vhost::unbind_async(
@@ -666,6 +702,12 @@ impl<A: AllocationSource> Agent<A> {
                 .any(|(n, _)| n == &rec.name);
             if still_gone {
                 self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
+                crate::dpdk::helper_attach::release_record(
+                    &self.cfg.vhost_helper,
+                    self.cfg.host_netns.clone(),
+                    &rec,
+                )
+                .await?;
                 if crate::dpdk::vhost::is_vhost_record(&rec) {
                     let dir = crate::dpdk::vhost::short_dir(
                         &self.cfg.vhost.dir,

@@ -61,6 +61,18 @@ struct Args {
     /// Mount namespace for the vhost-user bind mounts (e.g. /proc/1/ns/mnt); default: own.
     #[arg(long)]
     host_mount_ns: Option<PathBuf>,
+    /// Control socket of the vhost helper (`ferrovn-vhost`) that serves vhost-user pods on a
+    /// kernel-profile node.
+    #[arg(
+        long,
+        env = "FERROVN_VHOST_HELPER_SOCKET",
+        default_value = "/run/ferrovn/vhost.sock"
+    )]
+    vhost_helper_socket: PathBuf,
+    /// Seconds between checks that the vhost helper has every port (re-adds after a helper
+    /// restart, removes ports of vanished pods); kernel profile only.
+    #[arg(long, default_value_t = 2)]
+    vhost_helper_interval_secs: u64,
     /// Lab: directory where pod annotations are written (<ns>/<pod>.json).
     #[arg(long, env = "FERROVN_POD_ANNOTATIONS_DIR")]
     pod_annotations_dir: Option<PathBuf>,
@@ -163,6 +175,10 @@ async fn main() -> anyhow::Result<()> {
                 std::sync::Arc::new(ferrovn_dataplane::dpdk::vhost::FileAnnotations::new(d))
             }),
         },
+        vhost_helper: ferrovn_dataplane::dpdk::helper_attach::HelperConfig {
+            control_socket: args.vhost_helper_socket.clone(),
+            ..Default::default()
+        },
     };
     let agent = Agent::start(cfg, FileAllocations::new(&args.allocations_dir))
         .await
@@ -184,6 +200,19 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         });
+    }
+
+    if profile == NodeProfile::Kernel && args.vhost_helper_interval_secs > 0 {
+        // its own OVSDB connection: a slow helper never delays CNI requests
+        let ovs = ferrovn_dataplane::ovs::OvsClient::connect(&args.ovs_db)
+            .await
+            .with_context(|| format!("connecting to {}", args.ovs_db))?;
+        tokio::spawn(ferrovn_dataplane::dpdk::helper_attach::reconcile_loop(
+            agent.config().vhost_helper.clone(),
+            ovs,
+            agent.config().host_netns.clone(),
+            Duration::from_secs(args.vhost_helper_interval_secs),
+        ));
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -2,6 +2,7 @@
 //! pod attachments ([`vhost`]).
 
 pub mod config;
+pub mod helper_attach;
 pub mod node;
 #[cfg(feature = "testbed")]
 pub mod testkit;

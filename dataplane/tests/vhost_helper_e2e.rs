@@ -1,0 +1,549 @@
+//! A DPDK pod on a KERNEL-profile node, end to end: node A runs the agent (`--profile kernel`)
+//! and the `ferrovn-vhost` helper (`--no-state-file`: only the agent can restore its ports);
+//! `dpdk-testpmd` (icmpecho, `--no-huge`, virtio-user server=1) is attached through the BUILT
+//! CNI plugin with the same vhost-user NAD config a DPDK node takes, and starts from the same
+//! info file/annotation; a kernel pod on node B pings it across Geneve. Then: the helper is
+//! SIGKILLed (an ADD meanwhile fails fast with the helper's error code naming its socket and
+//! leaves nothing behind), restarted empty, and the agent re-adds the port: ping resumes; the
+//! agent restarts and repairs a port removed behind its back; a pod that vanishes without DEL
+//! is garbage-collected (OVS port, helper port, veth); DEL removes helper port, veth, mount.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::dpdk::helper_attach::{HELPER_IFACE_KEY, helper_code};
+use ferrovn_dataplane::dpdk::testkit::{
+    DpdkRuntimeDir, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
+};
+use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, annotation_key, info_file_name};
+use ferrovn_dataplane::testbed::{
+    CniCall, CniOutput, Daemon, Netns, Node, TestbedError, TwoNodes, build_workspace_binary,
+    cni_plugin_binary, run_cni, unique_tag, wait_until,
+};
+use ferrovn_vhost::control::ControlClient;
+use ferrovn_vhost::protocol::{PortInfo, Request};
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
+const DPDK_PROVIDER: &str = "dpdk.default.ovn";
+
+/// The helper binary of this workspace, built once (cargo serialises concurrent builds with
+/// its own lock on the shared target dir).
+fn vhost_helper_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_workspace_binary("ferrovn-vhost", "ferrovn-vhost"))
+        .clone()
+        .unwrap_or_else(|e| panic!("building ferrovn-vhost: {e}"))
+}
+
+fn short_rand() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
+}
+
+fn alloc_annotations(provider: &str, ip: &str, mac: &str) -> Annotations {
+    [
+        ("allocated", "true"),
+        ("ip_address", ip),
+        ("mac_address", mac),
+        ("cidr", "10.16.0.0/24"),
+        ("gateway", "10.16.0.1"),
+        ("logical_switch", "ls1"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
+    .collect()
+}
+
+fn iface_col(node: &Node, iface: &str, col: &str) -> String {
+    node.vsctl(["--if-exists", "get", "Interface", iface, col])
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .unwrap_or_default()
+}
+
+fn link_exists(node: &Node, ifname: &str) -> bool {
+    node.netns().ip(["link", "show", "dev", ifname]).is_ok()
+}
+
+/// The running helper (a process in node A's namespace, stopped by PID).
+struct Helper {
+    daemon: Option<Daemon>,
+    ctl: PathBuf,
+    log: PathBuf,
+    prefix: String,
+    cpu: usize,
+}
+
+impl Helper {
+    fn start(&mut self, node: &Node) {
+        let args: Vec<String> = vec![
+            "--cores".into(),
+            self.cpu.to_string(),
+            "--control-socket".into(),
+            self.ctl.display().to_string(),
+            "--no-state-file".into(),
+            "--file-prefix".into(),
+            self.prefix.clone(),
+            "--idle-sleep-us".into(),
+            "200".into(),
+            "--mbufs".into(),
+            "4095".into(),
+        ];
+        let mut d = Daemon::spawn_appending(
+            "ferrovn-vhost",
+            Some(node.netns()),
+            &[("RUST_LOG".into(), "info".into())],
+            &vhost_helper_binary().display().to_string(),
+            &args,
+            &self.log,
+        )
+        .expect("helper spawned");
+        let up = wait_until(Duration::from_secs(30), || {
+            ControlClient::connect(&self.ctl).is_ok() || !d.is_running()
+        });
+        assert!(
+            up && d.is_running(),
+            "helper did not start: {}",
+            self.log_text()
+        );
+        self.daemon = Some(d);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            wait_until(Duration::from_secs(10), || !d.is_running());
+        }
+    }
+
+    fn ports(&self) -> Vec<PortInfo> {
+        ControlClient::connect(&self.ctl)
+            .and_then(|mut c| c.call(&Request::ListPorts))
+            .ok()
+            .and_then(|r| r.ports)
+            .unwrap_or_default()
+    }
+
+    fn port(&self, name: &str) -> Option<PortInfo> {
+        self.ports().into_iter().find(|p| p.spec.name == name)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // SIGTERM (clean EAL exit), SIGKILL after the grace period
+        if let Some(mut d) = self.daemon.take() {
+            d.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+struct Plugin {
+    binary: PathBuf,
+}
+
+impl Plugin {
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        command: &str,
+        node: &Node,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        args: &str,
+        extra: Value,
+    ) -> CniOutput {
+        let mut conf = json!({
+            "cniVersion": "1.1.0",
+            "name": "net",
+            "type": "ferrovn-cni",
+            "server_socket": node.agent_socket(),
+        });
+        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let stdin = serde_json::to_vec(&conf).expect("netconf");
+        run_cni(
+            &self.binary,
+            &CniCall {
+                command,
+                container_id: cid,
+                netns,
+                ifname,
+                args,
+                stdin: &stdin,
+            },
+        )
+        .expect("plugin ran")
+    }
+}
+
+fn rand_u32(seed: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in seed.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+#[test]
+fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedError> {
+    let t_start = Instant::now();
+    let tag = unique_tag();
+    let rnd = short_rand();
+    let work = tempfile::Builder::new()
+        .prefix("fvhe-")
+        .tempdir_in("/tmp")
+        .expect("work dir");
+    // the short bind-mount directory, shared so mounts reach the helper's mount namespace
+    let vhost_dir = SharedDir::create(Path::new(&format!("/tmp/fvhv{rnd}"))).expect("vhost dir");
+    let kubelet = tempfile::Builder::new()
+        .prefix("fvhk")
+        .tempdir_in("/tmp")
+        .expect("kubelet root");
+    let allowed = ferrovn_vhost::cores::allowed_cores().expect("affinity");
+    let pod_cpu = allowed.first().copied().unwrap_or(0);
+    let relay_cpu = allowed.last().copied().unwrap_or(0);
+
+    let mut tb = TwoNodes::start_ovs_only()?;
+    let sb = tb.central.sb_remote();
+    let allocs_dir = tempfile::tempdir().expect("allocs");
+    let allocs = FileAllocations::new(allocs_dir.path());
+    let ann_dir = work.path().join("pod-annotations");
+    let helper_prefix = format!("fvhh{rnd}");
+    let _helper_runtime = DpdkRuntimeDir::new(&helper_prefix);
+    let ctl = work.path().join("vhost.sock");
+    let host_mnt = format!("--host-mount-ns=/proc/{}/ns/mnt", std::process::id());
+    let a_args = [
+        "--profile=kernel".to_string(),
+        format!("--vhost-dir={}", vhost_dir.path().display()),
+        format!("--kubelet-root={}", kubelet.path().display()),
+        host_mnt,
+        format!("--pod-annotations-dir={}", ann_dir.display()),
+        format!("--vhost-helper-socket={}", ctl.display()),
+        "--vhost-helper-interval-secs=1".to_string(),
+        "--gc-interval-secs=1".to_string(),
+        "--mtu=1400".to_string(),
+    ];
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    {
+        let [a, b] = &mut tb.nodes;
+        a.start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &a_args)?;
+        b.start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &[])?;
+        a.start_ovn_controller()?;
+        b.start_ovn_controller()?;
+    }
+    tb.wait_chassis(Duration::from_secs(30))?;
+    let central = &tb.central;
+    central.nbctl(&["ls-add", "ls1"]).expect("ls1");
+    let add_lsp = |lsp: &str, mac: &str, ip: &str| {
+        central
+            .nbctl(&[
+                "lsp-add",
+                "ls1",
+                lsp,
+                "--",
+                "lsp-set-addresses",
+                lsp,
+                &format!("{mac} {ip}"),
+            ])
+            .expect("lsp");
+    };
+    let plugin = Plugin {
+        binary: cni_plugin_binary()?,
+    };
+    let mut helper = Helper {
+        daemon: None,
+        ctl: ctl.clone(),
+        log: work.path().join("helper.log"),
+        prefix: helper_prefix.clone(),
+        cpu: relay_cpu,
+    };
+    helper.start(&tb.nodes[0]);
+    let (a, b) = (&tb.nodes[0], &tb.nodes[1]);
+
+    // ---- kernel pod on node B
+    let kpod = Netns::create(&format!("fvt-{tag}-kp"))?;
+    add_lsp("kpod.default", "0a:58:0a:10:00:0b", "10.16.0.11");
+    allocs
+        .write(
+            &PodRef {
+                namespace: "default".into(),
+                name: "kpod".into(),
+            },
+            &alloc_annotations("ovn", "10.16.0.11", "0a:58:0a:10:00:0b"),
+        )
+        .expect("alloc");
+    let out = plugin.call(
+        "ADD",
+        b,
+        &format!("ck{}", tag.replace('x', "")),
+        &kpod.path().display().to_string(),
+        "eth0",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=kpod",
+        json!({}),
+    );
+    assert_eq!(out.exit_code, 0, "kpod ADD: {} {}", out.stdout, out.stderr);
+
+    // ---- DPDK pods on node A (kernel profile), the NAD config a DPDK node takes
+    let nad = json!({
+        "provider": DPDK_PROVIDER,
+        "vhost_user_socket_volume_name": "vhu",
+        "vhost_user_socket_name": "sock0",
+    });
+    struct DpdkPod {
+        name: String,
+        cid: String,
+        netns: Netns,
+        volume: PathBuf,
+        args: String,
+    }
+    let new_pod = |name: &str, ip: &str, mac: &str| -> DpdkPod {
+        let uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            rand_u32(name),
+            rand_u32(&tag)
+        );
+        let volume = kubelet
+            .path()
+            .join("pods")
+            .join(&uid)
+            .join("volumes/kubernetes.io~empty-dir/vhu");
+        std::fs::create_dir_all(&volume).expect("pod volume");
+        add_lsp(&format!("{name}.default.{DPDK_PROVIDER}"), mac, ip);
+        allocs
+            .write(
+                &PodRef {
+                    namespace: "default".into(),
+                    name: name.into(),
+                },
+                &alloc_annotations(DPDK_PROVIDER, ip, mac),
+            )
+            .expect("alloc");
+        DpdkPod {
+            name: name.to_string(),
+            cid: format!("c{name}{}", tag.replace('x', "")),
+            netns: Netns::create(&format!("fvt-{tag}-{name}")).expect("pod netns"),
+            volume,
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_UID={uid}"
+            ),
+        }
+    };
+    let cni = |cmd: &str, node: &Node, p: &DpdkPod| {
+        plugin.call(
+            cmd,
+            node,
+            &p.cid,
+            &p.netns.path().display().to_string(),
+            "net1",
+            &p.args,
+            nad.clone(),
+        )
+    };
+
+    let p1 = new_pod("dpod1", "10.16.0.21", "0a:58:0a:10:00:15");
+    let t_add = Instant::now();
+    let out = cni("ADD", a, &p1);
+    assert_eq!(
+        out.exit_code,
+        0,
+        "ADD dpod1: {} {} agent log: {}\nhelper log: {}",
+        out.stdout,
+        out.stderr,
+        a.agent_log(),
+        helper.log_text()
+    );
+    eprintln!(
+        "ADD (kernel node, helper) took {} ms",
+        t_add.elapsed().as_millis()
+    );
+    let result = out.json();
+    // what the pod reads is what a DPDK node gives it: info file = annotation, server mode
+    let info: VhostUserInfo = serde_json::from_slice(
+        &std::fs::read(p1.volume.join(info_file_name("net1"))).expect("info file"),
+    )
+    .expect("info json");
+    let pod_ann: Annotations = serde_json::from_slice(
+        &std::fs::read(ann_dir.join("default/dpod1.json")).expect("pod annotations"),
+    )
+    .expect("json");
+    let from_ann: VhostUserInfo =
+        serde_json::from_str(&pod_ann[&annotation_key("net1")]).expect("annotation json");
+    assert_eq!(from_ann, info);
+    assert_eq!(info.mode, "server");
+    assert_eq!(info.mac.to_string(), "0a:58:0a:10:00:15");
+    assert_eq!(
+        result["interfaces"][1]["socketPath"].as_str(),
+        Some(info.host_socket_path.as_str()),
+        "{result}"
+    );
+    let short = Path::new(&info.host_socket_path)
+        .parent()
+        .expect("short dir")
+        .to_path_buf();
+    assert!(is_mount_point(&short), "bind mount at {}", short.display());
+    // node side: end B on br-int (plain port, iface-id, installed), end A in the helper
+    let port = info.ovs_port.clone();
+    assert_eq!(iface_col(a, &port, "type"), "");
+    assert_eq!(
+        iface_col(a, &port, "external_ids:iface-id"),
+        format!("dpod1.default.{DPDK_PROVIDER}")
+    );
+    assert_eq!(iface_col(a, &port, "external_ids:ovn-installed"), "true");
+    let end_a = iface_col(a, &port, &format!("external_ids:{HELPER_IFACE_KEY}"));
+    assert!(end_a.starts_with("vk"), "{end_a}");
+    let hp = helper.port(&port).expect("helper has the port");
+    assert_eq!(hp.spec.socket, PathBuf::from(&info.host_socket_path));
+    assert_eq!(hp.spec.kernel_iface, end_a);
+    assert!(!hp.pod_connected, "no app yet");
+    // ADD again (runtime retry) is harmless
+    let again = cni("ADD", a, &p1);
+    assert_eq!(again.exit_code, 0, "{} {}", again.stdout, again.stderr);
+    assert_eq!(helper.ports().len(), 1);
+
+    // ---- the DPDK app, started from the info (socket = its volume mount + socket name)
+    let sock = info.socket_in(&p1.volume);
+    let mut app = Testpmd::start(&TestpmdSpec {
+        prefix: format!("fvhp{rnd}"),
+        netns: Some(&p1.netns),
+        cpu: pod_cpu as u32,
+        memory: PodMemory::NoHuge { mib: 256 },
+        vdevs: vec![info.virtio_user_vdev(0, &sock)],
+        forward_mode: "icmpecho".into(),
+        app_args: vec![],
+        log: work.path().join("dpod1.log"),
+        interactive: false,
+    })
+    .expect("testpmd");
+    let connected = wait_until(Duration::from_secs(30), || {
+        helper.port(&port).is_some_and(|p| p.pod_connected)
+    });
+    assert!(
+        connected,
+        "helper never saw the app; testpmd: {}\nhelper: {}",
+        app.log_text(),
+        helper.log_text()
+    );
+    // (1) kernel pod on node B -> Geneve -> br-int on A -> veth -> helper -> testpmd
+    assert!(
+        kpod.ping_until("10.16.0.21", Duration::from_secs(30)),
+        "kernel pod cannot ping the DPDK pod; testpmd: {}\nhelper: {}\nagent: {}",
+        app.log_text(),
+        helper.log_text(),
+        a.agent_log()
+    );
+    let stats = kpod.run(20, "ping", ["-c", "10", "-i", "0.1", "10.16.0.21"])?;
+    assert!(stats.contains(" 0% packet loss"), "{stats}");
+    let counted = helper.port(&port).expect("port");
+    assert!(
+        counted.counters.rx_packets >= 10 && counted.counters.tx_packets >= 10,
+        "{counted:?}"
+    );
+
+    // (2) the helper dies hard: an ADD meanwhile fails fast, naming the helper's socket, and
+    // leaves nothing behind; the restarted helper (no state file) gets its port from the agent
+    helper.kill9();
+    let p3 = new_pod("dpod3", "10.16.0.23", "0a:58:0a:10:00:17");
+    let t_fail = Instant::now();
+    let out = cni("ADD", a, &p3);
+    let failed_in = t_fail.elapsed();
+    assert_ne!(out.exit_code, 0, "ADD without a helper must fail");
+    let e = out.json();
+    assert_eq!(
+        e["code"].as_u64(),
+        Some(u64::from(helper_code::HELPER_UNAVAILABLE)),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(&ctl.display().to_string()),
+        "error names the socket: {e}"
+    );
+    assert!(failed_in < Duration::from_secs(10), "took {failed_in:?}");
+    let p3_port = ferrovn_dataplane::dpdk::vhost::port_name(&p3.cid, "net1");
+    assert_eq!(iface_col(a, &p3_port, "name"), "", "no OVS port left");
+    assert!(!link_exists(a, &p3_port), "no veth left");
+    let t_restart = Instant::now();
+    helper.start(a);
+    let back = wait_until(Duration::from_secs(30), || {
+        helper.port(&port).is_some_and(|p| p.pod_connected)
+    });
+    assert!(back, "agent did not re-add the port: {}", a.agent_log());
+    assert!(
+        kpod.ping_until("10.16.0.21", Duration::from_secs(30)),
+        "ping did not resume after the helper restart; helper: {}",
+        helper.log_text()
+    );
+    eprintln!(
+        "helper SIGKILL + restart: port re-added by the agent and ping back after {:.1}s",
+        t_restart.elapsed().as_secs_f64()
+    );
+    assert!(app.is_running(), "the DPDK pod was not re-created");
+
+    // (3) the agent restarts; a port removed behind its back is repaired from OVSDB
+    tb.nodes[0].stop_agent();
+    let removed = ControlClient::connect(&ctl)
+        .and_then(|mut c| c.call(&Request::RemovePort { name: port.clone() }))
+        .expect("remove_port");
+    assert!(removed.ok, "{removed:?}");
+    tb.nodes[0].start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &a_args)?;
+    let a = &tb.nodes[0];
+    assert!(
+        wait_until(Duration::from_secs(20), || helper
+            .port(&port)
+            .is_some_and(|p| p.pod_connected)),
+        "restarted agent did not restore the port: {}",
+        a.agent_log()
+    );
+    assert!(kpod.ping_until("10.16.0.21", Duration::from_secs(30)));
+
+    // (4) a pod that vanishes without DEL: OVS port, helper port and veth are collected
+    let p2 = new_pod("dpod2", "10.16.0.22", "0a:58:0a:10:00:16");
+    let out = cni("ADD", a, &p2);
+    assert_eq!(out.exit_code, 0, "ADD dpod2: {} {}", out.stdout, out.stderr);
+    let p2_port = ferrovn_dataplane::dpdk::vhost::port_name(&p2.cid, "net1");
+    let p2_end_a = iface_col(a, &p2_port, &format!("external_ids:{HELPER_IFACE_KEY}"));
+    assert!(helper.port(&p2_port).is_some());
+    assert!(link_exists(a, &p2_end_a));
+    drop(p2);
+    let collected = wait_until(Duration::from_secs(20), || {
+        iface_col(a, &p2_port, "name").is_empty()
+            && helper.port(&p2_port).is_none()
+            && !link_exists(a, &p2_end_a)
+            && !link_exists(a, &p2_port)
+    });
+    assert!(collected, "GC left {p2_port}: {}", a.agent_log());
+    assert!(helper.port(&port).is_some(), "GC must keep the running pod");
+
+    // (5) DEL: helper port, veth pair, OVS port and bind mount gone; DEL again is fine
+    app.stop();
+    for _ in 0..2 {
+        let out = cni("DEL", a, &p1);
+        assert_eq!(out.exit_code, 0, "DEL: {} {}", out.stdout, out.stderr);
+    }
+    assert!(helper.ports().is_empty(), "{:?}", helper.ports());
+    assert_eq!(iface_col(a, &port, "name"), "");
+    assert!(!link_exists(a, &end_a) && !link_exists(a, &port));
+    assert!(!is_mount_point(&short));
+    let _ = cni("DEL", a, &p3);
+    eprintln!(
+        "vhost helper e2e done in {:.1}s (pod {})",
+        t_start.elapsed().as_secs_f64(),
+        p1.name
+    );
+    Ok(())
+}
