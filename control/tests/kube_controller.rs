@@ -487,3 +487,44 @@ async fn attachment_gets_its_own_provider_keys() {
     assert_eq!(status["status"]["v4usingIPs"], 1);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_pods_at_once_are_allocated_in_few_passes_without_duplicates() {
+    const N: u32 = 2000;
+    let fake = FakeApi::new();
+    seed(&fake);
+    let (mut r, _) = start(&fake, None);
+    r.wait("ready", |s| s.ready && s.passes >= 1).await;
+    let passes_before = r.stats.borrow().passes;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        fake.apply(pod(&format!("burst-{i}"), 10_000 + i));
+    }
+    let s = r
+        .wait("all allocated", |s| s.pods_patched == u64::from(N))
+        .await;
+    let elapsed = started.elapsed();
+    let passes = s.passes - passes_before;
+    println!(
+        "kube-burst pods={N} passes={passes} watch_to_last_patch_ms={} pods_per_s={:.0}",
+        elapsed.as_millis(),
+        f64::from(N) / elapsed.as_secs_f64()
+    );
+    // Debounced (at most 3 s late): a handful of passes, not one per pod.
+    assert!(passes <= 10, "{passes} passes for one burst");
+    let mut ips: Vec<String> = patches(&fake)
+        .iter()
+        .filter(|w| w.path.contains("/pods/burst-"))
+        .map(|w| {
+            w.body.as_ref().unwrap()["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ips.len(), N as usize, "one patch per pod");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N as usize, "no address twice");
+    r.stop().await;
+}
