@@ -528,3 +528,29 @@ async fn two_thousand_pods_at_once_are_allocated_in_few_passes_without_duplicate
     assert_eq!(ips.len(), N as usize, "no address twice");
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_patch_is_retried_without_waiting_for_an_event() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(pod("web-0", 0));
+    fake.fail_once("PATCH", POD_PATH);
+    let (mut r, _) = start(&fake, None);
+    let s = r
+        .wait("patched after a retry", |s| s.pods_patched == 1)
+        .await;
+    assert_eq!(s.write_failures, 1);
+    let tries: Vec<u16> = fake
+        .writes()
+        .iter()
+        .filter(|w| w.path == POD_PATH)
+        .map(|w| w.status)
+        .collect();
+    assert_eq!(tries, [500, 200]);
+    let stored = fake.get("Pod", "default", "web-0").unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"]["ovn.kubernetes.io/allocated"],
+        "true"
+    );
+    r.stop().await;
+}

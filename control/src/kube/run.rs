@@ -24,6 +24,9 @@ use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};
 use super::writeback::{Writer, existing_allocations, plan_writes};
 
+/// How long after a failed pass (or failed writes) the next one starts.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
 /// Settings of the cluster source.
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
@@ -190,7 +193,9 @@ struct Source {
 
 impl Source {
     /// One pass (we lead and the store is complete): allocate/plan/apply, then write back.
-    async fn pass(&mut self, leader: &watch::Receiver<bool>) {
+    /// Returns false when something failed and a retry is due (NB unreachable, a write
+    /// refused): the next pass repeats what is missing.
+    async fn pass(&mut self, leader: &watch::Receiver<bool>) -> bool {
         if self.controller.is_none() {
             match Controller::connect(self.opts.controller.clone()).await {
                 Ok(mut c) => {
@@ -201,12 +206,12 @@ impl Source {
                 Err(e) => {
                     tracing::error!("connecting to the NB: {e}");
                     self.stats.failed_passes += 1;
-                    return;
+                    return false;
                 }
             }
         }
         let Some(ctl) = self.controller.as_mut() else {
-            return;
+            return false;
         };
         let generation = self.store.generation();
         let manifest = self.store.to_manifest();
@@ -215,7 +220,9 @@ impl Source {
             Err(e) => {
                 tracing::error!("pass failed: {e}");
                 self.stats.failed_passes += 1;
-                return;
+                // The NB connection may be broken: reconnect next time.
+                self.controller = None;
+                return false;
             }
         };
         self.stats.passes += 1;
@@ -237,7 +244,7 @@ impl Source {
         }
         if !*leader.borrow() {
             // Lost the lease during the pass: the new leader writes back.
-            return;
+            return true;
         }
         let now = Time(Timestamp::now());
         let writes = plan_writes(
@@ -251,7 +258,7 @@ impl Source {
         self.stats.last_pass_writes = writes.len();
         self.stats.last_issues = report.issues.clone();
         if writes.is_empty() {
-            return;
+            return true;
         }
         let sent = self.writer.send(&writes).await;
         self.stats.pods_patched += sent.pods_patched as u64;
@@ -270,9 +277,11 @@ impl Source {
         );
         // The answers are newer than what the watch delivered so far; their echo is then a
         // no-op instead of another pass.
+        let ok = sent.failures.is_empty();
         for o in sent.updated {
             self.store.apply(Change::Applied(o));
         }
+        ok
     }
 }
 
@@ -342,8 +351,9 @@ pub async fn run(
             }
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                 debounce.clear();
-                if src.stats.ready && *leader.borrow() {
-                    src.pass(&leader).await;
+                if src.stats.ready && *leader.borrow() && !src.pass(&leader).await {
+                    // Retry soon rather than at the next event or resync.
+                    debounce.touch(Instant::now() + RETRY_AFTER);
                 }
             }
             r = leader.changed() => {

@@ -192,6 +192,8 @@ struct State {
     next_uid: u64,
     /// Plurals answered with 404 (a CRD that is not installed).
     unserved: Vec<String>,
+    /// (method, path) answered once with 500 InternalError.
+    fail_once: Vec<(String, String)>,
 }
 
 /// The fake apiserver. Clones share state.
@@ -455,6 +457,14 @@ impl FakeApi {
         st.log.clear();
     }
 
+    /// Answers the next `method path` request with 500 InternalError (as an apiserver with a
+    /// failing etcd does).
+    pub fn fail_once(&self, method: &str, path: &str) {
+        self.lock()
+            .fail_once
+            .push((method.to_string(), path.to_string()));
+    }
+
     /// Serves `plural` no more: every request gets 404, as for a CRD that is not installed.
     pub fn unserve(&self, plural: &str) {
         self.lock().unserved.push(plural.to_string());
@@ -539,6 +549,20 @@ impl FakeApi {
     }
 
     fn route(&self, r: &Recorded, body: Option<Value>) -> Response<FakeBody> {
+        {
+            let mut st = self.lock();
+            if let Some(i) = st
+                .fail_once
+                .iter()
+                .position(|(m, p)| *m == r.method && *p == r.path)
+            {
+                st.fail_once.remove(i);
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"etcdserver: request timed out","reason":"InternalError","details":{"causes":[{"message":"etcdserver: request timed out"}]},"code":500}),
+                );
+            }
+        }
         let unserved = |rt: &Route| self.lock().unserved.iter().any(|p| p == rt.ty.plural);
         let Some(rt) = route(&r.path).filter(|rt| !unserved(rt)) else {
             return json_response(
