@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long)]
     node: Option<String>,
     /// Output directory (results.json, summary.md, *.svg, logs/).
-    #[arg(long, default_value = "perf-results")]
+    #[arg(long, global = true, default_value = "perf-results")]
     out: PathBuf,
     /// No progress lines.
     #[arg(long)]

@@ -254,7 +254,13 @@ impl Report {
                     .unwrap_or_default();
                 let ratio = self
                     .ratio(m)
-                    .map(|r| format!("{r:.2}×"))
+                    .map(|r| {
+                        if r.abs() < 0.1 {
+                            format!("{r:.3}×")
+                        } else {
+                            format!("{r:.2}×")
+                        }
+                    })
                     .unwrap_or_default();
                 let name = if m.is_baseline {
                     format!("`{}` (baseline)", m.id)
@@ -304,6 +310,14 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("| `ovs-veth/same-node/tcp` |"));
         assert!(md.contains("0.50×"));
+        let tiny = Measurement::new("ovs-veth", "same-node", "tcp", None, "Gbit/s")
+            .baseline_of("bridge-cni/same-node/tcp")
+            .with_samples(vec![0.05]);
+        assert!(
+            report(vec![r.measurements[0].clone(), tiny])
+                .markdown()
+                .contains("0.005×")
+        );
         assert!(md.contains("unavailable: needs 4 cores"));
         assert!(md.contains("a \\| b"));
         // every row has the same number of cells as the header
