@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub install_timeout: Duration,
     /// vhost-user attachments (DPDK profile): see [`crate::dpdk::vhost`].
     pub vhost: crate::dpdk::vhost::VhostConfig,
+    /// SR-IOV VF attachments and the `offload` profile: see [`crate::sriov`].
+    pub sriov: crate::sriov::SriovConfig,
     /// The vhost helper serving vhost-user attachments on kernel-profile nodes: see
     /// [`crate::dpdk::helper_attach`].
     pub vhost_helper: crate::dpdk::helper_attach::HelperConfig,
@@ -193,6 +195,7 @@ pub struct Agent<A> {
     ovs: OvsClient,
     alloc: A,
     locks: Mutex<HashMap<AttachmentKey, Arc<tokio::sync::Mutex<()>>>>,
+    offload_start: crate::offload::OffloadStart,
 }
 
 impl<A: AllocationSource> Agent<A> {
@@ -200,11 +203,14 @@ impl<A: AllocationSource> Agent<A> {
     pub async fn start(cfg: AgentConfig, alloc: A) -> Result<Arc<Self>, OvsError> {
         let ovs = OvsClient::connect(&cfg.ovs_remote).await?;
         ovs.ensure_node_config(&cfg.node).await?;
+        let offload_start =
+            crate::offload::apply_offload_profile(&ovs, &cfg.node.bridge, &cfg.sriov).await?;
         Ok(Arc::new(Agent {
             cfg,
             ovs,
             alloc,
             locks: Mutex::new(HashMap::new()),
+            offload_start,
         }))
     }
 
@@ -214,6 +220,11 @@ impl<A: AllocationSource> Agent<A> {
 
     pub fn ovs(&self) -> &OvsClient {
         &self.ovs
+    }
+
+    /// What the `offload` profile did at start (whether ovs-vswitchd must restart).
+    pub fn offload_start(&self) -> &crate::offload::OffloadStart {
+        &self.offload_start
     }
 
     fn lock_for(&self, key: &AttachmentKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -311,6 +322,9 @@ impl<A: AllocationSource> Agent<A> {
         let provider = Self::provider_of(r);
         let a = self.wait_allocation(&pod, &provider).await?;
         let mtu = r.mtu.unwrap_or(self.cfg.default_mtu);
+        if let Some(dev) = r.device_id.as_deref().filter(|d| !d.is_empty()) {
+            return self.add_vf(r, dev, &netns, &pod, &provider, &a, mtu).await;
+        }
         // the NAD config's keys, else the pod annotation's
         if let Some(vu) = r.vhost_user.as_ref().or(a.vhost_user.as_ref()) {
             return self
@@ -496,7 +510,7 @@ impl<A: AllocationSource> Agent<A> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn pod_port(
+    pub(crate) fn pod_port(
         &self,
         r: &AttachmentRequest,
         pod: &PodRef,
@@ -553,6 +567,8 @@ impl<A: AllocationSource> Agent<A> {
 
     /// Removes one attachment: its OVS port(s) and its veth. Unknown attachments succeed.
     async fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CniError> {
+        self.remove_vf_attachment(&key.container_id, &key.ifname)
+            .await?;
         for rec in self.records_for(key).await? {
             self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
             // kernel-node vhost-user: the helper's port and the veth pair
@@ -597,7 +613,9 @@ impl<A: AllocationSource> Agent<A> {
         let present = plumbing::list_host_veths_async(self.cfg.host_netns.clone())
             .await
             .map_err(plumb_err)?;
-        if !crate::dpdk::vhost::is_vhost_record(rec) && !present.iter().any(|(n, _)| n == &rec.name)
+        if !crate::dpdk::vhost::is_vhost_record(rec)
+            && !crate::sriov::is_vf_record(rec)
+            && !present.iter().any(|(n, _)| n == &rec.name)
         {
             return Err(err(
                 agent_code::PLUMBING_FAILED,
@@ -685,7 +703,10 @@ impl<A: AllocationSource> Agent<A> {
                 .collect();
         let mut report = GcReport::default();
         for rec in recs {
-            if present.contains(&rec.name) || crate::dpdk::vhost::is_live_vhost_record(&rec) {
+            if present.contains(&rec.name)
+                || crate::dpdk::vhost::is_live_vhost_record(&rec)
+                || crate::sriov::is_live_vf_record(&rec)
+            {
                 report.kept += 1;
                 continue;
             }

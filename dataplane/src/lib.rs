@@ -6,10 +6,12 @@ pub mod alloc;
 pub mod dpdk;
 pub mod ethtool;
 pub mod netns;
+pub mod offload;
 pub mod ovs;
 pub mod plumbing;
 pub mod profile;
 pub mod server;
+pub mod sriov;
 pub mod types;
 
 #[cfg(feature = "testbed")]

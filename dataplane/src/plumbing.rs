@@ -206,7 +206,7 @@ pub enum Removal {
     AlreadyGone,
 }
 
-fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
         _ => None,
@@ -215,7 +215,7 @@ fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
 
 /// Runs `work` on a dedicated thread holding a current-thread runtime and netlink sockets opened
 /// in `host` (None: the process's namespace) and, if given, `pod`. The thread ends afterwards.
-fn with_netlink<R, F, Fut>(
+pub(crate) fn with_netlink<R, F, Fut>(
     host: Option<PathBuf>,
     pod: Option<PathBuf>,
     work: F,
@@ -266,7 +266,7 @@ where
 }
 
 /// Runs a blocking plumbing call on its own thread and awaits it without blocking the runtime.
-async fn off_runtime<R, F>(f: F) -> Result<R, PlumbError>
+pub(crate) async fn off_runtime<R, F>(f: F) -> Result<R, PlumbError>
 where
     R: Send + 'static,
     F: FnOnce() -> Result<R, PlumbError> + Send + 'static,
@@ -282,7 +282,10 @@ where
         .map_err(|_| PlumbError::Netns(NetnsError::Thread("plumbing worker vanished".into())))?
 }
 
-async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+pub(crate) async fn link_by_name(
+    h: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
     match h
         .link()
         .get()
@@ -297,7 +300,7 @@ async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, rtn
     }
 }
 
-fn link_alias(link: &LinkMessage) -> Option<String> {
+pub(crate) fn link_alias(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfAlias(s) => Some(s.clone()),
         _ => None,
@@ -536,7 +539,7 @@ async fn configure(
     Ok(host_ifindex)
 }
 
-fn route_message(r: &PodRoute, oif: u32) -> netlink_packet_route::route::RouteMessage {
+pub(crate) fn route_message(r: &PodRoute, oif: u32) -> netlink_packet_route::route::RouteMessage {
     use netlink_packet_route::route::RouteScope;
     match (r.dst, r.via) {
         (IpNet::V4(dst), via) => {

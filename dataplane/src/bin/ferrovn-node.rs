@@ -106,6 +106,8 @@ struct Args {
     /// Seconds between garbage-collection passes (0: off).
     #[arg(long, default_value_t = 30)]
     gc_interval_secs: u64,
+    #[command(flatten)]
+    offload: ferrovn_dataplane::offload::OffloadArgs,
 }
 
 fn hostname() -> String {
@@ -179,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             control_socket: args.vhost_helper_socket.clone(),
             ..Default::default()
         },
+        sriov: args.offload.sriov_config(args.state_dir.clone())?,
     };
     let agent = Agent::start(cfg, FileAllocations::new(&args.allocations_dir))
         .await
@@ -186,6 +189,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db, "ferrovn-node ready");
+
+    if args.offload.offload_check_secs > 0 {
+        ferrovn_dataplane::offload::spawn_offload_checks(
+            agent.clone(),
+            Duration::from_secs(args.offload.offload_check_secs),
+        );
+    }
 
     if args.gc_interval_secs > 0 {
         let gc_agent = agent.clone();
