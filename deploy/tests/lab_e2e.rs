@@ -155,6 +155,14 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let dpdk_node = out
         .lines()
         .any(|l| l.split_whitespace().take(2).eq(["lab-dpdk", "dpdk"]));
+    // the DPDK pod on the kernel node is served by the vhost helper
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" helper ") && l.contains("ready (testpmd icmpecho)")),
+        "DPDK pod through the vhost helper not ready:\n{out}"
+    );
+    // every pod available: 4 kernel pods probe the 5 others
+    assert_eq!(t, 20, "pairs counted:\n{out}");
     if dpdk_node {
         assert!(
             out.lines()
