@@ -85,6 +85,8 @@ struct Phase<'a> {
     kernel_iface: &'a str,
     sink: &'a Netns,
     note: &'a str,
+    /// Ping the DPDK pod (testpmd in icmpecho mode) from the sink pod afterwards.
+    ping: bool,
 }
 
 fn phase(ctx: &mut Ctx, helper: &mut Helper, p: &Phase<'_>) -> Result<()> {
@@ -157,6 +159,26 @@ fn phase(ctx: &mut Ctx, helper: &mut Helper, p: &Phase<'_>) -> Result<()> {
                 Ok(s) => m.with_samples(s),
                 Err(e) => m.failed(e),
             });
+        }
+        if p.ping {
+            ctx.progress.step(&format!(
+                "vhost-helper {}: ping kernel pod -> DPDK pod (testpmd icmpecho) x{}",
+                p.placement, ctx.cfg.ping_count
+            ));
+            pod.send("stop")?;
+            pod.send("set fwd icmpecho")?;
+            pod.send("start")?;
+            std::thread::sleep(Duration::from_millis(300));
+            let m = Measurement::new("vhost-helper", p.placement, "ping", None, "ms")
+                .baseline_of("bridge-cni/same-node/ping")
+                .cores(2)
+                .note("kernel pod -> OVS netdev + OVN -> veth -> ferrovn-vhost -> vhost-user -> testpmd icmpecho and back");
+            ctx.push(
+                match crate::kernel::ping_rtts(p.sink, POD_IP, ctx.cfg.ping_count) {
+                    Ok(s) => m.with_samples(s),
+                    Err(e) => m.failed(e),
+                },
+            );
         }
         Ok(())
     })();
@@ -299,6 +321,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             kernel_iface: &helper_if,
             sink: &kpod,
             note: "testpmd txonly -> ferrovn-vhost (1 worker) -> af_packet -> veth -> OVS netdev br-int + OVN switch -> kernel pod eth0 (OVS shares the cores)",
+            ping: true,
         },
     );
     let r2 = phase(
@@ -309,6 +332,7 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
             kernel_iface: &relay_if,
             sink: &sink,
             note: "testpmd txonly -> ferrovn-vhost (1 worker) -> af_packet -> veth -> kernel pod eth0, no OVS: the relay alone",
+            ping: false,
         },
     );
     drop(helper);
