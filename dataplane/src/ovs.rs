@@ -76,6 +76,11 @@ impl NodeOvsConfig {
             ("ovn-encap-ip", self.encap_ip.as_str()),
             ("ovn-bridge", self.bridge.as_str()),
             ("ovn-bridge-datapath-type", self.datapath_type.as_str()),
+            // ovn-controller then has every logical flow before a datapath becomes local:
+            // without it, the first pod of a switch on a node is marked ovn-installed one SB
+            // round trip before its switch's and router's flows arrive, and its first ARP
+            // to the gateway is lost (the kernel retries after 1 s)
+            ("ovn-monitor-all", "true"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
