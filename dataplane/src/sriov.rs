@@ -132,7 +132,7 @@ fn vf_unusable(device: &str, e: &AttachError) -> CniError {
     )
 }
 
-fn plumb_err(device: &str, e: PlumbError) -> CniError {
+fn plumb_err(device: &str, e: impl std::fmt::Display) -> CniError {
     CniError::new(
         agent_code::PLUMBING_FAILED,
         format!("plumbing SR-IOV device {device} failed"),
@@ -193,6 +193,58 @@ pub struct VfMoveSpec {
     pub owner_tag: String,
 }
 
+/// The step of moving a VF netdev that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VfStep {
+    MoveIntoPod,
+    RenameInPod,
+    RenameForHost,
+    MoveToHost,
+}
+
+impl std::fmt::Display for VfStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VfStep::MoveIntoPod => "moving the VF netdev into the pod's netns",
+            VfStep::RenameInPod => "renaming the VF netdev to the pod's interface name",
+            VfStep::RenameForHost => "renaming the VF netdev back to its host name",
+            VfStep::MoveToHost => "moving the VF netdev back to the host netns",
+        })
+    }
+}
+
+/// Why a VF netdev could not be moved or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum VfError {
+    #[error(transparent)]
+    Plumb(#[from] PlumbError),
+    #[error("{step} (netdev {netdev}, netns {netns}): {source}")]
+    Netlink {
+        step: VfStep,
+        netdev: String,
+        netns: String,
+        #[source]
+        source: Box<rtnetlink::Error>,
+    },
+}
+
+impl From<crate::netns::NetnsError> for VfError {
+    fn from(e: crate::netns::NetnsError) -> Self {
+        VfError::Plumb(e.into())
+    }
+}
+
+fn vf_err(step: VfStep, netdev: &str, netns: &str) -> impl FnOnce(rtnetlink::Error) -> VfError {
+    let netdev = netdev.to_string();
+    let netns = netns.to_string();
+    move |source| VfError::Netlink {
+        step,
+        netdev,
+        netns,
+        source: Box::new(source),
+    }
+}
+
 fn host_ns_path(host: Option<&Path>) -> PathBuf {
     // the agent never moves its main thread, so /proc/self is the agent's namespace
     host.map(Path::to_path_buf)
@@ -221,8 +273,8 @@ fn missing(step: Step, ifname: &str, netns: &str) -> PlumbError {
 
 /// Moves the VF netdev into the pod and configures it. Idempotent: a VF already in the pod
 /// under our owner tag is reconfigured. On failure the VF goes back to the host.
-pub async fn move_vf_into_pod(spec: VfMoveSpec) -> Result<(), PlumbError> {
-    validate_ifname(&spec.pod_ifname)?;
+pub async fn move_vf_into_pod(spec: VfMoveSpec) -> Result<(), VfError> {
+    validate_ifname(&spec.pod_ifname).map_err(PlumbError::from)?;
     off_runtime(move || {
         let host_fd = NetnsHandle::open(&host_ns_path(spec.host_netns.as_deref()))?;
         with_netlink(
@@ -236,11 +288,11 @@ pub async fn move_vf_into_pod(spec: VfMoveSpec) -> Result<(), PlumbError> {
                 if res.is_err() {
                     let _ = give_back(&spec, &host, &pod, &host_fd).await;
                 }
-                res
+                Ok(res)
             },
         )
     })
-    .await
+    .await?
 }
 
 async fn move_and_configure(
@@ -248,7 +300,7 @@ async fn move_and_configure(
     host: &Handle,
     pod: &Handle,
     pod_ns: &NetnsHandle,
-) -> Result<(), PlumbError> {
+) -> Result<(), VfError> {
     use std::os::fd::AsRawFd;
     let host_disp = display_netns(spec.host_netns.as_deref());
     let pod_disp = spec.pod_netns.display().to_string();
@@ -263,7 +315,8 @@ async fn move_and_configure(
             return Err(PlumbError::PodInterfaceExists {
                 ifname: ifname.to_string(),
                 netns: pod_disp,
-            });
+            }
+            .into());
         }
         None => {
             let vf = link_by_name(host, &spec.vf_netdev)
@@ -279,7 +332,7 @@ async fn move_and_configure(
                 )
                 .execute()
                 .await
-                .map_err(nl_err(Step::CreateVeth, &spec.vf_netdev, &host_disp))?;
+                .map_err(vf_err(VfStep::MoveIntoPod, &spec.vf_netdev, &host_disp))?;
             let moved = link_by_name(pod, &spec.vf_netdev)
                 .await
                 .map_err(nl_err(Step::LookupPodLink, &spec.vf_netdev, &pod_disp))?
@@ -293,7 +346,7 @@ async fn move_and_configure(
                 )
                 .execute()
                 .await
-                .map_err(nl_err(Step::LookupPodLink, ifname, &pod_disp))?;
+                .map_err(vf_err(VfStep::RenameInPod, &spec.vf_netdev, &pod_disp))?;
         }
     }
     let link = link_by_name(pod, ifname)
@@ -332,7 +385,7 @@ async fn move_and_configure(
         if let Err(e) = req.execute().await
             && netlink_errno(&e) != Some(libc::EEXIST)
         {
-            return Err(nl_err(Step::AddAddress(*addr), ifname, &pod_disp)(e));
+            return Err(nl_err(Step::AddAddress(*addr), ifname, &pod_disp)(e).into());
         }
     }
     pod.link()
@@ -357,7 +410,7 @@ async fn move_and_configure(
             && netlink_errno(&e) != Some(libc::EEXIST)
         {
             let desc = format!("{} via {:?}", r.dst, r.via);
-            return Err(nl_err(Step::AddRoute(desc), ifname, &pod_disp)(e));
+            return Err(nl_err(Step::AddRoute(desc), ifname, &pod_disp)(e).into());
         }
     }
     Ok(())
@@ -369,7 +422,7 @@ async fn give_back(
     host: &Handle,
     pod: &Handle,
     host_fd: &NetnsHandle,
-) -> Result<Removal, PlumbError> {
+) -> Result<Removal, VfError> {
     use std::os::fd::AsRawFd;
     let pod_disp = spec.pod_netns.display().to_string();
     let host_disp = display_netns(spec.host_netns.as_deref());
@@ -389,7 +442,8 @@ async fn give_back(
                 netns: pod_disp,
                 found: alias,
                 expected: spec.owner_tag.clone(),
-            });
+            }
+            .into());
         }
         pod.link()
             .set(
@@ -401,7 +455,7 @@ async fn give_back(
             )
             .execute()
             .await
-            .map_err(nl_err(Step::DeleteVeth, name, &pod_disp))?;
+            .map_err(vf_err(VfStep::RenameForHost, name, &pod_disp))?;
         pod.link()
             .set(
                 LinkUnspec::new_with_index(l.header.index)
@@ -410,7 +464,7 @@ async fn give_back(
             )
             .execute()
             .await
-            .map_err(nl_err(Step::DeleteVeth, &spec.vf_netdev, &host_disp))?;
+            .map_err(vf_err(VfStep::MoveToHost, &spec.vf_netdev, &host_disp))?;
         return Ok(Removal::Deleted);
     }
     let _ = host;
@@ -426,7 +480,7 @@ pub async fn move_vf_to_host(
     pod_ifname: String,
     vf_netdev: String,
     owner_tag: String,
-) -> Result<Removal, PlumbError> {
+) -> Result<Removal, VfError> {
     if !pod_netns.exists() {
         return Ok(Removal::AlreadyGone);
     }
@@ -448,10 +502,10 @@ pub async fn move_vf_to_host(
             let Some((pod, _)) = pod else {
                 return Err(crate::netns::NetnsError::Thread("pod netns missing".into()).into());
             };
-            give_back(&spec, &host, &pod, &host_fd).await
+            Ok(give_back(&spec, &host, &pod, &host_fd).await)
         })
     })
-    .await
+    .await?
 }
 
 /// Brings a host netdev (the representor) up.
