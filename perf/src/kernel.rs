@@ -150,6 +150,7 @@ const BATCH: usize = 64;
 const FLOOD_PORT: u16 = 9000;
 
 fn sender(
+    sent_count: Arc<AtomicU64>,
     ns: std::path::PathBuf,
     cpu: u32,
     dst: std::net::Ipv4Addr,
@@ -178,6 +179,7 @@ fn sender(
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
         if n > 0 {
             sent += n as u64;
+            sent_count.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
     Ok(sent)
@@ -237,8 +239,15 @@ fn receiver(
     Ok(())
 }
 
-/// Packets per second (in Mpps) a receiver socket in `server` gets from a sendmmsg flood in
-/// `client` to `dst`, `payload`-byte datagrams, over `secs` after `warmup`.
+/// One flood window: received and offered (sent) packet rates in Mpps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FloodRate {
+    pub rx_mpps: f64,
+    pub tx_mpps: f64,
+}
+
+/// Packets per second a receiver socket in `server` gets from a sendmmsg flood in `client` to
+/// `dst`, `payload`-byte datagrams, over `secs` after `warmup`; and what the sender offered.
 pub fn udp_flood(
     client: &Netns,
     server: &Netns,
@@ -247,7 +256,7 @@ pub fn udp_flood(
     warmup: f64,
     secs: f64,
     cpus: (u32, u32),
-) -> Result<f64> {
+) -> Result<FloodRate> {
     let dst: std::net::Ipv4Addr = dst.parse().context("flood destination")?;
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
@@ -263,15 +272,18 @@ pub fn udp_flood(
     {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let sent_count = Arc::new(AtomicU64::new(0));
     let tx = {
-        let (ns, stop) = (client.path(), stop.clone());
-        std::thread::spawn(move || sender(ns, cpus.0, dst, payload, stop))
+        let (ns, stop, sc) = (client.path(), stop.clone(), sent_count.clone());
+        std::thread::spawn(move || sender(sc, ns, cpus.0, dst, payload, stop))
     };
     std::thread::sleep(Duration::from_secs_f64(warmup));
     let a = count.load(Ordering::Relaxed);
+    let sa = sent_count.load(Ordering::Relaxed);
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let b = count.load(Ordering::Relaxed);
+    let sb = sent_count.load(Ordering::Relaxed);
     let elapsed = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let sent = tx
@@ -282,7 +294,10 @@ pub fn udp_flood(
     if sent == 0 {
         bail!("the flood sender could not send (route to {dst}?)");
     }
-    Ok((b - a) as f64 / elapsed / 1e6)
+    Ok(FloodRate {
+        rx_mpps: (b - a) as f64 / elapsed / 1e6,
+        tx_mpps: (sb - sa) as f64 / elapsed / 1e6,
+    })
 }
 
 /// MTU of `dev` in `ns`.

@@ -99,8 +99,9 @@ pub fn measure(ctx: &mut Ctx, k: &KPath<'_>) {
     for &frame in &cfg.frame_sizes {
         let sent = kernel::fit_frame(frame, k.mtu);
         ctx.progress.step(&format!("{label}: UDP flood {frame} B"));
+        let mut offered = Vec::new();
         let r = collect(cfg.repetitions, || {
-            kernel::udp_flood(
+            let f = kernel::udp_flood(
                 k.client,
                 k.server,
                 k.dst,
@@ -108,16 +109,20 @@ pub fn measure(ctx: &mut Ctx, k: &KPath<'_>) {
                 cfg.warmup_secs,
                 cfg.duration_secs,
                 cores,
-            )
+            )?;
+            offered.push(f.tx_mpps);
+            Ok(f.rx_mpps)
         });
-        let mut m = k.row("udp-flood", Some(frame), "Mpps");
+        let mut note = k.note.to_string();
         if sent != frame {
-            m = m.note(
-                format!("{} sent as {sent} B frames (pod MTU {})", k.note, k.mtu)
-                    .trim_start()
-                    .to_string(),
-            );
+            note = format!("{note} sent as {sent} B frames (pod MTU {})", k.mtu);
         }
+        if let Some(s) = crate::stats::summarize(&offered) {
+            note = format!("{note}; sender offered {:.3} Mpps (median)", s.median);
+        }
+        let m = k
+            .row("udp-flood", Some(frame), "Mpps")
+            .note(note.trim_start_matches("; ").trim_start());
         ctx.push(match r {
             Ok(s) => m.with_samples(s),
             Err(e) => m.failed(e),
