@@ -436,3 +436,132 @@ async fn dpdk_vf_pod_gets_pci_address_and_bad_devices_are_named() {
     let ports = s.node.vsctl(["list-ports", "br-int"]).expect("ports");
     assert!(ports.trim().is_empty(), "{ports}");
 }
+
+/// The built `ferrovn-node` (flags `--offload --sysfs-root ...`) and the built `ferrovn-cni`
+/// plugin invoked as a runtime does, with `deviceID` in the netconf as Multus passes it.
+#[test]
+fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
+    use ferrovn_dataplane::testbed::{CniCall, cni_plugin_binary, run_cni};
+    let tag = unique_tag();
+    let central = OvnCentral::start().expect("OVN central");
+    central.nbctl(&["ls-add", "ls1"]).expect("ls");
+    let mut node = Node::start(
+        &format!("fvt-{tag}-sb"),
+        &NodeConfig::plain(&format!("fv-{tag}-sb")),
+    )
+    .expect("node");
+    node.netns()
+        .ip([
+            "link", "add", VF0_NETDEV, "type", "veth", "peer", "name", VF0_REP,
+        ])
+        .expect("vf veth");
+    let sys = tempfile::tempdir().expect("sysfs");
+    fixture(sys.path());
+    let allocs_dir = tempfile::tempdir().expect("allocs");
+    let state = tempfile::tempdir().expect("state");
+    let ann = tempfile::tempdir().expect("ann");
+    let ctl = node.dir().join("ovs-vswitchd.ctl");
+    let sb = central.sb_remote();
+    let args = [
+        "--offload".to_string(),
+        format!("--sysfs-root={}", sys.path().display()),
+        format!("--vswitchd-ctl={}", ctl.display()),
+        format!("--state-dir={}", state.path().display()),
+        format!("--pod-annotations-dir={}", ann.path().display()),
+        "--offload-check-secs=1".to_string(),
+    ];
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent_bin = Path::new(env!("CARGO_BIN_EXE_ferrovn-node"));
+    node.start_agent(agent_bin, &sb, allocs_dir.path(), &arg_refs)
+        .expect("agent");
+    let node_ann = std::fs::read_to_string(state.path().join("offload-node-annotations.json"))
+        .expect("node annotations");
+    assert!(
+        node_ann.contains("\"offload.ferrovn.io/restart-required\": \"true\""),
+        "{node_ann}"
+    );
+    node.restart_vswitchd(Path::new(VSWITCHD_PLAIN))
+        .expect("restart vswitchd");
+    node.start_ovn_controller().expect("ovn-controller");
+
+    let allocs = FileAllocations::new(allocs_dir.path());
+    central
+        .nbctl(&[
+            "lsp-add",
+            "ls1",
+            "vfpod.default",
+            "--",
+            "lsp-set-addresses",
+            "vfpod.default",
+            "0a:58:0a:10:00:09 10.16.0.9",
+        ])
+        .expect("lsp");
+    let a: Annotations = [
+        ("ovn.kubernetes.io/allocated", "true"),
+        ("ovn.kubernetes.io/ip_address", "10.16.0.9"),
+        ("ovn.kubernetes.io/mac_address", "0a:58:0a:10:00:09"),
+        ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
+        ("ovn.kubernetes.io/gateway", "10.16.0.1"),
+        ("ovn.kubernetes.io/logical_switch", "ls1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    allocs.write(&pod("vfpod"), &a).expect("allocation");
+    let pod_ns = Netns::create(&format!("fvt-{tag}-bp")).expect("pod netns");
+    // 1.1.0: the version whose result has `pciID` (the plugin converts results down)
+    let netconf = serde_json::to_vec(&json!({
+        "cniVersion": "1.1.0",
+        "name": "sriov-offload",
+        "type": "ferrovn-cni",
+        "server_socket": node.agent_socket(),
+        "deviceID": VF0,
+    }))
+    .expect("netconf");
+    let plugin = cni_plugin_binary().expect("plugin");
+    let cni = |command: &str| {
+        run_cni(
+            &plugin,
+            &CniCall {
+                command,
+                container_id: &format!("ctrb{tag}"),
+                netns: &pod_ns.path().display().to_string(),
+                ifname: "eth0",
+                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=vfpod",
+                stdin: &netconf,
+            },
+        )
+        .expect("plugin ran")
+    };
+    let out = cni("ADD");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{} {} {}",
+        out.stdout,
+        out.stderr,
+        node.agent_log()
+    );
+    let res = out.json();
+    assert_eq!(res["interfaces"][1]["pciID"], VF0, "{res}");
+    let addr = pod_ns.ip(["-o", "addr", "show", "eth0"]).expect("eth0");
+    assert!(addr.contains("10.16.0.9/24"), "{addr}");
+    // the periodic check exports the pod's offload truth
+    let metrics = state.path().join("offload-metrics.prom");
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read_to_string(
+            &metrics
+        )
+        .is_ok_and(
+            |m| m.contains("ferrovn_pod_flows_offloaded{pod=\"default/vfpod\"")
+        )),
+        "metrics: {:?} log: {}",
+        std::fs::read_to_string(&metrics),
+        node.agent_log()
+    );
+    let out = cni("DEL");
+    assert_eq!(out.exit_code, 0, "{} {}", out.stdout, out.stderr);
+    node.netns()
+        .ip(["link", "show", VF0_NETDEV])
+        .expect("VF back in the host");
+}
