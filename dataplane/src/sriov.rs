@@ -719,6 +719,30 @@ mod tests {
         assert_eq!(pod_datapath(&json!({}), None, &p), PodDatapath::Kernel);
     }
 
+    proptest::proptest! {
+        /// An explicit netconf choice always wins; without one, DPDK exactly when the VF's
+        /// driver is an allowed DPDK driver.
+        #[test]
+        fn datapath_rule(
+            dpdk in proptest::option::of(proptest::bool::ANY),
+            mode in proptest::option::of(proptest::sample::select(vec!["dpdk", "kernel", "other"])),
+            driver in proptest::option::of(proptest::sample::select(vec!["vfio-pci", "mlx5_core", "igb_uio"])),
+        ) {
+            let policy = DpdkDriverPolicy::default();
+            let mut conf = serde_json::Map::new();
+            if let Some(d) = dpdk { conf.insert("dpdk".into(), d.into()); }
+            if let Some(m) = mode { conf.insert("vf_mode".into(), m.into()); }
+            let got = pod_datapath(&serde_json::Value::Object(conf), driver, &policy);
+            let want = match (dpdk, mode) {
+                (Some(true), _) | (_, Some("dpdk")) => PodDatapath::Dpdk,
+                (Some(false), _) | (_, Some("kernel")) => PodDatapath::Kernel,
+                _ if driver == Some("vfio-pci") => PodDatapath::Dpdk,
+                _ => PodDatapath::Kernel,
+            };
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn bad_device_id_is_invalid_netconf() {
         let e =
