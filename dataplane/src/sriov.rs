@@ -286,7 +286,7 @@ pub async fn move_vf_into_pod(spec: VfMoveSpec) -> Result<(), VfError> {
                 };
                 let res = move_and_configure(&spec, &host, &pod, &pod_ns).await;
                 if res.is_err() {
-                    let _ = give_back(&spec, &host, &pod, &host_fd).await;
+                    let _ = give_back(&spec, &pod, &host_fd).await;
                 }
                 Ok(res)
             },
@@ -419,7 +419,6 @@ async fn move_and_configure(
 /// Renames the pod's VF back to its host name and moves it to the host namespace.
 async fn give_back(
     spec: &VfMoveSpec,
-    host: &Handle,
     pod: &Handle,
     host_fd: &NetnsHandle,
 ) -> Result<Removal, VfError> {
@@ -467,7 +466,6 @@ async fn give_back(
             .map_err(vf_err(VfStep::MoveToHost, &spec.vf_netdev, &host_disp))?;
         return Ok(Removal::Deleted);
     }
-    let _ = host;
     Ok(Removal::AlreadyGone)
 }
 
@@ -498,11 +496,11 @@ pub async fn move_vf_to_host(
             routes: vec![],
             owner_tag,
         };
-        with_netlink(host_netns, Some(pod_netns), move |host, pod| async move {
+        with_netlink(host_netns, Some(pod_netns), move |_host, pod| async move {
             let Some((pod, _)) = pod else {
                 return Err(crate::netns::NetnsError::Thread("pod netns missing".into()).into());
             };
-            Ok(give_back(&spec, &host, &pod, &host_fd).await)
+            Ok(give_back(&spec, &pod, &host_fd).await)
         })
     })
     .await?
