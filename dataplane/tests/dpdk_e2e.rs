@@ -315,7 +315,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     // the agent built the tunnel bridge: a DPDK port and the tunnel IP on br-phy
     assert_eq!(iface_col(&b, "dpdk0", "type"), "dpdk");
     assert!(
-        wait_until(Duration::from_secs(20), || iface_col(
+        wait_until(Duration::from_secs(60), || iface_col(
             &b,
             "dpdk0",
             "link_state"
@@ -594,7 +594,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
         .expect("dir")
         .to_path_buf();
     drop(p2);
-    let collected = wait_until(Duration::from_secs(20), || {
+    let collected = wait_until(Duration::from_secs(60), || {
         iface_col(&b, &p2_port, "name").is_empty() && !is_mount_point(&p2_dir)
     });
     assert!(collected, "GC left {p2_port}; agent log: {}", b.agent_log());
