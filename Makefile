@@ -46,8 +46,9 @@ LAB_BINS := --bin ferrovn-lab --bin ferrovn-controller --bin ferrovn-node --bin 
 LAB_STATE ?= /run/ferrovn-lab
 
 ## lab: the whole fabric on this machine (root): deps, build, up, status; last line `lab: R/T pod pairs reachable`
+# No debug info for the lab's build: ~580 CPU-seconds from scratch instead of ~700-800 (2 cores).
 lab: deps
-	$(CARGO) build --release $(LAB_BINS)
+	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
 
 ## lab-down: remove every process, namespace, mount and hugepage setting the lab made
