@@ -4,7 +4,8 @@
 //! CNI plugin with the same vhost-user NAD config a DPDK node takes, and starts from the same
 //! info file/annotation; a kernel pod on node B pings it across Geneve. Then: the helper is
 //! SIGKILLed (an ADD meanwhile fails fast with the helper's error code naming its socket and
-//! leaves nothing behind), restarted empty, and the agent re-adds the port: ping resumes; the
+//! leaves nothing behind), its veth pair is deleted, the helper restarts empty, and the agent
+//! re-creates the veth and re-adds the port: ping resumes; the
 //! agent restarts and repairs a port removed behind its back; a pod that vanishes without DEL
 //! is garbage-collected (OVS port, helper port, veth); DEL removes helper port, veth, mount.
 
@@ -447,8 +448,19 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
         helper.log_text(),
         a.agent_log()
     );
-    let stats = kpod.run(20, "ping", ["-c", "10", "-i", "0.1", "10.16.0.21"])?;
-    assert!(stats.contains(" 0% packet loss"), "{stats}");
+    let stats = kpod.run(30, "ping", ["-c", "10", "-i", "0.1", "10.16.0.21"])?;
+    assert!(
+        stats.contains(" 0% packet loss"),
+        "{stats}\nhelper port: {:?}\ntestpmd: {}",
+        helper.port(&port),
+        app.log_text()
+    );
+    // a steady state stays steady: the agent's reconcile never touched the live port
+    assert!(
+        !a.agent_log().contains("vhost helper reconciled"),
+        "{}",
+        a.agent_log()
+    );
     let counted = helper.port(&port).expect("port");
     assert!(
         counted.counters.rx_packets >= 10 && counted.counters.tx_packets >= 10,
@@ -477,6 +489,9 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
     let p3_port = ferrovn_dataplane::dpdk::vhost::port_name(&p3.cid, "net1");
     assert_eq!(iface_col(a, &p3_port, "name"), "", "no OVS port left");
     assert!(!link_exists(a, &p3_port), "no veth left");
+    // the veth pair is lost too (e.g. someone deleted it): the agent re-creates it
+    a.netns().ip(["link", "del", "dev", &end_a])?;
+    assert!(!link_exists(a, &port));
     let t_restart = Instant::now();
     helper.start(a);
     let back = wait_until(Duration::from_secs(30), || {
@@ -484,8 +499,15 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
     });
     assert!(back, "agent did not re-add the port: {}", a.agent_log());
     assert!(
+        link_exists(a, &end_a) && link_exists(a, &port),
+        "veth re-created"
+    );
+    assert!(
         kpod.ping_until("10.16.0.21", Duration::from_secs(30)),
-        "ping did not resume after the helper restart; helper: {}",
+        "ping did not resume after the helper restart; port {:?}; OVS: {}\nagent: {}\nhelper: {}",
+        helper.port(&port),
+        a.vsctl(["list", "Interface", &port]).unwrap_or_default(),
+        a.agent_log(),
         helper.log_text()
     );
     eprintln!(

@@ -220,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(ferrovn_dataplane::dpdk::helper_attach::reconcile_loop(
             agent.config().vhost_helper.clone(),
             ovs,
+            args.bridge.clone(),
             agent.config().host_netns.clone(),
             Duration::from_secs(args.vhost_helper_interval_secs),
         ));

@@ -39,6 +39,8 @@ use crate::ovs::{OvsClient, PodPort, PortRecord, ext};
 pub const HELPER_IFACE_KEY: &str = "ferrovn_vhost_helper_iface";
 /// Interface external_id: the host socket path the helper connects to.
 pub const HELPER_SOCKET_KEY: &str = "ferrovn_vhost_helper_socket";
+/// Interface external_id: the veth MTU (the pod's), for re-creating a lost pair.
+pub const HELPER_MTU_KEY: &str = "ferrovn_vhost_helper_mtu";
 /// Prefix of end A's name (end B uses the vhost port name, `vh…`).
 pub const KERNEL_IFACE_PREFIX: &str = "vk";
 /// Alias prefix of both veth ends (removal deletes only what carries our tag).
@@ -151,6 +153,9 @@ pub fn kernel_port(mut vhost_port: PodPort, plan: &VhostPlan) -> PodPort {
         HELPER_SOCKET_KEY.into(),
         plan.host_socket.display().to_string(),
     );
+    vhost_port
+        .external_ids
+        .insert(HELPER_MTU_KEY.into(), plan.info.mtu.to_string());
     // the userspace datapath cannot police on ingress; the helper path has no QoS yet
     vhost_port.egress_qos = None;
     vhost_port
@@ -167,6 +172,67 @@ pub fn spec_of_record(rec: &PortRecord) -> Option<PortSpec> {
         kernel: KernelKind::AfPacket,
         mac: None,
     })
+}
+
+/// End B's OVS port as recorded (without the keys ovn-controller owns), to re-create it.
+pub fn port_of_record(rec: &PortRecord) -> PodPort {
+    let mut external_ids = rec.external_ids.clone();
+    external_ids.retain(|k, _| !k.starts_with(ext::OVN_INSTALLED));
+    PodPort {
+        name: rec.name.clone(),
+        iface_type: String::new(),
+        options: BTreeMap::new(),
+        external_ids,
+        ingress_policing_kbps: None,
+        egress_qos: None,
+    }
+}
+
+/// Removes and re-adds end B's port with ovs-vswitchd having applied the removal in between
+/// (within one reconfiguration a remove + add of the same name is no change at all).
+async fn reopen_ovs_port(
+    ovs: &OvsClient,
+    bridge: &str,
+    rec: &PortRecord,
+) -> Result<(), crate::ovs::OvsError> {
+    ovs.remove_port(&rec.name).await?;
+    vswitchd_applied(ovs, Duration::from_secs(5)).await?;
+    ovs.add_port(bridge, &port_of_record(rec)).await
+}
+
+/// Waits until ovs-vswitchd has applied the database as it is now (`next_cfg` bumped, then
+/// `cur_cfg` catching up: what `ovs-vsctl --wait=vswitchd` does). Gives up quietly at `limit`.
+async fn vswitchd_applied(ovs: &OvsClient, limit: Duration) -> Result<(), crate::ovs::OvsError> {
+    use ferrovn_ovsdb::{Mutator, Operation, Transaction};
+    let cfg_of = |res: &[ferrovn_ovsdb::OpResult], i: usize, col: &str| -> Option<i64> {
+        res.get(i)?
+            .rows()?
+            .first()?
+            .get(col)?
+            .as_atom()?
+            .as_integer()
+    };
+    let bump = Transaction::new(crate::ovs::OVS_DB)
+        .with(Operation::mutate("Open_vSwitch").mutation("next_cfg", Mutator::Add, 1i64))
+        .with(Operation::select("Open_vSwitch").columns(["next_cfg"]));
+    let res = ovs.transact(&bump).await?;
+    let Some(target) = cfg_of(&res, 1, "next_cfg") else {
+        return Ok(());
+    };
+    let probe = Transaction::new(crate::ovs::OVS_DB)
+        .with(Operation::select("Open_vSwitch").columns(["cur_cfg"]));
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let res = ovs.transact(&probe).await?;
+        if cfg_of(&res, 0, "cur_cfg").is_some_and(|c| c >= target) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(
+        "ovs-vswitchd did not apply the configuration within {limit:?}; re-adding anyway"
+    );
+    Ok(())
 }
 
 /// What one reconcile pass does.
@@ -349,13 +415,14 @@ fn alias_of(l: &LinkMessage) -> Option<String> {
 }
 
 /// Creates (or keeps, if ours already) the veth pair `end_a` <-> `end_b`, both up, tagged.
+/// True if it had to be created.
 pub fn ensure_veth_blocking(
     netns: Option<PathBuf>,
     end_a: &str,
     end_b: &str,
     alias: &str,
     mtu: u32,
-) -> Result<(), HelperError> {
+) -> Result<bool, HelperError> {
     let (a, b, tag) = (end_a.to_string(), end_b.to_string(), alias.to_string());
     let shown = netns.clone();
     with_handle(netns, end_a, move |h| async move {
@@ -369,8 +436,9 @@ pub fn ensure_veth_blocking(
                 .map_err(|e| fail(&b, "lookup", e.to_string()))?,
         );
         let ours = |l: &Option<LinkMessage>| l.as_ref().and_then(alias_of).as_deref() == Some(&tag);
+        let mut created = true;
         match &both {
-            (Some(_), Some(_)) if ours(&both.0) && ours(&both.1) => {}
+            (Some(_), Some(_)) if ours(&both.0) && ours(&both.1) => created = false,
             (None, None) => {
                 h.link()
                     .add(LinkVeth::new(&a, &b).mtu(mtu).build())
@@ -415,7 +483,7 @@ pub fn ensure_veth_blocking(
                 .await
                 .map_err(|e| fail(name, "setting alias and up", e.to_string()))?;
         }
-        Ok(())
+        Ok(created)
     })
 }
 
@@ -540,6 +608,7 @@ pub struct ReconcileReport {
 pub async fn reconcile(
     cfg: &HelperConfig,
     ovs: &OvsClient,
+    bridge: &str,
     host_netns: Option<PathBuf>,
 ) -> Result<ReconcileReport, HelperError> {
     let recs = ovs
@@ -550,15 +619,19 @@ pub async fn reconcile(
             what: "reconcile".into(),
             reason: format!("reading OVSDB: {e}"),
         })?;
-    let desired: Vec<(PortSpec, String, String)> = recs
+    let desired: Vec<(PortSpec, &PortRecord, String, u32)> = recs
         .iter()
         .filter_map(|r| {
             let spec = spec_of_record(r)?;
             let alias = veth_alias(r.get(ext::CONTAINER_ID)?, r.get(ext::IFNAME)?);
-            Some((spec, r.name.clone(), alias))
+            let mtu = r
+                .get(HELPER_MTU_KEY)
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(1500);
+            Some((spec, r, alias, mtu))
         })
         .collect();
-    let specs: Vec<PortSpec> = desired.iter().map(|(s, _, _)| s.clone()).collect();
+    let specs: Vec<PortSpec> = desired.iter().map(|(s, _, _, _)| s.clone()).collect();
     let actual = list_ports(cfg).await?;
     let plan = reconcile_plan(&specs, &actual);
     let mut report = ReconcileReport {
@@ -580,14 +653,29 @@ pub async fn reconcile(
         if plan.replace.contains(spec) {
             remove_port(cfg, &spec.name).await?;
         }
-        if let Some((_, end_b, alias)) = desired.iter().find(|(s, _, _)| s.name == spec.name) {
-            let (ns, a, b, t) = (
+        if let Some((_, rec, alias, mtu)) = desired.iter().find(|(s, _, _, _)| s.name == spec.name)
+        {
+            let (ns, a, b, t, mtu) = (
                 host_netns.clone(),
                 spec.kernel_iface.clone(),
-                end_b.clone(),
+                rec.name.clone(),
                 alias.clone(),
+                *mtu,
             );
-            blocking(move || ensure_veth_blocking(ns, &a, &b, &t, 1500)).await?;
+            match blocking(move || ensure_veth_blocking(ns, &a, &b, &t, mtu)).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    // ovs-vswitchd keeps a vanished device's socket when it comes back under the
+                    // same name: take the port off the bridge, let vswitchd act on it, re-add
+                    if let Err(e) = reopen_ovs_port(ovs, bridge, rec).await {
+                        tracing::warn!(port = %spec.name, error = %e, "vhost helper: re-adding the OVS port failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(port = %spec.name, error = %e, "vhost helper: re-creating the veth failed");
+                    continue;
+                }
+            }
         }
         match add_port(cfg, spec).await {
             Ok(()) => {
@@ -608,6 +696,7 @@ pub async fn reconcile(
 pub async fn reconcile_loop(
     cfg: HelperConfig,
     ovs: OvsClient,
+    bridge: String,
     host_netns: Option<PathBuf>,
     every: Duration,
 ) {
@@ -616,7 +705,7 @@ pub async fn reconcile_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match reconcile(&cfg, &ovs, host_netns.clone()).await {
+        match reconcile(&cfg, &ovs, &bridge, host_netns.clone()).await {
             Ok(r) => {
                 if down {
                     tracing::info!(socket = %cfg.control_socket.display(), "vhost helper is back");
@@ -717,6 +806,13 @@ mod tests {
             external_ids: port.external_ids.clone(),
         };
         assert_eq!(spec_of_record(&rec), Some(spec));
+        let mut installed = rec.clone();
+        installed
+            .external_ids
+            .insert(ext::OVN_INSTALLED.into(), "true".into());
+        let again = port_of_record(&installed);
+        assert_eq!(again.external_ids, port.external_ids);
+        assert_eq!(again.iface_type, "");
         let plain = PortRecord {
             name: "fv0".into(),
             external_ids: BTreeMap::new(),
