@@ -244,6 +244,24 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
     c.allocate("pod2", 12);
     c.allocate("pod3", 13);
     let (p1, cid1, r1) = c.add_pod(0, "pod1");
+    // ADD returned = the gateway answers the pod's FIRST ARP request, even for the first pod of
+    // the switch on the node: the pod's kernel may send one request only (a lost one would
+    // cost a real pod the kernel's 1 s retransmit), and gets 3 s for the answer
+    p1.run(
+        5,
+        "sysctl",
+        [
+            "-w",
+            "net.ipv4.neigh.eth0.mcast_solicit=1",
+            "net.ipv4.neigh.eth0.retrans_time_ms=3000",
+        ],
+    )
+    .expect("pod ARP sysctls");
+    let first = p1.run(6, "ping", ["-c1", "-W4", "10.16.0.1"]);
+    assert!(
+        first.is_ok(),
+        "the first pod's first ARP request to its gateway went unanswered: {first:?}"
+    );
     let (p2, _cid2, _) = c.add_pod(1, "pod2");
     let (p3, cid3, r3) = c.add_pod(0, "pod3");
 
