@@ -412,10 +412,6 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
     assert_eq!(hp.spec.socket, PathBuf::from(&info.host_socket_path));
     assert_eq!(hp.spec.kernel_iface, end_a);
     assert!(!hp.pod_connected, "no app yet");
-    // ADD again (runtime retry) is harmless
-    let again = cni("ADD", a, &p1);
-    assert_eq!(again.exit_code, 0, "{} {}", again.stdout, again.stderr);
-    assert_eq!(helper.ports().len(), 1);
 
     // ---- the DPDK app, started from the info (socket = its volume mount + socket name)
     let sock = info.socket_in(&p1.volume);
@@ -531,6 +527,12 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
         "restarted agent did not restore the port: {}",
         a.agent_log()
     );
+    assert!(kpod.ping_until("10.16.0.21", Duration::from_secs(30)));
+
+    // ADD again (a runtime retry) is harmless: one helper port, traffic still flows
+    let again = cni("ADD", a, &p1);
+    assert_eq!(again.exit_code, 0, "{} {}", again.stdout, again.stderr);
+    assert_eq!(helper.ports().len(), 1);
     assert!(kpod.ping_until("10.16.0.21", Duration::from_secs(30)));
 
     // (4) a pod that vanishes without DEL: OVS port, helper port and veth are collected
