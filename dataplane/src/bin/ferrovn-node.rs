@@ -8,8 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ferrovn_dataplane::agent::{Agent, AgentConfig, NodeProfile};
-use ferrovn_dataplane::alloc::FileAllocations;
+use ferrovn_dataplane::alloc::{
+    AllocationError, AllocationSource, FileAllocations, PodAllocation, PodRef,
+};
+use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink};
 use ferrovn_dataplane::ovs::NodeOvsConfig;
+use ferrovn_dataplane::report::{
+    ChassisReportConfig, FileReportSink, LogReportSink, NodeReportSink, run_chassis_reporter,
+};
 use ferrovn_dataplane::server;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -108,6 +114,56 @@ struct Args {
     gc_interval_secs: u64,
     #[command(flatten)]
     offload: ferrovn_dataplane::offload::OffloadArgs,
+    /// Cluster mode: pod allocations from the Pod objects, node labels from the Node, node
+    /// annotations (chassis, profile) patched onto the Node. Client configuration: the
+    /// in-cluster service account, else KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "FERROVN_KUBE")]
+    kube: bool,
+    /// Cluster mode with this kubeconfig (implies --kube).
+    #[arg(long, env = "FERROVN_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Do not watch the OVN Southbound for this node's chassis nor publish the chassis
+    /// annotations (`ovn.kubernetes.io/chassis`, `tunnel_interface`).
+    #[arg(long)]
+    no_chassis_report: bool,
+}
+
+/// The allocation source of the mode: files (lab, default) or Pod objects (`--kube`).
+enum Allocations {
+    File(FileAllocations),
+    Kube(Box<KubeAllocations>),
+}
+
+impl AllocationSource for Allocations {
+    async fn lookup(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+    ) -> Result<Option<PodAllocation>, AllocationError> {
+        match self {
+            Allocations::File(f) => f.lookup(pod, provider).await,
+            Allocations::Kube(k) => k.lookup(pod, provider).await,
+        }
+    }
+}
+
+/// Publishes `annotations` through `sink`, retrying every few seconds until it works.
+async fn publish_until_done<S: NodeReportSink>(
+    sink: S,
+    annotations: ferrovn_dataplane::report::Annotations,
+) {
+    loop {
+        match sink.publish(&annotations).await {
+            Ok(changed) => {
+                tracing::info!(to = %sink.describe(), changed = ?changed, "published the node profile annotations");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(to = %sink.describe(), error = %e, "publishing the node profile annotations failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -129,10 +185,32 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let name = args.node_name.clone().unwrap_or_else(hostname);
+    let kube_client = if args.kube || args.kubeconfig.is_some() {
+        let client = ferrovn_dataplane::kube_api::client(args.kubeconfig.as_deref())
+            .await
+            .context("cluster mode (--kube)")?;
+        tracing::info!(node = %name, "cluster mode: pods and node from the Kubernetes API");
+        Some(client)
+    } else {
+        None
+    };
+    // cluster mode reads the Node's ovs_dp_type label (a labels file, if given, still wins)
+    let node_label = match (&kube_client, args.profile, &args.node_labels_file) {
+        (Some(client), Profile::Auto, None) => {
+            let labels = ferrovn_dataplane::kube_api::node_labels(client, &name)
+                .await
+                .with_context(|| format!("reading the labels of Node {name}"))?;
+            labels
+                .get(ferrovn_dataplane::profile::OVS_DP_TYPE_LABEL)
+                .cloned()
+        }
+        _ => None,
+    };
     let decision = ferrovn_dataplane::dpdk::node::decide(
         &ferrovn_dataplane::dpdk::node::DecideArgs {
             forced_label: match args.profile {
-                Profile::Auto => None,
+                Profile::Auto => node_label,
                 Profile::Kernel => Some("kernel".into()),
                 Profile::Dpdk => Some("userspace".into()),
             },
@@ -147,11 +225,19 @@ async fn main() -> anyhow::Result<()> {
     if profile == NodeProfile::Dpdk {
         ferrovn_dataplane::dpdk::node::apply(&args.ovs_db, &decision).await?;
     }
-    let name = args.node_name.clone().unwrap_or_else(hostname);
+    if let Some(client) = &kube_client {
+        let annotations = decision.annotations();
+        if !annotations.is_empty() {
+            tokio::spawn(publish_until_done(
+                KubeNodeSink::new(client.clone(), &name),
+                annotations,
+            ));
+        }
+    }
     let cfg = AgentConfig {
         node: NodeOvsConfig {
             system_id: name.clone(),
-            hostname: name,
+            hostname: name.clone(),
             ovn_remote: args.sb_remote.clone(),
             encap_type: "geneve".into(),
             encap_ip: args.encap_ip.clone(),
@@ -183,12 +269,38 @@ async fn main() -> anyhow::Result<()> {
         },
         sriov: args.offload.sriov_config(args.state_dir.clone())?,
     };
-    let agent = Agent::start(cfg, FileAllocations::new(&args.allocations_dir))
+    let allocations = match &kube_client {
+        Some(client) => Allocations::Kube(Box::new(KubeAllocations::new(client.clone()))),
+        None => Allocations::File(FileAllocations::new(&args.allocations_dir)),
+    };
+    let agent = Agent::start(cfg, allocations)
         .await
         .with_context(|| format!("configuring OVS through {}", args.ovs_db))?;
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db, "ferrovn-node ready");
+
+    if !args.no_chassis_report {
+        let mut report = ChassisReportConfig::new(&args.sb_remote, &name, &args.encap_ip);
+        report.state_dir = args.state_dir.clone();
+        match (&kube_client, &args.state_dir) {
+            (Some(client), _) => {
+                tokio::spawn(run_chassis_reporter(
+                    report,
+                    KubeNodeSink::new(client.clone(), &name),
+                ));
+            }
+            (None, Some(dir)) => {
+                tokio::spawn(run_chassis_reporter(
+                    report,
+                    FileReportSink::in_state_dir(dir),
+                ));
+            }
+            (None, None) => {
+                tokio::spawn(run_chassis_reporter(report, LogReportSink));
+            }
+        }
+    }
 
     if args.offload.offload_check_secs > 0 {
         ferrovn_dataplane::offload::spawn_offload_checks(

@@ -1,0 +1,385 @@
+//! Cluster mode: the agent's Kubernetes API sources and sink.
+//!
+//! - [`KubeAllocations`]: pod allocations from the Pod's annotations
+//!   (`GET /api/v1/namespaces/{ns}/pods/{name}`), the cluster twin of
+//!   [`crate::alloc::FileAllocations`];
+//! - [`node_labels`]: the Node's labels (`GET /api/v1/nodes/{name}`) for the profile decision;
+//! - [`KubeNodeSink`]: node annotations as a JSON merge patch of only the keys that differ
+//!   (`PATCH /api/v1/nodes/{name}`, `application/merge-patch+json`).
+//!
+//! Objects are read as raw JSON and only the fields used are checked, so a malformed object
+//! gives an error naming the field (`metadata.annotations["..."]`) instead of a generic decode
+//! failure, and never a panic.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::alloc::{AllocationError, AllocationSource, Annotations, PodAllocation, PodRef};
+use crate::report::{NodeReportSink, ReportError, annotations_patch};
+
+/// Why a Kubernetes read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSourceError {
+    #[error("{what}: not found")]
+    NotFound { what: String },
+    #[error("{what}: {reason}")]
+    Api { what: String, reason: String },
+    #[error("{what}: field {field}: {reason}")]
+    Field {
+        what: String,
+        field: String,
+        reason: String,
+    },
+    #[error("{what}: {name:?} is not a valid Kubernetes object name")]
+    Name { what: String, name: String },
+    #[error("Kubernetes client configuration: {0}")]
+    Config(String),
+}
+
+/// A client from `kubeconfig` when given; otherwise the in-cluster service account, falling
+/// back to `KUBECONFIG` / `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeSourceError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                KubeSourceError::Config(format!("kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    KubeSourceError::Config(format!("kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None => match kube::Config::incluster() {
+            Ok(c) => c,
+            Err(in_cluster) => kube::Config::infer().await.map_err(|e| {
+                KubeSourceError::Config(format!(
+                    "no in-cluster service account ({in_cluster}) and no kubeconfig ({e})"
+                ))
+            })?,
+        },
+    };
+    kube::Client::try_from(config).map_err(|e| KubeSourceError::Config(e.to_string()))
+}
+
+/// Kubernetes object names (DNS subdomain): what may go into a URL path unescaped.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `GET path`; `Ok(None)` on 404.
+async fn get_json(
+    client: &kube::Client,
+    path: &str,
+    what: &str,
+) -> Result<Option<Value>, KubeSourceError> {
+    let request = http::Request::get(path)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())
+        .map_err(|e| KubeSourceError::Api {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+    match client.request_text(request).await {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| KubeSourceError::Api {
+                what: what.to_string(),
+                reason: format!("response is not JSON: {e}"),
+            }),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::Api(status)) => Err(KubeSourceError::Api {
+            what: what.to_string(),
+            reason: format!("HTTP {}: {} {}", status.code, status.reason, status.message)
+                .trim_end()
+                .to_string(),
+        }),
+        Err(e) => Err(KubeSourceError::Api {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `metadata.<map>` of an object as strings (absent or null: empty). Errors name the field.
+pub fn metadata_string_map(
+    object: &Value,
+    map: &str,
+    what: &str,
+) -> Result<Annotations, KubeSourceError> {
+    let field_err = |field: String, reason: String| KubeSourceError::Field {
+        what: what.to_string(),
+        field,
+        reason,
+    };
+    let Some(obj) = object.as_object() else {
+        return Err(field_err(
+            "(object)".into(),
+            format!("expected an object, got {}", json_type(object)),
+        ));
+    };
+    let metadata = match obj.get("metadata") {
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(field_err(
+                "metadata".into(),
+                format!("expected an object, got {}", json_type(other)),
+            ));
+        }
+        None => return Err(field_err("metadata".into(), "missing".into())),
+    };
+    let entries = match metadata.get(map) {
+        None | Some(Value::Null) => return Ok(Annotations::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(field_err(
+                format!("metadata.{map}"),
+                format!("expected an object of strings, got {}", json_type(other)),
+            ));
+        }
+    };
+    entries
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            other => Err(field_err(
+                format!("metadata.{map}[{k:?}]"),
+                format!("expected a string, got {}", json_type(other)),
+            )),
+        })
+        .collect()
+}
+
+/// The Node's labels (`GET /api/v1/nodes/{node}`); a missing Node is an error.
+pub async fn node_labels(
+    client: &kube::Client,
+    node: &str,
+) -> Result<Annotations, KubeSourceError> {
+    let what = format!("Node {node}");
+    if !valid_name(node) {
+        return Err(KubeSourceError::Name {
+            what,
+            name: node.to_string(),
+        });
+    }
+    let object = get_json(client, &format!("/api/v1/nodes/{node}"), &what)
+        .await?
+        .ok_or_else(|| KubeSourceError::NotFound { what: what.clone() })?;
+    metadata_string_map(&object, "labels", &what)
+}
+
+/// Pod allocations from the Pod object. Each lookup is one GET; lookups of the same pod are
+/// spaced by `min_interval` (the agent polls every 50 ms while it waits for the controller),
+/// so a waiting pod costs at most a few GETs per second.
+pub struct KubeAllocations {
+    client: kube::Client,
+    min_interval: Duration,
+    last_get: Mutex<HashMap<PodRef, Instant>>,
+}
+
+impl KubeAllocations {
+    pub fn new(client: kube::Client) -> Self {
+        KubeAllocations {
+            client,
+            min_interval: Duration::from_millis(250),
+            last_get: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Changes the spacing of GETs of one pod.
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
+    }
+
+    /// How long to wait before GETting `pod` again; records the GET.
+    fn reserve(&self, pod: &PodRef) -> Duration {
+        let mut last = self.last_get.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // forget pods not asked for in a while: the map stays as small as the pods in flight
+        last.retain(|_, t| now.duration_since(*t) < self.min_interval * 40);
+        let wait = last
+            .get(pod)
+            .map(|t| (*t + self.min_interval).saturating_duration_since(now))
+            .unwrap_or_default();
+        last.insert(pod.clone(), now + wait);
+        wait
+    }
+
+    /// The pod's annotations; `Ok(None)` when the Pod does not exist (yet).
+    pub async fn pod_annotations(
+        &self,
+        pod: &PodRef,
+    ) -> Result<Option<Annotations>, KubeSourceError> {
+        let what = format!("pod {}/{}", pod.namespace, pod.name);
+        for name in [&pod.namespace, &pod.name] {
+            if !valid_name(name) {
+                return Err(KubeSourceError::Name {
+                    what,
+                    name: name.clone(),
+                });
+            }
+        }
+        let wait = self.reserve(pod);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let path = format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name);
+        match get_json(&self.client, &path, &what).await? {
+            None => Ok(None),
+            Some(object) => metadata_string_map(&object, "annotations", &what).map(Some),
+        }
+    }
+}
+
+impl AllocationSource for KubeAllocations {
+    async fn lookup(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+    ) -> Result<Option<PodAllocation>, AllocationError> {
+        let annotations = match self.pod_annotations(pod).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(AllocationError::Source {
+                    source_name: format!("Kubernetes API, pod {}/{}", pod.namespace, pod.name),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        crate::alloc::allocation_from_annotations(&annotations, provider)
+    }
+}
+
+/// Node annotations on the Node object: GET, then a merge patch of only the differing keys
+/// (none: no PATCH). Other annotations are never touched.
+#[derive(Clone)]
+pub struct KubeNodeSink {
+    client: kube::Client,
+    node: String,
+}
+
+impl KubeNodeSink {
+    pub fn new(client: kube::Client, node: &str) -> Self {
+        KubeNodeSink {
+            client,
+            node: node.to_string(),
+        }
+    }
+
+    fn err(&self, op: &'static str, reason: impl ToString) -> ReportError {
+        ReportError::Kube {
+            op,
+            node: self.node.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl NodeReportSink for KubeNodeSink {
+    async fn publish(&self, annotations: &Annotations) -> Result<Vec<String>, ReportError> {
+        let what = format!("Node {}", self.node);
+        if !valid_name(&self.node) {
+            return Err(self.err("reading", "not a valid Kubernetes object name"));
+        }
+        let path = format!("/api/v1/nodes/{}", self.node);
+        let object = get_json(&self.client, &path, &what)
+            .await
+            .map_err(|e| self.err("reading", e))?
+            .ok_or_else(|| self.err("reading", "not found"))?;
+        let current = metadata_string_map(&object, "annotations", &what)
+            .map_err(|e| self.err("reading", e))?;
+        let patch = annotations_patch(&current, annotations);
+        if patch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = serde_json::to_vec(&serde_json::json!({"metadata": {"annotations": patch}}))
+            .map_err(|e| self.err("patching", e))?;
+        let request = http::Request::patch(&path)
+            .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)
+            .map_err(|e| self.err("patching", e))?;
+        match self.client.request_text(request).await {
+            Ok(_) => Ok(patch.into_keys().collect()),
+            Err(kube::Error::Api(status)) => Err(self.err(
+                "patching",
+                format!("HTTP {}: {} {}", status.code, status.reason, status.message).trim_end(),
+            )),
+            Err(e) => Err(self.err("patching", e)),
+        }
+    }
+    fn describe(&self) -> String {
+        format!("Node {}", self.node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_that_go_into_paths() {
+        assert!(valid_name("web-0"));
+        assert!(valid_name("node-1.example.com"));
+        for bad in ["", "a/b", "A", "x?y", "../etc", "a b"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn string_maps_name_the_bad_field() {
+        let ok = json!({"metadata": {"name": "n", "labels": {"a": "b"}}});
+        assert_eq!(
+            metadata_string_map(&ok, "labels", "Node n")
+                .expect("ok")
+                .get("a")
+                .map(String::as_str),
+            Some("b")
+        );
+        assert!(
+            metadata_string_map(&ok, "annotations", "Node n")
+                .expect("absent is empty")
+                .is_empty()
+        );
+        let cases = [
+            (
+                json!({"metadata": {"annotations": {"k": 5}}}),
+                "metadata.annotations[\"k\"]",
+            ),
+            (
+                json!({"metadata": {"annotations": ["k"]}}),
+                "metadata.annotations",
+            ),
+            (json!({"metadata": 3}), "metadata"),
+            (json!({"kind": "Pod"}), "metadata"),
+            (json!([1]), "(object)"),
+        ];
+        for (v, field) in cases {
+            let e = metadata_string_map(&v, "annotations", "pod d/p").expect_err("bad");
+            let msg = e.to_string();
+            assert!(msg.contains(field) && msg.contains("pod d/p"), "{msg}");
+        }
+    }
+}
