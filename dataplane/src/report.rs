@@ -480,6 +480,9 @@ pub async fn run_chassis_reporter<S: NodeReportSink>(cfg: ChassisReportConfig, s
         let client = match Client::connect(&cfg.sb_remote, "OVN_Southbound", options).await {
             Ok(c) => c,
             Err(e) => {
+                if r.registered.is_none() {
+                    r.set_registered(false);
+                }
                 r.log_wait(&format!("cannot reach the Southbound: {e}"));
                 tokio::time::sleep(cfg.retry_every).await;
                 continue;

@@ -173,4 +173,7 @@ fn chassis_annotations_follow_the_southbound_registration() {
         restarted.elapsed()
     );
     assert_eq!(registered_metric(&metrics_path), Some(1));
+    for line in node.agent_log().lines().filter(|l| l.contains("chassis")) {
+        println!("agent: {line}");
+    }
 }
