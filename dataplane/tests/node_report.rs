@@ -139,6 +139,38 @@ fn chassis_annotations_follow_the_southbound_registration() {
     assert!(profile.contains_key("ferrovn.io/profile"), "{profile:?}");
     assert!(!profile.contains_key(CHASSIS_ANNOTATION), "{profile:?}");
 
+    // the encap IP moves to another interface: ovn-controller re-registers the encap, the
+    // annotations follow (encap IP and the interface now holding it)
+    node.netns()
+        .ip([
+            "link", "add", "fvrpdum", "type", "veth", "peer", "name", "fvrppeer",
+        ])
+        .expect("veth (no dummy module here)");
+    node.netns()
+        .ip(["addr", "add", "10.99.0.1/32", "dev", "fvrpdum"])
+        .expect("addr");
+    node.netns()
+        .ip(["link", "set", "fvrpdum", "up"])
+        .expect("up");
+    node.vsctl([
+        "set",
+        "Open_vSwitch",
+        ".",
+        "external_ids:ovn-encap-ip=10.99.0.1",
+    ])
+    .expect("move encap ip");
+    let ok = wait_until(Duration::from_secs(30), || {
+        let a = read_annotations(&ann_path);
+        a.get(ENCAP_IP_ANNOTATION).map(String::as_str) == Some("10.99.0.1")
+            && a.get(TUNNEL_INTERFACE_ANNOTATION).map(String::as_str) == Some("fvrpdum")
+    });
+    assert!(
+        ok,
+        "encap change not published: {:?}; agent log:\n{}",
+        read_annotations(&ann_path),
+        node.agent_log()
+    );
+
     // 3. ovn-controller dies and its chassis is deleted: noticed, nothing published meanwhile
     kill_ovn_controller(&node);
     central
