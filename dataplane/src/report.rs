@@ -310,6 +310,9 @@ pub fn chassis_metrics_text(system_id: &str, registered: bool) -> String {
     )
 }
 
+/// Longest wait between publish retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
 /// How the reporter runs.
 #[derive(Debug, Clone)]
 pub struct ChassisReportConfig {
@@ -380,6 +383,10 @@ struct Reporter<'a, S> {
     last_wait_log: Option<Instant>,
     publish_pending: bool,
     last_attempt: Option<Instant>,
+    /// Delay before the next publish retry: `retry_every`, doubling per failure up to 30 s.
+    retry_delay: Duration,
+    /// How long the pending retry waits after `last_attempt`.
+    retry_wait: Duration,
 }
 
 impl<S: NodeReportSink> Reporter<'_, S> {
@@ -446,11 +453,15 @@ impl<S: NodeReportSink> Reporter<'_, S> {
                             "published node annotations for the registered chassis");
                         self.state.published(v.uuid, annotations);
                         self.publish_pending = false;
+                        self.retry_delay = self.cfg.retry_every;
                     }
                     Err(e) => {
                         tracing::warn!(chassis = %self.cfg.system_id, to = %self.sink.describe(),
-                            error = %e, "publishing node annotations failed; retrying");
+                            error = %e, retry_in_secs = self.retry_delay.as_secs(),
+                            "publishing node annotations failed; retrying");
                         self.publish_pending = true;
+                        self.retry_wait = self.retry_delay;
+                        self.retry_delay = self.retry_delay.saturating_mul(2).min(MAX_RETRY_DELAY);
                     }
                 }
             }
@@ -471,6 +482,8 @@ pub async fn run_chassis_reporter<S: NodeReportSink>(cfg: ChassisReportConfig, s
         last_wait_log: None,
         publish_pending: false,
         last_attempt: None,
+        retry_delay: cfg.retry_every,
+        retry_wait: cfg.retry_every,
     };
     loop {
         let options = ClientOptions {
@@ -512,7 +525,7 @@ pub async fn run_chassis_reporter<S: NodeReportSink>(cfg: ChassisReportConfig, s
                 }
                 _ = tick.tick() => {
                     let retry_due = r.publish_pending
-                        && r.last_attempt.is_none_or(|t| t.elapsed() >= cfg.retry_every);
+                        && r.last_attempt.is_none_or(|t| t.elapsed() >= r.retry_wait);
                     if retry_due {
                         let view = replica.read(|d| chassis_view(d, &cfg.system_id));
                         r.evaluate(view).await;

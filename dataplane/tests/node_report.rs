@@ -209,3 +209,122 @@ fn chassis_annotations_follow_the_southbound_registration() {
         println!("agent: {line}");
     }
 }
+
+/// A sink that fails its first `failures` publishes and records every call.
+#[derive(Clone, Default)]
+struct FlakySink {
+    failures: usize,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(Instant, BTreeMap<String, String>)>>>,
+}
+
+impl ferrovn_dataplane::report::NodeReportSink for FlakySink {
+    async fn publish(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, ferrovn_dataplane::report::ReportError> {
+        let mut calls = self.calls.lock().expect("lock");
+        calls.push((Instant::now(), annotations.clone()));
+        if calls.len() <= self.failures {
+            return Err(ferrovn_dataplane::report::ReportError::Kube {
+                op: "patching",
+                node: "node-a".into(),
+                reason: "HTTP 503: ServiceUnavailable".into(),
+            });
+        }
+        Ok(annotations.keys().cloned().collect())
+    }
+    fn describe(&self) -> String {
+        "flaky test sink".into()
+    }
+}
+
+/// The reporter library against a real SB ovsdb-server whose Chassis/Encap rows the test
+/// writes (as ovn-controller would): failed publishes are retried with backoff, an encap
+/// change and a re-inserted row are published again.
+#[tokio::test]
+async fn reporter_retries_and_follows_row_changes() {
+    use ferrovn_dataplane::report::{ChassisReportConfig, run_chassis_reporter};
+    use ferrovn_ovsdb::testkit::{OvsdbServer, SB_SCHEMA};
+    use serde_json::json;
+
+    let sb = OvsdbServer::start(SB_SCHEMA).expect("SB ovsdb-server");
+    let state = tempfile::tempdir().expect("state");
+    let mut cfg = ChassisReportConfig::new(&sb.remote(), "node-a", "10.0.0.5");
+    cfg.retry_every = Duration::from_millis(200);
+    cfg.state_dir = Some(state.path().to_path_buf());
+    let sink = FlakySink {
+        failures: 2,
+        ..Default::default()
+    };
+    let calls = sink.calls.clone();
+    let reporter = tokio::spawn(run_chassis_reporter(cfg, sink));
+    let metrics = state.path().join(CHASSIS_METRICS_FILE);
+    let wait = |what: &'static str, f: &dyn Fn() -> bool| {
+        assert!(wait_until(Duration::from_secs(10), f), "timed out: {what}");
+    };
+    tokio::task::spawn_blocking(move || {
+        let register = |ip: &str| {
+            sb.transact(&json!(["OVN_Southbound",
+                {"op": "insert", "table": "Encap", "uuid-name": "e",
+                 "row": {"chassis_name": "node-a", "ip": ip, "type": "geneve"}},
+                {"op": "insert", "table": "Chassis",
+                 "row": {"name": "node-a", "hostname": "node-a", "encaps": ["named-uuid", "e"]}}]))
+                .expect("insert chassis");
+        };
+        wait("registered=0", &|| registered_metric(&metrics) == Some(0));
+        assert!(calls.lock().expect("lock").is_empty());
+
+        register("10.0.0.5");
+        wait("third publish", &|| calls.lock().expect("lock").len() >= 3);
+        std::thread::sleep(Duration::from_millis(600));
+        {
+            let c = calls.lock().expect("lock");
+            assert_eq!(c.len(), 3, "no publish after the one that worked");
+            // backoff: 200 ms, then 400 ms
+            assert!(c[1].0 - c[0].0 >= Duration::from_millis(200));
+            assert!(c[2].0 - c[1].0 >= Duration::from_millis(400));
+            assert_eq!(
+                c[2].1.get(CHASSIS_ANNOTATION).map(String::as_str),
+                Some("node-a")
+            );
+            assert_eq!(
+                c[2].1.get(ENCAP_IP_ANNOTATION).map(String::as_str),
+                Some("10.0.0.5")
+            );
+        }
+        assert_eq!(registered_metric(&metrics), Some(1));
+
+        // the encap IP changes in place
+        sb.transact(&json!(["OVN_Southbound",
+            {"op": "update", "table": "Encap", "where": [["chassis_name", "==", "node-a"]],
+             "row": {"ip": "10.0.0.6"}}]))
+            .expect("update encap");
+        wait("encap change", &|| {
+            calls
+                .lock()
+                .expect("lock")
+                .last()
+                .and_then(|c| c.1.get(ENCAP_IP_ANNOTATION).cloned())
+                == Some("10.0.0.6".into())
+        });
+
+        // deleted and registered again with the same content: published again
+        let before = calls.lock().expect("lock").len();
+        sb.transact(&json!(["OVN_Southbound",
+            {"op": "delete", "table": "Chassis", "where": [["name", "==", "node-a"]]}]))
+            .expect("delete chassis");
+        wait("registered=0 again", &|| {
+            registered_metric(&metrics) == Some(0)
+        });
+        assert_eq!(calls.lock().expect("lock").len(), before);
+        register("10.0.0.6");
+        wait("re-registration published", &|| {
+            calls.lock().expect("lock").len() == before + 1
+        });
+        assert_eq!(registered_metric(&metrics), Some(1));
+        drop(sb);
+    })
+    .await
+    .expect("checks");
+    reporter.abort();
+}
