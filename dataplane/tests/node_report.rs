@@ -210,11 +210,14 @@ fn chassis_annotations_follow_the_southbound_registration() {
     }
 }
 
+/// Every publish a sink saw: when, and what.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Instant, BTreeMap<String, String>)>>>;
+
 /// A sink that fails its first `failures` publishes and records every call.
 #[derive(Clone, Default)]
 struct FlakySink {
     failures: usize,
-    calls: std::sync::Arc<std::sync::Mutex<Vec<(Instant, BTreeMap<String, String>)>>>,
+    calls: Calls,
 }
 
 impl ferrovn_dataplane::report::NodeReportSink for FlakySink {
