@@ -697,6 +697,46 @@ mod tests {
         assert_eq!(body, ann(&[("ovn.kubernetes.io/chassis", "node-a")]));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn patch_applied_gives_desired_and_keeps_the_rest(
+            current in proptest::collection::btree_map("[a-c]{1,2}", "[xy]{0,2}", 0..6),
+            desired in proptest::collection::btree_map("[a-c]{1,2}", "[xy]{0,2}", 0..6),
+        ) {
+            let patch = annotations_patch(&current, &desired);
+            let mut merged = current.clone();
+            merged.extend(patch.clone());
+            for (k, v) in &desired {
+                proptest::prop_assert_eq!(merged.get(k), Some(v));
+            }
+            for (k, v) in &current {
+                if !desired.contains_key(k) {
+                    proptest::prop_assert_eq!(merged.get(k), Some(v));
+                }
+            }
+            // minimal: nothing in the patch is already there
+            for (k, v) in &patch {
+                proptest::prop_assert_ne!(current.get(k), Some(v));
+            }
+            proptest::prop_assert!(annotations_patch(&merged, &desired).is_empty());
+            proptest::prop_assert_eq!(patch.is_empty(), merged == current);
+        }
+
+        #[test]
+        fn tunnel_interface_holds_an_encap_ip(
+            addrs in proptest::collection::vec(("(lo|eth[0-2])", 0u8..4), 0..8),
+            encaps in proptest::collection::vec(0u8..4, 0..3),
+        ) {
+            let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+            let addrs: Vec<(String, IpAddr)> = addrs.into_iter().map(|(n, a)| (n, ip(a))).collect();
+            let encaps: Vec<IpAddr> = encaps.into_iter().map(ip).collect();
+            match tunnel_interface(&addrs, &encaps) {
+                Some(name) => proptest::prop_assert!(addrs.iter().any(|(n, a)| *n == name && encaps.contains(a))),
+                None => proptest::prop_assert!(!addrs.iter().any(|(_, a)| encaps.contains(a))),
+            }
+        }
+    }
+
     #[test]
     fn metrics_line() {
         let t = chassis_metrics_text("node-a", true);
