@@ -48,14 +48,15 @@ struct Args {
     /// `kernel`/`dpdk` act like the `ovn.kubernetes.io/ovs_dp_type` label `kernel`/`userspace`.
     #[arg(long, value_enum, default_value = "auto")]
     profile: Profile,
-    /// Node labels (JSON object) for `--profile auto`; in a cluster the agent reads the Node.
+    /// Node labels (JSON object) for `--profile auto`; with `--kube` the agent reads the Node.
     #[arg(long, env = "FERROVN_NODE_LABELS_FILE")]
     node_labels_file: Option<PathBuf>,
     /// DPDK node configuration (JSON, docs/dpdk.md).
     #[arg(long, env = "FERROVN_DPDK_CONFIG")]
     dpdk_config: Option<PathBuf>,
-    /// Lab: where the node's profile annotations (node-annotations.json) and the metrics
-    /// textfile (metrics.prom) are written.
+    /// Lab: where the node's profile annotations (node-annotations.json), chassis annotations
+    /// (chassis-node-annotations.json) and metrics textfiles (metrics.prom,
+    /// chassis-metrics.prom) are written.
     #[arg(long, env = "FERROVN_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Short host directory for vhost-user socket bind mounts.
