@@ -129,6 +129,7 @@ pub enum Step {
     PodLinkUp,
     AddRoute(String),
     DisableTxChecksum,
+    DisableIpv6,
     DeleteVeth,
     LimitEgress(u64),
 }
@@ -147,6 +148,7 @@ impl fmt::Display for Step {
             Step::PodLinkUp => write!(f, "bringing the pod interface up"),
             Step::AddRoute(r) => write!(f, "adding route {r}"),
             Step::DisableTxChecksum => write!(f, "turning tx checksum offload off"),
+            Step::DisableIpv6 => write!(f, "turning IPv6 off on an IPv4-only interface"),
             Step::DeleteVeth => write!(f, "deleting the veth pair"),
             Step::LimitEgress(m) => write!(f, "limiting pod egress to {m} Mbit/s (tc tbf)"),
         }
@@ -215,6 +217,54 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
 
 /// Runs `work` on a dedicated thread holding a current-thread runtime and netlink sockets opened
 /// in `host` (None: the process's namespace) and, if given, `pod`. The thread ends afterwards.
+/// `net.ipv6.conf.<ifname>.disable_ipv6=1` in the calling thread's network namespace.
+/// A kernel booted with `ipv6.disable=1` has no such file: nothing to turn off then.
+fn disable_ipv6(ifname: &str) -> std::io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, b"1") {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The namespaces a plumbing thread moves between: `/proc/sys/net` and other per-netns files
+/// resolve against the thread's CURRENT namespace, so writing a host-side sysctl from a
+/// thread that sits in the pod netns means stepping out and back in.
+struct Sides {
+    host: NetnsHandle,
+    pod: Result<NetnsHandle, NetnsError>,
+}
+
+thread_local! {
+    static SIDES: std::cell::RefCell<Option<Sides>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` in the host-side namespace of the current plumbing thread, then returns to the
+/// pod namespace. Only valid on a [`with_netlink`] thread that has a pod namespace.
+fn on_host_side<R>(f: impl FnOnce() -> R) -> Result<R, NetnsError> {
+    SIDES.with(|s| {
+        let sides = s.borrow();
+        let Some(sides) = sides.as_ref() else {
+            return Err(NetnsError::Thread(
+                "not a plumbing thread with a pod netns".into(),
+            ));
+        };
+        let pod = sides
+            .pod
+            .as_ref()
+            .map_err(|e| NetnsError::Thread(e.to_string()))?;
+        sides.host.enter()?;
+        let r = f();
+        pod.enter()?;
+        Ok(r)
+    })
+}
+
 pub(crate) fn with_netlink<R, F, Fut>(
     host: Option<PathBuf>,
     pod: Option<PathBuf>,
@@ -250,6 +300,14 @@ where
             tokio::spawn(conn);
             let pod = match pod_ns {
                 Some(ns) => {
+                    // remembered so that /proc/sys of the host side stays reachable
+                    let host_side = NetnsHandle::open(Path::new("/proc/thread-self/ns/net"))?;
+                    SIDES.with(|s| {
+                        *s.borrow_mut() = Some(Sides {
+                            host: host_side,
+                            pod: NetnsHandle::open(ns.path()),
+                        })
+                    });
                     ns.enter()?;
                     let (conn, handle, _) = rtnetlink::new_connection().map_err(runtime_err)?;
                     tokio::spawn(conn);
@@ -456,6 +514,17 @@ async fn configure(
         .map_err(host_err(Step::LookupHostLink))?
         .ok_or_else(|| missing(Step::LookupHostLink, host_if, host_disp))?;
     let host_ifindex = host_link.header.index;
+    // The host end is a bare L2 port of the bridge: with IPv6 on, the host kernel would give
+    // it a link-local address, routes and MLD state, and every such change wakes up the
+    // OVS userspace datapath (route table reloads, revalidation) once per pod. Before link up.
+    on_host_side(|| disable_ipv6(host_if))
+        .map_err(PlumbError::from)?
+        .map_err(|source| PlumbError::Io {
+            step: Step::DisableIpv6,
+            ifname: host_if.to_string(),
+            netns: host_disp.to_string(),
+            source,
+        })?;
     host.link()
         .set(
             LinkUnspec::new_with_index(host_ifindex)
@@ -498,6 +567,18 @@ async fn configure(
             .map_err(pod_err(Step::AddAddress(*addr), ifname))?;
     }
 
+    if !spec.addresses.iter().any(|a| a.addr().is_ipv6()) {
+        // An IPv4-only attachment: without this the pod's kernel sends IPv6 link-local
+        // chatter (DAD, MLD reports, router solicitations) that OVN floods to every port of
+        // the logical switch on every node. Before link up, so not one packet leaves.
+        // This thread is inside the pod netns: /proc/sys/net is the pod's.
+        disable_ipv6(ifname).map_err(|source| PlumbError::Io {
+            step: Step::DisableIpv6,
+            ifname: ifname.to_string(),
+            netns: pod_disp.to_string(),
+            source,
+        })?;
+    }
     pod.link()
         .set(LinkUnspec::new_with_index(idx).up().build())
         .execute()

@@ -122,6 +122,10 @@ fn plumbs_addresses_routes_mac_mtu_and_checksum_off_then_removes_everything() {
             .iter()
             .any(|f| f == "UP")
     );
+    // a dual-stack pod keeps IPv6; the host end (a bare bridge port) never has it
+    assert_eq!(ipv6_disabled(&pod, "eth0"), "0");
+    assert_eq!(ipv6_disabled(&host, &made.host_ifname), "1");
+    assert!(inet6_addrs(&host, &made.host_ifname).is_empty());
     let listed = list_host_veths(Some(&host.path())).expect("list");
     assert_eq!(
         listed,
@@ -138,6 +142,46 @@ fn plumbs_addresses_routes_mac_mtu_and_checksum_off_then_removes_everything() {
     let again = unplumb_veth_blocking(Some(&host.path()), &made.host_ifname, &made.owner_tag)
         .expect("unplumb again");
     assert_eq!(again, Removal::AlreadyGone);
+}
+
+fn ipv6_disabled(ns: &Netns, ifname: &str) -> String {
+    ns.run(
+        5,
+        "sysctl",
+        ["-n", &format!("net.ipv6.conf.{ifname}.disable_ipv6")],
+    )
+    .expect("sysctl")
+    .trim()
+    .to_string()
+}
+
+fn inet6_addrs(ns: &Netns, ifname: &str) -> Vec<Value> {
+    ip_json(ns, &["-6", "addr", "show", "dev", ifname])
+        .as_array()
+        .and_then(|links| links.first())
+        .and_then(|l| l["addr_info"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn ipv4_only_pod_has_no_ipv6_on_either_end() {
+    let (host, pod) = ns_pair();
+    let mut s = spec(&host, &pod, "c0ffee0a");
+    s.addresses.retain(|a| a.addr().is_ipv4());
+    s.gateways.retain(|g| g.is_ipv4());
+    let made = plumb_veth_blocking(&s).expect("plumb");
+    // turned off before link up: no link-local address, no DAD/MLD/RS ever sent into OVN
+    assert_eq!(ipv6_disabled(&pod, "eth0"), "1");
+    assert_eq!(ipv6_disabled(&host, &made.host_ifname), "1");
+    assert!(inet6_addrs(&pod, "eth0").is_empty());
+    assert!(inet6_addrs(&host, &made.host_ifname).is_empty());
+    let r6 = pod.ip(["-6", "route", "show"]).expect("routes6");
+    assert!(!r6.contains("eth0"), "{r6}");
+    // IPv4 as before
+    let r4 = pod.ip(["route", "show"]).expect("routes");
+    assert!(r4.contains("default via 10.16.0.1 dev eth0"), "{r4}");
+    unplumb_veth_blocking(Some(&host.path()), &made.host_ifname, &made.owner_tag).expect("unplumb");
+    assert_eq!(link_names(&host), vec!["lo".to_string()]);
 }
 
 #[test]
