@@ -63,12 +63,14 @@ impl OffloadStart {
             RESTART_REQUIRED_ANNOTATION.into(),
             self.restart_required().to_string(),
         );
-        if self.restart_required() {
-            a.insert(
-                RESTART_REASONS_ANNOTATION.into(),
-                format!("restart ovs-vswitchd: {}", self.plan.reasons.join("; ")),
-            );
-        }
+        // always present, empty once no restart is due: a Node merge patch only sets keys, so
+        // a left-out key would keep the reasons of an earlier start
+        let reasons = if self.restart_required() {
+            format!("restart ovs-vswitchd: {}", self.plan.reasons.join("; "))
+        } else {
+            String::new()
+        };
+        a.insert(RESTART_REASONS_ANNOTATION.into(), reasons);
         a
     }
 }
@@ -144,7 +146,8 @@ pub fn offload_config_txn(root: Uuid, plan: &OtherConfigPlan) -> Transaction {
 }
 
 /// Applies the `offload` profile (no-op when `cfg.offload` is `None`), logs and, in the lab,
-/// writes the node annotations to `<state_dir>/offload-node-annotations.json`.
+/// writes the node annotations to `<state_dir>/offload-node-annotations.json` (with
+/// `--kube`, `ferrovn-node` also merge-patches [`OffloadStart::annotations`] onto the Node).
 pub async fn apply_offload_profile(
     ovs: &OvsClient,
     bridge: &str,
@@ -514,6 +517,14 @@ mod tests {
             "{a:?}"
         );
         assert!(OffloadStart::default().annotations().is_empty());
+        // settings already in force: no restart, and the reasons key cleared (not left out)
+        let done = OffloadStart {
+            settings: Some(settings),
+            plan: plan_offload_config(&plan_offload_config(&current, &settings).set, &settings),
+        };
+        let a = done.annotations();
+        assert_eq!(a[RESTART_REQUIRED_ANNOTATION], "false", "{a:?}");
+        assert_eq!(a[RESTART_REASONS_ANNOTATION], "", "{a:?}");
     }
 
     #[test]
