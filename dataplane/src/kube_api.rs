@@ -5,7 +5,10 @@
 //!   [`crate::alloc::FileAllocations`];
 //! - [`node_labels`]: the Node's labels (`GET /api/v1/nodes/{name}`) for the profile decision;
 //! - [`KubeNodeSink`]: node annotations as a JSON merge patch of only the keys that differ
-//!   (`PATCH /api/v1/nodes/{name}`, `application/merge-patch+json`).
+//!   (`PATCH /api/v1/nodes/{name}`, `application/merge-patch+json`);
+//! - [`KubePodAnnotator`]: pod annotations (vhost-user, SR-IOV PCI address, offload truth) as a
+//!   JSON merge patch of the Pod (`PATCH /api/v1/namespaces/{ns}/pods/{name}`), the cluster
+//!   twin of [`crate::dpdk::vhost::FileAnnotations`].
 //!
 //! Objects are read as raw JSON and only the fields used are checked, so a malformed object
 //! gives an error naming the field (`metadata.annotations["..."]`) instead of a generic decode
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::alloc::{AllocationError, AllocationSource, Annotations, PodAllocation, PodRef};
+use crate::dpdk::vhost::{PodAnnotator, VhostError};
 use crate::report::{NodeReportSink, ReportError, annotations_patch};
 
 /// Why a Kubernetes read failed.
@@ -334,6 +338,161 @@ impl NodeReportSink for KubeNodeSink {
     }
 }
 
+/// The body of a Pod annotation merge patch: `set` as strings, `remove` as `null` (a key in
+/// both is set, as the file sink does). Keys of `set` whose value `written` already holds are
+/// left out; removals are always sent (the agent may have restarted since it wrote them).
+/// `None`: nothing to send.
+pub fn pod_annotations_patch(
+    written: Option<&Annotations>,
+    set: &Annotations,
+    remove: &[String],
+) -> Option<Value> {
+    let mut patch = serde_json::Map::new();
+    for key in remove {
+        if !set.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    for (key, value) in set {
+        if written.and_then(|w| w.get(key)) != Some(value) {
+            patch.insert(key.clone(), Value::String(value.clone()));
+        }
+    }
+    if patch.is_empty() {
+        None
+    } else {
+        Some(serde_json::json!({"metadata": {"annotations": patch}}))
+    }
+}
+
+/// Pod annotations on the Pod object: one merge patch per change, no read first (the ADD path
+/// waits for it). What was last written per pod is remembered, so the periodic offload check
+/// re-annotating unchanged values costs no request; entries not touched for
+/// [`KubePodAnnotator::FORGET_AFTER`] are dropped (pods deleted without a DEL removing the keys).
+///
+/// A 404 on a patch that only removes keys is success (the Pod and its annotations are gone);
+/// on a patch that sets keys it is an error naming the pod.
+pub struct KubePodAnnotator {
+    client: kube::Client,
+    written: Mutex<HashMap<PodRef, (Instant, Annotations)>>,
+}
+
+impl std::fmt::Debug for KubePodAnnotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubePodAnnotator").finish_non_exhaustive()
+    }
+}
+
+impl KubePodAnnotator {
+    pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+    pub fn new(client: kube::Client) -> Self {
+        KubePodAnnotator {
+            client,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<PodRef, (Instant, Annotations)>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn patch(
+        &self,
+        pod: &PodRef,
+        set: &Annotations,
+        remove: &[String],
+    ) -> Result<(), VhostError> {
+        let who = format!("{}/{}", pod.namespace, pod.name);
+        let err = |op: &'static str, reason: String| VhostError::PodAnnotations {
+            op,
+            pod: who.clone(),
+            reason,
+        };
+        for name in [&pod.namespace, &pod.name] {
+            if !valid_name(name) {
+                return Err(err(
+                    "patching",
+                    format!("{name:?} is not a valid Kubernetes object name"),
+                ));
+            }
+        }
+        let body = {
+            let mut written = self.written();
+            let now = Instant::now();
+            written.retain(|_, (t, _)| now.duration_since(*t) < Self::FORGET_AFTER);
+            match pod_annotations_patch(written.get(pod).map(|(_, a)| a), set, remove) {
+                Some(body) => body,
+                None => {
+                    if let Some(entry) = written.get_mut(pod) {
+                        entry.0 = now;
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| err("patching", e.to_string()))?;
+        let path = format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name);
+        let request = http::Request::patch(&path)
+            .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)
+            .map_err(|e| err("patching", e.to_string()))?;
+        let result = match self.client.request_text(request).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 && set.is_empty() => {
+                self.written().remove(pod);
+                return Ok(());
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Err(err("patching", "not found (the Pod is gone)".into()))
+            }
+            Err(kube::Error::Api(status)) => Err(err(
+                "patching",
+                format!("HTTP {}: {} {}", status.code, status.reason, status.message)
+                    .trim_end()
+                    .to_string(),
+            )),
+            Err(e) => Err(err("patching", e.to_string())),
+        };
+        let mut written = self.written();
+        match result {
+            Ok(()) => {
+                let entry = written
+                    .entry(pod.clone())
+                    .or_insert_with(|| (Instant::now(), Annotations::new()));
+                entry.0 = Instant::now();
+                for key in remove {
+                    entry.1.remove(key);
+                }
+                entry
+                    .1
+                    .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if entry.1.is_empty() {
+                    written.remove(pod);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // unknown state on the server: the next call patches everything again
+                written.remove(pod);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl PodAnnotator for KubePodAnnotator {
+    async fn annotate(
+        &self,
+        pod: &PodRef,
+        set: &Annotations,
+        remove: &[String],
+    ) -> Result<(), VhostError> {
+        self.patch(pod, set, remove).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +540,49 @@ mod tests {
             let msg = e.to_string();
             assert!(msg.contains(field) && msg.contains("pod d/p"), "{msg}");
         }
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> Annotations {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pod_patch_sets_strings_and_removes_with_null() {
+        let set = ann(&[("vhost-user.ferrovn.io/net1", "{\"ifname\":\"net1\"}")]);
+        assert_eq!(
+            pod_annotations_patch(None, &set, &["sriov.ferrovn.io/net2".into()]),
+            Some(json!({"metadata": {"annotations": {
+                "vhost-user.ferrovn.io/net1": "{\"ifname\":\"net1\"}",
+                "sriov.ferrovn.io/net2": null
+            }}}))
+        );
+        // nothing asked: nothing sent
+        assert_eq!(pod_annotations_patch(None, &ann(&[]), &[]), None);
+    }
+
+    #[test]
+    fn pod_patch_leaves_out_what_was_written_but_always_removes() {
+        let written = ann(&[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            pod_annotations_patch(Some(&written), &ann(&[("a", "1"), ("b", "2")]), &[]),
+            None
+        );
+        assert_eq!(
+            pod_annotations_patch(Some(&written), &ann(&[("a", "1"), ("b", "3")]), &[]),
+            Some(json!({"metadata": {"annotations": {"b": "3"}}}))
+        );
+        // a removal is sent even when this agent never wrote the key (it may have restarted)
+        assert_eq!(
+            pod_annotations_patch(Some(&written), &ann(&[]), &["c".into()]),
+            Some(json!({"metadata": {"annotations": {"c": null}}}))
+        );
+        // set and removed at once: set wins, as in the file sink
+        assert_eq!(
+            pod_annotations_patch(None, &ann(&[("a", "1")]), &["a".into()]),
+            Some(json!({"metadata": {"annotations": {"a": "1"}}}))
+        );
     }
 }

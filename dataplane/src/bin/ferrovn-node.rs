@@ -11,7 +11,8 @@ use ferrovn_dataplane::agent::{Agent, AgentConfig, NodeProfile};
 use ferrovn_dataplane::alloc::{
     AllocationError, AllocationSource, FileAllocations, PodAllocation, PodRef,
 };
-use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink};
+use ferrovn_dataplane::dpdk::vhost::{DynPodAnnotator, FileAnnotations};
+use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink, KubePodAnnotator};
 use ferrovn_dataplane::ovs::NodeOvsConfig;
 use ferrovn_dataplane::report::{
     ChassisReportConfig, FileReportSink, LogReportSink, NodeReportSink, run_chassis_reporter,
@@ -80,7 +81,8 @@ struct Args {
     /// restart, removes ports of vanished pods); kernel profile only.
     #[arg(long, default_value_t = 2)]
     vhost_helper_interval_secs: u64,
-    /// Lab: directory where pod annotations are written (<ns>/<pod>.json).
+    /// Lab: directory where pod annotations are written (<ns>/<pod>.json); with --kube they are
+    /// patched onto the Pod instead.
     #[arg(long, env = "FERROVN_POD_ANNOTATIONS_DIR")]
     pod_annotations_dir: Option<PathBuf>,
     /// OVS datapath type of br-int; defaults from the profile (kernel: system, dpdk: netdev).
@@ -116,7 +118,8 @@ struct Args {
     #[command(flatten)]
     offload: ferrovn_dataplane::offload::OffloadArgs,
     /// Cluster mode: pod allocations from the Pod objects, node labels from the Node, node
-    /// annotations (chassis, profile) patched onto the Node. Client configuration: the
+    /// annotations (chassis, profile, offload) patched onto the Node, pod annotations
+    /// (vhost-user, SR-IOV, offload truth) patched onto the Pod. Client configuration: the
     /// in-cluster service account, else KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "FERROVN_KUBE")]
     kube: bool,
@@ -148,19 +151,21 @@ impl AllocationSource for Allocations {
     }
 }
 
-/// Publishes `annotations` through `sink`, retrying every few seconds until it works.
+/// Publishes `annotations` (the node's `what` annotations) through `sink`, retrying every few
+/// seconds until it works.
 async fn publish_until_done<S: NodeReportSink>(
     sink: S,
+    what: &'static str,
     annotations: ferrovn_dataplane::report::Annotations,
 ) {
     loop {
         match sink.publish(&annotations).await {
             Ok(changed) => {
-                tracing::info!(to = %sink.describe(), changed = ?changed, "published the node profile annotations");
+                tracing::info!(to = %sink.describe(), changed = ?changed, "published the node {what} annotations");
                 return;
             }
             Err(e) => {
-                tracing::warn!(to = %sink.describe(), error = %e, "publishing the node profile annotations failed; retrying");
+                tracing::warn!(to = %sink.describe(), error = %e, "publishing the node {what} annotations failed; retrying");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
@@ -231,10 +236,25 @@ async fn main() -> anyhow::Result<()> {
         if !annotations.is_empty() {
             tokio::spawn(publish_until_done(
                 KubeNodeSink::new(client.clone(), &name),
+                "profile",
                 annotations,
             ));
         }
     }
+    // pod annotations (vhost-user, SR-IOV PCI address, offload truth): the Pod in a cluster
+    let pod_annotations: Option<std::sync::Arc<dyn DynPodAnnotator>> = match (
+        &kube_client,
+        &args.pod_annotations_dir,
+    ) {
+        (Some(client), dir) => {
+            if let Some(dir) = dir {
+                tracing::warn!(dir = %dir.display(), "--pod-annotations-dir is ignored with --kube: pod annotations are patched onto the Pods");
+            }
+            Some(std::sync::Arc::new(KubePodAnnotator::new(client.clone())))
+        }
+        (None, Some(dir)) => Some(std::sync::Arc::new(FileAnnotations::new(dir))),
+        (None, None) => None,
+    };
     let cfg = AgentConfig {
         node: NodeOvsConfig {
             system_id: name.clone(),
@@ -260,9 +280,7 @@ async fn main() -> anyhow::Result<()> {
                 root: args.kubelet_root.clone(),
             }),
             host_mount_ns: args.host_mount_ns.clone(),
-            annotations: args.pod_annotations_dir.as_ref().map(|d| {
-                std::sync::Arc::new(ferrovn_dataplane::dpdk::vhost::FileAnnotations::new(d))
-            }),
+            annotations: pod_annotations,
         },
         vhost_helper: ferrovn_dataplane::dpdk::helper_attach::HelperConfig {
             control_socket: args.vhost_helper_socket.clone(),
@@ -277,6 +295,18 @@ async fn main() -> anyhow::Result<()> {
     let agent = Agent::start(cfg, allocations)
         .await
         .with_context(|| format!("configuring OVS through {}", args.ovs_db))?;
+    // the offload profile's outcome (hw-offload, restart-required): the Node in a cluster, the
+    // state dir's offload-node-annotations.json otherwise (written by Agent::start)
+    if let Some(client) = &kube_client {
+        let annotations = agent.offload_start().annotations();
+        if !annotations.is_empty() {
+            tokio::spawn(publish_until_done(
+                KubeNodeSink::new(client.clone(), &name),
+                "offload",
+                annotations,
+            ));
+        }
+    }
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
     tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db, "ferrovn-node ready");

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -152,6 +153,14 @@ pub enum VhostError {
         path: String,
         reason: String,
     },
+    /// The Kubernetes API refused or failed a pod annotation patch (cluster mode).
+    #[error("{op} the annotations of pod {pod}: {reason}")]
+    PodAnnotations {
+        op: &'static str,
+        /// `namespace/name`
+        pod: String,
+        reason: String,
+    },
 }
 
 /// The pod identity a volume is resolved for.
@@ -214,9 +223,10 @@ pub struct VhostConfig {
     /// Mount namespace to make the bind mounts in (e.g. `/proc/1/ns/mnt`); `None` = the
     /// agent's own (a DaemonSet with a Bidirectional hostPath mount of `dir`).
     pub host_mount_ns: Option<PathBuf>,
-    /// Lab: where pod annotations are written (`<dir>/<ns>/<pod>.json`); in a cluster the
-    /// agent's Kubernetes client patches the pod instead.
-    pub annotations: Option<Arc<FileAnnotations>>,
+    /// Where pod annotations go: [`FileAnnotations`] in the lab (`<dir>/<ns>/<pod>.json`),
+    /// [`crate::kube_api::KubePodAnnotator`] in a cluster (a merge patch of the Pod); `None`:
+    /// nowhere (the info file in the pod's volume still carries the attachment).
+    pub annotations: Option<Arc<dyn DynPodAnnotator>>,
 }
 
 impl Default for VhostConfig {
@@ -522,6 +532,43 @@ pub trait PodAnnotator: Send + Sync {
         set: &Annotations,
         remove: &[String],
     ) -> impl Future<Output = Result<(), VhostError>> + Send;
+}
+
+/// The future of [`DynPodAnnotator::annotate_boxed`].
+pub type AnnotateFuture<'a> = Pin<Box<dyn Future<Output = Result<(), VhostError>> + Send + 'a>>;
+
+/// [`PodAnnotator`] as a trait object, so one [`VhostConfig`] field holds the file sink or the
+/// Kubernetes one. Every `PodAnnotator` is one; `dyn DynPodAnnotator` is a `PodAnnotator`
+/// again, so callers just `annotate(..).await`.
+pub trait DynPodAnnotator: Send + Sync + std::fmt::Debug {
+    fn annotate_boxed<'a>(
+        &'a self,
+        pod: &'a PodRef,
+        set: &'a Annotations,
+        remove: &'a [String],
+    ) -> AnnotateFuture<'a>;
+}
+
+impl<T: PodAnnotator + std::fmt::Debug> DynPodAnnotator for T {
+    fn annotate_boxed<'a>(
+        &'a self,
+        pod: &'a PodRef,
+        set: &'a Annotations,
+        remove: &'a [String],
+    ) -> AnnotateFuture<'a> {
+        Box::pin(self.annotate(pod, set, remove))
+    }
+}
+
+impl PodAnnotator for dyn DynPodAnnotator {
+    async fn annotate(
+        &self,
+        pod: &PodRef,
+        set: &Annotations,
+        remove: &[String],
+    ) -> Result<(), VhostError> {
+        self.annotate_boxed(pod, set, remove).await
+    }
 }
 
 /// Lab annotations: `<dir>/<namespace>/<pod>.json`, a flat JSON map merged under a lock and
