@@ -585,4 +585,39 @@ mod tests {
             Some(json!({"metadata": {"annotations": {"a": "1"}}}))
         );
     }
+
+    proptest::proptest! {
+        /// Applied to any Pod whose annotations include what this agent wrote, the patch gives
+        /// what the file sink gives: `set` in force, `remove` gone, everything else untouched.
+        #[test]
+        fn pod_patch_applied_matches_the_file_sink(
+            others in proptest::collection::btree_map("[a-d]{1,2}", "[xy]{0,2}", 0..6),
+            written in proptest::collection::btree_map("[a-d]{1,2}", "[xy]{0,2}", 0..4),
+            set in proptest::collection::btree_map("[a-d]{1,2}", "[xy]{0,2}", 0..4),
+            remove in proptest::collection::vec("[a-d]{1,2}", 0..3),
+        ) {
+            let mut on_pod = others.clone();
+            on_pod.extend(written.clone());
+            let mut expected = on_pod.clone();
+            for k in &remove {
+                expected.remove(k);
+            }
+            expected.extend(set.clone());
+            let mut applied = on_pod.clone();
+            if let Some(patch) = pod_annotations_patch(Some(&written), &set, &remove) {
+                let entries = patch["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+                proptest::prop_assert!(!entries.is_empty());
+                for (k, v) in entries {
+                    match v {
+                        Value::String(v) => { applied.insert(k, v); }
+                        Value::Null => { applied.remove(&k); }
+                        other => proptest::prop_assert!(false, "{other}"),
+                    }
+                }
+            } else {
+                proptest::prop_assert!(remove.is_empty());
+            }
+            proptest::prop_assert_eq!(applied, expected);
+        }
+    }
 }
