@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::alloc::FileAllocations;
 use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
 use ferrovn_dataplane::dpdk::testkit::{
     DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
@@ -30,8 +30,9 @@ use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
 use ferrovn_dataplane::ovs::OvsClient;
 use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
 use ferrovn_dataplane::testbed::{
-    CniCall, Netns, Node, NodeConfig, OvnCentral, TestbedError, VSWITCHD_DPDK, agent_binary,
-    cni_plugin_binary, run_cni, unique_tag, wait_until,
+    CniCall, Netns, Node, NodeConfig, OvnCentral, POD_SUBNET, TestbedError, VSWITCHD_DPDK,
+    add_switch, agent_binary, allocate_pod, cni_netconf, cni_plugin_binary, run_cni, short_rand,
+    unique_tag, wait_chassis_count, wait_until,
 };
 use serde_json::json;
 
@@ -46,28 +47,6 @@ fn secs() -> u64 {
 
 fn sleep(s: f64) {
     std::thread::sleep(Duration::from_secs_f64(s));
-}
-
-fn short_rand() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
-}
-
-fn alloc(provider: &str, ip: &str, mac: &str) -> Annotations {
-    [
-        ("allocated", "true"),
-        ("ip_address", ip),
-        ("mac_address", mac),
-        ("cidr", "10.16.0.0/24"),
-        ("gateway", "10.16.0.1"),
-        ("logical_switch", "ls1"),
-    ]
-    .iter()
-    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
-    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,14 +212,7 @@ fn cni_add(
     uid: &str,
     extra: serde_json::Value,
 ) -> Result<serde_json::Value> {
-    let mut conf = json!({
-        "cniVersion": "1.1.0", "name": "net", "type": "ferrovn-cni",
-        "server_socket": node.agent_socket(),
-    });
-    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
-        c.extend(e.clone());
-    }
-    let stdin = serde_json::to_vec(&conf)?;
+    let stdin = cni_netconf("1.1.0", "net", &node.agent_socket(), &extra);
     let args =
         format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID={uid}");
     let out = run_cni(
@@ -265,19 +237,6 @@ fn cni_add(
     Ok(out.json())
 }
 
-fn wait_chassis(central: &OvnCentral, n: usize) -> Result<()> {
-    let ok = wait_until(Duration::from_secs(30), || {
-        central
-            .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
-            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == n)
-            .unwrap_or(false)
-    });
-    if !ok {
-        bail!("chassis did not register");
-    }
-    Ok(())
-}
-
 fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
     let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
     let sb = central.sb_remote();
@@ -289,8 +248,8 @@ fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
     )?;
     node.start_agent(&agent_binary()?, &sb, &allocs_dir, &[])?;
     node.start_ovn_controller()?;
-    wait_chassis(&central, 1)?;
-    central.nbctl(&["ls-add", "ls1"])?;
+    wait_chassis_count(&central, 1, Duration::from_secs(30))?;
+    add_switch(&central, &POD_SUBNET)?;
     let plugin = cni_plugin_binary()?;
     let pods = [
         ("vp1", "10.16.0.31", "0a:58:0a:10:00:1f"),
@@ -298,23 +257,7 @@ fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
     ];
     let mut nss = Vec::new();
     for (i, (pod, ip, mac)) in pods.iter().enumerate() {
-        let lsp = format!("{pod}.default");
-        central.nbctl(&[
-            "lsp-add",
-            "ls1",
-            &lsp,
-            "--",
-            "lsp-set-addresses",
-            &lsp,
-            &format!("{mac} {ip}"),
-        ])?;
-        allocs.write(
-            &PodRef {
-                namespace: "default".into(),
-                name: pod.to_string(),
-            },
-            &alloc("ovn", ip, mac),
-        )?;
+        allocate_pod(&central, &allocs, &POD_SUBNET, "ovn", pod, ip, mac)?;
         let ns = Netns::create(&format!("fvb-{tag}-{pod}"))?;
         cni_add(
             &plugin,
@@ -447,8 +390,8 @@ fn vhost_phase(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     node.start_agent(&agent_binary()?, &sb, &allocs_dir, &args)?;
     node.start_ovn_controller()?;
-    wait_chassis(&central, 1)?;
-    central.nbctl(&["ls-add", "ls1"])?;
+    wait_chassis_count(&central, 1, Duration::from_secs(30))?;
+    add_switch(&central, &POD_SUBNET)?;
     let plugin = cni_plugin_binary()?;
     let provider = "dpdk.default.ovn";
     let pods = [
@@ -457,23 +400,7 @@ fn vhost_phase(
     ];
     let mut infos: Vec<(VhostUserInfo, PathBuf, Netns)> = Vec::new();
     for (i, (pod, ip, mac)) in pods.iter().enumerate() {
-        let lsp = format!("{pod}.default.{provider}");
-        central.nbctl(&[
-            "lsp-add",
-            "ls1",
-            &lsp,
-            "--",
-            "lsp-set-addresses",
-            &lsp,
-            &format!("{mac} {ip}"),
-        ])?;
-        allocs.write(
-            &PodRef {
-                namespace: "default".into(),
-                name: pod.to_string(),
-            },
-            &alloc(provider, ip, mac),
-        )?;
+        allocate_pod(&central, &allocs, &POD_SUBNET, provider, pod, ip, mac)?;
         let uid = format!("0000000{i}-0000-4000-8000-{:0>12}", rnd);
         let vol = kubelet
             .path()

@@ -23,9 +23,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
 use ferrovn_dataplane::testbed::{
-    CniCall, Netns, TwoNodes, agent_binary, cni_plugin_binary, run_cni, unique_tag,
+    Cluster, CniCall, Netns, WIDE_POD_SUBNET, add_switch_with_router, agent_binary, cni_netconf,
+    cni_plugin_binary, numbered_pods, run_cni, run_plugin_in, unique_tag, wide_pod_address,
 };
 use serde_json::{Value, json};
 
@@ -139,90 +139,17 @@ struct Measured {
     tcp_cross: Option<f64>,
 }
 
-fn pod_ip(i: usize) -> (String, String) {
-    let host = i + 2;
-    (
-        format!("10.16.{}.{}", host / 250, host % 250 + 2),
-        format!("0a:58:0a:10:{:02x}:{:02x}", (host >> 8) & 0xff, host & 0xff),
-    )
-}
-
 fn bench_ours(tag: &str) -> Result<Measured> {
     let seq_n = count("BENCH_SEQUENTIAL", 100);
     let conc_n = count("BENCH_CONCURRENT", 20);
     let agent = agent_binary()?;
     let plugin = cni_plugin_binary()?;
-    let mut tb = TwoNodes::start_ovs_only()?;
-    let alloc_dir = tempfile::tempdir()?;
-    let sb = tb.central.sb_remote();
-    for n in tb.nodes.iter_mut() {
-        n.start_agent(&agent, &sb, alloc_dir.path(), &["--gc-interval-secs=0"])?;
-        n.start_ovn_controller()?;
-    }
-    tb.wait_chassis(Duration::from_secs(30))?;
-    let nb = &tb.central;
-    let nbctl = |args: &[&str]| nb.nbctl(args).map_err(|e| anyhow::anyhow!("{e}"));
-    nbctl(&["ls-add", "ls1", "--", "lr-add", "lr1"])?;
-    nbctl(&[
-        "lrp-add",
-        "lr1",
-        "lr1-ls1",
-        "0a:58:0a:10:00:01",
-        "10.16.0.1/16",
-    ])?;
-    nbctl(&[
-        "lsp-add",
-        "ls1",
-        "ls1-lr1",
-        "--",
-        "lsp-set-type",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-addresses",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-options",
-        "ls1-lr1",
-        "router-port=lr1-ls1",
-    ])?;
+    let cluster = Cluster::start(&agent, [&["--gc-interval-secs=0"]; 2])?;
+    add_switch_with_router(&cluster.tb.central, &WIDE_POD_SUBNET)?;
     // the controller's part happens before the runtime's ADD: ports and allocations exist
     let total = seq_n + conc_n + 1;
-    let allocs = FileAllocations::new(alloc_dir.path());
-    for chunk in (0..total).collect::<Vec<_>>().chunks(40) {
-        let mut args: Vec<String> = Vec::new();
-        for &i in chunk {
-            let (ip, mac) = pod_ip(i);
-            let lsp = format!("p{i}.default");
-            if !args.is_empty() {
-                args.push("--".into());
-            }
-            args.extend(["lsp-add".into(), "ls1".into(), lsp.clone(), "--".into()]);
-            args.extend(["lsp-set-addresses".into(), lsp, format!("{mac} {ip}")]);
-            let a: Annotations = [
-                ("ovn.kubernetes.io/allocated", "true".to_string()),
-                ("ovn.kubernetes.io/ip_address", ip),
-                ("ovn.kubernetes.io/mac_address", mac),
-                ("ovn.kubernetes.io/cidr", "10.16.0.0/16".to_string()),
-                ("ovn.kubernetes.io/gateway", "10.16.0.1".to_string()),
-                ("ovn.kubernetes.io/logical_switch", "ls1".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            allocs.write(
-                &PodRef {
-                    namespace: "default".into(),
-                    name: format!("p{i}"),
-                },
-                &a,
-            )?;
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        nbctl(&refs)?;
-    }
-    nbctl(&["--wait=hv", "sync"])?;
+    cluster.allocate_pods(&WIDE_POD_SUBNET, &numbered_pods(total))?;
+    let tb = &cluster.tb;
 
     let socket = |node: usize| tb.nodes[node].agent_socket();
     let add_returned = std::sync::Mutex::new(Vec::<f64>::new());
@@ -230,10 +157,7 @@ fn bench_ours(tag: &str) -> Result<Measured> {
         let name = format!("p{i}");
         let ns = Netns::create(&format!("fvb-{tag}-o{i}"))?;
         let cid = format!("ours{}{i}", tag.replace('x', ""));
-        let conf = serde_json::to_vec(&json!({
-            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni",
-            "server_socket": socket(node),
-        }))?;
+        let conf = cni_netconf("1.0.0", "ovn", &socket(node), &json!({}));
         let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
         let netns = ns.path().display().to_string();
         let t0 = Instant::now();
@@ -273,8 +197,8 @@ fn bench_ours(tag: &str) -> Result<Measured> {
     pods.extend(conc_pods);
     let (remote, _) = add(1, seq_n + conc_n)?;
 
-    let (ip1, _) = pod_ip(1);
-    let (ip_remote, _) = pod_ip(seq_n + conc_n);
+    let (ip1, _) = wide_pod_address(1);
+    let (ip_remote, _) = wide_pod_address(seq_n + conc_n);
     let tcp_same = iperf_gbps(&pods[0].ns, &pods[1].ns, &ip1)?;
     // warm the tunnel (first packet may be lost while OVS resolves the remote MAC)
     let _ = pods[0].ns.ping_until(&ip_remote, Duration::from_secs(5));
@@ -283,9 +207,7 @@ fn bench_ours(tag: &str) -> Result<Measured> {
     // DEL everything through the plugin (as the runtime would), timing it too
     let mut del = Vec::new();
     for p in &pods {
-        let conf = serde_json::to_vec(&json!({
-            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni", "server_socket": socket(0),
-        }))?;
+        let conf = cni_netconf("1.0.0", "ovn", &socket(0), &json!({}));
         let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={}", p.name);
         let netns = p.ns.path().display().to_string();
         let t0 = Instant::now();
@@ -366,30 +288,13 @@ fn bench_bridge(tag: &str) -> Result<Measured> {
         "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "gateway": "10.99.0.1",
                  "dataDir": data.path()},
     }))?;
+    let bridge = dir.join("bridge");
     let call = |cmd: &str, cid: &str, netns: &str| -> Result<Value> {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", host.name()])
-            .arg(dir.join("bridge"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut i) = child.stdin.take() {
-            i.write_all(&conf)?;
+        let out = run_plugin_in(&host, &bridge, cmd, cid, netns, &conf)?;
+        if out.exit_code != 0 {
+            bail!("bridge {cmd}: {}", out.stdout);
         }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("bridge {cmd}: {}", String::from_utf8_lossy(&out.stdout));
-        }
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+        Ok(serde_json::from_str(&out.stdout).unwrap_or(Value::Null))
     };
     let add = |i: usize| -> Result<(Pod, f64)> {
         let ns = Netns::create(&format!("fvb-{tag}-b{i}"))?;

@@ -7,6 +7,12 @@
 //! name that is global on the machine (netns names) is unique per process and call, so tests
 //! run in parallel. Drop stops everything: bridges deleted through vswitchd and `exit --cleanup`
 //! (or the datapath tap outlives it), then daemons by PID, then veth ends and namespaces.
+//!
+//! The setup the end-to-end tests, the benches and ferrovn-perf share lives here once:
+//! [`Cluster`] (two nodes with the agent, then ovn-controllers), the NB topology
+//! ([`add_switch`], [`add_switch_with_router`], [`add_pod_port`]), what the controller writes
+//! for a pod ([`Subnet::annotations`], [`write_pod_allocation`], [`allocate_pod`]), and CNI calls
+//! ([`cni_netconf`], [`FerrovnCni`], [`run_plugin_in`] for the reference plugins).
 
 use std::ffi::OsStr;
 use std::os::unix::net::UnixStream;
@@ -16,6 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use ferrovn_ovsdb::testkit::OvnCentral;
+
+use crate::alloc::{Annotations, FileAllocations, PodRef};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -802,6 +810,31 @@ impl Drop for Node {
     }
 }
 
+/// The underlay cable between two nodes: veth `fvul1` in `a`'s namespace, `fvul2` in `b`'s
+/// (down, unaddressed: [`Node::setup_underlay`] or the agent takes them from there).
+pub fn add_underlay_veth(a: &Node, b: &Node) -> Result<(), TestbedError> {
+    run_cmd(
+        "underlay veth",
+        10,
+        "ip",
+        [
+            "link",
+            "add",
+            "fvul1",
+            "netns",
+            a.netns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fvul2",
+            "netns",
+            b.netns.name(),
+        ],
+    )
+    .map(drop)
+}
+
 /// OVN central + two nodes joined by a veth underlay (192.168.100.1/.2, only inside the two
 /// namespaces), Geneve between them in the userspace datapath.
 #[derive(Debug)]
@@ -825,25 +858,7 @@ impl TwoNodes {
             &NodeConfig::plain(&format!("fv-{tag}-n2")),
         )?;
         let mut nodes = [n1, n2];
-        run_cmd(
-            "underlay veth",
-            10,
-            "ip",
-            [
-                "link",
-                "add",
-                "fvul1",
-                "netns",
-                nodes[0].netns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "fvul2",
-                "netns",
-                nodes[1].netns.name(),
-            ],
-        )?;
+        add_underlay_veth(&nodes[0], &nodes[1])?;
         nodes[0].setup_underlay("fvul1", "192.168.100.1/24")?;
         nodes[1].setup_underlay("fvul2", "192.168.100.2/24")?;
         Ok(TwoNodes { nodes, central })
@@ -862,21 +877,7 @@ impl TwoNodes {
 
     /// Waits until both chassis are registered in the SB.
     pub fn wait_chassis(&self, timeout: Duration) -> Result<(), TestbedError> {
-        let ok = wait_until(timeout, || {
-            self.central
-                .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
-                .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == 2)
-                .unwrap_or(false)
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err(TestbedError::Timeout {
-                what: "two chassis in the SB".into(),
-                waited: timeout,
-                detail: String::new(),
-            })
-        }
+        wait_chassis_count(&self.central, 2, timeout)
     }
 }
 
@@ -1036,4 +1037,409 @@ pub fn build_workspace_binary(package: &str, bin: &str) -> Result<PathBuf, Strin
     } else {
         Err(format!("{} missing after the build", path.display()))
     }
+}
+
+/// A short hex string unique enough for names that must stay short (DPDK file prefixes,
+/// `/tmp` directories for vhost-user sockets, whose paths are limited to 108 bytes).
+pub fn short_rand() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
+}
+
+/// A Kube-OVN subnet as the tests use it: its logical switch, CIDR and gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct Subnet<'a> {
+    pub switch: &'a str,
+    pub cidr: &'a str,
+    pub gateway: &'a str,
+}
+
+/// The subnet most tests put their pods on.
+pub const POD_SUBNET: Subnet<'static> = Subnet {
+    switch: "ls1",
+    cidr: "10.16.0.0/24",
+    gateway: "10.16.0.1",
+};
+
+/// The /16 subnet the benchmarks spread many pods over.
+pub const WIDE_POD_SUBNET: Subnet<'static> = Subnet {
+    switch: "ls1",
+    cidr: "10.16.0.0/16",
+    gateway: "10.16.0.1",
+};
+
+/// IP and MAC of the `i`-th pod on [`WIDE_POD_SUBNET`]: hosts .2 to .251 of each /24 (the
+/// first pod gets 10.16.0.4, clear of the gateway), the MAC derived from the index.
+pub fn wide_pod_address(i: usize) -> (String, String) {
+    let host = i + 2;
+    (
+        format!("10.16.{}.{}", host / 250, host % 250 + 2),
+        format!("0a:58:0a:10:{:02x}:{:02x}", (host >> 8) & 0xff, host & 0xff),
+    )
+}
+
+/// Pods `p0` .. `p<n-1>` (name, IP, MAC) at [`wide_pod_address`]es.
+pub fn numbered_pods(n: usize) -> Vec<(String, String, String)> {
+    (0..n)
+        .map(|i| {
+            let (ip, mac) = wide_pod_address(i);
+            (format!("p{i}"), ip, mac)
+        })
+        .collect()
+}
+
+impl Subnet<'_> {
+    /// The annotations Kube-OVN's controller writes on a pod it allocated on this subnet
+    /// (`<provider>.kubernetes.io/...`; the default network's provider is `ovn`).
+    pub fn annotations(&self, provider: &str, ip: &str, mac: &str) -> Annotations {
+        [
+            ("allocated", "true"),
+            ("ip_address", ip),
+            ("mac_address", mac),
+            ("cidr", self.cidr),
+            ("gateway", self.gateway),
+            ("logical_switch", self.switch),
+        ]
+        .iter()
+        .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
+        .collect()
+    }
+
+    /// The gateway with the subnet's prefix length (`10.16.0.1/24`), for the router port.
+    fn gateway_cidr(&self) -> String {
+        let prefix = self.cidr.split_once('/').map_or("32", |(_, p)| p);
+        format!("{}/{prefix}", self.gateway)
+    }
+}
+
+/// Kube-OVN's logical switch port name of a pod in namespace `default`: `<pod>.default` on the
+/// default network (provider `ovn`), `<pod>.default.<provider>` on an attachment network.
+pub fn lsp_name(pod: &str, provider: &str) -> String {
+    if provider == "ovn" {
+        format!("{pod}.default")
+    } else {
+        format!("{pod}.default.{provider}")
+    }
+}
+
+/// `ovn-nbctl` through the central, with its error as a [`TestbedError`].
+pub fn nbctl(central: &OvnCentral, args: &[&str]) -> Result<String, TestbedError> {
+    central
+        .nbctl(args)
+        .map_err(|e| TestbedError::Central(e.to_string()))
+}
+
+/// Creates the subnet's logical switch alone (no router).
+pub fn add_switch(central: &OvnCentral, subnet: &Subnet<'_>) -> Result<(), TestbedError> {
+    nbctl(central, &["ls-add", subnet.switch]).map(drop)
+}
+
+/// Creates the subnet's logical switch and a router `lr1` whose port `lr1-<switch>` owns the
+/// gateway (MAC 0a:58:0a:10:00:01), joined to the switch by the router-type port
+/// `<switch>-lr1`: the gateway then answers ARP and ping as in a Kube-OVN cluster.
+pub fn add_switch_with_router(
+    central: &OvnCentral,
+    subnet: &Subnet<'_>,
+) -> Result<(), TestbedError> {
+    let ls = subnet.switch;
+    let lrp = format!("lr1-{ls}");
+    let lsp = format!("{ls}-lr1");
+    nbctl(central, &["ls-add", ls, "--", "lr-add", "lr1"])?;
+    nbctl(
+        central,
+        &[
+            "lrp-add",
+            "lr1",
+            &lrp,
+            "0a:58:0a:10:00:01",
+            &subnet.gateway_cidr(),
+        ],
+    )?;
+    nbctl(
+        central,
+        &[
+            "lsp-add",
+            ls,
+            &lsp,
+            "--",
+            "lsp-set-type",
+            &lsp,
+            "router",
+            "--",
+            "lsp-set-addresses",
+            &lsp,
+            "router",
+            "--",
+            "lsp-set-options",
+            &lsp,
+            &format!("router-port={lrp}"),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The `ovn-nbctl` arguments that add a pod's logical switch port with its MAC and IP
+/// (several can be joined with `--` into one call).
+pub fn pod_port_args(switch: &str, lsp: &str, mac: &str, ip: &str) -> Vec<String> {
+    vec![
+        "lsp-add".into(),
+        switch.into(),
+        lsp.into(),
+        "--".into(),
+        "lsp-set-addresses".into(),
+        lsp.into(),
+        format!("{mac} {ip}"),
+    ]
+}
+
+/// Adds a pod's logical switch port with its MAC and IP.
+pub fn add_pod_port(
+    central: &OvnCentral,
+    switch: &str,
+    lsp: &str,
+    mac: &str,
+    ip: &str,
+) -> Result<(), TestbedError> {
+    let args = pod_port_args(switch, lsp, mac, ip);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nbctl(central, &args).map(drop)
+}
+
+/// The pod `name` in namespace `default`.
+pub fn pod_ref(name: &str) -> PodRef {
+    PodRef {
+        namespace: "default".into(),
+        name: name.into(),
+    }
+}
+
+/// Writes the allocation annotations of pod `default/<pod>` where the agent reads them.
+pub fn write_pod_allocation(
+    allocs: &FileAllocations,
+    pod: &str,
+    annotations: &Annotations,
+) -> Result<(), TestbedError> {
+    allocs
+        .write(&pod_ref(pod), annotations)
+        .map_err(|source| TestbedError::Io {
+            what: format!("writing the allocation of default/{pod}"),
+            source,
+        })
+}
+
+/// What Kube-OVN's controller does for a pod before the runtime's ADD: its logical switch
+/// port ([`lsp_name`]) with MAC and IP, and its allocation annotations on `subnet`.
+pub fn allocate_pod(
+    central: &OvnCentral,
+    allocs: &FileAllocations,
+    subnet: &Subnet<'_>,
+    provider: &str,
+    pod: &str,
+    ip: &str,
+    mac: &str,
+) -> Result<(), TestbedError> {
+    add_pod_port(central, subnet.switch, &lsp_name(pod, provider), mac, ip)?;
+    write_pod_allocation(allocs, pod, &subnet.annotations(provider, ip, mac))
+}
+
+/// Waits until `n` chassis are registered in the SB.
+pub fn wait_chassis_count(
+    central: &OvnCentral,
+    n: usize,
+    timeout: Duration,
+) -> Result<(), TestbedError> {
+    let ok = wait_until(timeout, || {
+        central
+            .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
+            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == n)
+            .unwrap_or(false)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(TestbedError::Timeout {
+            what: format!("{n} chassis in the SB"),
+            waited: timeout,
+            detail: String::new(),
+        })
+    }
+}
+
+/// [`TwoNodes`] with the node agent running on both nodes, and the allocation files (what
+/// the controller would annotate) in a private directory both agents read.
+#[derive(Debug)]
+pub struct Cluster {
+    pub tb: TwoNodes,
+    pub allocs: FileAllocations,
+    _alloc_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts OVN central, both nodes' OVS and the agent `binary` on each node (node `i` with
+    /// `agent_args[i]`); the agents configure OVS themselves. No ovn-controller yet.
+    pub fn start_agents(binary: &Path, agent_args: [&[&str]; 2]) -> Result<Self, TestbedError> {
+        let mut tb = TwoNodes::start_ovs_only()?;
+        let alloc_dir = tempdir("fv-allocs-")?;
+        let sb = tb.central.sb_remote();
+        for (n, args) in tb.nodes.iter_mut().zip(agent_args) {
+            n.start_agent(binary, &sb, alloc_dir.path(), args)?;
+        }
+        Ok(Cluster {
+            tb,
+            allocs: FileAllocations::new(alloc_dir.path()),
+            _alloc_dir: alloc_dir,
+        })
+    }
+
+    /// Starts ovn-controller on both nodes and waits (30 s at most) for both chassis.
+    pub fn start_ovn_controllers(&mut self) -> Result<(), TestbedError> {
+        for n in self.tb.nodes.iter_mut() {
+            n.start_ovn_controller()?;
+        }
+        self.tb.wait_chassis(Duration::from_secs(30))
+    }
+
+    /// [`Cluster::start_agents`] then [`Cluster::start_ovn_controllers`].
+    pub fn start(binary: &Path, agent_args: [&[&str]; 2]) -> Result<Self, TestbedError> {
+        let mut c = Self::start_agents(binary, agent_args)?;
+        c.start_ovn_controllers()?;
+        Ok(c)
+    }
+
+    /// The directory the agents read allocations from.
+    pub fn allocations_dir(&self) -> &Path {
+        self.allocs.dir()
+    }
+
+    /// What the controller does for `pods` (name, IP, MAC) on the default network before
+    /// the runtime's ADDs: their allocations, and their ports, 40 per `ovn-nbctl` call; then
+    /// `--wait=hv sync`, so every chassis has the ports.
+    pub fn allocate_pods(
+        &self,
+        subnet: &Subnet<'_>,
+        pods: &[(String, String, String)],
+    ) -> Result<(), TestbedError> {
+        for chunk in pods.chunks(40) {
+            let mut args: Vec<String> = Vec::new();
+            for (name, ip, mac) in chunk {
+                if !args.is_empty() {
+                    args.push("--".into());
+                }
+                args.extend(pod_port_args(
+                    subnet.switch,
+                    &lsp_name(name, "ovn"),
+                    mac,
+                    ip,
+                ));
+                write_pod_allocation(&self.allocs, name, &subnet.annotations("ovn", ip, mac))?;
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            nbctl(&self.tb.central, &refs)?;
+        }
+        nbctl(&self.tb.central, &["--wait=hv", "sync"]).map(drop)
+    }
+}
+
+/// The netconf a runtime hands `ferrovn-cni` for a network: `cniVersion`, `name`,
+/// `type: ferrovn-cni`, the agent's `server_socket`, and the keys of `extra` (a JSON object;
+/// anything else adds nothing).
+pub fn cni_netconf(
+    cni_version: &str,
+    network: &str,
+    server_socket: &Path,
+    extra: &serde_json::Value,
+) -> Vec<u8> {
+    let mut conf = serde_json::json!({
+        "cniVersion": cni_version,
+        "name": network,
+        "type": "ferrovn-cni",
+        "server_socket": server_socket,
+    });
+    if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    conf.to_string().into_bytes()
+}
+
+/// The `ferrovn-cni` plugin binary with one network's `cniVersion` and name, called against
+/// a node's agent the way a runtime calls it.
+#[derive(Debug, Clone)]
+pub struct FerrovnCni {
+    pub binary: PathBuf,
+    pub cni_version: &'static str,
+    pub network: &'static str,
+}
+
+impl FerrovnCni {
+    /// Runs `command` with this network's netconf (plus `extra`) pointing at `node`'s agent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
+        &self,
+        command: &str,
+        node: &Node,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+        args: &str,
+        extra: serde_json::Value,
+    ) -> Result<CniOutput, TestbedError> {
+        let stdin = cni_netconf(self.cni_version, self.network, &node.agent_socket(), &extra);
+        run_cni(
+            &self.binary,
+            &CniCall {
+                command,
+                container_id,
+                netns,
+                ifname,
+                args,
+                stdin: &stdin,
+            },
+        )
+    }
+}
+
+/// Runs a reference CNI plugin (e.g. Debian's `/usr/lib/cni/bridge`) inside `host` as a
+/// runtime does for interface `eth0`, without a time limit (its latency is measured) and
+/// without `CNI_ARGS`; `CNI_PATH` is the binary's directory.
+pub fn run_plugin_in(
+    host: &Netns,
+    binary: &Path,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    netconf: &[u8],
+) -> Result<CniOutput, TestbedError> {
+    use std::io::Write;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", host.name()])
+        .arg(binary)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", binary.parent().unwrap_or(Path::new("/")));
+    let io_err = |what: &str| {
+        let what = format!("{what} {}", binary.display());
+        move |source| TestbedError::Io { what, source }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("spawning"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(netconf).map_err(io_err("netconf to"))?;
+    }
+    let out = child.wait_with_output().map_err(io_err("output of"))?;
+    Ok(CniOutput {
+        exit_code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }

@@ -5,32 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
 use ferrovn_dataplane::testbed::{
-    CniCall, CniOutput, Netns, TwoNodes, cni_plugin_binary, run_cni, unique_tag, wait_until,
+    self, CniCall, CniOutput, Netns, POD_SUBNET, add_pod_port, add_switch_with_router, cni_netconf,
+    cni_plugin_binary, lsp_name, run_cni, unique_tag, wait_until, write_pod_allocation,
 };
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 
 struct Cluster {
-    tb: TwoNodes,
-    allocs: FileAllocations,
-    _alloc_dir: tempfile::TempDir,
+    cluster: testbed::Cluster,
     plugin: PathBuf,
     tag: String,
 }
 
 fn start_cluster(extra_agent_args: &[&str]) -> Cluster {
-    let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
-    let alloc_dir = tempfile::tempdir().expect("alloc dir");
-    let sb = tb.central.sb_remote();
-    for n in tb.nodes.iter_mut() {
-        n.start_agent(Path::new(AGENT), &sb, alloc_dir.path(), extra_agent_args)
-            .expect("agent");
-    }
+    let mut cluster =
+        testbed::Cluster::start_agents(Path::new(AGENT), [extra_agent_args, extra_agent_args])
+            .expect("two nodes with agents");
     // the agents configured OVS through OVSDB: the bridge and the OVN keys are there
-    for n in &tb.nodes {
+    for n in &cluster.tb.nodes {
         let ids = n
             .vsctl(["get", "Open_vSwitch", ".", "external_ids"])
             .expect("ids");
@@ -45,43 +39,12 @@ fn start_cluster(extra_agent_args: &[&str]) -> Cluster {
             .expect("fm");
         assert_eq!(fm.trim(), "secure");
     }
-    for n in tb.nodes.iter_mut() {
-        n.start_ovn_controller().expect("ovn-controller");
-    }
-    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
-    let nb = &tb.central;
-    nb.nbctl(&["ls-add", "ls1"]).expect("ls");
-    nb.nbctl(&["lr-add", "lr1"]).expect("lr");
-    nb.nbctl(&[
-        "lrp-add",
-        "lr1",
-        "lr1-ls1",
-        "0a:58:0a:10:00:01",
-        "10.16.0.1/24",
-    ])
-    .expect("lrp");
-    nb.nbctl(&[
-        "lsp-add",
-        "ls1",
-        "ls1-lr1",
-        "--",
-        "lsp-set-type",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-addresses",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-options",
-        "ls1-lr1",
-        "router-port=lr1-ls1",
-    ])
-    .expect("router port");
+    cluster
+        .start_ovn_controllers()
+        .expect("ovn-controllers and chassis");
+    add_switch_with_router(&cluster.tb.central, &POD_SUBNET).expect("switch and router");
     Cluster {
-        tb,
-        allocs: FileAllocations::new(alloc_dir.path()),
-        _alloc_dir: alloc_dir,
+        cluster,
         plugin: cni_plugin_binary().expect("plugin binary"),
         tag: unique_tag(),
     }
@@ -94,52 +57,28 @@ impl Cluster {
     }
 
     fn allocate_with(&self, pod: &str, n: u8, extra: &[(&str, &str)]) {
-        let lsp = format!("{pod}.default");
         let mac = format!("0a:58:0a:10:00:{n:02x}");
         let ip = format!("10.16.0.{n}");
-        self.tb
-            .central
-            .nbctl(&[
-                "lsp-add",
-                "ls1",
-                &lsp,
-                "--",
-                "lsp-set-addresses",
-                &lsp,
-                &format!("{mac} {ip}"),
-            ])
-            .expect("lsp");
-        let a: Annotations = [
-            ("ovn.kubernetes.io/allocated", "true"),
-            ("ovn.kubernetes.io/ip_address", ip.as_str()),
-            ("ovn.kubernetes.io/mac_address", mac.as_str()),
-            ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
-            ("ovn.kubernetes.io/gateway", "10.16.0.1"),
-            ("ovn.kubernetes.io/logical_switch", "ls1"),
-        ]
-        .iter()
-        .chain(extra.iter())
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        self.allocs
-            .write(
-                &PodRef {
-                    namespace: "default".into(),
-                    name: pod.into(),
-                },
-                &a,
-            )
-            .expect("write allocation");
+        add_pod_port(
+            &self.cluster.tb.central,
+            "ls1",
+            &lsp_name(pod, "ovn"),
+            &mac,
+            &ip,
+        )
+        .expect("lsp");
+        let mut a = POD_SUBNET.annotations("ovn", &ip, &mac);
+        a.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        write_pod_allocation(&self.cluster.allocs, pod, &a).expect("write allocation");
     }
 
     fn netconf(&self, node: usize) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "cniVersion": "1.0.0",
-            "name": "ovn",
-            "type": "ferrovn-cni",
-            "server_socket": self.tb.nodes[node].agent_socket(),
-        }))
-        .expect("netconf")
+        cni_netconf(
+            "1.0.0",
+            "ovn",
+            &self.cluster.tb.nodes[node].agent_socket(),
+            &json!({}),
+        )
     }
 
     fn cni(&self, node: usize, command: &str, cid: &str, netns: &str, pod: &str) -> CniOutput {
@@ -197,7 +136,7 @@ impl Cluster {
             "ADD {pod}: {} {} agent log: {}",
             out.stdout,
             out.stderr,
-            self.tb.nodes[node].agent_log()
+            self.cluster.tb.nodes[node].agent_log()
         );
         (ns, cid, out.json())
     }
@@ -325,7 +264,7 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
         .as_str()
         .expect("name")
         .to_string();
-    let node0 = &c.tb.nodes[0];
+    let node0 = &c.cluster.tb.nodes[0];
     let rate = node0
         .vsctl(["get", "Interface", &host4, "ingress_policing_rate"])
         .expect("rate");
@@ -367,7 +306,7 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
     drop(p4);
 
     // the OVS port carries the pod's identity (the agent's state after a restart)
-    let node0 = &c.tb.nodes[0];
+    let node0 = &c.cluster.tb.nodes[0];
     let host_if = ifs[1 - pod_if]["name"]
         .as_str()
         .expect("host if")
@@ -380,14 +319,14 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
 
     // agent restart with pods running: traffic never depends on it, state comes from OVSDB
     let pid_before = node0.agent_pid();
-    let sb = c.tb.central.sb_remote();
-    let alloc_dir = c.allocs.dir().to_path_buf();
-    c.tb.nodes[0].stop_agent();
+    let sb = c.cluster.tb.central.sb_remote();
+    let alloc_dir = c.cluster.allocations_dir().to_path_buf();
+    c.cluster.tb.nodes[0].stop_agent();
     assert!(
         p1.ping_until("10.16.0.12", Duration::from_secs(3)),
         "traffic while the agent is down"
     );
-    c.tb.nodes[0]
+    c.cluster.tb.nodes[0]
         .start_agent(
             Path::new(AGENT),
             &sb,
@@ -395,13 +334,13 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
             &["--gc-interval-secs=1", "--allocation-timeout-secs=3"],
         )
         .expect("agent restart");
-    assert_ne!(c.tb.nodes[0].agent_pid(), pid_before);
+    assert_ne!(c.cluster.tb.nodes[0].agent_pid(), pid_before);
     std::thread::sleep(Duration::from_millis(1500)); // a GC pass ran
     assert!(
         p1.ping_once("10.16.0.13") || p1.ping_until("10.16.0.13", Duration::from_secs(2)),
         "pods untouched by restart"
     );
-    let ofport = c.tb.nodes[0]
+    let ofport = c.cluster.tb.nodes[0]
         .vsctl(["get", "Interface", &host_if, "ofport"])
         .expect("port kept");
     assert!(
@@ -420,7 +359,7 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
         1,
         "only lo left in pod3"
     );
-    let ports = pod_ports(&c.tb.nodes[0]);
+    let ports = pod_ports(&c.cluster.tb.nodes[0]);
     assert_eq!(ports, vec![host_if.clone()], "only pod1's port left");
     let again = c.cni(0, "DEL", &cid3, &p3.path().display().to_string(), "pod3");
     assert_eq!(again.exit_code, 0, "{}", again.stdout);
@@ -450,18 +389,18 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
     );
 
     // periodic GC: the pod's netns disappears without DEL -> its port goes
-    let gone_if = pod_ports(&c.tb.nodes[1])
+    let gone_if = pod_ports(&c.cluster.tb.nodes[1])
         .first()
         .cloned()
         .expect("pod2 port");
     drop(p2);
     let collected = wait_until(Duration::from_secs(10), || {
-        pod_ports(&c.tb.nodes[1]).is_empty()
+        pod_ports(&c.cluster.tb.nodes[1]).is_empty()
     });
     assert!(
         collected,
         "GC removed {gone_if}: {}",
-        c.tb.nodes[1].agent_log()
+        c.cluster.tb.nodes[1].agent_log()
     );
 }
 
@@ -518,29 +457,13 @@ fn plugin_errors_are_spec_shaped() {
     assert!(e["msg"].is_string() && e["cniVersion"].is_string(), "{e}");
 
     // an allocated pod whose OVN port does not exist -> bounded wait, clear error, rolled back
-    let a: Annotations = [
-        ("ovn.kubernetes.io/allocated", "true"),
-        ("ovn.kubernetes.io/ip_address", "10.16.0.50"),
-        ("ovn.kubernetes.io/mac_address", "0a:58:0a:10:00:32"),
-        ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
-        ("ovn.kubernetes.io/logical_switch", "ls1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    c.allocs
-        .write(
-            &PodRef {
-                namespace: "default".into(),
-                name: "nolsp".into(),
-            },
-            &a,
-        )
-        .expect("alloc");
+    let mut a = POD_SUBNET.annotations("ovn", "10.16.0.50", "0a:58:0a:10:00:32");
+    a.remove("ovn.kubernetes.io/gateway");
+    write_pod_allocation(&c.cluster.allocs, "nolsp", &a).expect("alloc");
     let mut c2 = c;
-    let sb = c2.tb.central.sb_remote();
-    let dir = c2.allocs.dir().to_path_buf();
-    c2.tb.nodes[0]
+    let sb = c2.cluster.tb.central.sb_remote();
+    let dir = c2.cluster.allocations_dir().to_path_buf();
+    c2.cluster.tb.nodes[0]
         .start_agent(Path::new(AGENT), &sb, &dir, &["--install-timeout-secs=2"])
         .expect("agent with short install timeout");
     let out = c2.cni(0, "ADD", "ctrnolsp", &netns, "nolsp");
@@ -561,6 +484,6 @@ fn plugin_errors_are_spec_shaped() {
         1,
         "rolled back in the pod"
     );
-    let ports = pod_ports(&c2.tb.nodes[0]);
+    let ports = pod_ports(&c2.cluster.tb.nodes[0]);
     assert!(ports.is_empty(), "rolled back in OVS: {ports:?}");
 }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::alloc::{Annotations, FileAllocations};
 use ferrovn_dataplane::dpdk::config::{
     DpdkDevice, DpdkNodeConfig, Underlay, apply_other_config, plan_dpdk_node,
 };
@@ -27,36 +27,15 @@ use ferrovn_dataplane::profile::{
     HostPaths, PROFILE_ANNOTATION, PROFILE_REASON_ANNOTATION, gather_inputs, select_profile,
 };
 use ferrovn_dataplane::testbed::{
-    CniCall, CniOutput, Netns, Node, NodeConfig, OvnCentral, TestbedError, VSWITCHD_DPDK,
-    cni_plugin_binary, run_cmd, run_cni, unique_tag, wait_until,
+    FerrovnCni, Netns, Node, NodeConfig, OvnCentral, POD_SUBNET, TestbedError, VSWITCHD_DPDK,
+    add_pod_port, add_switch, add_underlay_veth, allocate_pod, cni_plugin_binary, lsp_name,
+    short_rand, unique_tag, wait_chassis_count, wait_until, write_pod_allocation,
 };
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 const DPDK_PROVIDER: &str = "dpdk.default.ovn";
 const TESTPMD_CPU: u32 = 0;
-
-fn short_rand() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
-}
-
-fn alloc_annotations(provider: &str, ip: &str, mac: &str) -> Annotations {
-    [
-        ("allocated", "true"),
-        ("ip_address", ip),
-        ("mac_address", mac),
-        ("cidr", "10.16.0.0/24"),
-        ("gateway", "10.16.0.1"),
-        ("logical_switch", "ls1"),
-    ]
-    .iter()
-    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
-    .collect()
-}
 
 fn iface_stat(node: &Node, iface: &str, key: &str) -> u64 {
     node.vsctl([
@@ -83,48 +62,6 @@ fn wait_dpdk_initialized(node: &Node) -> bool {
             .map(|s| s.trim() == "true")
             .unwrap_or(false)
     })
-}
-
-struct Plugin {
-    binary: PathBuf,
-}
-
-impl Plugin {
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &self,
-        command: &str,
-        node: &Node,
-        cid: &str,
-        netns: &str,
-        ifname: &str,
-        args: &str,
-        extra: Value,
-    ) -> CniOutput {
-        let mut conf = json!({
-            // 1.1.0: the result carries the interface's socketPath and MTU
-            "cniVersion": "1.1.0",
-            "name": "net",
-            "type": "ferrovn-cni",
-            "server_socket": node.agent_socket(),
-        });
-        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
-            c.extend(e.clone());
-        }
-        let stdin = serde_json::to_vec(&conf).expect("netconf");
-        run_cni(
-            &self.binary,
-            &CniCall {
-                command,
-                container_id: cid,
-                netns,
-                ifname,
-                args,
-                stdin: &stdin,
-            },
-        )
-        .expect("plugin ran")
-    }
 }
 
 #[test]
@@ -246,25 +183,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     );
 
     // ---- underlay: veth between the node namespaces; A plain, B through OVS-DPDK (agent)
-    run_cmd(
-        "underlay veth",
-        10,
-        "ip",
-        [
-            "link",
-            "add",
-            "fvul1",
-            "netns",
-            a.netns().name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "fvul2",
-            "netns",
-            b.netns().name(),
-        ],
-    )?;
+    add_underlay_veth(&a, &b)?;
     a.setup_underlay("fvul1", "192.168.100.1/24")?;
     b.netns().ip(["link", "set", "fvul2", "up"])?;
     b.adopt_underlay("fvul2", "192.168.100.2");
@@ -329,55 +248,41 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     for n in [&mut a, &mut b] {
         n.start_ovn_controller()?;
     }
-    let two = wait_until(Duration::from_secs(30), || {
-        central
-            .sbctl(&["--bare", "--columns=name", "list", "Chassis"])
-            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count() == 2)
-            .unwrap_or(false)
-    });
+    let two = wait_chassis_count(&central, 2, Duration::from_secs(30)).is_ok();
     assert!(two, "two chassis");
-    central.nbctl(&["ls-add", "ls1"]).expect("ls1");
+    add_switch(&central, &POD_SUBNET).expect("ls1");
 
-    let plugin = Plugin {
+    let plugin = FerrovnCni {
         binary: cni_plugin_binary()?,
-    };
-    let add_lsp = |lsp: &str, mac: &str, ip: &str| {
-        central
-            .nbctl(&[
-                "lsp-add",
-                "ls1",
-                lsp,
-                "--",
-                "lsp-set-addresses",
-                lsp,
-                &format!("{mac} {ip}"),
-            ])
-            .expect("lsp");
+        // 1.1.0: the result carries the interface's socketPath and MTU
+        cni_version: "1.1.0",
+        network: "net",
     };
 
     // ---- kernel pod on node A
     let kpod = Netns::create(&format!("fvt-{tag}-kp"))?;
-    add_lsp("kpod.default", "0a:58:0a:10:00:0b", "10.16.0.11");
-    let kref = PodRef {
-        namespace: "default".into(),
-        name: "kpod".into(),
-    };
-    allocs
-        .write(
-            &kref,
-            &alloc_annotations("ovn", "10.16.0.11", "0a:58:0a:10:00:0b"),
-        )
-        .expect("alloc");
+    allocate_pod(
+        &central,
+        &allocs,
+        &POD_SUBNET,
+        "ovn",
+        "kpod",
+        "10.16.0.11",
+        "0a:58:0a:10:00:0b",
+    )
+    .expect("lsp and alloc");
     let kcid = format!("ck{}", tag.replace('x', ""));
-    let out = plugin.call(
-        "ADD",
-        &a,
-        &kcid,
-        &kpod.path().display().to_string(),
-        "eth0",
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=kpod",
-        json!({}),
-    );
+    let out = plugin
+        .call(
+            "ADD",
+            &a,
+            &kcid,
+            &kpod.path().display().to_string(),
+            "eth0",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=kpod",
+            json!({}),
+        )
+        .expect("plugin ran");
     assert_eq!(out.exit_code, 0, "kpod ADD: {} {}", out.stdout, out.stderr);
 
     // ---- DPDK pods on node B, attached through the plugin with a vhost-user NAD config
@@ -409,44 +314,36 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
             .join("volumes/kubernetes.io~empty-dir/vhu");
         std::fs::create_dir_all(&volume).expect("pod volume");
         let netns = Netns::create(&format!("fvt-{tag}-{name}")).expect("pod netns");
-        add_lsp(&format!("{name}.default.{DPDK_PROVIDER}"), mac, ip);
-        allocs
-            .write(
-                &PodRef {
-                    namespace: "default".into(),
-                    name: name.into(),
-                },
-                &{
-                    let mut a = alloc_annotations(DPDK_PROVIDER, ip, mac);
-                    if by_annotation {
-                        for (k, v) in [
-                            ("vhost_user_socket_volume_name", "vhu"),
-                            ("vhost_user_socket_name", "sock0"),
-                        ] {
-                            a.insert(format!("{DPDK_PROVIDER}.kubernetes.io/{k}"), v.into());
-                        }
-                    }
-                    a
-                },
-            )
-            .expect("alloc");
+        add_pod_port(&central, "ls1", &lsp_name(name, DPDK_PROVIDER), mac, ip).expect("lsp");
+        let mut a = POD_SUBNET.annotations(DPDK_PROVIDER, ip, mac);
+        if by_annotation {
+            for (k, v) in [
+                ("vhost_user_socket_volume_name", "vhu"),
+                ("vhost_user_socket_name", "sock0"),
+            ] {
+                a.insert(format!("{DPDK_PROVIDER}.kubernetes.io/{k}"), v.into());
+            }
+        }
+        write_pod_allocation(&allocs, name, &a).expect("alloc");
         let cid = format!("c{name}{}", tag.replace('x', ""));
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_UID={uid}"
         );
-        let out = plugin.call(
-            "ADD",
-            &b,
-            &cid,
-            &netns.path().display().to_string(),
-            "net1",
-            &args,
-            if by_annotation {
-                json!({ "provider": DPDK_PROVIDER })
-            } else {
-                nad.clone()
-            },
-        );
+        let out = plugin
+            .call(
+                "ADD",
+                &b,
+                &cid,
+                &netns.path().display().to_string(),
+                "net1",
+                &args,
+                if by_annotation {
+                    json!({ "provider": DPDK_PROVIDER })
+                } else {
+                    nad.clone()
+                },
+            )
+            .expect("plugin ran");
         assert_eq!(
             out.exit_code,
             0,
@@ -608,15 +505,17 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     app1.stop();
     for p in [&p1] {
         for _ in 0..2 {
-            let out = plugin.call(
-                "DEL",
-                &b,
-                &p.cid,
-                &p.netns.path().display().to_string(),
-                "net1",
-                &p.args,
-                nad.clone(),
-            );
+            let out = plugin
+                .call(
+                    "DEL",
+                    &b,
+                    &p.cid,
+                    &p.netns.path().display().to_string(),
+                    "net1",
+                    &p.args,
+                    nad.clone(),
+                )
+                .expect("plugin ran");
             assert_eq!(
                 out.exit_code, 0,
                 "DEL {}: {} {}",

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use ferrovn_cni::protocol::{AttachmentRequest, PodIdentity, Request, Response};
 use ferrovn_cni::spec::{CniError, CniResult};
 use ferrovn_dataplane::agent::{Agent, AgentConfig, NodeProfile};
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::alloc::FileAllocations;
 use ferrovn_dataplane::dpdk::vhost::{FileAnnotations, VhostConfig};
 use ferrovn_dataplane::offload::RESTART_REQUIRED_ANNOTATION;
 use ferrovn_dataplane::ovs::NodeOvsConfig;
 use ferrovn_dataplane::sriov::{SriovConfig, vf_code};
-use ferrovn_dataplane::testbed::{Netns, Node, NodeConfig, VSWITCHD_PLAIN, unique_tag, wait_until};
+use ferrovn_dataplane::testbed::{
+    Netns, Node, NodeConfig, POD_SUBNET, VSWITCHD_PLAIN, add_switch, allocate_pod, pod_ref,
+    unique_tag, wait_until,
+};
 use ferrovn_hwoffload::fixture::{PfSpec, SysfsFixture, VfSpec};
 use ferrovn_hwoffload::{NotOffloadedReason, OffloadSettings, OffloadStatus};
 use ferrovn_ovsdb::testkit::OvnCentral;
@@ -38,41 +41,20 @@ struct Setup {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-fn pod(name: &str) -> PodRef {
-    PodRef {
-        namespace: "default".into(),
-        name: name.into(),
-    }
-}
-
 impl Setup {
     fn allocate(&self, name: &str, n: u8) {
-        let lsp = format!("{name}.default");
         let mac = format!("0a:58:0a:10:00:{n:02x}");
         let ip = format!("10.16.0.{n}");
-        self.central
-            .nbctl(&[
-                "lsp-add",
-                "ls1",
-                &lsp,
-                "--",
-                "lsp-set-addresses",
-                &lsp,
-                &format!("{mac} {ip}"),
-            ])
-            .expect("lsp");
-        let a: Annotations = [
-            ("ovn.kubernetes.io/allocated", "true"),
-            ("ovn.kubernetes.io/ip_address", ip.as_str()),
-            ("ovn.kubernetes.io/mac_address", mac.as_str()),
-            ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
-            ("ovn.kubernetes.io/gateway", "10.16.0.1"),
-            ("ovn.kubernetes.io/logical_switch", "ls1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        self.allocs.write(&pod(name), &a).expect("allocation");
+        allocate_pod(
+            &self.central,
+            &self.allocs,
+            &POD_SUBNET,
+            "ovn",
+            name,
+            &ip,
+            &mac,
+        )
+        .expect("lsp and allocation");
     }
 
     fn request(
@@ -149,7 +131,7 @@ fn fixture(root: &Path) {
 async fn setup() -> Setup {
     let tag = unique_tag();
     let central = OvnCentral::start().expect("OVN central");
-    central.nbctl(&["ls-add", "ls1"]).expect("ls");
+    add_switch(&central, &POD_SUBNET).expect("ls");
     let mut node = Node::start(
         &format!("fvt-{tag}-sr"),
         &NodeConfig::plain(&format!("fv-{tag}-sr")),
@@ -345,7 +327,7 @@ async fn vf_pod_attached_pings_veth_pod_and_returns_vf_on_del() {
             && metrics.contains("reason=\"eswitch_not_switchdev\"} 0"),
         "{metrics}"
     );
-    let ann = s.annotations.read(&pod("vfpod"));
+    let ann = s.annotations.read(&pod_ref("vfpod"));
     let truth_ann = ann
         .get("offload.ferrovn.io/eth0")
         .expect("offload annotation");
@@ -391,7 +373,7 @@ async fn dpdk_vf_pod_gets_pci_address_and_bad_devices_are_named() {
     let res = s.add(&req).await.expect("DPDK VF ADD");
     assert_eq!(res.interfaces[1].pci_id.as_deref(), Some(VF3_DPDK));
     assert!(ns.ip(["link", "show", "eth0"]).is_err(), "no netdev moved");
-    let ann = s.annotations.read(&pod("dpdkpod"));
+    let ann = s.annotations.read(&pod_ref("dpdkpod"));
     assert_eq!(
         ann.get("pci-address.ferrovn.io/eth0").map(String::as_str),
         Some(VF3_DPDK)
@@ -405,7 +387,7 @@ async fn dpdk_vf_pod_gets_pci_address_and_bad_devices_are_named() {
     assert!(s.node.vsctl(["get", "Interface", VF3_REP, "name"]).is_err());
     assert!(
         !s.annotations
-            .read(&pod("dpdkpod"))
+            .read(&pod_ref("dpdkpod"))
             .contains_key("pci-address.ferrovn.io/eth0")
     );
 
@@ -441,10 +423,10 @@ async fn dpdk_vf_pod_gets_pci_address_and_bad_devices_are_named() {
 /// plugin invoked as a runtime does, with `deviceID` in the netconf as Multus passes it.
 #[test]
 fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
-    use ferrovn_dataplane::testbed::{CniCall, cni_plugin_binary, run_cni};
+    use ferrovn_dataplane::testbed::{CniCall, cni_netconf, cni_plugin_binary, run_cni};
     let tag = unique_tag();
     let central = OvnCentral::start().expect("OVN central");
-    central.nbctl(&["ls-add", "ls1"]).expect("ls");
+    add_switch(&central, &POD_SUBNET).expect("ls");
     let mut node = Node::start(
         &format!("fvt-{tag}-sb"),
         &NodeConfig::plain(&format!("fv-{tag}-sb")),
@@ -485,39 +467,24 @@ fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
     node.start_ovn_controller().expect("ovn-controller");
 
     let allocs = FileAllocations::new(allocs_dir.path());
-    central
-        .nbctl(&[
-            "lsp-add",
-            "ls1",
-            "vfpod.default",
-            "--",
-            "lsp-set-addresses",
-            "vfpod.default",
-            "0a:58:0a:10:00:09 10.16.0.9",
-        ])
-        .expect("lsp");
-    let a: Annotations = [
-        ("ovn.kubernetes.io/allocated", "true"),
-        ("ovn.kubernetes.io/ip_address", "10.16.0.9"),
-        ("ovn.kubernetes.io/mac_address", "0a:58:0a:10:00:09"),
-        ("ovn.kubernetes.io/cidr", "10.16.0.0/24"),
-        ("ovn.kubernetes.io/gateway", "10.16.0.1"),
-        ("ovn.kubernetes.io/logical_switch", "ls1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    allocs.write(&pod("vfpod"), &a).expect("allocation");
+    allocate_pod(
+        &central,
+        &allocs,
+        &POD_SUBNET,
+        "ovn",
+        "vfpod",
+        "10.16.0.9",
+        "0a:58:0a:10:00:09",
+    )
+    .expect("lsp and allocation");
     let pod_ns = Netns::create(&format!("fvt-{tag}-bp")).expect("pod netns");
     // 1.1.0: the version whose result has `pciID` (the plugin converts results down)
-    let netconf = serde_json::to_vec(&json!({
-        "cniVersion": "1.1.0",
-        "name": "sriov-offload",
-        "type": "ferrovn-cni",
-        "server_socket": node.agent_socket(),
-        "deviceID": VF0,
-    }))
-    .expect("netconf");
+    let netconf = cni_netconf(
+        "1.1.0",
+        "sriov-offload",
+        &node.agent_socket(),
+        &json!({ "deviceID": VF0 }),
+    );
     let plugin = cni_plugin_binary().expect("plugin");
     let cni = |command: &str| {
         run_cni(

@@ -12,19 +12,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
+use ferrovn_dataplane::alloc::Annotations;
 use ferrovn_dataplane::dpdk::helper_attach::{HELPER_IFACE_KEY, helper_code};
 use ferrovn_dataplane::dpdk::testkit::{
     DpdkRuntimeDir, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
 };
 use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, annotation_key, info_file_name};
 use ferrovn_dataplane::testbed::{
-    CniCall, CniOutput, Daemon, Netns, Node, TestbedError, TwoNodes, build_workspace_binary,
-    cni_plugin_binary, run_cni, unique_tag, wait_until,
+    Cluster, Daemon, FerrovnCni, Netns, Node, POD_SUBNET, TestbedError, add_switch, allocate_pod,
+    build_workspace_binary, cni_plugin_binary, short_rand, unique_tag, wait_until,
 };
 use ferrovn_vhost::control::ControlClient;
 use ferrovn_vhost::protocol::{PortInfo, Request};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 const DPDK_PROVIDER: &str = "dpdk.default.ovn";
@@ -37,28 +37,6 @@ fn vhost_helper_binary() -> PathBuf {
         .get_or_init(|| build_workspace_binary("ferrovn-vhost", "ferrovn-vhost"))
         .clone()
         .unwrap_or_else(|e| panic!("building ferrovn-vhost: {e}"))
-}
-
-fn short_rand() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id() % 0xfff, t % 0xffff)
-}
-
-fn alloc_annotations(provider: &str, ip: &str, mac: &str) -> Annotations {
-    [
-        ("allocated", "true"),
-        ("ip_address", ip),
-        ("mac_address", mac),
-        ("cidr", "10.16.0.0/24"),
-        ("gateway", "10.16.0.1"),
-        ("logical_switch", "ls1"),
-    ]
-    .iter()
-    .map(|(k, v)| (format!("{provider}.kubernetes.io/{k}"), v.to_string()))
-    .collect()
 }
 
 fn iface_col(node: &Node, iface: &str, col: &str) -> String {
@@ -151,47 +129,6 @@ impl Drop for Helper {
     }
 }
 
-struct Plugin {
-    binary: PathBuf,
-}
-
-impl Plugin {
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &self,
-        command: &str,
-        node: &Node,
-        cid: &str,
-        netns: &str,
-        ifname: &str,
-        args: &str,
-        extra: Value,
-    ) -> CniOutput {
-        let mut conf = json!({
-            "cniVersion": "1.1.0",
-            "name": "net",
-            "type": "ferrovn-cni",
-            "server_socket": node.agent_socket(),
-        });
-        if let (Some(c), Some(e)) = (conf.as_object_mut(), extra.as_object()) {
-            c.extend(e.clone());
-        }
-        let stdin = serde_json::to_vec(&conf).expect("netconf");
-        run_cni(
-            &self.binary,
-            &CniCall {
-                command,
-                container_id: cid,
-                netns,
-                ifname,
-                args,
-                stdin: &stdin,
-            },
-        )
-        .expect("plugin ran")
-    }
-}
-
 fn rand_u32(seed: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in seed.bytes() {
@@ -220,10 +157,6 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
     let pod_cpu = allowed.first().copied().unwrap_or(0);
     let relay_cpu = allowed.last().copied().unwrap_or(0);
 
-    let mut tb = TwoNodes::start_ovs_only()?;
-    let sb = tb.central.sb_remote();
-    let allocs_dir = tempfile::tempdir().expect("allocs");
-    let allocs = FileAllocations::new(allocs_dir.path());
     let ann_dir = work.path().join("pod-annotations");
     let helper_prefix = format!("fvhh{rnd}");
     let _helper_runtime = DpdkRuntimeDir::new(&helper_prefix);
@@ -241,31 +174,15 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
         "--mtu=1400".to_string(),
     ];
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
-    {
-        let [a, b] = &mut tb.nodes;
-        a.start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &a_args)?;
-        b.start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &[])?;
-        a.start_ovn_controller()?;
-        b.start_ovn_controller()?;
-    }
-    tb.wait_chassis(Duration::from_secs(30))?;
-    let central = &tb.central;
-    central.nbctl(&["ls-add", "ls1"]).expect("ls1");
-    let add_lsp = |lsp: &str, mac: &str, ip: &str| {
-        central
-            .nbctl(&[
-                "lsp-add",
-                "ls1",
-                lsp,
-                "--",
-                "lsp-set-addresses",
-                lsp,
-                &format!("{mac} {ip}"),
-            ])
-            .expect("lsp");
-    };
-    let plugin = Plugin {
+    let mut cluster = Cluster::start_agents(Path::new(AGENT), [&a_args, &[]])?;
+    cluster.start_ovn_controllers()?;
+    let (tb, allocs) = (&mut cluster.tb, &cluster.allocs);
+    let sb = tb.central.sb_remote();
+    add_switch(&tb.central, &POD_SUBNET).expect("ls1");
+    let plugin = FerrovnCni {
         binary: cni_plugin_binary()?,
+        cni_version: "1.1.0",
+        network: "net",
     };
     let mut helper = Helper {
         daemon: None,
@@ -279,25 +196,27 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
 
     // ---- kernel pod on node B
     let kpod = Netns::create(&format!("fvt-{tag}-kp"))?;
-    add_lsp("kpod.default", "0a:58:0a:10:00:0b", "10.16.0.11");
-    allocs
-        .write(
-            &PodRef {
-                namespace: "default".into(),
-                name: "kpod".into(),
-            },
-            &alloc_annotations("ovn", "10.16.0.11", "0a:58:0a:10:00:0b"),
+    allocate_pod(
+        &tb.central,
+        allocs,
+        &POD_SUBNET,
+        "ovn",
+        "kpod",
+        "10.16.0.11",
+        "0a:58:0a:10:00:0b",
+    )
+    .expect("lsp and alloc");
+    let out = plugin
+        .call(
+            "ADD",
+            b,
+            &format!("ck{}", tag.replace('x', "")),
+            &kpod.path().display().to_string(),
+            "eth0",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=kpod",
+            json!({}),
         )
-        .expect("alloc");
-    let out = plugin.call(
-        "ADD",
-        b,
-        &format!("ck{}", tag.replace('x', "")),
-        &kpod.path().display().to_string(),
-        "eth0",
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=kpod",
-        json!({}),
-    );
+        .expect("plugin ran");
     assert_eq!(out.exit_code, 0, "kpod ADD: {} {}", out.stdout, out.stderr);
 
     // ---- DPDK pods on node A (kernel profile), the NAD config a DPDK node takes
@@ -325,16 +244,16 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
             .join(&uid)
             .join("volumes/kubernetes.io~empty-dir/vhu");
         std::fs::create_dir_all(&volume).expect("pod volume");
-        add_lsp(&format!("{name}.default.{DPDK_PROVIDER}"), mac, ip);
-        allocs
-            .write(
-                &PodRef {
-                    namespace: "default".into(),
-                    name: name.into(),
-                },
-                &alloc_annotations(DPDK_PROVIDER, ip, mac),
-            )
-            .expect("alloc");
+        allocate_pod(
+            &tb.central,
+            allocs,
+            &POD_SUBNET,
+            DPDK_PROVIDER,
+            name,
+            ip,
+            mac,
+        )
+        .expect("lsp and alloc");
         DpdkPod {
             name: name.to_string(),
             cid: format!("c{name}{}", tag.replace('x', "")),
@@ -346,15 +265,17 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
         }
     };
     let cni = |cmd: &str, node: &Node, p: &DpdkPod| {
-        plugin.call(
-            cmd,
-            node,
-            &p.cid,
-            &p.netns.path().display().to_string(),
-            "net1",
-            &p.args,
-            nad.clone(),
-        )
+        plugin
+            .call(
+                cmd,
+                node,
+                &p.cid,
+                &p.netns.path().display().to_string(),
+                "net1",
+                &p.args,
+                nad.clone(),
+            )
+            .expect("plugin ran")
     };
 
     let p1 = new_pod("dpod1", "10.16.0.21", "0a:58:0a:10:00:15");
@@ -518,7 +439,7 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedErr
         .and_then(|mut c| c.call(&Request::RemovePort { name: port.clone() }))
         .expect("remove_port");
     assert!(removed.ok, "{removed:?}");
-    tb.nodes[0].start_agent(Path::new(AGENT), &sb, allocs_dir.path(), &a_args)?;
+    tb.nodes[0].start_agent(Path::new(AGENT), &sb, allocs.dir(), &a_args)?;
     let a = &tb.nodes[0];
     assert!(
         wait_until(Duration::from_secs(20), || helper

@@ -8,9 +8,9 @@ use crate::config::Family;
 use crate::kernel;
 use crate::model::Measurement;
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::testbed::Netns;
+use ferrovn_dataplane::testbed::{Netns, run_plugin_in};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 pub const PLUGIN_DIR: &str = "/usr/lib/cni";
@@ -91,28 +91,11 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         "ipam": {"type": "host-local", "subnet": "10.99.0.0/16", "gateway": "10.99.0.1",
                  "dataDir": data.path()},
     }))?;
+    let bridge = dir.join("bridge");
     let call = |cmd: &str, cid: &str, netns: &str| -> Result<()> {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", host.name()])
-            .arg(dir.join("bridge"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut i) = child.stdin.take() {
-            i.write_all(&conf)?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("bridge {cmd}: {}", String::from_utf8_lossy(&out.stdout));
+        let out = run_plugin_in(&host, &bridge, cmd, cid, netns, &conf)?;
+        if out.exit_code != 0 {
+            bail!("bridge {cmd}: {}", out.stdout);
         }
         Ok(())
     };

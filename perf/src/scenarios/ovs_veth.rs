@@ -10,8 +10,10 @@ use crate::config::Family;
 use crate::kernel;
 use crate::model::Measurement;
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::alloc::{Annotations, FileAllocations, PodRef};
-use ferrovn_dataplane::testbed::{CniCall, Netns, TwoNodes, run_cni};
+use ferrovn_dataplane::testbed::{
+    Cluster, CniCall, Netns, WIDE_POD_SUBNET, add_switch_with_router, cni_netconf, numbered_pods,
+    run_cni, wide_pod_address,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -64,14 +66,6 @@ pub fn sibling_binary(package: &str, bin: &str) -> Result<PathBuf> {
     }
 }
 
-fn pod_addr(i: usize) -> (String, String) {
-    let host = i + 2;
-    (
-        format!("10.16.{}.{}", host / 250, host % 250 + 2),
-        format!("0a:58:0a:10:{:02x}:{:02x}", (host >> 8) & 0xff, host & 0xff),
-    )
-}
-
 pub struct Pod {
     pub ns: Netns,
 }
@@ -92,89 +86,19 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
     let plugin = sibling_binary("ferrovn-cni", "ferrovn-cni")?;
     ctx.progress
         .step("ovs-veth: OVN central + two kernel nodes (netns, OVS netdev, Geneve)");
-    let mut tb = TwoNodes::start_ovs_only().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let alloc_dir = tempfile::tempdir()?;
-    let sb = tb.central.sb_remote();
-    for n in tb.nodes.iter_mut() {
-        n.start_agent(&agent, &sb, alloc_dir.path(), &["--gc-interval-secs=0"])
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        n.start_ovn_controller()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    tb.wait_chassis(Duration::from_secs(30))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let nbctl = |args: &[&str]| tb.central.nbctl(args).map_err(|e| anyhow::anyhow!("{e}"));
-    nbctl(&["ls-add", "ls1", "--", "lr-add", "lr1"])?;
-    nbctl(&[
-        "lrp-add",
-        "lr1",
-        "lr1-ls1",
-        "0a:58:0a:10:00:01",
-        "10.16.0.1/16",
-    ])?;
-    nbctl(&[
-        "lsp-add",
-        "ls1",
-        "ls1-lr1",
-        "--",
-        "lsp-set-type",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-addresses",
-        "ls1-lr1",
-        "router",
-        "--",
-        "lsp-set-options",
-        "ls1-lr1",
-        "router-port=lr1-ls1",
-    ])?;
+    let cluster = Cluster::start(&agent, [&["--gc-interval-secs=0"]; 2])?;
+    add_switch_with_router(&cluster.tb.central, &WIDE_POD_SUBNET)?;
     // the controller's part, done before the runtime's ADD: ports and allocations exist
     let total = seq_n + conc_n + 1;
-    let allocs = FileAllocations::new(alloc_dir.path());
-    for chunk in (0..total).collect::<Vec<_>>().chunks(40) {
-        let mut args: Vec<String> = Vec::new();
-        for &i in chunk {
-            let (ip, mac) = pod_addr(i);
-            let lsp = format!("p{i}.default");
-            if !args.is_empty() {
-                args.push("--".into());
-            }
-            args.extend(["lsp-add".into(), "ls1".into(), lsp.clone(), "--".into()]);
-            args.extend(["lsp-set-addresses".into(), lsp, format!("{mac} {ip}")]);
-            let a: Annotations = [
-                ("ovn.kubernetes.io/allocated", "true".to_string()),
-                ("ovn.kubernetes.io/ip_address", ip),
-                ("ovn.kubernetes.io/mac_address", mac),
-                ("ovn.kubernetes.io/cidr", "10.16.0.0/16".to_string()),
-                ("ovn.kubernetes.io/gateway", "10.16.0.1".to_string()),
-                ("ovn.kubernetes.io/logical_switch", "ls1".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            allocs.write(
-                &PodRef {
-                    namespace: "default".into(),
-                    name: format!("p{i}"),
-                },
-                &a,
-            )?;
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        nbctl(&refs)?;
-    }
-    nbctl(&["--wait=hv", "sync"])?;
+    cluster.allocate_pods(&WIDE_POD_SUBNET, &numbered_pods(total))?;
+    let tb = &cluster.tb;
 
     let tag = ctx.tag.clone();
     let sockets = [tb.nodes[0].agent_socket(), tb.nodes[1].agent_socket()];
     let add = |node: usize, i: usize| -> Result<(Pod, f64)> {
         let name = format!("p{i}");
         let ns = Netns::create(&format!("fvp-{tag}-o{i}")).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let conf = serde_json::to_vec(&json!({
-            "cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni",
-            "server_socket": sockets[node],
-        }))?;
+        let conf = cni_netconf("1.0.0", "ovn", &sockets[node], &json!({}));
         let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
         let netns = ns.path().display().to_string();
         let cid = format!("perf{tag}{i}");
@@ -223,8 +147,8 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         }
     }
     let (remote, _) = add(1, seq_n + conc_n)?;
-    let (ip1, _) = pod_addr(1);
-    let (ip_remote, _) = pod_addr(seq_n + conc_n);
+    let (ip1, _) = wide_pod_address(1);
+    let (ip_remote, _) = wide_pod_address(seq_n + conc_n);
     let mtu = kernel::mtu(&pods[1].ns, "eth0").unwrap_or(1400);
     measure(
         ctx,
