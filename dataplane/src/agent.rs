@@ -12,7 +12,7 @@ use ferrovn_cni::protocol::{AttachmentKey, AttachmentRequest, GcRequest, Request
 use ferrovn_cni::spec::{Cidr, CniError, CniResult, Interface, IpConfig, Route, code};
 use ipnet::IpNet;
 
-use crate::alloc::{AllocationSource, PRIMARY_PROVIDER, PodAllocation, PodRef};
+use crate::alloc::{AllocationSource, Annotations, PRIMARY_PROVIDER, PodAllocation, PodRef};
 use crate::ovs::{EgressQos, NodeOvsConfig, OvsClient, OvsError, PodPort, PortRecord, ext};
 use crate::plumbing::{self, PlumbError, VethSpec};
 use crate::types::{host_ifname, owner_tag};
@@ -571,6 +571,7 @@ impl<A: AllocationSource> Agent<A> {
             .await?;
         for rec in self.records_for(key).await? {
             self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
+            self.forget_vhost_annotation(&rec, &key.ifname).await;
             // kernel-node vhost-user: the helper's port and the veth pair
             crate::dpdk::helper_attach::release_record(
                 &self.cfg.vhost_helper,
@@ -594,6 +595,32 @@ impl<A: AllocationSource> Agent<A> {
         .await
         .map_err(plumb_err)?;
         Ok(())
+    }
+
+    /// Removes `vhost-user.ferrovn.io/<ifname>` from the pod, so a stale socket description
+    /// never outlives its port. Best effort: the port is already gone, and a DEL that failed
+    /// on an annotation would only make the runtime retry it (a deleted Pod counts as done).
+    async fn forget_vhost_annotation(&self, rec: &PortRecord, ifname: &str) {
+        use crate::dpdk::vhost::{self, PodAnnotator};
+        let Some(sink) = &self.cfg.vhost.annotations else {
+            return;
+        };
+        if !vhost::is_vhost_record(rec) {
+            return;
+        }
+        let (Some(namespace), Some(name)) = (rec.get(ext::POD_NAMESPACE), rec.get(ext::POD_NAME))
+        else {
+            return;
+        };
+        let pod = PodRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let remove = [vhost::annotation_key(ifname)];
+        if let Err(e) = sink.annotate(&pod, &Annotations::new(), &remove).await {
+            tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %e,
+                "could not remove the vhost-user annotation");
+        }
     }
 
     async fn del(&self, r: &AttachmentRequest) -> Result<(), CniError> {

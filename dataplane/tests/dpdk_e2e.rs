@@ -491,11 +491,17 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
         .expect("dir")
         .to_path_buf();
     drop(p2);
+    // GC unmounts, then removes the directory: wait for all three, not just the unmount
     let collected = wait_until(Duration::from_secs(60), || {
-        iface_col(&b, &p2_port, "name").is_empty() && !is_mount_point(&p2_dir)
+        iface_col(&b, &p2_port, "name").is_empty() && !is_mount_point(&p2_dir) && !p2_dir.exists()
     });
-    assert!(collected, "GC left {p2_port}; agent log: {}", b.agent_log());
-    assert!(!p2_dir.exists());
+    assert!(
+        collected,
+        "GC left {p2_port} or {} (exists: {}); agent log: {}",
+        p2_dir.display(),
+        p2_dir.exists(),
+        b.agent_log()
+    );
     assert_eq!(
         iface_col(&b, &p1.info.ovs_port, "type"),
         "dpdkvhostuserclient"
@@ -529,6 +535,16 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
             .to_path_buf();
         assert!(!is_mount_point(&dir), "{} still mounted", dir.display());
         assert!(!dir.exists());
+        // the socket description goes with the port
+        let left: Annotations = serde_json::from_slice(
+            &std::fs::read(ann_dir.join(format!("default/{}.json", p.name)))
+                .expect("pod annotations"),
+        )
+        .expect("json");
+        assert!(
+            !left.contains_key(&annotation_key("net1")),
+            "DEL left the vhost-user annotation: {left:?}"
+        );
     }
     drop(app2);
     drop(app1);
