@@ -341,6 +341,7 @@ impl<A: AllocationSource> Agent<A> {
             addresses: a.addresses.clone(),
             gateways: a.gateways.clone(),
             routes: a.routes.clone(),
+            ipv6_link_local: a.ipv6_link_local,
         };
         spec.validate()
             .map_err(|e| err(code::INVALID_NETCONF, "invalid pod interface request", e))?;
@@ -811,6 +812,7 @@ mod tests {
             ingress_rate_mbps: None,
             egress_rate_mbps: None,
             vhost_user: None,
+            ipv6_link_local: false,
         };
         let r = cni_result("fvabc", "eth0", "/var/run/netns/p", 1400, &a);
         assert_eq!(r.interfaces.len(), 2);

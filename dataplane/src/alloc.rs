@@ -41,7 +41,14 @@ pub struct PodAllocation {
     /// (`vhost_user_socket_volume_name` / `vhost_user_socket_name`, see `dpdk::vhost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost_user: Option<ferrovn_cni::protocol::VhostUser>,
+    /// `ferrovn.io/ipv6-link-local: "true"`: keep IPv6 (link-local only) on an interface that
+    /// has no IPv6 address; by default the agent turns it off there (docs/node-agent.md).
+    #[serde(default)]
+    pub ipv6_link_local: bool,
 }
+
+/// Pod annotation that keeps IPv6 link-local on the pod's IPv4-only interfaces.
+pub const IPV6_LINK_LOCAL_ANNOTATION: &str = "ferrovn.io/ipv6-link-local";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocationError {
@@ -202,6 +209,21 @@ pub fn allocation_from_annotations(
         }
     };
 
+    let ipv6_link_local = match annotations
+        .get(IPV6_LINK_LOCAL_ANNOTATION)
+        .map(|v| v.trim())
+    {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(bad(
+                IPV6_LINK_LOCAL_ANNOTATION,
+                v,
+                "expected \"true\" or \"false\"".to_string(),
+            ));
+        }
+    };
+
     Ok(Some(PodAllocation {
         provider: provider.to_string(),
         logical_switch: ls.to_string(),
@@ -212,6 +234,7 @@ pub fn allocation_from_annotations(
         ingress_rate_mbps: rate("ingress_rate")?,
         egress_rate_mbps: rate("egress_rate")?,
         vhost_user: crate::dpdk::vhost::vhost_user_from_annotations(annotations, provider)?,
+        ipv6_link_local,
     }))
 }
 
@@ -393,6 +416,24 @@ mod tests {
         c.insert("ovn.kubernetes.io/ip_address".into(), "10.17.0.5".into());
         let e = allocation_from_annotations(&c, PRIMARY_PROVIDER).expect_err("outside");
         assert!(e.to_string().contains("no subnet"), "{e}");
+
+        let mut ll = base();
+        assert!(
+            !allocation_from_annotations(&ll, PRIMARY_PROVIDER)
+                .expect("ok")
+                .expect("allocated")
+                .ipv6_link_local
+        );
+        ll.insert(IPV6_LINK_LOCAL_ANNOTATION.into(), "true".into());
+        assert!(
+            allocation_from_annotations(&ll, PRIMARY_PROVIDER)
+                .expect("ok")
+                .expect("allocated")
+                .ipv6_link_local
+        );
+        ll.insert(IPV6_LINK_LOCAL_ANNOTATION.into(), "yes".into());
+        let e = allocation_from_annotations(&ll, PRIMARY_PROVIDER).expect_err("bad bool");
+        assert!(e.to_string().contains("ferrovn.io/ipv6-link-local"), "{e}");
 
         let mut d = base();
         d.remove("ovn.kubernetes.io/mac_address");

@@ -54,6 +54,10 @@ pub struct VethSpec {
     pub gateways: Vec<IpAddr>,
     #[serde(default)]
     pub routes: Vec<PodRoute>,
+    /// Keep IPv6 link-local on the pod end even without an IPv6 address (off by default:
+    /// its DAD/MLD/router solicitations would be flooded by OVN to every port of the switch).
+    #[serde(default)]
+    pub ipv6_link_local: bool,
 }
 
 impl VethSpec {
@@ -567,7 +571,7 @@ async fn configure(
             .map_err(pod_err(Step::AddAddress(*addr), ifname))?;
     }
 
-    if !spec.addresses.iter().any(|a| a.addr().is_ipv6()) {
+    if !spec.ipv6_link_local && !spec.addresses.iter().any(|a| a.addr().is_ipv6()) {
         // An IPv4-only attachment: without this the pod's kernel sends IPv6 link-local
         // chatter (DAD, MLD reports, router solicitations) that OVN floods to every port of
         // the logical switch on every node. Before link up, so not one packet leaves.
@@ -815,6 +819,7 @@ mod tests {
             addresses: vec!["10.16.0.11/24".parse().expect("net")],
             gateways: vec!["10.16.0.1".parse().expect("ip")],
             routes: vec![],
+            ipv6_link_local: false,
         }
     }
 

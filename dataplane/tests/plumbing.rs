@@ -42,6 +42,7 @@ fn spec(host: &Netns, pod: &Netns, cid: &str) -> VethSpec {
                 via: None,
             },
         ],
+        ipv6_link_local: false,
     }
 }
 
@@ -182,6 +183,33 @@ fn ipv4_only_pod_has_no_ipv6_on_either_end() {
     assert!(r4.contains("default via 10.16.0.1 dev eth0"), "{r4}");
     unplumb_veth_blocking(Some(&host.path()), &made.host_ifname, &made.owner_tag).expect("unplumb");
     assert_eq!(link_names(&host), vec!["lo".to_string()]);
+}
+
+#[test]
+fn ipv4_only_pod_keeps_ipv6_link_local_when_asked() {
+    let (host, pod) = ns_pair();
+    let mut s = spec(&host, &pod, "c0ffee0b");
+    s.addresses.retain(|a| a.addr().is_ipv4());
+    s.gateways.retain(|g| g.is_ipv4());
+    s.ipv6_link_local = true;
+    let made = plumb_veth_blocking(&s).expect("plumb");
+    assert_eq!(ipv6_disabled(&pod, "eth0"), "0");
+    // the kernel adds the link-local address once the link is up (DAD may still run)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut addrs = inet6_addrs(&pod, "eth0");
+    while addrs.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        addrs = inet6_addrs(&pod, "eth0");
+    }
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a["local"].as_str().is_some_and(|l| l.starts_with("fe80:"))),
+        "{addrs:?}"
+    );
+    // the host end never has IPv6
+    assert_eq!(ipv6_disabled(&host, &made.host_ifname), "1");
+    unplumb_veth_blocking(Some(&host.path()), &made.host_ifname, &made.owner_tag).expect("unplumb");
 }
 
 #[test]

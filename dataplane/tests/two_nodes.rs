@@ -62,6 +62,7 @@ fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
             addresses: vec![ip.parse().expect("ip")],
             gateways: vec![],
             routes: vec![],
+            ipv6_link_local: false,
         };
         let made = plumb_veth_blocking(&spec).expect("plumb");
         node.vsctl([

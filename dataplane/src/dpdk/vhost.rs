@@ -658,6 +658,7 @@ mod tests {
             ingress_rate_mbps: None,
             egress_rate_mbps: None,
             vhost_user: None,
+            ipv6_link_local: false,
         }
     }
 
