@@ -3,10 +3,15 @@
 //! `VhostConfig.annotations` field the agent uses), the offload node annotations patched onto the
 //! Node (only the differing keys), and API failures turned into errors naming the pod or node.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::fake_api::{
+    Fake, FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
+};
 use ferrovn_dataplane::alloc::PodRef;
 use ferrovn_dataplane::dpdk::vhost::{
     PodAnnotator, VhostConfig, VhostError, VhostUserInfo, annotation_key, annotations_for,
@@ -18,36 +23,9 @@ use ferrovn_dataplane::offload::{
 use ferrovn_dataplane::report::NodeReportSink;
 use ferrovn_dataplane::sriov::pci_annotation;
 use ferrovn_hwoffload::{OffloadSettings, plan_offload_config};
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use kube::client::Body;
 use serde_json::{Value, json};
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Default)]
-struct FakeState {
-    node: Option<Value>,
-    pods: BTreeMap<(String, String), Value>,
-}
-
-type Handler = dyn Fn(&Seen, &mut FakeState) -> (u16, String) + Send + Sync;
-
-struct Fake {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    state: Arc<Mutex<FakeState>>,
-}
-
 impl Fake {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
     fn pod_annotations(&self, ns: &str, name: &str) -> Value {
         self.state.lock().expect("lock").pods[&(ns.to_string(), name.to_string())]["metadata"]
             ["annotations"]
@@ -55,151 +33,27 @@ impl Fake {
     }
 }
 
-fn status(code: u16, reason: &str, message: &str) -> (u16, String) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code})
-        .to_string(),
-    )
-}
-
-/// RFC 7386 on `metadata.annotations`: strings set, `null` removes.
-fn merge_annotations(object: &mut Value, patch: &Value) {
-    let Some(ann) = patch["metadata"]["annotations"].as_object() else {
-        return;
-    };
-    let metadata = object["metadata"].as_object_mut().expect("metadata");
-    let target = metadata
-        .entry("annotations")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .expect("annotations object");
-    for (k, v) in ann {
-        if v.is_null() {
-            target.remove(k);
-        } else {
-            target.insert(k.clone(), v.clone());
-        }
-    }
-}
-
-/// An API server with one Node and some Pods: GET and merge PATCH of both.
-fn default_handler(seen: &Seen, st: &mut FakeState) -> (u16, String) {
-    let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
-    let merge = seen.content_type.as_deref() == Some("application/merge-patch+json");
-    match (seen.method.as_str(), parts.as_slice()) {
-        ("GET", ["api", "v1", "nodes", name]) => match &st.node {
-            Some(n) if n["metadata"]["name"] == *name => (200, n.to_string()),
-            _ => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
-        },
-        ("PATCH", ["api", "v1", "nodes", name]) if merge => {
-            let Some(node) = st.node.as_mut().filter(|n| n["metadata"]["name"] == *name) else {
-                return status(404, "NotFound", &format!("nodes \"{name}\" not found"));
-            };
-            let patch: Value = serde_json::from_slice(&seen.body).expect("patch body is JSON");
-            merge_annotations(node, &patch);
-            (200, node.to_string())
-        }
-        ("PATCH", ["api", "v1", "namespaces", ns, "pods", name]) if merge => {
-            let Some(pod) = st.pods.get_mut(&(ns.to_string(), name.to_string())) else {
-                return status(404, "NotFound", &format!("pods \"{name}\" not found"));
-            };
-            let patch: Value = serde_json::from_slice(&seen.body).expect("patch body is JSON");
-            merge_annotations(pod, &patch);
-            (200, pod.to_string())
-        }
-        _ => status(415, "UnsupportedMediaType", "unexpected request"),
-    }
-}
-
-fn fake_with(state: FakeState, handler: Arc<Handler>) -> (kube::Client, Fake) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let state = Arc::new(Mutex::new(state));
-    let fake = Fake {
-        seen: seen.clone(),
-        state: state.clone(),
-    };
-    tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let body = body.collect().await.expect("body").to_bytes().to_vec();
-            let s = Seen {
-                method: parts.method.to_string(),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                content_type: parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                body,
-            };
-            let (code, text) = handler(&s, &mut state.lock().expect("lock"));
-            seen.lock().expect("lock").push(s);
-            let response = Response::builder()
-                .status(code)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Body::from(text.into_bytes()))
-                .expect("response");
-            respond.send_response(response);
-        }
-    });
-    (kube::Client::new(service, "default"), fake)
-}
-
-fn fake(state: FakeState) -> (kube::Client, Fake) {
-    fake_with(state, Arc::new(default_handler))
-}
-
 /// A running DPDK pod as the API server returns it, with the controller's allocation.
-fn pod_json(ns: &str, name: &str) -> Value {
-    json!({
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": "a3d0c1b2-7c1e-4f7e-8a8f-1c2d3e4f5a6b",
-            "resourceVersion": "51120",
-            "labels": {"app": "testpmd"},
-            "annotations": {
-                "k8s.v1.cni.cncf.io/networks": "default/dpdk-net",
-                "ovn.kubernetes.io/allocated": "true",
-                "ovn.kubernetes.io/ip_address": "10.16.0.12",
-                "ovn.kubernetes.io/mac_address": "0a:58:0a:10:00:0c"
-            }
-        },
-        "spec": {
-            "nodeName": "node-a",
-            "containers": [{"name": "testpmd", "image": "dpdk:22.11",
-                "volumeMounts": [{"name": "vhost", "mountPath": "/var/run/vhost"},
-                                 {"name": "podinfo", "mountPath": "/etc/podinfo"}]}],
-            "volumes": [{"name": "vhost", "emptyDir": {}},
-                {"name": "podinfo", "downwardAPI": {"items": [{"path": "annotations",
-                    "fieldRef": {"fieldPath": "metadata.annotations"}}]}}]
-        },
-        "status": {"phase": "Pending"}
-    })
-}
-
-fn node_json(name: &str, annotations: Value) -> Value {
-    json!({
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "uid": "5b3c8f0e-2a55-4c3e-9d0c-7f1e2b9d4a10",
-            "resourceVersion": "48213",
-            "labels": {"kubernetes.io/hostname": name, "ovn.kubernetes.io/ovs_dp_type": "kernel"},
-            "annotations": annotations
-        },
-        "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.3"}]}
-    })
+fn testpmd_pod(ns: &str, name: &str) -> Value {
+    let mut pod = pod_json(
+        ns,
+        name,
+        "node-a",
+        json!({
+            "k8s.v1.cni.cncf.io/networks": "default/dpdk-net",
+            "ovn.kubernetes.io/allocated": "true",
+            "ovn.kubernetes.io/ip_address": "10.16.0.12",
+            "ovn.kubernetes.io/mac_address": "0a:58:0a:10:00:0c"
+        }),
+    );
+    pod["metadata"]["labels"] = json!({"app": "testpmd"});
+    pod["spec"]["containers"] = json!([{"name": "testpmd", "image": "dpdk:22.11",
+        "volumeMounts": [{"name": "vhost", "mountPath": "/var/run/vhost"},
+                         {"name": "podinfo", "mountPath": "/etc/podinfo"}]}]);
+    pod["spec"]["volumes"] = json!([{"name": "vhost", "emptyDir": {}},
+        {"name": "podinfo", "downwardAPI": {"items": [{"path": "annotations",
+            "fieldRef": {"fieldPath": "metadata.annotations"}}]}}]);
+    pod
 }
 
 fn pod(ns: &str, name: &str) -> PodRef {
@@ -229,9 +83,7 @@ fn vhost_info() -> VhostUserInfo {
 
 fn one_pod(ns: &str, name: &str) -> FakeState {
     let mut state = FakeState::default();
-    state
-        .pods
-        .insert((ns.into(), name.into()), pod_json(ns, name));
+    state.insert_pod(testpmd_pod(ns, name));
     state
 }
 
@@ -367,10 +219,7 @@ async fn pod_patch_failures_name_the_pod() {
         }
     });
     let mut state = one_pod("default", "flaky");
-    state.pods.insert(
-        ("default".into(), "locked".into()),
-        pod_json("default", "locked"),
-    );
+    state.insert_pod(testpmd_pod("default", "locked"));
     let (client, fake) = fake_with(state, handler);
     let sink = KubePodAnnotator::new(client);
     let set = annotations_for(&vhost_info()).expect("annotations");
@@ -473,19 +322,17 @@ fn offload_in_force() -> OffloadStart {
 #[tokio::test]
 async fn offload_node_annotations_patch_only_the_differing_keys() {
     // the Node as the previous start left it: restart required, with reasons
-    let (client, fake) = fake(FakeState {
-        node: Some(node_json(
-            "node-a",
-            json!({
-                "node.alpha.kubernetes.io/ttl": "0",
-                "ovn.kubernetes.io/chassis": "node-a",
-                HW_OFFLOAD_ANNOTATION: "true",
-                RESTART_REQUIRED_ANNOTATION: "true",
-                RESTART_REASONS_ANNOTATION: "restart ovs-vswitchd: hw-offload false -> true"
-            }),
-        )),
-        ..Default::default()
-    });
+    let (client, fake) = fake(FakeState::with_node(node_json(
+        "node-a",
+        "kernel",
+        json!({
+            "node.alpha.kubernetes.io/ttl": "0",
+            "ovn.kubernetes.io/chassis": "node-a",
+            HW_OFFLOAD_ANNOTATION: "true",
+            RESTART_REQUIRED_ANNOTATION: "true",
+            RESTART_REASONS_ANNOTATION: "restart ovs-vswitchd: hw-offload false -> true"
+        }),
+    )));
     let start = offload_in_force();
     assert!(!start.restart_required());
     let sink = KubeNodeSink::new(client, "node-a");
@@ -513,7 +360,7 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
             RESTART_REASONS_ANNOTATION: ""
         }}})
     );
-    let node = fake.state.lock().expect("lock").node.clone().expect("node");
+    let node = fake.node();
     assert_eq!(
         node["metadata"]["annotations"]["ovn.kubernetes.io/chassis"],
         "node-a"
@@ -543,10 +390,7 @@ async fn offload_node_annotation_failures_name_the_node() {
         }
     });
     let (client, _fake) = fake_with(
-        FakeState {
-            node: Some(node_json("node-a", json!({}))),
-            ..Default::default()
-        },
+        FakeState::with_node(node_json("node-a", "kernel", json!({}))),
         handler,
     );
     let annotations = offload_in_force().annotations();

@@ -2,192 +2,19 @@
 //! requests (method, path, content type, body) for Pod and Node reads and the Node annotation
 //! merge patch, with Kubernetes-shaped objects and error Status bodies.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fake_api::{
+    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
+};
 use ferrovn_dataplane::alloc::{AllocationError, AllocationSource, PRIMARY_PROVIDER, PodRef};
 use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink, node_labels};
 use ferrovn_dataplane::report::NodeReportSink;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use kube::client::Body;
 use serde_json::{Value, json};
-
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-/// What the fake answers: status and body for a request.
-type Handler = dyn Fn(&Seen, &mut FakeState) -> (u16, String) + Send + Sync;
-
-#[derive(Default)]
-struct FakeState {
-    node: Option<Value>,
-    pods: BTreeMap<(String, String), Value>,
-}
-
-struct Fake {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    state: Arc<Mutex<FakeState>>,
-}
-
-impl Fake {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
-fn not_found(kind: &str, name: &str) -> (u16, String) {
-    (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound",
-            "details": {"name": name, "kind": kind}, "code": 404})
-        .to_string(),
-    )
-}
-
-/// An API server serving one Node (`/api/v1/nodes/<name>`, GET + merge PATCH) and Pods.
-fn default_handler(seen: &Seen, st: &mut FakeState) -> (u16, String) {
-    let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
-    match (seen.method.as_str(), parts.as_slice()) {
-        ("GET", ["api", "v1", "nodes", name]) => match &st.node {
-            Some(n) if n["metadata"]["name"] == *name => (200, n.to_string()),
-            _ => not_found("nodes", name),
-        },
-        ("PATCH", ["api", "v1", "nodes", name]) => {
-            let Some(node) = st.node.as_mut().filter(|n| n["metadata"]["name"] == *name) else {
-                return not_found("nodes", name);
-            };
-            let patch: Value = serde_json::from_slice(&seen.body).expect("patch body is JSON");
-            if let Some(ann) = patch["metadata"]["annotations"].as_object() {
-                let target = node["metadata"]
-                    .as_object_mut()
-                    .expect("metadata")
-                    .entry("annotations")
-                    .or_insert_with(|| json!({}));
-                for (k, v) in ann {
-                    target[k] = v.clone();
-                }
-            }
-            (200, node.to_string())
-        }
-        ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
-            match st.pods.get(&(ns.to_string(), name.to_string())) {
-                Some(p) => (200, p.to_string()),
-                None => not_found("pods", name),
-            }
-        }
-        _ => (
-            500,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "unexpected request", "code": 500})
-            .to_string(),
-        ),
-    }
-}
-
-fn fake_with(state: FakeState, handler: Arc<Handler>) -> (kube::Client, Fake) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let state = Arc::new(Mutex::new(state));
-    let fake = Fake {
-        seen: seen.clone(),
-        state: state.clone(),
-    };
-    tokio::spawn(async move {
-        while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let body = body.collect().await.expect("body").to_bytes().to_vec();
-            let s = Seen {
-                method: parts.method.to_string(),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                content_type: parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                body,
-            };
-            let (code, text) = handler(&s, &mut state.lock().expect("lock"));
-            seen.lock().expect("lock").push(s);
-            let response = Response::builder()
-                .status(code)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Body::from(text.into_bytes()))
-                .expect("response");
-            respond.send_response(response);
-        }
-    });
-    (kube::Client::new(service, "default"), fake)
-}
-
-fn fake(state: FakeState) -> (kube::Client, Fake) {
-    fake_with(state, Arc::new(default_handler))
-}
-
-/// A Node as the API server returns it (trimmed status).
-fn node_json(name: &str, annotations: Value) -> Value {
-    json!({
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "uid": "5b3c8f0e-2a55-4c3e-9d0c-7f1e2b9d4a10",
-            "resourceVersion": "48213",
-            "creationTimestamp": "2026-11-20T09:12:44Z",
-            "labels": {
-                "beta.kubernetes.io/arch": "amd64",
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "ovn.kubernetes.io/ovs_dp_type": "userspace"
-            },
-            "annotations": annotations
-        },
-        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
-        "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": "172.18.0.3"},
-                {"type": "Hostname", "address": name}
-            ],
-            "nodeInfo": {"kubeletVersion": "v1.33.1", "containerRuntimeVersion": "containerd://2.0.5",
-                "osImage": "Debian GNU/Linux 12 (bookworm)", "architecture": "amd64",
-                "kernelVersion": "6.1.0-28-amd64", "operatingSystem": "linux",
-                "machineID": "0f1e", "systemUUID": "0f1e", "bootID": "0f1e",
-                "kubeProxyVersion": ""}
-        }
-    })
-}
-
-/// A Pod with the allocation Kube-OVN's controller writes.
-fn pod_json(ns: &str, name: &str, annotations: Value) -> Value {
-    json!({
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": "a3d0c1b2-7c1e-4f7e-8a8f-1c2d3e4f5a6b",
-            "resourceVersion": "51120",
-            "labels": {"app": "web"},
-            "annotations": annotations
-        },
-        "spec": {
-            "nodeName": "node-a",
-            "containers": [{"name": "web", "image": "nginx:1.27"}]
-        },
-        "status": {"phase": "Pending"}
-    })
-}
 
 fn allocated_annotations() -> Value {
     json!({
@@ -219,18 +46,16 @@ fn web0() -> PodRef {
 
 #[tokio::test]
 async fn node_sink_patches_only_the_differing_keys_then_nothing() {
-    let state = FakeState {
-        node: Some(node_json(
-            "node-a",
-            json!({
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                "ovn.kubernetes.io/chassis": "node-a",
-                "ovn.kubernetes.io/tunnel_interface": "eth1"
-            }),
-        )),
-        ..Default::default()
-    };
+    let state = FakeState::with_node(node_json(
+        "node-a",
+        "userspace",
+        json!({
+            "node.alpha.kubernetes.io/ttl": "0",
+            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            "ovn.kubernetes.io/chassis": "node-a",
+            "ovn.kubernetes.io/tunnel_interface": "eth1"
+        }),
+    ));
     let (client, fake) = fake(state);
     let sink = KubeNodeSink::new(client, "node-a");
     let desired = ann(&[
@@ -273,7 +98,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
         }}})
     );
     // the server applied it; other annotations are still there
-    let node = fake.state.lock().expect("lock").node.clone().expect("node");
+    let node = fake.node();
     assert_eq!(
         node["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"],
         "0"
@@ -294,15 +119,12 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
 #[tokio::test]
 async fn node_sink_on_a_node_without_annotations_and_errors() {
     // a fresh Node may have no annotations map at all
-    let mut bare = node_json("node-b", json!({}));
+    let mut bare = node_json("node-b", "userspace", json!({}));
     bare["metadata"]
         .as_object_mut()
         .expect("metadata")
         .remove("annotations");
-    let (client, fake) = fake(FakeState {
-        node: Some(bare),
-        ..Default::default()
-    });
+    let (client, fake) = fake(FakeState::with_node(bare));
     let desired = ann(&[("ovn.kubernetes.io/chassis", "node-b")]);
     let changed = KubeNodeSink::new(client.clone(), "node-b")
         .publish(&desired)
@@ -327,22 +149,17 @@ async fn node_sink_on_a_node_without_annotations_and_errors() {
     // the API server refuses the patch (RBAC): the status is in the error
     let forbidden: Arc<Handler> = Arc::new(|s: &Seen, st: &mut FakeState| {
         if s.method == "PATCH" {
-            (
+            status(
                 403,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "nodes \"node-a\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"nodes\"",
-                    "reason": "Forbidden", "code": 403})
-                .to_string(),
+                "Forbidden",
+                "nodes \"node-a\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"nodes\"",
             )
         } else {
             default_handler(s, st)
         }
     });
     let (client, _fake) = fake_with(
-        FakeState {
-            node: Some(node_json("node-a", json!({}))),
-            ..Default::default()
-        },
+        FakeState::with_node(node_json("node-a", "userspace", json!({}))),
         forbidden,
     );
     let e = KubeNodeSink::new(client, "node-a")
@@ -358,13 +175,11 @@ async fn node_sink_on_a_node_without_annotations_and_errors() {
 
 #[tokio::test]
 async fn node_sink_refuses_a_malformed_node_naming_the_field() {
-    let (client, fake) = fake(FakeState {
-        node: Some(node_json(
-            "node-a",
-            json!({"ovn.kubernetes.io/chassis": {"nested": true}}),
-        )),
-        ..Default::default()
-    });
+    let (client, fake) = fake(FakeState::with_node(node_json(
+        "node-a",
+        "userspace",
+        json!({"ovn.kubernetes.io/chassis": {"nested": true}}),
+    )));
     let e = KubeNodeSink::new(client, "node-a")
         .publish(&ann(&[("ovn.kubernetes.io/chassis", "node-a")]))
         .await
@@ -380,10 +195,11 @@ async fn node_sink_refuses_a_malformed_node_naming_the_field() {
 
 #[tokio::test]
 async fn node_labels_come_from_the_node() {
-    let (client, fake) = fake(FakeState {
-        node: Some(node_json("node-a", json!({}))),
-        ..Default::default()
-    });
+    let (client, fake) = fake(FakeState::with_node(node_json(
+        "node-a",
+        "userspace",
+        json!({}),
+    )));
     let labels = node_labels(&client, "node-a").await.expect("labels");
     assert_eq!(
         labels
@@ -403,10 +219,12 @@ async fn node_labels_come_from_the_node() {
 #[tokio::test]
 async fn pod_allocation_from_the_pod_object() {
     let mut state = FakeState::default();
-    state.pods.insert(
-        ("default".into(), "web-0".into()),
-        pod_json("default", "web-0", allocated_annotations()),
-    );
+    state.insert_pod(pod_json(
+        "default",
+        "web-0",
+        "node-a",
+        allocated_annotations(),
+    ));
     let (client, fake) = fake(state);
     let src = KubeAllocations::new(client).with_min_interval(Duration::ZERO);
     let a = src
@@ -432,33 +250,24 @@ async fn pod_allocation_from_the_pod_object() {
 async fn missing_pending_and_failing_pods() {
     let mut state = FakeState::default();
     // created, not yet allocated by the controller
-    state.pods.insert(
-        ("default".into(), "web-1".into()),
-        pod_json(
-            "default",
-            "web-1",
-            json!({"kubernetes.io/psp": "restricted"}),
-        ),
-    );
+    state.insert_pod(pod_json(
+        "default",
+        "web-1",
+        "node-a",
+        json!({"kubernetes.io/psp": "restricted"}),
+    ));
     // annotations of the wrong JSON type
-    state.pods.insert(
-        ("default".into(), "web-2".into()),
-        pod_json(
-            "default",
-            "web-2",
-            json!({"ovn.kubernetes.io/allocated": true}),
-        ),
-    );
+    state.insert_pod(pod_json(
+        "default",
+        "web-2",
+        "node-a",
+        json!({"ovn.kubernetes.io/allocated": true}),
+    ));
     let broken: Arc<Handler> = Arc::new(|s: &Seen, st: &mut FakeState| {
         if s.path.ends_with("/pods/web-3") {
             (200, "{\"kind\":\"Pod\",\"metadata\":".into())
         } else if s.path.ends_with("/pods/web-4") {
-            (
-                500,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500})
-                .to_string(),
-            )
+            status(500, "InternalError", "etcdserver: request timed out")
         } else {
             default_handler(s, st)
         }

@@ -4,13 +4,16 @@
 //! ovn-controller registered it), and a pod's allocation comes from its Pod object (404 while it
 //! does not exist, then its annotations).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fake_api::{Fake, FakeState, Seen, default_handler, node_json, pod_json};
 use ferrovn_cni::protocol::{AttachmentRequest, PodIdentity, Request, Response, call};
 use ferrovn_dataplane::report::{CHASSIS_ANNOTATION, TUNNEL_INTERFACE_ANNOTATION};
 use ferrovn_dataplane::testbed::{Netns, Node, NodeConfig, unique_tag, wait_until};
@@ -18,70 +21,6 @@ use ferrovn_ovsdb::testkit::OvnCentral;
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
-
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Default)]
-struct ApiState {
-    node: Value,
-    pods: BTreeMap<String, Value>,
-    seen: Vec<Seen>,
-}
-
-type Api = Arc<Mutex<ApiState>>;
-
-fn status(code: u16, reason: &str, message: &str) -> (u16, String) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code})
-        .to_string(),
-    )
-}
-
-fn answer(api: &Api, seen: Seen) -> (u16, String) {
-    let mut st = api.lock().expect("lock");
-    let path = seen.path.split('?').next().unwrap_or_default().to_string();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let node_name = st.node["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let out = match (seen.method.as_str(), parts.as_slice()) {
-        ("GET", ["api", "v1", "nodes", n]) if *n == node_name => (200, st.node.to_string()),
-        ("PATCH", ["api", "v1", "nodes", n]) if *n == node_name => {
-            match serde_json::from_slice::<Value>(&seen.body) {
-                Ok(patch) => {
-                    if let Some(ann) = patch["metadata"]["annotations"].as_object() {
-                        for (k, v) in ann {
-                            st.node["metadata"]["annotations"][k] = v.clone();
-                        }
-                    }
-                    (200, st.node.to_string())
-                }
-                Err(e) => status(400, "BadRequest", &e.to_string()),
-            }
-        }
-        ("GET", ["api", "v1", "nodes", n]) => {
-            status(404, "NotFound", &format!("nodes \"{n}\" not found"))
-        }
-        ("GET", ["api", "v1", "namespaces", ns, "pods", p]) => {
-            match st.pods.get(&format!("{ns}/{p}")) {
-                Some(pod) => (200, pod.to_string()),
-                None => status(404, "NotFound", &format!("pods \"{p}\" not found")),
-            }
-        }
-        _ => status(405, "MethodNotAllowed", "not served by this test"),
-    };
-    st.seen.push(seen);
-    out
-}
 
 fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
@@ -100,7 +39,7 @@ fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
 }
 
 /// HTTP/1.1 with keep-alive, one thread per connection.
-fn serve_connection(stream: TcpStream, api: Api) -> std::io::Result<()> {
+fn serve_connection(stream: TcpStream, api: Fake) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     loop {
@@ -140,7 +79,7 @@ fn serve_connection(stream: TcpStream, api: Api) -> std::io::Result<()> {
             content_type: headers.get("content-type").cloned(),
             body,
         };
-        let (code, text) = answer(&api, seen);
+        let (code, text) = api.answer(seen);
         write!(
             writer,
             "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
@@ -151,7 +90,7 @@ fn serve_connection(stream: TcpStream, api: Api) -> std::io::Result<()> {
 }
 
 /// Listens on 127.0.0.1 of `netns` (where the agent runs); returns the port.
-fn start_api(netns: &Path, api: Api) -> u16 {
+fn start_api(netns: &Path, api: Fake) -> u16 {
     let listener =
         ferrovn_dataplane::netns::run_in_netns(Some(netns), || TcpListener::bind("127.0.0.1:0"))
             .expect("enter netns")
@@ -168,50 +107,24 @@ fn start_api(netns: &Path, api: Api) -> u16 {
     port
 }
 
-fn node_object(name: &str) -> Value {
-    json!({
-        "kind": "Node",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "uid": "5b3c8f0e-2a55-4c3e-9d0c-7f1e2b9d4a10",
-            "resourceVersion": "48213",
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "ovn.kubernetes.io/ovs_dp_type": "kernel"
-            },
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0"}
-        },
-        "spec": {"podCIDR": "10.244.1.0/24"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
-    })
-}
-
 fn pod_object(node: &str) -> Value {
-    json!({
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {
-            "name": "web-0",
-            "namespace": "default",
-            "uid": "a3d0c1b2-7c1e-4f7e-8a8f-1c2d3e4f5a6b",
-            "annotations": {
-                "ovn.kubernetes.io/allocated": "true",
-                "ovn.kubernetes.io/cidr": "10.16.0.0/24",
-                "ovn.kubernetes.io/gateway": "10.16.0.1",
-                "ovn.kubernetes.io/ip_address": "10.16.0.5",
-                "ovn.kubernetes.io/logical_switch": "ls1",
-                "ovn.kubernetes.io/mac_address": "0a:58:0a:10:00:05"
-            }
-        },
-        "spec": {"nodeName": node, "containers": [{"name": "web", "image": "nginx:1.27"}]},
-        "status": {"phase": "Pending"}
-    })
+    pod_json(
+        "default",
+        "web-0",
+        node,
+        json!({
+            "ovn.kubernetes.io/allocated": "true",
+            "ovn.kubernetes.io/cidr": "10.16.0.0/24",
+            "ovn.kubernetes.io/gateway": "10.16.0.1",
+            "ovn.kubernetes.io/ip_address": "10.16.0.5",
+            "ovn.kubernetes.io/logical_switch": "ls1",
+            "ovn.kubernetes.io/mac_address": "0a:58:0a:10:00:05"
+        }),
+    )
 }
 
-fn node_annotation(api: &Api, key: &str) -> Option<String> {
-    api.lock().expect("lock").node["metadata"]["annotations"][key]
+fn node_annotation(api: &Fake, key: &str) -> Option<String> {
+    api.node()["metadata"]["annotations"][key]
         .as_str()
         .map(str::to_string)
 }
@@ -222,10 +135,14 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
     let central = OvnCentral::start().expect("OVN central");
     let name = format!("fv-{tag}-kb");
     let mut node = Node::start(&format!("fvt-{tag}-kb"), &NodeConfig::plain(&name)).expect("node");
-    let api: Api = Arc::new(Mutex::new(ApiState {
-        node: node_object(&name),
-        ..Default::default()
-    }));
+    let api = Fake::new(
+        FakeState::with_node(node_json(
+            &name,
+            "kernel",
+            json!({"node.alpha.kubernetes.io/ttl": "0"}),
+        )),
+        Arc::new(default_handler),
+    );
     let port = start_api(&node.netns_path(), api.clone());
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -307,8 +224,8 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
 
     // every write was a merge patch of the Node; the chassis one carried only its own keys
     {
-        let st = api.lock().expect("lock");
-        let patches: Vec<&Seen> = st.seen.iter().filter(|s| s.method == "PATCH").collect();
+        let seen = api.seen();
+        let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == "PATCH").collect();
         assert_eq!(patches.len(), 2, "{patches:?}");
         for p in &patches {
             assert_eq!(p.path, format!("/api/v1/nodes/{name}"));
@@ -370,25 +287,23 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         netconf: json!({"cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni"}),
     });
     let add = std::thread::spawn(move || call(&sock, &request, Duration::from_secs(40)));
-    let pod_get = |st: &ApiState| {
-        st.seen
+    let pod_get = |api: &Fake| {
+        api.seen()
             .iter()
             .filter(|s| s.path == "/api/v1/namespaces/default/pods/web-0")
             .count()
     };
     assert!(
-        wait_until(Duration::from_secs(10), || pod_get(
-            &api.lock().expect("lock")
-        ) >= 1),
+        wait_until(Duration::from_secs(10), || pod_get(&api) >= 1),
         "the agent never asked for the Pod; log:\n{}",
         node.agent_log()
     );
     std::thread::sleep(Duration::from_secs(1));
     let asked_at = Instant::now();
-    api.lock()
+    api.state
+        .lock()
         .expect("lock")
-        .pods
-        .insert("default/web-0".into(), pod_object(&name));
+        .insert_pod(pod_object(&name));
     let response = add.join().expect("ADD thread").expect("ADD call");
     println!(
         "ADD answered {:?} after the Pod got its allocation",
@@ -399,7 +314,7 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         other => panic!("ADD failed: {other:?}; agent log:\n{}", node.agent_log()),
     };
     assert!(result.to_string().contains("10.16.0.5/24"), "{result}");
-    let gets = pod_get(&api.lock().expect("lock"));
+    let gets = pod_get(&api);
     // 404s while waiting (spaced >= 250 ms) and the one that found the allocation
     assert!((2..=12).contains(&gets), "{gets} GETs of the Pod");
 }
