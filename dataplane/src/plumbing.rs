@@ -152,7 +152,7 @@ impl fmt::Display for Step {
             Step::PodLinkUp => write!(f, "bringing the pod interface up"),
             Step::AddRoute(r) => write!(f, "adding route {r}"),
             Step::DisableTxChecksum => write!(f, "turning tx checksum offload off"),
-            Step::DisableIpv6 => write!(f, "turning IPv6 off on an IPv4-only interface"),
+            Step::DisableIpv6 => write!(f, "turning IPv6 off (net.ipv6.conf.<if>.disable_ipv6)"),
             Step::DeleteVeth => write!(f, "deleting the veth pair"),
             Step::LimitEgress(m) => write!(f, "limiting pod egress to {m} Mbit/s (tc tbf)"),
         }
@@ -219,8 +219,6 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// Runs `work` on a dedicated thread holding a current-thread runtime and netlink sockets opened
-/// in `host` (None: the process's namespace) and, if given, `pod`. The thread ends afterwards.
 /// `net.ipv6.conf.<ifname>.disable_ipv6=1` in the calling thread's network namespace.
 /// A kernel booted with `ipv6.disable=1` has no such file: nothing to turn off then.
 fn disable_ipv6(ifname: &str) -> std::io::Result<()> {
@@ -241,7 +239,7 @@ fn disable_ipv6(ifname: &str) -> std::io::Result<()> {
 /// thread that sits in the pod netns means stepping out and back in.
 struct Sides {
     host: NetnsHandle,
-    pod: Result<NetnsHandle, NetnsError>,
+    pod: NetnsHandle,
 }
 
 thread_local! {
@@ -258,17 +256,15 @@ fn on_host_side<R>(f: impl FnOnce() -> R) -> Result<R, NetnsError> {
                 "not a plumbing thread with a pod netns".into(),
             ));
         };
-        let pod = sides
-            .pod
-            .as_ref()
-            .map_err(|e| NetnsError::Thread(e.to_string()))?;
         sides.host.enter()?;
         let r = f();
-        pod.enter()?;
+        sides.pod.enter()?;
         Ok(r)
     })
 }
 
+/// Runs `work` on a dedicated thread holding a current-thread runtime and netlink sockets opened
+/// in `host` (None: the process's namespace) and, if given, `pod`. The thread ends afterwards.
 pub(crate) fn with_netlink<R, F, Fut>(
     host: Option<PathBuf>,
     pod: Option<PathBuf>,
@@ -305,13 +301,11 @@ where
             let pod = match pod_ns {
                 Some(ns) => {
                     // remembered so that /proc/sys of the host side stays reachable
-                    let host_side = NetnsHandle::open(Path::new("/proc/thread-self/ns/net"))?;
-                    SIDES.with(|s| {
-                        *s.borrow_mut() = Some(Sides {
-                            host: host_side,
-                            pod: NetnsHandle::open(ns.path()),
-                        })
-                    });
+                    let sides = Sides {
+                        host: NetnsHandle::open(Path::new("/proc/thread-self/ns/net"))?,
+                        pod: NetnsHandle::open(ns.path())?,
+                    };
+                    SIDES.with(|s| *s.borrow_mut() = Some(sides));
                     ns.enter()?;
                     let (conn, handle, _) = rtnetlink::new_connection().map_err(runtime_err)?;
                     tokio::spawn(conn);
