@@ -595,6 +595,17 @@ impl Node {
     /// Userspace tunnelling: `underlay_if` (already in this namespace) becomes a port of the
     /// netdev bridge br-phy, and `cidr` (e.g. `192.168.100.1/24`) sits on br-phy's internal port.
     pub fn setup_underlay(&mut self, underlay_if: &str, cidr: &str) -> Result<(), TestbedError> {
+        // a port of br-phy, not an interface of the node's kernel: no second ARP answer for the
+        // tunnel IP with the veth's MAC (OVS's tunnel neighbor cache could learn that one)
+        self.netns.ip(["link", "set", underlay_if, "arp", "off"])?;
+        self.netns.run(
+            5,
+            "sysctl",
+            [
+                "-qw",
+                &format!("net.ipv6.conf.{underlay_if}.disable_ipv6=1"),
+            ],
+        )?;
         self.netns.ip(["link", "set", underlay_if, "up"])?;
         self.vsctl([
             "--",
@@ -861,6 +872,13 @@ impl TwoNodes {
         add_underlay_veth(&nodes[0], &nodes[1])?;
         nodes[0].setup_underlay("fvul1", "192.168.100.1/24")?;
         nodes[1].setup_underlay("fvul2", "192.168.100.2/24")?;
+        // OVS's userspace tunnelling learns the remote endpoint's MAC by snooping ARP on br-phy;
+        // a miss drops the packet behind a drop datapath flow that stays while it is hit (OVS
+        // 3.1). One kernel ping each way fills both caches before any pod traffic.
+        for (a, b) in [(0, 1), (1, 0)] {
+            let dst = nodes[b].encap_ip.clone().unwrap_or_default();
+            let _ = nodes[a].netns.run(5, "ping", ["-c1", "-W2", &dst]);
+        }
         Ok(TwoNodes { nodes, central })
     }
 

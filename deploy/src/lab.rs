@@ -1060,11 +1060,28 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             name: a.clone(),
         })?;
         for n in &nodes {
+            let dev = underlay_if(n);
+            // The veth is a port of br-phy, not an interface of the node's kernel: with ARP on,
+            // the kernel would answer for the tunnel IP with the veth's MAC as well as through
+            // br-phy, and OVS's tunnel neighbor cache could learn either.
             run(
                 10,
                 "ip",
-                ["-n", &n.netns, "link", "set", &underlay_if(n), "up"],
+                ["-n", &n.netns, "link", "set", &dev, "arp", "off"],
             )?;
+            run(
+                10,
+                "ip",
+                [
+                    "netns",
+                    "exec",
+                    &n.netns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
+                ],
+            )?;
+            run(10, "ip", ["-n", &n.netns, "link", "set", &dev, "up"])?;
             setup_underlay(n)?;
         }
         Ok((
@@ -1808,6 +1825,19 @@ pub fn delete(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // status
 
+/// One kernel ping between every pair of tunnel endpoints. OVS's userspace tunnelling learns
+/// the remote endpoint's MAC by snooping ARP on br-phy; on a miss it drops the packet, sends
+/// its own ARP request and installs a drop datapath flow that, in OVS 3.1, stays while the
+/// flow keeps being hit — a pod pinging a remote pod every second would never get through.
+/// The kernel's ARP exchange for these pings fills both nodes' caches first.
+fn warm_tunnel_neighbors(nodes: &[NodeState]) {
+    for a in nodes {
+        for b in nodes.iter().filter(|b| b.name != a.name) {
+            let _ = run_in(&a.netns, 4, "ping", ["-c1", "-W1", &b.encap_ip]);
+        }
+    }
+}
+
 fn probe(netns: &str, ip: IpAddr, attempts: u32) -> Outcome {
     for _ in 0..attempts {
         if run_in(netns, 4, "ping", ["-c1", "-W1", &ip.to_string()]).is_ok() {
@@ -2066,6 +2096,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     );
 
     // connectivity
+    warm_tunnel_neighbors(&lab.nodes);
     let plan = probe_plan(&pods);
     let mut results = BTreeMap::new();
     for pair in &plan.pairs {
