@@ -14,6 +14,7 @@ pub mod profile;
 pub mod report;
 pub mod server;
 pub mod sriov;
+pub mod tunnel_announce;
 pub mod types;
 
 #[cfg(feature = "testbed")]

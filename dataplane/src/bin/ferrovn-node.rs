@@ -112,6 +112,11 @@ struct Args {
     allocation_timeout_secs: u64,
     #[arg(long, default_value_t = 30)]
     install_timeout_secs: u64,
+    /// Seconds between gratuitous ARPs announcing the tunnel IP (0: off; otherwise at least
+    /// 15). Other nodes' OVS forgets a tunnel endpoint 15 minutes after last hearing of it and
+    /// then black-holes busy flows to it (docs/node-agent.md, "Tunnel endpoint announcements").
+    #[arg(long, default_value_t = 60, value_parser = parse_announce_interval)]
+    tunnel_announce_interval_secs: u64,
     /// Seconds between garbage-collection passes (0: off).
     #[arg(long, default_value_t = 30)]
     gc_interval_secs: u64,
@@ -170,6 +175,20 @@ async fn publish_until_done<S: NodeReportSink>(
             }
         }
     }
+}
+
+/// 0 or >= 15 s: a remote OVS learns from an announcement only when it reaches its slow path,
+/// and identical announcements less than its datapath flow idle time (10 s) apart are
+/// answered from the cached flow, never seen again.
+fn parse_announce_interval(s: &str) -> Result<u64, String> {
+    let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v != 0 && v < ferrovn_dataplane::tunnel_announce::MIN_INTERVAL_SECS {
+        return Err(format!(
+            "{v} s is too short: 0 (off) or at least {} s (OVS caches an identical announcement for 10 s and learns nothing from the repeats)",
+            ferrovn_dataplane::tunnel_announce::MIN_INTERVAL_SECS
+        ));
+    }
+    Ok(v)
 }
 
 fn hostname() -> String {
@@ -338,6 +357,24 @@ async fn main() -> anyhow::Result<()> {
             agent.clone(),
             Duration::from_secs(args.offload.offload_check_secs),
         );
+    }
+
+    if args.tunnel_announce_interval_secs > 0 {
+        match args.encap_ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => {
+                tokio::spawn(ferrovn_dataplane::tunnel_announce::run(
+                    ip,
+                    Duration::from_secs(args.tunnel_announce_interval_secs),
+                ));
+            }
+            Ok(std::net::IpAddr::V6(ip)) => tracing::info!(
+                %ip,
+                "IPv6 tunnel endpoint: not announced (OVS learns it from neighbor advertisements)"
+            ),
+            Err(e) => {
+                tracing::warn!(encap_ip = %args.encap_ip, error = %e, "tunnel IP not announced")
+            }
+        }
     }
 
     if args.gc_interval_secs > 0 {
