@@ -2096,6 +2096,21 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     );
 
     // connectivity
+    // A pod's ADD returns once its own node installed its port; the other node learns the
+    // new port from the SB a little later (seconds, when the DPDK node's PMD and testpmd share
+    // the two cores with ovn-controller). Probe the steady state: every chassis caught up.
+    if let Err(e) = run(
+        20,
+        "ovn-nbctl",
+        [
+            &format!("--db={}", lab.nb_remote),
+            "--wait=hv",
+            "--timeout=15",
+            "sync",
+        ],
+    ) {
+        println!("(not every chassis caught up with OVN within 15 s: {e})");
+    }
     warm_tunnel_neighbors(&lab.nodes);
     let plan = probe_plan(&pods);
     let mut results = BTreeMap::new();
