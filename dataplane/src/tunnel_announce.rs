@@ -78,20 +78,15 @@ pub fn send_garp(ifname: &str, ip: Ipv4Addr) -> Result<(), AnnounceError> {
             source,
         }
     };
-    let name = std::ffi::CString::new(ifname).map_err(|_| AnnounceError::Io {
-        ip,
-        ifname: ifname.to_string(),
-        step: "interface name",
-        source: io::Error::from(io::ErrorKind::InvalidInput),
-    })?;
-    if name.as_bytes().len() >= libc::IFNAMSIZ {
-        return Err(AnnounceError::Io {
+    let name = std::ffi::CString::new(ifname)
+        .ok()
+        .filter(|n| n.as_bytes().len() < libc::IFNAMSIZ)
+        .ok_or_else(|| AnnounceError::Io {
             ip,
             ifname: ifname.to_string(),
             step: "interface name",
             source: io::Error::from(io::ErrorKind::InvalidInput),
-        });
-    }
+        })?;
     let proto = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as libc::c_int) };
