@@ -196,6 +196,7 @@ pub struct Agent<A> {
     alloc: A,
     locks: Mutex<HashMap<AttachmentKey, Arc<tokio::sync::Mutex<()>>>>,
     offload_start: crate::offload::OffloadStart,
+    tso: crate::userspace_tso::TsoStart,
 }
 
 impl<A: AllocationSource> Agent<A> {
@@ -205,12 +206,19 @@ impl<A: AllocationSource> Agent<A> {
         ovs.ensure_node_config(&cfg.node).await?;
         let offload_start =
             crate::offload::apply_offload_profile(&ovs, &cfg.node.bridge, &cfg.sriov).await?;
+        // veth pods on a userspace-datapath bridge (kernel and DPDK profile alike)
+        let tso = if cfg.node.datapath_type == "netdev" {
+            crate::userspace_tso::ensure(&ovs).await?
+        } else {
+            crate::userspace_tso::TsoStart::default()
+        };
         Ok(Arc::new(Agent {
             cfg,
             ovs,
             alloc,
             locks: Mutex::new(HashMap::new()),
             offload_start,
+            tso,
         }))
     }
 
@@ -225,6 +233,11 @@ impl<A: AllocationSource> Agent<A> {
     /// What the `offload` profile did at start (whether ovs-vswitchd must restart).
     pub fn offload_start(&self) -> &crate::offload::OffloadStart {
         &self.offload_start
+    }
+
+    /// Whether veth pods keep tx offloads (userspace TSO) and whether ovs-vswitchd must restart.
+    pub fn userspace_tso(&self) -> crate::userspace_tso::TsoStart {
+        self.tso
     }
 
     fn lock_for(&self, key: &AttachmentKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -342,6 +355,7 @@ impl<A: AllocationSource> Agent<A> {
             gateways: a.gateways.clone(),
             routes: a.routes.clone(),
             ipv6_link_local: a.ipv6_link_local,
+            tx_offload: self.tso.active,
         };
         spec.validate()
             .map_err(|e| err(code::INVALID_NETCONF, "invalid pod interface request", e))?;

@@ -16,6 +16,7 @@ pub mod server;
 pub mod sriov;
 pub mod tunnel_announce;
 pub mod types;
+pub mod userspace_tso;
 
 #[cfg(feature = "testbed")]
 pub mod testbed;

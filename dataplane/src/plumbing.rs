@@ -58,6 +58,11 @@ pub struct VethSpec {
     /// its DAD/MLD/router solicitations would be flooded by OVN to every port of the switch).
     #[serde(default)]
     pub ipv6_link_local: bool,
+    /// Keep the pod end's tx checksum offload (and TSO) on: only when the node's ovs-vswitchd
+    /// runs with userspace TSO ([`crate::userspace_tso`]); without it OVS drops such packets on
+    /// their way into a Geneve tunnel, so the default is off.
+    #[serde(default)]
+    pub tx_offload: bool,
 }
 
 impl VethSpec {
@@ -609,12 +614,14 @@ async fn configure(
     }
 
     // this thread is inside the pod netns (the pod socket was opened there last)
-    ethtool::disable_tx_checksum(ifname).map_err(|source| PlumbError::Io {
-        step: Step::DisableTxChecksum,
-        ifname: ifname.to_string(),
-        netns: pod_disp.to_string(),
-        source,
-    })?;
+    if !spec.tx_offload {
+        ethtool::disable_tx_checksum(ifname).map_err(|source| PlumbError::Io {
+            step: Step::DisableTxChecksum,
+            ifname: ifname.to_string(),
+            netns: pod_disp.to_string(),
+            source,
+        })?;
+    }
     Ok(host_ifindex)
 }
 
@@ -814,6 +821,7 @@ mod tests {
             gateways: vec!["10.16.0.1".parse().expect("ip")],
             routes: vec![],
             ipv6_link_local: false,
+            tx_offload: false,
         }
     }
 

@@ -43,6 +43,7 @@ fn spec(host: &Netns, pod: &Netns, cid: &str) -> VethSpec {
             },
         ],
         ipv6_link_local: false,
+        tx_offload: false,
     }
 }
 
@@ -326,4 +327,16 @@ fn async_plumbing_does_not_move_the_runtime_threads() {
         std::fs::read_link("/proc/thread-self/ns/net").expect("ns"),
         own_ns
     );
+}
+
+#[test]
+fn pod_keeps_tx_offloads_when_the_node_runs_userspace_tso() {
+    let (host, pod) = ns_pair();
+    let mut s = spec(&host, &pod, "c0ffee0f");
+    s.tx_offload = true;
+    let made = plumb_veth_blocking(&s).expect("plumb");
+    let k = pod.run(5, "ethtool", ["-k", "eth0"]).expect("ethtool");
+    assert!(k.contains("tx-checksumming: on"), "{k}");
+    assert!(k.contains("tx-tcp-segmentation: on"), "{k}");
+    unplumb_veth_blocking(Some(&host.path()), &made.host_ifname, &made.owner_tag).expect("unplumb");
 }

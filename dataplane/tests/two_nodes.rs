@@ -63,6 +63,7 @@ fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
             gateways: vec![],
             routes: vec![],
             ipv6_link_local: false,
+            tx_offload: false,
         };
         let made = plumb_veth_blocking(&spec).expect("plumb");
         node.vsctl([

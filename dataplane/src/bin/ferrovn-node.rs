@@ -55,6 +55,11 @@ struct Args {
     /// DPDK node configuration (JSON, docs/dpdk.md).
     #[arg(long, env = "FERROVN_DPDK_CONFIG")]
     dpdk_config: Option<PathBuf>,
+    /// The DPDK ovs-vswitchd whose presence makes the DPDK profile possible (default: Debian's
+    /// /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk; FerrOVN's OVS/OVN image has it there
+    /// too, the lab's is in the OVS/OVN rootfs).
+    #[arg(long, env = "FERROVN_DPDK_VSWITCHD")]
+    dpdk_vswitchd: Option<PathBuf>,
     /// Lab: where the node's profile annotations (node-annotations.json), chassis annotations
     /// (chassis-node-annotations.json) and metrics textfiles (metrics.prom,
     /// chassis-metrics.prom) are written.
@@ -242,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             labels_file: args.node_labels_file.clone(),
             dpdk_config: args.dpdk_config.clone(),
             state_dir: args.state_dir.clone(),
+            dpdk_vswitchd: args.dpdk_vswitchd.clone(),
         },
         &args.ovs_db,
     )
@@ -328,7 +334,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = server::bind(&args.socket)
         .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
-    tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db, "ferrovn-node ready");
+    let tso = agent.userspace_tso();
+    tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db,
+        userspace_tso = tso.active, vswitchd_restart_required = tso.restart_required,
+        "ferrovn-node ready");
 
     if !args.no_chassis_report {
         let mut report = ChassisReportConfig::new(&args.sb_remote, &name, &args.encap_ip);

@@ -25,6 +25,9 @@ pub struct DecideArgs {
     pub dpdk_config: Option<PathBuf>,
     /// Where `node-annotations.json` and `metrics.prom` go.
     pub state_dir: Option<PathBuf>,
+    /// The DPDK ovs-vswitchd whose presence makes DPDK possible; `None`: Debian's path
+    /// ([`HostPaths::default`]). OVS may live elsewhere, e.g. in FerrOVN's OVS/OVN rootfs.
+    pub dpdk_vswitchd: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +117,11 @@ pub async fn decide(args: &DecideArgs, ovs_remote: &str) -> Result<ProfileDecisi
         None => None,
     };
     let held = ovs_dpdk_initialized(ovs_remote).await;
-    let inputs = gather_inputs(&HostPaths::default(), label, dpdk, held)?;
+    let mut paths = HostPaths::default();
+    if let Some(p) = &args.dpdk_vswitchd {
+        paths.dpdk_vswitchd = p.clone();
+    }
+    let inputs = gather_inputs(&paths, label, dpdk, held)?;
     let decision = select_profile(&inputs)?;
     if decision.fell_back {
         tracing::warn!(profile = profile_name(decision.profile), reason = %decision.reason,
