@@ -306,6 +306,9 @@ impl ControlPlane {
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // The `kubernetes` Service's Endpoints may not hold a loopback address (1.37
+                // refuses to start); nothing in a loopback-only cluster could use them anyway.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={api_port}"),
                 format!("--tls-cert-file={}", s(&serving.cert)),
                 format!("--tls-private-key-file={}", s(&serving.key)),
