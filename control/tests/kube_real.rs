@@ -125,7 +125,7 @@ default: true\n  provider: ovn\n  vpc: ovn-cluster\n  gatewayType: distributed\n
 
 #[test]
 fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
-    let cp = ControlPlane::start().expect("control plane (make kube-bins)");
+    let mut cp = ControlPlane::start().expect("control plane (make kube-bins)");
     eprintln!("control plane up in {:?}", cp.startup_time());
     let deploy = repo().join("deploy");
     cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
@@ -295,6 +295,55 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         !log.contains("forbidden") && !log.contains("Forbidden"),
         "RBAC refused a request:\n{log}"
     );
+
+    // The apiserver dies (SIGKILL) for longer than the renew deadline: watches are cut and the
+    // Lease cannot be renewed. Once it is back the controller resyncs and leads again; the old
+    // pods keep their addresses and a new pod gets a fresh one.
+    let before: Vec<String> = PODS
+        .iter()
+        .map(|(ns, pod)| annotation(&cp, ns, pod, "ovn.kubernetes.io/ip_address"))
+        .collect();
+    let t = Instant::now();
+    cp.kill_apiserver();
+    eprintln!("apiserver killed in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(6));
+    controller.assert_running();
+    let t = Instant::now();
+    cp.start_apiserver().expect("apiserver back");
+    eprintln!("apiserver ready again in {:?}", t.elapsed());
+    let t = Instant::now();
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: late\n  namespace: demo\nspec:\n  \
+         nodeName: lab-kernel\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n",
+    )
+    .expect("pod after the restart");
+    // Right after a restart the apiserver answers 403 until its RBAC caches fill, and the
+    // watchers back off (kube-rs default backoff): seen 8-31 s here.
+    wait_until("pod late allocated", Duration::from_secs(90), || {
+        controller.assert_running();
+        annotation(&cp, "demo", "late", "ovn.kubernetes.io/allocated") == "true"
+    });
+    eprintln!("new pod allocated {:?} after the restart", t.elapsed());
+    let late = annotation(&cp, "demo", "late", "ovn.kubernetes.io/ip_address");
+    assert!(late.starts_with("10.66.0."), "late: {late}");
+    assert!(!addresses.contains(&late), "{late} handed out twice");
+    let after: Vec<String> = PODS
+        .iter()
+        .map(|(ns, pod)| annotation(&cp, ns, pod, "ovn.kubernetes.io/ip_address"))
+        .collect();
+    assert_eq!(
+        after, before,
+        "no allocation moved or got lost over the restart"
+    );
+    wait_until("ctrl-a leads again", Duration::from_secs(30), || {
+        jsonpath(
+            &cp,
+            &["-n", "kube-system", "get", "lease", "ferrovn-controller"],
+            "{.spec.holderIdentity}",
+        ) == "ctrl-a"
+    });
+
     let status = controller.terminate();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 }

@@ -520,10 +520,16 @@ impl ControlPlane {
         Ok(path)
     }
 
-    /// Stops the apiserver (SIGTERM): every watch is cut, every request fails until
-    /// [`ControlPlane::start_apiserver`].
+    /// Stops the apiserver (SIGTERM, graceful; SIGKILL after 10 s): every watch is cut, every
+    /// request fails until [`ControlPlane::start_apiserver`].
     pub fn stop_apiserver(&mut self) {
         self.apiserver.stop();
+    }
+
+    /// Kills the apiserver (SIGKILL), as a crash or a lost machine would: no graceful
+    /// shutdown (which takes about 10 s here), connections just break.
+    pub fn kill_apiserver(&mut self) {
+        self.apiserver.kill();
     }
 
     /// Starts the apiserver again on the same port, with the same etcd, and waits for /readyz.
