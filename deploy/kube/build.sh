@@ -51,6 +51,10 @@ if up_to_date; then
     exit 0
 fi
 
+# Non-interactive shells (CI) may not have the login PATH that holds the machine's Go.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    PATH=/usr/local/go/bin:$PATH
+fi
 if ! command -v go >/dev/null; then
     echo "build.sh: 'go' not found; install Go >= 1.26 (Debian: golang-go from trixie, or the machine's Go)" >&2
     exit 1
@@ -160,26 +164,46 @@ build_e2e() {
     kube_wrapper "$SRC/e2e"
     mkdir -p e2enet
     cat >e2enet/e2e_test.go <<'EOF'
-// Package e2enet is the upstream Kubernetes network e2e suite, nothing else.
+// Package e2enet is the upstream Kubernetes network e2e suite (sig-network and network
+// policies), registered the way upstream's test/e2e/e2e_test.go does, nothing else.
 package e2enet
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"testing"
 
+	"k8s.io/component-base/version"
+	conformancetestdata "k8s.io/kubernetes/test/conformance/testdata"
 	"k8s.io/kubernetes/test/e2e"
 	"k8s.io/kubernetes/test/e2e/framework"
 	"k8s.io/kubernetes/test/e2e/framework/config"
+	"k8s.io/kubernetes/test/e2e/framework/testfiles"
+	e2etestingmanifests "k8s.io/kubernetes/test/e2e/testing-manifests"
+	testfixtures "k8s.io/kubernetes/test/fixtures"
+
+	_ "k8s.io/kubernetes/test/e2e/feature"
+	_ "k8s.io/kubernetes/test/e2e/framework/debug/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/metrics/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/node/init"
 	_ "k8s.io/kubernetes/test/e2e/network"
 	_ "k8s.io/kubernetes/test/e2e/network/netpol"
 )
 
 func TestMain(m *testing.M) {
+	versionFlag := flag.CommandLine.Bool("version", false, "Displays version information.")
 	config.CopyFlags(config.Flags, flag.CommandLine)
 	framework.RegisterCommonFlags(flag.CommandLine)
 	framework.RegisterClusterFlags(flag.CommandLine)
 	flag.Parse()
+	if *versionFlag {
+		fmt.Printf("%s\n", version.Get())
+		os.Exit(0)
+	}
+	testfiles.AddFileSource(e2etestingmanifests.GetE2ETestingManifestsFS())
+	testfiles.AddFileSource(testfixtures.GetTestFixturesFS())
+	testfiles.AddFileSource(conformancetestdata.GetConformanceTestdataFS())
 	framework.AfterReadingAllFlags(&framework.TestContext)
 	os.Exit(m.Run())
 }
@@ -193,7 +217,7 @@ EOF
     go mod tidy
     t1=$(now)
     log_time modules $((t1 - t0))
-    go test -c -p "$JOBS" -trimpath -tags selinux,notest,grpcnotrace -ldflags "$(kube_ldflags)" \
+    go test -c -p "$JOBS" -trimpath -ldflags "$(kube_ldflags)" \
         -o "$BIN/e2e-network.test" ./e2enet
     go build -p "$JOBS" -trimpath -ldflags "$(kube_ldflags)" -o "$BIN/agnhost" \
         k8s.io/kubernetes/test/images/agnhost
