@@ -232,15 +232,16 @@ impl ControlPlane {
     /// ServiceAccount (so pods can be created).
     pub fn start() -> Result<ControlPlane, KubeError> {
         let t0 = Instant::now();
-        let bins: Vec<PathBuf> = REQUIRED_BINARIES
-            .iter()
-            .map(|b| binary(b))
-            .collect::<Result<_, _>>()?;
+        // All of them before anything starts: a missing one is reported, not half a cluster.
         let [etcd_bin, apiserver_bin, kcm_bin, scheduler_bin, kubectl] =
-            <[PathBuf; 5]>::try_from(bins).map_err(|_| KubeError::Io {
-                what: "binaries".into(),
-                reason: "wrong count".into(),
-            })?;
+            REQUIRED_BINARIES.map(binary);
+        let (etcd_bin, apiserver_bin, kcm_bin, scheduler_bin, kubectl) = (
+            etcd_bin?,
+            apiserver_bin?,
+            kcm_bin?,
+            scheduler_bin?,
+            kubectl?,
+        );
         let dir = tempfile::Builder::new()
             .prefix("ferrovn-kube-")
             .tempdir()
