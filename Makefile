@@ -8,9 +8,9 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 APT_PACKAGES := openvswitch-switch openvswitch-switch-dpdk ovn-central ovn-host \
 	dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config \
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
-	containernetworking-plugins
+	containernetworking-plugins openssl
 
-.PHONY: deps build test lint fmt clean lab lab-down
+.PHONY: deps build test lint fmt clean lab lab-down kube-bins kube-e2e-bins
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -30,8 +30,18 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## kube-bins: the real Kubernetes control plane the tests run (etcd, kube-apiserver, kube-controller-manager,
+## kube-scheduler, kubectl, kubelet, kube-proxy), built from Go modules into a cache outside the repo
+## (docs/kubernetes.md); a no-op once built. Cold: see docs/kubernetes.md for the time it takes.
+kube-bins:
+	bash deploy/kube/build.sh core
+
+## kube-e2e-bins: the upstream network e2e test binary and agnhost (same cache)
+kube-e2e-bins: kube-bins
+	bash deploy/kube/build.sh e2e
+
 ## test: install what is needed, check formatting and lints, run every test
-test: lint
+test: lint kube-bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

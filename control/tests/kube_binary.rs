@@ -136,3 +136,23 @@ async fn binary_in_kube_mode_allocates_and_releases_its_lease_on_sigterm() {
     );
     assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
 }
+
+#[test]
+fn a_missing_kubeconfig_file_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such.kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
+        .args(["--kube", "--nb", "unix:/nonexistent.sock", "--state-dir"])
+        .arg(tmp.path().join("state"))
+        .arg("--kubeconfig")
+        .arg(&missing)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run ferrovn-controller");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&missing.display().to_string()),
+        "error names the file: {stderr}"
+    );
+}

@@ -16,6 +16,10 @@ pub struct KubeArgs {
     /// KUBECONFIG / ~/.kube/config) instead of --manifests, and write allocations back to pods.
     #[arg(long, conflicts_with = "manifests")]
     pub kube: bool,
+    /// Kubeconfig file to use instead of the in-cluster service account / KUBECONFIG
+    /// (e.g. a ServiceAccount token kubeconfig outside the cluster).
+    #[arg(long, requires = "kube")]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// This replica's holderIdentity in the Lease (default: $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -44,6 +48,8 @@ pub struct KubeArgs {
 pub enum KubeModeError {
     #[error("no usable Kubernetes client configuration (in-cluster service account or KUBECONFIG)")]
     Client(#[from] kube::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] super::ClientConfigError),
     #[error(transparent)]
     Run(#[from] KubeError),
 }
@@ -103,7 +109,10 @@ pub async fn run_from_args(
     controller: ControllerOptions,
     args: &KubeArgs,
 ) -> Result<(), KubeModeError> {
-    let client = super::client_from_env().await?;
+    let client = match &args.kubeconfig {
+        Some(path) => super::client_from_kubeconfig(path).await?,
+        None => super::client_from_env().await?,
+    };
     let opts = args.options(controller);
     match &opts.lease {
         Some(l) => tracing::info!(

@@ -27,3 +27,41 @@ pub use writeback::{PlannedWrite, Target, Writer, existing_allocations, plan_wri
 pub async fn client_from_env() -> Result<kube::Client, kube::Error> {
     kube::Client::try_default().await
 }
+
+/// Why no client could be made from a kubeconfig file.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("kubeconfig {path}: {source}")]
+    Client { path: String, source: kube::Error },
+}
+
+/// A client from one kubeconfig file (its current context), e.g. a ServiceAccount's.
+pub async fn client_from_kubeconfig(
+    path: &std::path::Path,
+) -> Result<kube::Client, ClientConfigError> {
+    let shown = path.display().to_string();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+        ClientConfigError::Kubeconfig {
+            path: shown.clone(),
+            source,
+        }
+    })?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|source| ClientConfigError::Kubeconfig {
+        path: shown.clone(),
+        source,
+    })?;
+    kube::Client::try_from(config).map_err(|source| ClientConfigError::Client {
+        path: shown,
+        source,
+    })
+}

@@ -1,0 +1,201 @@
+//! Two `ferrovn-controller --kube` replicas on a real control plane (ferrovn-testkit) and a real
+//! OVN NB, both as the controller's ServiceAccount of deploy/rbac.yaml: the leader is killed
+//! outright (SIGKILL: it cannot release the Lease), the standby takes the Lease once it expires
+//! and allocates a new pod, and no address is handed out twice.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::kube::ControlPlane;
+
+/// `--lease-duration` of both replicas (seconds).
+const LEASE_SECONDS: u64 = 6;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("control has a parent")
+        .to_path_buf()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+struct Replica {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn spawn(kubeconfig: &Path, nb: &str, dir: &Path, identity: &str) -> Replica {
+        let log = dir.join(format!("{identity}.log"));
+        let out = std::fs::File::create(&log).expect("controller log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
+            .args(["--kube", "--kubeconfig", path(kubeconfig), "--nb", nb])
+            .args(["--state-dir", path(&dir.join(identity))])
+            .args(["--identity", identity, "--debounce-ms", "100"])
+            .args(["--lease-duration", &LEASE_SECONDS.to_string()])
+            .env("HOME", dir)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn ferrovn-controller");
+        Replica { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn get(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
+    let o = format!("jsonpath={expr}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &o]);
+    cp.kubectl(&all).map(|o| o.stdout).unwrap_or_default()
+}
+
+fn pod_ip(cp: &ControlPlane, pod: &str) -> String {
+    get(
+        cp,
+        &["-n", "default", "get", "pod", pod],
+        "{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}",
+    )
+}
+
+fn holder(cp: &ControlPlane) -> String {
+    get(
+        cp,
+        &["-n", "kube-system", "get", "lease", "ferrovn-controller"],
+        "{.spec.holderIdentity}",
+    )
+}
+
+fn pod(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
+         nodeName: node-1\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n"
+    )
+}
+
+const SETUP: &str = "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n---\n\
+apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: ovn-default\nspec:\n  protocol: IPv4\n  \
+cidrBlock: 10.16.0.0/16\n  gateway: 10.16.0.1\n  excludeIps: [10.16.0.1]\n  default: true\n  \
+provider: ovn\n  vpc: ovn-cluster\n";
+
+#[test]
+fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
+    let cp = ControlPlane::start().expect("control plane (make kube-bins)");
+    eprintln!("control plane up in {:?}", cp.startup_time());
+    let deploy = repo().join("deploy");
+    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
+        .expect("CRDs");
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])
+    .expect("CRDs established");
+    cp.kubectl(&["apply", "-f", path(&deploy.join("rbac.yaml"))])
+        .expect("deploy/rbac.yaml");
+    cp.kubectl_stdin(&["apply", "-f", "-"], SETUP)
+        .expect("node + subnet");
+    let sa = cp
+        .service_account_kubeconfig("kube-system", "ferrovn-controller")
+        .expect("ServiceAccount kubeconfig");
+    let central = OvnCentral::start().expect("OVN central (make deps)");
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    let a = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a");
+    wait_until("ctrl-a leads", Duration::from_secs(60), || {
+        holder(&cp) == "ctrl-a"
+    });
+    let mut b = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-b");
+    cp.kubectl_stdin(&["apply", "-f", "-"], &pod("before"))
+        .expect("pod");
+    wait_until("pod before allocated", Duration::from_secs(60), || {
+        !pod_ip(&cp, "before").is_empty()
+    });
+    assert_eq!(holder(&cp), "ctrl-a", "the standby never stole the Lease");
+    let first = pod_ip(&cp, "before");
+
+    // SIGKILL: no release, the standby must wait for the Lease to expire.
+    let killed_at = Instant::now();
+    drop(a);
+    cp.kubectl_stdin(&["apply", "-f", "-"], &pod("after"))
+        .expect("pod");
+    wait_until(
+        "ctrl-b leads",
+        Duration::from_secs(3 * LEASE_SECONDS),
+        || {
+            if let Ok(Some(s)) = b.child.try_wait() {
+                panic!("ctrl-b exited ({s}):\n{}", b.log());
+            }
+            holder(&cp) == "ctrl-b"
+        },
+    );
+    let takeover = killed_at.elapsed();
+    wait_until("pod after allocated", Duration::from_secs(30), || {
+        !pod_ip(&cp, "after").is_empty()
+    });
+    let allocated = killed_at.elapsed();
+    eprintln!("takeover after {takeover:?}, new pod allocated after {allocated:?}");
+    // Lease duration plus one retry period (2/15 of it) plus scheduling slack.
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + 3),
+        "took over after {takeover:?} (lease {LEASE_SECONDS} s):\n{}",
+        b.log()
+    );
+
+    let second = pod_ip(&cp, "after");
+    assert_eq!(
+        pod_ip(&cp, "before"),
+        first,
+        "the old pod keeps its address"
+    );
+    let distinct: BTreeSet<_> = [&first, &second].into_iter().collect();
+    assert_eq!(distinct.len(), 2, "{first} handed out twice");
+    for (p, ip) in [("before", &first), ("after", &second)] {
+        let lsp = central
+            .nbctl(&[
+                "--bare",
+                "--columns=addresses",
+                "find",
+                "Logical_Switch_Port",
+                &format!("name={p}.default"),
+            ])
+            .expect("nbctl");
+        assert!(
+            lsp.trim().ends_with(ip.as_str()),
+            "NB port {p}: {lsp:?} vs {ip}"
+        );
+    }
+}

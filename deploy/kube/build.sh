@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Build the real Kubernetes components the tests and the lab run, from the Go module proxy only.
+#
+#   deploy/kube/build.sh [core|e2e|print-bin-dir]
+#
+#   core  etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#         kubelet, kube-proxy                                   (make kube-bins)
+#   e2e   the upstream network e2e test binary and agnhost     (make kube-e2e-bins)
+#
+# Output: ${FERROVN_CACHE:-/var/cache/ferrovn}/kube/<k8s version>/bin/, outside the repo and keyed
+# by version, with one stamp per set: a second run checks the stamp and exits, without calling go.
+# docs/kubernetes.md has the timings and the reasons for the pins.
+set -euo pipefail
+
+# The pins (and why) live in versions.env, which the Rust testkit reads too.
+# shellcheck source=deploy/kube/versions.env
+. "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+
+SET=${1:-core}
+CACHE_ROOT=${FERROVN_CACHE:-/var/cache/ferrovn}
+KDIR=$CACHE_ROOT/kube/$K8S_VERSION
+BIN=$KDIR/bin
+SRC=$KDIR/src
+
+CORE_BINS=(etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+E2E_BINS=(e2e-network.test agnhost)
+
+case $SET in
+core) WANT=("${CORE_BINS[@]}") ;;
+e2e) WANT=("${E2E_BINS[@]}") ;;
+print-bin-dir)
+    echo "$BIN"
+    exit 0
+    ;;
+*)
+    echo "build.sh: unknown set '$SET' (want core, e2e or print-bin-dir)" >&2
+    exit 2
+    ;;
+esac
+
+# The stamp names exactly what was built, so changing a pin or the list rebuilds.
+RECIPE="set=$SET k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${WANT[*]}"
+STAMP=$BIN/.stamp-$SET
+up_to_date() {
+    [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE" ] || return 1
+    local b
+    for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+}
+if up_to_date; then
+    echo "kube-bins ($SET): up to date in $BIN"
+    exit 0
+fi
+
+# Non-interactive shells (CI) may not have the login PATH that holds the machine's Go.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+    PATH=/usr/local/go/bin:$PATH
+fi
+if ! command -v go >/dev/null; then
+    echo "build.sh: 'go' not found; install Go >= 1.26 (Debian: golang-go from trixie, or the machine's Go)" >&2
+    exit 1
+fi
+mkdir -p "$BIN" "$SRC"
+# One build at a time per cache: make test and make lab may start together.
+exec 9>"$KDIR/.lock"
+flock 9
+if up_to_date; then
+    echo "kube-bins ($SET): up to date in $BIN (built by a concurrent run)"
+    exit 0
+fi
+
+# No parent go.work may leak in; the machine's toolchain only (no toolchain download).
+export GOWORK=off GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+JOBS=${FERROVN_GO_JOBS:-2}
+TIMES=$KDIR/build-times.txt
+now() { date +%s; }
+log_time() { echo "$(date -u +%FT%TZ) $SET $1 $2s" | tee -a "$TIMES"; }
+
+K_MINOR=${K8S_VERSION#v1.}
+K_MINOR=${K_MINOR%%.*}
+STAGING=v0.${K8S_VERSION#v1.}
+
+# k8s.io/kubernetes requires each staging module as v0.0.0 and resolves it with a replace to
+# ./staging, which a consumer's build ignores: replace each with its published v0.X.Y.
+# The list is read from upstream's own go.mod so a new staging module is never missed.
+kube_wrapper() {
+    local dir=$1
+    mkdir -p "$dir"
+    cd "$dir"
+    if [ ! -f go.mod ] || ! grep -q "k8s.io/kubernetes $K8S_VERSION" go.mod; then
+        rm -f go.mod go.sum
+        local up
+        up=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+        printf 'module ferrovn.invalid/kubebins\n\ngo 1.26\n' >go.mod
+        # Upstream's GODEBUG defaults change runtime behaviour (TLS, x509): keep them.
+        grep -E '^godebug' "$up" >>go.mod || true
+        go mod edit -require="k8s.io/kubernetes@$K8S_VERSION"
+        local m n=0
+        for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$up"); do
+            go mod edit -replace="$m=$m@$STAGING"
+            n=$((n + 1))
+        done
+        if [ "$n" -lt 20 ]; then
+            echo "build.sh: found only $n staging modules in $up; upstream's go.mod layout changed?" >&2
+            exit 1
+        fi
+        echo "wrapper: k8s.io/kubernetes $K8S_VERSION with $n staging replaces ($dir/go.mod)"
+    fi
+}
+
+# Version stamps as upstream's hack/lib/version.sh sets them; without them the binaries say
+# v0.0.0-master and kubectl warns about version skew.
+kube_ldflags() {
+    local ld="-s -w" kv
+    for kv in "gitVersion=$K8S_VERSION" gitMajor=1 "gitMinor=$K_MINOR" gitTreeState=clean \
+        "buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
+        ld="$ld -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+    done
+    echo "$ld"
+}
+
+build_core() {
+    local t0 t1 t2 t3
+    t0=$(now)
+    # etcd in its own module: its dependencies must not move the k8s pins (and vice versa).
+    mkdir -p "$SRC/etcd"
+    cd "$SRC/etcd"
+    if [ ! -f go.mod ] || ! grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION" go.mod; then
+        rm -f go.mod go.sum
+        printf 'module ferrovn.invalid/etcdbins\n\ngo 1.26\n' >go.mod
+    fi
+    # -tool: the main packages are the only users, and a tool line keeps their requirements.
+    go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
+    kube_wrapper "$SRC/kube"
+    local pkgs=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+    local p paths=()
+    for p in "${pkgs[@]}"; do paths+=("k8s.io/kubernetes/cmd/$p@$K8S_VERSION"); done
+    go get -tool "${paths[@]}"
+    t1=$(now)
+    log_time modules $((t1 - t0))
+
+    cd "$SRC/etcd"
+    go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+    go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/etcdctl" go.etcd.io/etcd/etcdctl/v3
+    t2=$(now)
+    log_time etcd-build $((t2 - t1))
+
+    cd "$SRC/kube"
+    paths=()
+    for p in "${pkgs[@]}"; do paths+=("k8s.io/kubernetes/cmd/$p"); done
+    # One go build for all six: they share most packages, each is compiled once.
+    go build -p "$JOBS" -trimpath -tags selinux,notest,grpcnotrace -ldflags "$(kube_ldflags)" \
+        -o "$BIN/" "${paths[@]}"
+    t3=$(now)
+    log_time kube-build $((t3 - t2))
+    log_time total $((t3 - t0))
+}
+
+# The upstream sig-network e2e suite as one test binary (the way Kube-OVN builds its
+# k8s-network e2e), and agnhost, the image payload those tests run.
+build_e2e() {
+    local t0 t1 t2
+    t0=$(now)
+    kube_wrapper "$SRC/e2e"
+    mkdir -p e2enet
+    cat >e2enet/e2e_test.go <<'EOF'
+// Package e2enet is the upstream Kubernetes network e2e suite (sig-network and network
+// policies), registered the way upstream's test/e2e/e2e_test.go does, nothing else.
+package e2enet
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+
+	"k8s.io/component-base/version"
+	conformancetestdata "k8s.io/kubernetes/test/conformance/testdata"
+	"k8s.io/kubernetes/test/e2e"
+	"k8s.io/kubernetes/test/e2e/framework"
+	"k8s.io/kubernetes/test/e2e/framework/config"
+	"k8s.io/kubernetes/test/e2e/framework/testfiles"
+	e2etestingmanifests "k8s.io/kubernetes/test/e2e/testing-manifests"
+	testfixtures "k8s.io/kubernetes/test/fixtures"
+
+	_ "k8s.io/kubernetes/test/e2e/feature"
+	_ "k8s.io/kubernetes/test/e2e/framework/debug/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/metrics/init"
+	_ "k8s.io/kubernetes/test/e2e/framework/node/init"
+	_ "k8s.io/kubernetes/test/e2e/network"
+	_ "k8s.io/kubernetes/test/e2e/network/netpol"
+)
+
+func TestMain(m *testing.M) {
+	versionFlag := flag.CommandLine.Bool("version", false, "Displays version information.")
+	config.CopyFlags(config.Flags, flag.CommandLine)
+	framework.RegisterCommonFlags(flag.CommandLine)
+	framework.RegisterClusterFlags(flag.CommandLine)
+	flag.Parse()
+	if *versionFlag {
+		fmt.Printf("%s\n", version.Get())
+		os.Exit(0)
+	}
+	testfiles.AddFileSource(e2etestingmanifests.GetE2ETestingManifestsFS())
+	testfiles.AddFileSource(testfixtures.GetTestFixturesFS())
+	testfiles.AddFileSource(conformancetestdata.GetConformanceTestdataFS())
+	framework.AfterReadingAllFlags(&framework.TestContext)
+	os.Exit(m.Run())
+}
+
+func TestE2E(t *testing.T) {
+	e2e.RunE2ETests(t)
+}
+EOF
+    go get -tool "k8s.io/kubernetes/test/images/agnhost@$K8S_VERSION"
+    go get "k8s.io/kubernetes/test/e2e@$K8S_VERSION"
+    go mod tidy
+    t1=$(now)
+    log_time modules $((t1 - t0))
+    go test -c -p "$JOBS" -trimpath -ldflags "$(kube_ldflags)" \
+        -o "$BIN/e2e-network.test" ./e2enet
+    go build -p "$JOBS" -trimpath -ldflags "$(kube_ldflags)" -o "$BIN/agnhost" \
+        k8s.io/kubernetes/test/images/agnhost
+    t2=$(now)
+    log_time build $((t2 - t1))
+}
+
+echo "kube-bins ($SET): building $K8S_VERSION (etcd $ETCD_VERSION) into $BIN, go -p $JOBS"
+case $SET in
+core) build_core ;;
+e2e) build_e2e ;;
+esac
+for b in "${WANT[@]}"; do
+    [ -x "$BIN/$b" ] || {
+        echo "build.sh: $BIN/$b missing after the build" >&2
+        exit 1
+    }
+done
+echo "$RECIPE" >"$STAMP"
+echo "kube-bins ($SET): done in $BIN"

@@ -1,0 +1,605 @@
+//! A real Kubernetes control plane for one test suite: etcd, kube-apiserver,
+//! kube-controller-manager and kube-scheduler, built by `make kube-bins`
+//! (deploy/kube/build.sh), all on 127.0.0.1 with free ports, in a private temp dir.
+//!
+//! The apiserver runs with real certificates, `--authorization-mode=Node,RBAC` and the
+//! NodeRestriction and ValidatingAdmissionPolicy admission plugins, so what a test proves about
+//! RBAC or admission holds in a cluster. Dropping the [`ControlPlane`] kills every process it
+//! started (by PID) and deletes the temp dir; should the test process die without unwinding,
+//! the kernel kills the components (parent-death signal of the thread that started them).
+//!
+//! ```no_run
+//! use ferrovn_testkit::kube::ControlPlane;
+//! let cp = ControlPlane::start().unwrap();
+//! cp.kubectl(&["apply", "-f", "deploy/crds"]).unwrap();
+//! let sa = cp.service_account_kubeconfig("kube-system", "ferrovn-controller").unwrap();
+//! println!("{} took {:?} to start", sa.display(), cp.startup_time());
+//! ```
+
+mod pki;
+mod process;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use pki::{APISERVER_SANS, CertPair, Pki};
+use process::{Component, log_tail};
+
+/// The pinned versions, shared with deploy/kube/build.sh.
+const VERSIONS_ENV: &str = include_str!("../../../deploy/kube/versions.env");
+
+/// The Service CIDR of the cluster (the apiserver's `kubernetes` Service gets 10.96.0.1).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// How long the whole control plane may take to become usable.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The binaries [`ControlPlane::start`] needs.
+pub const REQUIRED_BINARIES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+];
+
+/// Why a control plane could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(
+        "{name} not found in {dir}: run `make kube-bins` (deploy/kube/build.sh builds it), \
+         or point FERROVN_KUBE_BIN at a directory that has it"
+    )]
+    MissingBinary { name: String, dir: String },
+    #[error("cannot run {program}: {reason}")]
+    Spawn { program: String, reason: String },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("timed out after {after:?} waiting for {what}; log {log}:\n{log_tail}")]
+    Timeout {
+        what: String,
+        after: Duration,
+        log: String,
+        log_tail: String,
+    },
+    #[error("{component} exited ({status}); log {log}:\n{log_tail}")]
+    Exited {
+        component: String,
+        status: String,
+        log: String,
+        log_tail: String,
+    },
+    #[error("{what}: {reason}")]
+    Io { what: String, reason: String },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> KubeError {
+    let what = what.into();
+    move |e| KubeError::Io {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// A value of deploy/kube/versions.env, e.g. `pinned_version("K8S_VERSION")` = `"v1.37.2"`.
+pub fn pinned_version(key: &str) -> Option<&'static str> {
+    VERSIONS_ENV.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once('=')?;
+        (k == key).then_some(v.trim())
+    })
+}
+
+/// Where `make kube-bins` puts the binaries: `$FERROVN_KUBE_BIN`, else
+/// `${FERROVN_CACHE:-/var/cache/ferrovn}/kube/<k8s version>/bin`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERROVN_KUBE_BIN").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("FERROVN_CACHE")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ferrovn"));
+    cache
+        .join("kube")
+        .join(pinned_version("K8S_VERSION").unwrap_or("unknown"))
+        .join("bin")
+}
+
+/// The path of one built binary, or [`KubeError::MissingBinary`].
+pub fn binary(name: &str) -> Result<PathBuf, KubeError> {
+    let dir = bin_dir();
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(KubeError::MissingBinary {
+            name: name.into(),
+            dir: dir.display().to_string(),
+        })
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and not handed out before by this process.
+fn free_port() -> Result<u16, KubeError> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..64 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
+        let port = l.local_addr().map_err(io_err("local_addr"))?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(KubeError::Io {
+        what: "free port on 127.0.0.1".into(),
+        reason: "no fresh port after 64 tries".into(),
+    })
+}
+
+/// What a successful command printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args` (stdin from `input`); non-zero exit is [`KubeError::Command`] naming the
+/// whole command line and its stderr.
+fn run(program: &Path, args: &[&str], input: Option<&str>) -> Result<Output, KubeError> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| KubeError::Spawn {
+            program: program.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(io_err(format!("stdin of {command}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(io_err(format!("wait for {command}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(Output { stdout, stderr })
+    } else {
+        Err(KubeError::Command {
+            command,
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
+    }
+}
+
+/// A kubeconfig for `server`, trusting `ca`, as one user.
+fn kubeconfig(server: &str, ca: &Path, user: &str, credentials: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster:\n    server: {server}\n    \
+         certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n{credentials}contexts:\n\
+         - name: testkit\n  context:\n    cluster: testkit\n    user: {user}\n    namespace: default\n\
+         current-context: testkit\n",
+        ca = ca.display(),
+    )
+}
+
+fn cert_credentials(pair: &CertPair) -> String {
+    format!(
+        "    client-certificate: {}\n    client-key: {}\n",
+        pair.cert.display(),
+        pair.key.display()
+    )
+}
+
+/// A running control plane. See the module docs.
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Field order is drop order: processes first (clients before servers), then the directory.
+    scheduler: Component,
+    controller_manager: Component,
+    apiserver: Component,
+    etcd: Component,
+    dir: tempfile::TempDir,
+    pki: Pki,
+    kubectl: PathBuf,
+    server: String,
+    admin_kubeconfig: PathBuf,
+    startup: Duration,
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler, and waits until
+    /// the apiserver is ready and the controller-manager has created the `default`
+    /// ServiceAccount (so pods can be created).
+    pub fn start() -> Result<ControlPlane, KubeError> {
+        let t0 = Instant::now();
+        // All of them before anything starts: a missing one is reported, not half a cluster.
+        let [etcd_bin, apiserver_bin, kcm_bin, scheduler_bin, kubectl] =
+            REQUIRED_BINARIES.map(binary);
+        let (etcd_bin, apiserver_bin, kcm_bin, scheduler_bin, kubectl) = (
+            etcd_bin?,
+            apiserver_bin?,
+            kcm_bin?,
+            scheduler_bin?,
+            kubectl?,
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ferrovn-kube-")
+            .tempdir()
+            .map_err(io_err("temp dir"))?;
+        let d = dir.path().to_path_buf();
+        let logs = d.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io_err(format!("create {}", logs.display())))?;
+
+        let pki = Pki::create(&d.join("pki"))?;
+        let serving = pki.serving_cert("apiserver")?;
+        let kubelet_client = pki.client_cert(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+        )?;
+        let admin = pki.client_cert("admin", "ferrovn-testkit-admin", &["system:masters"])?;
+        let kcm_cert =
+            pki.client_cert("controller-manager", "system:kube-controller-manager", &[])?;
+        let scheduler_cert = pki.client_cert("scheduler", "system:kube-scheduler", &[])?;
+
+        let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
+        let server = format!("https://127.0.0.1:{api_port}");
+        let write_kubeconfig = |name: &str, user: &str, pair: &CertPair| {
+            let path = d.join(format!("{name}.kubeconfig"));
+            std::fs::write(
+                &path,
+                kubeconfig(&server, &pki.ca.cert, user, &cert_credentials(pair)),
+            )
+            .map_err(io_err(format!("write {}", path.display())))?;
+            Ok::<_, KubeError>(path)
+        };
+        let admin_kubeconfig = write_kubeconfig("admin", "admin", &admin)?;
+        let kcm_kubeconfig =
+            write_kubeconfig("controller-manager", "kube-controller-manager", &kcm_cert)?;
+        let scheduler_kubeconfig =
+            write_kubeconfig("scheduler", "kube-scheduler", &scheduler_cert)?;
+
+        let s = |p: &Path| p.display().to_string();
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        let etcd = Component::spawn(
+            "etcd",
+            &etcd_bin,
+            vec![
+                "--name=testkit".into(),
+                format!("--data-dir={}", s(&d.join("etcd"))),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=testkit={peer_url}"),
+                // A test's data is thrown away: no fsync (etcd spends most of its time there).
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+            logs.join("etcd.log"),
+        )?;
+
+        let apiserver = Component::spawn(
+            "kube-apiserver",
+            &apiserver_bin,
+            vec![
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                // The `kubernetes` Service's Endpoints may not hold a loopback address (1.37
+                // refuses to start); nothing in a loopback-only cluster could use them anyway.
+                "--endpoint-reconciler-type=none".into(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", s(&serving.cert)),
+                format!("--tls-private-key-file={}", s(&serving.key)),
+                format!("--client-ca-file={}", s(&pki.ca.cert)),
+                format!("--kubelet-client-certificate={}", s(&kubelet_client.cert)),
+                format!("--kubelet-client-key={}", s(&kubelet_client.key)),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", s(&pki.sa_pub)),
+                format!("--service-account-signing-key-file={}", s(&pki.sa_key)),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy".into(),
+                "--allow-privileged=true".into(),
+                format!("--cert-dir={}", s(&d.join("apiserver-certs"))),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+            logs.join("kube-apiserver.log"),
+        )?;
+
+        let kcm = Component::spawn(
+            "kube-controller-manager",
+            &kcm_bin,
+            vec![
+                format!("--kubeconfig={}", s(&kcm_kubeconfig)),
+                // Serving only a health endpoint would need another free port and delegated
+                // authn; nothing in the tests reads it.
+                "--secure-port=0".into(),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=true".into(),
+                format!("--service-account-private-key-file={}", s(&pki.sa_key)),
+                format!("--root-ca-file={}", s(&pki.ca.cert)),
+                format!("--cluster-signing-cert-file={}", s(&pki.ca.cert)),
+                format!("--cluster-signing-key-file={}", s(&pki.ca.key)),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--controllers=*".into(),
+                "--v=1".into(),
+            ],
+            logs.join("kube-controller-manager.log"),
+        )?;
+        let scheduler = Component::spawn(
+            "kube-scheduler",
+            &scheduler_bin,
+            vec![
+                format!("--kubeconfig={}", s(&scheduler_kubeconfig)),
+                "--secure-port=0".into(),
+                "--leader-elect=false".into(),
+                "--v=1".into(),
+            ],
+            logs.join("kube-scheduler.log"),
+        )?;
+
+        let mut cp = ControlPlane {
+            scheduler,
+            controller_manager: kcm,
+            apiserver,
+            etcd,
+            dir,
+            pki,
+            kubectl,
+            server,
+            admin_kubeconfig,
+            startup: Duration::ZERO,
+        };
+        cp.wait_ready(START_TIMEOUT.saturating_sub(t0.elapsed()))?;
+        cp.wait_for(
+            "the default ServiceAccount (made by kube-controller-manager)",
+            START_TIMEOUT.saturating_sub(t0.elapsed()),
+            true,
+            |cp| {
+                cp.kubectl(&[
+                    "-n",
+                    "default",
+                    "get",
+                    "serviceaccount",
+                    "default",
+                    "-o",
+                    "name",
+                ])
+                .is_ok()
+            },
+        )?;
+        cp.startup = t0.elapsed();
+        Ok(cp)
+    }
+
+    /// How long [`ControlPlane::start`] took, from finding the binaries to a usable cluster.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The apiserver URL, `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The cluster CA (it signed the apiserver's serving certificate).
+    pub fn ca_cert(&self) -> &Path {
+        &self.pki.ca.cert
+    }
+
+    /// The certificates and keys of this control plane (to mint more client certificates).
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// The private temp dir (logs are in `logs/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A kubeconfig of a `system:masters` user (cluster-admin): for setting up tests only.
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// The kubectl binary the control plane was built with.
+    pub fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
+    /// `kubectl --kubeconfig <admin> args`.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output, KubeError> {
+        self.kubectl_as(&self.admin_kubeconfig, args, None)
+    }
+
+    /// `kubectl --kubeconfig <admin> args` with `input` on stdin (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<Output, KubeError> {
+        self.kubectl_as(&self.admin_kubeconfig, args, Some(input))
+    }
+
+    /// `kubectl --kubeconfig <kubeconfig> args`: to act as another user.
+    pub fn kubectl_as(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<Output, KubeError> {
+        let kc = format!("--kubeconfig={}", kubeconfig.display());
+        let mut all = vec![kc.as_str()];
+        all.extend_from_slice(args);
+        run(&self.kubectl, &all, input)
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a bound token
+    /// from the TokenRequest API (`kubectl create token`, valid one hour). Creates the
+    /// ServiceAccount if it does not exist yet.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, KubeError> {
+        if self
+            .kubectl(&["-n", namespace, "get", "serviceaccount", name, "-o", "name"])
+            .is_err()
+        {
+            self.kubectl(&["-n", namespace, "create", "serviceaccount", name])?;
+        }
+        let token = self
+            .kubectl(&["-n", namespace, "create", "token", name, "--duration=1h"])?
+            .stdout
+            .trim()
+            .to_string();
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let path = self
+            .dir
+            .path()
+            .join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            kubeconfig(
+                &self.server,
+                &self.pki.ca.cert,
+                &user,
+                &format!("    token: {token}\n"),
+            ),
+        )
+        .map_err(io_err(format!("write {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// A kubeconfig with a client certificate for `user` in `groups`, e.g. a kubelet's
+    /// (`system:node:<name>`, `["system:nodes"]`).
+    pub fn client_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf, KubeError> {
+        let stem: String = user
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let pair = self
+            .pki
+            .client_cert(&format!("user-{stem}"), user, groups)?;
+        let path = self.dir.path().join(format!("user-{stem}.kubeconfig"));
+        std::fs::write(
+            &path,
+            kubeconfig(
+                &self.server,
+                &self.pki.ca.cert,
+                user,
+                &cert_credentials(&pair),
+            ),
+        )
+        .map_err(io_err(format!("write {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Stops the apiserver (SIGTERM, graceful; SIGKILL after 10 s): every watch is cut, every
+    /// request fails until [`ControlPlane::start_apiserver`].
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.stop();
+    }
+
+    /// Kills the apiserver (SIGKILL), as a crash or a lost machine would: no graceful
+    /// shutdown (which takes about 10 s here), connections just break.
+    pub fn kill_apiserver(&mut self) {
+        self.apiserver.kill();
+    }
+
+    /// Starts the apiserver again on the same port, with the same etcd, and waits for /readyz.
+    pub fn start_apiserver(&mut self) -> Result<(), KubeError> {
+        self.apiserver.restart()?;
+        self.wait_ready(START_TIMEOUT)
+    }
+
+    /// PIDs of the processes this control plane runs (name, pid), for tests that check cleanup.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        [
+            &self.etcd,
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+        ]
+        .iter()
+        .filter_map(|c| c.pid().map(|p| (c.name().to_string(), p)))
+        .collect()
+    }
+
+    /// Log file of a component (`etcd`, `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`).
+    pub fn log_path(&self, component: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("logs")
+            .join(format!("{component}.log"))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), KubeError> {
+        self.wait_for("kube-apiserver /readyz", timeout, false, |cp| {
+            cp.kubectl(&["get", "--raw", "/readyz"])
+                .is_ok_and(|o| o.stdout.trim() == "ok")
+        })
+    }
+
+    /// Polls `probe` until true; fails early, with the log, if a component exited.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        all_components: bool,
+        probe: impl Fn(&ControlPlane) -> bool,
+    ) -> Result<(), KubeError> {
+        let start = Instant::now();
+        loop {
+            if probe(self) {
+                return Ok(());
+            }
+            self.etcd.check_alive()?;
+            self.apiserver.check_alive()?;
+            if all_components {
+                self.controller_manager.check_alive()?;
+                self.scheduler.check_alive()?;
+            }
+            if start.elapsed() > timeout {
+                let log = if all_components {
+                    self.controller_manager.log()
+                } else {
+                    self.apiserver.log()
+                };
+                return Err(KubeError::Timeout {
+                    what: what.into(),
+                    after: timeout,
+                    log: log.display().to_string(),
+                    log_tail: log_tail(log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
