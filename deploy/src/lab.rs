@@ -597,6 +597,18 @@ fn start_node_ovs(
     )?;
     let dbr = format!("unix:{}", sock.display());
     vsctl(&dbr, &["--no-wait", "init"])?;
+    // node setup plans userspace TSO before ovs-vswitchd starts (it reads it only then): the
+    // agent finds it on and veth pods keep their tx offloads (docs/ovs-ovn.md)
+    vsctl(
+        &dbr,
+        &[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:userspace-tso-enable=true",
+        ],
+    )?;
     if node.profile == Profile::Dpdk {
         let hp = paths.hugetlbfs().display().to_string();
         let extra = format!(
