@@ -8,6 +8,8 @@ CARGO ?= cargo
 export FERROVN_CACHE ?= /var/cache/ferrovn
 export FERROVN_OVS_DIR ?= $(FERROVN_CACHE)/ovs-ovn/current
 export PATH := $(FERROVN_OVS_DIR)/bin:$(HOME)/.cargo/bin:$(PATH)
+# the node agents the tests and the lab start decide the DPDK profile on this binary's presence
+export FERROVN_DPDK_VSWITCHD ?= $(FERROVN_OVS_DIR)/bin/ovs-vswitchd-dpdk
 
 # What stays on the Debian 12 host: DPDK 22.11 (the vhost helper links it; testpmd lives in
 # dpdk-dev), headers for our bindings, debootstrap for the OVS/OVN rootfs, and network tools.
