@@ -258,11 +258,12 @@ fn nb_apply(report: &mut Report) -> Result {
         DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
     };
     use ferrovn_control::reconcile::NbSync;
-    use ferrovn_ovsdb::testkit::{NB_SCHEMA, OvsdbServer};
+    use ferrovn_testkit::ovs_paths::nb_schema;
+    use ferrovn_testkit::ovsdb::OvsdbServer;
 
     const PODS: usize = 10_000;
     const BATCH: usize = 2_000;
-    let server = match OvsdbServer::start(NB_SCHEMA) {
+    let server = match OvsdbServer::start(nb_schema()) {
         Ok(s) => s,
         Err(e) => {
             println!("nb_apply: skipped, no ovsdb-server: {e}");
@@ -417,7 +418,8 @@ fn write_manifests(dir: &std::path::Path, pods: usize) -> Result {
 /// over `pods` pods from manifest files into its own fresh NB; prints its RSS afterwards.
 fn rss_child(pods: &str) -> Result {
     use ferrovn_control::controller::{Controller, ControllerOptions};
-    use ferrovn_ovsdb::testkit::{NB_SCHEMA, OvsdbServer};
+    use ferrovn_testkit::ovs_paths::nb_schema;
+    use ferrovn_testkit::ovsdb::OvsdbServer;
 
     let pods: usize = pods.parse()?;
     let base = std::env::temp_dir();
@@ -427,7 +429,7 @@ fn rss_child(pods: &str) -> Result {
         .prefix("ferrovn-rss-")
         .tempdir_in(if shm.is_dir() { shm } else { &base })?;
     write_manifests(&tmp.path().join("manifests"), pods)?;
-    let server = OvsdbServer::start(NB_SCHEMA)?;
+    let server = OvsdbServer::start(nb_schema())?;
     let baseline = status_kb("VmRSS:");
     let rt = runtime()?;
     let (pass_ms, ops) = rt.block_on(async {
@@ -476,7 +478,7 @@ fn rss_child(pods: &str) -> Result {
 /// each measured in a fresh child process of this program: manifests parsed, IPAM, allocation
 /// records, plan, and the NB replica all held, as in the running binary.
 fn controller_rss(report: &mut Report) -> Result {
-    if ferrovn_ovsdb::testkit::run("ovsdb-server", &["--version"]).is_err() {
+    if ferrovn_testkit::process::run("ovsdb-server", &["--version"]).is_err() {
         println!("controller_rss: skipped, no ovsdb-server");
         report.field("rss_100k_mb", "n/a");
         return Ok(());

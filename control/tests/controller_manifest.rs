@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ferrovn_control::controller::{AllocationRecord, Controller, ControllerOptions};
-use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::assert_within;
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/controller");
 
@@ -334,17 +337,6 @@ fn binary_once_applies_and_exits() {
     );
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn running_binary_follows_edits_repairs_drift_and_stops_on_sigterm() {
     let e = env();
@@ -360,17 +352,19 @@ fn running_binary_follows_edits_repairs_drift_and_stops_on_sigterm() {
         .spawn()
         .expect("start ferrovn-controller");
     let lsps = |c: &OvnCentral| nbctl(c, &["--columns=name", "list", "Logical_Switch_Port"]);
-    wait_until("first pass", || lsps(&e.central).contains("web-1.default"));
+    assert_within(WAIT, "first pass", || {
+        lsps(&e.central).contains("web-1.default")
+    });
 
     // a pod removed from the manifests: port and record go
     let path = e.manifests.join("02-default.yaml");
     let text = fs::read_to_string(&path).unwrap();
     fs::write(&path, text.replace("name: web-1\n", "name: web-9\n")).unwrap();
-    wait_until("web-1 removed", || {
+    assert_within(WAIT, "web-1 removed", || {
         let l = lsps(&e.central);
         !l.contains("web-1.default") && l.contains("web-9.default")
     });
-    wait_until("record removed", || {
+    assert_within(WAIT, "record removed", || {
         !e.state.join("allocations/default/web-1.json").exists()
     });
 
@@ -380,7 +374,9 @@ fn running_binary_follows_edits_repairs_drift_and_stops_on_sigterm() {
         &["get", "Logical_Switch_Port", "db-0.team-a", "addresses"],
     );
     nbctl(&e.central, &["lsp-del", "db-0.team-a"]);
-    wait_until("db-0 restored", || lsps(&e.central).contains("db-0.team-a"));
+    assert_within(WAIT, "db-0 restored", || {
+        lsps(&e.central).contains("db-0.team-a")
+    });
     let after = nbctl(
         &e.central,
         &["get", "Logical_Switch_Port", "db-0.team-a", "addresses"],

@@ -2,13 +2,12 @@
 //! apiserver served over real HTTP/1.1 (so the kubeconfig loading, the HTTP client stack and
 //! chunked watch streams are the real ones), a real OVN NB, SIGTERM at the end.
 
-mod kube_fake;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrovn_ovsdb::testkit::OvnCentral;
-use kube_fake::{FakeApi, fixture, rbac_violations};
+use ferrovn_testkit::fake_kube::{FakeApi, fixture, rbac_violations};
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until_async;
 use serde_json::json;
 
 struct Killer(Child);
@@ -17,14 +16,6 @@ impl Drop for Killer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -76,7 +67,10 @@ async fn binary_in_kube_mode_allocates_and_releases_its_lease_on_sigterm() {
             p["metadata"]["annotations"]["ovn.kubernetes.io/allocated"] == json!("true")
         })
     };
-    wait_until("pod allocated", Duration::from_secs(60), pod_patched).await;
+    assert!(
+        wait_until_async(Duration::from_secs(60), pod_patched).await,
+        "pod allocated: not within 60 s"
+    );
     let pod = fake.get("Pod", "default", "web-0").unwrap();
     let ann = &pod["metadata"]["annotations"];
     assert_eq!(ann["ovn.kubernetes.io/ip_address"], "10.16.0.2");

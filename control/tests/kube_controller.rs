@@ -4,14 +4,12 @@
 //! changed, one pass per burst, recovery of allocated pods without any patch, and a follower
 //! that writes nothing while another controller holds a live Lease.
 
-mod kube_fake;
-
 use std::time::Duration;
 
 use ferrovn_control::controller::ControllerOptions;
 use ferrovn_control::kube::{KubeOptions, LeaseConfig, Stats, run};
-use ferrovn_ovsdb::testkit::OvnCentral;
-use kube_fake::{FakeApi, Recorded, fixture, rbac_violations};
+use ferrovn_testkit::fake_kube::{FakeApi, Recorded, fixture, rbac_violations};
+use ferrovn_testkit::ovsdb::OvnCentral;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;

@@ -2,16 +2,14 @@
 //! bodies, resourceVersion preconditions) and what a candidate does with a live, an expired
 //! and a concurrently modified Lease. The clock is injected, so "15 s later" is exact.
 
-mod kube_fake;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ferrovn_control::kube::lease::{
     self, Action, Clock, Elector, LeaseConfig, LeaseLock, Observed, Outcome,
 };
+use ferrovn_testkit::fake_kube::{FakeApi, fixture, rbac_violations};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube_fake::{FakeApi, fixture, rbac_violations};
 use serde_json::{Value, json};
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";

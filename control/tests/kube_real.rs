@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrovn_ovsdb::testkit::OvnCentral;
 use ferrovn_testkit::kube::ControlPlane;
+use ferrovn_testkit::ovsdb::OvnCentral;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrovn_ovsdb::testkit::OvnCentral;
 use ferrovn_testkit::kube::ControlPlane;
+use ferrovn_testkit::ovsdb::OvnCentral;
 
 /// `--lease-duration` of both replicas (seconds).
 const LEASE_SECONDS: u64 = 6;

@@ -3,13 +3,11 @@
 //! `410 Expired` (compacted history) answered by a relist that also drops objects whose
 //! DELETED event was never seen.
 
-mod kube_fake;
-
 use std::time::Duration;
 
 use ferrovn_control::kube::{ClusterStore, Kind, watch_all};
+use ferrovn_testkit::fake_kube::{FakeApi, Recorded, fixture};
 use futures::{Stream, StreamExt};
-use kube_fake::{FakeApi, Recorded, fixture};
 use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/pods";

@@ -9,7 +9,7 @@ use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NbPlan, PortIntent, SubnetIntent, VpcIntent, plan,
 };
 use ferrovn_control::reconcile::{NbSync, apply, to_transactions};
-use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::ovsdb::OvnCentral;
 
 fn cluster(pods: &[(u8, u8)], private: bool) -> NbPlan {
     let mut d = Desired {

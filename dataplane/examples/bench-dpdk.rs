@@ -23,17 +23,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ferrovn_dataplane::alloc::FileAllocations;
 use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
-use ferrovn_dataplane::dpdk::testkit::{
-    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
-};
 use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
 use ferrovn_dataplane::ovs::OvsClient;
 use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
-use ferrovn_dataplane::testbed::{
-    CniCall, Netns, Node, NodeConfig, OvnCentral, POD_SUBNET, TestbedError, VSWITCHD_DPDK,
-    add_switch, agent_binary, allocate_pod, cni_netconf, cni_plugin_binary, run_cni, short_rand,
-    unique_tag, wait_chassis_count, wait_until,
+use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
+use ferrovn_testkit::cluster::{POD_SUBNET, add_switch, allocate_pod, wait_chassis_count};
+use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
+use ferrovn_testkit::dpdk::{
+    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
 };
+use ferrovn_testkit::error::Error;
+use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 use serde_json::json;
 
 const SIZES: [usize; 2] = [64, 1500];
@@ -238,7 +243,7 @@ fn cni_add(
 }
 
 fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
-    let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
+    let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
     let sb = central.sb_remote();
     let allocs_dir = work.join("allocs-veth");
     let allocs = FileAllocations::new(&allocs_dir);
@@ -320,7 +325,7 @@ fn vhost_phase(
     let vhost_dir =
         SharedDir::create(Path::new(&format!("/tmp/fvbv{rnd}"))).map_err(anyhow::Error::msg)?;
     let kubelet = tempfile::Builder::new().prefix("fvbk").tempdir_in("/tmp")?;
-    let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
+    let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
     let sb = central.sb_remote();
     let mut dcfg = DpdkNodeConfig::example();
     dcfg.socket_mem_mib = vec![256];
@@ -343,11 +348,11 @@ fn vhost_phase(
         &format!("fvb-{tag}-d"),
         &NodeConfig {
             name: format!("fvb-{tag}-d"),
-            vswitchd: PathBuf::from(VSWITCHD_DPDK),
+            vswitchd: vswitchd_dpdk(),
             other_config: vec![],
         },
         move |n| {
-            let err = |e: String| TestbedError::Central(e);
+            let err = |e: String| Error::Setup(e);
             let i = gather_inputs(
                 &HostPaths::default(),
                 Some("userspace".into()),

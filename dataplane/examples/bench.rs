@@ -23,10 +23,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::testbed::{
-    Cluster, CniCall, Netns, WIDE_POD_SUBNET, add_switch_with_router, agent_binary, cni_netconf,
-    cni_plugin_binary, numbered_pods, run_cni, run_plugin_in, unique_tag, wide_pod_address,
+use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
+use ferrovn_testkit::cluster::{
+    Cluster, WIDE_POD_SUBNET, add_switch_with_router, numbered_pods, wide_pod_address,
 };
+use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni, run_plugin_in};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
 use serde_json::{Value, json};
 
 /// Overridable for quick looks (`BENCH_SEQUENTIAL=10 BENCH_CONCURRENT=5`); the defaults are

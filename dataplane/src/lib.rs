@@ -17,6 +17,3 @@ pub mod sriov;
 pub mod tunnel_announce;
 pub mod types;
 pub mod userspace_tso;
-
-#[cfg(feature = "testbed")]
-pub mod testbed;

@@ -748,33 +748,4 @@ mod tests {
         assert_eq!(e.code, code::INVALID_NETCONF);
         assert!(e.msg.contains("not-a-pci"), "{}", e.msg);
     }
-
-    #[test]
-    fn plan_from_fixture() {
-        let dir = tempfile::tempdir().expect("dir");
-        ferrovn_hwoffload::fixture::SysfsFixture::mlx5_dual_port(dir.path()).expect("fixture");
-        let cfg = SriovConfig {
-            sysfs_root: dir.path().to_path_buf(),
-            ..SriovConfig::default()
-        };
-        let p = plan_for_device(&cfg, "0000:03:00.2", &json!({})).expect("vf0");
-        assert_eq!(p.representor, "enp3s0f0npf0vf0");
-        assert_eq!(
-            p.pod_side,
-            PodVf::Netdev {
-                netdev: "enp3s0f0v0".into()
-            }
-        );
-        let p = plan_for_device(&cfg, "0000:03:00.5", &json!({})).expect("vf3 dpdk");
-        assert!(matches!(p.pod_side, PodVf::Pci { .. }));
-        let e = plan_for_device(&cfg, "0000:03:00.2", &json!({"dpdk": true})).expect_err("drv");
-        assert_eq!(e.code, vf_code::VF_UNUSABLE);
-        assert!(
-            e.msg.contains("0000:03:00.2") && e.details.contains("vfio-pci"),
-            "{e:?}"
-        );
-        let e = plan_for_device(&cfg, "0000:09:00.1", &json!({})).expect_err("absent");
-        assert_eq!(e.code, vf_code::VF_NOT_FOUND);
-        assert!(e.msg.contains("0000:09:00.1"), "{e:?}");
-    }
 }

@@ -5,24 +5,30 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrovn_dataplane::testbed::{
-    self, CniCall, CniOutput, Netns, POD_SUBNET, add_pod_port, add_switch_with_router, cni_netconf,
-    cni_plugin_binary, lsp_name, run_cni, unique_tag, wait_until, write_pod_allocation,
+use ferrovn_testkit::binaries::cni_plugin_binary;
+use ferrovn_testkit::cluster::{
+    POD_SUBNET, add_pod_port, add_switch_with_router, lsp_name, write_pod_allocation,
 };
+use ferrovn_testkit::cni::{CniCall, CniOutput, cni_netconf, run_cni};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::wait::wait_until;
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 
 struct Cluster {
-    cluster: testbed::Cluster,
+    cluster: ferrovn_testkit::cluster::Cluster,
     plugin: PathBuf,
     tag: String,
 }
 
 fn start_cluster(extra_agent_args: &[&str]) -> Cluster {
-    let mut cluster =
-        testbed::Cluster::start_agents(Path::new(AGENT), [extra_agent_args, extra_agent_args])
-            .expect("two nodes with agents");
+    let mut cluster = ferrovn_testkit::cluster::Cluster::start_agents(
+        Path::new(AGENT),
+        [extra_agent_args, extra_agent_args],
+    )
+    .expect("two nodes with agents");
     // the agents configured OVS through OVSDB: the bridge and the OVN keys are there
     for n in &cluster.tb.nodes {
         let ids = n
@@ -143,7 +149,7 @@ impl Cluster {
 }
 
 /// Pod ports on br-int (tunnel ports `ovn-*` excluded).
-fn pod_ports(node: &ferrovn_dataplane::testbed::Node) -> Vec<String> {
+fn pod_ports(node: &ferrovn_testkit::ovs_node::Node) -> Vec<String> {
     node.vsctl(["list-ports", "br-int"])
         .expect("list-ports")
         .lines()

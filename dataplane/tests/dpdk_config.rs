@@ -7,15 +7,13 @@ use ferrovn_dataplane::dpdk::config::{
     plan_dpdk_node,
 };
 use ferrovn_dataplane::ovs::OvsClient;
-use ferrovn_ovsdb::testkit::OvsdbServer;
-
-const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use ferrovn_testkit::ovsdb::OvsdbServer;
 
 fn vsctl(server: &OvsdbServer, args: &[&str]) -> String {
     let db = format!("--db={}", server.remote());
     let mut all = vec![db.as_str(), "--no-wait", "--timeout=10"];
     all.extend_from_slice(args);
-    ferrovn_ovsdb::testkit::run("ovs-vsctl", &all).expect("ovs-vsctl")
+    ferrovn_testkit::process::run("ovs-vsctl", &all).expect("ovs-vsctl")
 }
 
 fn config() -> DpdkNodeConfig {
@@ -37,7 +35,8 @@ fn config() -> DpdkNodeConfig {
 
 #[tokio::test(flavor = "current_thread")]
 async fn plan_applied_to_a_real_ovsdb_server() {
-    let server = OvsdbServer::start(OVS_SCHEMA).expect("ovsdb-server");
+    let server =
+        OvsdbServer::start(ferrovn_testkit::ovs_paths::vswitch_schema()).expect("ovsdb-server");
     vsctl(&server, &["init"]);
     // a key FerrOVN does not manage survives
     vsctl(

@@ -18,19 +18,27 @@ use ferrovn_dataplane::alloc::{Annotations, FileAllocations};
 use ferrovn_dataplane::dpdk::config::{
     DpdkDevice, DpdkNodeConfig, Underlay, apply_other_config, plan_dpdk_node,
 };
-use ferrovn_dataplane::dpdk::testkit::{
-    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
-};
 use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, annotation_key, info_file_name};
 use ferrovn_dataplane::ovs::OvsClient;
 use ferrovn_dataplane::profile::{
     HostPaths, PROFILE_ANNOTATION, PROFILE_REASON_ANNOTATION, gather_inputs, select_profile,
 };
-use ferrovn_dataplane::testbed::{
-    FerrovnCni, Netns, Node, NodeConfig, OvnCentral, POD_SUBNET, TestbedError, VSWITCHD_DPDK,
-    add_pod_port, add_switch, add_underlay_veth, allocate_pod, cni_plugin_binary, lsp_name,
-    short_rand, unique_tag, wait_chassis_count, wait_until, write_pod_allocation,
+use ferrovn_testkit::binaries::cni_plugin_binary;
+use ferrovn_testkit::cluster::{
+    POD_SUBNET, add_pod_port, add_switch, allocate_pod, lsp_name, wait_chassis_count,
+    write_pod_allocation,
 };
+use ferrovn_testkit::cni::FerrovnCni;
+use ferrovn_testkit::dpdk::{
+    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
+};
+use ferrovn_testkit::error::Error;
+use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig, add_underlay_veth};
+use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
@@ -65,7 +73,7 @@ fn wait_dpdk_initialized(node: &Node) -> bool {
 }
 
 #[test]
-fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedError> {
+fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     let tag = unique_tag();
     let rnd = short_rand();
     let work = tempfile::Builder::new()
@@ -100,7 +108,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
         .tempdir_in("/tmp")
         .expect("kubelet root");
 
-    let central = OvnCentral::start().map_err(|e| TestbedError::Central(e.to_string()))?;
+    let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
     let sb = central.sb_remote();
 
     // ---- node B's DPDK configuration (what an operator writes), decided + applied BEFORE
@@ -145,7 +153,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     )?;
     let b_cfg = NodeConfig {
         name: format!("fv-{tag}-b"),
-        vswitchd: PathBuf::from(VSWITCHD_DPDK),
+        vswitchd: vswitchd_dpdk(),
         other_config: Vec::new(),
     };
     let pre_cfg = dcfg.clone();
@@ -156,16 +164,16 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
             Some(pre_cfg),
             false,
         )
-        .map_err(|e| TestbedError::Central(e.to_string()))?;
-        let decision = select_profile(&inputs).map_err(|e| TestbedError::Central(e.to_string()))?;
-        let settings = decision.settings.ok_or_else(|| {
-            TestbedError::Central(format!("node B is not DPDK: {}", decision.message))
-        })?;
+        .map_err(|e| Error::Setup(e.to_string()))?;
+        let decision = select_profile(&inputs).map_err(|e| Error::Setup(e.to_string()))?;
+        let settings = decision
+            .settings
+            .ok_or_else(|| Error::Setup(format!("node B is not DPDK: {}", decision.message)))?;
         let plan = plan_dpdk_node(&settings);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| TestbedError::Io {
+            .map_err(|source| Error::Io {
                 what: "runtime".into(),
                 source,
             })?;
@@ -173,7 +181,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
             let ovs = OvsClient::connect(&node.db_remote()).await?;
             apply_other_config(&ovs, &plan).await
         })
-        .map_err(|e| TestbedError::Central(e.to_string()))?;
+        .map_err(|e| Error::Setup(e.to_string()))?;
         Ok(())
     })?;
     assert!(
@@ -464,7 +472,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), TestbedEr
     // (3) OVS-DPDK restarts under running pods: vhost ports reconnect, ping resumes
     let pid1 = app1.pid();
     let t0 = std::time::Instant::now();
-    b.restart_vswitchd(Path::new(VSWITCHD_DPDK))?;
+    b.restart_vswitchd(&vswitchd_dpdk())?;
     assert!(wait_dpdk_initialized(&b), "DPDK after restart");
     let back = wait_until(Duration::from_secs(60), || {
         iface_col(&b, &p1.info.ovs_port, "link_state") == "up"

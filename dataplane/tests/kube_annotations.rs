@@ -3,15 +3,10 @@
 //! `VhostConfig.annotations` field the agent uses), the offload node annotations patched onto the
 //! Node (only the differing keys), and API failures turned into errors naming the pod or node.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::fake_api::{
-    Fake, FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
-};
 use ferrovn_dataplane::alloc::PodRef;
 use ferrovn_dataplane::dpdk::vhost::{
     PodAnnotator, VhostConfig, VhostError, VhostUserInfo, annotation_key, annotations_for,
@@ -23,15 +18,10 @@ use ferrovn_dataplane::offload::{
 use ferrovn_dataplane::report::NodeReportSink;
 use ferrovn_dataplane::sriov::pci_annotation;
 use ferrovn_hwoffload::{OffloadSettings, plan_offload_config};
+use ferrovn_testkit::fake_kube_simple::{
+    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
+};
 use serde_json::{Value, json};
-
-impl Fake {
-    fn pod_annotations(&self, ns: &str, name: &str) -> Value {
-        self.state.lock().expect("lock").pods[&(ns.to_string(), name.to_string())]["metadata"]
-            ["annotations"]
-            .clone()
-    }
-}
 
 /// A running DPDK pod as the API server returns it, with the controller's allocation.
 fn testpmd_pod(ns: &str, name: &str) -> Value {

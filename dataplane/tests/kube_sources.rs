@@ -2,18 +2,16 @@
 //! requests (method, path, content type, body) for Pod and Node reads and the Node annotation
 //! merge patch, with Kubernetes-shaped objects and error Status bodies.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_api::{
-    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
-};
 use ferrovn_dataplane::alloc::{AllocationError, AllocationSource, PRIMARY_PROVIDER, PodRef};
 use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink, node_labels};
 use ferrovn_dataplane::report::NodeReportSink;
+use ferrovn_testkit::fake_kube_simple::{
+    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
+};
 use serde_json::{Value, json};
 
 fn allocated_annotations() -> Value {

@@ -10,8 +10,10 @@ use ferrovn_dataplane::report::{
     CHASSIS_ANNOTATION, CHASSIS_ANNOTATIONS_FILE, CHASSIS_METRICS_FILE, ENCAP_IP_ANNOTATION,
     ENCAP_TYPE_ANNOTATION, TUNNEL_INTERFACE_ANNOTATION,
 };
-use ferrovn_dataplane::testbed::{Node, NodeConfig, unique_tag, wait_until};
-use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 
@@ -247,10 +249,11 @@ impl ferrovn_dataplane::report::NodeReportSink for FlakySink {
 #[tokio::test]
 async fn reporter_retries_and_follows_row_changes() {
     use ferrovn_dataplane::report::{ChassisReportConfig, run_chassis_reporter};
-    use ferrovn_ovsdb::testkit::{OvsdbServer, SB_SCHEMA};
+    use ferrovn_testkit::ovs_paths::sb_schema;
+    use ferrovn_testkit::ovsdb::OvsdbServer;
     use serde_json::json;
 
-    let sb = OvsdbServer::start(SB_SCHEMA).expect("SB ovsdb-server");
+    let sb = OvsdbServer::start(sb_schema()).expect("SB ovsdb-server");
     let state = tempfile::tempdir().expect("state");
     let mut cfg = ChassisReportConfig::new(&sb.remote(), "node-a", "10.0.0.5");
     cfg.retry_every = Duration::from_millis(200);

@@ -4,8 +4,6 @@
 //! ovn-controller registered it), and a pod's allocation comes from its Pod object (404 while it
 //! does not exist, then its annotations).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,11 +11,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake_api::{Fake, FakeState, Seen, default_handler, node_json, pod_json};
 use ferrovn_cni::protocol::{AttachmentRequest, PodIdentity, Request, Response, call};
 use ferrovn_dataplane::report::{CHASSIS_ANNOTATION, TUNNEL_INTERFACE_ANNOTATION};
-use ferrovn_dataplane::testbed::{Netns, Node, NodeConfig, unique_tag, wait_until};
-use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::fake_kube_simple::{
+    Fake, FakeState, Seen, default_handler, node_json, pod_json,
+};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");

@@ -4,12 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferrovn_dataplane::ovs::{EgressQos, NodeOvsConfig, OvsClient, OvsError, PodPort, ext};
-use ferrovn_ovsdb::testkit::OvsdbServer;
-
-const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use ferrovn_testkit::ovsdb::OvsdbServer;
 
 fn server() -> OvsdbServer {
-    let s = OvsdbServer::start(OVS_SCHEMA).expect("ovsdb-server");
+    let s = OvsdbServer::start(ferrovn_testkit::ovs_paths::vswitch_schema()).expect("ovsdb-server");
     // what `ovs-vsctl init` does: the root row
     s.transact(
         &serde_json::json!(["Open_vSwitch", {"op": "insert", "table": "Open_vSwitch", "row": {}}]),

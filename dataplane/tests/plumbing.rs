@@ -6,7 +6,8 @@ use ferrovn_dataplane::plumbing::{
     PlumbError, PodRoute, Removal, VethSpec, list_host_veths, plumb_veth, plumb_veth_blocking,
     unplumb_veth_blocking,
 };
-use ferrovn_dataplane::testbed::{Netns, unique_tag};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
 use serde_json::Value;
 
 fn ns_pair() -> (Netns, Netns) {

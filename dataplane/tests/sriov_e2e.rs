@@ -15,13 +15,15 @@ use ferrovn_dataplane::dpdk::vhost::{FileAnnotations, VhostConfig};
 use ferrovn_dataplane::offload::RESTART_REQUIRED_ANNOTATION;
 use ferrovn_dataplane::ovs::NodeOvsConfig;
 use ferrovn_dataplane::sriov::{SriovConfig, vf_code};
-use ferrovn_dataplane::testbed::{
-    Netns, Node, NodeConfig, POD_SUBNET, VSWITCHD_PLAIN, add_switch, allocate_pod, pod_ref,
-    unique_tag, wait_until,
-};
-use ferrovn_hwoffload::fixture::{PfSpec, SysfsFixture, VfSpec};
 use ferrovn_hwoffload::{NotOffloadedReason, OffloadSettings, OffloadStatus};
-use ferrovn_ovsdb::testkit::OvnCentral;
+use ferrovn_testkit::cluster::{POD_SUBNET, add_switch, allocate_pod, pod_ref};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovs_paths::vswitchd_plain;
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::sysfs::{PfSpec, SysfsFixture, VfSpec};
+use ferrovn_testkit::wait::wait_until;
 use serde_json::json;
 
 const VF0: &str = "0000:03:00.2";
@@ -209,7 +211,7 @@ async fn setup() -> Setup {
         .vsctl(["get", "Open_vSwitch", ".", "other_config:hw-offload"])
         .expect("hw-offload");
     assert_eq!(oc.trim().trim_matches('"'), "true");
-    node.restart_vswitchd(Path::new(VSWITCHD_PLAIN))
+    node.restart_vswitchd(&vswitchd_plain())
         .expect("restart vswitchd");
     node.start_ovn_controller().expect("ovn-controller");
     let chassis = node.name().to_string();
@@ -423,7 +425,8 @@ async fn dpdk_vf_pod_gets_pci_address_and_bad_devices_are_named() {
 /// plugin invoked as a runtime does, with `deviceID` in the netconf as Multus passes it.
 #[test]
 fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
-    use ferrovn_dataplane::testbed::{CniCall, cni_netconf, cni_plugin_binary, run_cni};
+    use ferrovn_testkit::binaries::cni_plugin_binary;
+    use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
     let tag = unique_tag();
     let central = OvnCentral::start().expect("OVN central");
     add_switch(&central, &POD_SUBNET).expect("ls");
@@ -462,7 +465,7 @@ fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
         node_ann.contains("\"offload.ferrovn.io/restart-required\": \"true\""),
         "{node_ann}"
     );
-    node.restart_vswitchd(Path::new(VSWITCHD_PLAIN))
+    node.restart_vswitchd(&vswitchd_plain())
         .expect("restart vswitchd");
     node.start_ovn_controller().expect("ovn-controller");
 

@@ -9,8 +9,9 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use ferrovn_dataplane::testbed::{TwoNodes, agent_binary};
 use ferrovn_dataplane::tunnel_announce;
+use ferrovn_testkit::binaries::agent_binary;
+use ferrovn_testkit::ovs_node::TwoNodes;
 
 fn neighbors(tb: &TwoNodes, node: usize) -> String {
     tb.nodes[node]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use ferrovn_dataplane::plumbing::{VethSpec, plumb_veth_blocking};
-use ferrovn_dataplane::testbed::{Netns, POD_MTU, TwoNodes, unique_tag};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{POD_MTU, TwoNodes};
 
 #[test]
 fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {

@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 
 use ferrovn_dataplane::alloc::Annotations;
 use ferrovn_dataplane::dpdk::helper_attach::{HELPER_IFACE_KEY, helper_code};
-use ferrovn_dataplane::dpdk::testkit::{
+use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, annotation_key, info_file_name};
+use ferrovn_testkit::binaries::{build_workspace_binary, cni_plugin_binary};
+use ferrovn_testkit::cluster::{Cluster, POD_SUBNET, add_switch, allocate_pod};
+use ferrovn_testkit::cni::FerrovnCni;
+use ferrovn_testkit::dpdk::{
     DpdkRuntimeDir, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
 };
-use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, annotation_key, info_file_name};
-use ferrovn_dataplane::testbed::{
-    Cluster, Daemon, FerrovnCni, Netns, Node, POD_SUBNET, TestbedError, add_switch, allocate_pod,
-    build_workspace_binary, cni_plugin_binary, short_rand, unique_tag, wait_until,
-};
+use ferrovn_testkit::error::Error;
+use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::Node;
+use ferrovn_testkit::process::Daemon;
+use ferrovn_testkit::wait::wait_until;
 use ferrovn_vhost::control::ControlClient;
 use ferrovn_vhost::protocol::{PortInfo, Request};
 use serde_json::json;
@@ -139,7 +144,7 @@ fn rand_u32(seed: &str) -> u32 {
 }
 
 #[test]
-fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), TestbedError> {
+fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), Error> {
     let t_start = Instant::now();
     let tag = unique_tag();
     let rnd = short_rand();

@@ -9,7 +9,11 @@ use anyhow::{Context, bail};
 use ferrovn_control::controller::{BuildOptions, DEFAULT_MAC_SEED, StateFiles, desired};
 use ferrovn_control::ipam::Ipam;
 use ferrovn_control::manifest;
-use ferrovn_dataplane::testbed::{CniCall, VSWITCHD_DPDK, VSWITCHD_PLAIN, run_cni};
+use ferrovn_testkit::cni::{CniCall, run_cni};
+use ferrovn_testkit::ovs_paths::{
+    nb_schema, sb_schema, vswitch_schema, vswitchd_dpdk, vswitchd_plain,
+};
+use ferrovn_testkit::process::which;
 use serde_json::{Value, json};
 
 use crate::model::{
@@ -23,9 +27,6 @@ use crate::sys::{
     wait_until,
 };
 
-pub const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
 pub const TESTPMD: &str = "dpdk-testpmd";
 /// Hugepage memory the DPDK node needs: OVS-DPDK's socket memory + one testpmd pod.
 pub const OVS_SOCKET_MEM_MIB: u64 = 256;
@@ -122,16 +123,6 @@ pub fn read_lab(paths: &Paths) -> anyhow::Result<Option<LabState>> {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Path::new(program).exists().then(|| PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 /// The marker in every command line we start: our state dir.
 fn marker(paths: &Paths) -> String {
     paths.root.display().to_string()
@@ -179,15 +170,17 @@ fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
         "ip",
         "ping",
         "timeout",
-        VSWITCHD_PLAIN,
     ] {
         if which(tool).is_none() {
             missing.push(tool.to_string());
         }
     }
-    for f in [OVS_SCHEMA, NB_SCHEMA, SB_SCHEMA] {
-        if !Path::new(f).exists() {
-            missing.push(f.to_string());
+    if which(&vswitchd_plain().display().to_string()).is_none() {
+        missing.push(vswitchd_plain().display().to_string());
+    }
+    for f in [vswitch_schema(), nb_schema(), sb_schema()] {
+        if !f.exists() {
+            missing.push(f.display().to_string());
         }
     }
     if !missing.is_empty() {
@@ -254,10 +247,13 @@ fn hugepages(
     if opts.no_hugepages {
         return Ok((Profile::Kernel, "fallback: --no-hugepages given".into()));
     }
-    if !Path::new(VSWITCHD_DPDK).exists() {
+    if !vswitchd_dpdk().exists() {
         return Ok((
             Profile::Kernel,
-            format!("fallback: {VSWITCHD_DPDK} missing (package openvswitch-switch-dpdk)"),
+            format!(
+                "fallback: {} missing (package openvswitch-switch-dpdk)",
+                vswitchd_dpdk().display()
+            ),
         ));
     }
     ensure_free_hugepages(records, HUGE_NEED_MIB)?;
@@ -446,13 +442,17 @@ fn start_central(
     records: &Records,
 ) -> anyhow::Result<(DbCluster, DbCluster)> {
     std::fs::create_dir_all(paths.central())?;
+    let (nb_schema, sb_schema) = (
+        nb_schema().display().to_string(),
+        sb_schema().display().to_string(),
+    );
     let nb = start_db(
         opts,
         paths,
         records,
         &DbSpec {
             stem: "ovnnb_db",
-            schema: NB_SCHEMA,
+            schema: &nb_schema,
             db_name: "OVN_Northbound",
             raft_base: opts.raft_port,
             tcp_port: opts.nb_port,
@@ -464,7 +464,7 @@ fn start_central(
         records,
         &DbSpec {
             stem: "ovnsb_db",
-            schema: SB_SCHEMA,
+            schema: &sb_schema,
             db_name: "OVN_Southbound",
             raft_base: opts.raft_port + 3,
             tcp_port: opts.sb_port,
@@ -563,7 +563,11 @@ fn start_node_ovs(
     run(
         10,
         "ovsdb-tool",
-        ["create", &db.display().to_string(), OVS_SCHEMA],
+        [
+            "create",
+            &db.display().to_string(),
+            &vswitch_schema().display().to_string(),
+        ],
     )?;
     let sock = d.join("db.sock");
     let log = d.join("ovsdb-server.log");
@@ -638,7 +642,7 @@ fn start_node_ovs(
                 ],
             )?;
         }
-        let vs_pid = start_vswitchd(paths, records, node, VSWITCHD_DPDK)?;
+        let vs_pid = start_vswitchd(paths, records, node, &vswitchd_dpdk().display().to_string())?;
         let ok = wait_until(Duration::from_secs(20), || {
             vsctl(&dbr, &["get", "Open_vSwitch", ".", "dpdk_initialized"])
                 .is_ok_and(|s| s.trim() == "true")
@@ -666,10 +670,20 @@ fn start_node_ovs(
                 ),
                 tail.lines().last().unwrap_or("").trim().to_string(),
             ]);
-            start_vswitchd(paths, records, node, VSWITCHD_PLAIN)?;
+            start_vswitchd(
+                paths,
+                records,
+                node,
+                &vswitchd_plain().display().to_string(),
+            )?;
         }
     } else {
-        start_vswitchd(paths, records, node, VSWITCHD_PLAIN)?;
+        start_vswitchd(
+            paths,
+            records,
+            node,
+            &vswitchd_plain().display().to_string(),
+        )?;
     }
     Ok(())
 }
@@ -1315,7 +1329,7 @@ fn allocation(
         })
 }
 
-fn cni_error(out: &ferrovn_dataplane::testbed::CniOutput) -> String {
+fn cni_error(out: &ferrovn_testkit::cni::CniOutput) -> String {
     let j = out.json();
     match j.get("msg").and_then(Value::as_str) {
         Some(m) => {
@@ -1365,7 +1379,7 @@ fn cni_call(
     command: &str,
     ifname: &str,
     conf: &Value,
-) -> anyhow::Result<ferrovn_dataplane::testbed::CniOutput> {
+) -> anyhow::Result<ferrovn_testkit::cni::CniOutput> {
     let plugin = lab.bin_dir.join("ferrovn-cni");
     let stdin = serde_json::to_vec(conf)?;
     let netns = format!("/var/run/netns/{}", pod.netns);

@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 
 use crate::model::Resource;
 
-pub use ferrovn_dataplane::testbed::{ovs_env, wait_until};
+pub use ferrovn_testkit::ovs_node::ovs_env;
+pub use ferrovn_testkit::wait::wait_until;
 
 /// Runs `program args` with a wall-clock limit; returns stdout, errors carry stderr.
 pub fn run<I, S>(limit_s: u32, program: &str, args: I) -> anyhow::Result<String>
@@ -24,7 +25,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    ferrovn_dataplane::testbed::run_cmd(program, limit_s, program, args)
+    ferrovn_testkit::process::run_cmd(program, limit_s, program, args)
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ferrovn_dataplane::testbed::build_workspace_binary;
+use ferrovn_testkit::binaries::build_workspace_binary;
 
 struct Lab {
     state: tempfile::TempDir,

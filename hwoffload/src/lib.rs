@@ -19,7 +19,6 @@
 
 pub mod attach;
 pub mod devlink;
-pub mod fixture;
 pub mod flows;
 pub mod metrics;
 pub mod netlink;

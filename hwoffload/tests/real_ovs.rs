@@ -4,19 +4,19 @@
 //! so discovery → attachment plan → OVS port runs end to end.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrovn_hwoffload::fixture::{RepresentorSpec, SysfsFixture};
 use ferrovn_hwoffload::{
     DpdkDriverPolicy, NotOffloadedReason, OffloadContext, OffloadSettings, OffloadStatus,
     PodDatapath, Sysfs, TcPolicy, offload_report, parse_dump_flows, plan_offload_config,
     plan_vf_attachment, representor_bridge_port,
 };
-
-const VSWITCHD: &str = "/usr/lib/openvswitch-switch/ovs-vswitchd";
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovs_paths::vswitchd_plain;
+use ferrovn_testkit::require::{Need, require};
+use ferrovn_testkit::sysfs::{RepresentorSpec, SysfsFixture};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
@@ -33,153 +33,52 @@ fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Everything one test started; Drop tears it down even when an assertion failed.
+/// An OVS node of our own (netns, ovsdb-server, ovs-vswitchd; stopped on drop even when an
+/// assertion failed) and the name of the veth standing in for the representor.
 struct Lab {
-    dir: tempfile::TempDir,
+    node: Node,
     netns: String,
     rep: String,
 }
 
 impl Lab {
-    fn run_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn env(&self) -> Vec<(&'static str, PathBuf)> {
-        ["OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR", "OVS_SYSCONFDIR"]
-            .into_iter()
-            .map(|k| (k, self.run_dir().to_path_buf()))
-            .collect()
-    }
-
-    fn in_netns(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, program])
-            .envs(self.env());
-        c
-    }
-
-    fn vsctl(&self) -> Command {
-        let mut c = Command::new("ovs-vsctl");
-        c.arg("--timeout=10")
-            .arg(format!("--db=unix:{}/db.sock", self.run_dir().display()));
-        c
-    }
-
-    fn appctl(&self, target: &str) -> Command {
-        let mut c = Command::new("ovs-appctl");
-        c.arg("--timeout=10")
-            .arg("-t")
-            .arg(self.run_dir().join(target));
-        c
-    }
-
-    fn start_vswitchd(&self) {
-        let d = self.run_dir().display().to_string();
-        ok(self.in_netns(VSWITCHD).args([
-            format!("unix:{d}/db.sock"),
-            "-vconsole:off".into(),
-            format!("--pidfile={d}/ovs-vswitchd.pid"),
-            format!("--log-file={d}/ovs-vswitchd.log"),
-            format!("--unixctl={d}/ovs-vswitchd.ctl"),
-            "--detach".into(),
-        ]));
-    }
-
-    /// Stops vswitchd and waits until it is gone: an exiting vswitchd unlinks its pidfile and
-    /// control socket, which would take the next instance's with them.
-    fn stop_vswitchd(&self) {
-        let pid = read_pid(&self.run_dir().join("ovs-vswitchd.pid"));
-        let _ = run(self.appctl("ovs-vswitchd.ctl").args(["exit", "--cleanup"]));
-        if let Some(pid) = pid {
-            stop_and_wait(pid);
+    fn start() -> Option<Lab> {
+        let needs = [
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovs-vsctl"),
+            Need::Program(vswitchd_plain()),
+        ];
+        if !require("representor_goes_on_br_int", &needs) {
+            return None;
         }
+        let tag = unique_tag();
+        let node = Node::start(
+            &format!("hwo-{tag}"),
+            &NodeConfig::plain(&format!("hwo-{tag}")),
+        )
+        .expect("OVS node");
+        let netns = node.netns().name().to_string();
+        let rep = format!("hwrep{}", std::process::id() % 100_000);
+        Some(Lab { node, netns, rep })
     }
 
-    fn start() -> Lab {
-        let tag = format!("{}", std::process::id() % 100_000);
-        let lab = Lab {
-            dir: tempfile::tempdir().unwrap(),
-            netns: format!("hwo-ovs-{tag}"),
-            rep: format!("hwrep{tag}"),
-        };
-        ok(Command::new("ip").args(["netns", "add", &lab.netns]));
-        let d = lab.run_dir().display().to_string();
-        ok(Command::new("ovsdb-tool").args(["create", &format!("{d}/conf.db"), SCHEMA]));
-        ok(lab.in_netns("ovsdb-server").args([
-            format!("{d}/conf.db"),
-            "-vconsole:off".into(),
-            format!("--remote=punix:{d}/db.sock"),
-            format!("--pidfile={d}/ovsdb-server.pid"),
-            format!("--log-file={d}/ovsdb-server.log"),
-            format!("--unixctl={d}/ovsdb-server.ctl"),
-            "--detach".into(),
-        ]));
-        ok(lab.vsctl().args(["--no-wait", "init"]));
-        lab.start_vswitchd();
-        lab
+    fn vsctl(&self, args: &[&str]) -> String {
+        self.node.vsctl(args).expect("ovs-vsctl").trim().to_string()
+    }
+
+    fn appctl(&self, args: &[&str]) -> String {
+        self.node
+            .appctl_vswitchd(args)
+            .expect("ovs-appctl")
+            .trim()
+            .to_string()
     }
 }
 
-fn read_pid(pidfile: &Path) -> Option<i32> {
-    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
-}
-
-/// Running and not a zombie (our detached daemons are reaped by PID 1, seconds later).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// SIGTERM (then SIGKILL after 5 s) a daemon this test started, and wait for it to exit.
-fn stop_and_wait(pid: i32) {
-    let start = Instant::now();
-    let mut signal = libc::SIGTERM;
-    while alive(pid) {
-        // SAFETY: kill(2) on a pid this test started (read from its own pidfile in its own dir).
-        unsafe { libc::kill(pid, signal) };
-        if start.elapsed() > Duration::from_secs(5) {
-            signal = libc::SIGKILL;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Stops a daemon we started, by the pid in its pidfile, if it is still there.
-fn kill_pidfile(pidfile: &Path) {
-    if let Some(pid) = read_pid(pidfile) {
-        stop_and_wait(pid);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = run(self.vsctl().args(["--if-exists", "del-br", "br-int"]));
-        self.stop_vswitchd();
-        let _ = run(self.appctl("ovsdb-server.ctl").arg("exit"));
-        kill_pidfile(&self.run_dir().join("ovsdb-server.pid"));
-        let _ = run(Command::new("ip").args(["-n", &self.netns, "link", "del", &self.rep]));
-        let _ = run(Command::new("ip").args(["netns", "del", &self.netns]));
-    }
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> Option<String>) -> String {
+    ferrovn_testkit::wait::wait_for(what, Duration::from_secs(20), f)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `{a="b", hw-offload="true"}` (ovs-vsctl's map output) → map.
@@ -201,8 +100,10 @@ fn parse_smap(s: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
-    let lab = Lab::start();
-    ok(lab.vsctl().args([
+    let Some(mut lab) = Lab::start() else {
+        return;
+    };
+    lab.vsctl(&[
         "add-br",
         "br-int",
         "--",
@@ -210,7 +111,7 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
         "Bridge",
         "br-int",
         "datapath_type=netdev",
-    ]));
+    ]);
 
     // The veth standing in for the representor, its peer standing in for the VF in the pod.
     let vf_end = format!("{}v", lab.rep);
@@ -248,8 +149,7 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
     assert_eq!(port.name, lab.rep);
 
     // What the agent will do through OVSDB, done with ovs-vsctl.
-    let mut add = lab.vsctl();
-    add.args([
+    let mut add: Vec<String> = [
         "add-port",
         &port.bridge,
         &port.name,
@@ -257,13 +157,15 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
         "set",
         "Interface",
         &port.name,
-    ]);
+    ]
+    .map(str::to_string)
+    .to_vec();
     for (k, v) in &port.external_ids {
-        add.arg(format!("external_ids:{k}=\"{v}\""));
+        add.push(format!("external_ids:{k}=\"{v}\""));
     }
-    ok(&mut add);
+    lab.vsctl(&add.iter().map(String::as_str).collect::<Vec<_>>());
     let ofport = wait_for("an ofport for the representor", || {
-        let v = ok(lab.vsctl().args(["get", "Interface", &port.name, "ofport"]));
+        let v = lab.vsctl(&["get", "Interface", &port.name, "ofport"]);
         v.parse::<i64>()
             .ok()
             .filter(|&n| n > 0)
@@ -271,59 +173,41 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
     });
     eprintln!("representor {} has ofport {ofport}", port.name);
     assert_eq!(
-        ok(lab
-            .vsctl()
-            .args(["get", "Interface", &port.name, "external_ids:iface-id"])),
+        lab.vsctl(&["get", "Interface", &port.name, "external_ids:iface-id"]),
         "default.pod-vf0"
     );
     assert_eq!(
-        ok(lab.vsctl().args([
+        lab.vsctl(&[
             "get",
             "Interface",
             &port.name,
             "external_ids:vf-pci-address"
-        ])),
+        ]),
         "\"0000:03:00.2\""
     );
-    assert_eq!(
-        ok(lab.vsctl().args(["get", "Interface", &port.name, "error"])),
-        "[]"
-    );
+    assert_eq!(lab.vsctl(&["get", "Interface", &port.name, "error"]), "[]");
 
     // Offload profile: plan against the live other_config, apply, restart as the plan says.
     let desired = OffloadSettings {
         hw_offload: true,
         tc_policy: TcPolicy::None,
     };
-    let current = parse_smap(&ok(lab.vsctl().args([
-        "get",
-        "Open_vSwitch",
-        ".",
-        "other_config",
-    ])));
+    let current = parse_smap(&lab.vsctl(&["get", "Open_vSwitch", ".", "other_config"]));
     let plan = plan_offload_config(&current, &desired);
     assert!(plan.restart_vswitchd, "fresh OVS has offload off: {plan:?}");
     for (k, v) in &plan.set {
-        ok(lab
-            .vsctl()
-            .args(["set", "Open_vSwitch", ".", &format!("other_config:{k}={v}")]));
+        lab.vsctl(&["set", "Open_vSwitch", ".", &format!("other_config:{k}={v}")]);
     }
     for k in &plan.remove {
-        ok(lab
-            .vsctl()
-            .args(["remove", "Open_vSwitch", ".", "other_config", k]));
+        lab.vsctl(&["remove", "Open_vSwitch", ".", "other_config", k]);
     }
-    lab.stop_vswitchd();
-    lab.start_vswitchd();
-    let after = parse_smap(&ok(lab.vsctl().args([
-        "get",
-        "Open_vSwitch",
-        ".",
-        "other_config",
-    ])));
+    lab.node
+        .restart_vswitchd(&vswitchd_plain())
+        .expect("restart ovs-vswitchd");
+    let after = parse_smap(&lab.vsctl(&["get", "Open_vSwitch", ".", "other_config"]));
     assert_eq!(after.get("hw-offload").map(String::as_str), Some("true"));
     assert!(plan_offload_config(&after, &desired).is_noop());
-    let log_path = lab.run_dir().join("ovs-vswitchd.log");
+    let log_path = lab.node.dir().join("ovs-vswitchd.log");
     let log = wait_for("vswitchd to report the flow API", || {
         let log = std::fs::read_to_string(&log_path).ok()?;
         log.contains("netdev: Flow API Enabled").then_some(log)
@@ -333,13 +217,13 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
     }
     // The port survives the restart with its binding.
     wait_for("the representor back on br-int", || {
-        let v = ok(lab.vsctl().args(["get", "Interface", &port.name, "ofport"]));
+        let v = lab.vsctl(&["get", "Interface", &port.name, "ofport"]);
         v.parse::<i64>()
             .ok()
             .filter(|&n| n > 0)
             .map(|n| n.to_string())
     });
-    let dpif = ok(lab.appctl("ovs-vswitchd.ctl").args(["dpif/show"]));
+    let dpif = lab.appctl(&["dpif/show"]);
     assert!(dpif.contains(&port.name), "{dpif}");
 
     // Traffic from the "VF" side creates datapath flows; OVS's own dump tells the truth.
@@ -357,18 +241,12 @@ fn representor_goes_on_br_int_and_hw_offload_is_reported_by_ovs() {
         "10.99.0.2",
     ]));
     let dump = wait_for("datapath flows from the representor", || {
-        let d = ok(lab
-            .appctl("ovs-vswitchd.ctl")
-            .args(["dpctl/dump-flows", "-m"]));
+        let d = lab.appctl(&["dpctl/dump-flows", "-m"]);
         d.contains(&format!("in_port({})", port.name)).then_some(d)
     });
     let flows = parse_dump_flows(&dump).unwrap();
-    let offloaded_only = parse_dump_flows(&ok(lab.appctl("ovs-vswitchd.ctl").args([
-        "dpctl/dump-flows",
-        "-m",
-        "type=offloaded",
-    ])))
-    .unwrap();
+    let offloaded_only =
+        parse_dump_flows(&lab.appctl(&["dpctl/dump-flows", "-m", "type=offloaded"])).unwrap();
     assert!(
         offloaded_only.is_empty(),
         "nothing can be offloaded on a veth: {offloaded_only:?}"

@@ -2,8 +2,8 @@
 
 use std::fs;
 
-use ferrovn_hwoffload::fixture::{MLX5_SWITCH_ID, PfSpec, RepresentorSpec, SysfsFixture, VfSpec};
 use ferrovn_hwoffload::{PciAddress, PortName, Sysfs, SysfsError};
+use ferrovn_testkit::sysfs::{MLX5_SWITCH_ID, PfSpec, RepresentorSpec, SysfsFixture, VfSpec};
 
 fn pci(s: &str) -> PciAddress {
     s.parse().unwrap()

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use ferrovn_ovsdb::nb::{self, LogicalSwitch, LogicalSwitchPort};
-use ferrovn_ovsdb::testkit::OvsdbServer;
 use ferrovn_ovsdb::{Client, ClientOptions, MonitorSpec, Operation, Row, Transaction, Uuid};
+use ferrovn_testkit::ovsdb::OvsdbServer;
 
 /// Counts live heap bytes so the replica's footprint can be measured exactly.
 struct CountingAllocator;

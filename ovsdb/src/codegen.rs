@@ -19,8 +19,6 @@ pub struct Target {
     pub schema_file: &'static str,
     /// File name under `ovsdb/src/generated/`.
     pub output_file: &'static str,
-    /// Where Debian installs the schema this copy must match.
-    pub installed_path: &'static str,
 }
 
 /// The three databases FerrOVN talks to.
@@ -28,17 +26,14 @@ pub const TARGETS: [Target; 3] = [
     Target {
         schema_file: "ovn-nb.ovsschema",
         output_file: "ovn_nb.rs",
-        installed_path: "/usr/share/ovn/ovn-nb.ovsschema",
     },
     Target {
         schema_file: "ovn-sb.ovsschema",
         output_file: "ovn_sb.rs",
-        installed_path: "/usr/share/ovn/ovn-sb.ovsschema",
     },
     Target {
         schema_file: "vswitch.ovsschema",
         output_file: "open_vswitch.rs",
-        installed_path: "/usr/share/openvswitch/vswitch.ovsschema",
     },
 ];
 

@@ -10,9 +10,6 @@ pub mod raft;
 pub mod replica;
 pub mod transport;
 
-#[cfg(feature = "testkit")]
-pub mod testkit;
-
 pub use client::{Client, ClientOptions, LockEvent};
 pub use connection::{Connection, ConnectionOptions, ConnectionStats, Notification, Notifications};
 pub use error::{Error, Result};

@@ -673,10 +673,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn installed(path: &str) -> Option<String> {
-        std::fs::read_to_string(path).ok()
-    }
-
     #[test]
     fn versions_parse_and_compare() {
         let v: SchemaVersion = "7.0.0".parse().unwrap();
@@ -813,34 +809,5 @@ mod tests {
             Just(json!("unlimited")),
             Just(json!("lots")),
         ]
-    }
-
-    #[test]
-    fn parses_installed_schemas() {
-        let mut seen = 0;
-        for (path, name) in [
-            ("/usr/share/ovn/ovn-nb.ovsschema", "OVN_Northbound"),
-            ("/usr/share/ovn/ovn-sb.ovsschema", "OVN_Southbound"),
-            ("/usr/share/openvswitch/vswitch.ovsschema", "Open_vSwitch"),
-        ] {
-            let Some(text) = installed(path) else {
-                eprintln!("SKIPPING {path}: not installed");
-                continue;
-            };
-            let schema: DatabaseSchema = text.parse().unwrap();
-            assert_eq!(schema.name, name);
-            assert!(schema.tables.len() > 5);
-            seen += 1;
-        }
-        if seen == 3 {
-            let nb: DatabaseSchema = installed("/usr/share/ovn/ovn-nb.ovsschema")
-                .unwrap()
-                .parse()
-                .unwrap();
-            let lsp = nb.table("Logical_Switch_Port").unwrap();
-            assert_eq!(lsp.column("tag").unwrap().ty.key.max_integer, Some(4095));
-            assert!(lsp.column("addresses").unwrap().ty.max.is_none());
-            assert!(nb.table("Logical_Switch").unwrap().is_root);
-        }
     }
 }

@@ -3,10 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ferrovn_ovsdb::testkit::{NB_SCHEMA, RaftCluster};
 use ferrovn_ovsdb::{
     Client, ClientOptions, ConnectionOptions, Error, MonitorSpec, Operation, Transaction,
 };
+use ferrovn_testkit::ovs_paths::nb_schema;
+use ferrovn_testkit::ovsdb::RaftCluster;
 
 const NB: &str = "OVN_Northbound";
 
@@ -18,7 +19,7 @@ fn names(d: &ferrovn_ovsdb::ReplicaData) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_the_leader_and_every_acknowledged_write_survives() {
-    let mut cluster = RaftCluster::start(NB_SCHEMA, 3).unwrap();
+    let mut cluster = RaftCluster::start(nb_schema(), 3).unwrap();
     let first_leader = cluster.leader().unwrap();
     let opts = ClientOptions {
         connection: ConnectionOptions {
@@ -147,7 +148,7 @@ async fn writes_follow_the_leader_and_every_acknowledged_write_survives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_transfer_moves_the_client_to_the_new_leader() {
-    let cluster = RaftCluster::start(NB_SCHEMA, 3).unwrap();
+    let cluster = RaftCluster::start(nb_schema(), 3).unwrap();
     let client = Client::connect(&cluster.remotes(), NB, ClientOptions::default())
         .await
         .unwrap();

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferrovn_ovsdb::testkit::{NB_SCHEMA, OvsdbServer};
 use ferrovn_ovsdb::{
     Atom, ChangeKind, Client, ClientOptions, Condition, Connection, ConnectionOptions, Datum,
     Error, LockEvent, MonitorSpec, Mutator, OpResult, Operation, OvsdbErrorKind, Remote,
     SchemaVersion, TransactError, Transaction, Uuid, WaitUntil,
 };
+use ferrovn_testkit::ovs_paths::nb_schema;
+use ferrovn_testkit::ovsdb::OvsdbServer;
 use serde_json::{Value, json};
 
 const NB: &str = "OVN_Northbound";
@@ -50,7 +51,7 @@ fn s(v: &str) -> Datum {
 
 #[tokio::test]
 async fn every_transact_operation_against_a_real_server() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let c = client(&server).await;
 
     // insert with named-uuid references inside one transaction
@@ -199,7 +200,7 @@ fn op_kind(e: &Error) -> Option<OvsdbErrorKind> {
 
 #[tokio::test]
 async fn constraint_violations_and_bad_requests_are_typed_errors() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let c = client(&server).await;
     // Address_Set has a unique index on name: the second insert fails at commit.
     c.transact(&Transaction::new(NB).with(Operation::insert("Address_Set").with("name", "as1")))
@@ -252,7 +253,7 @@ async fn constraint_violations_and_bad_requests_are_typed_errors() {
 
 #[tokio::test]
 async fn schema_version_is_checked_at_connect() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let c = client(&server).await;
     let v = c.schema().unwrap().version;
     let ok = ClientOptions {
@@ -286,7 +287,7 @@ async fn schema_version_is_checked_at_connect() {
 
 #[tokio::test]
 async fn thousand_requests_in_flight_on_one_connection() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let c = client(&server).await;
     let conn = c.connection().await.unwrap();
     let calls = (0..1000).map(|i| {
@@ -318,7 +319,7 @@ async fn thousand_requests_in_flight_on_one_connection() {
 
 #[tokio::test]
 async fn raw_monitor_flavours_see_a_second_clients_changes() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let (conn, mut notes) = raw_conn(&server.remote()).await;
     let req = json!({"Logical_Switch": {"columns": ["name", "other_config"]}});
     let initial = conn.monitor(NB, json!("m1"), req).await.unwrap();
@@ -412,7 +413,7 @@ async fn raw_monitor_flavours_see_a_second_clients_changes() {
 
 #[tokio::test]
 async fn replica_follows_inserts_modifies_and_deletes_of_another_client() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     server
         .transact(&json!([NB, {"op": "insert", "table": "Logical_Switch", "row": {"name": "pre", "other_config": ["map", [["a", "1"], ["b", "2"]]]}}]))
         .unwrap();
@@ -571,7 +572,7 @@ async fn replica_follows_inserts_modifies_and_deletes_of_another_client() {
 
 #[tokio::test]
 async fn replica_converges_across_server_restarts_without_losing_changes() {
-    let mut server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let mut server = OvsdbServer::start(nb_schema()).unwrap();
     let opts = ClientOptions {
         connection: ConnectionOptions {
             probe_interval: Some(Duration::from_secs(1)),
@@ -661,7 +662,7 @@ async fn replica_converges_across_server_restarts_without_losing_changes() {
 
 #[tokio::test]
 async fn locks_are_granted_queued_and_stolen() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let a = client(&server).await;
     let b = client(&server).await;
     let mut a_events = a.lock_events();
@@ -688,7 +689,7 @@ async fn locks_are_granted_queued_and_stolen() {
 
 #[tokio::test]
 async fn tcp_remote_works_like_unix() {
-    let server = OvsdbServer::start_tcp(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start_tcp(nb_schema()).unwrap();
     let c = Client::connect(&server.tcp_remote().unwrap(), NB, ClientOptions::default())
         .await
         .unwrap();
@@ -711,7 +712,7 @@ async fn unreachable_remote_and_unknown_database_fail_clearly() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let err = Client::connect(&server.remote(), "Nope", opts)
         .await
         .unwrap_err();
@@ -796,7 +797,7 @@ async fn malformed_and_truncated_frames_from_a_peer_are_errors() {
 /// leave the server's probes as the only traffic).
 #[tokio::test]
 async fn idle_tcp_session_survives_by_answering_the_servers_echo() {
-    let server = OvsdbServer::start_tcp(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start_tcp(nb_schema()).unwrap();
     let opts = ConnectionOptions {
         probe_interval: None,
         ..Default::default()
@@ -817,7 +818,7 @@ async fn idle_tcp_session_survives_by_answering_the_servers_echo() {
 
 #[tokio::test]
 async fn replica_conditions_change_and_survive_a_restart() {
-    let mut server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let mut server = OvsdbServer::start(nb_schema()).unwrap();
     server
         .transact(&json!([NB,
             {"op": "insert", "table": "Logical_Switch", "row": {"name": "a"}},
@@ -890,7 +891,7 @@ fn server_monitors(server: &OvsdbServer) -> usize {
 
 #[tokio::test]
 async fn dropping_a_replica_cancels_its_monitor() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let c = client(&server).await;
     let kept = c
         .replica(MonitorSpec::new().table("Logical_Switch"))
@@ -924,7 +925,7 @@ async fn dropping_a_replica_cancels_its_monitor() {
 /// reconnects on its own and the replica catches up.
 #[tokio::test]
 async fn hung_server_is_declared_dead_and_recovered_from() {
-    let server = OvsdbServer::start(NB_SCHEMA).unwrap();
+    let server = OvsdbServer::start(nb_schema()).unwrap();
     let opts = ClientOptions {
         connection: ConnectionOptions {
             probe_interval: Some(Duration::from_millis(300)),

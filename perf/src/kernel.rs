@@ -3,7 +3,7 @@
 //! thread that entered the pod's namespace and is pinned to its core.
 
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::testbed::Netns;
+use ferrovn_testkit::netns::Netns;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::Arc;

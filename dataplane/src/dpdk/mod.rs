@@ -4,6 +4,4 @@
 pub mod config;
 pub mod helper_attach;
 pub mod node;
-#[cfg(feature = "testbed")]
-pub mod testkit;
 pub mod vhost;

@@ -7,8 +7,11 @@
 use super::Ctx;
 use crate::model::Measurement;
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::dpdk::testkit::{DpdkRuntimeDir, HugepageLease};
-use ferrovn_dataplane::testbed::{Node, NodeConfig, OvnCentral, VSWITCHD_DPDK, wait_until};
+use ferrovn_testkit::dpdk::{DpdkRuntimeDir, HugepageLease};
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
+use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
+use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::Write;
@@ -316,11 +319,14 @@ pub fn run_ovs(ctx: &mut Ctx) -> Result<()> {
             "testpmd 22.11 gives no per-packet latency samples in these forwarding modes (--latencystats keeps only a running average); not collected yet",
         ),
     );
-    if !Path::new(VSWITCHD_DPDK).exists() {
+    if !vswitchd_dpdk().exists() {
         for &frame in &ctx.cfg.frame_sizes.clone() {
             ctx.push(
                 Measurement::new("ovs-dpdk", "same-node", "testpmd", Some(frame), "Mpps")
-                    .unavailable(format!("{VSWITCHD_DPDK} missing (openvswitch-switch-dpdk)")),
+                    .unavailable(format!(
+                        "{} missing (openvswitch-switch-dpdk)",
+                        vswitchd_dpdk().display()
+                    )),
             );
         }
         return Ok(());
@@ -359,7 +365,7 @@ pub fn run_ovs(ctx: &mut Ctx) -> Result<()> {
     let central = OvnCentral::start().map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = NodeConfig {
         name: format!("fvp-{tag}-dpdk"),
-        vswitchd: PathBuf::from(VSWITCHD_DPDK),
+        vswitchd: vswitchd_dpdk(),
         other_config: oc,
     };
     let mut node =

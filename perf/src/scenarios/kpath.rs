@@ -4,7 +4,7 @@
 use super::Ctx;
 use crate::kernel;
 use crate::model::Measurement;
-use ferrovn_dataplane::testbed::Netns;
+use ferrovn_testkit::netns::Netns;
 
 pub struct KPath<'a> {
     pub path: &'a str,

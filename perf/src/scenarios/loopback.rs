@@ -3,7 +3,7 @@
 
 use super::Ctx;
 use super::kpath::{KPath, measure};
-use ferrovn_dataplane::testbed::Netns;
+use ferrovn_testkit::netns::Netns;
 
 pub fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.progress.step("loopback: namespace");

@@ -10,10 +10,11 @@ use crate::config::Family;
 use crate::kernel;
 use crate::model::Measurement;
 use anyhow::{Context, Result, bail};
-use ferrovn_dataplane::testbed::{
-    Cluster, CniCall, Netns, WIDE_POD_SUBNET, add_switch_with_router, cni_netconf, numbered_pods,
-    run_cni, wide_pod_address,
+use ferrovn_testkit::cluster::{
+    Cluster, WIDE_POD_SUBNET, add_switch_with_router, numbered_pods, wide_pod_address,
 };
+use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
+use ferrovn_testkit::netns::Netns;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,11 +2,14 @@
 //! dirs removed — on success and on failure alike (Drop guards).
 #![allow(dead_code)]
 
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::wait::{wait_for_value, wait_until};
 use ferrovn_vhost::control::ControlClient;
 use ferrovn_vhost::protocol::{Request, Response};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn run(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd)
@@ -56,12 +59,8 @@ impl Proc {
     ) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_for_value(timeout, || child.try_wait().ok().flatten()) {
+            return Some(status);
         }
         let _ = child.kill();
         child.wait().ok()
@@ -84,6 +83,7 @@ impl Drop for Proc {
 /// A network namespace plus a veth pair: `host` stays in the root namespace, `inner` (eth0)
 /// sits in the namespace with `addr`.
 pub struct NetnsVeth {
+    pub ns: Netns,
     pub netns: String,
     pub host: String,
 }
@@ -91,14 +91,15 @@ pub struct NetnsVeth {
 impl NetnsVeth {
     pub fn new(tag: &str, addr_cidr: &str) -> NetnsVeth {
         let id = std::process::id() % 100_000;
-        let netns = format!("fvh-{tag}-{id}");
         let host = format!("fvh{tag}{id}");
         assert!(host.len() <= 15, "interface name {host} too long");
+        let ns = Netns::create(&format!("fvh-{tag}-{}", unique_tag())).expect("netns");
+        let netns = ns.name().to_string();
         let guard = NetnsVeth {
+            ns,
             netns: netns.clone(),
             host: host.clone(),
         };
-        assert!(run("ip", &["netns", "add", &netns]), "ip netns add {netns}");
         assert!(run(
             "ip",
             &[
@@ -106,41 +107,30 @@ impl NetnsVeth {
             ]
         ));
         assert!(run("ip", &["link", "set", &host, "up"]));
-        assert!(run(
-            "ip",
-            &["-n", &netns, "addr", "add", addr_cidr, "dev", "eth0"]
-        ));
-        assert!(run("ip", &["-n", &netns, "link", "set", "eth0", "up"]));
-        assert!(run("ip", &["-n", &netns, "link", "set", "lo", "up"]));
+        guard
+            .ns
+            .ip(["addr", "add", addr_cidr, "dev", "eth0"])
+            .expect("address");
+        guard.ns.ip(["link", "set", "eth0", "up"]).expect("eth0 up");
         guard
     }
 
     /// One ping, 1 s timeout.
     pub fn ping_once(&self, dst: &str) -> bool {
-        run(
-            "ip",
-            &["netns", "exec", &self.netns, "ping", "-c1", "-W1", dst],
-        )
+        self.ns.ping_once(dst)
     }
 
     /// Pings until one answer arrives or `within` passes.
     pub fn ping_within(&self, dst: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.ping_once(dst) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        self.ns.ping_until(dst, within)
     }
 }
 
 impl Drop for NetnsVeth {
     fn drop(&mut self) {
-        // Deleting a netns is asynchronous: delete the veth explicitly.
+        // Deleting a netns is asynchronous: delete the veth explicitly (the netns goes with
+        // `ns`).
         run("ip", &["link", "del", &self.host]);
-        run("ip", &["netns", "del", &self.netns]);
     }
 }
 
@@ -181,26 +171,18 @@ pub fn testpmd_pod(prefix: &str, sock: &Path, mac: &str, cpu: usize, log: &Path)
 }
 
 pub fn wait_for_path(path: &Path, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    wait_until(within, || path.exists())
 }
 
 /// Connects to the helper's control socket, waiting for it to appear.
 pub fn control(path: &Path, within: Duration) -> ControlClient {
-    let deadline = Instant::now() + within;
-    loop {
-        match ControlClient::connect(path) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("control socket {}: {e}", path.display()),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    wait_for_value(within, || ControlClient::connect(path).ok()).unwrap_or_else(|| {
+        panic!(
+            "control socket {}: {:?}",
+            path.display(),
+            ControlClient::connect(path).err()
+        )
+    })
 }
 
 pub fn call(c: &mut ControlClient, r: &Request) -> Response {

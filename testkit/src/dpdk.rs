@@ -1,4 +1,4 @@
-//! Test infrastructure for the DPDK profile (feature `testbed`): hugepages shared safely with
+//! The DPDK profile's test infrastructure: hugepages shared safely with
 //! concurrent tests, a private hugetlbfs mount, a shared-propagation directory for vhost-user
 //! bind mounts, and `dpdk-testpmd` "pods" stopped by PID.
 
@@ -12,7 +12,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::testbed::{Netns, TestbedError, wait_until};
+use crate::error::Error;
+use crate::netns::Netns;
+use crate::wait::wait_until;
 
 /// The flock'ed refcount file every FerrOVN test shares to raise and restore 2 MiB hugepages.
 pub const HUGEPAGE_LOCK_FILE: &str = "/run/ferrovn-test-hugepages.lock";
@@ -289,7 +291,7 @@ pub struct TestpmdSpec<'a> {
 }
 
 impl Testpmd {
-    pub fn start(spec: &TestpmdSpec<'_>) -> Result<Self, TestbedError> {
+    pub fn start(spec: &TestpmdSpec<'_>) -> crate::error::Result<Self> {
         let mut cmd = match spec.netns {
             Some(ns) => ns.command("dpdk-testpmd"),
             None => Command::new("dpdk-testpmd"),
@@ -309,11 +311,11 @@ impl Testpmd {
         }
         cmd.arg(format!("--forward-mode={}", spec.forward_mode))
             .args(&spec.app_args);
-        let log = std::fs::File::create(&spec.log).map_err(|source| TestbedError::Io {
+        let log = std::fs::File::create(&spec.log).map_err(|source| Error::Io {
             what: format!("testpmd log {}", spec.log.display()),
             source,
         })?;
-        let err = log.try_clone().map_err(|source| TestbedError::Io {
+        let err = log.try_clone().map_err(|source| Error::Io {
             what: "testpmd log".into(),
             source,
         })?;
@@ -333,11 +335,7 @@ impl Testpmd {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|source| TestbedError::Spawn {
-                what: "dpdk-testpmd".into(),
-                program: "dpdk-testpmd".into(),
-                source,
-            })?;
+            .map_err(|e| Error::spawn("dpdk-testpmd", "dpdk-testpmd", &e))?;
         Ok(Testpmd {
             child,
             prefix: spec.prefix.clone(),

@@ -1,94 +1,37 @@
-//! Real OVSDB / OVN processes for tests (cargo feature `testkit`).
+//! Real OVSDB / OVN central processes: standalone servers, Raft clusters, NB + SB + ovn-northd.
 //!
 //! Every helper runs its daemons as child processes (not `--detach`ed) in a private temporary
 //! directory: sockets, databases, logs and control sockets all live there, nothing touches
-//! `/var/run`. Dropping a helper kills its processes by PID, reaps them and deletes the
+//! `/var/run`. Dropping a helper stops its processes by PID, reaps them and deletes the
 //! directory, so a failing test cleans up too. All calls are synchronous and take milliseconds;
 //! they are fine to call from async tests.
 //!
 //! ```no_run
-//! use ferrovn_ovsdb::testkit::{OvnCentral, OvsdbServer, NB_SCHEMA};
-//! let nb = OvsdbServer::start(NB_SCHEMA).unwrap();
+//! use ferrovn_testkit::ovs_paths::nb_schema;
+//! use ferrovn_testkit::ovsdb::{OvnCentral, OvsdbServer};
+//! let nb = OvsdbServer::start(nb_schema()).unwrap();
 //! let remote = nb.remote(); // "unix:/tmp/.tmpXXXX/db.sock"
 //! let central = OvnCentral::start().unwrap(); // NB + SB + ovn-northd
 //! central.wait_northd_active().unwrap();
 //! println!("{}", central.nbctl(&["ls-add", "sw0"]).unwrap());
 //! ```
 
-use std::collections::HashSet;
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The OVN Northbound schema installed by Debian's `ovn-common`.
-pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
-/// The OVN Southbound schema.
-pub const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
-/// The Open_vSwitch schema installed by `openvswitch-common`.
-pub const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use nix::sys::signal::Signal;
+
+use crate::error::{Error, Result};
+use crate::names::free_port;
+use crate::ovs_paths::{nb_schema, sb_schema};
+use crate::process::{Daemon, run};
+use crate::wait::wait_for;
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Why a test fixture could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TestkitError {
-    #[error("cannot run {program}: {reason}")]
-    Spawn { program: String, reason: String },
-    #[error("{command} failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("timed out after {after:?} waiting for {what}; log {log}:\n{log_tail}")]
-    Timeout {
-        what: String,
-        after: Duration,
-        log: String,
-        log_tail: String,
-    },
-    #[error("{what}: {reason}")]
-    Io { what: String, reason: String },
-    #[error("schema {path}: {reason}")]
-    Schema { path: String, reason: String },
-}
-
-type Result<T> = std::result::Result<T, TestkitError>;
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestkitError {
-    let what = what.into();
-    move |e| TestkitError::Io {
-        what,
-        reason: e.to_string(),
-    }
-}
-
-/// Runs a command to completion, returning stdout; non-zero exit is an error with stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| TestkitError::Spawn {
-            program: program.into(),
-            reason: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(TestkitError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The `name` field of an `.ovsschema` file (e.g. `OVN_Northbound`).
 pub fn schema_name(schema: &Path) -> Result<String> {
-    let bad = |reason: String| TestkitError::Schema {
+    let bad = |reason: String| Error::Schema {
         path: schema.display().to_string(),
         reason,
     };
@@ -100,114 +43,66 @@ pub fn schema_name(schema: &Path) -> Result<String> {
         .ok_or_else(|| bad("no \"name\"".into()))
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
-/// out before (so parallel tests in one binary never get the same one).
-pub fn free_port() -> Result<u16> {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..64 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
-        let port = l.local_addr().map_err(io_err("local_addr"))?.port();
-        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if given.get_or_insert_with(HashSet::new).insert(port) {
-            return Ok(port);
-        }
-    }
-    Err(TestkitError::Io {
-        what: "free_port".into(),
-        reason: "no fresh port after 64 tries".into(),
-    })
-}
-
-fn tail(path: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.read_to_string(&mut s);
-    }
+/// The last lines of a daemon's log, for failure messages.
+pub fn log_tail(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn wait_for<T>(
+/// [`wait_for`] with the tail of `log` in the timeout error.
+fn wait_logged<T>(
     what: &str,
     log: &Path,
     after: Duration,
-    mut probe: impl FnMut() -> Option<T>,
+    probe: impl FnMut() -> Option<T>,
 ) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Ok(v);
-        }
-        if start.elapsed() > after {
-            return Err(TestkitError::Timeout {
-                what: what.into(),
-                after,
-                log: log.display().to_string(),
-                log_tail: tail(log),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(what, after, probe).map_err(|e| match e {
+        Error::Timeout { what, waited, .. } => Error::Timeout {
+            what,
+            waited,
+            detail: format!("; log {}:\n{}", log.display(), log_tail(log)),
+        },
+        other => other,
+    })
 }
 
 fn socket_accepts(path: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
-/// A child daemon that is killed (SIGKILL, by PID) and reaped on drop.
-#[derive(Debug)]
-struct Daemon {
-    child: Option<Child>,
-    program: String,
-}
-
-impl Daemon {
-    fn spawn(program: &str, args: &[String]) -> Result<Daemon> {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| TestkitError::Spawn {
-                program: program.into(),
-                reason: e.to_string(),
-            })?;
-        Ok(Daemon {
-            child: Some(child),
-            program: program.into(),
-        })
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(Some(status))) => Some(format!("{} exited: {status}", self.program)),
-            _ => None,
+/// Starts ovsdb-server with `args` and waits until `sock` accepts; a server that exits first
+/// is an error with its log.
+fn launch_server(
+    what: &str,
+    args: &[String],
+    sock: &Path,
+    log: &Path,
+    out: &Path,
+) -> Result<Daemon> {
+    let mut daemon = Daemon::spawn(what, None, &[], "ovsdb-server", args, out)?;
+    let mut died = None;
+    wait_logged(&format!("{what} unix socket"), log, START_TIMEOUT, || {
+        if let Some(e) = daemon.exited() {
+            died = Some(e);
+            return Some(());
         }
+        socket_accepts(sock).then_some(())
+    })?;
+    if let Some(reason) = died {
+        return Err(Error::Spawn {
+            what: what.into(),
+            program: "ovsdb-server".into(),
+            reason: format!("{reason}; log:\n{}", log_tail(log)),
+        });
     }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    Ok(daemon)
 }
 
 /// What to start in an [`OvsdbServer`].
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Schemas of the (standalone) databases to create and serve, e.g. [`NB_SCHEMA`].
+    /// Schemas of the (standalone) databases to create and serve, e.g. [`nb_schema`].
     pub schemas: Vec<PathBuf>,
     /// Also listen on TCP 127.0.0.1 (on an ephemeral port; kept across restarts).
     pub tcp: bool,
@@ -248,7 +143,7 @@ impl OvsdbServer {
         let dir = tempfile::Builder::new()
             .prefix("ovsdb-")
             .tempdir()
-            .map_err(io_err("create temp dir"))?;
+            .map_err(Error::io("create temp dir"))?;
         let mut dbs = Vec::new();
         for (i, schema) in options.schemas.iter().enumerate() {
             let db = dir.path().join(format!("db{i}.db"));
@@ -288,25 +183,11 @@ impl OvsdbServer {
         }
         args.extend(self.dbs.iter().map(|d| d.display().to_string()));
         let log_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let mut daemon = Daemon::spawn("ovsdb-server", &args)?;
-        let sock = self.sock.clone();
-        let mut died = None;
-        wait_for("ovsdb-server unix socket", &self.log, START_TIMEOUT, || {
-            if let Some(e) = daemon.exited() {
-                died = Some(e);
-                return Some(());
-            }
-            socket_accepts(&sock).then_some(())
-        })?;
-        if let Some(reason) = died {
-            return Err(TestkitError::Spawn {
-                program: "ovsdb-server".into(),
-                reason: format!("{reason}; log:\n{}", tail(&self.log)),
-            });
-        }
+        let out = self.dir.path().join("ovsdb-server.out");
+        let daemon = launch_server("ovsdb-server", &args, &self.sock, &self.log, &out)?;
         if self.tcp && self.tcp_port.is_none() {
             let log = self.log.clone();
-            let port = wait_for(
+            let port = wait_logged(
                 "ovsdb-server tcp port in log",
                 &self.log,
                 START_TIMEOUT,
@@ -362,7 +243,7 @@ impl OvsdbServer {
 
     /// The PID of the running server, if running.
     pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().and_then(Daemon::pid)
+        self.daemon.as_ref().map(Daemon::pid)
     }
 
     /// Kills the server (SIGKILL); the database files stay.
@@ -375,20 +256,20 @@ impl OvsdbServer {
     /// Stops the server process (SIGSTOP): it keeps its sockets but answers nothing, like a
     /// hung or partitioned peer.
     pub fn freeze(&self) -> Result<()> {
-        self.signal("-STOP")
+        self.signal(Signal::SIGSTOP)
     }
 
     /// Resumes a frozen server (SIGCONT).
     pub fn thaw(&self) -> Result<()> {
-        self.signal("-CONT")
+        self.signal(Signal::SIGCONT)
     }
 
-    fn signal(&self, sig: &str) -> Result<()> {
-        let pid = self.pid().ok_or_else(|| TestkitError::Io {
-            what: format!("signal {sig}"),
-            reason: "server not running".into(),
-        })?;
-        run("kill", &[sig, &pid.to_string()]).map(drop)
+    fn signal(&self, sig: Signal) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| Error::Setup(format!("{sig}: server not running")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
+            .map_err(|e| Error::Setup(format!("{sig} to ovsdb-server {pid}: {e}")))
     }
 
     /// Kills (if running) and starts again on the same database, socket and TCP port.
@@ -416,10 +297,15 @@ impl OvsdbServer {
     /// Runs one `transact` with `ovsdb-client` (a second, independent client in tests).
     pub fn transact(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
         let out = self.client("transact", &[&request.to_string()])?;
-        serde_json::from_str(&out).map_err(|e| TestkitError::Io {
-            what: "parse ovsdb-client transact output".into(),
-            reason: e.to_string(),
-        })
+        serde_json::from_str(&out)
+            .map_err(|e| Error::Setup(format!("parse ovsdb-client transact output: {e}")))
+    }
+}
+
+impl Drop for OvsdbServer {
+    // SIGKILL: a frozen (SIGSTOPped) server would sit out SIGTERM's grace period
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -449,7 +335,7 @@ impl RaftMember {
     }
     /// Its PID, if running.
     pub fn pid(&self) -> Option<u32> {
-        self.daemon.as_ref().and_then(Daemon::pid)
+        self.daemon.as_ref().map(Daemon::pid)
     }
     /// True if the process runs.
     pub fn is_running(&self) -> bool {
@@ -467,22 +353,8 @@ impl RaftMember {
             "-vfile:info".into(),
             self.db.display().to_string(),
         ];
-        let mut daemon = Daemon::spawn("ovsdb-server", &args)?;
-        let sock = self.sock.clone();
-        let mut died = None;
-        wait_for("raft member unix socket", &self.log, START_TIMEOUT, || {
-            if let Some(e) = daemon.exited() {
-                died = Some(e);
-                return Some(());
-            }
-            socket_accepts(&sock).then_some(())
-        })?;
-        if let Some(reason) = died {
-            return Err(TestkitError::Spawn {
-                program: "ovsdb-server".into(),
-                reason: format!("{reason}; log:\n{}", tail(&self.log)),
-            });
-        }
+        let out = self.log.with_extension("out");
+        let daemon = launch_server("raft member", &args, &self.sock, &self.log, &out)?;
         self.daemon = Some(daemon);
         Ok(())
     }
@@ -524,7 +396,7 @@ impl RaftCluster {
         let dir = tempfile::Builder::new()
             .prefix("raft-")
             .tempdir()
-            .map_err(io_err("create temp dir"))?;
+            .map_err(Error::io("create temp dir"))?;
         let n = n.max(1);
         let mut members = Vec::new();
         for i in 0..n {
@@ -574,7 +446,7 @@ impl RaftCluster {
 
     fn wait_all_joined(&self) -> Result<()> {
         for m in &self.members {
-            wait_for("member to join the cluster", &m.log, START_TIMEOUT, || {
+            wait_logged("member to join the cluster", &m.log, START_TIMEOUT, || {
                 let s = m.cluster_status(&self.db_name)?;
                 s.contains("Status: cluster member").then_some(())
             })?;
@@ -616,7 +488,7 @@ impl RaftCluster {
 
     /// Waits until some running member is leader.
     pub fn wait_leader(&self, after: Duration) -> Result<usize> {
-        wait_for("a Raft leader", &self.members[0].log, after, || {
+        wait_logged("a Raft leader", &self.members[0].log, after, || {
             self.leader()
         })
     }
@@ -654,10 +526,15 @@ impl RaftCluster {
         self.kill(i);
         match self.members.get_mut(i) {
             Some(m) => m.launch(),
-            None => Err(TestkitError::Io {
-                what: format!("restart member {i}"),
-                reason: "no such member".into(),
-            }),
+            None => Err(Error::Setup(format!("restart member {i}: no such member"))),
+        }
+    }
+}
+
+impl Drop for RaftCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
         }
     }
 }
@@ -675,8 +552,8 @@ pub struct OvnCentral {
 impl OvnCentral {
     /// Starts NB, SB and ovn-northd; returns once northd is connected and active.
     pub fn start() -> Result<OvnCentral> {
-        let nb = OvsdbServer::start(NB_SCHEMA)?;
-        let sb = OvsdbServer::start(SB_SCHEMA)?;
+        let nb = OvsdbServer::start(nb_schema())?;
+        let sb = OvsdbServer::start(sb_schema())?;
         let northd_ctl = nb.dir().join("northd.ctl");
         let northd_log = nb.dir().join("northd.log");
         let args = vec![
@@ -687,7 +564,8 @@ impl OvnCentral {
             "--no-chdir".into(),
             "-vconsole:off".into(),
         ];
-        let northd = Daemon::spawn("ovn-northd", &args)?;
+        let northd_out = nb.dir().join("northd.out");
+        let northd = Daemon::spawn("ovn-northd", None, &[], "ovn-northd", &args, &northd_out)?;
         let central = OvnCentral {
             nb,
             sb,
@@ -721,13 +599,13 @@ impl OvnCentral {
     }
     /// ovn-northd's PID.
     pub fn northd_pid(&self) -> Option<u32> {
-        self.northd.as_ref().and_then(Daemon::pid)
+        self.northd.as_ref().map(Daemon::pid)
     }
 
     /// Waits until `ovn-appctl status` says northd is active.
     pub fn wait_northd_active(&self) -> Result<()> {
         let ctl = self.northd_ctl.to_string_lossy().into_owned();
-        wait_for(
+        wait_logged(
             "ovn-northd to become active",
             &self.northd_log,
             START_TIMEOUT,

@@ -1,4 +1,4 @@
-//! A fake Kubernetes API server for the cluster-mode tests: one Node and some Pods, served with
+//! A small fake Kubernetes API server for the node agent's cluster-mode tests: one Node and some Pods, served with
 //! GET and JSON merge PATCH, Status bodies for errors, and every request recorded. The same
 //! state and handler answer through a tower-test mock (`fake_with`, for a `kube::Client` in the
 //! test) or through whatever transport a test runs itself (`Fake::answer`, e.g. real HTTP for
@@ -81,6 +81,13 @@ impl Fake {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
+    }
+
+    /// `metadata.annotations` of the Pod `ns/name`.
+    pub fn pod_annotations(&self, ns: &str, name: &str) -> Value {
+        self.state.lock().expect("lock").pods[&(ns.to_string(), name.to_string())]["metadata"]
+            ["annotations"]
+            .clone()
     }
 
     pub fn node(&self) -> Value {
@@ -177,7 +184,6 @@ pub fn default_handler(seen: &Seen, st: &mut FakeState) -> (u16, String) {
 }
 
 /// A `kube::Client` talking to a fake answering with `handler` (through a tower-test mock).
-#[allow(dead_code)] // node_report_kube serves the fake over real HTTP instead
 pub fn fake_with(state: FakeState, handler: Arc<Handler>) -> (kube::Client, Fake) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let fake = Fake::new(state, handler);
@@ -212,7 +218,6 @@ pub fn fake_with(state: FakeState, handler: Arc<Handler>) -> (kube::Client, Fake
 }
 
 /// A `kube::Client` talking to a fake answering with `default_handler`.
-#[allow(dead_code)] // node_report_kube serves the fake over real HTTP instead
 pub fn fake(state: FakeState) -> (kube::Client, Fake) {
     fake_with(state, Arc::new(default_handler))
 }

@@ -1,7 +1,8 @@
 //! The test fixtures themselves: real ovsdb-server, Raft cluster, OVN central.
 
-use ferrovn_ovsdb::testkit::{NB_SCHEMA, OvnCentral, OvsdbServer, RaftCluster};
 use ferrovn_ovsdb::{Connection, ConnectionOptions, Remote};
+use ferrovn_testkit::ovs_paths::nb_schema;
+use ferrovn_testkit::ovsdb::{OvnCentral, OvsdbServer, RaftCluster};
 use serde_json::json;
 
 async fn list_dbs(remote: &str) -> Vec<String> {
@@ -15,7 +16,7 @@ async fn list_dbs(remote: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn server_serves_unix_and_tcp_and_survives_restart_with_its_data() {
-    let mut server = OvsdbServer::start_tcp(NB_SCHEMA).unwrap();
+    let mut server = OvsdbServer::start_tcp(nb_schema()).unwrap();
     let dbs = list_dbs(&server.remote()).await;
     assert!(dbs.contains(&"OVN_Northbound".to_string()), "{dbs:?}");
     let tcp = server.tcp_remote().unwrap();
@@ -49,7 +50,7 @@ async fn server_serves_unix_and_tcp_and_survives_restart_with_its_data() {
 
 #[tokio::test]
 async fn raft_cluster_elects_a_leader_and_re_elects_after_a_kill() {
-    let mut cluster = RaftCluster::start(NB_SCHEMA, 3).unwrap();
+    let mut cluster = RaftCluster::start(nb_schema(), 3).unwrap();
     assert_eq!(cluster.db_name(), "OVN_Northbound");
     assert_eq!(cluster.remotes().split(',').count(), 3);
     let leader = cluster.leader().unwrap();

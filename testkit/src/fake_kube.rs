@@ -3,12 +3,10 @@
 //! `metadata.resourceVersion` and `items` (core items without kind/apiVersion, as the
 //! apiserver sends them), watch streams of `{"type":"ADDED","object":{...}}` lines resuming
 //! from a resourceVersion, `410 Expired` in the stream for a compacted resourceVersion, Status
-//! objects for 404 / 409 (shapes in `tests/fixtures/kube/`), optimistic concurrency on PUT,
+//! objects for 404 / 409 (shapes in `testkit/fixtures/kube/`), optimistic concurrency on PUT,
 //! JSON merge patches (RFC 7386, only with `application/merge-patch+json`), and the `/status`
 //! subresource. Every request is recorded (method, path, query, content type, body) so tests
 //! assert exactly what the controller sent.
-
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,7 +21,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kube");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/kube");
 
 pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
 
