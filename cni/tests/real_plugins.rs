@@ -9,45 +9,22 @@ use std::process::Command;
 use common::*;
 use ferrovn_cni::protocol::{Request, Response};
 use ferrovn_cni::spec::{CniResult, IpConfig, Route};
+use ferrovn_testkit::names::unique_tag;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::require::{Need, require};
 use serde_json::json;
 
+/// Debian `containernetworking-plugins`.
 const MACVLAN: &str = "/usr/lib/cni/macvlan";
 
 fn ip(args: &[&str]) -> std::process::Output {
     Command::new("ip").args(args).output().expect("run ip")
 }
 
-/// Deletes the namespaces (and the veth inside the host one) however the test ends.
-struct Netns {
-    names: Vec<String>,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.names {
-            // Delete links explicitly: netns deletion is asynchronous.
-            let _ = ip(&["-n", n, "link", "del", "mvm0"]);
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-fn macvlan_available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !Path::new(MACVLAN).exists() || !root {
-        eprintln!("skipping: needs root and {MACVLAN} (Debian containernetworking-plugins)");
-        return false;
-    }
-    true
-}
-
 #[test]
 fn macvlan_takes_its_address_from_ferrovn_ipam() {
-    if !macvlan_available() {
+    let needs = [Need::Root, Need::Tool("ip"), Need::Program(MACVLAN.into())];
+    if !require("macvlan_takes_its_address_from_ferrovn_ipam", &needs) {
         return;
     }
     let agent = FakeAgent::start(|req| match req {
@@ -74,16 +51,10 @@ fn macvlan_takes_its_address_from_ferrovn_ipam() {
     std::os::unix::fs::symlink(BIN, bin_dir.join("ferrovn")).unwrap();
     let cni_path = format!("{}:/usr/lib/cni", bin_dir.display());
 
-    let tag = std::process::id();
-    let host = format!("fcni-h{tag}");
-    let pod = format!("fcni-p{tag}");
-    let _guard = Netns {
-        names: vec![pod.clone(), host.clone()],
-    };
-    for n in [&host, &pod] {
-        let out = ip(&["netns", "add", n]);
-        assert!(out.status.success(), "netns add {n}: {out:?}");
-    }
+    let tag = unique_tag();
+    let host_ns = Netns::create(&format!("fcni-h{tag}")).expect("host netns");
+    let pod_ns = Netns::create(&format!("fcni-p{tag}")).expect("pod netns");
+    let (host, pod) = (host_ns.name().to_string(), pod_ns.name().to_string());
     // The macvlan master lives in a "host" namespace of our own, not the machine's.
     let out = ip(&[
         "-n", &host, "link", "add", "mvm0", "type", "veth", "peer", "name", "mvm1",

@@ -5,9 +5,18 @@
 use std::path::Path;
 use std::process::Command;
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
+use ferrovn_testkit::require::{Need, REQUIRE_ALL, require, require_all};
+
+/// One row of each smoke family: loopback, bridge plugin, raw testpmd, IPAM.
+const SMOKE_ROWS: [&str; 7] = [
+    "loopback/host/tcp",
+    "loopback/host/udp-flood/64",
+    "loopback/host/ping",
+    "bridge-cni/same-node/tcp",
+    "bridge-cni/same-node/udp-flood/1500",
+    "raw-testpmd/same-node/testpmd/64",
+    "ipam/local/ops",
+];
 
 /// Minimal XML well-formedness: balanced start/end tags, attributes quoted, one root element.
 /// Returns the root element's name.
@@ -74,9 +83,14 @@ fn xml_checker_catches_bad_documents() {
 
 #[test]
 fn smoke_run_writes_well_formed_outputs() {
-    if !is_root() {
-        // network namespaces and DPDK need root; CI runs as root
-        eprintln!("skipped: not root");
+    let needs = [
+        Need::Root,
+        Need::Tool("iperf3"),
+        Need::Tool("dpdk-testpmd"),
+        Need::Program("/usr/lib/cni/bridge".into()),
+        Need::Hugepages(64),
+    ];
+    if !require("smoke_run_writes_well_formed_outputs", &needs) {
         return;
     }
     let out = tempfile::tempdir().expect("tempdir");
@@ -104,17 +118,19 @@ fn smoke_run_writes_well_formed_outputs() {
     assert!(env["cores"].as_u64().is_some_and(|c| c >= 1));
     let rows = json["measurements"].as_array().expect("measurements");
     let ids: Vec<&str> = rows.iter().filter_map(|m| m["id"].as_str()).collect();
-    // the smoke families: loopback, bridge plugin, raw testpmd, IPAM
-    for want in [
-        "loopback/host/tcp",
-        "loopback/host/udp-flood/64",
-        "loopback/host/ping",
-        "bridge-cni/same-node/tcp",
-        "bridge-cni/same-node/udp-flood/1500",
-        "raw-testpmd/same-node/testpmd/64",
-        "ipam/local/ops",
-    ] {
+    for want in SMOKE_ROWS {
         assert!(ids.contains(&want), "missing row {want} in {ids:?}");
+    }
+    if require_all() {
+        // in CI every smoke family must really have run: "unavailable" is a missing tool
+        for want in SMOKE_ROWS {
+            let m = rows.iter().find(|m| m["id"] == want).expect("row");
+            assert_eq!(
+                m["status"]["state"], "ok",
+                "{want} did not run ({REQUIRE_ALL}=1): {}",
+                m["status"]
+            );
+        }
     }
     for m in rows {
         let state = m["status"]["state"].as_str().expect("status");
