@@ -143,8 +143,19 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
     assert_eq!(r, t, "unreachable pairs:\n{out}");
     assert!(up.status.success(), "{out}");
+    // each node's row in the status table: chassis registered and every daemon up (the
+    // node names alone are in every `up` output, in its step lines)
     for node in ["lab-dpdk", "lab-kernel"] {
-        assert!(out.contains(node), "{out}");
+        assert!(
+            out.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words.first() == Some(&node)
+                    && words.contains(&"yes")
+                    && l.contains(" all up")
+                    && !l.contains("DOWN")
+            }),
+            "node {node}: no status row with its chassis registered and all daemons up:\n{out}"
+        );
     }
     assert!(
         out.contains("demo/db-0") && out.contains("10.66.0.20"),
@@ -169,7 +180,12 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
                 .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd icmpecho)")),
             "DPDK pod on OVS-DPDK not ready:\n{out}"
         );
-        assert!(t >= 16, "the DPDK pod must be counted as a target:\n{out}");
+        // the agent agrees, for the reason the manifest gives (the Node's ovs_dp_type label)
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("lab-dpdk") && l.contains("[agent: label-userspace]")),
+            "the agent on lab-dpdk did not choose DPDK for its label:\n{out}"
+        );
     } else {
         assert!(
             out.contains("runs the KERNEL profile"),
