@@ -4,12 +4,15 @@
 //! changed, one pass per burst, recovery of allocated pods without any patch, and a follower
 //! that writes nothing while another controller holds a live Lease.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ferrovn_control::controller::ControllerOptions;
 use ferrovn_control::kube::{KubeOptions, LeaseConfig, Stats, run};
 use ferrovn_testkit::fake_kube::{FakeApi, Recorded, fixture, rbac_violations};
 use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until_async;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -230,7 +233,12 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
     fake.apply(ns);
     r.wait("a pass after the namespace change", |s| s.passes > before)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // passes run one after another: once a second unrelated pass has finished, anything the
+    // first one would have written is on the fake
+    let mut ns = fake.get("Namespace", "", "default").unwrap();
+    ns["metadata"]["labels"]["team"] = json!("b");
+    fake.apply(ns);
+    r.wait("a second pass", |s| s.passes > before + 1).await;
     assert_eq!(fake.writes().len(), 3, "no new write: {:#?}", fake.writes());
 
     // A burst of five pods: one pass, five pod patches, one status patch.
@@ -358,8 +366,10 @@ async fn follower_writes_nothing_until_the_live_lease_expires() {
 
     // The other controller renews every 300 ms until told to stop.
     let (stop_renew, mut renew_stopped) = oneshot::channel::<()>();
+    let renewals = Arc::new(AtomicU32::new(0));
     let renewer = {
         let fake = fake.clone();
+        let renewals = Arc::clone(&renewals);
         tokio::spawn(async move {
             let mut n = 0u32;
             loop {
@@ -368,6 +378,7 @@ async fn follower_writes_nothing_until_the_live_lease_expires() {
                     _ = &mut renew_stopped => return,
                 }
                 n += 1;
+                renewals.store(n, Ordering::SeqCst);
                 let mut l = fake
                     .get("Lease", "kube-system", "ferrovn-controller")
                     .unwrap();
@@ -382,7 +393,24 @@ async fn follower_writes_nothing_until_the_live_lease_expires() {
     cfg.retry_period = Duration::from_millis(100);
     let (mut r, _) = start(&fake, Some(cfg));
     r.wait("caches filled", |s| s.ready).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The positive events: the other controller renewed past 1.5 lease durations, and the
+    // follower kept asking for the lease after that (and found it held).
+    let lease_gets = |fake: &FakeApi| {
+        fake.requests()
+            .iter()
+            .filter(|q| q.method == "GET" && q.path.ends_with("/leases/ferrovn-controller"))
+            .count()
+    };
+    let gets_before = lease_gets(&fake);
+    assert!(
+        wait_until_async(Duration::from_secs(20), || renewals.load(Ordering::SeqCst)
+            >= 10
+            && lease_gets(&fake) >= gets_before + 10)
+        .await,
+        "renewals {} / follower lease reads {}",
+        renewals.load(Ordering::SeqCst),
+        lease_gets(&fake) - gets_before
+    );
     let s = r.stats.borrow().clone();
     assert!(!s.leader && s.passes == 0, "{s:?}");
     assert!(
