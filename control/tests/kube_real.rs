@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::assert_within;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,14 +86,6 @@ impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -179,7 +172,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut controller = Controller::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a");
 
-    wait_until("every pod allocated", Duration::from_secs(90), || {
+    assert_within(Duration::from_secs(90), "every pod allocated", || {
         controller.assert_running();
         PODS.iter()
             .all(|(ns, pod)| annotation(&cp, ns, pod, "ovn.kubernetes.io/allocated") == "true")
@@ -206,9 +199,9 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
             assert_eq!(mac, "00:00:00:53:6b:b6", "the static MAC is kept");
         }
         let lsp = format!("name={pod}.{ns}");
-        wait_until(
-            &format!("NB port {pod}.{ns}"),
+        assert_within(
             Duration::from_secs(30),
+            &format!("NB port {pod}.{ns}"),
             || {
                 central
                     .nbctl(&[
@@ -260,9 +253,9 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     }
 
     // Subnet status: 3 addresses in use in demo; the printer column shows it.
-    wait_until(
-        "demo status v4usingIPs = 3",
+    assert_within(
         Duration::from_secs(30),
+        "demo status v4usingIPs = 3",
         || jsonpath(&cp, &["get", "subnet", "demo"], "{.status.v4usingIPs}") == "3",
     );
     let ready = jsonpath(
@@ -320,7 +313,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     .expect("pod after the restart");
     // Right after a restart the apiserver answers 403 until its RBAC caches fill, and the
     // watchers back off (kube-rs default backoff): seen 8-31 s here.
-    wait_until("pod late allocated", Duration::from_secs(90), || {
+    assert_within(Duration::from_secs(90), "pod late allocated", || {
         controller.assert_running();
         annotation(&cp, "demo", "late", "ovn.kubernetes.io/allocated") == "true"
     });
@@ -336,7 +329,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         after, before,
         "no allocation moved or got lost over the restart"
     );
-    wait_until("ctrl-a leads again", Duration::from_secs(30), || {
+    assert_within(Duration::from_secs(30), "ctrl-a leads again", || {
         jsonpath(
             &cp,
             &["-n", "kube-system", "get", "lease", "ferrovn-controller"],

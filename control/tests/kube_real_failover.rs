@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::assert_within;
 
 /// `--lease-duration` of both replicas (seconds).
 const LEASE_SECONDS: u64 = 6;
@@ -65,12 +66,10 @@ impl Drop for Replica {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+/// Waits for `cond` (failing the test with `what` after `timeout`); returns how long it took.
+fn timed_wait(what: &str, timeout: Duration, cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_within(timeout, what, cond);
     start.elapsed()
 }
 
@@ -135,13 +134,13 @@ fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
     let tmp = tempfile::tempdir().expect("tmp");
 
     let a = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a");
-    wait_until("ctrl-a leads", Duration::from_secs(60), || {
+    timed_wait("ctrl-a leads", Duration::from_secs(60), || {
         holder(&cp) == "ctrl-a"
     });
     let mut b = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-b");
     cp.kubectl_stdin(&["apply", "-f", "-"], &pod("before"))
         .expect("pod");
-    wait_until("pod before allocated", Duration::from_secs(60), || {
+    timed_wait("pod before allocated", Duration::from_secs(60), || {
         !pod_ip(&cp, "before").is_empty()
     });
     assert_eq!(holder(&cp), "ctrl-a", "the standby never stole the Lease");
@@ -152,7 +151,7 @@ fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
     drop(a);
     cp.kubectl_stdin(&["apply", "-f", "-"], &pod("after"))
         .expect("pod");
-    wait_until(
+    timed_wait(
         "ctrl-b leads",
         Duration::from_secs(3 * LEASE_SECONDS),
         || {
@@ -163,7 +162,7 @@ fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
         },
     );
     let takeover = killed_at.elapsed();
-    wait_until("pod after allocated", Duration::from_secs(30), || {
+    timed_wait("pod after allocated", Duration::from_secs(30), || {
         !pod_ip(&cp, "after").is_empty()
     });
     let allocated = killed_at.elapsed();

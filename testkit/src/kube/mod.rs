@@ -20,7 +20,6 @@ mod pki;
 mod process;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,22 +125,12 @@ pub fn binary(name: &str) -> Result<PathBuf, KubeError> {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago and not handed out before by this process.
+/// [`crate::names::free_port`] (one set of handed-out ports per process, shared with every
+/// other harness) with this module's error.
 fn free_port() -> Result<u16, KubeError> {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..64 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
-        let port = l.local_addr().map_err(io_err("local_addr"))?.port();
-        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if given.get_or_insert_with(HashSet::new).insert(port) {
-            return Ok(port);
-        }
-    }
-    Err(KubeError::Io {
+    crate::names::free_port().map_err(|e| KubeError::Io {
         what: "free port on 127.0.0.1".into(),
-        reason: "no fresh port after 64 tries".into(),
+        reason: e.to_string(),
     })
 }
 
