@@ -589,7 +589,7 @@ fn record() -> impl Strategy<Value = ExistingAllocation> {
                 owner: owner(o),
                 subnet: sub.name.to_string(),
                 ips,
-                mac: mac.map(|m| ferrovn_control::ipam::Mac([0x0e, 0, 0, 0, 0, m])),
+                mac: mac.map(|m| ferrovn_api::MacAddr([0x0e, 0, 0, 0, 0, m])),
                 source: [
                     RecordSource::IpObject,
                     RecordSource::PodAnnotation,

@@ -12,18 +12,19 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::annotations::{
-    Annotations, IpPoolRef, NamespaceNetwork, OVN_PROVIDER, PodKey, PodNetwork, annotation_key,
-};
-use crate::api::crd::{DEFAULT_VPC, RoutePolicy as CrdRoutePolicy, Subnet, SubnetSpec, Vpc};
-use crate::api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
-use crate::api::validate::{ValidatedSubnet, ValidationError, validate_subnets};
-use crate::ipam::{self, AddrRange, Allocation, AllocationRequest, Ipam, Mac, OwnerKey};
+use crate::ipam::{self, AddrRange, Allocation, AllocationRequest, Ipam, MacAddr, OwnerKey};
 use crate::manifest::Manifest;
 use crate::plan::{
     self, AclIntent, Desired, NodeIntent, PolicyIntent, PortIntent, RouteIntent, SubnetIntent,
     VlanIntent, VpcIntent,
 };
+use ferrovn_api::annotations::{
+    Annotations, IpPoolRef, NamespaceNetwork, OVN_PROVIDER, PodNetwork,
+};
+use ferrovn_api::crd::{DEFAULT_VPC, RoutePolicy as CrdRoutePolicy, Subnet, SubnetSpec, Vpc};
+use ferrovn_api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
+use ferrovn_api::net::DualIp;
+use ferrovn_api::validate::{ValidatedSubnet, ValidationError, validate_subnets};
 
 /// The implicit subnets, as Kube-OVN's install creates them.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +67,7 @@ pub struct Interface {
     pub node: String,
     pub static_ips: Vec<IpAddr>,
     pub candidate_ips: Vec<IpAddr>,
-    pub static_mac: Option<Mac>,
+    pub static_mac: Option<MacAddr>,
     pub pool: Option<String>,
     pub port_security: bool,
     /// False for IPAM-only attachments (no OVN port).
@@ -75,7 +76,7 @@ pub struct Interface {
 
 /// The owner key of a node's join interface.
 pub fn node_owner(node: &str) -> OwnerKey {
-    OwnerKey::new("", plan::join_port_name(node), OVN_PROVIDER)
+    OwnerKey::new("", ferrovn_api::names::join_port_name(node), OVN_PROVIDER)
 }
 
 /// A subnet with everything the planner needs.
@@ -117,10 +118,6 @@ fn implicit_subnet(name: &str, cidr: &str) -> Subnet {
     );
     s.metadata.name = Some(name.into());
     s
-}
-
-fn to_mac(m: crate::api::net::MacAddr) -> Mac {
-    Mac(m.0)
 }
 
 /// Reads the objects of `manifest` into a [`Cluster`].
@@ -392,7 +389,7 @@ fn pod_interface(
         }
     };
     let static_mac = match net.mac_address() {
-        Ok(m) => m.map(to_mac),
+        Ok(m) => m,
         Err(e) => {
             issue(&e);
             return None;
@@ -510,8 +507,8 @@ fn parse_routes(vpc: &Vpc) -> (Vec<RouteIntent>, Vec<PolicyIntent>) {
             priority: i64::from(p.priority),
             match_: p.match_.clone(),
             action: match p.action {
-                Some(crate::api::crd::PolicyRouteAction::Drop) => "drop".into(),
-                Some(crate::api::crd::PolicyRouteAction::Reroute) => "reroute".into(),
+                Some(ferrovn_api::crd::PolicyRouteAction::Drop) => "drop".into(),
+                Some(ferrovn_api::crd::PolicyRouteAction::Reroute) => "reroute".into(),
                 _ => "allow".into(),
             },
             nexthops: if p.next_hop_ip.is_empty() {
@@ -606,24 +603,28 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
     d
 }
 
+/// The allocation contract of one allocated interface: what the controller writes onto the pod
+/// (or node) and the node agent reads back. `None` when its subnet is no longer in the cluster
+/// (the allocation then goes with the next pass).
+pub fn allocation_of(c: &Cluster, a: &Allocated) -> Option<ferrovn_api::Allocation> {
+    let s = c.subnets.get(&a.allocation.subnet)?;
+    Some(ferrovn_api::Allocation {
+        provider: a.interface.provider.clone(),
+        ip: DualIp {
+            v4: a.allocation.v4,
+            v6: a.allocation.v6,
+        },
+        mac: a.allocation.mac,
+        cidr: s.validated.cidr,
+        gateway: s.validated.gateway,
+        logical_switch: a.allocation.subnet.clone(),
+        logical_router: a.interface.ovn.then(|| s.validated.vpc.clone()),
+    })
+}
+
 /// The Kube-OVN annotations describing one allocation (`<provider>.kubernetes.io/...`).
 pub fn allocation_annotations(c: &Cluster, a: &Allocated) -> Annotations {
-    let p = a.interface.provider.as_str();
-    let mut out = Annotations::new();
-    let mut put = |k: PodKey, v: String| {
-        out.insert(annotation_key(p, k.name()), v);
-    };
-    let ips: Vec<String> = a.allocation.ips().iter().map(IpAddr::to_string).collect();
-    put(PodKey::IpAddress, ips.join(","));
-    put(PodKey::MacAddress, a.allocation.mac.to_string());
-    if let Some(s) = c.subnets.get(&a.allocation.subnet) {
-        put(PodKey::Cidr, s.validated.cidr.to_string());
-        put(PodKey::Gateway, s.validated.gateway.to_string());
-        if a.interface.ovn {
-            put(PodKey::LogicalRouter, s.validated.vpc.clone());
-        }
-    }
-    put(PodKey::LogicalSwitch, a.allocation.subnet.clone());
-    put(PodKey::Allocated, "true".into());
-    out
+    allocation_of(c, a)
+        .map(|alloc| alloc.emit())
+        .unwrap_or_default()
 }

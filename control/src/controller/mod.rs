@@ -309,8 +309,10 @@ pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
         provider: i.provider.clone(),
         node: i.node.clone(),
         port_name: match i.kind {
-            InterfaceKind::Node => plan::join_port_name(&i.name),
-            InterfaceKind::Pod if i.ovn => plan::pod_port_name(&i.name, &i.namespace, &i.provider),
+            InterfaceKind::Node => ferrovn_api::names::join_port_name(&i.name),
+            InterfaceKind::Pod if i.ovn => {
+                ferrovn_api::names::lsp_name(&i.name, &i.namespace, &i.provider)
+            }
             InterfaceKind::Pod => String::new(),
         },
         annotations: desired::allocation_annotations(cluster, a),

@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
-use crate::api::nad::NetworkAttachmentDefinition;
 use crate::controller::{Controller, ControllerOptions};
 use crate::manifest::Object;
+use ferrovn_api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use ferrovn_api::nad::NetworkAttachmentDefinition;
 
 use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};

@@ -26,14 +26,14 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
-use crate::api::annotations::{
-    Annotations, OVN_PROVIDER, PodKey, PodNetwork, allocated_providers, annotation_key,
-};
-use crate::api::crd::{Condition, ConditionStatus, IpCount, Subnet, SubnetStatus, set_condition};
 use crate::controller::AllocationRecord;
 use crate::controller::desired::node_owner;
-use crate::ipam::{Counts, ExistingAllocation, Mac, OwnerKey, RecordSource};
+use crate::ipam::{Counts, ExistingAllocation, OwnerKey, RecordSource};
 use crate::manifest::Object;
+use ferrovn_api::annotations::{
+    Annotations, OVN_PROVIDER, PodKey, PodNetwork, allocated_providers, annotation_key,
+};
+use ferrovn_api::crd::{Condition, ConditionStatus, IpCount, Subnet, SubnetStatus, set_condition};
 
 use super::store::{ClusterStore, Kind};
 
@@ -282,7 +282,7 @@ fn allocation_of(
     if ips.is_empty() {
         return None;
     }
-    let mac = net.mac_address().ok().flatten().map(|m| Mac(m.0));
+    let mac = net.mac_address().ok().flatten();
     Some(ExistingAllocation {
         owner,
         subnet,

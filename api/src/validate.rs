@@ -797,7 +797,7 @@ pub fn default_vpc() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::crd::SubnetSpec;
+    use crate::crd::SubnetSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn subnet(name: &str, cidr: &str) -> Subnet {
@@ -1008,7 +1008,7 @@ mod tests {
 
     #[test]
     fn vpc_routes() {
-        use crate::api::crd::{PolicyRoute, StaticRoute};
+        use crate::crd::{PolicyRoute, StaticRoute};
         let mut vpc = Vpc::new("blue", Default::default());
         vpc.spec.static_routes = vec![
             StaticRoute {

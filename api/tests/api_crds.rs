@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use ferrovn_control::api::crdgen::{CRD_DIR, REGENERATE_COMMAND, crds, render_all};
+use ferrovn_api::crdgen::{CRD_DIR, REGENERATE_COMMAND, crds, render_all};
 use serde_json::Value;
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("control has a parent")
+        .expect("api has a parent")
         .join(CRD_DIR)
 }
 

@@ -445,7 +445,7 @@ impl Subnet {
     /// The provider (`spec.provider`, or `ovn` when empty).
     pub fn provider(&self) -> &str {
         if self.spec.provider.is_empty() {
-            crate::api::annotations::OVN_PROVIDER
+            crate::annotations::OVN_PROVIDER
         } else {
             &self.spec.provider
         }
@@ -651,12 +651,9 @@ pub struct IpSpec {
 impl Ip {
     /// Kube-OVN's IP object name for a pod interface: `<pod>.<namespace>` on the primary
     /// network, `<pod>.<namespace>.<provider>` on an attachment.
+    /// The same name as the interface's logical switch port.
     pub fn object_name(pod: &str, namespace: &str, provider: &str) -> String {
-        if provider == crate::api::annotations::OVN_PROVIDER {
-            format!("{pod}.{namespace}")
-        } else {
-            format!("{pod}.{namespace}.{provider}")
-        }
+        crate::names::lsp_name(pod, namespace, provider)
     }
 }
 

@@ -4,7 +4,7 @@
 
 #![recursion_limit = "256"]
 
-use ferrovn_control::api::crd::{
+use ferrovn_api::crd::{
     Condition, ConditionStatus, Ip, IpCount, IpPool, ProviderNetwork, Subnet, Vlan, Vpc,
     find_condition, set_condition,
 };
