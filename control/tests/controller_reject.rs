@@ -3,6 +3,10 @@
 //! still makes it into the plan. The pure tests read manifests into a `Cluster` and a plan; the
 //! last one applies a batch with a bad Vpc and a bad Vlan to a real OVN NB.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ferrovn_api::validate::ValidationError;
 use ferrovn_control::controller::Rejection;
 use ferrovn_control::controller::desired::{self, BuildOptions, Cluster};

@@ -4,6 +4,10 @@
 //! changed, one pass per burst, recovery of allocated pods without any patch, and a follower
 //! that writes nothing while another controller holds a live Lease.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod kube_fake;
 
 use std::time::Duration;

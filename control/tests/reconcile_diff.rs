@@ -2,6 +2,10 @@
 //! An in-memory model of OVSDB (roots, child sets, garbage collection of unreferenced
 //! children) plays the NB.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 

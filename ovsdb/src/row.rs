@@ -232,7 +232,8 @@ mod tests {
 }
 
 /// Typed rows written to and read back from a real ovsdb-server.
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
+#[cfg(feature = "testkit")]
 mod real_server {
     use super::*;
     use crate::nb::{LogicalSwitch, LogicalSwitchPort};
