@@ -10,11 +10,28 @@ mod headers_hash {
 
 use std::path::PathBuf;
 
-fn main() {
-    let manifest =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let cflags = headers_hash::pkg_config(&["--cflags"]).unwrap_or_else(|e| panic!("{e}"));
-    let libs = headers_hash::pkg_config(&["--libs"]).unwrap_or_else(|e| panic!("{e}"));
+/// A build failure, printed by cargo as it is (a `String`'s Debug would escape it).
+struct BuildError(String);
+
+impl std::fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for BuildError {
+    fn from(e: E) -> Self {
+        BuildError(e.to_string())
+    }
+}
+
+fn main() -> Result<(), BuildError> {
+    let manifest = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .map_err(|e| BuildError(format!("CARGO_MANIFEST_DIR: {e}")))?,
+    );
+    let cflags = headers_hash::pkg_config(&["--cflags"])?;
+    let libs = headers_hash::pkg_config(&["--libs"])?;
 
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=src/shim.c");
@@ -22,7 +39,7 @@ fn main() {
     println!("cargo:rerun-if-changed=headers_hash.rs");
 
     #[cfg(feature = "regenerate")]
-    regenerate(&manifest, &cflags);
+    regenerate(&manifest, &cflags)?;
 
     let mut build = cc::Build::new();
     build
@@ -40,7 +57,7 @@ fn main() {
             build.flag(flag);
         }
     }
-    build.compile("ferrovn_dpdk_wrappers");
+    build.try_compile("ferrovn_dpdk_wrappers")?;
 
     for flag in &libs {
         if let Some(lib) = flag.strip_prefix("-l") {
@@ -56,10 +73,11 @@ fn main() {
     // /usr/lib/<triplet>/dpdk/pmds-23.0) at rte_eal_init; glibc matches the already-linked copy
     // by inode, so nothing is loaded twice.
     println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
+    Ok(())
 }
 
 #[cfg(feature = "regenerate")]
-fn regenerate(manifest: &std::path::Path, cflags: &[String]) {
+fn regenerate(manifest: &std::path::Path, cflags: &[String]) -> Result<(), BuildError> {
     let generated = manifest.join("src/generated");
     let out_c = generated.join("extern.c");
     let bindings = bindgen::Builder::default()
@@ -83,25 +101,27 @@ fn regenerate(manifest: &std::path::Path, cflags: &[String]) {
         .wrap_static_fns_path(out_c.with_extension(""))
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
-        .unwrap_or_else(|e| panic!("bindgen failed on wrapper.h: {e}"));
+        .map_err(|e| BuildError(format!("bindgen failed on wrapper.h: {e}")))?;
     bindings
         .write_to_file(generated.join("bindings.rs"))
-        .unwrap_or_else(|e| panic!("writing src/generated/bindings.rs: {e}"));
+        .map_err(|e| BuildError(format!("writing src/generated/bindings.rs: {e}")))?;
     // bindgen writes the absolute path of wrapper.h; the committed file must build from any checkout.
     let c = std::fs::read_to_string(&out_c)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", out_c.display()));
+        .map_err(|e| BuildError(format!("reading {}: {e}", out_c.display())))?;
     let wrapper = manifest.join("wrapper.h");
     let c = c.replace(
         &format!("#include \"{}\"", wrapper.display()),
         "#include \"wrapper.h\"",
     );
-    std::fs::write(&out_c, c).unwrap_or_else(|e| panic!("writing {}: {e}", out_c.display()));
-    let version = headers_hash::pkg_config(&["--modversion"]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&out_c, c)
+        .map_err(|e| BuildError(format!("writing {}: {e}", out_c.display())))?;
+    let version = headers_hash::pkg_config(&["--modversion"])?;
     let fp = headers_hash::headers_fingerprint(
         &version.join(" "),
         &headers_hash::dpdk_include_dirs(cflags),
     )
-    .unwrap_or_else(|e| panic!("hashing DPDK headers: {e}"));
+    .map_err(|e| BuildError(format!("hashing DPDK headers: {e}")))?;
     std::fs::write(generated.join("headers.sha256"), format!("{fp}\n"))
-        .unwrap_or_else(|e| panic!("writing src/generated/headers.sha256: {e}"));
+        .map_err(|e| BuildError(format!("writing src/generated/headers.sha256: {e}")))?;
+    Ok(())
 }

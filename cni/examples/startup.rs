@@ -17,7 +17,19 @@ fn percentile(sorted: &[Duration], p: f64) -> u128 {
     sorted[idx].as_micros()
 }
 
-fn time_runs(bin: &str, runs: usize, env: &[(&str, &str)], stdin: &[u8]) -> Vec<Duration> {
+type Error = Box<dyn std::error::Error>;
+
+/// An error naming what failed.
+fn ctx<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| format!("{what}: {e}").into()
+}
+
+fn time_runs(
+    bin: &str,
+    runs: usize,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> Result<Vec<Duration>, Error> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
@@ -28,26 +40,31 @@ fn time_runs(bin: &str, runs: usize, env: &[(&str, &str)], stdin: &[u8]) -> Vec<
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn plugin");
+            .map_err(ctx("spawning the plugin"))?;
         child
             .stdin
             .take()
-            .expect("stdin")
+            .ok_or("the plugin's stdin is not piped")?
             .write_all(stdin)
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+            .map_err(ctx("writing the plugin's stdin"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(ctx("waiting for the plugin"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the plugin failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
+        }
         times.push(started.elapsed());
     }
     times.sort();
-    times
+    Ok(times)
 }
 
-fn main() {
+fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let bin = args
         .get(1)
@@ -56,9 +73,9 @@ fn main() {
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(500);
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
 
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::tempdir().map_err(ctx("temp dir"))?;
     let sock = dir.path().join("cni.sock");
-    let listener = UnixListener::bind(&sock).expect("bind");
+    let listener = UnixListener::bind(&sock).map_err(ctx("binding the agent socket"))?;
     let result = CniResult {
         interfaces: vec![Interface {
             name: "eth0".into(),
@@ -68,8 +85,8 @@ fn main() {
             ..Interface::default()
         }],
         ips: vec![IpConfig {
-            address: "10.16.0.5/16".parse().expect("cidr"),
-            gateway: Some("10.16.0.1".parse().expect("ip")),
+            address: "10.16.0.5/16".parse().map_err(ctx("address"))?,
+            gateway: Some("10.16.0.1".parse().map_err(ctx("gateway"))?),
             interface: Some(0),
         }],
         ..CniResult::default()
@@ -82,7 +99,7 @@ fn main() {
         runs,
         &[("CNI_COMMAND", "VERSION")],
         br#"{"cniVersion":"1.1.0"}"#,
-    );
+    )?;
     let conf = format!(
         r#"{{"cniVersion":"1.1.0","name":"ovn","type":"ferrovn-cni","server_socket":"{}"}}"#,
         sock.display()
@@ -97,7 +114,7 @@ fn main() {
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
         ),
     ];
-    let add = time_runs(&bin, runs, &add_env, conf.as_bytes());
+    let add = time_runs(&bin, runs, &add_env, conf.as_bytes())?;
     println!(
         "binary {bin}: {size} bytes; {runs} runs each (fork+exec+stdin+exit, as a runtime pays it)"
     );
@@ -115,4 +132,5 @@ fn main() {
         percentile(&add, 0.5),
         percentile(&add, 0.99)
     );
+    Ok(())
 }

@@ -1,5 +1,9 @@
 //! The built `ferrovn-cni`, invoked as a runtime invokes it, against a fake node agent.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::os::unix::net::UnixListener;

@@ -1,6 +1,6 @@
-//! FerrOVN's control plane: the Kube-OVN-compatible API, cluster-wide IPAM and the NB planner.
+//! FerrOVN's control plane: cluster-wide IPAM, the NB planner and the reconcile loop over the
+//! Kube-OVN-compatible API of `ferrovn-api`.
 
-pub mod api;
 pub mod controller;
 pub mod ipam;
 pub mod kube;

@@ -20,14 +20,14 @@ use serde_json::Value;
 
 use std::net::IpAddr;
 
-use crate::api::annotations::{
+use ferrovn_api::annotations::{
     Annotations, NamespaceNetwork, NodeNetwork, OVN_PROVIDER, PodKey, PodNetwork,
 };
-use crate::api::crd::{API_VERSION, DEFAULT_VPC, Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
-use crate::api::nad::{Attachment, NetworkAttachmentDefinition, VhostUserConsumption};
-use crate::api::net::MacAddr;
-use crate::api::resolve::{ClusterView, SubnetSource};
-use crate::api::validate::{
+use ferrovn_api::crd::{API_VERSION, DEFAULT_VPC, Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use ferrovn_api::nad::{Attachment, NetworkAttachmentDefinition, VhostUserConsumption};
+use ferrovn_api::net::MacAddr;
+use ferrovn_api::resolve::{ClusterView, SubnetSource};
+use ferrovn_api::validate::{
     ObjectRef, ValidatedSubnet, ValidationError, check_static_ips, validate_ip_pool,
     validate_pod_annotations, validate_subnets, validate_vlan, validate_vpc,
 };
@@ -491,7 +491,7 @@ fn meta_name(meta: &ObjectMeta) -> &str {
 }
 
 /// Validates a whole set of manifests as the controller would before acting on it: every
-/// object's own rules (see [`crate::api::validate`]), references between objects (a subnet's
+/// object's own rules (see [`ferrovn_api::validate`]), references between objects (a subnet's
 /// VPC and Vlan, a pool's subnet, a pod's NADs and subnets), pod annotations of every
 /// interface, fixed addresses and MACs against their subnet and against each other (the first
 /// pod in load order keeps a contested address), and the vhost-user volume of DPDK pods.

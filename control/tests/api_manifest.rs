@@ -2,15 +2,19 @@
 //! typed objects, checked end to end with the annotation accessors and validation, and the
 //! errors a user sees for broken manifests.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ferrovn_control::api::annotations::{
+use ferrovn_api::annotations::{
     NamespaceNetwork, NodeNetwork, OvsDpType, PodNetwork, attachment_provider,
 };
-use ferrovn_control::api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
-use ferrovn_control::api::validate::{
+use ferrovn_api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
+use ferrovn_api::validate::{
     ObjectRef, ValidationError, check_static_ips, validate_pod_annotations, validate_subnets,
 };
 use ferrovn_control::manifest::{ManifestError, Object, load_dir, load_file, load_str};
@@ -273,7 +277,7 @@ status:
     let status = s.status.as_ref().unwrap();
     assert_eq!(status.v4_available_ips.0, 65527);
     assert_eq!(status.v6_available_ips.0, 18446744073709551616);
-    assert!(ferrovn_control::api::crd::is_condition_true(
+    assert!(ferrovn_api::crd::is_condition_true(
         &status.conditions,
         "Ready"
     ));

@@ -2,6 +2,10 @@
 //! NB rows and logical flows, allocations are recorded for the node agent, a restart changes
 //! nothing and moves no address, and a removed pod loses its port and record.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,14 @@
 //! Edge cases of the IPAM, each as a user would meet it.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
 use ferrovn_control::ipam::{
     AddrRange, AllocationRequest, Conflict, Counts, ExistingAllocation, Family, Forbidden,
-    IpPoolSpec, Ipam, IpamError, Mac, OwnerKey, RecordSource, SubnetSpec,
+    IpPoolSpec, Ipam, IpamError, MacAddr, OwnerKey, RecordSource, SubnetSpec,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -444,7 +448,7 @@ fn static_and_generated_macs_never_collide() {
 
 #[test]
 fn mac_syntax() {
-    let m: Mac = "0A-58-0a-10-00-05".parse().unwrap();
+    let m: MacAddr = "0A-58-0a-10-00-05".parse().unwrap();
     assert_eq!(m.to_string(), "0a:58:0a:10:00:05");
     for bad in [
         "",
@@ -453,7 +457,7 @@ fn mac_syntax() {
         "0a:58:0a:10:00:g5",
         "a:58:0a:10:00:05",
     ] {
-        assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
     }
 }
 
@@ -990,7 +994,7 @@ fn allocations_round_trip_through_json() {
         serde_json::to_string(&range).unwrap(),
         "\"10.0.0.1..10.0.0.9\""
     );
-    assert!(serde_json::from_str::<Mac>("\"zz\"").is_err());
+    assert!(serde_json::from_str::<MacAddr>("\"zz\"").is_err());
 }
 
 #[test]

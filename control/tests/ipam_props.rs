@@ -3,6 +3,10 @@
 //! The model enumerates every address of small subnets, so "the lowest free address", "the
 //! available count" and "forbidden" are computed independently of the interval sets.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
@@ -589,7 +593,7 @@ fn record() -> impl Strategy<Value = ExistingAllocation> {
                 owner: owner(o),
                 subnet: sub.name.to_string(),
                 ips,
-                mac: mac.map(|m| ferrovn_control::ipam::Mac([0x0e, 0, 0, 0, 0, m])),
+                mac: mac.map(|m| ferrovn_api::MacAddr([0x0e, 0, 0, 0, 0, m])),
                 source: [
                     RecordSource::IpObject,
                     RecordSource::PodAnnotation,

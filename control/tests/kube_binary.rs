@@ -2,6 +2,10 @@
 //! apiserver served over real HTTP/1.1 (so the kubeconfig loading, the HTTP client stack and
 //! chunked watch streams are the real ones), a real OVN NB, SIGTERM at the end.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

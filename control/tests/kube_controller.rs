@@ -4,6 +4,10 @@
 //! changed, one pass per burst, recovery of allocated pods without any patch, and a follower
 //! that writes nothing while another controller holds a live Lease.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -578,5 +582,70 @@ async fn failed_patch_is_retried_without_waiting_for_an_event() {
         stored["metadata"]["annotations"]["ovn.kubernetes.io/allocated"],
         "true"
     );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_vpc_gets_a_false_condition_and_one_event_while_the_rest_converges() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(pod("web-0", 0));
+    fake.apply(json!({
+        "apiVersion": "kubeovn.io/v1",
+        "kind": "Vpc",
+        "metadata": {"name": "blue", "uid": "0d5c6a4e-0000-4000-8000-00000000b1e0"},
+        "spec": {"policyRoutes": [
+            {"priority": 40000, "match": "ip4.src == 10.0.0.0/8", "action": "drop"}
+        ]},
+    }));
+    let (mut r, nb) = start(&fake, None);
+    let s = r
+        .wait("write-back with the Vpc's status and Event", |s| {
+            s.pods_patched == 1 && s.statuses_patched == 1 && s.events_created == 1
+        })
+        .await;
+    // the pod converged in the same pass (and no pass failed on the NB)
+    assert_eq!(s.failed_passes, 0, "{s:?}");
+    let central_port = std::process::Command::new("ovn-nbctl")
+        .args([
+            "--db",
+            &nb,
+            "--bare",
+            "--columns=name",
+            "list",
+            "Logical_Switch_Port",
+        ])
+        .output()
+        .expect("ovn-nbctl");
+    assert!(String::from_utf8_lossy(&central_port.stdout).contains("web-0.default"));
+
+    let vpc = fake.get("Vpc", "", "blue").expect("blue");
+    let c = &vpc["status"]["conditions"][0];
+    assert_eq!(
+        (c["type"].as_str(), c["status"].as_str()),
+        (Some("Validated"), Some("False"))
+    );
+    assert_eq!(
+        c["message"],
+        "Vpc blue: spec.policyRoutes[0].priority 40000 is out of range 0..32767"
+    );
+
+    let events: Vec<Recorded> = fake
+        .writes()
+        .into_iter()
+        .filter(|w| w.path == "/apis/events.k8s.io/v1/namespaces/default/events")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = events[0].body.clone().unwrap_or_default();
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["reason"], "ValidationFailed");
+    assert_eq!(e["regarding"]["kind"], "Vpc");
+    assert_eq!(e["regarding"]["name"], "blue");
+
+    // A resync changes nothing: no second Event, no status write, no failed pass.
+    fake.apply(pod("web-1", 1));
+    let s = r.wait("the next pass", |s| s.pods_patched == 2).await;
+    assert_eq!((s.statuses_patched, s.events_created), (1, 1), "{s:?}");
+    assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
     r.stop().await;
 }

@@ -2,6 +2,10 @@
 //! bodies, resourceVersion preconditions) and what a candidate does with a live, an expired
 //! and a concurrently modified Lease. The clock is injected, so "15 s later" is exact.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Mutex;
 use std::time::Duration;
 

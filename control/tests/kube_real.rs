@@ -4,6 +4,10 @@
 //! deploy/examples applied with kubectl end up as pod and node annotations, Logical_Switch_Ports
 //! and Subnet status. Proves that the RBAC we ship is enough, by use.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

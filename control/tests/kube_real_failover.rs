@@ -3,6 +3,10 @@
 //! outright (SIGKILL: it cannot release the Lease), the standby takes the Lease once it expires
 //! and allocates a new pod, and no address is handed out twice.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

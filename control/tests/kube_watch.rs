@@ -3,6 +3,10 @@
 //! `410 Expired` (compacted history) answered by a relist that also drops objects whose
 //! DELETED event was never seen.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use ferrovn_control::kube::{ClusterStore, Kind, watch_all};

@@ -1,9 +1,13 @@
 //! Properties of the NB planner over random clusters.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use ferrovn_control::ipam::Mac;
+use ferrovn_api::MacAddr;
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
 };
@@ -59,7 +63,7 @@ fn desired(
             provider: "ovn".into(),
             subnet: format!("s{subnet}"),
             node: format!("n{}", k % 4),
-            mac: Mac([0x0e, 0, 0, 0, (k / 256) as u8, mac_byte]),
+            mac: MacAddr([0x0e, 0, 0, 0, (k / 256) as u8, mac_byte]),
             ips: vec![IpAddr::V4(Ipv4Addr::new(10, subnet as u8 + 1, 0, host))],
             port_security: sec,
         });
@@ -69,7 +73,7 @@ fn desired(
         d.nodes.push(NodeIntent {
             name: format!("node{k}"),
             join_ips: vec![IpAddr::V4(Ipv4Addr::new(100, 64, 0, n))],
-            join_mac: Some(Mac([0x0e, 1, 0, 0, 0, n])),
+            join_mac: Some(MacAddr([0x0e, 1, 0, 0, 0, n])),
             internal_ips: vec![IpAddr::V4(Ipv4Addr::new(192, 168, 0, n))],
         });
     }

@@ -1,20 +1,25 @@
 //! The NB planner on hand-written inputs: names, columns, ownership marks and issues.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
-use ferrovn_control::ipam::Mac;
+use ferrovn_api::MacAddr;
+use ferrovn_api::names::router_port_mac;
 use ferrovn_control::plan::{
     AclIntent, DEFAULT_ROUTER, Desired, NodeIntent, OWNER_KEY, OWNER_VALUE, PlanIssue,
     PolicyIntent, PortIntent, ROW_KEY, RouteIntent, RoutePolicy, SubnetIntent, VlanIntent,
-    VpcIntent, plan, router_port_mac,
+    VpcIntent, plan,
 };
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn mac(last: u8) -> Mac {
-    Mac([0x0e, 0, 0, 0, 0, last])
+fn mac(last: u8) -> MacAddr {
+    MacAddr([0x0e, 0, 0, 0, 0, last])
 }
 
 fn default_vpc() -> VpcIntent {

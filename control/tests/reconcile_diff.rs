@@ -2,10 +2,14 @@
 //! An in-memory model of OVSDB (roots, child sets, garbage collection of unreferenced
 //! children) plays the NB.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
-use ferrovn_control::ipam::Mac;
+use ferrovn_api::MacAddr;
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NbPlan, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
 };
@@ -165,8 +169,8 @@ impl Nb {
     }
 }
 
-fn mac(k: usize) -> Mac {
-    Mac([0x0e, 0, 0, 0, (k >> 8) as u8, k as u8])
+fn mac(k: usize) -> MacAddr {
+    MacAddr([0x0e, 0, 0, 0, (k >> 8) as u8, k as u8])
 }
 
 fn cluster(pods: &[(usize, u8)], private: bool, nodes: usize) -> NbPlan {
@@ -211,7 +215,7 @@ fn cluster(pods: &[(usize, u8)], private: bool, nodes: usize) -> NbPlan {
         d.nodes.push(NodeIntent {
             name: format!("node{n}"),
             join_ips: vec![IpAddr::V4(Ipv4Addr::new(100, 64, 0, n as u8 + 2))],
-            join_mac: Some(Mac([0x0e, 9, 0, 0, 0, n as u8])),
+            join_mac: Some(MacAddr([0x0e, 9, 0, 0, 0, n as u8])),
             internal_ips: vec![IpAddr::V4(Ipv4Addr::new(192, 168, 0, n as u8 + 2))],
         });
     }

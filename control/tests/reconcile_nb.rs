@@ -2,9 +2,13 @@
 //! planned, a second pass does nothing, a crash between batches is repaired, rows created by
 //! ovn-nbctl survive, and northd turns our rows into logical flows.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{IpAddr, Ipv4Addr};
 
-use ferrovn_control::ipam::Mac;
+use ferrovn_api::MacAddr;
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NbPlan, PortIntent, SubnetIntent, VpcIntent, plan,
 };
@@ -43,7 +47,7 @@ fn cluster(pods: &[(u8, u8)], private: bool) -> NbPlan {
             provider: "ovn".into(),
             subnet: format!("s{subnet}"),
             node: "n1".into(),
-            mac: Mac([0x0e, 0, 0, 0, 0, k as u8 + 1]),
+            mac: MacAddr([0x0e, 0, 0, 0, 0, k as u8 + 1]),
             ips: vec![IpAddr::V4(Ipv4Addr::new(10, subnet + 1, 0, *host))],
             port_security: true,
         });

@@ -15,7 +15,8 @@ use ipnet::IpNet;
 use crate::alloc::{AllocationSource, Annotations, PRIMARY_PROVIDER, PodAllocation, PodRef};
 use crate::ovs::{EgressQos, NodeOvsConfig, OvsClient, OvsError, PodPort, PortRecord, ext};
 use crate::plumbing::{self, PlumbError, VethSpec};
-use crate::types::{host_ifname, owner_tag};
+use crate::types::owner_tag;
+use ferrovn_api::names::host_ifname;
 
 /// The agent's own CNI error codes (the spec leaves 100+ to plugins; the plugin uses 100..=109).
 pub mod agent_code {
@@ -72,14 +73,9 @@ pub struct AgentConfig {
     pub vhost_helper: crate::dpdk::helper_attach::HelperConfig,
 }
 
-/// Kube-OVN's logical switch port name: `<pod>.<namespace>`, plus `.<provider>` for secondary
-/// attachments.
+/// Kube-OVN's logical switch port name of a pod interface ([`ferrovn_api::names::lsp_name`]).
 pub fn lsp_name(pod: &PodRef, provider: &str) -> String {
-    if provider == PRIMARY_PROVIDER {
-        format!("{}.{}", pod.name, pod.namespace)
-    } else {
-        format!("{}.{}.{provider}", pod.name, pod.namespace)
-    }
+    ferrovn_api::names::lsp_name(&pod.name, &pod.namespace, provider)
 }
 
 /// The CNI result of an attachment: host end, pod end, addresses, routes.

@@ -4,23 +4,25 @@
 //! (`<provider>.kubernetes.io/ip_address`, `mac_address`, `cidr`, `gateway`, `logical_switch`,
 //! `allocated`, `routes`, `ingress_rate`, `egress_rate`). In a cluster they come from the pod
 //! object; in the lab the controller writes them to files ([`FileAllocations`]). Both go through
-//! the same pure parser, [`allocation_from_annotations`].
+//! the same pure parser, [`allocation_from_annotations`], whose core is the contract the
+//! controller emits with ([`ferrovn_api::Allocation`]).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ferrovn_api::MacAddr;
+use ferrovn_api::allocation::Allocation;
+use ferrovn_api::annotations::{AnnotationError, PodNetwork};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::plumbing::PodRoute;
-use crate::types::MacAddr;
 
 /// Provider of the primary network (annotation prefix `ovn.kubernetes.io/`).
-pub const PRIMARY_PROVIDER: &str = "ovn";
+pub use ferrovn_api::annotations::OVN_PROVIDER as PRIMARY_PROVIDER;
 
-pub type Annotations = BTreeMap<String, String>;
+pub use ferrovn_api::annotations::Annotations;
 
 /// One pod interface's allocation, ready for plumbing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,150 +66,66 @@ pub enum AllocationError {
     Source { source_name: String, reason: String },
 }
 
-fn key(provider: &str, name: &str) -> String {
-    format!("{provider}.kubernetes.io/{name}")
+impl From<ferrovn_api::AllocationError> for AllocationError {
+    fn from(e: ferrovn_api::AllocationError) -> Self {
+        match e {
+            ferrovn_api::AllocationError::Missing { key, allocated_key } => {
+                AllocationError::Missing {
+                    key,
+                    allocated: allocated_key,
+                }
+            }
+            ferrovn_api::AllocationError::Invalid(e) => e.into(),
+        }
+    }
 }
 
-fn list(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+impl From<AnnotationError> for AllocationError {
+    fn from(e: AnnotationError) -> Self {
+        AllocationError::Annotation {
+            key: e.key,
+            value: e.value,
+            reason: e.reason,
+        }
+    }
 }
 
-/// Parses the allocation of `provider` from pod annotations. `Ok(None)` while the controller
-/// has not allocated yet (`allocated` absent or not "true").
+/// Parses the allocation of `provider` from pod annotations: the controller's part through the
+/// shared contract ([`Allocation::parse`]), the user's (`routes`, rates, vhost-user, IPv6
+/// link-local) next to it. `Ok(None)` while the controller has not allocated yet.
 pub fn allocation_from_annotations(
     annotations: &Annotations,
     provider: &str,
 ) -> Result<Option<PodAllocation>, AllocationError> {
-    let allocated_key = key(provider, "allocated");
-    if annotations.get(&allocated_key).map(String::as_str) != Some("true") {
+    let Some(contract) = Allocation::parse(annotations, provider)? else {
         return Ok(None);
-    }
-    let get = |name: &str| -> Result<(String, &str), AllocationError> {
-        let k = key(provider, name);
-        match annotations.get(&k) {
-            Some(v) => Ok((k, v.as_str())),
-            None => Err(AllocationError::Missing {
-                key: k,
-                allocated: allocated_key.clone(),
-            }),
-        }
     };
-    let bad = |k: &str, v: &str, reason: String| AllocationError::Annotation {
-        key: k.to_string(),
-        value: v.to_string(),
-        reason,
-    };
-
-    let (ip_key, ip_value) = get("ip_address")?;
-    let (cidr_key, cidr_value) = get("cidr")?;
-    let (mac_key, mac_value) = get("mac_address")?;
-    let (_, ls) = get("logical_switch")?;
-    let mac: MacAddr = mac_value
-        .parse()
-        .map_err(|e: crate::types::MacParseError| bad(&mac_key, mac_value, e.to_string()))?;
-
-    let mut cidrs: Vec<IpNet> = Vec::new();
-    for c in list(cidr_value) {
-        cidrs.push(
-            c.parse()
-                .map_err(|e: ipnet::AddrParseError| bad(&cidr_key, cidr_value, e.to_string()))?,
-        );
-    }
-    let mut addresses = Vec::new();
-    for ip in list(ip_value) {
-        let addr: IpAddr = ip
-            .parse()
-            .map_err(|e: std::net::AddrParseError| bad(&ip_key, ip_value, e.to_string()))?;
-        let Some(net) = cidrs.iter().find(|n| n.contains(&addr)) else {
-            return Err(bad(
-                &ip_key,
-                ip_value,
-                format!("{addr} is in no subnet of {cidr_key}={cidr_value:?}"),
-            ));
-        };
-        let with_prefix = IpNet::new(addr, net.prefix_len())
-            .map_err(|e| bad(&ip_key, ip_value, e.to_string()))?;
-        addresses.push(with_prefix);
-    }
-    if addresses.is_empty() {
-        return Err(bad(&ip_key, ip_value, "no address".into()));
-    }
-
-    let mut gateways = Vec::new();
-    if let Some(gw_value) = annotations.get(&key(provider, "gateway")) {
-        let gw_key = key(provider, "gateway");
-        for g in list(gw_value) {
-            let gw: IpAddr = g
-                .parse()
-                .map_err(|e: std::net::AddrParseError| bad(&gw_key, gw_value, e.to_string()))?;
-            if !addresses.iter().any(|a| a.contains(&gw)) {
-                return Err(bad(
-                    &gw_key,
-                    gw_value,
-                    format!("{gw} is outside the pod's subnets"),
-                ));
-            }
-            gateways.push(gw);
-        }
-    }
+    let net = PodNetwork::for_provider(annotations, provider);
+    let addresses = contract.addresses();
+    let mut gateways: Vec<IpAddr> = contract.gateway.addrs().collect();
 
     let mut routes = Vec::new();
-    if let Some(rv) = annotations.get(&key(provider, "routes")) {
-        let rk = key(provider, "routes");
-        #[derive(Deserialize)]
-        struct RouteJson {
-            #[serde(default)]
-            dst: String,
-            #[serde(default)]
-            gw: String,
-        }
-        let parsed: Vec<RouteJson> =
-            serde_json::from_str(rv).map_err(|e| bad(&rk, rv, e.to_string()))?;
-        for r in parsed {
-            let via: Option<IpAddr> = if r.gw.is_empty() {
-                None
-            } else {
-                Some(
-                    r.gw.parse()
-                        .map_err(|e: std::net::AddrParseError| bad(&rk, rv, e.to_string()))?,
-                )
-            };
-            let dst: IpNet = if r.dst.is_empty() {
-                // a missing dst is the default route of the gateway's family
-                match via.or_else(|| addresses.first().map(IpNet::addr)) {
-                    Some(IpAddr::V6(_)) => IpNet::V6(ipnet::Ipv6Net::default()),
-                    _ => IpNet::V4(ipnet::Ipv4Net::default()),
-                }
-            } else {
-                r.dst
-                    .parse()
-                    .map_err(|e: ipnet::AddrParseError| bad(&rk, rv, e.to_string()))?
-            };
-            // a missing gw means the subnet gateway of that family
-            let via = via.or_else(|| {
-                gateways
-                    .iter()
-                    .copied()
-                    .find(|g| g.is_ipv4() == dst.addr().is_ipv4())
-            });
-            if dst.prefix_len() == 0 {
-                // an explicit default route replaces the gateway's of that family
-                gateways.retain(|g| g.is_ipv4() != dst.addr().is_ipv4());
+    for r in net.routes()? {
+        let dst = r.dst.unwrap_or_else(|| {
+            // a missing dst is the default route of the gateway's family
+            match r.gw.or_else(|| addresses.first().map(IpNet::addr)) {
+                Some(IpAddr::V6(_)) => IpNet::V6(ipnet::Ipv6Net::default()),
+                _ => IpNet::V4(ipnet::Ipv4Net::default()),
             }
-            routes.push(PodRoute { dst, via });
+        });
+        // a missing gw means the subnet gateway of that family
+        let via = r.gw.or_else(|| {
+            gateways
+                .iter()
+                .copied()
+                .find(|g| g.is_ipv4() == dst.addr().is_ipv4())
+        });
+        if dst.prefix_len() == 0 {
+            // an explicit default route replaces the gateway's of that family
+            gateways.retain(|g| g.is_ipv4() != dst.addr().is_ipv4());
         }
+        routes.push(PodRoute { dst, via });
     }
-
-    let rate = |name: &str| -> Result<Option<u64>, AllocationError> {
-        let k = key(provider, name);
-        match annotations.get(&k).map(|v| v.trim()) {
-            None | Some("") | Some("0") => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|e| bad(&k, v, format!("expected Mbit/s as an integer: {e}"))),
-        }
-    };
 
     let ipv6_link_local = match annotations
         .get(IPV6_LINK_LOCAL_ANNOTATION)
@@ -216,23 +134,24 @@ pub fn allocation_from_annotations(
         None | Some("") | Some("false") => false,
         Some("true") => true,
         Some(v) => {
-            return Err(bad(
-                IPV6_LINK_LOCAL_ANNOTATION,
-                v,
-                "expected \"true\" or \"false\"".to_string(),
-            ));
+            return Err(AllocationError::Annotation {
+                key: IPV6_LINK_LOCAL_ANNOTATION.to_string(),
+                value: v.to_string(),
+                reason: "expected \"true\" or \"false\"".to_string(),
+            });
         }
     };
 
     Ok(Some(PodAllocation {
         provider: provider.to_string(),
-        logical_switch: ls.to_string(),
-        mac,
+        logical_switch: contract.logical_switch,
+        mac: contract.mac,
         addresses,
         gateways,
         routes,
-        ingress_rate_mbps: rate("ingress_rate")?,
-        egress_rate_mbps: rate("egress_rate")?,
+        // 0 is Kube-OVN's "no limit"
+        ingress_rate_mbps: net.ingress_rate()?.filter(|r| *r > 0),
+        egress_rate_mbps: net.egress_rate()?.filter(|r| *r > 0),
         vhost_user: crate::dpdk::vhost::vhost_user_from_annotations(annotations, provider)?,
         ipv6_link_local,
     }))
@@ -415,7 +334,7 @@ mod tests {
         let mut c = base();
         c.insert("ovn.kubernetes.io/ip_address".into(), "10.17.0.5".into());
         let e = allocation_from_annotations(&c, PRIMARY_PROVIDER).expect_err("outside");
-        assert!(e.to_string().contains("no subnet"), "{e}");
+        assert!(e.to_string().contains("outside"), "{e}");
 
         let mut ll = base();
         assert!(

@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ethtool;
 use crate::netns::{NetnsError, NetnsHandle, display_netns};
-use crate::types::{
-    MacAddr, SpecError, host_ifname, owner_tag, validate_container_id, validate_ifname,
-};
+use ferrovn_api::MacAddr;
+use ferrovn_api::names::host_ifname;
+
+use crate::types::{SpecError, owner_tag, validate_container_id, validate_ifname};
 
 /// An extra route inside the pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -739,7 +740,7 @@ pub fn list_host_veths(host_netns: Option<&Path>) -> Result<Vec<(String, String)
                         _ => None,
                     })?;
                     let alias = link_alias(l)?;
-                    (name.starts_with(crate::types::HOST_IFNAME_PREFIX)
+                    (name.starts_with(ferrovn_api::names::HOST_IFNAME_PREFIX)
                         && alias.starts_with("ferrovn:"))
                     .then_some((name, alias))
                 })

@@ -26,7 +26,7 @@ use crate::agent::NodeProfile;
 use crate::dpdk::config::{DpdkMemory, DpdkNodeConfig, DpdkSettings};
 
 /// Kube-OVN's node label selecting the datapath (`userspace` | `kernel`).
-pub const OVS_DP_TYPE_LABEL: &str = "ovn.kubernetes.io/ovs_dp_type";
+pub const OVS_DP_TYPE_LABEL: &str = ferrovn_api::annotations::OVS_DP_TYPE_LABEL;
 /// Node annotation: `dpdk` | `kernel`.
 pub const PROFILE_ANNOTATION: &str = "ferrovn.io/profile";
 /// Node annotation: the machine-readable reason code (see [`ReasonCode`]).

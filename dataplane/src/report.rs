@@ -28,9 +28,10 @@ use ferrovn_ovsdb::{Client, ClientOptions, MonitorSpec, ReplicaData, Uuid, sb};
 pub type Annotations = BTreeMap<String, String>;
 
 /// Kube-OVN's node annotation: the node's OVN chassis name (system-id).
-pub const CHASSIS_ANNOTATION: &str = "ovn.kubernetes.io/chassis";
+pub const CHASSIS_ANNOTATION: &str = ferrovn_api::annotations::NodeNetwork::CHASSIS;
 /// Kube-OVN's node annotation: the interface that carries the tunnel (encap) IP.
-pub const TUNNEL_INTERFACE_ANNOTATION: &str = "ovn.kubernetes.io/tunnel_interface";
+pub const TUNNEL_INTERFACE_ANNOTATION: &str =
+    ferrovn_api::annotations::NodeNetwork::TUNNEL_INTERFACE;
 /// The encap IP(s) the chassis registered (comma-separated, sorted).
 pub const ENCAP_IP_ANNOTATION: &str = "ferrovn.io/encap-ip";
 /// The encap type(s) the chassis registered (comma-separated, sorted).

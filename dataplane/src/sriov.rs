@@ -32,7 +32,8 @@ use crate::plumbing::{
     PlumbError, PodRoute, Removal, Step, link_alias, link_by_name, netlink_errno, off_runtime,
     route_message, with_netlink,
 };
-use crate::types::{MacAddr, owner_tag, validate_ifname};
+use crate::types::{owner_tag, validate_ifname};
+use ferrovn_api::MacAddr;
 
 /// CNI error codes of VF attachments (110-114: the agent, 120-122: the vhost helper).
 pub mod vf_code {

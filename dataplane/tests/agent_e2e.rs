@@ -2,6 +2,10 @@
 //! ovn-controller, Geneve underlay), `ferrovn-node` running in each node, and the BUILT
 //! `ferrovn-cni` plugin invoked exactly as a container runtime invokes it.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

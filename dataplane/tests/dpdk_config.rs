@@ -2,6 +2,10 @@
 //! other_config before vswitchd starts, the tunnel bridge with `type=dpdk` ports, idempotence,
 //! and switching memory modes removes keys that no longer apply.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ferrovn_dataplane::dpdk::config::{
     DpdkDevice, DpdkMemory, DpdkNodeConfig, Underlay, apply_other_config, apply_phys_bridge,
     plan_dpdk_node,

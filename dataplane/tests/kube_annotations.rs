@@ -3,6 +3,10 @@
 //! `VhostConfig.annotations` field the agent uses), the offload node annotations patched onto the
 //! Node (only the differing keys), and API failures turned into errors naming the pod or node.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,10 @@
 //! requests (method, path, content type, body) for Pod and Node reads and the Node annotation
 //! merge patch, with Kubernetes-shaped objects and error Status bodies.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //! real `ferrovn-node` binary and ovn-controller. The lab sink is the state dir's
 //! `chassis-node-annotations.json`.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,6 +4,10 @@
 //! ovn-controller registered it), and a pod's allocation comes from its Pod object (404 while it
 //! does not exist, then its annotations).
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

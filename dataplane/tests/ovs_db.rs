@@ -1,5 +1,9 @@
 //! OVSDB side of the agent against a real ovsdb-server (Open_vSwitch schema), no vswitchd.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

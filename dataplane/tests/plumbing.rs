@@ -1,5 +1,9 @@
 //! Veth plumbing against the real kernel: a host netns and a pod netns created per test.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use ferrovn_dataplane::plumbing::{

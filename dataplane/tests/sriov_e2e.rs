@@ -3,6 +3,10 @@
 //! node's namespace, a real node (ovsdb-server, ovs-vswitchd netdev, ovn-controller), real OVN
 //! central, and the agent (in process) handling CNI requests that carry a `deviceID`.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

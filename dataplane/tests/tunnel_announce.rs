@@ -6,6 +6,10 @@
 //! Geneve ports exist) and wait for the agent's second announcement (the first one's
 //! datapath flow must idle out first; see `tunnel_announce::MIN_INTERVAL_SECS`).
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 

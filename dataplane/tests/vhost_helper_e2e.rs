@@ -9,6 +9,10 @@
 //! agent restarts and repairs a port removed behind its back; a pod that vanishes without DEL
 //! is garbage-collected (OVS port, helper port, veth); DEL removes helper port, veth, mount.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

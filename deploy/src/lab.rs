@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ferrovn_api::Allocation;
 use ferrovn_control::controller::{BuildOptions, DEFAULT_MAC_SEED, StateFiles, desired};
 use ferrovn_control::ipam::Ipam;
 use ferrovn_control::manifest;
@@ -820,6 +821,11 @@ fn start_agent(
         "RUST_LOG".into(),
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
     ));
+    // the DPDK profile needs the DPDK vswitchd, which lives in the OVS/OVN rootfs here
+    env.push((
+        "FERROVN_DPDK_VSWITCHD".into(),
+        vswitchd_dpdk().display().to_string(),
+    ));
     let log = node.dir.join("ferrovn-node.log");
     let pid = spawn_daemon(
         records,
@@ -1310,23 +1316,13 @@ fn sync_apiserver(paths: &Paths) -> anyhow::Result<usize> {
     Ok(pods.len())
 }
 
-/// The allocation annotations of one pod interface, once the controller has written them.
-fn allocation(
-    paths: &Paths,
-    ns: &str,
-    name: &str,
-    provider: &str,
-) -> Option<BTreeMap<String, String>> {
+/// The allocation of one pod interface, once the controller has written it.
+fn allocation(paths: &Paths, ns: &str, name: &str, provider: &str) -> Option<Allocation> {
     let (records, _) = StateFiles::new(paths.controller()).read_all();
     records
         .into_iter()
         .find(|r| r.kind == "pod" && r.namespace == ns && r.name == name && r.provider == provider)
-        .map(|r| r.annotations)
-        .filter(|a| {
-            a.get(&format!("{provider}.kubernetes.io/allocated"))
-                .map(String::as_str)
-                == Some("true")
-        })
+        .and_then(|r| Allocation::parse(&r.annotations, provider).ok().flatten())
 }
 
 fn cni_error(out: &ferrovn_testkit::cni::CniOutput) -> String {
@@ -1451,18 +1447,12 @@ fn create_pod(
             std::fs::create_dir_all(paths.volume_dir(&pod.uid, &v.volume))?;
         }
         let alloc = allocation(paths, &pod.namespace, &pod.name, &ifp.provider);
-        let mac_key = format!("{}.kubernetes.io/mac_address", ifp.provider);
-        let ip_key = format!("{}.kubernetes.io/ip_address", ifp.provider);
         let mut st = IfState {
             ifname: ifp.ifname.clone(),
             provider: ifp.provider.clone(),
             kind,
-            ip: alloc
-                .as_ref()
-                .and_then(|a| a.get(&ip_key))
-                .and_then(|s| s.split(',').next())
-                .and_then(|s| s.trim().parse::<IpAddr>().ok()),
-            mac: alloc.as_ref().and_then(|a| a.get(&mac_key)).cloned(),
+            ip: alloc.as_ref().and_then(|a| a.ip.addrs().next()),
+            mac: alloc.as_ref().map(|a| a.mac.to_string()),
             status: IfStatus::Ready,
         };
         if kind == IfKind::Helper && node.vhost_socket.is_none() {

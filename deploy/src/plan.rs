@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrovn_control::api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
+use ferrovn_api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
 use ferrovn_control::manifest::Manifest;
 use serde_json::{Value, json};
 

@@ -2,6 +2,10 @@
 //! `make kube-bins`): every CRD is accepted and served with our printer columns, and every
 //! manifest we ship passes the server's own validation (`kubectl apply --dry-run=server`).
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use ferrovn_testkit::kube::ControlPlane;

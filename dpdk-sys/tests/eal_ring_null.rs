@@ -2,6 +2,10 @@
 //! ring and null PMDs as vdevs, packets sent and received back through the bindings'
 //! static-inline wrappers, and `rte_errno` read through the shim.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ferrovn_dpdk_sys as sys;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
@@ -84,9 +88,9 @@ fn eal_no_huge_ring_and_null_pmds_move_packets() {
     let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
     // SAFETY: argv points to NUL-terminated strings that outlive the call; EAL may permute argv.
     let rc = unsafe { sys::rte_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
-    assert!(rc >= 0, "rte_eal_init failed: rte_errno {}", unsafe {
-        sys::ferrovn_rte_errno()
-    });
+    // SAFETY: reads the calling thread's rte_errno; no preconditions.
+    let errno = unsafe { sys::ferrovn_rte_errno() };
+    assert!(rc >= 0, "rte_eal_init failed: rte_errno {errno}");
 
     // rte_errno through the shim: looking up a pool that does not exist sets ENOENT.
     let missing = CString::new("no-such-pool").expect("no NUL");
@@ -100,9 +104,9 @@ fn eal_no_huge_ring_and_null_pmds_move_packets() {
     let ring_name = CString::new("sys-test-ring").expect("no NUL");
     // SAFETY: EAL is initialised; the name is a valid C string.
     let r = unsafe { sys::rte_ring_create(ring_name.as_ptr(), 16, 0, 0) };
-    assert!(!r.is_null(), "rte_ring_create: rte_errno {}", unsafe {
-        sys::ferrovn_rte_errno()
-    });
+    // SAFETY: reads the calling thread's rte_errno; no preconditions.
+    let errno = unsafe { sys::ferrovn_rte_errno() };
+    assert!(!r.is_null(), "rte_ring_create: rte_errno {errno}");
     let mut objs: Vec<*mut std::ffi::c_void> =
         (1..=20usize).map(|i| i as *mut std::ffi::c_void).collect();
     // SAFETY: `objs` holds 20 pointer slots; the ring only stores the pointer values.
@@ -129,9 +133,9 @@ fn eal_no_huge_ring_and_null_pmds_move_packets() {
             0,
         )
     };
-    assert!(!pool.is_null(), "mbuf pool: rte_errno {}", unsafe {
-        sys::ferrovn_rte_errno()
-    });
+    // SAFETY: reads the calling thread's rte_errno; no preconditions.
+    let errno = unsafe { sys::ferrovn_rte_errno() };
+    assert!(!pool.is_null(), "mbuf pool: rte_errno {errno}");
 
     let ring = port_by_name("net_ring0");
     let null = port_by_name("net_null0");
@@ -207,6 +211,7 @@ fn eal_no_huge_ring_and_null_pmds_move_packets() {
         let t =
             usize::from(unsafe { sys::rte_eth_tx_burst(null, 0, burst.as_mut_ptr(), n as u16) });
         if t < n {
+            // SAFETY: the mbufs from index t on were not taken by tx_burst and are still ours.
             unsafe { sys::rte_pktmbuf_free_bulk(burst.as_mut_ptr().add(t), (n - t) as u32) };
         }
         from_null += n;

@@ -1,6 +1,10 @@
 //! The devlink codec against byte images of the messages the kernel exchanges, written by hand
 //! from the UAPI (linux/netlink.h, linux/genetlink.h, linux/devlink.h). Netlink is host byte
 //! order; these images are little-endian (x86_64, aarch64).
+
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(target_endian = "little")]
 
 use ferrovn_hwoffload::PciAddress;

@@ -34,6 +34,8 @@ struct CountingAllocator;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every method forwards to the system allocator unchanged (the same layout, the same
+// pointer), so its guarantees hold; the counter is only an atomic side effect.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged to the system allocator.

@@ -1,6 +1,10 @@
 //! The client against a real ovsdb-server: every transact operation, typed errors, all monitor
 //! flavours, the replica, locks, pipelining, restarts, and hostile peers.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

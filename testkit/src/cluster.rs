@@ -82,11 +82,7 @@ impl Subnet<'_> {
 /// Kube-OVN's logical switch port name of a pod in namespace `default`: `<pod>.default` on the
 /// default network (provider `ovn`), `<pod>.default.<provider>` on an attachment network.
 pub fn lsp_name(pod: &str, provider: &str) -> String {
-    if provider == "ovn" {
-        format!("{pod}.default")
-    } else {
-        format!("{pod}.default.{provider}")
-    }
+    ferrovn_api::names::lsp_name(pod, "default", provider)
 }
 
 /// `ovn-nbctl` through the central, with its error as a [`Error`].

@@ -47,6 +47,14 @@ struct ResourceType {
 
 const TYPES: &[ResourceType] = &[
     ResourceType {
+        prefix: "/apis/events.k8s.io/v1",
+        plural: "events",
+        kind: "Event",
+        api_version: "events.k8s.io/v1",
+        namespaced: true,
+        core: false,
+    },
+    ResourceType {
         prefix: "/api/v1",
         plural: "namespaces",
         kind: "Namespace",

@@ -104,7 +104,8 @@ pub struct NodeConfig {
     pub name: String,
     /// ovs-vswitchd binary: [`vswitchd_plain`] or `ovs_paths::vswitchd_dpdk()`.
     pub vswitchd: PathBuf,
-    /// `Open_vSwitch other_config` set before vswitchd starts (dpdk-init etc.).
+    /// `Open_vSwitch other_config` set before vswitchd starts (dpdk-init etc.;
+    /// `userspace-tso-enable` is `true` unless given here).
     pub other_config: Vec<(String, String)>,
 }
 
@@ -169,6 +170,16 @@ impl Node {
             "db.sock",
         )?);
         node.vsctl_no_wait(["init"])?;
+        // node setup plans userspace TSO before ovs-vswitchd starts, as the lab and a real
+        // node do (docs/ovs-ovn.md); a config may say otherwise
+        if !cfg.other_config.iter().any(|(k, _)| k == "userspace-tso-enable") {
+            node.vsctl_no_wait([
+                "set",
+                "Open_vSwitch",
+                ".",
+                "other_config:userspace-tso-enable=true",
+            ])?;
+        }
         for (k, v) in &cfg.other_config {
             node.vsctl_no_wait([
                 "set",
@@ -426,6 +437,10 @@ impl Node {
         env.push((
             "RUST_LOG".into(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        ));
+        env.push((
+            "FERROVN_DPDK_VSWITCHD".into(),
+            crate::ovs_paths::vswitchd_dpdk().display().to_string(),
         ));
         let log = self.dir.path().join("ferrovn-node.log");
         // append: a restarted agent keeps the earlier log

@@ -1,5 +1,9 @@
 //! The test fixtures themselves: real ovsdb-server, Raft cluster, OVN central.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ferrovn_ovsdb::{Connection, ConnectionOptions, Remote};
 use ferrovn_testkit::ovs_paths::nb_schema;
 use ferrovn_testkit::ovsdb::{OvnCentral, OvsdbServer, RaftCluster};

@@ -1,6 +1,10 @@
 //! The control socket against a real helper: port lifecycle with a tap kernel side, the errors
 //! the agent sees for bad or conflicting requests, and start-up errors naming the core.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use ferrovn_vhost::helper::StateFile;

@@ -53,6 +53,9 @@ fn log_pass(r: &PassReport) {
     for issue in &r.issues {
         tracing::warn!("{issue}");
     }
+    for rejection in &r.rejected {
+        tracing::error!("{rejection}");
+    }
     let level_info = !r.is_noop();
     if level_info {
         tracing::info!(

@@ -12,17 +12,21 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::api::annotations::{
-    Annotations, IpPoolRef, NamespaceNetwork, OVN_PROVIDER, PodKey, PodNetwork, annotation_key,
-};
-use crate::api::crd::{DEFAULT_VPC, RoutePolicy as CrdRoutePolicy, Subnet, SubnetSpec, Vpc};
-use crate::api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
-use crate::api::validate::{ValidatedSubnet, ValidationError, validate_subnets};
-use crate::ipam::{self, AddrRange, Allocation, AllocationRequest, Ipam, Mac, OwnerKey};
+use crate::ipam::{self, AddrRange, Allocation, AllocationRequest, Ipam, MacAddr, OwnerKey};
 use crate::manifest::Manifest;
 use crate::plan::{
     self, AclIntent, Desired, NodeIntent, PolicyIntent, PortIntent, RouteIntent, SubnetIntent,
     VlanIntent, VpcIntent,
+};
+use ferrovn_api::annotations::{
+    Annotations, IpPoolRef, NamespaceNetwork, OVN_PROVIDER, PodNetwork,
+};
+use ferrovn_api::crd::{DEFAULT_VPC, RoutePolicy as CrdRoutePolicy, Subnet, SubnetSpec, Vpc};
+use ferrovn_api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
+use ferrovn_api::net::DualIp;
+use ferrovn_api::validate::{
+    ObjectRef, ValidatedSubnet, ValidationError, validate_ip_pool, validate_provider_network,
+    validate_subnets, validate_vlan, validate_vpc,
 };
 
 /// The implicit subnets, as Kube-OVN's install creates them.
@@ -66,7 +70,7 @@ pub struct Interface {
     pub node: String,
     pub static_ips: Vec<IpAddr>,
     pub candidate_ips: Vec<IpAddr>,
-    pub static_mac: Option<Mac>,
+    pub static_mac: Option<MacAddr>,
     pub pool: Option<String>,
     pub port_security: bool,
     /// False for IPAM-only attachments (no OVN port).
@@ -75,7 +79,7 @@ pub struct Interface {
 
 /// The owner key of a node's join interface.
 pub fn node_owner(node: &str) -> OwnerKey {
-    OwnerKey::new("", plan::join_port_name(node), OVN_PROVIDER)
+    OwnerKey::new("", ferrovn_api::names::join_port_name(node), OVN_PROVIDER)
 }
 
 /// A subnet with everything the planner needs.
@@ -95,8 +99,58 @@ pub struct Cluster {
     pub pools: Vec<ipam::IpPoolSpec>,
     pub vlans: BTreeMap<String, (u16, String)>,
     pub join_subnet: String,
-    /// Objects left out, and why (one line each).
+    /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
+    /// Objects left out of the pass because they are invalid, with every error found.
+    pub rejected: Vec<Rejection>,
+}
+
+/// An invalid object, left out of the pass so that everything else still converges: the NB
+/// refuses a whole transaction for one bad row, so one bad object must never reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub object: ObjectRef,
+    /// Each names the object, the field and the bad value.
+    pub errors: Vec<ValidationError>,
+}
+
+impl Rejection {
+    /// The errors in one line (for a condition message or an Event note).
+    pub fn message(&self) -> String {
+        self.errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rejected and left out of this pass (everything else is applied): {}",
+            self.object,
+            self.message()
+        )
+    }
+}
+
+impl Cluster {
+    /// Records invalid objects: one issue line per error, one [`Rejection`] per object.
+    fn reject(&mut self, errors: Vec<ValidationError>) {
+        let mut by_object: BTreeMap<ObjectRef, Vec<ValidationError>> = BTreeMap::new();
+        for e in errors {
+            self.issues.push(e.to_string());
+            by_object.entry(e.object().clone()).or_default().push(e);
+        }
+        for (object, errors) in by_object {
+            match self.rejected.iter_mut().find(|r| r.object == object) {
+                Some(r) => r.errors.extend(errors),
+                None => self.rejected.push(Rejection { object, errors }),
+            }
+        }
+    }
 }
 
 fn meta_name(m: &ObjectMeta) -> &str {
@@ -105,6 +159,12 @@ fn meta_name(m: &ObjectMeta) -> &str {
 
 fn annotations(m: &ObjectMeta) -> Annotations {
     m.annotations.clone().unwrap_or_default()
+}
+
+fn bare_vpc(name: &str) -> Vpc {
+    let mut v = Vpc::new(name, Default::default());
+    v.metadata.name = Some(name.into());
+    v
 }
 
 fn implicit_subnet(name: &str, cidr: &str) -> Subnet {
@@ -117,10 +177,6 @@ fn implicit_subnet(name: &str, cidr: &str) -> Subnet {
     );
     s.metadata.name = Some(name.into());
     s
-}
-
-fn to_mac(m: crate::api::net::MacAddr) -> Mac {
-    Mac(m.0)
 }
 
 /// Reads the objects of `manifest` into a [`Cluster`].
@@ -143,15 +199,35 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             subnets.push(implicit_subnet(name, cidr));
         }
     }
+    // Vlans first: an underlay subnet needs its (valid) Vlan.
+    for vlan in manifest.vlans() {
+        let errors = validate_vlan(vlan);
+        if !errors.is_empty() {
+            c.reject(errors);
+            continue;
+        }
+        // validate_vlan checked 0..=4095
+        let Ok(tag) = u16::try_from(vlan.tag()) else {
+            continue;
+        };
+        c.vlans.insert(
+            meta_name(&vlan.metadata).to_string(),
+            (tag, vlan.provider_network().to_string()),
+        );
+    }
+    for pn in manifest.provider_networks() {
+        // Nothing is planned from a ProviderNetwork yet; an invalid one still gets its error.
+        c.reject(validate_provider_network(pn));
+    }
+
     let (valid, errors) = validate_subnets(&subnets);
     // Invalid subnets are already left out of `valid`; of two overlapping ones the later is.
-    let mut rejected: BTreeSet<String> = BTreeSet::new();
-    for e in &errors {
-        c.issues.push(e.to_string());
-        if let ValidationError::SubnetOverlap { object, .. } = e {
-            rejected.insert(object.name.clone());
-        }
-    }
+    let mut rejected: BTreeSet<String> = errors
+        .iter()
+        .filter(|e| matches!(e, ValidationError::SubnetOverlap { .. }))
+        .map(|e| e.object().name.clone())
+        .collect();
+    c.reject(errors);
     for v in valid {
         if rejected.contains(&v.name) {
             continue;
@@ -163,6 +239,17 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
         else {
             continue;
         };
+        if !spec.vlan.is_empty() && !c.vlans.contains_key(&spec.vlan) {
+            // Without its tag an underlay subnet would silently become an overlay one.
+            c.reject(vec![ValidationError::UnknownReference {
+                object: ObjectRef::cluster("Subnet", &v.name),
+                field: "spec.vlan".into(),
+                kind: "valid Vlan",
+                name: spec.vlan.clone(),
+            }]);
+            rejected.insert(v.name.clone());
+            continue;
+        }
         c.subnets
             .insert(v.name.clone(), ClusterSubnet { validated: v, spec });
     }
@@ -174,34 +261,47 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
         .unwrap_or_else(|| opts.default_subnet.clone());
 
     for vpc in manifest.vpcs() {
-        c.vpcs
-            .insert(meta_name(&vpc.metadata).to_string(), vpc.clone());
+        let name = meta_name(&vpc.metadata).to_string();
+        let errors = validate_vpc(vpc);
+        if errors.is_empty() {
+            c.vpcs.insert(name, vpc.clone());
+        } else {
+            // Its spec (routes, policies) is left out; the router stays, bare, so the VPC's
+            // subnets keep working.
+            c.reject(errors);
+            c.vpcs.insert(name.clone(), bare_vpc(&name));
+        }
     }
     if !c.vpcs.contains_key(DEFAULT_VPC) {
-        let mut v = Vpc::new(DEFAULT_VPC, Default::default());
-        v.metadata.name = Some(DEFAULT_VPC.into());
-        c.vpcs.insert(DEFAULT_VPC.into(), v);
-    }
-    for vlan in manifest.vlans() {
-        let tag = u16::try_from(vlan.tag()).unwrap_or(0);
-        c.vlans.insert(
-            meta_name(&vlan.metadata).to_string(),
-            (tag, vlan.provider_network().to_string()),
-        );
+        c.vpcs.insert(DEFAULT_VPC.into(), bare_vpc(DEFAULT_VPC));
     }
     for pool in manifest.ip_pools() {
+        let name = meta_name(&pool.metadata).to_string();
+        let object = ObjectRef::cluster("IPPool", &name);
+        let errors = match c.subnets.get(&pool.spec.subnet) {
+            None => vec![ValidationError::UnknownReference {
+                object,
+                field: "spec.subnet".into(),
+                kind: "valid Subnet",
+                name: pool.spec.subnet.clone(),
+            }],
+            Some(s) => validate_ip_pool(pool, &s.validated),
+        };
+        if !errors.is_empty() {
+            c.reject(errors);
+            continue;
+        }
         let mut addresses = Vec::new();
         for entry in &pool.spec.ips {
             match entry.parse::<AddrRange>() {
                 Ok(r) => addresses.push(r),
-                Err(e) => c.issues.push(format!(
-                    "IPPool {}: ips entry {entry:?}: {e}",
-                    meta_name(&pool.metadata)
-                )),
+                Err(e) => c
+                    .issues
+                    .push(format!("IPPool {name}: ips entry {entry:?}: {e}")),
             }
         }
         c.pools.push(ipam::IpPoolSpec {
-            name: meta_name(&pool.metadata).to_string(),
+            name,
             subnet: pool.spec.subnet.clone(),
             addresses,
             namespaces: pool.spec.namespaces.clone(),
@@ -377,37 +477,43 @@ fn pod_interface(
     subnet: String,
 ) -> Option<Interface> {
     let net = PodNetwork::for_provider(ann, provider);
-    let mut issue = |e: &dyn std::fmt::Display| c.issues.push(format!("{who}: {e}"));
+    let object = ObjectRef::namespaced("Pod", ns, name);
     if !c.subnets.contains_key(&subnet) {
-        issue(&format!(
-            "subnet {subnet} does not exist (provider {provider})"
+        c.issues.push(format!(
+            "{who}: subnet {subnet} does not exist (provider {provider})"
         ));
         return None;
     }
-    let static_ips = match net.ip_address() {
-        Ok(ip) => ip.map(|d| d.addrs().collect()).unwrap_or_default(),
-        Err(e) => {
-            issue(&e);
-            return None;
-        }
+    // Every annotation the controller acts on; a malformed one leaves the interface out
+    // rather than guessing (a bad port_security must not turn port security off).
+    let static_ips = net.ip_address();
+    let static_mac = net.mac_address();
+    let pool = net.ip_pool();
+    let port_security = net.port_security();
+    let errors: Vec<ValidationError> = [
+        static_ips.as_ref().err(),
+        static_mac.as_ref().err(),
+        pool.as_ref().err(),
+        port_security.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|error| ValidationError::Annotation {
+        object: object.clone(),
+        error: error.clone(),
+    })
+    .collect();
+    let (Ok(static_ips), Ok(static_mac), Ok(pool), Ok(port_security)) =
+        (static_ips, static_mac, pool, port_security)
+    else {
+        c.reject(errors);
+        return None;
     };
-    let static_mac = match net.mac_address() {
-        Ok(m) => m.map(to_mac),
-        Err(e) => {
-            issue(&e);
-            return None;
-        }
+    let (pool, candidate_ips) = match pool {
+        Some(IpPoolRef::Named(p)) => (Some(p), Vec::new()),
+        Some(IpPoolRef::Addresses(a)) => (None, a),
+        None => (None, Vec::new()),
     };
-    let (pool, candidate_ips) = match net.ip_pool() {
-        Ok(Some(IpPoolRef::Named(p))) => (Some(p), Vec::new()),
-        Ok(Some(IpPoolRef::Addresses(a))) => (None, a),
-        Ok(None) => (None, Vec::new()),
-        Err(e) => {
-            issue(&e);
-            return None;
-        }
-    };
-    let port_security = net.port_security().unwrap_or(false);
     Some(Interface {
         kind: InterfaceKind::Pod,
         owner: OwnerKey::new(ns, name, provider),
@@ -416,7 +522,7 @@ fn pod_interface(
         provider: provider.into(),
         subnet,
         node: node.into(),
-        static_ips,
+        static_ips: static_ips.map(|d| d.addrs().collect()).unwrap_or_default(),
         candidate_ips,
         static_mac,
         pool,
@@ -510,8 +616,8 @@ fn parse_routes(vpc: &Vpc) -> (Vec<RouteIntent>, Vec<PolicyIntent>) {
             priority: i64::from(p.priority),
             match_: p.match_.clone(),
             action: match p.action {
-                Some(crate::api::crd::PolicyRouteAction::Drop) => "drop".into(),
-                Some(crate::api::crd::PolicyRouteAction::Reroute) => "reroute".into(),
+                Some(ferrovn_api::crd::PolicyRouteAction::Drop) => "drop".into(),
+                Some(ferrovn_api::crd::PolicyRouteAction::Reroute) => "reroute".into(),
                 _ => "allow".into(),
             },
             nexthops: if p.next_hop_ip.is_empty() {
@@ -606,24 +712,28 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
     d
 }
 
+/// The allocation contract of one allocated interface: what the controller writes onto the pod
+/// (or node) and the node agent reads back. `None` when its subnet is no longer in the cluster
+/// (the allocation then goes with the next pass).
+pub fn allocation_of(c: &Cluster, a: &Allocated) -> Option<ferrovn_api::Allocation> {
+    let s = c.subnets.get(&a.allocation.subnet)?;
+    Some(ferrovn_api::Allocation {
+        provider: a.interface.provider.clone(),
+        ip: DualIp {
+            v4: a.allocation.v4,
+            v6: a.allocation.v6,
+        },
+        mac: a.allocation.mac,
+        cidr: s.validated.cidr,
+        gateway: s.validated.gateway,
+        logical_switch: a.allocation.subnet.clone(),
+        logical_router: a.interface.ovn.then(|| s.validated.vpc.clone()),
+    })
+}
+
 /// The Kube-OVN annotations describing one allocation (`<provider>.kubernetes.io/...`).
 pub fn allocation_annotations(c: &Cluster, a: &Allocated) -> Annotations {
-    let p = a.interface.provider.as_str();
-    let mut out = Annotations::new();
-    let mut put = |k: PodKey, v: String| {
-        out.insert(annotation_key(p, k.name()), v);
-    };
-    let ips: Vec<String> = a.allocation.ips().iter().map(IpAddr::to_string).collect();
-    put(PodKey::IpAddress, ips.join(","));
-    put(PodKey::MacAddress, a.allocation.mac.to_string());
-    if let Some(s) = c.subnets.get(&a.allocation.subnet) {
-        put(PodKey::Cidr, s.validated.cidr.to_string());
-        put(PodKey::Gateway, s.validated.gateway.to_string());
-        if a.interface.ovn {
-            put(PodKey::LogicalRouter, s.validated.vpc.clone());
-        }
-    }
-    put(PodKey::LogicalSwitch, a.allocation.subnet.clone());
-    put(PodKey::Allocated, "true".into());
-    out
+    allocation_of(c, a)
+        .map(|alloc| alloc.emit())
+        .unwrap_or_default()
 }

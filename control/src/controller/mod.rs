@@ -18,7 +18,7 @@ use crate::manifest::{self, Manifest, ManifestError};
 use crate::plan;
 use crate::reconcile::{ApplyError, NbSync};
 
-pub use desired::{Allocated, BuildOptions, Cluster, Interface, InterfaceKind};
+pub use desired::{Allocated, BuildOptions, Cluster, Interface, InterfaceKind, Rejection};
 pub use state::{AllocationRecord, StateFiles};
 
 /// Settings of a controller.
@@ -83,6 +83,8 @@ pub struct PassReport {
     pub nb_transactions: usize,
     /// Problems: rejected objects, failed allocations, plan issues, NB conflicts.
     pub issues: Vec<String>,
+    /// The invalid objects this pass left out (their errors are among `issues` too).
+    pub rejected: Vec<Rejection>,
     /// Recovery at the first pass: records read and conflicts found.
     pub recovered: Option<(usize, usize)>,
     pub elapsed: Duration,
@@ -204,6 +206,7 @@ impl Controller {
     ) -> Result<PassReport, ControllerError> {
         let mut report = PassReport::default();
         report.issues.extend(cluster.issues.iter().cloned());
+        report.rejected = cluster.rejected.clone();
 
         let subnets = desired::ipam_subnets(&cluster);
         let ipam = match self.ipam.take() {
@@ -309,8 +312,10 @@ pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
         provider: i.provider.clone(),
         node: i.node.clone(),
         port_name: match i.kind {
-            InterfaceKind::Node => plan::join_port_name(&i.name),
-            InterfaceKind::Pod if i.ovn => plan::pod_port_name(&i.name, &i.namespace, &i.provider),
+            InterfaceKind::Node => ferrovn_api::names::join_port_name(&i.name),
+            InterfaceKind::Pod if i.ovn => {
+                ferrovn_api::names::lsp_name(&i.name, &i.namespace, &i.provider)
+            }
             InterfaceKind::Pod => String::new(),
         },
         annotations: desired::allocation_annotations(cluster, a),

@@ -4,10 +4,10 @@ use std::net::IpAddr;
 
 use ferrovn_ovsdb::{Atom, Datum};
 
-use crate::api::annotations::OVN_PROVIDER;
 use crate::controller::desired::node_owner;
-use crate::ipam::{ExistingAllocation, Mac, OwnerKey, RecordSource};
+use crate::ipam::{ExistingAllocation, MacAddr, OwnerKey, RecordSource};
 use crate::reconcile::{NbSnapshot, Table};
+use ferrovn_api::annotations::OVN_PROVIDER;
 
 fn ext<'a>(ids: Option<&'a Datum>, key: &str) -> Option<&'a str> {
     ids?.as_map()?.get_str(key)?.as_str()
@@ -46,7 +46,7 @@ pub fn nb_records(snap: &NbSnapshot) -> Vec<ExistingAllocation> {
             continue;
         };
         let mut parts = first.split_whitespace();
-        let mac = parts.next().and_then(|m| m.parse::<Mac>().ok());
+        let mac = parts.next().and_then(|m| m.parse::<MacAddr>().ok());
         let ips: Vec<IpAddr> = parts.filter_map(|p| p.parse().ok()).collect();
         if ips.is_empty() {
             continue;

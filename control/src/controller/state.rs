@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::annotations::{Annotations, OVN_PROVIDER, PodKey, annotation_key};
-use crate::ipam::{ExistingAllocation, Mac, OwnerKey, RecordSource};
+use crate::ipam::{ExistingAllocation, MacAddr, OwnerKey, RecordSource};
+use ferrovn_api::annotations::{Annotations, OVN_PROVIDER, PodKey, annotation_key};
 
 /// The format version in every file.
 pub const FORMAT_VERSION: u32 = 1;
@@ -68,7 +68,7 @@ impl AllocationRecord {
         }
         let mac = self
             .get(PodKey::MacAddress)
-            .and_then(|m| m.parse::<Mac>().ok());
+            .and_then(|m| m.parse::<MacAddr>().ok());
         Some(ExistingAllocation {
             owner: self.owner(),
             subnet,

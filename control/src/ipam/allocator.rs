@@ -12,7 +12,7 @@ use super::intervals::{Span, intersect, normalize};
 use super::mac::candidate_mac;
 use super::types::{
     AddrRange, Allocation, AllocationRequest, Counts, ExistingAllocation, Family, Forbidden,
-    IpPoolSpec, Mac, Misplaced, OwnerKey, RecordSource, SubnetSpec,
+    IpPoolSpec, MacAddr, Misplaced, OwnerKey, RecordSource, SubnetSpec,
 };
 
 /// How many MAC candidates are tried before giving up (each collides with probability
@@ -106,7 +106,7 @@ pub struct Ipam {
     /// (namespace, pod name) → the slots of that pod's interfaces.
     pub(crate) by_pod: Chains,
     pub(crate) live: usize,
-    pub(crate) macs: FastMap<Mac, u32>,
+    pub(crate) macs: FastMap<MacAddr, u32>,
 }
 
 fn check_range(what: &str, r: &AddrRange) -> Result<(), IpamError> {
@@ -510,7 +510,7 @@ impl Ipam {
     }
 
     /// Who holds `mac`.
-    pub fn mac_holder(&self, mac: Mac) -> Option<&OwnerKey> {
+    pub fn mac_holder(&self, mac: MacAddr) -> Option<&OwnerKey> {
         let id = *self.macs.get(&mac)?;
         self.slots.get(id as usize)?.as_ref().map(|a| &a.owner)
     }
@@ -963,7 +963,7 @@ impl Ipam {
         Ok(taken)
     }
 
-    pub(crate) fn generate_mac(&self, owner: &OwnerKey) -> Result<Mac, IpamError> {
+    pub(crate) fn generate_mac(&self, owner: &OwnerKey) -> Result<MacAddr, IpamError> {
         (0..MAC_ATTEMPTS)
             .map(|attempt| candidate_mac(self.seed, owner, attempt))
             .find(|m| !self.macs.contains_key(m))

@@ -5,13 +5,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::types::{AddrRange, Family, Forbidden, Mac, OwnerKey};
+use super::types::{AddrRange, Family, Forbidden, MacAddr, OwnerKey};
 
 /// Malformed input data (a spec or a value that cannot mean anything).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    #[error("MAC address {value:?} is not six hex bytes separated by ':' or '-'")]
-    MacSyntax { value: String },
     #[error("address range {value:?} is not `a..b`, a single address or a CIDR")]
     RangeSyntax { value: String },
     #[error("subnet {subnet}: it has neither an IPv4 nor an IPv6 CIDR")]
@@ -110,9 +108,9 @@ pub enum IpamError {
         holder: OwnerKey,
     },
     #[error("MAC {mac} is already held by {holder}")]
-    MacTaken { mac: Mac, holder: OwnerKey },
+    MacTaken { mac: MacAddr, holder: OwnerKey },
     #[error("MAC {mac} is not a unicast address")]
-    MacNotUnicast { mac: Mac },
+    MacNotUnicast { mac: MacAddr },
     #[error("subnet {subnet} still has {using} allocated addresses")]
     SubnetInUse { subnet: String, using: usize },
     #[error("no free MAC address found")]

@@ -22,5 +22,5 @@ pub use mac::{GENERATED_MAC_PREFIX, candidate_mac};
 pub use rebuild::Recovery;
 pub use types::{
     AddrRange, Allocation, AllocationRequest, Conflict, Counts, ExistingAllocation, Family,
-    Forbidden, IpPoolSpec, Mac, Misplaced, OwnerKey, RecordSource, SubnetSpec,
+    Forbidden, IpPoolSpec, MacAddr, Misplaced, OwnerKey, RecordSource, SubnetSpec,
 };

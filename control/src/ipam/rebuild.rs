@@ -10,7 +10,7 @@ use super::family::to_u128;
 use super::fasthash::{FastMap, FastState};
 use super::mac::stable_owner_hash;
 use super::types::{
-    Allocation, Conflict, ExistingAllocation, Family, IpPoolSpec, Mac, Misplaced, OwnerKey,
+    Allocation, Conflict, ExistingAllocation, Family, IpPoolSpec, MacAddr, Misplaced, OwnerKey,
     RecordSource, SubnetSpec,
 };
 
@@ -53,7 +53,7 @@ fn vacated() -> ExistingAllocation {
 
 /// Whether a later record of an owner agrees with what was kept from its earlier ones. A MAC
 /// still `unset` (the earlier records had none, or lost theirs) agrees with any MAC.
-fn agrees(kept: &Allocation, record: &ExistingAllocation, unset: Mac) -> bool {
+fn agrees(kept: &Allocation, record: &ExistingAllocation, unset: MacAddr) -> bool {
     if kept.subnet != record.subnet {
         return false;
     }
@@ -127,10 +127,10 @@ impl Ipam {
         let mut mac_todo: Vec<(u32, MacTodo)> = Vec::new();
         let mut by_owner = Chains::default();
         let mut by_pod = Chains::default();
-        let mut macs: FastMap<Mac, u32> =
+        let mut macs: FastMap<MacAddr, u32> =
             FastMap::with_capacity_and_hasher(records.len(), FastState::default());
         // A placeholder until the real MAC is chosen; never stored as a claim.
-        let unset = Mac([0; 6]);
+        let unset = MacAddr([0; 6]);
 
         for &(_, _, i) in &order {
             let record = std::mem::replace(&mut records[i as usize], vacated());

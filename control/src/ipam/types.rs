@@ -9,6 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{InputError, IpamError};
 
+pub use ferrovn_api::MacAddr;
+
 /// Who holds an allocation: one interface of one pod (or of a VM, a VIP, a node port...).
 ///
 /// `provider` tells the interfaces of one pod apart, as Kube-OVN does: `ovn` for the primary
@@ -37,67 +39,6 @@ impl OwnerKey {
 impl fmt::Display for OwnerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} ({})", self.namespace, self.name, self.provider)
-    }
-}
-
-/// An Ethernet address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// Group (multicast/broadcast) addresses cannot be a port's own address.
-    pub fn is_unicast(self) -> bool {
-        self.0[0] & 0x01 == 0
-    }
-
-    pub fn is_zero(self) -> bool {
-        self.0 == [0; 6]
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for Mac {
-    type Err = IpamError;
-
-    /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, either case.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            IpamError::Input(InputError::MacSyntax {
-                value: s.to_string(),
-            })
-        };
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Mac(out))
     }
 }
 
@@ -259,7 +200,7 @@ pub struct AllocationRequest {
     /// free is taken; an owner holding one of them keeps it.
     pub candidate_ips: Vec<IpAddr>,
     /// Static MAC (`mac_address` annotation); otherwise one is generated.
-    pub static_mac: Option<Mac>,
+    pub static_mac: Option<MacAddr>,
     /// IPPool to draw dynamic addresses from (`ip_pool` annotation). None: the pool bound to
     /// the owner's namespace, if any, else the subnet's addresses outside every pool.
     pub pool: Option<String>,
@@ -286,7 +227,7 @@ pub struct Allocation {
     pub subnet: String,
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
-    pub mac: Mac,
+    pub mac: MacAddr,
 }
 
 impl Allocation {
@@ -326,7 +267,7 @@ pub struct ExistingAllocation {
     pub owner: OwnerKey,
     pub subnet: String,
     pub ips: Vec<IpAddr>,
-    pub mac: Option<Mac>,
+    pub mac: Option<MacAddr>,
     pub source: RecordSource,
 }
 
@@ -387,10 +328,10 @@ pub enum Conflict {
     },
     /// Two owners claim one MAC; `dropped` gets `replacement` instead.
     MacClaimedTwice {
-        mac: Mac,
+        mac: MacAddr,
         kept: OwnerKey,
         dropped: OwnerKey,
-        replacement: Mac,
+        replacement: MacAddr,
     },
     /// One owner's records disagree (other subnet, other address, other MAC); the record with
     /// the higher precedence was kept, this one dropped.
@@ -410,8 +351,8 @@ pub enum Conflict {
     /// The record's MAC is not a unicast address; a new one was generated.
     BadMac {
         owner: OwnerKey,
-        mac: Mac,
-        replacement: Mac,
+        mac: MacAddr,
+        replacement: MacAddr,
     },
 }
 

@@ -1,6 +1,7 @@
 //! The cluster source's loop: watchers → store → (debounced, leader only) one reconcile pass
 //! through the same [`Controller::pass_with`] the manifest mode uses → write-back.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -15,14 +16,16 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
-use crate::api::nad::NetworkAttachmentDefinition;
 use crate::controller::{Controller, ControllerOptions};
 use crate::manifest::Object;
+use ferrovn_api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use ferrovn_api::nad::NetworkAttachmentDefinition;
 
 use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};
-use super::writeback::{Writer, existing_allocations, plan_writes};
+use super::writeback::{
+    Target, Writer, existing_allocations, plan_condition_writes, plan_events, plan_writes,
+};
 
 /// How long after a failed pass (or failed writes) the next one starts.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -71,6 +74,10 @@ pub struct Stats {
     pub pods_patched: u64,
     pub nodes_patched: u64,
     pub subnets_patched: u64,
+    /// Vpc, Vlan and IPPool statuses (the `Validated` condition).
+    pub statuses_patched: u64,
+    /// Events about rejected objects.
+    pub events_created: u64,
     pub write_failures: u64,
     /// Writes planned by the last pass.
     pub last_pass_writes: usize,
@@ -189,6 +196,8 @@ struct Source {
     writer: Writer,
     controller: Option<Controller>,
     stats: Stats,
+    /// Events created for the current rejections (not sent again while they last).
+    announced: BTreeSet<Target>,
 }
 
 impl Source {
@@ -242,18 +251,32 @@ impl Source {
         for issue in &report.issues {
             tracing::warn!("{issue}");
         }
+        for rejection in &report.rejected {
+            tracing::error!("{rejection}");
+        }
         if !*leader.borrow() {
             // Lost the lease during the pass: the new leader writes back.
             return true;
         }
         let now = Time(Timestamp::now());
-        let writes = plan_writes(
+        let mut writes = plan_writes(
             &self.store,
             ctl.last_records(),
             |s| ctl.ipam().and_then(|i| i.counts(s)),
             &report.issues,
             true,
             &now,
+        );
+        writes.extend(plan_condition_writes(&self.store, &report.rejected, &now));
+        // One Event per distinct rejection while it lasts; a fixed and re-broken object gets
+        // a new one.
+        let events = plan_events(&report.rejected, &now);
+        let current: BTreeSet<Target> = events.iter().map(|w| w.target.clone()).collect();
+        self.announced.retain(|t| current.contains(t));
+        writes.extend(
+            events
+                .into_iter()
+                .filter(|w| !self.announced.contains(&w.target)),
         );
         self.stats.last_pass_writes = writes.len();
         self.stats.last_issues = report.issues.clone();
@@ -264,9 +287,21 @@ impl Source {
         self.stats.pods_patched += sent.pods_patched as u64;
         self.stats.nodes_patched += sent.nodes_patched as u64;
         self.stats.subnets_patched += sent.subnets_patched as u64;
+        self.stats.statuses_patched += sent.statuses_patched as u64;
+        self.stats.events_created += sent.events_created as u64;
         self.stats.write_failures += sent.failures.len() as u64;
-        for f in &sent.failures {
+        for f in sent.failures.iter().chain(&sent.event_failures) {
             tracing::warn!("write-back: {f}");
+        }
+        let failed: BTreeSet<&str> = sent.event_failures.iter().map(String::as_str).collect();
+        for w in writes
+            .iter()
+            .filter(|w| matches!(w.target, Target::Event { .. }))
+        {
+            let line_prefix = format!("{}: ", w.target);
+            if !failed.iter().any(|f| f.starts_with(&line_prefix)) {
+                self.announced.insert(w.target.clone());
+            }
         }
         tracing::info!(
             pods = sent.pods_patched,
@@ -326,6 +361,7 @@ pub async fn run(
         writer: Writer::new(client),
         store: ClusterStore::new(),
         controller: None,
+        announced: BTreeSet::new(),
         stats: Stats {
             leader: *leader.borrow(),
             ..Stats::default()

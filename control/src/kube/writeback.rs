@@ -12,6 +12,14 @@
 //!   `v4availableIPs`, `v4usingIPs`, `v6availableIPs`, `v6usingIPs` and the `Validated` /
 //!   `Ready` conditions.
 //!
+//! - vpc, vlan, ippool: `PATCH /apis/kubeovn.io/v1/<plural>/<name>/status` with the
+//!   `Validated` condition: `False` with the errors while the object is invalid (it is left out
+//!   of the pass), back to `True` once it is fixed;
+//! - an invalid object (any kind): one `events.k8s.io/v1` Event (`POST`, type `Warning`, reason
+//!   `ValidationFailed`) per distinct error message, named after the object and a hash of the
+//!   message so that a repeat (or a restarted controller) creates nothing new. Cluster-scoped
+//!   objects' Events go to the `default` namespace, as kubectl looks for them there.
+//!
 //! Only keys whose value differs from what the watcher last saw are sent, and nothing is sent
 //! when nothing differs, so a resync or our own patch echoing back never causes another write.
 //! Planning is pure ([`plan_writes`]); [`Writer`] sends.
@@ -23,17 +31,22 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
-use crate::api::annotations::{
+use crate::controller::desired::node_owner;
+use crate::controller::{AllocationRecord, Rejection};
+use crate::ipam::{Counts, ExistingAllocation, OwnerKey, RecordSource};
+use crate::manifest::Object;
+use ferrovn_api::annotations::{
     Annotations, OVN_PROVIDER, PodKey, PodNetwork, allocated_providers, annotation_key,
 };
-use crate::api::crd::{Condition, ConditionStatus, IpCount, Subnet, SubnetStatus, set_condition};
-use crate::controller::AllocationRecord;
-use crate::controller::desired::node_owner;
-use crate::ipam::{Counts, ExistingAllocation, Mac, OwnerKey, RecordSource};
-use crate::manifest::Object;
+use ferrovn_api::crd::{
+    Condition, ConditionStatus, IpCount, IpPool, Subnet, SubnetStatus, Vlan, Vpc, find_condition,
+    set_condition,
+};
+use ferrovn_api::validate::ObjectRef;
+use k8s_openapi::api::events::v1::Event;
 
 use super::store::{ClusterStore, Kind};
 
@@ -47,9 +60,25 @@ pub const WRITE_CONCURRENCY: usize = 16;
 /// What a write goes to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
-    Pod { namespace: String, name: String },
-    Node { name: String },
-    SubnetStatus { name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
+    Node {
+        name: String,
+    },
+    SubnetStatus {
+        name: String,
+    },
+    /// The status of a Vpc, Vlan or IPPool.
+    Status {
+        kind: Kind,
+        name: String,
+    },
+    Event {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -58,6 +87,8 @@ impl std::fmt::Display for Target {
             Target::Pod { namespace, name } => write!(f, "Pod {namespace}/{name}"),
             Target::Node { name } => write!(f, "Node {name}"),
             Target::SubnetStatus { name } => write!(f, "Subnet {name} status"),
+            Target::Status { kind, name } => write!(f, "{} {name} status", kind.name()),
+            Target::Event { namespace, name } => write!(f, "Event {namespace}/{name}"),
         }
     }
 }
@@ -241,7 +272,7 @@ pub fn plan_writes(
         let object = match &target {
             Target::Pod { namespace, name } => store.get(Kind::Pod, Some(namespace), name),
             Target::Node { name } => store.get(Kind::Node, None, name),
-            Target::SubnetStatus { .. } => None,
+            _ => None,
         };
         // Gone from the cluster since the pass read it: nothing to annotate.
         let Some(object) = object else { continue };
@@ -272,6 +303,149 @@ pub fn plan_writes(
     out
 }
 
+/// The kinds whose `Validated` condition FerrOVN writes besides Subnet's.
+const CONDITION_KINDS: [Kind; 3] = [Kind::Vpc, Kind::Vlan, Kind::IpPool];
+
+fn conditions_of(o: &Object) -> Option<&[Condition]> {
+    Some(match o {
+        Object::Vpc(v) => &v.status.as_ref()?.conditions,
+        Object::Vlan(v) => &v.status.as_ref()?.conditions,
+        Object::IpPool(p) => &p.status.as_ref()?.conditions,
+        _ => return None,
+    })
+}
+
+/// The `Validated` condition of every Vpc, Vlan and IPPool whose validity differs from what
+/// its status says: `False` with the errors for a rejected object, `True` again for one that
+/// was rejected before. A valid object that never was rejected gets no write at all.
+pub fn plan_condition_writes(
+    store: &ClusterStore,
+    rejected: &[Rejection],
+    now: &Time,
+) -> Vec<PlannedWrite> {
+    let mut out = Vec::new();
+    for kind in CONDITION_KINDS {
+        for o in store.of_kind(kind) {
+            let current = conditions_of(o).unwrap_or_default();
+            let rejection = rejected
+                .iter()
+                .find(|r| r.object.kind == kind.name() && r.object.name == o.name());
+            let mut desired = current.to_vec();
+            let changed = match rejection {
+                Some(r) => set_condition(
+                    &mut desired,
+                    Condition::VALIDATED,
+                    ConditionStatus::False,
+                    "ValidationFailed",
+                    &r.message(),
+                    now,
+                ),
+                None if find_condition(current, Condition::VALIDATED)
+                    .is_some_and(|c| c.status == ConditionStatus::False) =>
+                {
+                    set_condition(
+                        &mut desired,
+                        Condition::VALIDATED,
+                        ConditionStatus::True,
+                        "ValidationPassed",
+                        "",
+                        now,
+                    )
+                }
+                None => false,
+            };
+            if changed {
+                out.push(PlannedWrite {
+                    target: Target::Status {
+                        kind,
+                        name: o.name().to_string(),
+                    },
+                    body: json!({ "status": { "conditions": desired } }),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Where an Event about `object` lives: its namespace, or `default` for cluster-scoped ones.
+fn event_namespace(object: &ObjectRef) -> String {
+    object
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// The Event's name: the object's name (cut to leave room) and a hash of kind and message, so
+/// the same rejection always maps to the same Event.
+pub fn event_name(rejection: &Rejection) -> String {
+    let message = rejection.message();
+    let hash = ferrovn_api::names::stable_hash(
+        0,
+        &[&rejection.object.kind, &rejection.object.name, &message],
+    );
+    let base: String = rejection.object.name.chars().take(200).collect();
+    format!("{base}.{hash:016x}")
+}
+
+/// Longest Event note the API server accepts.
+const EVENT_NOTE_MAX: usize = 1024;
+
+/// One `events.k8s.io/v1` Event per rejection (type `Warning`, reason `ValidationFailed`).
+pub fn plan_events(rejected: &[Rejection], now: &Time) -> Vec<PlannedWrite> {
+    rejected
+        .iter()
+        .map(|r| {
+            let mut note = r.message();
+            if note.len() > EVENT_NOTE_MAX {
+                let mut cut = EVENT_NOTE_MAX - 3;
+                while !note.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                note.truncate(cut);
+                note.push_str("...");
+            }
+            let (api_version, namespace) = match r.object.kind.as_str() {
+                "Pod" | "Node" | "Namespace" => ("v1", r.object.namespace.clone()),
+                "NetworkAttachmentDefinition" => ("k8s.cni.cncf.io/v1", r.object.namespace.clone()),
+                _ => (ferrovn_api::crd::API_VERSION, None),
+            };
+            let namespace_of_event = event_namespace(&r.object);
+            let name = event_name(r);
+            let mut regarding = json!({
+                "apiVersion": api_version,
+                "kind": r.object.kind,
+                "name": r.object.name,
+            });
+            if let Some(ns) = namespace {
+                regarding["namespace"] = Value::String(ns);
+            }
+            PlannedWrite {
+                target: Target::Event {
+                    namespace: namespace_of_event.clone(),
+                    name: name.clone(),
+                },
+                body: json!({
+                    "apiVersion": "events.k8s.io/v1",
+                    "kind": "Event",
+                    "metadata": { "name": name, "namespace": namespace_of_event },
+                    "eventTime": now.0.to_string(),
+                    "reportingController": EVENT_REPORTER,
+                    "reportingInstance": FIELD_MANAGER,
+                    "action": "Validate",
+                    "reason": "ValidationFailed",
+                    "type": "Warning",
+                    "note": note,
+                    "regarding": regarding,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// `reportingController` of FerrOVN's Events.
+pub const EVENT_REPORTER: &str = "ferrovn.io/controller";
+
 fn allocation_of(
     owner: OwnerKey,
     net: &PodNetwork<'_>,
@@ -282,7 +456,7 @@ fn allocation_of(
     if ips.is_empty() {
         return None;
     }
-    let mac = net.mac_address().ok().flatten().map(|m| Mac(m.0));
+    let mac = net.mac_address().ok().flatten();
     Some(ExistingAllocation {
         owner,
         subnet,
@@ -333,10 +507,15 @@ pub struct WriteReport {
     pub pods_patched: usize,
     pub nodes_patched: usize,
     pub subnets_patched: usize,
+    /// Vpc, Vlan and IPPool statuses.
+    pub statuses_patched: usize,
+    pub events_created: usize,
     /// The objects as the apiserver returned them (fresher than the watch may be yet).
     pub updated: Vec<Object>,
     /// One line per failed write (retried at the next pass).
     pub failures: Vec<String>,
+    /// One line per Event the API server refused (not retried before the next pass).
+    pub event_failures: Vec<String>,
 }
 
 /// Sends planned writes.
@@ -350,7 +529,8 @@ impl Writer {
         Writer { client }
     }
 
-    async fn send_one(&self, w: &PlannedWrite) -> Result<Object, kube::Error> {
+    /// The object as the API server returned it (`None` for a created Event).
+    async fn send_one(&self, w: &PlannedWrite) -> Result<Option<Object>, kube::Error> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -361,16 +541,41 @@ impl Writer {
                 Api::<Pod>::namespaced(self.client.clone(), namespace)
                     .patch(name, &params, &patch)
                     .await
-                    .map(|p| Object::Pod(Box::new(p)))
+                    .map(|p| Some(Object::Pod(Box::new(p))))
             }
             Target::Node { name } => Api::<Node>::all(self.client.clone())
                 .patch(name, &params, &patch)
                 .await
-                .map(|n| Object::Node(Box::new(n))),
+                .map(|n| Some(Object::Node(Box::new(n)))),
             Target::SubnetStatus { name } => Api::<Subnet>::all(self.client.clone())
                 .patch_status(name, &params, &patch)
                 .await
-                .map(|s| Object::Subnet(Box::new(s))),
+                .map(|s| Some(Object::Subnet(Box::new(s)))),
+            Target::Status { kind, name } => {
+                let c = self.client.clone();
+                match kind {
+                    Kind::Vpc => Api::<Vpc>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::Vpc(Box::new(o)))),
+                    Kind::Vlan => Api::<Vlan>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::Vlan(Box::new(o)))),
+                    _ => Api::<IpPool>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::IpPool(Box::new(o)))),
+                }
+            }
+            Target::Event { namespace, .. } => {
+                let event: Event =
+                    serde_json::from_value(w.body.clone()).map_err(kube::Error::SerdeError)?;
+                Api::<Event>::namespaced(self.client.clone(), namespace)
+                    .create(&PostParams::default(), &event)
+                    .await
+                    .map(|_| None)
+            }
         }
     }
 
@@ -392,18 +597,28 @@ impl Writer {
             .collect();
         let mut results = futures::stream::iter(sends).buffer_unordered(WRITE_CONCURRENCY);
         while let Some((w, result)) = results.next().await {
+            let is_event = matches!(w.target, Target::Event { .. });
             match result {
                 Ok(o) => {
                     match &w.target {
                         Target::Pod { .. } => report.pods_patched += 1,
                         Target::Node { .. } => report.nodes_patched += 1,
                         Target::SubnetStatus { .. } => report.subnets_patched += 1,
+                        Target::Status { .. } => report.statuses_patched += 1,
+                        Target::Event { .. } => report.events_created += 1,
                     }
-                    report.updated.push(o);
+                    report.updated.extend(o);
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => {
+                // The same rejection was announced before (by us or a previous leader).
+                Err(kube::Error::Api(s)) if is_event && s.code == 409 => {
+                    report.events_created += 1;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 && !is_event => {
                     tracing::debug!("{}: gone before write-back", w.target);
                 }
+                // An Event is a courtesy: its failure must not make the pass retry forever
+                // (e.g. an RBAC without the events rule).
+                Err(e) if is_event => report.event_failures.push(format!("{}: {e}", w.target)),
                 Err(e) => report.failures.push(format!("{}: {e}", w.target)),
             }
         }
@@ -459,5 +674,99 @@ mod tests {
         assert!(body.is_some());
         let again = desired_subnet_status(&desired, Some(counts), &[], &now);
         assert_eq!(subnet_status_patch(&desired, &again), None);
+    }
+
+    fn bad_vpc() -> Rejection {
+        Rejection {
+            object: ObjectRef::cluster("Vpc", "blue"),
+            errors: vec![ferrovn_api::validate::ValidationError::OutOfRange {
+                object: ObjectRef::cluster("Vpc", "blue"),
+                field: "spec.policyRoutes[0].priority".into(),
+                value: 40000,
+                range: "0..32767",
+            }],
+        }
+    }
+
+    #[test]
+    fn rejected_vpc_gets_a_false_validated_condition_and_back_to_true_once_fixed() {
+        let now =
+            Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default());
+        let mut store = ClusterStore::new();
+        let mut vpc = Vpc::new("blue", Default::default());
+        vpc.metadata.name = Some("blue".into());
+        store.apply(super::super::store::Change::Applied(Object::Vpc(Box::new(
+            vpc.clone(),
+        ))));
+        // valid and never rejected: no write at all
+        assert!(plan_condition_writes(&store, &[], &now).is_empty());
+
+        let writes = plan_condition_writes(&store, &[bad_vpc()], &now);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(
+            writes[0].target,
+            Target::Status {
+                kind: Kind::Vpc,
+                name: "blue".into()
+            }
+        );
+        let c = &writes[0].body["status"]["conditions"][0];
+        assert_eq!(c["type"], "Validated");
+        assert_eq!(c["status"], "False");
+        assert_eq!(
+            c["message"],
+            "Vpc blue: spec.policyRoutes[0].priority 40000 is out of range 0..32767"
+        );
+
+        // the status now says so: nothing more to write while it stays rejected ...
+        let conditions: Vec<Condition> =
+            serde_json::from_value(writes[0].body["status"]["conditions"].clone())
+                .unwrap_or_default();
+        vpc.status = Some(ferrovn_api::crd::VpcStatus {
+            conditions,
+            ..Default::default()
+        });
+        store.apply(super::super::store::Change::Applied(Object::Vpc(Box::new(
+            vpc,
+        ))));
+        assert!(plan_condition_writes(&store, &[bad_vpc()], &now).is_empty());
+        // ... and once fixed it goes back to True
+        let writes = plan_condition_writes(&store, &[], &now);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].body["status"]["conditions"][0]["status"], "True");
+    }
+
+    #[test]
+    fn events_name_the_object_and_are_stable_per_message() {
+        let now =
+            Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default());
+        let events = plan_events(&[bad_vpc()], &now);
+        assert_eq!(events.len(), 1);
+        let Target::Event { namespace, name } = &events[0].target else {
+            panic!("not an event: {:?}", events[0].target)
+        };
+        // cluster-scoped objects' events live in `default`
+        assert_eq!(namespace, "default");
+        assert!(name.starts_with("blue."), "{name}");
+        let e: Event = serde_json::from_value(events[0].body.clone()).unwrap_or_default();
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("ValidationFailed"));
+        assert_eq!(
+            e.note.as_deref(),
+            Some("Vpc blue: spec.policyRoutes[0].priority 40000 is out of range 0..32767")
+        );
+        let regarding = e.regarding.unwrap_or_default();
+        assert_eq!(regarding.kind.as_deref(), Some("Vpc"));
+        assert_eq!(regarding.api_version.as_deref(), Some("kubeovn.io/v1"));
+        assert_eq!(regarding.name.as_deref(), Some("blue"));
+        // same rejection, same Event; another message, another Event
+        assert_eq!(plan_events(&[bad_vpc()], &now)[0].target, events[0].target);
+        let mut other = bad_vpc();
+        if let ferrovn_api::validate::ValidationError::OutOfRange { value, .. } =
+            &mut other.errors[0]
+        {
+            *value = 50000;
+        }
+        assert_ne!(plan_events(&[other], &now)[0].target, events[0].target);
     }
 }

@@ -7,20 +7,19 @@
 //! ([`crate::reconcile`]) matches actual rows by that identity and never touches rows without
 //! the owner mark. Names follow Kube-OVN: router `ovn-cluster`, router port `<router>-<switch>`,
 //! its switch-side peer `<switch>-<router>`, pod port `<pod>.<namespace>` (plus `.<provider>`
-//! for attachments), node join port `node-<node>`.
+//! for attachments), node join port `node-<node>` (all in [`ferrovn_api::names`]).
 
 mod acl;
-mod names;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::ipam::Mac;
+use crate::ipam::MacAddr;
 
-pub use names::{
-    join_port_name, localnet_port_name, pod_port_name, router_port_mac, router_port_name,
+use ferrovn_api::names::{
+    join_port_name, localnet_port_name, lsp_name, router_port_mac, router_port_name,
     switch_router_port_name,
 };
 
@@ -197,7 +196,7 @@ pub struct NodeIntent {
     pub name: String,
     /// Addresses of the node's `node-<name>` port on the join switch, IPv4 first.
     pub join_ips: Vec<IpAddr>,
-    pub join_mac: Option<Mac>,
+    pub join_mac: Option<MacAddr>,
     /// The node's InternalIP(s).
     pub internal_ips: Vec<IpAddr>,
 }
@@ -212,7 +211,7 @@ pub struct PortIntent {
     pub subnet: String,
     /// Empty while unscheduled.
     pub node: String,
-    pub mac: Mac,
+    pub mac: MacAddr,
     /// IPv4 first.
     pub ips: Vec<IpAddr>,
     pub port_security: bool,
@@ -221,7 +220,7 @@ pub struct PortIntent {
 impl PortIntent {
     /// The Logical_Switch_Port name.
     pub fn port_name(&self) -> String {
-        pod_port_name(&self.pod, &self.namespace, &self.provider)
+        lsp_name(&self.pod, &self.namespace, &self.provider)
     }
 }
 
@@ -669,7 +668,7 @@ fn sorted_ips(ips: &[IpAddr]) -> Vec<IpAddr> {
 #[derive(Default)]
 struct Claims {
     ips: BTreeMap<(String, IpAddr), String>,
-    macs: BTreeMap<Mac, String>,
+    macs: BTreeMap<MacAddr, String>,
 }
 
 impl Claims {
@@ -678,7 +677,7 @@ impl Claims {
         &mut self,
         port: &str,
         switch: &str,
-        mac: Option<Mac>,
+        mac: Option<MacAddr>,
         ips: &[IpAddr],
         issues: &mut Vec<PlanIssue>,
     ) -> bool {
@@ -792,7 +791,7 @@ fn plan_pod_ports(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, ou
         for p in s.ports.values() {
             for a in &p.addresses {
                 let mut parts = a.split_whitespace();
-                let mac = parts.next().and_then(|m| m.parse::<Mac>().ok());
+                let mac = parts.next().and_then(|m| m.parse::<MacAddr>().ok());
                 let ips: Vec<IpAddr> = parts.filter_map(|x| x.parse().ok()).collect();
                 claims.claim(&p.name, &s.name, mac, &ips, &mut Vec::new());
             }

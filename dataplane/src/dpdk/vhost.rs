@@ -37,7 +37,8 @@ use crate::agent::NodeProfile;
 use crate::alloc::{Annotations, PodAllocation, PodRef};
 use crate::ovs::{PodPort, PortRecord, ext};
 use crate::plumbing::PodRoute;
-use crate::types::{MacAddr, host_ifname};
+use ferrovn_api::MacAddr;
+use ferrovn_api::names::{attachment_id, vhost_port_name};
 
 /// Longest unix socket path (`sun_path` is 108 bytes including the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -244,12 +245,12 @@ impl Default for VhostConfig {
 
 /// OVS port name of a vhost-user attachment: `vh` + 13 hex digits (same hash as veth names).
 pub fn port_name(container_id: &str, ifname: &str) -> String {
-    format!("vh{}", &host_ifname(container_id, ifname)[2..])
+    vhost_port_name(container_id, ifname)
 }
 
-/// The short host directory of an attachment.
+/// The short host directory of an attachment: its 13-hex-digit attachment id.
 pub fn short_dir(base: &Path, container_id: &str, ifname: &str) -> PathBuf {
-    base.join(&host_ifname(container_id, ifname)[2..])
+    base.join(attachment_id(container_id, ifname))
 }
 
 /// What the pod's DPDK app needs, as JSON (annotation value and info file).

@@ -1,6 +1,6 @@
 //! The CRD manifests of our custom resources, generated from the Rust types so the schema the
 //! API server enforces is the one the controller parses. Written to `deploy/crds/` by
-//! `cargo run -p ferrovn-control --example crdgen`; the `crds_fresh` test fails when the
+//! `cargo run -p ferrovn-api --example crdgen`; the `crds_fresh` test fails when the
 //! committed files differ from what the types generate.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -11,7 +11,7 @@ use super::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
 /// Where the manifests live, relative to the repository root.
 pub const CRD_DIR: &str = "deploy/crds";
 /// The command that regenerates them.
-pub const REGENERATE_COMMAND: &str = "cargo run -p ferrovn-control --example crdgen";
+pub const REGENERATE_COMMAND: &str = "cargo run -p ferrovn-api --example crdgen";
 
 /// The CRDs of every `kubeovn.io` resource FerrOVN serves.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -34,7 +34,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
     let body = serde_norway::to_string(crd)?;
     Ok(format!(
-        "# Generated from the Rust types in control/src/api/crd.rs by `{REGENERATE_COMMAND}`.\n\
+        "# Generated from the Rust types in api/src/crd.rs by `{REGENERATE_COMMAND}`.\n\
          # Do not edit by hand.\n{body}"
     ))
 }

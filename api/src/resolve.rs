@@ -189,7 +189,7 @@ impl<'a> ClusterView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::crd::{SubnetSpec, VpcSpec};
+    use crate::crd::{SubnetSpec, VpcSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn meta(name: &str, annotations: &[(&str, &str)]) -> ObjectMeta {

@@ -228,13 +228,19 @@ pub enum GatewayType {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SubnetAcl {
+    /// `from-lport` or `to-lport`.
     #[serde(skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^(from-lport|to-lport)$"))]
     pub direction: String,
+    /// OVN's ACL priority range.
     #[serde(skip_serializing_if = "is_zero_i32")]
+    #[schemars(range(min = 0, max = 32767))]
     pub priority: i32,
     #[serde(rename = "match", skip_serializing_if = "String::is_empty")]
     pub match_: String,
+    /// One of OVN's ACL actions.
     #[serde(skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^(allow|allow-related|allow-stateless|drop|reject|pass)$"))]
     pub action: String,
 }
 
@@ -331,10 +337,12 @@ pub struct SubnetSpec {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub external_egress_gateway: String,
     #[serde(skip_serializing_if = "is_zero_u32")]
+    #[schemars(range(max = 32767))]
     pub policy_routing_priority: u32,
     #[serde(rename = "policyRoutingTableID", skip_serializing_if = "is_zero_u32")]
     pub policy_routing_table_id: u32,
     #[serde(skip_serializing_if = "is_zero_u32")]
+    #[schemars(range(max = 65535))]
     pub mtu: u32,
     /// Only traffic from `allowSubnets` (and within the subnet) may reach it.
     #[serde(skip_serializing_if = "is_false")]
@@ -445,7 +453,7 @@ impl Subnet {
     /// The provider (`spec.provider`, or `ovn` when empty).
     pub fn provider(&self) -> &str {
         if self.spec.provider.is_empty() {
-            crate::api::annotations::OVN_PROVIDER
+            crate::annotations::OVN_PROVIDER
         } else {
             &self.spec.provider
         }
@@ -494,7 +502,9 @@ pub enum PolicyRouteAction {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct PolicyRoute {
+    /// OVN's Logical_Router_Policy priority range.
     #[serde(skip_serializing_if = "is_zero_i32")]
+    #[schemars(range(min = 0, max = 32767))]
     pub priority: i32,
     #[serde(rename = "match", skip_serializing_if = "String::is_empty")]
     pub match_: String,
@@ -639,6 +649,7 @@ pub struct IpSpec {
     pub v6_ip_address: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attach_ips: Vec<String>,
+    #[schemars(regex(pattern = r"^$|^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$"))]
     pub mac_address: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attach_macs: Vec<String>,
@@ -651,12 +662,9 @@ pub struct IpSpec {
 impl Ip {
     /// Kube-OVN's IP object name for a pod interface: `<pod>.<namespace>` on the primary
     /// network, `<pod>.<namespace>.<provider>` on an attachment.
+    /// The same name as the interface's logical switch port.
     pub fn object_name(pod: &str, namespace: &str, provider: &str) -> String {
-        if provider == crate::api::annotations::OVN_PROVIDER {
-            format!("{pod}.{namespace}")
-        } else {
-            format!("{pod}.{namespace}.{provider}")
-        }
+        crate::names::lsp_name(pod, namespace, provider)
     }
 }
 
@@ -740,12 +748,14 @@ pub struct IpPoolStatus {
 #[serde(default, rename_all = "camelCase")]
 pub struct VlanSpec {
     /// The VLAN tag, 0..=4095 (0: untagged).
+    #[schemars(range(min = 0, max = 4095))]
     pub id: i32,
     /// The ProviderNetwork name.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub provider: String,
     /// Deprecated by Kube-OVN in favour of `id`; read for old manifests.
     #[serde(skip_serializing_if = "is_zero_i32")]
+    #[schemars(range(min = 0, max = 4095))]
     pub vlan_id: i32,
     /// Deprecated by Kube-OVN in favour of `provider`; read for old manifests.
     #[serde(skip_serializing_if = "String::is_empty")]

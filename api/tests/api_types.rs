@@ -2,9 +2,12 @@
 //! Kube-OVN's field names survives a parse/serialise round trip unchanged, so no field is
 //! misnamed in either direction.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![recursion_limit = "256"]
 
-use ferrovn_control::api::crd::{
+use ferrovn_api::crd::{
     Condition, ConditionStatus, Ip, IpCount, IpPool, ProviderNetwork, Subnet, Vlan, Vpc,
     find_condition, set_condition,
 };

@@ -1,16 +1,20 @@
 //! The committed CRD manifests under deploy/crds/ must be exactly what the Rust types generate,
 //! and every schema must be one the API server accepts (structural).
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use ferrovn_control::api::crdgen::{CRD_DIR, REGENERATE_COMMAND, crds, render_all};
+use ferrovn_api::crdgen::{CRD_DIR, REGENERATE_COMMAND, crds, render_all};
 use serde_json::Value;
 
 fn crd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("control has a parent")
+        .expect("api has a parent")
         .join(CRD_DIR)
 }
 

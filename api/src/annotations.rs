@@ -3,8 +3,8 @@
 //! primary network (`ovn.kubernetes.io/ip_address`) and `<nad>.<namespace>.ovn` for an attachment
 //! through a NetworkAttachmentDefinition (`dpdk-net.default.ovn.kubernetes.io/ip_address`).
 //!
-//! Readers return `Ok(None)` for an absent annotation and an [`AnnotationError`] naming the key
-//! and the bad value for a malformed one.
+//! Readers return `Ok(None)` for an absent (or empty) annotation and an [`AnnotationError`]
+//! naming the key and the bad value for a malformed one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -286,8 +286,9 @@ impl<'a> PodNetwork<'a> {
     ) -> Result<Option<T>, AnnotationError> {
         let full = self.key(key);
         match self.annotations.get(&full) {
-            None => Ok(None),
-            Some(v) => f(&full, v).map(Some),
+            // As in Kube-OVN, an empty value means unset (templated manifests write them).
+            Some(v) if !v.trim().is_empty() => f(&full, v).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -575,36 +576,6 @@ pub fn allocated_providers(annotations: &Annotations) -> Vec<&str> {
         .collect()
 }
 
-/// What the controller writes back to a pod for one interface once it allocated it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodAllocation {
-    pub provider: String,
-    pub ip: DualIp,
-    pub mac: MacAddr,
-    pub cidr: CidrBlock,
-    pub gateway: DualIp,
-    pub logical_switch: String,
-}
-
-impl PodAllocation {
-    /// The annotations to merge into the pod: ip_address, mac_address, cidr, gateway,
-    /// logical_switch and allocated=true, all under this allocation's provider.
-    pub fn to_annotations(&self) -> Annotations {
-        let p = self.provider.as_str();
-        let mut out = Annotations::new();
-        let mut put = |key: PodKey, value: String| {
-            out.insert(annotation_key(p, key.name()), value);
-        };
-        put(PodKey::IpAddress, self.ip.to_string());
-        put(PodKey::MacAddress, self.mac.to_string());
-        put(PodKey::Cidr, self.cidr.to_string());
-        put(PodKey::Gateway, self.gateway.to_string());
-        put(PodKey::LogicalSwitch, self.logical_switch.clone());
-        put(PodKey::Allocated, "true".to_string());
-        out
-    }
-}
-
 /// Namespace annotations: `ovn.kubernetes.io/logical_switch`, `cidr`, `exclude_ips`. Several
 /// subnets bound to one namespace are listed comma-separated (`logical_switch`) or
 /// `;`-separated (`cidr`, `exclude_ips`), as Kube-OVN writes them.
@@ -846,27 +817,6 @@ mod tests {
         let bad = ann(&[("ovn.kubernetes.io/ip_pool", "10.16.0.5,10.16.0.x")]);
         let e = PodNetwork::primary(&bad).ip_pool().unwrap_err();
         assert!(e.reason.contains("10.16.0.x"), "{e}");
-    }
-
-    #[test]
-    fn allocation_round_trips_through_the_readers() {
-        let alloc = PodAllocation {
-            provider: "ovn".into(),
-            ip: DualIp::parse("10.16.0.7,fd00::7").unwrap(),
-            mac: MacAddr::parse("0a:00:00:00:00:07").unwrap(),
-            cidr: CidrBlock::parse("10.16.0.0/16,fd00::/64").unwrap(),
-            gateway: DualIp::parse("10.16.0.1,fd00::1").unwrap(),
-            logical_switch: "ovn-default".into(),
-        };
-        let a = alloc.to_annotations();
-        let p = PodNetwork::primary(&a);
-        assert_eq!(p.ip_address().unwrap(), Some(alloc.ip));
-        assert_eq!(p.mac_address().unwrap(), Some(alloc.mac));
-        assert_eq!(p.cidr().unwrap(), Some(alloc.cidr));
-        assert_eq!(p.gateway().unwrap(), Some(alloc.gateway));
-        assert_eq!(p.logical_switch(), Some("ovn-default"));
-        assert!(p.allocated().unwrap());
-        assert_eq!(allocated_providers(&a), ["ovn"]);
     }
 
     #[test]

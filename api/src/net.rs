@@ -166,8 +166,8 @@ impl CidrBlock {
     }
 
     /// The protocol this block implies (`IPv4`, `IPv6` or `Dual`).
-    pub fn protocol(&self) -> crate::api::crd::Protocol {
-        use crate::api::crd::Protocol;
+    pub fn protocol(&self) -> crate::crd::Protocol {
+        use crate::crd::Protocol;
         match (self.v4.is_some(), self.v6.is_some()) {
             (true, true) => Protocol::Dual,
             (false, true) => Protocol::IPv6,
@@ -371,8 +371,21 @@ impl MacAddr {
         Ok(mac)
     }
 
+    pub fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 0x01 != 0
+    }
+
+    /// Only a unicast address can be an interface's own.
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast()
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
     }
 
     pub fn is_locally_administered(&self) -> bool {
@@ -432,7 +445,7 @@ mod tests {
         let dual = CidrBlock::parse("fd00:10:16::/64, 10.16.0.0/16").unwrap();
         assert!(dual.is_dual_stack());
         assert_eq!(dual.to_string(), "10.16.0.0/16,fd00:10:16::/64");
-        assert_eq!(dual.protocol(), crate::api::crd::Protocol::Dual);
+        assert_eq!(dual.protocol(), crate::crd::Protocol::Dual);
     }
 
     #[test]

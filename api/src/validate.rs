@@ -12,12 +12,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::annotations::{AnnotationError, Annotations, PodNetwork};
-use super::crd::{DEFAULT_VPC, Ip, IpPool, PolicyRouteAction, Protocol, Subnet, Vlan, Vpc};
+use super::crd::{
+    DEFAULT_VPC, Ip, IpPool, PolicyRouteAction, Protocol, ProviderNetwork, Subnet, Vlan, Vpc,
+};
 use super::nad::NadError;
 use super::net::{CidrBlock, DualIp, IpFamily, IpRange, MacAddr, NetParseError, nets_overlap};
 
 /// The object an error is about: `Subnet team-a`, `Pod default/web-0`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
     pub kind: String,
     pub namespace: Option<String>,
@@ -192,6 +194,34 @@ pub enum ValidationError {
     },
 }
 
+impl ValidationError {
+    /// The object the error is about.
+    pub fn object(&self) -> &ObjectRef {
+        match self {
+            ValidationError::MissingField { object, .. }
+            | ValidationError::Syntax { object, .. }
+            | ValidationError::ProtocolMismatch { object, .. }
+            | ValidationError::GatewayOutsideCidr { object, .. }
+            | ValidationError::GatewayMissingFamily { object, .. }
+            | ValidationError::GatewayReserved { object, .. }
+            | ValidationError::OutsideCidr { object, .. }
+            | ValidationError::SubnetOverlap { object, .. }
+            | ValidationError::StaticIpOutsideSubnet { object, .. }
+            | ValidationError::StaticIpReserved { object, .. }
+            | ValidationError::StaticIpTaken { object, .. }
+            | ValidationError::VlanIdOutOfRange { object, .. }
+            | ValidationError::OutOfRange { object, .. }
+            | ValidationError::Unsupported { object, .. }
+            | ValidationError::Inconsistent { object, .. }
+            | ValidationError::UnknownReference { object, .. }
+            | ValidationError::StaticMacTaken { object, .. }
+            | ValidationError::VhostVolumeMissing { object, .. }
+            | ValidationError::Attachment { object, .. }
+            | ValidationError::Annotation { object, .. } => object,
+        }
+    }
+}
+
 /// A subnet whose spec passed validation, with its notations parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedSubnet {
@@ -354,6 +384,8 @@ pub fn validate_subnet(subnet: &Subnet) -> Result<ValidatedSubnet, Vec<Validatio
         }
     }
 
+    errors.extend(check_acls(&object, &spec.acls));
+
     for (i, entry) in spec.allow_subnets.iter().enumerate() {
         if entry.trim().parse::<IpNet>().is_err() {
             errors.push(ValidationError::Syntax {
@@ -378,6 +410,61 @@ pub fn validate_subnet(subnet: &Subnet) -> Result<ValidatedSubnet, Vec<Validatio
         gateway,
         exclude,
     })
+}
+
+/// OVN's priority range of ACLs and router policies; the NB refuses a whole transaction with
+/// one row outside it.
+pub const OVN_PRIORITY_RANGE: std::ops::RangeInclusive<i32> = 0..=32767;
+/// The ACL directions OVN knows.
+pub const ACL_DIRECTIONS: [&str; 2] = ["from-lport", "to-lport"];
+/// The ACL actions OVN knows.
+pub const ACL_ACTIONS: [&str; 6] = [
+    "allow",
+    "allow-related",
+    "allow-stateless",
+    "drop",
+    "reject",
+    "pass",
+];
+
+/// A subnet's ACLs: what the NB schema would refuse (and with it every other change of the
+/// same transaction).
+fn check_acls(object: &ObjectRef, acls: &[super::crd::SubnetAcl]) -> Vec<ValidationError> {
+    let mut errors = Vec::new();
+    for (i, acl) in acls.iter().enumerate() {
+        if !OVN_PRIORITY_RANGE.contains(&acl.priority) {
+            errors.push(ValidationError::OutOfRange {
+                object: object.clone(),
+                field: format!("spec.acls[{i}].priority"),
+                value: acl.priority.into(),
+                range: "0..32767",
+            });
+        }
+        for (field, value, allowed, reason) in [
+            (
+                "direction",
+                &acl.direction,
+                &ACL_DIRECTIONS[..],
+                "expected from-lport or to-lport",
+            ),
+            (
+                "action",
+                &acl.action,
+                &ACL_ACTIONS[..],
+                "expected allow, allow-related, allow-stateless, drop, reject or pass",
+            ),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                errors.push(ValidationError::Unsupported {
+                    object: object.clone(),
+                    field: format!("spec.acls[{i}].{field}"),
+                    value: value.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    errors
 }
 
 /// Finds subnets whose CIDRs overlap another subnet of the same VPC (see
@@ -584,7 +671,7 @@ pub fn validate_vpc(vpc: &Vpc) -> Vec<ValidationError> {
         }
     }
     for (i, r) in vpc.spec.policy_routes.iter().enumerate() {
-        if !(0..=32767).contains(&r.priority) {
+        if !OVN_PRIORITY_RANGE.contains(&r.priority) {
             errors.push(ValidationError::OutOfRange {
                 object: object.clone(),
                 field: format!("spec.policyRoutes[{i}].priority"),
@@ -611,6 +698,46 @@ pub fn validate_vpc(vpc: &Vpc) -> Vec<ValidationError> {
                     });
                 }
             }
+        }
+    }
+    errors
+}
+
+/// Validates a ProviderNetwork: some interface to use (the default or a per-node one), and
+/// interface names Linux accepts.
+pub fn validate_provider_network(pn: &ProviderNetwork) -> Vec<ValidationError> {
+    let object = ObjectRef::cluster("ProviderNetwork", pn.metadata.name.as_deref().unwrap_or(""));
+    let mut errors = Vec::new();
+    let spec = &pn.spec;
+    if spec.default_interface.trim().is_empty() && spec.custom_interfaces.is_empty() {
+        errors.push(ValidationError::MissingField {
+            object: object.clone(),
+            field: "spec.defaultInterface".into(),
+        });
+    }
+    let names = std::iter::once(("spec.defaultInterface".to_string(), &spec.default_interface))
+        .filter(|(_, n)| !n.is_empty())
+        .chain(spec.custom_interfaces.iter().enumerate().map(|(i, c)| {
+            (
+                format!("spec.customInterfaces[{i}].interface"),
+                &c.interface,
+            )
+        }));
+    for (field, name) in names {
+        let bad = name.is_empty()
+            || name.len() > 15
+            || name == "."
+            || name == ".."
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if bad {
+            errors.push(ValidationError::Unsupported {
+                object: object.clone(),
+                field,
+                value: name.clone(),
+                reason: "not a Linux interface name (1..15 bytes, no '/', ':' or blanks)",
+            });
         }
     }
     errors
@@ -797,7 +924,7 @@ pub fn default_vpc() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::crd::SubnetSpec;
+    use crate::crd::SubnetSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn subnet(name: &str, cidr: &str) -> Subnet {
@@ -1008,7 +1135,7 @@ mod tests {
 
     #[test]
     fn vpc_routes() {
-        use crate::api::crd::{PolicyRoute, StaticRoute};
+        use crate::crd::{PolicyRoute, StaticRoute};
         let mut vpc = Vpc::new("blue", Default::default());
         vpc.spec.static_routes = vec![
             StaticRoute {
