@@ -321,9 +321,9 @@ spec: {cidrBlock: 192.168.20.0/24, vlan: vlan-good}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_a_bad_vpc_and_a_bad_vlan_still_converges_in_the_nb() {
     use ferrovn_control::controller::{Controller, ControllerOptions};
-    use ferrovn_ovsdb::testkit::OvnCentral;
+    use ferrovn_testkit::ovsdb::OvnCentral;
 
-    let central = OvnCentral::start().expect("OVN central (make ovn)");
+    let central = OvnCentral::start().expect("OVN central (make ovs-ovn)");
     let nbctl = |args: &[&str]| {
         central
             .nbctl(args)

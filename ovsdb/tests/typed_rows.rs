@@ -1,6 +1,10 @@
 //! Typed rows (the generated `nb` module) written to and read back from a real ovsdb-server
 //! serving the committed schema copy.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ferrovn_ovsdb::nb::{self, LogicalSwitch, LogicalSwitchPort};
 use ferrovn_ovsdb::{OpResult, Operation, Row, Transaction, Uuid};
 use ferrovn_testkit::ovsdb::OvsdbServer;

@@ -172,7 +172,11 @@ impl Node {
         node.vsctl_no_wait(["init"])?;
         // node setup plans userspace TSO before ovs-vswitchd starts, as the lab and a real
         // node do (docs/ovs-ovn.md); a config may say otherwise
-        if !cfg.other_config.iter().any(|(k, _)| k == "userspace-tso-enable") {
+        if !cfg
+            .other_config
+            .iter()
+            .any(|(k, _)| k == "userspace-tso-enable")
+        {
             node.vsctl_no_wait([
                 "set",
                 "Open_vSwitch",
