@@ -451,22 +451,46 @@ impl ControlPlane {
         namespace: &str,
         name: &str,
     ) -> Result<PathBuf, KubeError> {
+        self.token_kubeconfig(namespace, name, None)
+    }
+
+    /// Like [`ControlPlane::service_account_kubeconfig`], with a token bound to Node `node`
+    /// (`kubectl create token --bound-object-kind Node --bound-object-name <node>`): the
+    /// apiserver puts the node name into the user's extra info
+    /// (`authentication.kubernetes.io/node-name`), as for a pod-bound token of a pod on that
+    /// node. The Node must exist.
+    pub fn node_bound_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+    ) -> Result<PathBuf, KubeError> {
+        self.token_kubeconfig(namespace, name, Some(node))
+    }
+
+    fn token_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: Option<&str>,
+    ) -> Result<PathBuf, KubeError> {
         if self
             .kubectl(&["-n", namespace, "get", "serviceaccount", name, "-o", "name"])
             .is_err()
         {
             self.kubectl(&["-n", namespace, "create", "serviceaccount", name])?;
         }
-        let token = self
-            .kubectl(&["-n", namespace, "create", "token", name, "--duration=1h"])?
-            .stdout
-            .trim()
-            .to_string();
+        let mut args = vec!["-n", namespace, "create", "token", name, "--duration=1h"];
+        if let Some(node) = node {
+            args.extend(["--bound-object-kind", "Node", "--bound-object-name", node]);
+        }
+        let token = self.kubectl(&args)?.stdout.trim().to_string();
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        let path = self
-            .dir
-            .path()
-            .join(format!("sa-{namespace}-{name}.kubeconfig"));
+        let file = match node {
+            Some(node) => format!("sa-{namespace}-{name}-node-{node}.kubeconfig"),
+            None => format!("sa-{namespace}-{name}.kubeconfig"),
+        };
+        let path = self.dir.path().join(file);
         std::fs::write(
             &path,
             kubeconfig(

@@ -1,0 +1,262 @@
+//! The node agent's Kubernetes calls against a real control plane (ferrovn-testkit, built by
+//! `make kube-bins`), made as the agent's own ServiceAccount `kube-system/ferrovn-node`, bound
+//! only by deploy/node-rbac.yaml (never cluster-admin).
+//!
+//! The calls are those `ferrovn-node --kube` makes, through the same library functions
+//! (dataplane/src/kube_api.rs): read the Node's `ovn.kubernetes.io/ovs_dp_type` label and pick
+//! the profile, publish node annotations, read a pod's allocation, patch and clear pod
+//! annotations. The binary itself is not started: it needs a node's OVS and an OVN Southbound
+//! before it talks to Kubernetes, and every Kubernetes request it sends is one of these.
+
+use std::path::{Path, PathBuf};
+
+use ferrovn_dataplane::alloc::{AllocationSource, Annotations, PodRef};
+use ferrovn_dataplane::dpdk::vhost::PodAnnotator;
+use ferrovn_dataplane::kube_api::{self, KubeAllocations, KubeNodeSink, KubePodAnnotator};
+use ferrovn_dataplane::profile::{self, ProfileInputs};
+use ferrovn_dataplane::report::NodeReportSink;
+use ferrovn_testkit::kube::ControlPlane;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("dataplane has a parent")
+        .join("deploy")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
+    let o = format!("jsonpath={expr}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &o]);
+    cp.kubectl(&all)
+        .map(|o| o.stdout)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn annotation_expr(key: &str) -> String {
+    format!("{{.metadata.annotations.{}}}", key.replace('.', "\\."))
+}
+
+fn pod_annotation(cp: &ControlPlane, ns: &str, pod: &str, key: &str) -> String {
+    jsonpath(cp, &["-n", ns, "get", "pod", pod], &annotation_expr(key))
+}
+
+fn node_annotation(cp: &ControlPlane, node: &str, key: &str) -> String {
+    jsonpath(cp, &["get", "node", node], &annotation_expr(key))
+}
+
+fn ann(pairs: &[(&str, &str)]) -> Annotations {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn pod(ns: &str, name: &str) -> PodRef {
+    PodRef {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// Two nodes (a: DPDK-labelled, b: kernel), a pod on each with a controller allocation, and
+/// annotations not the agent's (they must survive its patches).
+const OBJECTS: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels: {ovn.kubernetes.io/ovs_dp_type: kernel}
+  annotations: {example.com/owner: ops}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+  labels: {ovn.kubernetes.io/ovs_dp_type: userspace}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-a
+  namespace: demo
+  annotations:
+    example.com/team: web
+    ovn.kubernetes.io/allocated: "true"
+    ovn.kubernetes.io/ip_address: 10.16.0.5
+    ovn.kubernetes.io/cidr: 10.16.0.0/16
+    ovn.kubernetes.io/gateway: 10.16.0.1
+    ovn.kubernetes.io/mac_address: "00:00:00:aa:00:05"
+    ovn.kubernetes.io/logical_switch: ovn-default
+spec:
+  nodeName: node-a
+  containers: [{name: c, image: pause}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-b
+  namespace: demo
+spec:
+  nodeName: node-b
+  containers: [{name: c, image: pause}]
+"#;
+
+#[test]
+fn node_agent_kube_calls_as_its_service_account() {
+    let cp = ControlPlane::start().expect("control plane (make kube-bins)");
+    eprintln!("control plane up in {:?}", cp.startup_time());
+    cp.kubectl(&["apply", "-f", path(&deploy().join("node-rbac.yaml"))])
+        .expect("apply deploy/node-rbac.yaml");
+    cp.kubectl_stdin(&["apply", "-f", "-"], OBJECTS)
+        .expect("apply nodes and pods");
+    let agent_a = cp
+        .node_bound_service_account_kubeconfig("kube-system", "ferrovn-node", "node-a")
+        .expect("node-bound token for node-a");
+
+    // Least privilege: exactly get + patch of nodes and pods.
+    for (verb, resource, allowed) in [
+        ("get", "nodes", true),
+        ("patch", "nodes", true),
+        ("get", "pods", true),
+        ("patch", "pods", true),
+        ("list", "pods", false),
+        ("watch", "pods", false),
+        ("list", "nodes", false),
+        ("delete", "pods", false),
+        ("create", "pods", false),
+        ("update", "nodes", false),
+        ("patch", "pods --subresource=status", false),
+        ("patch", "nodes --subresource=status", false),
+        ("get", "secrets", false),
+    ] {
+        let mut args = vec!["auth", "can-i", verb, "-A"];
+        args.extend(resource.split(' '));
+        let out = cp.kubectl_as(&agent_a, &args, None);
+        let answer = match &out {
+            Ok(o) => o.stdout.trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            out.is_ok(),
+            allowed,
+            "ferrovn-node can-i {verb} {resource}: {answer}"
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let client = kube_api::client(Some(&agent_a))
+            .await
+            .expect("client from the ServiceAccount kubeconfig");
+
+        // The profile from the Node's label, as `--profile auto` does.
+        let labels = kube_api::node_labels(&client, "node-a")
+            .await
+            .expect("read Node node-a's labels");
+        let label = labels.get(profile::OVS_DP_TYPE_LABEL).cloned();
+        assert_eq!(label.as_deref(), Some("kernel"), "{labels:?}");
+        let decision = profile::select_profile(&ProfileInputs {
+            dp_type_label: label,
+            ..Default::default()
+        })
+        .expect("profile decision");
+        let err = kube_api::node_labels(&client, "node-x")
+            .await
+            .expect_err("a missing Node is an error");
+        assert!(err.to_string().contains("Node node-x"), "{err}");
+
+        // Node annotations: merge patch of the differing keys only; others stay.
+        let sink = KubeNodeSink::new(client.clone(), "node-a");
+        let mut published = decision.annotations();
+        published.insert("ovn.kubernetes.io/chassis".into(), "node-a".into());
+        let changed = sink.publish(&published).await.expect("patch Node node-a");
+        assert_eq!(changed.len(), published.len(), "{changed:?}");
+        assert_eq!(
+            sink.publish(&published).await.expect("publish again"),
+            Vec::<String>::new(),
+            "nothing differs: nothing patched"
+        );
+        for (key, value) in &published {
+            assert_eq!(&node_annotation(&cp, "node-a", key), value, "{key}");
+        }
+        assert_eq!(
+            node_annotation(&cp, "node-a", profile::PROFILE_ANNOTATION),
+            "kernel"
+        );
+        assert_eq!(node_annotation(&cp, "node-a", "example.com/owner"), "ops");
+
+        // The pod's allocation, as the CNI ADD waits for it.
+        let allocations =
+            KubeAllocations::new(client.clone()).with_min_interval(std::time::Duration::ZERO);
+        let alloc = allocations
+            .lookup(&pod("demo", "web-a"), "ovn")
+            .await
+            .expect("read Pod demo/web-a")
+            .expect("web-a is allocated");
+        assert_eq!(alloc.logical_switch, "ovn-default");
+        assert_eq!(
+            alloc
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>(),
+            ["10.16.0.5/16"]
+        );
+        assert_eq!(
+            allocations
+                .lookup(&pod("demo", "web-b"), "ovn")
+                .await
+                .expect("read Pod demo/web-b"),
+            None,
+            "not allocated yet"
+        );
+        assert_eq!(
+            allocations
+                .lookup(&pod("demo", "gone"), "ovn")
+                .await
+                .expect("a missing pod is not an error"),
+            None
+        );
+
+        // Pod annotations: set, then removed; other annotations stay.
+        let annotator = KubePodAnnotator::new(client.clone());
+        let key = "vhost-user.ferrovn.io/net1";
+        annotator
+            .annotate(
+                &pod("demo", "web-a"),
+                &ann(&[(key, "{\"ifname\":\"net1\"}")]),
+                &[],
+            )
+            .await
+            .expect("patch Pod demo/web-a");
+        assert_eq!(
+            pod_annotation(&cp, "demo", "web-a", key),
+            "{\"ifname\":\"net1\"}"
+        );
+        annotator
+            .annotate(&pod("demo", "web-a"), &ann(&[]), &[key.to_string()])
+            .await
+            .expect("remove the annotation");
+        assert_eq!(pod_annotation(&cp, "demo", "web-a", key), "");
+        assert_eq!(
+            pod_annotation(&cp, "demo", "web-a", "example.com/team"),
+            "web"
+        );
+        assert_eq!(
+            pod_annotation(&cp, "demo", "web-a", "ovn.kubernetes.io/ip_address"),
+            "10.16.0.5"
+        );
+    });
+}
