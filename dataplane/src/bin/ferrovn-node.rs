@@ -216,6 +216,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let name = args.node_name.clone().unwrap_or_else(hostname);
+    // First of all: a second agent on this node refuses before it touches OVS or the API. The
+    // lock lives as long as main. Requests that arrive before the agent is ready wait in the
+    // socket's backlog.
+    let server::CniSocket {
+        listener,
+        lock: _socket_lock,
+    } = server::bind(&args.socket)?;
     let kube_client = if args.kube || args.kubeconfig.is_some() {
         let client = ferrovn_dataplane::kube_api::client(args.kubeconfig.as_deref())
             .await
@@ -332,8 +339,6 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
     }
-    let listener = server::bind(&args.socket)
-        .with_context(|| format!("binding CNI socket {}", args.socket.display()))?;
     let tso = agent.userspace_tso();
     tracing::info!(socket = %args.socket.display(), ovs = %args.ovs_db,
         userspace_tso = tso.active, vswitchd_restart_required = tso.restart_required,
