@@ -7,6 +7,9 @@
 //! the profile, publish node annotations, read a pod's allocation, patch and clear pod
 //! annotations. The binary itself is not started: it needs a node's OVS and an OVN Southbound
 //! before it talks to Kubernetes, and every Kubernetes request it sends is one of these.
+//!
+//! Then deploy/node-admission-policy.yaml: with a token bound to node A the agent may patch
+//! Node A and the pods scheduled to A, and nothing else; a token bound to no node writes nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -259,4 +262,196 @@ fn node_agent_kube_calls_as_its_service_account() {
             "10.16.0.5"
         );
     });
+
+    only_its_own_node(&cp, &rt, &agent_a);
+}
+
+/// The policy's name: every refusal names it.
+const POLICY: &str = "ferrovn-node-own-node";
+
+fn assert_refused(result: Result<(), String>, what: &str, why: &str) {
+    let err = result.expect_err(what);
+    assert!(
+        err.contains(&format!("ValidatingAdmissionPolicy '{POLICY}'")) && err.contains(why),
+        "{what}: {err}"
+    );
+}
+
+fn only_its_own_node(cp: &ControlPlane, rt: &tokio::runtime::Runtime, agent_a: &Path) {
+    cp.kubectl(&[
+        "apply",
+        "-f",
+        path(&deploy().join("node-admission-policy.yaml")),
+    ])
+    .expect("apply deploy/node-admission-policy.yaml");
+    let agent_b = cp
+        .node_bound_service_account_kubeconfig("kube-system", "ferrovn-node", "node-b")
+        .expect("node-bound token for node-b");
+    let unbound = cp
+        .service_account_kubeconfig("kube-system", "ferrovn-node")
+        .expect("a token bound to no node");
+    rt.block_on(async {
+        let a = kube_api::client(Some(agent_a)).await.expect("client a");
+        let b = kube_api::client(Some(&agent_b)).await.expect("client b");
+        let nobody = kube_api::client(Some(&unbound)).await.expect("client");
+
+        // The policy is in force once the apiserver's policy cache has it: patch Node B as
+        // agent A until that is refused.
+        let start = std::time::Instant::now();
+        let a_on_node_b = KubeNodeSink::new(a.clone(), "node-b");
+        let refusal = loop {
+            let probe = ann(&[("ferrovn.io/probe", &format!("{:?}", start.elapsed()))]);
+            match a_on_node_b.publish(&probe).await {
+                Err(e) if e.to_string().contains(POLICY) => break e.to_string(),
+                Ok(_) => {}
+                Err(e) => panic!("patch Node node-b as agent a: {e}"),
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "the policy never refused agent a patching Node node-b"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        eprintln!(
+            "policy in force after {:?}; agent a patching Node node-b: {refusal}",
+            start.elapsed()
+        );
+        assert!(
+            refusal.contains("may patch only its own Node, not Node node-b"),
+            "{refusal}"
+        );
+        let agent_key = "ovn.kubernetes.io/chassis";
+        let stolen = ann(&[(agent_key, "node-a")]);
+        assert_refused(
+            a_on_node_b
+                .publish(&stolen)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "agent a patching Node node-b",
+            "on node node-a may patch only its own Node",
+        );
+        assert_eq!(node_annotation(cp, "node-b", agent_key), "");
+
+        // Its own Node: allowed.
+        KubeNodeSink::new(a.clone(), "node-a")
+            .publish(&ann(&[("ferrovn.io/hw-offload", "false")]))
+            .await
+            .expect("agent a patches Node node-a");
+        assert_eq!(
+            node_annotation(cp, "node-a", "ferrovn.io/hw-offload"),
+            "false"
+        );
+
+        // Pods: only those scheduled to its node.
+        let key = "vhost-user.ferrovn.io/net1";
+        let value = ann(&[(key, "{\"ifname\":\"net1\"}")]);
+        let err = KubePodAnnotator::new(a.clone())
+            .annotate(&pod("demo", "web-b"), &value, &[])
+            .await
+            .map_err(|e| e.to_string());
+        eprintln!("agent a patching pod demo/web-b: {:?}", err.as_ref().err());
+        assert_refused(
+            err,
+            "agent a patching pod demo/web-b (on node-b)",
+            "may patch only Pods scheduled to it, not Pod demo/web-b (on node node-b)",
+        );
+        assert_eq!(pod_annotation(cp, "demo", "web-b", key), "");
+        KubePodAnnotator::new(a.clone())
+            .annotate(&pod("demo", "web-a"), &value, &[])
+            .await
+            .expect("agent a patches its own pod demo/web-a");
+        assert_eq!(
+            pod_annotation(cp, "demo", "web-a", key),
+            "{\"ifname\":\"net1\"}"
+        );
+        KubePodAnnotator::new(b.clone())
+            .annotate(&pod("demo", "web-b"), &value, &[])
+            .await
+            .expect("agent b patches its own pod demo/web-b");
+        assert_eq!(
+            pod_annotation(cp, "demo", "web-b", key),
+            "{\"ifname\":\"net1\"}"
+        );
+        // removals are writes too
+        assert_refused(
+            KubePodAnnotator::new(b.clone())
+                .annotate(&pod("demo", "web-a"), &ann(&[]), &[key.to_string()])
+                .await
+                .map_err(|e| e.to_string()),
+            "agent b removing an annotation of pod demo/web-a",
+            "not Pod demo/web-a (on node node-a)",
+        );
+        assert_eq!(
+            pod_annotation(cp, "demo", "web-a", key),
+            "{\"ifname\":\"net1\"}"
+        );
+
+        // A token bound to no node: no write at all, reads still work.
+        let why = "writes only with a token bound to its node";
+        assert_refused(
+            KubeNodeSink::new(nobody.clone(), "node-a")
+                .publish(&ann(&[("ferrovn.io/hw-offload", "true")]))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "unbound token patching Node node-a",
+            why,
+        );
+        assert_refused(
+            KubePodAnnotator::new(nobody.clone())
+                .annotate(&pod("demo", "web-a"), &ann(&[(key, "x")]), &[])
+                .await
+                .map_err(|e| e.to_string()),
+            "unbound token patching pod demo/web-a",
+            why,
+        );
+        assert_eq!(
+            node_annotation(cp, "node-a", "ferrovn.io/hw-offload"),
+            "false"
+        );
+        kube_api::node_labels(&nobody, "node-a")
+            .await
+            .expect("reads are not admission-controlled");
+    });
+
+    // kubectl as agent a (what an attacker holding its token would try): the same answers.
+    cp.kubectl_as(
+        agent_a,
+        &[
+            "-n",
+            "demo",
+            "annotate",
+            "pod",
+            "web-a",
+            "vhost-user.ferrovn.io/net2={}",
+        ],
+        None,
+    )
+    .expect("kubectl annotate of its own pod as agent a");
+    assert_eq!(
+        pod_annotation(cp, "demo", "web-a", "vhost-user.ferrovn.io/net2"),
+        "{}"
+    );
+    let err = cp
+        .kubectl_as(
+            agent_a,
+            &[
+                "-n",
+                "demo",
+                "annotate",
+                "pod",
+                "web-b",
+                "ovn.kubernetes.io/ip_address=10.16.0.99",
+                "--overwrite",
+            ],
+            None,
+        )
+        .expect_err("kubectl annotate of a pod on node-b as agent a")
+        .to_string();
+    assert!(err.contains(POLICY), "{err}");
+    assert_eq!(
+        pod_annotation(cp, "demo", "web-b", "ovn.kubernetes.io/ip_address"),
+        ""
+    );
 }
