@@ -1,6 +1,8 @@
 //! deploy/ against a real kube-apiserver (ferrovn-testkit's ControlPlane, built by
 //! `make kube-bins`): every CRD is accepted and served with our printer columns, and every
-//! manifest we ship passes the server's own validation (`kubectl apply --dry-run=server`).
+//! manifest we ship passes the server's own validation (`kubectl apply --dry-run=server`); the
+//! controller Deployment and the node agent DaemonSets are stored as written and each
+//! DaemonSet wants exactly the nodes of its profile label.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -168,5 +170,121 @@ fn crds_and_every_manifest_are_accepted_by_a_real_apiserver() {
         );
         cp.kubectl(&["apply", "-f", f.to_str().unwrap()])
             .unwrap_or_else(|e| panic!("apply {}: {e}", f.display()));
+    }
+
+    workloads_as_installed(&cp);
+}
+
+fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
+    let o = format!("jsonpath={expr}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &o]);
+    cp.kubectl(&all).unwrap_or_else(|e| panic!("{e}")).stdout
+}
+
+/// deploy/ferrovn.yaml as the apiserver stored it: the controller Deployment and one node
+/// agent DaemonSet per profile, each DaemonSet placed by the `ovn.kubernetes.io/ovs_dp_type`
+/// label, with the agent's privileges and host mounts.
+fn workloads_as_installed(cp: &ControlPlane) {
+    let ks = ["-n", "kube-system"];
+    let get = |kind: &str, name: &str, expr: &str| {
+        let mut args = ks.to_vec();
+        args.extend(["get", kind, name]);
+        jsonpath(cp, &args, expr)
+    };
+    assert_eq!(
+        get(
+            "deployment",
+            "ferrovn-controller",
+            "{.spec.template.spec.serviceAccountName} {.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].imagePullPolicy}"
+        ),
+        "ferrovn-controller 2 ferrovn/ferrovn:dev Never"
+    );
+    for (ds, operator) in [
+        ("ferrovn-node-kernel", "NotIn"),
+        ("ferrovn-node-dpdk", "In"),
+    ] {
+        let t = ".spec.template.spec";
+        assert_eq!(
+            get(
+                "daemonset",
+                ds,
+                &format!(
+                    "{{{t}.serviceAccountName}} {{{t}.hostNetwork}} {{{t}.hostPID}} \
+                     {{{t}.containers[0].securityContext.privileged}} {{{t}.initContainers[0].name}} \
+                     {{{t}.containers[0].imagePullPolicy}} \
+                     {{{t}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key}} \
+                     {{{t}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator}}"
+                )
+            ),
+            format!(
+                "ferrovn-node true true true install-cni Never ovn.kubernetes.io/ovs_dp_type {operator}"
+            ),
+            "{ds}"
+        );
+        let mounts = get(
+            "daemonset",
+            ds,
+            &format!(
+                "{{range {t}.containers[0].volumeMounts[*]}}{{.mountPath}}={{.mountPropagation}} {{end}}"
+            ),
+        );
+        let mounts: Vec<&str> = mounts.split_whitespace().collect();
+        for needed in [
+            "/run/openvswitch=",
+            "/run/ferrovn=",
+            "/var/run/netns=HostToContainer",
+            "/var/lib/kubelet=HostToContainer",
+            "/etc/cni/net.d=",
+            "/opt/cni/bin=",
+        ] {
+            assert!(mounts.contains(&needed), "{ds}: {needed} in {mounts:?}");
+        }
+        assert_eq!(
+            mounts.contains(&"/dev/hugepages=HostToContainer"),
+            ds == "ferrovn-node-dpdk",
+            "{ds}: hugepages only for DPDK: {mounts:?}"
+        );
+    }
+
+    // One agent per node, by label: no label and `kernel` -> kernel DaemonSet, `userspace` -> DPDK.
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Node\nmetadata: {name: plain}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: kern, labels: {ovn.kubernetes.io/ovs_dp_type: kernel}}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: fast, labels: {ovn.kubernetes.io/ovs_dp_type: userspace}}\n",
+    )
+    .expect("apply three Nodes");
+    // deploy/examples has Nodes too: count every Node's label
+    let labels = jsonpath(
+        cp,
+        &["get", "nodes"],
+        "{range .items[*]}{.metadata.labels.ovn\\.kubernetes\\.io/ovs_dp_type}{\"|\"}{end}",
+    );
+    let labels: Vec<&str> = labels.split_terminator('|').collect();
+    let want_dpdk = labels.iter().filter(|l| **l == "userspace").count();
+    let want_kernel = labels.len() - want_dpdk;
+    assert!(want_dpdk >= 1 && want_kernel >= 2, "node labels {labels:?}");
+    let want = (want_kernel.to_string(), want_dpdk.to_string());
+    let start = std::time::Instant::now();
+    loop {
+        let kernel = get(
+            "daemonset",
+            "ferrovn-node-kernel",
+            "{.status.desiredNumberScheduled}",
+        );
+        let dpdk = get(
+            "daemonset",
+            "ferrovn-node-dpdk",
+            "{.status.desiredNumberScheduled}",
+        );
+        if (&kernel, &dpdk) == (&want.0, &want.1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "desired agents per DaemonSet: kernel {kernel:?}, dpdk {dpdk:?}, want {want:?} (node labels {labels:?})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
