@@ -11,6 +11,10 @@
 //! Then deploy/node-admission-policy.yaml: with a token bound to node A the agent may patch
 //! Node A and the pods scheduled to A, and nothing else; a token bound to no node writes nothing.
 
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 use ferrovn_dataplane::alloc::{AllocationSource, Annotations, PodRef};
