@@ -419,6 +419,51 @@ fn only_its_own_node(cp: &ControlPlane, rt: &tokio::runtime::Runtime, agent_a: &
             .expect("reads are not admission-controlled");
     });
 
+    // The token a DaemonSet pod on node-a really gets is bound to the pod, not the Node: the
+    // apiserver derives the node from the pod, and the policy treats it the same.
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ferrovn-node-a, namespace: kube-system}\n\
+         spec:\n  serviceAccountName: ferrovn-node\n  nodeName: node-a\n  \
+         containers: [{name: agent, image: pause}]\n",
+    )
+    .expect("an agent pod on node-a");
+    let pod_token = cp
+        .pod_bound_service_account_kubeconfig("kube-system", "ferrovn-node", "ferrovn-node-a")
+        .expect("pod-bound token");
+    cp.kubectl_as(
+        &pod_token,
+        &[
+            "-n",
+            "demo",
+            "annotate",
+            "pod",
+            "web-a",
+            "vhost-user.ferrovn.io/net3={}",
+        ],
+        None,
+    )
+    .expect("the agent pod's token patches a pod on its node");
+    let err = cp
+        .kubectl_as(
+            &pod_token,
+            &[
+                "-n",
+                "demo",
+                "annotate",
+                "pod",
+                "web-b",
+                "vhost-user.ferrovn.io/net3={}",
+            ],
+            None,
+        )
+        .expect_err("the agent pod's token patching a pod on node-b")
+        .to_string();
+    assert!(
+        err.contains(POLICY) && err.contains("ferrovn-node on node node-a"),
+        "{err}"
+    );
+
     // kubectl as agent a (what an attacker holding its token would try): the same answers.
     cp.kubectl_as(
         agent_a,

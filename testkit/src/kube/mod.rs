@@ -465,14 +465,28 @@ impl ControlPlane {
         name: &str,
         node: &str,
     ) -> Result<PathBuf, KubeError> {
-        self.token_kubeconfig(namespace, name, Some(node))
+        self.token_kubeconfig(namespace, name, Some(("Node", node)))
     }
 
+    /// Like [`ControlPlane::service_account_kubeconfig`], with a token bound to Pod
+    /// `namespace/pod` (which must exist and run as that ServiceAccount): the token a kubelet
+    /// projects into the pod. Its user carries the pod's node as
+    /// `authentication.kubernetes.io/node-name`.
+    pub fn pod_bound_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        pod: &str,
+    ) -> Result<PathBuf, KubeError> {
+        self.token_kubeconfig(namespace, name, Some(("Pod", pod)))
+    }
+
+    /// `bound`: (kind, name) of the object the token is bound to.
     fn token_kubeconfig(
         &self,
         namespace: &str,
         name: &str,
-        node: Option<&str>,
+        bound: Option<(&str, &str)>,
     ) -> Result<PathBuf, KubeError> {
         if self
             .kubectl(&["-n", namespace, "get", "serviceaccount", name, "-o", "name"])
@@ -481,13 +495,16 @@ impl ControlPlane {
             self.kubectl(&["-n", namespace, "create", "serviceaccount", name])?;
         }
         let mut args = vec!["-n", namespace, "create", "token", name, "--duration=1h"];
-        if let Some(node) = node {
-            args.extend(["--bound-object-kind", "Node", "--bound-object-name", node]);
+        if let Some((kind, object)) = bound {
+            args.extend(["--bound-object-kind", kind, "--bound-object-name", object]);
         }
         let token = self.kubectl(&args)?.stdout.trim().to_string();
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        let file = match node {
-            Some(node) => format!("sa-{namespace}-{name}-node-{node}.kubeconfig"),
+        let file = match bound {
+            Some((kind, object)) => format!(
+                "sa-{namespace}-{name}-{}-{object}.kubeconfig",
+                kind.to_lowercase()
+            ),
             None => format!("sa-{namespace}-{name}.kubeconfig"),
         };
         let path = self.dir.path().join(file);
