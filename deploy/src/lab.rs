@@ -152,6 +152,29 @@ fn processes_by_name(records: &Records) -> BTreeMap<String, (u32, String)> {
 // up
 
 /// Refuses to start when something is wrong, with the reason and the fix.
+/// The OVS and OVN versions the lab runs, as the programs themselves report them.
+fn datapath_versions() -> String {
+    let first_line = |program: &str| {
+        run(10, program, ["--version"])
+            .ok()
+            .and_then(|o| o.lines().next().map(str::to_string))
+            .unwrap_or_else(|| format!("{program}: version unknown"))
+    };
+    let dpdk = run(10, &vswitchd_dpdk().display().to_string(), ["--version"])
+        .ok()
+        .and_then(|o| {
+            o.lines()
+                .find(|l| l.starts_with("DPDK"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "DPDK: version unknown".into());
+    format!(
+        "lab: datapath {} / {} / {dpdk}",
+        first_line("ovs-vswitchd"),
+        first_line("ovn-northd")
+    )
+}
+
 fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -186,10 +209,11 @@ fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
     }
     if !missing.is_empty() {
         bail!(
-            "missing system tools: {} — run `make deps` (Debian packages openvswitch-switch, openvswitch-switch-dpdk, ovn-central, ovn-host, dpdk-dev, iproute2, iputils-ping)",
+            "missing system tools: {} — run `make deps ovs-ovn` (OVS/OVN come from the Debian 13 rootfs in FERROVN_OVS_DIR, docs/ovs-ovn.md; dpdk-dev, iproute2, iputils-ping from Debian)",
             missing.join(", ")
         );
     }
+    println!("{}", datapath_versions());
     let mut bins = Vec::new();
     for b in ["ferrovn-controller", "ferrovn-node", "ferrovn-cni"] {
         if !opts.bin_dir.join(b).is_file() {

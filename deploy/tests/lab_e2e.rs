@@ -142,6 +142,15 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     ]);
     let out = text(&up);
     println!("{out}");
+    // the lab says which OVS / OVN / DPDK it runs: the rootfs' (docs/ovs-ovn.md)
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("lab: datapath ovs-vswitchd (Open vSwitch) 3.5")
+                && l.contains("ovn-northd 25.03")
+                && l.contains("DPDK 24.11")
+        ),
+        "no datapath version line:\n{out}"
+    );
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
