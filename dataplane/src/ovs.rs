@@ -280,7 +280,8 @@ fn string_of(row: &BTreeMap<String, Datum>, col: &str) -> Option<String> {
     row.get(col)?.as_atom()?.as_str().map(str::to_string)
 }
 
-fn map_of(row: &BTreeMap<String, Datum>, col: &str) -> BTreeMap<String, String> {
+/// A string-to-string map column of `row` (empty when absent).
+pub(crate) fn map_of(row: &BTreeMap<String, Datum>, col: &str) -> BTreeMap<String, String> {
     row.get(col)
         .and_then(Datum::as_map)
         .map(|m| {

@@ -19,11 +19,9 @@
 //!   the key written and ovs-vswitchd restarted. Its pods keep tx offloads off, which is correct
 //!   without TSO.
 
-use std::collections::BTreeMap;
-
 use ferrovn_ovsdb::{Atom, Condition, Datum, Mutator, Operation, Transaction, Uuid};
 
-use crate::ovs::{OVS_DB, OvsClient, OvsError};
+use crate::ovs::{OVS_DB, OvsClient, OvsError, map_of};
 
 /// The `Open_vSwitch.other_config` key.
 pub const KEY: &str = "userspace-tso-enable";
@@ -110,7 +108,7 @@ pub async fn ensure(ovs: &OvsClient) -> Result<TsoStart, OvsError> {
             what: "Open_vSwitch row without _uuid".into(),
         })?;
     let facts = TsoFacts {
-        value: other_config(row).remove(KEY),
+        value: map_of(row, "other_config").remove(KEY),
         vswitchd_has_run: row
             .get("iface_types")
             .and_then(Datum::as_atoms)
@@ -127,18 +125,6 @@ pub async fn ensure(ovs: &OvsClient) -> Result<TsoStart, OvsError> {
         );
     }
     Ok(start)
-}
-
-fn other_config(row: &BTreeMap<String, Datum>) -> BTreeMap<String, String> {
-    row.get("other_config")
-        .and_then(Datum::as_map)
-        .map(|m| {
-            m.as_slice()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

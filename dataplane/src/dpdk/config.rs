@@ -17,7 +17,7 @@ use ferrovn_ovsdb::{Atom, Datum, Mutator, Operation, Transaction, WaitUntil};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::ovs::{OVS_DB, OvsClient, OvsError};
+use crate::ovs::{OVS_DB, OvsClient, OvsError, map_of};
 
 /// Geneve overhead with an IPv4 underlay: outer IPv4 20 + UDP 8 + Geneve 8 + OVN's Geneve
 /// option 8 + inner Ethernet 14 (the underlay MTU counts from the outer IP header).
@@ -454,18 +454,6 @@ pub fn other_config_txn(desired: &BTreeMap<String, String>) -> Transaction {
             ),
     );
     txn
-}
-
-fn map_of(row: &BTreeMap<String, Datum>, col: &str) -> BTreeMap<String, String> {
-    row.get(col)
-        .and_then(Datum::as_map)
-        .map(|m| {
-            m.as_slice()
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What [`apply_other_config`] found and did.
