@@ -354,7 +354,11 @@ fn vhost_phase(
         move |n| {
             let err = |e: String| Error::Setup(e);
             let i = gather_inputs(
-                &HostPaths::default(),
+                &HostPaths {
+                    // the DPDK vswitchd of the OVS/OVN rootfs, not Debian's path on the host
+                    dpdk_vswitchd: vswitchd_dpdk(),
+                    ..HostPaths::default()
+                },
                 Some("userspace".into()),
                 Some(pre),
                 false,

@@ -170,7 +170,11 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     let pre_cfg = dcfg.clone();
     let mut b = Node::start_with(&format!("fvt-{tag}-b"), &b_cfg, move |node| {
         let inputs = gather_inputs(
-            &HostPaths::default(),
+            &HostPaths {
+                // the DPDK vswitchd of the OVS/OVN rootfs, not Debian's path on the host
+                dpdk_vswitchd: vswitchd_dpdk(),
+                ..HostPaths::default()
+            },
             Some("userspace".into()),
             Some(pre_cfg),
             false,
