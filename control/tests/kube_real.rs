@@ -8,90 +8,15 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod real_controller;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::assert_within;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("control has a parent")
-        .to_path_buf()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-/// A controller process, killed and reaped on drop; its log is read on failure.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn spawn(kubeconfig: &Path, nb: &str, dir: &Path, identity: &str) -> Controller {
-        let log = dir.join(format!("{identity}.log"));
-        let out = std::fs::File::create(&log).expect("controller log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
-            .args(["--kube", "--kubeconfig", path(kubeconfig), "--nb", nb])
-            .args(["--state-dir", path(&dir.join(identity))])
-            .args(["--identity", identity, "--debounce-ms", "100"])
-            .args(["--lease-duration", "6"])
-            .env("HOME", dir)
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn ferrovn-controller");
-        Controller { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("ferrovn-controller exited ({status}):\n{}", self.log());
-        }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "controller exits after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use real_controller::{Controller, path, repo};
 
 fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
     let o = format!("jsonpath={expr}");
@@ -174,7 +99,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
 
     let central = OvnCentral::start().expect("OVN central (make deps)");
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut controller = Controller::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a");
+    let mut controller = Controller::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a", 6);
 
     assert_within(Duration::from_secs(90), "every pod allocated", || {
         controller.assert_running();

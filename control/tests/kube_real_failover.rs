@@ -7,68 +7,18 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod real_controller;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::assert_within;
+use real_controller::{Controller, path, repo};
 
 /// `--lease-duration` of both replicas (seconds).
 const LEASE_SECONDS: u64 = 6;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("control has a parent")
-        .to_path_buf()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-struct Replica {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn spawn(kubeconfig: &Path, nb: &str, dir: &Path, identity: &str) -> Replica {
-        let log = dir.join(format!("{identity}.log"));
-        let out = std::fs::File::create(&log).expect("controller log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
-            .args(["--kube", "--kubeconfig", path(kubeconfig), "--nb", nb])
-            .args(["--state-dir", path(&dir.join(identity))])
-            .args(["--identity", identity, "--debounce-ms", "100"])
-            .args(["--lease-duration", &LEASE_SECONDS.to_string()])
-            .env("HOME", dir)
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn ferrovn-controller");
-        Replica { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits for `cond` (failing the test with `what` after `timeout`); returns how long it took.
 fn timed_wait(what: &str, timeout: Duration, cond: impl FnMut() -> bool) -> Duration {
@@ -137,11 +87,23 @@ fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
     let central = OvnCentral::start().expect("OVN central (make deps)");
     let tmp = tempfile::tempdir().expect("tmp");
 
-    let a = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-a");
+    let a = Controller::spawn(
+        &sa,
+        &central.nb_remote(),
+        tmp.path(),
+        "ctrl-a",
+        LEASE_SECONDS,
+    );
     timed_wait("ctrl-a leads", Duration::from_secs(60), || {
         holder(&cp) == "ctrl-a"
     });
-    let mut b = Replica::spawn(&sa, &central.nb_remote(), tmp.path(), "ctrl-b");
+    let mut b = Controller::spawn(
+        &sa,
+        &central.nb_remote(),
+        tmp.path(),
+        "ctrl-b",
+        LEASE_SECONDS,
+    );
     cp.kubectl_stdin(&["apply", "-f", "-"], &pod("before"))
         .expect("pod");
     timed_wait("pod before allocated", Duration::from_secs(60), || {
@@ -159,9 +121,7 @@ fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
         "ctrl-b leads",
         Duration::from_secs(3 * LEASE_SECONDS),
         || {
-            if let Ok(Some(s)) = b.child.try_wait() {
-                panic!("ctrl-b exited ({s}):\n{}", b.log());
-            }
+            b.assert_running();
             holder(&cp) == "ctrl-b"
         },
     );
