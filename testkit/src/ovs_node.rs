@@ -41,6 +41,13 @@ pub fn ovs_env(dir: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
+/// How many times the agent logging to `log` said it is ready (the log survives restarts).
+fn agent_ready_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.matches("ferrovn-node ready").count())
+        .unwrap_or(0)
+}
+
 fn wait_for_socket(what: &str, sock: &Path, daemon: &mut Daemon, log: &Path) -> Result<()> {
     let timeout = Duration::from_secs(20);
     let ok = wait_until(timeout, || {
@@ -447,6 +454,7 @@ impl Node {
             crate::ovs_paths::vswitchd_dpdk().display().to_string(),
         ));
         let log = self.dir.path().join("ferrovn-node.log");
+        let ready_before = agent_ready_lines(&log);
         // append: a restarted agent keeps the earlier log
         let mut d = Daemon::spawn_appending(
             "ferrovn-node",
@@ -457,6 +465,21 @@ impl Node {
             &log,
         )?;
         wait_for_socket("ferrovn-node", &sock, &mut d, &log)?;
+        // the agent binds its socket before it configures OVS (requests wait meanwhile); a test
+        // reading what the start wrote (node annotations, state files) needs it done
+        let timeout = Duration::from_secs(20);
+        let ready = wait_until(timeout, || {
+            agent_ready_lines(&log) > ready_before || !d.is_running()
+        });
+        if !ready || !d.is_running() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(Error::Timeout {
+                what: "ferrovn-node ready".to_string(),
+                waited: timeout,
+                detail: format!(" (log: {tail})"),
+            });
+        }
         self.agent = Some(d);
         Ok(sock)
     }
