@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::assert_within;
-use real_controller::{Controller, path, repo};
+use real_controller::{Controller, install_crds_and_rbac, path};
 
 fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
     let o = format!("jsonpath={expr}");
@@ -49,19 +49,7 @@ default: true\n  provider: ovn\n  vpc: ovn-cluster\n  gatewayType: distributed\n
 fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     let mut cp = ControlPlane::start().expect("control plane (make kube-bins)");
     eprintln!("control plane up in {:?}", cp.startup_time());
-    let deploy = repo().join("deploy");
-    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
-        .expect("CRDs");
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .expect("CRDs established");
-    cp.kubectl(&["apply", "-f", path(&deploy.join("rbac.yaml"))])
-        .expect("deploy/rbac.yaml");
+    let deploy = install_crds_and_rbac(&cp);
     let sa = cp
         .service_account_kubeconfig("kube-system", "ferrovn-controller")
         .expect("ServiceAccount kubeconfig");

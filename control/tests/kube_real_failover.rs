@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::assert_within;
-use real_controller::{Controller, path, repo};
+use real_controller::{Controller, install_crds_and_rbac};
 
 /// `--lease-duration` of both replicas (seconds).
 const LEASE_SECONDS: u64 = 6;
@@ -66,19 +66,7 @@ provider: ovn\n  vpc: ovn-cluster\n";
 fn standby_takes_over_within_the_lease_after_the_leader_is_killed() {
     let cp = ControlPlane::start().expect("control plane (make kube-bins)");
     eprintln!("control plane up in {:?}", cp.startup_time());
-    let deploy = repo().join("deploy");
-    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
-        .expect("CRDs");
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .expect("CRDs established");
-    cp.kubectl(&["apply", "-f", path(&deploy.join("rbac.yaml"))])
-        .expect("deploy/rbac.yaml");
+    install_crds_and_rbac(&cp);
     cp.kubectl_stdin(&["apply", "-f", "-"], SETUP)
         .expect("node + subnet");
     let sa = cp

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrovn_testkit::kube::ControlPlane;
+
 /// The repository root (deploy/ lives there).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +18,25 @@ pub fn repo() -> PathBuf {
 
 pub fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
+}
+
+/// Applies deploy/'s CRDs (waiting until they are Established) and the controller's RBAC;
+/// returns the deploy/ directory.
+pub fn install_crds_and_rbac(cp: &ControlPlane) -> PathBuf {
+    let deploy = repo().join("deploy");
+    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
+        .expect("CRDs");
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])
+    .expect("CRDs established");
+    cp.kubectl(&["apply", "-f", path(&deploy.join("rbac.yaml"))])
+        .expect("deploy/rbac.yaml");
+    deploy
 }
 
 /// A controller process, killed and reaped on drop.
