@@ -17,3 +17,4 @@ pub mod sriov;
 pub mod tunnel_announce;
 pub mod types;
 pub mod userspace_tso;
+pub mod vswitchd_rxbuf;

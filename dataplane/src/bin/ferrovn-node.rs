@@ -18,6 +18,7 @@ use ferrovn_dataplane::report::{
     ChassisReportConfig, FileReportSink, LogReportSink, NodeReportSink, run_chassis_reporter,
 };
 use ferrovn_dataplane::server;
+use ferrovn_dataplane::vswitchd_rxbuf::RxBufferTuner;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Profile {
@@ -125,6 +126,14 @@ struct Args {
     /// Seconds between garbage-collection passes (0: off).
     #[arg(long, default_value_t = 30)]
     gc_interval_secs: u64,
+    /// Receive buffer (bytes, as SO_RCVBUF reports it) the agent gives each of ovs-vswitchd's
+    /// AF_PACKET sockets on a userspace-datapath node; 0 leaves them at the kernel default
+    /// (docs/node-agent.md, "Veth pods on the userspace datapath").
+    #[arg(long, default_value_t = ferrovn_dataplane::vswitchd_rxbuf::DEFAULT_RCVBUF_BYTES)]
+    vswitchd_rxbuf_bytes: usize,
+    /// ovs-vswitchd's pid file (default: ovs-vswitchd.pid beside the --ovs-db socket).
+    #[arg(long, env = "FERROVN_VSWITCHD_PIDFILE")]
+    vswitchd_pidfile: Option<PathBuf>,
     #[command(flatten)]
     offload: ferrovn_dataplane::offload::OffloadArgs,
     /// Cluster mode: pod allocations from the Pod objects, node labels from the Node, node
@@ -391,6 +400,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if agent.config().node.datapath_type == "netdev" && args.vswitchd_rxbuf_bytes > 0 {
+        match args
+            .vswitchd_pidfile
+            .clone()
+            .or_else(|| RxBufferTuner::pidfile_beside(&args.ovs_db))
+        {
+            Some(pidfile) => {
+                let tuner = RxBufferTuner::new(pidfile, args.vswitchd_rxbuf_bytes);
+                tokio::spawn(keep_vswitchd_rxbufs(tuner));
+            }
+            None => tracing::warn!(ovs_db = %args.ovs_db,
+                "ovs-vswitchd's packet-socket buffers left at the kernel default: no pid file beside a non-unix OVS database; pass --vswitchd-pidfile"),
+        }
+    }
+
     if args.gc_interval_secs > 0 {
         let gc_agent = agent.clone();
         let every = Duration::from_secs(args.gc_interval_secs);
@@ -430,4 +454,44 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("ferrovn-node stopped");
     result
+}
+
+/// Raises the receive buffer of every new ovs-vswitchd packet socket (a veth pod's port), once a
+/// second; a failure is logged once per distinct error, never fatal: pods still work, only
+/// slower under load.
+async fn keep_vswitchd_rxbufs(mut tuner: RxBufferTuner) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::new();
+    loop {
+        tick.tick().await;
+        // a join error only happens when the runtime shuts down
+        let Ok((back, result)) = tokio::task::spawn_blocking(move || {
+            let r = tuner.tune_once();
+            (tuner, r)
+        })
+        .await
+        else {
+            return;
+        };
+        tuner = back;
+        match result {
+            Ok(r) if r.raised > 0 => {
+                tracing::debug!(
+                    raised = r.raised,
+                    sockets = r.sockets,
+                    "ovs-vswitchd packet-socket buffers raised"
+                );
+                last_error.clear();
+            }
+            Ok(_) => last_error.clear(),
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::warn!(error = %text, "ovs-vswitchd packet-socket buffers not raised");
+                    last_error = text;
+                }
+            }
+        }
+    }
 }
