@@ -1,189 +1,35 @@
 //! The node agent's request handling: CNI ADD/DEL/CHECK/GC/STATUS (and IPAM-only) on top of
-//! plumbing, OVSDB and an [`AllocationSource`]. State lives in the kernel (veths) and OVSDB
-//! (Interface external_ids), never only in memory, so a restarted agent knows every pod.
+//! OVSDB and an [`AllocationSource`]. How a pod interface is made is the attachment kind's
+//! business ([`crate::attach`]); this module resolves the request, picks the kind, serialises
+//! requests per attachment, and dispatches. State lives in the kernel and OVSDB (Interface
+//! external_ids, including the kind), never only in memory, so a restarted agent knows every pod.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrovn_cni::protocol::{AttachmentKey, AttachmentRequest, GcRequest, Request, Response};
-use ferrovn_cni::spec::{Cidr, CniError, CniResult, Interface, IpConfig, Route, code};
-use ipnet::IpNet;
+use ferrovn_cni::spec::{CniError, CniResult, code};
 
-use crate::alloc::{AllocationSource, Annotations, PRIMARY_PROVIDER, PodAllocation, PodRef};
-use crate::ovs::{EgressQos, NodeOvsConfig, OvsClient, OvsError, PodPort, PortRecord, ext};
-use crate::plumbing::{self, PlumbError, VethSpec};
-use crate::types::owner_tag;
-use ferrovn_api::names::host_ifname;
+use crate::alloc::{AllocationSource, PRIMARY_PROVIDER, PodAllocation, PodRef};
+use crate::attach::{AddRequest, Attachment, Env, Kind, Liveness, with_kind};
+use crate::cni_error::{err, from_ovs};
+use crate::ovs::{OvsClient, OvsError, PortRecord, ext};
 
-/// The agent's own CNI error codes (the spec leaves 100+ to plugins; the plugin uses 100..=109).
-pub mod agent_code {
-    /// The controller has not allocated the pod within the wait.
-    pub const NOT_ALLOCATED: u32 = 110;
-    /// The allocation exists but cannot be used (bad annotation).
-    pub const BAD_ALLOCATION: u32 = 111;
-    /// Creating or configuring the pod interface failed.
-    pub const PLUMBING_FAILED: u32 = 112;
-    /// The node's OVSDB refused or could not be reached.
-    pub const OVS_FAILED: u32 = 113;
-    /// ovn-controller did not mark the port installed in time.
-    pub const NOT_INSTALLED: u32 = 114;
-}
-
-/// What kind of node this is: decides the datapath and how pods are attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeProfile {
-    /// veth pods; OVS datapath `system` normally, `netdev` where there is no OVS kernel module.
-    Kernel,
-    /// OVS-DPDK (`netdev` datapath).
-    Dpdk,
-}
-
-impl NodeProfile {
-    pub fn default_datapath_type(self) -> &'static str {
-        match self {
-            NodeProfile::Kernel => "system",
-            NodeProfile::Dpdk => "netdev",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub node: NodeOvsConfig,
-    /// The node's Open_vSwitch database, e.g. `unix:/var/run/openvswitch/db.sock`.
-    pub ovs_remote: String,
-    pub profile: NodeProfile,
-    /// Namespace of the host veth ends; `None` = the agent's own.
-    pub host_netns: Option<PathBuf>,
-    /// Pod MTU when neither the netconf nor the allocation says (1400 under Geneve on 1500).
-    pub default_mtu: u32,
-    /// How long ADD waits for the controller's allocation.
-    pub allocation_timeout: Duration,
-    /// How long ADD waits for `ovn-installed`.
-    pub install_timeout: Duration,
-    /// vhost-user attachments (DPDK profile): see [`crate::dpdk::vhost`].
-    pub vhost: crate::dpdk::vhost::VhostConfig,
-    /// SR-IOV VF attachments and the `offload` profile: see [`crate::sriov`].
-    pub sriov: crate::sriov::SriovConfig,
-    /// The vhost helper serving vhost-user attachments on kernel-profile nodes: see
-    /// [`crate::dpdk::helper_attach`].
-    pub vhost_helper: crate::dpdk::helper_attach::HelperConfig,
-}
-
-/// Kube-OVN's logical switch port name of a pod interface ([`ferrovn_api::names::lsp_name`]).
-pub fn lsp_name(pod: &PodRef, provider: &str) -> String {
-    ferrovn_api::names::lsp_name(&pod.name, &pod.namespace, provider)
-}
-
-/// The CNI result of an attachment: host end, pod end, addresses, routes.
-pub fn cni_result(
-    host_if: &str,
-    req_ifname: &str,
-    netns: &str,
-    mtu: u32,
-    a: &PodAllocation,
-) -> CniResult {
-    let interfaces = vec![
-        Interface {
-            name: host_if.to_string(),
-            ..Interface::default()
-        },
-        Interface {
-            name: req_ifname.to_string(),
-            mac: Some(a.mac.to_string()),
-            mtu: Some(mtu),
-            sandbox: Some(netns.to_string()),
-            ..Interface::default()
-        },
-    ];
-    let ips = a
-        .addresses
-        .iter()
-        .filter_map(|n| {
-            let address = Cidr::new(n.addr(), n.prefix_len()).ok()?;
-            let gateway = a
-                .gateways
-                .iter()
-                .copied()
-                .find(|g| g.is_ipv4() == n.addr().is_ipv4());
-            Some(IpConfig {
-                address,
-                gateway,
-                interface: Some(1),
-            })
-        })
-        .collect();
-    let mut routes: Vec<Route> = a
-        .gateways
-        .iter()
-        .filter_map(|gw| {
-            let dst = match gw {
-                IpAddr::V4(_) => Cidr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-                IpAddr::V6(_) => Cidr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
-            }
-            .ok()?;
-            Some(Route {
-                dst: Some(dst),
-                gw: Some(*gw),
-                ..Route::default()
-            })
-        })
-        .collect();
-    routes.extend(a.routes.iter().filter_map(|r| {
-        Some(Route {
-            dst: Some(Cidr::new(r.dst.addr(), r.dst.prefix_len()).ok()?),
-            gw: r.via,
-            ..Route::default()
-        })
-    }));
-    CniResult {
-        interfaces,
-        ips,
-        routes,
-        ..CniResult::default()
-    }
-}
-
-fn err(code: u32, msg: impl Into<String>, details: impl ToString) -> CniError {
-    CniError::new(code, msg, details.to_string())
-}
-
-fn ovs_err(e: OvsError) -> CniError {
-    match e {
-        OvsError::NotInstalled { .. } => err(
-            agent_code::NOT_INSTALLED,
-            "OVN did not install the pod's port in time",
-            e,
-        ),
-        other => err(agent_code::OVS_FAILED, "node OVS database failed", other),
-    }
-}
-
-fn plumb_like(e: crate::dpdk::vhost::VhostError) -> CniError {
-    err(
-        agent_code::PLUMBING_FAILED,
-        "plumbing the vhost-user attachment failed",
-        e,
-    )
-}
-
-fn plumb_err(e: PlumbError) -> CniError {
-    err(
-        agent_code::PLUMBING_FAILED,
-        "plumbing the pod interface failed",
-        e,
-    )
-}
+pub use crate::attach::{cni_result, lsp_name};
+pub use crate::cni_error::agent_code;
+pub use crate::settings::AgentConfig;
+pub use crate::types::NodeProfile;
 
 /// Outcome of one garbage-collection pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// Ports removed (their pod namespace and veth were gone).
+    /// Ports removed (their pod was gone).
     pub removed: Vec<String>,
     pub kept: usize,
+    /// Ports kept because the agent cannot see whether their pod lives (see
+    /// [`crate::attach::Liveness::Unknown`]); also counted in `kept`.
+    pub unknown: Vec<String>,
 }
 
 pub struct Agent<A> {
@@ -236,6 +82,25 @@ impl<A: AllocationSource> Agent<A> {
         self.tso
     }
 
+    /// Offload truth of the VF attachments now ([`crate::offload::offload_check`]).
+    pub async fn offload_check(&self) -> Result<crate::offload::OffloadTruth, OvsError> {
+        crate::offload::offload_check(
+            &self.ovs,
+            &self.cfg.node.bridge,
+            &self.cfg.sriov,
+            self.cfg.vhost.annotations.as_ref(),
+        )
+        .await
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            cfg: &self.cfg,
+            ovs: &self.ovs,
+            tx_offload: self.tso.active,
+        }
+    }
+
     fn lock_for(&self, key: &AttachmentKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         // forget locks nobody holds any more
@@ -252,7 +117,9 @@ impl<A: AllocationSource> Agent<A> {
             }
             Request::Del(r) => {
                 let _g = self.lock_for(&r.key()).lock_owned().await;
-                self.del(&r).await.map(|()| Response::ok())
+                self.remove_attachment(&r.key())
+                    .await
+                    .map(|()| Response::ok())
             }
             Request::Check(r) => self.check(&r).await.map(|()| Response::ok()),
             Request::IpamAdd(r) => self.ipam_add(&r).await.map(Response::with_result),
@@ -330,240 +197,22 @@ impl<A: AllocationSource> Agent<A> {
         let pod = Self::pod_of(r)?;
         let provider = Self::provider_of(r);
         let a = self.wait_allocation(&pod, &provider).await?;
-        let mtu = r.mtu.unwrap_or(self.cfg.default_mtu);
-        if let Some(dev) = r.device_id.as_deref().filter(|d| !d.is_empty()) {
-            return self.add_vf(r, dev, &netns, &pod, &provider, &a, mtu).await;
-        }
-        // the NAD config's keys, else the pod annotation's
-        if let Some(vu) = r.vhost_user.as_ref().or(a.vhost_user.as_ref()) {
-            return self
-                .add_vhost_user(r, vu, &netns, &pod, &provider, &a, mtu)
-                .await;
-        }
-        let spec = VethSpec {
-            container_id: r.container_id.clone(),
-            pod_netns: PathBuf::from(&netns),
-            pod_ifname: r.ifname.clone(),
-            host_netns: self.cfg.host_netns.clone(),
-            mac: a.mac,
-            mtu,
-            addresses: a.addresses.clone(),
-            gateways: a.gateways.clone(),
-            routes: a.routes.clone(),
-            ipv6_link_local: a.ipv6_link_local,
-            tx_offload: self.tso.active,
+        let add = AddRequest {
+            req: r,
+            netns: &netns,
+            pod: &pod,
+            provider: &provider,
+            alloc: &a,
+            mtu: r.mtu.unwrap_or(self.cfg.default_mtu),
+            lsp: lsp_name(&pod, &provider),
         };
-        spec.validate()
-            .map_err(|e| err(code::INVALID_NETCONF, "invalid pod interface request", e))?;
-        let t_plumb = Instant::now();
-        let made = plumbing::plumb_veth(spec).await.map_err(plumb_err)?;
-        let plumb_ms = t_plumb.elapsed().as_millis() as u64;
-        let t_port = Instant::now();
-        let mut port_ms = 0;
-        let lsp = lsp_name(&pod, &provider);
-        let port = self.pod_port(
-            r,
-            &pod,
-            &netns,
-            &lsp,
-            &a,
-            &made.host_ifname,
-            &made.owner_tag,
+        let kind = Kind::for_request(
+            r.device_id.as_deref().is_some_and(|d| !d.is_empty()),
+            crate::attach::vhost_user::requested(&add).is_some(),
+            self.cfg.profile,
         );
-        let attached = async {
-            if let Some(mbps) = a.egress_rate_mbps
-                && self.cfg.node.datapath_type == "netdev"
-                && self.cfg.profile == NodeProfile::Kernel
-            {
-                plumbing::limit_pod_egress(PathBuf::from(&netns), r.ifname.clone(), mbps)
-                    .await
-                    .map_err(plumb_err)?;
-            }
-            self.ovs
-                .add_port(&self.cfg.node.bridge, &port)
-                .await
-                .map_err(ovs_err)?;
-            port_ms = t_port.elapsed().as_millis() as u64;
-            self.ovs
-                .wait_ovn_installed(&made.host_ifname, &lsp, self.cfg.install_timeout)
-                .await
-                .map_err(ovs_err)
-        }
-        .await;
-        if let Err(e) = attached {
-            // never leave a half-plumbed pod
-            let _ = self.ovs.remove_port(&made.host_ifname).await;
-            let _ = plumbing::unplumb_veth(
-                self.cfg.host_netns.clone(),
-                made.host_ifname.clone(),
-                made.owner_tag.clone(),
-            )
-            .await;
-            return Err(e);
-        }
-        tracing::info!(
-            pod = %format!("{}/{}", pod.namespace, pod.name),
-            lsp,
-            port = %made.host_ifname,
-            plumb_ms,
-            port_ms,
-            installed_ms = (t_port.elapsed().as_millis() as u64).saturating_sub(port_ms),
-            "pod attached"
-        );
-        Ok(cni_result(&made.host_ifname, &r.ifname, &netns, mtu, &a))
-    }
-
-    /// vhost-user ADD (see [`crate::dpdk::vhost`]): a `dpdkvhostuserclient` port on OVS-DPDK,
-    /// ready when OVN installed it (not when the pod's app connects: it starts after ADD).
-    #[allow(clippy::too_many_arguments)]
-    async fn add_vhost_user(
-        &self,
-        r: &AttachmentRequest,
-        vu: &ferrovn_cni::protocol::VhostUser,
-        netns: &str,
-        pod: &PodRef,
-        provider: &str,
-        a: &PodAllocation,
-        mtu: u32,
-    ) -> Result<CniResult, CniError> {
-        use crate::dpdk::helper_attach;
-        use crate::dpdk::vhost;
-        // kernel node: the same plan, served by the vhost helper through a veth on br-int
-        let via_helper = vhost::route(self.cfg.profile) == vhost::VhostRoute::Helper;
-        let req = vhost::VhostRequest {
-            container_id: &r.container_id,
-            ifname: &r.ifname,
-            netns,
-            pod: vhost::PodVolumeRef {
-                namespace: &pod.namespace,
-                name: &pod.name,
-                uid: r.pod.as_ref().and_then(|p| p.uid.as_deref()),
-            },
-            provider,
-            volume: vhost::effective_volume(vu),
-            socket: vu.socket_name.as_deref(),
-            mtu,
-        };
-        let vcfg = &self.cfg.vhost;
-        let plan = vhost::plan(vcfg, &req, a)
-            .map_err(|e| err(code::INVALID_NETCONF, "invalid vhost-user attachment", e))?;
-        let lsp = lsp_name(pod, provider);
-        let port = vhost::vhost_port(
-            self.pod_port(r, pod, netns, &lsp, a, &plan.port_name, ""),
-            &plan,
-        );
-        let port = if via_helper {
-            helper_attach::kernel_port(port, &plan)
-        } else {
-            port
-        };
-        let attached = async {
-            vhost::bind_mount_async(
-                plan.volume_dir.clone(),
-                plan.short_dir.clone(),
-                vcfg.host_mount_ns.clone(),
-            )
-            .await
-            .map_err(plumb_like)?;
-            vhost::write_info_file(&plan.volume_dir, &plan.info).map_err(plumb_like)?;
-            if let Some(sink) = &vcfg.annotations {
-                use vhost::PodAnnotator;
-                let ann = vhost::annotations_for(&plan.info).map_err(plumb_like)?;
-                sink.annotate(pod, &ann, &[]).await.map_err(plumb_like)?;
-            }
-            if via_helper {
-                helper_attach::plumb(
-                    self.cfg.host_netns.clone(),
-                    &plan,
-                    &r.container_id,
-                    &r.ifname,
-                )
-                .await
-                .map_err(|e| e.to_cni())?;
-            }
-            self.ovs
-                .add_port(&self.cfg.node.bridge, &port)
-                .await
-                .map_err(ovs_err)?;
-            if via_helper {
-                helper_attach::attach(&self.cfg.vhost_helper, &plan)
-                    .await
-                    .map_err(|e| e.to_cni())?;
-            }
-            self.ovs
-                .wait_ovn_installed(&plan.port_name, &lsp, self.cfg.install_timeout)
-                .await
-                .map_err(ovs_err)
-        }
-        .await;
-        if let Err(e) = attached {
-            let _ = self.ovs.remove_port(&plan.port_name).await;
-            if via_helper {
-                let end_a = helper_attach::kernel_iface_name(&plan);
-                let _ = helper_attach::detach(
-                    &self.cfg.vhost_helper,
-                    self.cfg.host_netns.clone(),
-                    &plan.port_name,
-                    &end_a,
-                )
-                .await;
-            }
-            let _ = vhost::unbind_async(plan.short_dir.clone(), vcfg.host_mount_ns.clone()).await;
-            return Err(e);
-        }
-        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), lsp, port = %plan.port_name,
-            socket = %plan.host_socket.display(), "vhost-user pod attached");
-        let mut res = cni_result(&plan.port_name, &r.ifname, netns, mtu, a);
-        if let Some(i) = res.interfaces.get_mut(1) {
-            i.socket_path = Some(plan.host_socket.display().to_string());
-        }
-        Ok(res)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn pod_port(
-        &self,
-        r: &AttachmentRequest,
-        pod: &PodRef,
-        netns: &str,
-        lsp: &str,
-        a: &PodAllocation,
-        host_if: &str,
-        tag: &str,
-    ) -> PodPort {
-        let ips: Vec<String> = a.addresses.iter().map(|n| n.addr().to_string()).collect();
-        let external_ids = [
-            (ext::IFACE_ID, lsp.to_string()),
-            (ext::POD_NAME, pod.name.clone()),
-            (ext::POD_NAMESPACE, pod.namespace.clone()),
-            (ext::POD_NETNS, netns.to_string()),
-            (ext::IP, ips.join(",")),
-            (ext::ATTACHED_MAC, a.mac.to_string()),
-            (ext::CONTAINER_ID, r.container_id.clone()),
-            (ext::IFNAME, r.ifname.clone()),
-            (ext::OWNER_TAG, tag.to_string()),
-            (ext::VENDOR, ext::VENDOR_VALUE.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let egress_qos = a.ingress_rate_mbps.map(|mbps| match self.cfg.profile {
-            NodeProfile::Kernel => EgressQos::LinuxHtb {
-                max_rate_bps: mbps * 1_000_000,
-            },
-            NodeProfile::Dpdk => EgressQos::EgressPolicer {
-                cir_bytes_per_s: mbps * 1_000_000 / 8,
-                cbs_bytes: (mbps * 1_000_000 / 8 / 10).max(64 * 1024),
-            },
-        });
-        PodPort {
-            name: host_if.to_string(),
-            iface_type: String::new(),
-            options: Default::default(),
-            external_ids,
-            ingress_policing_kbps: a.egress_rate_mbps.map(|m| m * 1000),
-            egress_qos,
-        }
+        let env = self.env();
+        with_kind!(kind, |k| k.add(&env, &add).await)
     }
 
     async fn records_for(&self, key: &AttachmentKey) -> Result<Vec<PortRecord>, CniError> {
@@ -573,69 +222,23 @@ impl<A: AllocationSource> Agent<A> {
                 (ext::IFNAME, key.ifname.as_str()),
             ])
             .await
-            .map_err(ovs_err)
+            .map_err(from_ovs)
     }
 
-    /// Removes one attachment: its OVS port(s) and its veth. Unknown attachments succeed.
+    /// Removes one attachment: each recorded port by its kind. Unknown attachments succeed.
+    /// Without any record the kind is unknown, so the leftovers an ADD may have made before
+    /// its port (a veth, a bind mount; both found by name) are swept.
     async fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), CniError> {
-        self.remove_vf_attachment(&key.container_id, &key.ifname)
-            .await?;
-        for rec in self.records_for(key).await? {
-            self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
-            self.forget_vhost_annotation(&rec, &key.ifname).await;
-            // kernel-node vhost-user: the helper's port and the veth pair
-            crate::dpdk::helper_attach::release_record(
-                &self.cfg.vhost_helper,
-                self.cfg.host_netns.clone(),
-                &rec,
-            )
-            .await?;
+        let env = self.env();
+        let recs = self.records_for(key).await?;
+        for rec in &recs {
+            with_kind!(Kind::of_record(rec), |k| k.remove(&env, rec).await)?;
         }
-        // vhost-user: the bind mount (idempotent; nothing there for veth attachments)
-        crate::dpdk::vhost::unbind_async(
-            crate::dpdk::vhost::short_dir(&self.cfg.vhost.dir, &key.container_id, &key.ifname),
-            self.cfg.vhost.host_mount_ns.clone(),
-        )
-        .await
-        .map_err(plumb_like)?;
-        plumbing::unplumb_veth(
-            self.cfg.host_netns.clone(),
-            host_ifname(&key.container_id, &key.ifname),
-            owner_tag(&key.container_id, &key.ifname),
-        )
-        .await
-        .map_err(plumb_err)?;
+        if recs.is_empty() {
+            crate::attach::veth::release_leftover(&env, &key.container_id, &key.ifname).await?;
+            crate::attach::vhost_user::unbind(&env, &key.container_id, &key.ifname).await?;
+        }
         Ok(())
-    }
-
-    /// Removes `vhost-user.ferrovn.io/<ifname>` from the pod, so a stale socket description
-    /// never outlives its port. Best effort: the port is already gone, and a DEL that failed
-    /// on an annotation would only make the runtime retry it (a deleted Pod counts as done).
-    async fn forget_vhost_annotation(&self, rec: &PortRecord, ifname: &str) {
-        use crate::dpdk::vhost::{self, PodAnnotator};
-        let Some(sink) = &self.cfg.vhost.annotations else {
-            return;
-        };
-        if !vhost::is_vhost_record(rec) {
-            return;
-        }
-        let (Some(namespace), Some(name)) = (rec.get(ext::POD_NAMESPACE), rec.get(ext::POD_NAME))
-        else {
-            return;
-        };
-        let pod = PodRef {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        let remove = [vhost::annotation_key(ifname)];
-        if let Err(e) = sink.annotate(&pod, &Annotations::new(), &remove).await {
-            tracing::warn!(pod = %format!("{}/{}", pod.namespace, pod.name), error = %e,
-                "could not remove the vhost-user annotation");
-        }
-    }
-
-    async fn del(&self, r: &AttachmentRequest) -> Result<(), CniError> {
-        self.remove_attachment(&r.key()).await
     }
 
     async fn check(&self, r: &AttachmentRequest) -> Result<(), CniError> {
@@ -648,19 +251,8 @@ impl<A: AllocationSource> Agent<A> {
                 format!("container {} interface {}", key.container_id, key.ifname),
             ));
         };
-        let present = plumbing::list_host_veths_async(self.cfg.host_netns.clone())
-            .await
-            .map_err(plumb_err)?;
-        if !crate::dpdk::vhost::is_vhost_record(rec)
-            && !crate::sriov::is_vf_record(rec)
-            && !present.iter().any(|(n, _)| n == &rec.name)
-        {
-            return Err(err(
-                agent_code::PLUMBING_FAILED,
-                "the pod's veth is gone",
-                &rec.name,
-            ));
-        }
+        let env = self.env();
+        with_kind!(Kind::of_record(rec), |k| k.check(&env, rec).await)?;
         if rec.get(ext::OVN_INSTALLED) != Some("true") {
             return Err(err(
                 agent_code::NOT_INSTALLED,
@@ -695,16 +287,18 @@ impl<A: AllocationSource> Agent<A> {
         }
     }
 
+    async fn our_records(&self) -> Result<Vec<PortRecord>, CniError> {
+        self.ovs
+            .find_interfaces(&[(ext::VENDOR, ext::VENDOR_VALUE)])
+            .await
+            .map_err(from_ovs)
+    }
+
     /// CNI GC: removes every FerrOVN attachment not in `valid_attachments`.
     async fn gc_request(&self, g: &GcRequest) -> Result<GcReport, CniError> {
         let valid: BTreeSet<&AttachmentKey> = g.valid_attachments.iter().collect();
-        let recs = self
-            .ovs
-            .find_interfaces(&[(ext::VENDOR, ext::VENDOR_VALUE)])
-            .await
-            .map_err(ovs_err)?;
         let mut report = GcReport::default();
-        for rec in recs {
+        for rec in self.our_records().await? {
             let (Some(cid), Some(ifname)) = (rec.get(ext::CONTAINER_ID), rec.get(ext::IFNAME))
             else {
                 continue;
@@ -724,29 +318,30 @@ impl<A: AllocationSource> Agent<A> {
         Ok(report)
     }
 
-    /// Periodic GC: removes ports whose veth is gone (the pod's netns was deleted, which takes
-    /// the veth pair with it). Ports of running pods are never touched.
+    async fn liveness(&self, rec: &PortRecord) -> Result<Liveness, CniError> {
+        let env = self.env();
+        with_kind!(Kind::of_record(rec), |k| k.liveness(&env, rec).await)
+    }
+
+    /// Periodic GC: removes the attachments whose pod is gone, each by its kind (a veth pod:
+    /// its veth died with the netns; the others: their netns path is gone). What the agent
+    /// cannot see ([`Liveness::Unknown`]) is kept; ports of running pods are never touched.
     pub async fn gc_once(&self) -> Result<GcReport, CniError> {
-        let recs = self
-            .ovs
-            .find_interfaces(&[(ext::VENDOR, ext::VENDOR_VALUE)])
-            .await
-            .map_err(ovs_err)?;
-        let present: BTreeSet<String> =
-            plumbing::list_host_veths_async(self.cfg.host_netns.clone())
-                .await
-                .map_err(plumb_err)?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
         let mut report = GcReport::default();
-        for rec in recs {
-            if present.contains(&rec.name)
-                || crate::dpdk::vhost::is_live_vhost_record(&rec)
-                || crate::sriov::is_live_vf_record(&rec)
-            {
-                report.kept += 1;
-                continue;
+        for rec in self.our_records().await? {
+            match self.liveness(&rec).await? {
+                Liveness::Alive => {
+                    report.kept += 1;
+                    continue;
+                }
+                Liveness::Unknown => {
+                    tracing::debug!(port = %rec.name, netns = rec.get(ext::POD_NETNS).unwrap_or_default(),
+                        "GC: keeping a port whose pod the agent cannot see");
+                    report.kept += 1;
+                    report.unknown.push(rec.name.clone());
+                    continue;
+                }
+                Liveness::Dead => {}
             }
             let key = AttachmentKey {
                 container_id: rec.get(ext::CONTAINER_ID).unwrap_or_default().to_string(),
@@ -754,40 +349,57 @@ impl<A: AllocationSource> Agent<A> {
             };
             let _g = self.lock_for(&key).lock_owned().await;
             // re-check under the lock: an ADD may have just re-plumbed it
-            let still_gone = !plumbing::list_host_veths_async(self.cfg.host_netns.clone())
-                .await
-                .map_err(plumb_err)?
-                .iter()
-                .any(|(n, _)| n == &rec.name);
-            if still_gone {
-                self.ovs.remove_port(&rec.name).await.map_err(ovs_err)?;
-                crate::dpdk::helper_attach::release_record(
-                    &self.cfg.vhost_helper,
-                    self.cfg.host_netns.clone(),
-                    &rec,
-                )
-                .await?;
-                if crate::dpdk::vhost::is_vhost_record(&rec) {
-                    let dir = crate::dpdk::vhost::short_dir(
-                        &self.cfg.vhost.dir,
-                        &key.container_id,
-                        &key.ifname,
-                    );
-                    crate::dpdk::vhost::unbind_async(dir, self.cfg.vhost.host_mount_ns.clone())
-                        .await
-                        .map_err(plumb_like)?;
-                }
-                tracing::info!(port = %rec.name, "GC: removed port of a vanished pod");
-                report.removed.push(rec.name.clone());
+            if self.liveness(&rec).await? != Liveness::Dead {
+                report.kept += 1;
+                continue;
             }
+            let env = self.env();
+            with_kind!(Kind::of_record(&rec), |k| k.remove(&env, &rec).await)?;
+            tracing::info!(port = %rec.name, kind = %Kind::of_record(&rec), "GC: removed the port of a vanished pod");
+            report.removed.push(rec.name.clone());
+        }
+        if !report.unknown.is_empty() {
+            tracing::warn!(ports = ?report.unknown,
+                "GC: kept ports whose pod netns root is not visible to the agent (mount the host's /var/run/netns)");
         }
         Ok(report)
     }
 }
 
-/// Unused-import guard for IpNet in docs of this module's public API.
-#[doc(hidden)]
-pub type AddressWithPrefix = IpNet;
+/// Runs the offload check every `every` and on SIGUSR1, for as long as the agent lives.
+pub fn spawn_offload_checks<A: AllocationSource + Send + Sync + 'static>(
+    agent: std::sync::Arc<Agent<A>>,
+    every: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let mut usr1 =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGUSR1 handler: offload checks periodic only");
+                    None
+                }
+            };
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
+            }
+            match agent.offload_check().await {
+                Ok(t) => {
+                    for p in &t.pods {
+                        tracing::info!(status = %p.status_line(), "offload truth");
+                    }
+                    for e in &t.dump_errors {
+                        tracing::warn!(error = %e, "offload check: flow dump failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "offload check failed"),
+            }
+        }
+    });
+}
 
 #[cfg(test)]
 mod tests {

@@ -152,9 +152,60 @@ pub fn allocation_from_annotations(
         // 0 is Kube-OVN's "no limit"
         ingress_rate_mbps: net.ingress_rate()?.filter(|r| *r > 0),
         egress_rate_mbps: net.egress_rate()?.filter(|r| *r > 0),
-        vhost_user: crate::dpdk::vhost::vhost_user_from_annotations(annotations, provider)?,
+        vhost_user: vhost_user_from_annotations(annotations, provider)?,
         ipv6_link_local,
     }))
+}
+
+/// The volume `vhost_user_socket_consumption: kubevirt` implies (Kube-OVN's).
+pub const KUBEVIRT_VHOST_VOLUME: &str = "vhostuser-sockets";
+
+/// The pod-annotation form of a vhost-user attachment:
+/// `<provider>.kubernetes.io/vhost_user_socket_volume_name`, `..._socket_name`,
+/// `..._socket_consumption` (same meaning as the NAD config keys). `Ok(None)` when absent.
+pub fn vhost_user_from_annotations(
+    annotations: &Annotations,
+    provider: &str,
+) -> Result<Option<ferrovn_cni::protocol::VhostUser>, AllocationError> {
+    let get = |name: &str| -> Result<Option<String>, AllocationError> {
+        let key = format!("{provider}.kubernetes.io/{name}");
+        match annotations.get(&key).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => {
+                if name != "vhost_user_socket_consumption" && !crate::types::is_plain_name(v) {
+                    return Err(AllocationError::Annotation {
+                        key: key.clone(),
+                        value: v.to_string(),
+                        reason: "must be a plain name (no '/', not '.' or '..')".into(),
+                    });
+                }
+                Ok(Some(v.to_string()))
+            }
+        }
+    };
+    let consumption = get("vhost_user_socket_consumption")?;
+    let mut volume = get("vhost_user_socket_volume_name")?;
+    let socket = get("vhost_user_socket_name")?;
+    if consumption.as_deref() == Some("kubevirt") {
+        volume = Some(KUBEVIRT_VHOST_VOLUME.to_string());
+    }
+    if volume.is_none() && socket.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ferrovn_cni::protocol::VhostUser {
+        socket_volume_name: volume,
+        socket_name: socket,
+        socket_consumption: consumption,
+    }))
+}
+
+/// The volume holding the socket: `kubevirt` consumption forces Kube-OVN's fixed volume.
+pub fn effective_volume(vu: &ferrovn_cni::protocol::VhostUser) -> Option<&str> {
+    if vu.socket_consumption.as_deref() == Some("kubevirt") {
+        Some(KUBEVIRT_VHOST_VOLUME)
+    } else {
+        vu.socket_volume_name.as_deref()
+    }
 }
 
 /// Identity of the pod an allocation is looked up for.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::alloc::{AllocationError, AllocationSource, Annotations, PodAllocation, PodRef};
-use crate::dpdk::vhost::{PodAnnotator, VhostError};
+use crate::annotate::{AnnotateError, PodAnnotator};
 use crate::report::{NodeReportSink, ReportError, annotations_patch};
 
 /// Why a Kubernetes read failed.
@@ -402,9 +402,9 @@ impl KubePodAnnotator {
         pod: &PodRef,
         set: &Annotations,
         remove: &[String],
-    ) -> Result<(), VhostError> {
+    ) -> Result<(), AnnotateError> {
         let who = format!("{}/{}", pod.namespace, pod.name);
-        let err = |op: &'static str, reason: String| VhostError::PodAnnotations {
+        let err = |op: &'static str, reason: String| AnnotateError::PodAnnotations {
             op,
             pod: who.clone(),
             reason,
@@ -488,7 +488,7 @@ impl PodAnnotator for KubePodAnnotator {
         pod: &PodRef,
         set: &Annotations,
         remove: &[String],
-    ) -> Result<(), VhostError> {
+    ) -> Result<(), AnnotateError> {
         self.patch(pod, set, remove).await
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod annotate;
+pub mod attach;
+pub mod cni_error;
 pub mod dpdk;
 pub mod ethtool;
 pub mod kube_api;
@@ -13,6 +16,7 @@ pub mod plumbing;
 pub mod profile;
 pub mod report;
 pub mod server;
+pub mod settings;
 pub mod sriov;
 pub mod tunnel_announce;
 pub mod types;

@@ -22,8 +22,8 @@ use ferrovn_hwoffload::{
 };
 use ferrovn_ovsdb::{Atom, Condition, Datum, Mutator, Operation, Transaction, Uuid};
 
-use crate::agent::Agent;
-use crate::alloc::{AllocationSource, PodRef};
+use crate::alloc::PodRef;
+use crate::annotate::{DynPodAnnotator, PodAnnotator};
 use crate::ovs::{OVS_DB, OvsClient, OvsError, ext};
 use crate::sriov::{SriovConfig, is_vf_record, vf_ext};
 
@@ -324,25 +324,28 @@ impl OffloadTruth {
     }
 }
 
-impl<A: AllocationSource> Agent<A> {
-    /// Checks offload truth now: flows, eswitch mode, OVS settings per VF attachment; updates
-    /// the pods' `offload.ferrovn.io/<ifname>` annotations and, in the lab, writes
-    /// `<state_dir>/offload-metrics.prom` and `offload-status.txt`.
-    pub async fn offload_check(&self) -> Result<OffloadTruth, OvsError> {
-        let cfg = self.config();
-        let recs: Vec<_> = self
-            .ovs()
+/// Checks offload truth now: flows, eswitch mode, OVS settings per VF attachment; updates
+/// the pods' `offload.ferrovn.io/<ifname>` annotations and, in the lab, writes
+/// `<state_dir>/offload-metrics.prom` and `offload-status.txt`.
+pub async fn offload_check(
+    ovs: &OvsClient,
+    bridge: &str,
+    sriov: &SriovConfig,
+    annotations: Option<&std::sync::Arc<dyn DynPodAnnotator>>,
+) -> Result<OffloadTruth, OvsError> {
+    {
+        let recs: Vec<_> = ovs
             .find_interfaces(&[(ext::VENDOR, ext::VENDOR_VALUE)])
             .await?
             .into_iter()
             .filter(is_vf_record)
             .collect();
-        let (_, other_config, dp) = read_ovs_state(self.ovs(), &cfg.node.bridge).await?;
+        let (_, other_config, dp) = read_ovs_state(ovs, bridge).await?;
         let mut truth = OffloadTruth::default();
         if recs.is_empty() {
             return Ok(truth);
         }
-        let ctl = cfg.sriov.vswitchd_ctl.clone();
+        let ctl = sriov.vswitchd_ctl.clone();
         let (all, off) = tokio::task::spawn_blocking(move || {
             (
                 dump_flows(ctl.as_deref(), None),
@@ -351,7 +354,7 @@ impl<A: AllocationSource> Agent<A> {
         })
         .await
         .map_err(|e| OvsError::Unexpected {
-            remote: self.ovs().remote().to_string(),
+            remote: ovs.remote().to_string(),
             what: format!("dump-flows task: {e}"),
         })?;
         let all = all.unwrap_or_else(|e| {
@@ -369,7 +372,7 @@ impl<A: AllocationSource> Agent<A> {
             let pf = rec.get(vf_ext::VF_PF).unwrap_or_default().to_string();
             let mode = modes
                 .entry(pf.clone())
-                .or_insert_with(|| eswitch_mode(&cfg.sriov.sysfs_root, &pf))
+                .or_insert_with(|| eswitch_mode(&sriov.sysfs_root, &pf))
                 .clone();
             let ctx = OffloadContext::new(mode.as_ref().ok().copied(), &other_config, &dp);
             let Some(report) = offload_report(&flows, &[rec.name.as_str()], &ctx)
@@ -390,8 +393,7 @@ impl<A: AllocationSource> Agent<A> {
                 eswitch_note: mode.err(),
             });
         }
-        if let Some(sink) = &cfg.vhost.annotations {
-            use crate::dpdk::vhost::PodAnnotator;
+        if let Some(sink) = annotations {
             for p in &truth.pods {
                 let ann = [(pod_offload_annotation(&p.ifname), p.annotation_value())]
                     .into_iter()
@@ -401,7 +403,7 @@ impl<A: AllocationSource> Agent<A> {
                 }
             }
         }
-        if let Some(dir) = &cfg.sriov.state_dir {
+        if let Some(dir) = &sriov.state_dir {
             let _ = std::fs::create_dir_all(dir);
             let _ = std::fs::write(dir.join("offload-metrics.prom"), truth.metrics_text());
             let lines: Vec<String> = truth.pods.iter().map(|p| p.status_line()).collect();
@@ -457,41 +459,6 @@ impl OffloadArgs {
             state_dir,
         })
     }
-}
-
-/// Runs the offload check every `every` and on SIGUSR1, for as long as the agent lives.
-pub fn spawn_offload_checks<A: AllocationSource + Send + Sync + 'static>(
-    agent: std::sync::Arc<Agent<A>>,
-    every: std::time::Duration,
-) {
-    tokio::spawn(async move {
-        let mut usr1 =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no SIGUSR1 handler: offload checks periodic only");
-                    None
-                }
-            };
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {}
-            }
-            match agent.offload_check().await {
-                Ok(t) => {
-                    for p in &t.pods {
-                        tracing::info!(status = %p.status_line(), "offload truth");
-                    }
-                    for e in &t.dump_errors {
-                        tracing::warn!(error = %e, "offload check: flow dump failed");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "offload check failed"),
-            }
-        }
-    });
 }
 
 #[cfg(test)]

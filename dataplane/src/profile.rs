@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::NodeProfile;
 use crate::dpdk::config::{DpdkMemory, DpdkNodeConfig, DpdkSettings};
+use crate::types::NodeProfile;
 
 /// Kube-OVN's node label selecting the datapath (`userspace` | `kernel`).
 pub const OVS_DP_TYPE_LABEL: &str = ferrovn_api::annotations::OVS_DP_TYPE_LABEL;

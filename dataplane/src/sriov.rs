@@ -14,25 +14,22 @@
 
 use std::path::{Path, PathBuf};
 
-use ferrovn_cni::protocol::AttachmentRequest;
-use ferrovn_cni::spec::{CniError, CniResult, code};
+use ferrovn_cni::spec::{CniError, code};
 use ferrovn_hwoffload::{
-    AttachError, DpdkDriverPolicy, OffloadSettings, PciAddress, PodDatapath, PodVf, Sysfs,
-    SysfsError, VfAttachment, plan_vf_attachment, representor_bridge_port,
+    AttachError, DpdkDriverPolicy, OffloadSettings, PciAddress, PodDatapath, Sysfs, SysfsError,
+    VfAttachment, plan_vf_attachment,
 };
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::{Handle, LinkUnspec};
 
-use crate::agent::{Agent, agent_code, cni_result, lsp_name};
-use crate::alloc::{AllocationSource, PodAllocation, PodRef};
 use crate::netns::{NetnsHandle, display_netns};
-use crate::ovs::{OvsError, PortRecord, ext};
+use crate::ovs::PortRecord;
 use crate::plumbing::{
     PlumbError, PodRoute, Removal, Step, link_alias, link_by_name, netlink_errno, off_runtime,
     route_message, with_netlink,
 };
-use crate::types::{owner_tag, validate_ifname};
+use crate::types::validate_ifname;
 use ferrovn_api::MacAddr;
 
 /// CNI error codes of VF attachments (110-114: the agent, 120-122: the vhost helper).
@@ -92,14 +89,6 @@ pub fn is_vf_record(rec: &PortRecord) -> bool {
     rec.get(vf_ext::VF_PCI).is_some()
 }
 
-/// A VF attachment whose pod still exists (its netns path is there): periodic GC keeps it.
-pub fn is_live_vf_record(rec: &PortRecord) -> bool {
-    is_vf_record(rec)
-        && rec
-            .get(ext::POD_NETNS)
-            .is_some_and(|p| Path::new(p).exists())
-}
-
 /// The pod datapath asked for: netconf `"dpdk": true` (or `"vf_mode": "dpdk"`), else DPDK when
 /// the VF is already bound to one of the DPDK drivers, else kernel.
 pub fn pod_datapath(
@@ -131,29 +120,6 @@ fn vf_unusable(device: &str, e: &AttachError) -> CniError {
         format!("SR-IOV device {device} cannot be attached"),
         e.to_string(),
     )
-}
-
-fn plumb_err(device: &str, e: impl std::fmt::Display) -> CniError {
-    CniError::new(
-        agent_code::PLUMBING_FAILED,
-        format!("plumbing SR-IOV device {device} failed"),
-        e.to_string(),
-    )
-}
-
-fn ovs_err(e: OvsError) -> CniError {
-    match e {
-        OvsError::NotInstalled { .. } => CniError::new(
-            agent_code::NOT_INSTALLED,
-            "OVN did not install the pod's port in time",
-            e.to_string(),
-        ),
-        other => CniError::new(
-            agent_code::OVS_FAILED,
-            "node OVS database failed",
-            other.to_string(),
-        ),
-    }
 }
 
 /// Finds the VF of `device` and decides the attachment (pure apart from reading sysfs).
@@ -507,6 +473,57 @@ pub async fn move_vf_to_host(
     .await?
 }
 
+/// Gives back a VF whose pod's netns is gone. The kernel returns a physical netdev to the
+/// initial namespace when its namespace dies, but under the POD's name (`eth0`, `net1`, or
+/// `dev<N>` on a clash) with our alias still on it: find it by that alias and rename it to its
+/// host name, so the next pod that gets this VF finds it. A VF already under its host name (or
+/// not back) is success.
+pub async fn reclaim_vf(
+    host_netns: Option<PathBuf>,
+    vf_netdev: String,
+    owner_tag: String,
+) -> Result<Removal, PlumbError> {
+    off_runtime(move || {
+        let disp = display_netns(host_netns.as_deref());
+        with_netlink(host_netns, None, move |host, _| async move {
+            use futures::TryStreamExt;
+            if link_by_name(&host, &vf_netdev)
+                .await
+                .map_err(nl_err(Step::LookupHostLink, &vf_netdev, &disp))?
+                .is_some()
+            {
+                return Ok(Removal::AlreadyGone);
+            }
+            let links: Vec<netlink_packet_route::link::LinkMessage> = host
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(nl_err(Step::LookupHostLink, "*", &disp))?;
+            let Some(vf) = links
+                .iter()
+                .find(|l| link_alias(l).as_deref() == Some(owner_tag.as_str()))
+            else {
+                return Ok(Removal::AlreadyGone);
+            };
+            host.link()
+                .set(
+                    LinkUnspec::new_with_index(vf.header.index)
+                        .down()
+                        .name(vf_netdev.as_str())
+                        .alias("")
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl_err(Step::ConfigureHostEnd, &vf_netdev, &disp))?;
+            Ok(Removal::Deleted)
+        })
+    })
+    .await
+}
+
 /// Brings a host netdev (the representor) up.
 pub async fn link_up(host_netns: Option<PathBuf>, name: String) -> Result<(), PlumbError> {
     off_runtime(move || {
@@ -524,171 +541,6 @@ pub async fn link_up(host_netns: Option<PathBuf>, name: String) -> Result<(), Pl
         })
     })
     .await
-}
-
-impl<A: AllocationSource> Agent<A> {
-    /// ADD of a VF-backed attachment (the request carries `device_id`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn add_vf(
-        &self,
-        r: &AttachmentRequest,
-        device: &str,
-        netns: &str,
-        pod: &PodRef,
-        provider: &str,
-        a: &PodAllocation,
-        mtu: u32,
-    ) -> Result<CniResult, CniError> {
-        let cfg = self.config();
-        // a retried ADD starts from a clean slate: give back what an earlier attempt took
-        self.remove_vf_attachment(&r.container_id, &r.ifname)
-            .await?;
-        let plan = plan_for_device(&cfg.sriov, device, &r.netconf)?;
-        let tag = owner_tag(&r.container_id, &r.ifname);
-        let lsp = lsp_name(pod, provider);
-        let bridge = &cfg.node.bridge;
-        let mut port = self.pod_port(r, pod, netns, &lsp, a, &plan.representor, &tag);
-        let bp = representor_bridge_port(&plan, bridge, &lsp);
-        port.external_ids.extend(bp.external_ids);
-        port.external_ids
-            .insert(vf_ext::VF_PCI.into(), plan.vf_pci.to_string());
-        port.external_ids
-            .insert(vf_ext::VF_PF.into(), plan.pf.clone());
-        match &plan.pod_side {
-            PodVf::Netdev { netdev } => {
-                port.external_ids
-                    .insert(vf_ext::VF_NETDEV.into(), netdev.clone());
-                port.external_ids
-                    .insert(vf_ext::VF_MODE.into(), "kernel".into());
-            }
-            PodVf::Pci { .. } => {
-                port.external_ids
-                    .insert(vf_ext::VF_MODE.into(), "dpdk".into());
-            }
-        }
-        let host_netns = cfg.host_netns.clone();
-        let attached = async {
-            if let PodVf::Netdev { netdev } = &plan.pod_side {
-                move_vf_into_pod(VfMoveSpec {
-                    host_netns: host_netns.clone(),
-                    pod_netns: PathBuf::from(netns),
-                    vf_netdev: netdev.clone(),
-                    pod_ifname: r.ifname.clone(),
-                    mac: a.mac,
-                    mtu,
-                    addresses: a.addresses.clone(),
-                    gateways: a.gateways.clone(),
-                    routes: a.routes.clone(),
-                    owner_tag: tag.clone(),
-                })
-                .await
-                .map_err(|e| plumb_err(device, e))?;
-            }
-            link_up(host_netns.clone(), plan.representor.clone())
-                .await
-                .map_err(|e| plumb_err(device, e))?;
-            if let (PodVf::Pci { pci_address, .. }, Some(sink)) =
-                (&plan.pod_side, &cfg.vhost.annotations)
-            {
-                use crate::dpdk::vhost::PodAnnotator;
-                let ann = [(pci_annotation(&r.ifname), pci_address.to_string())]
-                    .into_iter()
-                    .collect();
-                sink.annotate(pod, &ann, &[]).await.map_err(|e| {
-                    CniError::new(
-                        agent_code::PLUMBING_FAILED,
-                        "writing the pod's PCI address annotation failed",
-                        e.to_string(),
-                    )
-                })?;
-            }
-            self.ovs().add_port(bridge, &port).await.map_err(ovs_err)?;
-            self.ovs()
-                .wait_ovn_installed(&plan.representor, &lsp, cfg.install_timeout)
-                .await
-                .map_err(ovs_err)
-        }
-        .await;
-        if let Err(e) = attached {
-            let _ = self.ovs().remove_port(&plan.representor).await;
-            if let PodVf::Netdev { netdev } = &plan.pod_side {
-                let _ = move_vf_to_host(
-                    host_netns.clone(),
-                    PathBuf::from(netns),
-                    r.ifname.clone(),
-                    netdev.clone(),
-                    tag.clone(),
-                )
-                .await;
-            }
-            return Err(e);
-        }
-        tracing::info!(pod = %format!("{}/{}", pod.namespace, pod.name), lsp,
-            vf = %plan.vf_pci, representor = %plan.representor, "VF pod attached");
-        let mut res = cni_result(&plan.representor, &r.ifname, netns, mtu, a);
-        if let Some(i) = res.interfaces.get_mut(1) {
-            i.pci_id = Some(plan.vf_pci.to_string());
-        }
-        Ok(res)
-    }
-
-    /// DEL side of a VF attachment: the VF netdev back to the host under its saved name, the
-    /// PCI annotation removed. The representor port itself is removed by the caller.
-    pub(crate) async fn remove_vf_attachment(
-        &self,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<(), CniError> {
-        let recs = self
-            .ovs()
-            .find_interfaces(&[(ext::CONTAINER_ID, container_id), (ext::IFNAME, ifname)])
-            .await
-            .map_err(ovs_err)?;
-        for rec in recs.iter().filter(|r| is_vf_record(r)) {
-            self.release_vf(rec).await?;
-            self.ovs().remove_port(&rec.name).await.map_err(ovs_err)?;
-        }
-        Ok(())
-    }
-
-    /// Gives back the VF of one representor record (not the port).
-    pub(crate) async fn release_vf(&self, rec: &PortRecord) -> Result<(), CniError> {
-        let device = rec.get(vf_ext::VF_PCI).unwrap_or_default().to_string();
-        if let (Some(netdev), Some(netns), Some(ifname), Some(tag)) = (
-            rec.get(vf_ext::VF_NETDEV),
-            rec.get(ext::POD_NETNS),
-            rec.get(ext::IFNAME),
-            rec.get(ext::OWNER_TAG),
-        ) {
-            move_vf_to_host(
-                self.config().host_netns.clone(),
-                PathBuf::from(netns),
-                ifname.to_string(),
-                netdev.to_string(),
-                tag.to_string(),
-            )
-            .await
-            .map_err(|e| plumb_err(&device, e))?;
-        }
-        if rec.get(vf_ext::VF_MODE) == Some("dpdk")
-            && let (Some(sink), Some(ns), Some(name), Some(ifname)) = (
-                &self.config().vhost.annotations,
-                rec.get(ext::POD_NAMESPACE),
-                rec.get(ext::POD_NAME),
-                rec.get(ext::IFNAME),
-            )
-        {
-            use crate::dpdk::vhost::PodAnnotator;
-            let pod = PodRef {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-            };
-            let _ = sink
-                .annotate(&pod, &Default::default(), &[pci_annotation(ifname)])
-                .await;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,29 @@ use std::net::IpAddr;
 use ferrovn_api::MacAddr;
 use ipnet::IpNet;
 
+/// What kind of node this is: decides the datapath and how pods are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeProfile {
+    /// veth pods; OVS datapath `system` normally, `netdev` where there is no OVS kernel module.
+    Kernel,
+    /// OVS-DPDK (`netdev` datapath).
+    Dpdk,
+}
+
+impl NodeProfile {
+    pub fn default_datapath_type(self) -> &'static str {
+        match self {
+            NodeProfile::Kernel => "system",
+            NodeProfile::Dpdk => "netdev",
+        }
+    }
+}
+
+/// A name that is safe as one path component (volume and socket names from pod specs).
+pub fn is_plain_name(v: &str) -> bool {
+    !(v.is_empty() || v == "." || v == ".." || v.contains('/') || v.contains('\0') || v.len() > 253)
+}
+
 /// Linux limits interface names to IFNAMSIZ-1 bytes.
 pub const MAX_IFNAME_LEN: usize = 15;
 

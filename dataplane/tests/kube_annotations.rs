@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrovn_dataplane::alloc::PodRef;
+use ferrovn_dataplane::annotate::AnnotateError;
 use ferrovn_dataplane::dpdk::vhost::{
-    PodAnnotator, VhostConfig, VhostError, VhostUserInfo, annotation_key, annotations_for,
+    PodAnnotator, VhostConfig, VhostUserInfo, annotation_key, annotations_for,
 };
 use ferrovn_dataplane::kube_api::{KubeNodeSink, KubePodAnnotator};
 use ferrovn_dataplane::offload::{
@@ -188,9 +189,9 @@ async fn a_changed_value_patches_only_that_key() {
     );
 }
 
-fn pod_error(e: VhostError) -> String {
+fn pod_error(e: AnnotateError) -> String {
     match e {
-        VhostError::PodAnnotations { .. } => e.to_string(),
+        AnnotateError::PodAnnotations { .. } => e.to_string(),
         other => panic!("expected a pod annotation error, got {other:?}"),
     }
 }

@@ -376,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.offload.offload_check_secs > 0 {
-        ferrovn_dataplane::offload::spawn_offload_checks(
+        ferrovn_dataplane::agent::spawn_offload_checks(
             agent.clone(),
             Duration::from_secs(args.offload.offload_check_secs),
         );

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::agent::NodeProfile;
 use crate::dpdk::config::{
     ConfigError, DpdkApplyError, DpdkNodeConfig, apply_dpdk_node, plan_dpdk_node,
 };
@@ -14,6 +13,7 @@ use crate::profile::{
     HostPaths, OVS_DP_TYPE_LABEL, ProfileDecision, ProfileError, ReadError, gather_inputs,
     profile_name, select_profile,
 };
+use crate::types::NodeProfile;
 
 /// Files for the start-up decision.
 #[derive(Debug, Clone, Default)]

@@ -21,30 +21,29 @@
 //!    `ferrovn-<ifname>.json` next to the socket in the pod's own volume (there at once; the
 //!    downward API refreshes annotations only periodically).
 //!
-//! On a kernel-profile node the same request is routed to the vhost helper ([`route`]).
+//! On a kernel-profile node the same request is served by the vhost helper
+//! ([`crate::attach::Kind::for_request`], [`crate::attach::vhost_helper`]).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::NodeProfile;
-use crate::alloc::{Annotations, PodAllocation, PodRef};
-use crate::ovs::{PodPort, PortRecord, ext};
+use crate::alloc::{Annotations, PodAllocation};
+pub use crate::alloc::{KUBEVIRT_VHOST_VOLUME, effective_volume, vhost_user_from_annotations};
+pub use crate::annotate::{
+    AnnotateError, AnnotateFuture, DynPodAnnotator, FileAnnotations, PodAnnotator,
+};
+use crate::ovs::{PodPort, ext};
 use crate::plumbing::PodRoute;
 use ferrovn_api::MacAddr;
 use ferrovn_api::names::{attachment_id, vhost_port_name};
 
 /// Longest unix socket path (`sun_path` is 108 bytes including the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
-/// `external_ids` key marking a vhost-user attachment, and its value.
-pub const ATTACHMENT_KIND: &str = "ferrovn_attachment";
-pub const ATTACHMENT_VHOST_USER: &str = "vhost-user";
 /// `external_ids` key holding the short host directory (the bind mount).
 pub const VHOST_DIR_KEY: &str = "ferrovn_vhost_dir";
 /// OVS Interface type: OVS connects as client to the socket the pod's app serves.
@@ -60,76 +59,6 @@ pub fn annotation_key(ifname: &str) -> String {
 /// File the agent writes into the pod's volume next to the socket.
 pub fn info_file_name(ifname: &str) -> String {
     format!("ferrovn-{ifname}.json")
-}
-
-/// The volume `vhost_user_socket_consumption: kubevirt` implies (Kube-OVN's).
-pub const KUBEVIRT_VHOST_VOLUME: &str = "vhostuser-sockets";
-
-/// The pod-annotation form of a vhost-user attachment:
-/// `<provider>.kubernetes.io/vhost_user_socket_volume_name`, `..._socket_name`,
-/// `..._socket_consumption` (same meaning as the NAD config keys). `Ok(None)` when absent.
-pub fn vhost_user_from_annotations(
-    annotations: &Annotations,
-    provider: &str,
-) -> Result<Option<ferrovn_cni::protocol::VhostUser>, crate::alloc::AllocationError> {
-    let get = |name: &str| -> Result<Option<String>, crate::alloc::AllocationError> {
-        let key = format!("{provider}.kubernetes.io/{name}");
-        match annotations.get(&key).map(|v| v.trim()) {
-            None | Some("") => Ok(None),
-            Some(v) => {
-                if name != "vhost_user_socket_consumption" {
-                    plain_name("annotation", v).map_err(|_| {
-                        crate::alloc::AllocationError::Annotation {
-                            key: key.clone(),
-                            value: v.to_string(),
-                            reason: "must be a plain name (no '/', not '.' or '..')".into(),
-                        }
-                    })?;
-                }
-                Ok(Some(v.to_string()))
-            }
-        }
-    };
-    let consumption = get("vhost_user_socket_consumption")?;
-    let mut volume = get("vhost_user_socket_volume_name")?;
-    let socket = get("vhost_user_socket_name")?;
-    if consumption.as_deref() == Some("kubevirt") {
-        volume = Some(KUBEVIRT_VHOST_VOLUME.to_string());
-    }
-    if volume.is_none() && socket.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(ferrovn_cni::protocol::VhostUser {
-        socket_volume_name: volume,
-        socket_name: socket,
-        socket_consumption: consumption,
-    }))
-}
-
-/// The volume holding the socket: `kubevirt` consumption forces Kube-OVN's fixed volume.
-pub fn effective_volume(vu: &ferrovn_cni::protocol::VhostUser) -> Option<&str> {
-    if vu.socket_consumption.as_deref() == Some("kubevirt") {
-        Some(KUBEVIRT_VHOST_VOLUME)
-    } else {
-        vu.socket_volume_name.as_deref()
-    }
-}
-
-/// Where a vhost-user attachment is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VhostRoute {
-    /// DPDK node: a `dpdkvhostuserclient` port on OVS-DPDK.
-    OvsDpdk,
-    /// Kernel node: the vhost helper serves the socket and relays into the kernel path.
-    Helper,
-}
-
-/// Pure: which path serves a vhost-user attachment on a node of `profile`.
-pub fn route(profile: NodeProfile) -> VhostRoute {
-    match profile {
-        NodeProfile::Dpdk => VhostRoute::OvsDpdk,
-        NodeProfile::Kernel => VhostRoute::Helper,
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,14 +83,8 @@ pub enum VhostError {
         path: String,
         reason: String,
     },
-    /// The Kubernetes API refused or failed a pod annotation patch (cluster mode).
-    #[error("{op} the annotations of pod {pod}: {reason}")]
-    PodAnnotations {
-        op: &'static str,
-        /// `namespace/name`
-        pod: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Annotate(#[from] AnnotateError),
 }
 
 /// The pod identity a volume is resolved for.
@@ -185,8 +108,7 @@ pub struct KubeletVolumes {
 }
 
 fn plain_name(field: &'static str, v: &str) -> Result<(), VhostError> {
-    if v.is_empty() || v == "." || v == ".." || v.contains('/') || v.contains('\0') || v.len() > 253
-    {
+    if !crate::types::is_plain_name(v) {
         return Err(VhostError::Request {
             field,
             reason: format!("{v:?} must be a plain, non-empty name"),
@@ -375,25 +297,10 @@ pub fn vhost_port(mut base: PodPort, plan: &VhostPlan) -> PodPort {
         plan.host_socket.display().to_string(),
     );
     base.external_ids
-        .insert(ATTACHMENT_KIND.into(), ATTACHMENT_VHOST_USER.into());
-    base.external_ids
         .insert(VHOST_DIR_KEY.into(), plan.short_dir.display().to_string());
     // the owner tag names a veth alias; a vhost port has none
     base.external_ids.remove(ext::OWNER_TAG);
     base
-}
-
-/// Whether an Interface record is a vhost-user attachment.
-pub fn is_vhost_record(rec: &PortRecord) -> bool {
-    rec.get(ATTACHMENT_KIND) == Some(ATTACHMENT_VHOST_USER)
-}
-
-/// A vhost-user record whose pod still exists (its network namespace is there).
-pub fn is_live_vhost_record(rec: &PortRecord) -> bool {
-    is_vhost_record(rec)
-        && rec
-            .get(ext::POD_NETNS)
-            .is_some_and(|ns| !ns.is_empty() && Path::new(ns).exists())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,115 +429,6 @@ pub fn write_info_file(volume_dir: &Path, info: &VhostUserInfo) -> Result<PathBu
     std::fs::write(&tmp, body).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
     Ok(path)
-}
-
-/// Where pod annotations are written.
-pub trait PodAnnotator: Send + Sync {
-    /// Merges `set` into the pod's annotations and removes `remove`.
-    fn annotate(
-        &self,
-        pod: &PodRef,
-        set: &Annotations,
-        remove: &[String],
-    ) -> impl Future<Output = Result<(), VhostError>> + Send;
-}
-
-/// The future of [`DynPodAnnotator::annotate_boxed`].
-pub type AnnotateFuture<'a> = Pin<Box<dyn Future<Output = Result<(), VhostError>> + Send + 'a>>;
-
-/// [`PodAnnotator`] as a trait object, so one [`VhostConfig`] field holds the file sink or the
-/// Kubernetes one. Every `PodAnnotator` is one; `dyn DynPodAnnotator` is a `PodAnnotator`
-/// again, so callers just `annotate(..).await`.
-pub trait DynPodAnnotator: Send + Sync + std::fmt::Debug {
-    fn annotate_boxed<'a>(
-        &'a self,
-        pod: &'a PodRef,
-        set: &'a Annotations,
-        remove: &'a [String],
-    ) -> AnnotateFuture<'a>;
-}
-
-impl<T: PodAnnotator + std::fmt::Debug> DynPodAnnotator for T {
-    fn annotate_boxed<'a>(
-        &'a self,
-        pod: &'a PodRef,
-        set: &'a Annotations,
-        remove: &'a [String],
-    ) -> AnnotateFuture<'a> {
-        Box::pin(self.annotate(pod, set, remove))
-    }
-}
-
-impl PodAnnotator for dyn DynPodAnnotator {
-    async fn annotate(
-        &self,
-        pod: &PodRef,
-        set: &Annotations,
-        remove: &[String],
-    ) -> Result<(), VhostError> {
-        self.annotate_boxed(pod, set, remove).await
-    }
-}
-
-/// Lab annotations: `<dir>/<namespace>/<pod>.json`, a flat JSON map merged under a lock and
-/// replaced atomically (what a downward-API `annotations` file would show).
-#[derive(Debug)]
-pub struct FileAnnotations {
-    dir: PathBuf,
-    lock: Mutex<()>,
-}
-
-impl FileAnnotations {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FileAnnotations {
-            dir: dir.into(),
-            lock: Mutex::new(()),
-        }
-    }
-    pub fn path_for(&self, pod: &PodRef) -> PathBuf {
-        self.dir
-            .join(&pod.namespace)
-            .join(format!("{}.json", pod.name))
-    }
-    /// The annotations written so far for `pod` (empty if none).
-    pub fn read(&self, pod: &PodRef) -> Annotations {
-        std::fs::read(self.path_for(pod))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-    fn update(&self, pod: &PodRef, set: &Annotations, remove: &[String]) -> Result<(), VhostError> {
-        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let path = self.path_for(pod);
-        let err = |reason: String| VhostError::Write {
-            what: "pod annotations",
-            path: path.display().to_string(),
-            reason,
-        };
-        let mut current = self.read(pod);
-        for k in remove {
-            current.remove(k);
-        }
-        current.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-        }
-        let body = serde_json::to_vec_pretty(&current).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, body).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))
-    }
-}
-
-impl PodAnnotator for FileAnnotations {
-    async fn annotate(
-        &self,
-        pod: &PodRef,
-        set: &Annotations,
-        remove: &[String],
-    ) -> Result<(), VhostError> {
-        self.update(pod, set, remove)
-    }
 }
 
 /// The annotation map of one attachment.
@@ -855,15 +653,6 @@ mod tests {
         );
         assert_eq!(port.external_ids[ext::IFACE_ID], "dpdk-0.default");
         assert!(!port.external_ids.contains_key(ext::OWNER_TAG));
-        let rec = PortRecord {
-            name: port.name.clone(),
-            external_ids: port.external_ids.clone(),
-        };
-        assert!(is_vhost_record(&rec));
-        // its netns does not exist here: not live
-        assert!(!is_live_vhost_record(&rec));
-        assert_eq!(route(NodeProfile::Dpdk), VhostRoute::OvsDpdk);
-        assert_eq!(route(NodeProfile::Kernel), VhostRoute::Helper);
     }
 
     #[test]
@@ -878,23 +667,6 @@ mod tests {
         assert_eq!(j["mac"], "0a:58:0a:10:00:15");
         assert_eq!(j["ips"][0], "10.16.0.21/24");
         assert_eq!(j["hostSocketPath"], p.host_socket.display().to_string());
-    }
-
-    #[test]
-    fn file_annotations_merge() {
-        let d = tempfile::tempdir().expect("tmp");
-        let fa = FileAnnotations::new(d.path());
-        let pod = PodRef {
-            namespace: "default".into(),
-            name: "p".into(),
-        };
-        fa.update(&pod, &BTreeMap::from([("a".into(), "1".into())]), &[])
-            .expect("w");
-        fa.update(&pod, &BTreeMap::from([("b".into(), "2".into())]), &[])
-            .expect("w");
-        fa.update(&pod, &BTreeMap::new(), &["a".to_string()])
-            .expect("w");
-        assert_eq!(fa.read(&pod), BTreeMap::from([("b".into(), "2".into())]));
     }
 
     proptest! {
