@@ -539,3 +539,76 @@ fn built_agent_and_plugin_attach_a_vf_and_export_offload_truth() {
         .ip(["link", "show", VF0_NETDEV])
         .expect("VF back in the host");
 }
+
+/// Periodic GC and VFs: a pod whose netns the agent cannot see is kept (its liveness is
+/// unknown, not dead), and a pod that died without a DEL gives its VF back under the VF's
+/// host name, not under the pod's interface name the kernel left it with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_what_it_cannot_see_and_gives_a_dead_pods_vf_back() {
+    let s = setup().await;
+    s.allocate("gcpod", 7);
+    let vf_ns = Netns::create(&format!("fvt-{}-gc", s.tag)).expect("pod netns");
+    let req = s.request(
+        "gcpod",
+        Some(&vf_ns),
+        Some(VF0),
+        json!({"type": "ferrovn-cni"}),
+    );
+    s.add(&req).await.expect("VF ADD");
+    assert!(s.iface_ids(VF0_REP).contains("ferrovn-kind=sriov-vf"));
+
+    // the agent's view has no netns root where the record points (as an agent container
+    // without the host's /var/run/netns mounted): the port and the VF stay
+    let hidden = format!("external_ids:pod_netns=/nonexistent-{}/netns/pod", s.tag);
+    s.node
+        .vsctl(["set", "Interface", VF0_REP, hidden.as_str()])
+        .expect("hide netns");
+    let gc = s.agent.gc_once().await.expect("gc");
+    assert!(gc.removed.is_empty(), "{gc:?}");
+    assert_eq!(gc.unknown, vec![VF0_REP.to_string()], "{gc:?}");
+    assert!(s.iface_ids(VF0_REP).contains("iface-id=gcpod.default"));
+    vf_ns
+        .ip(["link", "show", "eth0"])
+        .expect("VF still in the pod");
+    let visible = format!("external_ids:pod_netns=\"{}\"", vf_ns.path().display());
+    s.node
+        .vsctl(["set", "Interface", VF0_REP, visible.as_str()])
+        .expect("restore netns");
+
+    // the pod dies without a DEL. A physical VF outlives its netns: the kernel moves it back
+    // to the host under the name it had in the pod (dev<N> when that clashes), alias intact.
+    // A veth stand-in would die with the netns, so move it the way the kernel does.
+    vf_ns
+        .ip(["link", "set", "eth0", "down", "name", "dev7"])
+        .expect("rename as the kernel does on a clash");
+    vf_ns
+        .ip(["link", "set", "dev7", "netns", s.node.netns().name()])
+        .expect("back to the host");
+    drop(vf_ns);
+    s.node
+        .netns()
+        .ip(["link", "show", "dev7"])
+        .expect("the returned VF, under the pod's name");
+    let gc = s.agent.gc_once().await.expect("gc");
+    assert_eq!(gc.removed, vec![VF0_REP.to_string()], "{gc:?}");
+    let back = s
+        .node
+        .netns()
+        .ip(["-o", "link", "show", VF0_NETDEV])
+        .expect("VF back under its host name");
+    assert!(!back.contains("alias"), "owner alias cleared: {back}");
+    assert!(s.node.netns().ip(["link", "show", "dev7"]).is_err());
+    assert!(s.node.vsctl(["get", "Interface", VF0_REP, "name"]).is_err());
+
+    // and the next pod gets it
+    s.allocate("gcpod2", 8);
+    let ns2 = Netns::create(&format!("fvt-{}-g2", s.tag)).expect("pod netns");
+    let req2 = s.request(
+        "gcpod2",
+        Some(&ns2),
+        Some(VF0),
+        json!({"type": "ferrovn-cni"}),
+    );
+    s.add(&req2).await.expect("the VF attaches to the next pod");
+    s.simple(Request::Del(req2)).await.expect("DEL");
+}
