@@ -31,8 +31,8 @@ use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::Node;
 use ferrovn_testkit::process::Daemon;
 use ferrovn_testkit::wait::wait_until;
-use ferrovn_vhost::control::ControlClient;
-use ferrovn_vhost::protocol::{PortInfo, Request};
+use ferrovn_vhost_proto::client::ControlClient;
+use ferrovn_vhost_proto::protocol::{PortInfo, Request};
 use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");

@@ -6,7 +6,8 @@ pub mod control;
 pub mod cores;
 pub mod dpdk;
 pub mod helper;
-pub mod protocol;
+/// The control protocol lives in `ferrovn-vhost-proto` (the agent uses it without DPDK).
+pub use ferrovn_vhost_proto::protocol;
 pub mod relay;
 
 /// EAL arguments for the helper: no hugepages (vhost needs no shareable memory of its own: it

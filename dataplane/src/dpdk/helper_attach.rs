@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovn_cni::spec::CniError;
-use ferrovn_vhost::control::ControlClient;
-use ferrovn_vhost::protocol::{KernelKind, PortInfo, PortSpec, Request, Response};
+use ferrovn_vhost_proto::client::ControlClient;
+use ferrovn_vhost_proto::protocol::{KernelKind, PortInfo, PortSpec, Request, Response};
 use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth};
@@ -68,7 +68,7 @@ pub struct HelperConfig {
 impl Default for HelperConfig {
     fn default() -> Self {
         HelperConfig {
-            control_socket: ferrovn_vhost::control::default_socket(),
+            control_socket: ferrovn_vhost_proto::client::default_socket(),
             call_timeout: Duration::from_secs(10),
         }
     }
