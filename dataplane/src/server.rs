@@ -238,14 +238,39 @@ async fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, protocol::Protoc
     }
 }
 
-/// Serves one connection.
-pub async fn serve_connection<A: AllocationSource>(agent: Arc<Agent<A>>, mut stream: UnixStream) {
+/// What answers the requests arriving on the CNI socket: the [`Agent`] (tests may stand in).
+pub trait Handler: Send + Sync + 'static {
+    fn serve_request(&self, req: Request) -> impl std::future::Future<Output = Response> + Send;
+}
+
+impl<A: AllocationSource> Handler for Agent<A> {
+    async fn serve_request(&self, req: Request) -> Response {
+        self.handle(req).await
+    }
+}
+
+/// The answer to every request that arrives once the agent is shutting down.
+pub fn shutting_down() -> Response {
+    Response::error(
+        crate::cni_error::agent_code::SHUTTING_DOWN,
+        "the node agent is shutting down",
+        "it stopped taking requests on SIGTERM and finishes the ones in flight; the runtime \
+         retries once the new agent serves the socket",
+    )
+}
+
+/// Reads one request and answers it with `answer`.
+async fn answer_connection<F, Fut>(mut stream: UnixStream, answer: F)
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let response = match read_frame(&mut stream).await {
         Ok(frame) => match protocol::decode_request(&frame) {
             Ok(req) => {
                 let op = req.op();
                 let started = std::time::Instant::now();
-                let resp = agent.handle(req).await;
+                let resp = answer(req).await;
                 tracing::debug!(
                     op,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -276,11 +301,13 @@ pub async fn serve_connection<A: AllocationSource>(agent: Arc<Agent<A>>, mut str
     }
 }
 
+/// Serves one connection.
+pub async fn serve_connection<H: Handler>(agent: Arc<H>, stream: UnixStream) {
+    answer_connection(stream, |req| async move { agent.serve_request(req).await }).await
+}
+
 /// Accept loop; returns only if accepting fails.
-pub async fn serve<A: AllocationSource>(
-    agent: Arc<Agent<A>>,
-    listener: UnixListener,
-) -> std::io::Error {
+pub async fn serve<H: Handler>(agent: Arc<H>, listener: UnixListener) -> std::io::Error {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -289,6 +316,58 @@ pub async fn serve<A: AllocationSource>(
             Err(e) => return e,
         }
     }
+}
+
+/// How a [`serve_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request in flight at shutdown was answered.
+    Drained,
+    /// `drain_timeout` passed with this many requests still in flight.
+    TimedOut { in_flight: usize },
+}
+
+/// Serves until `shutdown` completes (SIGTERM), then drains: requests in flight are answered,
+/// every new one is answered with [`shutting_down`] (a clear CNI error, not a refused
+/// connection), and it returns once none is left in flight or after `drain_timeout`.
+pub async fn serve_until<H: Handler>(
+    agent: Arc<H>,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain_timeout: std::time::Duration,
+) -> Result<Stopped, std::io::Error> {
+    let mut in_flight = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                in_flight.spawn(serve_connection(agent.clone(), stream));
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "shutting down: no new requests; finishing the ones in flight"
+    );
+    let deadline = tokio::time::sleep(drain_timeout);
+    tokio::pin!(deadline);
+    while !in_flight.is_empty() {
+        tokio::select! {
+            () = &mut deadline => {
+                return Ok(Stopped::TimedOut { in_flight: in_flight.len() });
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(answer_connection(stream, |_| async { shutting_down() }));
+                }
+            }
+            Some(_) = in_flight.join_next() => {}
+        }
+    }
+    Ok(Stopped::Drained)
 }
 
 /// Handles a request in-process (tests and embedding).

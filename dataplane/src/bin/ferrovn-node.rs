@@ -134,6 +134,10 @@ struct Args {
     /// ovs-vswitchd's pid file (default: ovs-vswitchd.pid beside the --ovs-db socket).
     #[arg(long, env = "FERROVN_VSWITCHD_PIDFILE")]
     vswitchd_pidfile: Option<PathBuf>,
+    /// On SIGTERM: seconds to let requests in flight finish (new ones are refused at once);
+    /// below the pod's terminationGracePeriodSeconds (30 by default).
+    #[arg(long, default_value_t = 25)]
+    drain_timeout_secs: u64,
     #[command(flatten)]
     offload: ferrovn_dataplane::offload::OffloadArgs,
     /// Cluster mode: pod allocations from the Pod objects, node labels from the Node, node
@@ -445,10 +449,29 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let result = tokio::select! {
-        e = server::serve(agent, listener) => Err(anyhow::Error::new(e).context("accepting on the CNI socket")),
-        _ = term.recv() => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let result = match server::serve_until(
+        agent,
+        listener,
+        shutdown,
+        Duration::from_secs(args.drain_timeout_secs),
+    )
+    .await
+    {
+        Ok(server::Stopped::Drained) => Ok(()),
+        Ok(server::Stopped::TimedOut { in_flight }) => {
+            tracing::warn!(
+                in_flight,
+                "drain timeout: stopping with requests in flight (the runtime retries them)"
+            );
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("accepting on the CNI socket")),
     };
     // pods keep running; only the socket goes
     let _ = std::fs::remove_file(&args.socket);
