@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrovn_cni::protocol::{AttachmentKey, AttachmentRequest, GcRequest, Request, Response};
 use ferrovn_cni::spec::{CniError, CniResult, code};
@@ -159,32 +159,24 @@ impl<A: AllocationSource> Agent<A> {
         provider: &str,
     ) -> Result<PodAllocation, CniError> {
         let deadline = Instant::now() + self.cfg.allocation_timeout;
-        loop {
-            match self.alloc.lookup(pod, provider).await {
-                Ok(Some(a)) => return Ok(a),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(err(
-                        agent_code::BAD_ALLOCATION,
-                        format!("allocation of pod {}/{} unusable", pod.namespace, pod.name),
-                        e,
-                    ));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(err(
-                    agent_code::NOT_ALLOCATED,
-                    format!(
-                        "pod {}/{} has no allocation for provider {provider}",
-                        pod.namespace, pod.name
-                    ),
-                    format!(
-                        "waited {:?} for the controller's annotations ({provider}.kubernetes.io/allocated=true)",
-                        self.cfg.allocation_timeout
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match self.alloc.wait_for(pod, provider, deadline).await {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) => Err(err(
+                agent_code::NOT_ALLOCATED,
+                format!(
+                    "pod {}/{} has no allocation for provider {provider}",
+                    pod.namespace, pod.name
+                ),
+                format!(
+                    "waited {:?} for the controller's annotations ({provider}.kubernetes.io/allocated=true)",
+                    self.cfg.allocation_timeout
+                ),
+            )),
+            Err(e) => Err(err(
+                agent_code::BAD_ALLOCATION,
+                format!("allocation of pod {}/{} unusable", pod.namespace, pod.name),
+                e,
+            )),
         }
     }
 

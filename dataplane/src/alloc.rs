@@ -223,6 +223,41 @@ pub trait AllocationSource: Send + Sync + 'static {
         pod: &PodRef,
         provider: &str,
     ) -> impl Future<Output = Result<Option<PodAllocation>, AllocationError>> + Send;
+
+    /// Waits until `pod` has an allocation for `provider` (`Ok(Some)`) or `deadline` passes
+    /// (`Ok(None)`). By default it looks every [`POLL_INTERVAL`]; a source that learns of
+    /// changes (the Kubernetes watch) answers as soon as the allocation arrives.
+    fn wait_for(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+        deadline: std::time::Instant,
+    ) -> impl Future<Output = Result<Option<PodAllocation>, AllocationError>> + Send {
+        poll_until(self, pod, provider, deadline, POLL_INTERVAL)
+    }
+}
+
+/// How often [`AllocationSource::wait_for`] looks by default.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`AllocationSource::lookup`] every `every` until found or `deadline`.
+pub async fn poll_until<S: AllocationSource + ?Sized>(
+    source: &S,
+    pod: &PodRef,
+    provider: &str,
+    deadline: std::time::Instant,
+    every: std::time::Duration,
+) -> Result<Option<PodAllocation>, AllocationError> {
+    loop {
+        if let Some(a) = source.lookup(pod, provider).await? {
+            return Ok(Some(a));
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(every.min(deadline - now)).await;
+    }
 }
 
 /// Lab allocation source: `<dir>/<namespace>/<pod>.json` holds the pod's annotations, either as

@@ -191,13 +191,84 @@ pub async fn node_labels(
     metadata_string_map(&object, "labels", &what)
 }
 
-/// Pod allocations from the Pod object. Each lookup is one GET; lookups of the same pod are
-/// spaced by `min_interval` (the agent polls every 50 ms while it waits for the controller),
-/// so a waiting pod costs at most a few GETs per second.
+/// Pod allocations from the Pod object. With [`KubeAllocations::watching`] (what `ferrovn-node
+/// --kube` uses) they come from a watch of the node's Pods and an ADD waits for the Pod's next
+/// event. Without it each lookup is one GET, and GETs of the same pod are spaced by
+/// `min_interval`, so a waiting pod costs at most a few GETs per second.
 pub struct KubeAllocations {
     client: kube::Client,
     min_interval: Duration,
     last_get: Mutex<HashMap<PodRef, Instant>>,
+    watch: Option<PodWatch>,
+}
+
+/// The Pods scheduled to this node, kept current by one watch (`fieldSelector=spec.nodeName=
+/// <node>`): an ADD waiting for the controller's allocation wakes on the Pod's next event
+/// instead of polling the API server.
+pub struct PodWatch {
+    store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+    /// Bumped on every watch event; waiters subscribe before they look, so none is missed.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// The watch has listed once (the store holds every Pod of the node).
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodWatch {
+    /// Starts watching the Pods of `node` (inside a tokio runtime). The watch re-lists with
+    /// backoff after errors (410, dropped connections) on its own.
+    pub fn start(client: kube::Client, node: &str) -> PodWatch {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
+        let (store, writer) = reflector::store();
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let stream = reflector(writer, watcher(api, config)).default_backoff();
+        let (gen_tx, ready_flag) = (generation.clone(), ready.clone());
+        let node = node.to_string();
+        let task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        ready_flag.store(true, std::sync::atomic::Ordering::Release);
+                        tracing::debug!(node, "pod watch listed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, "pod watch failed; re-listing");
+                        continue;
+                    }
+                }
+                gen_tx.send_modify(|g| *g = g.wrapping_add(1));
+            }
+        });
+        PodWatch {
+            store,
+            generation,
+            ready,
+            task,
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The pod's annotations from the watch (`None`: not a Pod of this node, yet).
+    fn annotations(&self, pod: &PodRef) -> Option<Annotations> {
+        let key = kube::runtime::reflector::ObjectRef::new(&pod.name).within(&pod.namespace);
+        let object = self.store.get(&key)?;
+        Some(object.metadata.annotations.clone().unwrap_or_default())
+    }
 }
 
 impl KubeAllocations {
@@ -206,7 +277,20 @@ impl KubeAllocations {
             client,
             min_interval: Duration::from_millis(250),
             last_get: Mutex::new(HashMap::new()),
+            watch: None,
         }
+    }
+
+    /// Whether the Pod watch has listed once (lookups then come from it, not from GETs).
+    pub fn watch_ready(&self) -> bool {
+        self.watch.as_ref().is_some_and(PodWatch::is_ready)
+    }
+
+    /// Reads this node's Pods from a watch ([`PodWatch`]) instead of one GET per look; until the
+    /// watch has listed once, lookups GET as without it.
+    pub fn watching(mut self, node: &str) -> Self {
+        self.watch = Some(PodWatch::start(self.client.clone(), node));
+        self
     }
 
     /// Changes the spacing of GETs of one pod.
@@ -261,6 +345,12 @@ impl AllocationSource for KubeAllocations {
         pod: &PodRef,
         provider: &str,
     ) -> Result<Option<PodAllocation>, AllocationError> {
+        if let Some(w) = self.watch.as_ref().filter(|w| w.is_ready()) {
+            return match w.annotations(pod) {
+                Some(a) => crate::alloc::allocation_from_annotations(&a, provider),
+                None => Ok(None),
+            };
+        }
         let annotations = match self.pod_annotations(pod).await {
             Ok(Some(a)) => a,
             Ok(None) => return Ok(None),
@@ -272,6 +362,44 @@ impl AllocationSource for KubeAllocations {
             }
         };
         crate::alloc::allocation_from_annotations(&annotations, provider)
+    }
+
+    async fn wait_for(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Option<PodAllocation>, AllocationError> {
+        let Some(w) = &self.watch else {
+            // GETs of one pod are spaced by `min_interval` anyway
+            return crate::alloc::poll_until(self, pod, provider, deadline, Duration::ZERO).await;
+        };
+        let mut changed = w.generation.subscribe();
+        loop {
+            changed.borrow_and_update();
+            if let Some(a) = self.lookup(pod, provider).await? {
+                return Ok(Some(a));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // before the first list the lookup GETs: look again now and then meanwhile
+            let nap = if w.is_ready() {
+                deadline - now
+            } else {
+                self.min_interval.max(crate::alloc::POLL_INTERVAL)
+            };
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        // the watch task ended (never, short of a runtime shutdown): poll
+                        return crate::alloc::poll_until(self, pod, provider, deadline, self.min_interval.max(crate::alloc::POLL_INTERVAL)).await;
+                    }
+                }
+                () = tokio::time::sleep(nap.min(deadline - now)) => {}
+            }
+        }
     }
 }
 

@@ -129,14 +129,14 @@ fn node_agent_kube_calls_as_its_service_account() {
         .node_bound_service_account_kubeconfig("kube-system", "ferrovn-node", "node-a")
         .expect("node-bound token for node-a");
 
-    // Least privilege: exactly get + patch of nodes and pods.
+    // Least privilege: get + patch of nodes, get + list + watch + patch of pods.
     for (verb, resource, allowed) in [
         ("get", "nodes", true),
         ("patch", "nodes", true),
         ("get", "pods", true),
         ("patch", "pods", true),
-        ("list", "pods", false),
-        ("watch", "pods", false),
+        ("list", "pods", true),
+        ("watch", "pods", true),
         ("list", "nodes", false),
         ("delete", "pods", false),
         ("create", "pods", false),
@@ -236,6 +236,22 @@ fn node_agent_kube_calls_as_its_service_account() {
                 .expect("a missing pod is not an error"),
             None
         );
+
+        // As `ferrovn-node --kube` reads them: from a watch of node-a's Pods.
+        let watching = KubeAllocations::new(client.clone()).watching("node-a");
+        assert!(
+            ferrovn_testkit::wait::wait_until_async(std::time::Duration::from_secs(30), || {
+                watching.watch_ready()
+            })
+            .await,
+            "the watch of node-a's pods lists as ferrovn-node"
+        );
+        let alloc = watching
+            .lookup(&pod("demo", "web-a"), "ovn")
+            .await
+            .expect("web-a from the watch")
+            .expect("web-a is allocated");
+        assert_eq!(alloc.logical_switch, "ovn-default");
 
         // Pod annotations: set, then removed; other annotations stay.
         let annotator = KubePodAnnotator::new(client.clone());

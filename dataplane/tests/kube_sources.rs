@@ -338,3 +338,64 @@ async fn lookups_of_one_waiting_pod_are_spaced() {
     assert_eq!(src.lookup(&other, PRIMARY_PROVIDER).await, Ok(None));
     assert!(t.elapsed() < interval, "{:?}", t.elapsed());
 }
+
+/// `ferrovn-node --kube`: one watch of the node's Pods (`fieldSelector=spec.nodeName=<node>`)
+/// instead of GETs every few hundred ms; an ADD waiting for the controller wakes on the
+/// Pod's event, and the waiting costs no request at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_source_wakes_on_the_pods_event_without_polling() {
+    use ferrovn_testkit::fake_kube::FakeApi;
+    let api = FakeApi::new();
+    let mut pod = pod_json("default", "web-0", "node-a", json!({}));
+    api.apply(pod.clone());
+    let src = Arc::new(KubeAllocations::new(api.client()).watching("node-a"));
+    assert!(
+        ferrovn_testkit::wait::wait_until_async(Duration::from_secs(10), || api.open_watches() > 0)
+            .await,
+        "the agent opens a watch"
+    );
+    let waiting = {
+        let src = src.clone();
+        tokio::spawn(async move {
+            src.wait_for(
+                &web0(),
+                PRIMARY_PROVIDER,
+                Instant::now() + Duration::from_secs(30),
+            )
+            .await
+        })
+    };
+    // the controller allocates while the ADD waits (had the ADD not started waiting yet, it
+    // would find the allocation at once: this pause cannot make the test pass wrongly)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = api.requests().len();
+    pod["metadata"]["annotations"] = allocated_annotations();
+    let t = Instant::now();
+    api.apply(pod);
+    let a = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken by the event")
+        .expect("task")
+        .expect("ok")
+        .expect("allocated");
+    assert_eq!(a.mac.to_string(), "0a:58:0a:10:00:0c");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let requests = api.requests();
+    // while it waited nothing was asked: the watch brought the change
+    assert_eq!(requests.len(), before, "{:?}", &requests[before..]);
+    let pods_watch = requests
+        .iter()
+        .find(|r| r.is_watch() && r.path == "/api/v1/pods")
+        .expect("a watch of all namespaces' pods");
+    assert_eq!(
+        pods_watch.param("fieldSelector").as_deref(),
+        Some("spec.nodeName%3Dnode-a"),
+        "{pods_watch:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path == "/api/v1/namespaces/default/pods/web-0"),
+        "no GET of the pod: {requests:?}"
+    );
+}

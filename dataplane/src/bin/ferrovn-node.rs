@@ -172,6 +172,18 @@ impl AllocationSource for Allocations {
             Allocations::Kube(k) => k.lookup(pod, provider).await,
         }
     }
+
+    async fn wait_for(
+        &self,
+        pod: &PodRef,
+        provider: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Option<PodAllocation>, AllocationError> {
+        match self {
+            Allocations::File(f) => f.wait_for(pod, provider, deadline).await,
+            Allocations::Kube(k) => k.wait_for(pod, provider, deadline).await,
+        }
+    }
 }
 
 /// Publishes `annotations` (the node's `what` annotations) through `sink`, retrying every few
@@ -334,7 +346,9 @@ async fn main() -> anyhow::Result<()> {
         sriov: args.offload.sriov_config(args.state_dir.clone())?,
     };
     let allocations = match &kube_client {
-        Some(client) => Allocations::Kube(Box::new(KubeAllocations::new(client.clone()))),
+        Some(client) => Allocations::Kube(Box::new(
+            KubeAllocations::new(client.clone()).watching(&name),
+        )),
         None => Allocations::File(FileAllocations::new(&args.allocations_dir)),
     };
     let agent = Agent::start(cfg, allocations)
