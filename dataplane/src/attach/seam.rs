@@ -105,9 +105,12 @@ pub enum Liveness {
     Unknown,
 }
 
-/// Liveness by the pod's netns path: there → alive; its directory there but the path gone →
-/// dead; the directory itself not visible (`/var/run/netns` not mounted into the agent's
-/// container, a `/proc/<pid>` of another PID namespace) → unknown.
+/// Liveness by the pod's netns path: there → alive; gone from a netns root the agent can see →
+/// dead; otherwise unknown. The root (the path's directory, e.g. `/var/run/netns`) counts as
+/// seen only when it exists AND holds some entry: an agent container without the host's mount
+/// may still have an empty directory there (from its image), and a `/proc/<pid>` of a PID
+/// namespace it cannot see is absent. An empty root on a node whose last pod just died only
+/// delays that pod's GC until another pod appears (the runtime's DEL and CNI GC still remove it).
 pub fn netns_liveness(netns: Option<&str>) -> Liveness {
     let Some(path) = netns.map(Path::new).filter(|p| p.is_absolute()) else {
         return Liveness::Unknown;
@@ -115,9 +118,14 @@ pub fn netns_liveness(netns: Option<&str>) -> Liveness {
     if path.exists() {
         return Liveness::Alive;
     }
-    match path.parent() {
-        Some(root) if root.is_dir() => Liveness::Dead,
-        _ => Liveness::Unknown,
+    let root_seen = path
+        .parent()
+        .and_then(|root| std::fs::read_dir(root).ok())
+        .is_some_and(|mut entries| entries.next().is_some());
+    if root_seen {
+        Liveness::Dead
+    } else {
+        Liveness::Unknown
     }
 }
 
@@ -435,7 +443,10 @@ mod tests {
         // the agent's container does not mount the netns root: it cannot tell
         assert_eq!(netns_liveness(Some(&ns_s)), Liveness::Unknown);
         std::fs::create_dir(&root).expect("root");
-        // the root is visible and the pod's netns is not in it: the pod is gone
+        // an empty directory proves nothing (an image's own /var/run/netns, no host mount)
+        assert_eq!(netns_liveness(Some(&ns_s)), Liveness::Unknown);
+        // the root shows other pods' namespaces and not this one: the pod is gone
+        std::fs::write(root.join("cni-other"), b"").expect("other pod");
         assert_eq!(netns_liveness(Some(&ns_s)), Liveness::Dead);
         std::fs::write(&ns, b"").expect("ns");
         assert_eq!(netns_liveness(Some(&ns_s)), Liveness::Alive);
