@@ -10,6 +10,7 @@
 //! for attachments), node join port `node-<node>` (all in [`ferrovn_api::names`]).
 
 mod acl;
+pub mod netpol;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
