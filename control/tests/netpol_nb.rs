@@ -274,6 +274,14 @@ async fn netpol_rows_accepted_compiled_and_traced() {
         "no flow for the policy"
     );
 
+    // The drops match `ip`; neighbour discovery still works because northd lets it through
+    // every ACL stage above any ACL (docs/network-policy.md relies on this).
+    let nd_pass = flows
+        .lines()
+        .filter(|l| l.contains("acl_eval") && l.contains("priority=65532"))
+        .filter(|l| l.contains("match=(nd || nd_ra || nd_rs"))
+        .count();
+    assert!(nd_pass >= 2, "no ND bypass in the ACL stages");
     let web = ("web-1.shop", mac(5), "10.16.0.5");
     let prom = ("prom.ops", mac(9), "10.16.0.9");
     let db1 = ("db-1.shop", mac(6), "10.16.0.6");
