@@ -21,7 +21,9 @@ use ferrovn_control::plan::{
 };
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::ovsdb::OvnCentral;
-use ferrovn_testkit::process::run;
+use std::process::Command;
+
+use ferrovn_testkit::process::output_of;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
@@ -37,6 +39,8 @@ spec:
     ports: [{port: pg}]
   - from: [{namespaceSelector: {matchLabels: {team: ops}}}]
     ports: [{port: 9187}]
+  - from: [{podSelector: {matchLabels: {app: nobody}}}]
+    ports: [{port: 7777}]
   egress:
   - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.16.0.0/16]}}]
     ports: [{protocol: UDP, port: 53, endPort: 54}]
@@ -222,8 +226,16 @@ fn traced(
     let db = format!("--db={}", central.sb_remote());
     let ct = format!("--ct={ct}");
     // One --ct per ct_next: the switch's ingress and egress pipelines each do one.
-    let out = run("ovn-trace", &[&db, "--minimal", &ct, &ct, datapath, &flow])
-        .unwrap_or_else(|e| panic!("ovn-trace {flow}: {e}"));
+    let out = output_of(
+        "ovn-trace",
+        Command::new("ovn-trace").args([&db, "--minimal", &ct, &ct, datapath, &flow]),
+    )
+    .unwrap_or_else(|e| panic!("ovn-trace {flow}: {e}"));
+    // ovn-trace parses every logical flow of the SB first: a match OVN cannot parse (a typo,
+    // a missing address set or port group) is reported here.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.trim().is_empty(), "ovn-trace complained: {err}");
+    let out = String::from_utf8_lossy(&out.stdout);
     out.contains(&format!("output(\"{dst_port}\")"))
 }
 
@@ -312,6 +324,15 @@ async fn netpol_rows_accepted_compiled_and_traced() {
     assert!(
         !delivered(&central, ls, web, db1, "tcp", 9187),
         "web → db-1:9187"
+    );
+    // a peer that matches no pod: an empty address set, which allows nothing
+    assert!(
+        np.address_sets.values().any(|s| s.addresses.is_empty()),
+        "the test needs an empty set"
+    );
+    assert!(
+        !delivered(&central, ls, web, db1, "tcp", 7777),
+        "web → db-1:7777"
     );
     // egress isolation of db: nothing inside the cluster is allowed (except 10.16/16)
     assert!(
