@@ -1,7 +1,7 @@
 //! NetworkPolicy rows against a real OVN 25.03 central: the planned port groups, address sets
 //! and tier-2 ACLs are accepted by the NB ovsdb-server (schema: tier, name length, options),
-//! ovn-northd compiles every match, and `ovn-trace` over the resulting logical flows gives the
-//! verdicts the policy means (named ports per pod, namespace selector, default drop, node
+//! ovn-northd turns them into logical flows that OVN's expression parser accepts (ovn-trace
+//! parses every flow and must not complain), and `ovn-trace` gives the verdicts the policy means (named ports per pod, namespace selector, default drop, node
 //! traffic).
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
@@ -271,19 +271,12 @@ async fn netpol_rows_accepted_compiled_and_traced() {
     transact(&central, insert_ops(&np, &lsp));
     central.sync_sb().expect("northd caught up");
 
-    let log = std::fs::read_to_string(central.northd_log_path()).unwrap_or_default();
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("|WARN|") || l.contains("|ERR|"))
-        .filter(|l| l.to_lowercase().contains("acl") || l.contains("parse") || l.contains("match"))
-        .collect();
-    assert!(bad.is_empty(), "northd complained: {bad:#?}");
     let flows = central
         .sbctl(&["lflow-list", "ovn-default"])
         .expect("lflow-list");
     assert!(
-        flows.contains("np.shop.db_allow_web") || flows.contains("10.16.0.5"),
-        "no flow for the policy"
+        flows.contains("outport == @np.shop.db_allow_web && ip"),
+        "no flow for the policy's drop"
     );
 
     // The drops match `ip`; neighbour discovery still works because northd lets it through
