@@ -1,8 +1,9 @@
 //! NetworkPolicy rows against a real OVN 25.03 central: the planned port groups, address sets
-//! and tier-2 ACLs are accepted by the NB ovsdb-server (schema: tier, name length, options),
+//! and tier-2 ACLs are accepted by the NB ovsdb-server (schema: tier, name length, options);
 //! ovn-northd turns them into logical flows that OVN's expression parser accepts (ovn-trace
-//! parses every flow and must not complain), and `ovn-trace` gives the verdicts the policy means (named ports per pod, namespace selector, default drop, node
-//! traffic).
+//! parses every flow and must not complain); and `ovn-trace` gives the verdicts the policy
+//! means (named ports per pod, namespace selector, empty peer set, default drop, stateful
+//! reply, node traffic).
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
