@@ -84,3 +84,75 @@ fn control_plane_serves_enforces_rbac_restarts_and_cleans_up() {
     }
     assert!(!Path::new(&dir).exists(), "{} removed", dir.display());
 }
+
+/// The lab's mode: the control plane outlives the handle (and the process) that started it,
+/// another handle attaches to it, and stopping it by its PID files leaves nothing.
+#[test]
+fn persistent_control_plane_outlives_its_handle_and_stops_by_pid() {
+    let parent = tempfile::tempdir().expect("tmp");
+    let dir = parent.path().join("kube");
+    let options = ferrovn_testkit::kube::Options {
+        disabled_controllers: vec!["node-lifecycle-controller".into()],
+        token_duration: Some("720h".into()),
+        ..Default::default()
+    };
+    let pids = {
+        let cp = ControlPlane::start_persistent(&dir, &options).expect("persistent control plane");
+        eprintln!("persistent control plane up in {:?}", cp.startup_time());
+        cp.kubectl(&["create", "configmap", "kept", "--from-literal=k=v"])
+            .expect("configmap");
+        cp.pids()
+    };
+    // the handle is gone; the components are not
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(pids.iter().all(|(_, p)| alive(*p)), "{pids:?}");
+    let again = ControlPlane::start_persistent(&dir, &options)
+        .expect_err("a second control plane in the same dir is refused");
+    assert!(again.to_string().contains("still runs"), "{again}");
+
+    let cp = ControlPlane::open(&dir).expect("attach");
+    assert_eq!(cp.pids(), pids);
+    let kept = cp
+        .kubectl(&["get", "configmap", "kept", "-o", "jsonpath={.data.k}"])
+        .expect("configmap through the attached handle");
+    assert_eq!(kept.stdout, "v");
+    // tokens as long as asked for
+    let sa = cp
+        .service_account_kubeconfig("default", "long")
+        .expect("token");
+    let who = cp
+        .kubectl_as(
+            &sa,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        )
+        .expect("whoami");
+    assert_eq!(who.stdout, "system:serviceaccount:default:long");
+    drop(cp);
+    assert!(pids.iter().all(|(_, p)| alive(*p)), "{pids:?}");
+
+    let report = ControlPlane::stop_persistent(&dir).expect("stop");
+    assert_eq!(
+        report.stopped,
+        [
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kube-apiserver",
+            "etcd"
+        ]
+    );
+    assert!(report.removed_dir && !dir.exists());
+    let left: Vec<_> = pids.iter().filter(|(_, p)| alive(*p)).collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert!(ControlPlane::open(&dir).is_err(), "nothing to attach to");
+    assert_eq!(
+        ControlPlane::stop_persistent(&dir).expect("again"),
+        Default::default(),
+        "stopping twice is harmless"
+    );
+}

@@ -8,6 +8,11 @@
 //! started (by PID) and deletes the temp dir; should the test process die without unwinding,
 //! the kernel kills the components (parent-death signal of the thread that started them).
 //!
+//! The lab's control plane outlives the command that starts it: [`ControlPlane::start_persistent`]
+//! runs the same components detached, in a directory of the caller's, with PID files;
+//! [`ControlPlane::open`] attaches to it from another process and [`ControlPlane::stop_persistent`]
+//! stops it by PID and removes the directory.
+//!
 //! ```no_run
 //! use ferrovn_testkit::kube::ControlPlane;
 //! let cp = ControlPlane::start().unwrap();
@@ -25,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use pki::{APISERVER_SANS, CertPair, Pki};
-use process::{Component, log_tail};
+use process::{Component, log_tail, stop_pid_file};
 
 /// The pinned versions, shared with deploy/kube/build.sh.
 const VERSIONS_ENV: &str = include_str!("../../../deploy/kube/versions.env");
@@ -35,6 +40,66 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// How long the whole control plane may take to become usable.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The components, in start order (stopped in reverse).
+const COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// Written into a persistent control plane's directory once it serves: what
+/// [`ControlPlane::open`] needs besides the files.
+const STATE_FILE: &str = "control-plane.json";
+
+/// How long ServiceAccount tokens of a test's control plane are valid.
+const TEST_TOKEN_DURATION: &str = "1h";
+
+/// How [`ControlPlane::start_with`] runs the control plane.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `None`: a private temp dir, everything dies with the [`ControlPlane`] (tests).
+    /// `Some(dir)`: persistent in `dir` (created; must hold no running control plane):
+    /// detached components with PID files that outlive this process, stopped by
+    /// [`ControlPlane::stop_persistent`].
+    pub persistent_dir: Option<PathBuf>,
+    /// kube-controller-manager controllers to leave out (`--controllers=*,-<name>`), e.g.
+    /// `node-lifecycle-controller` for Nodes that no kubelet heartbeats.
+    pub disabled_controllers: Vec<String>,
+    /// Validity of the ServiceAccount tokens it mints (`kubectl create token --duration`);
+    /// default one hour.
+    pub token_duration: Option<String>,
+}
+
+/// Where a control plane lives.
+#[derive(Debug)]
+enum Home {
+    Scoped(tempfile::TempDir),
+    Persistent(PathBuf),
+}
+
+impl Home {
+    fn path(&self) -> &Path {
+        match self {
+            Home::Scoped(t) => t.path(),
+            Home::Persistent(p) => p,
+        }
+    }
+}
+
+fn pid_file(dir: &Path, component: &str) -> PathBuf {
+    dir.join("run").join(format!("{component}.pid"))
+}
+
+/// What [`ControlPlane::stop_persistent`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Components that were running and were stopped.
+    pub stopped: Vec<String>,
+    /// True if the directory was there and is now removed.
+    pub removed_dir: bool,
+}
 
 /// The binaries [`ControlPlane::start`] needs.
 pub const REQUIRED_BINARIES: [&str; 5] = [
@@ -207,12 +272,13 @@ pub struct ControlPlane {
     controller_manager: Component,
     apiserver: Component,
     etcd: Component,
-    dir: tempfile::TempDir,
+    dir: Home,
     pki: Pki,
     kubectl: PathBuf,
     server: String,
     admin_kubeconfig: PathBuf,
     startup: Duration,
+    token_duration: String,
 }
 
 impl ControlPlane {
@@ -220,6 +286,47 @@ impl ControlPlane {
     /// the apiserver is ready and the controller-manager has created the `default`
     /// ServiceAccount (so pods can be created).
     pub fn start() -> Result<ControlPlane, KubeError> {
+        Self::start_with(&Options::default())
+    }
+
+    /// Like [`ControlPlane::start`], persistent in `dir` (see [`Options::persistent_dir`]).
+    /// On failure the components already started are stopped; `dir` keeps their logs.
+    pub fn start_persistent(dir: &Path, options: &Options) -> Result<ControlPlane, KubeError> {
+        let options = Options {
+            persistent_dir: Some(dir.to_path_buf()),
+            ..options.clone()
+        };
+        Self::start_with(&options)
+    }
+
+    /// Starts a control plane as `options` say.
+    pub fn start_with(options: &Options) -> Result<ControlPlane, KubeError> {
+        let Some(dir) = &options.persistent_dir else {
+            return Self::start_inner(options);
+        };
+        if let Some(running) = COMPONENTS.iter().find(|c| {
+            std::fs::read_to_string(pid_file(dir, c))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .is_some_and(process::alive)
+        }) {
+            return Err(KubeError::Io {
+                what: format!("start a control plane in {}", dir.display()),
+                reason: format!(
+                    "{running} of an earlier one still runs there (stop it with ControlPlane::stop_persistent)"
+                ),
+            });
+        }
+        let started = Self::start_inner(options);
+        if started.is_err() {
+            for c in COMPONENTS.iter().rev() {
+                let _ = stop_pid_file(&pid_file(dir, c), &dir.display().to_string());
+            }
+        }
+        started
+    }
+
+    fn start_inner(options: &Options) -> Result<ControlPlane, KubeError> {
         let t0 = Instant::now();
         // All of them before anything starts: a missing one is reported, not half a cluster.
         let [etcd_bin, apiserver_bin, kcm_bin, scheduler_bin, kubectl] =
@@ -231,13 +338,28 @@ impl ControlPlane {
             scheduler_bin?,
             kubectl?,
         );
-        let dir = tempfile::Builder::new()
-            .prefix("ferrovn-kube-")
-            .tempdir()
-            .map_err(io_err("temp dir"))?;
+        let dir = match &options.persistent_dir {
+            Some(p) => Home::Persistent(p.clone()),
+            None => Home::Scoped(
+                tempfile::Builder::new()
+                    .prefix("ferrovn-kube-")
+                    .tempdir()
+                    .map_err(io_err("temp dir"))?,
+            ),
+        };
         let d = dir.path().to_path_buf();
         let logs = d.join("logs");
         std::fs::create_dir_all(&logs).map_err(io_err(format!("create {}", logs.display())))?;
+        let pid_file = |component: &str| {
+            options
+                .persistent_dir
+                .as_ref()
+                .map(|p| pid_file(p, component))
+        };
+        if options.persistent_dir.is_some() {
+            let run = d.join("run");
+            std::fs::create_dir_all(&run).map_err(io_err(format!("create {}", run.display())))?;
+        }
 
         let pki = Pki::create(&d.join("pki"))?;
         let serving = pki.serving_cert("apiserver")?;
@@ -287,6 +409,7 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ],
             logs.join("etcd.log"),
+            pid_file("etcd"),
         )?;
 
         let apiserver = Component::spawn(
@@ -317,6 +440,7 @@ impl ControlPlane {
                 "--v=1".into(),
             ],
             logs.join("kube-apiserver.log"),
+            pid_file("kube-apiserver"),
         )?;
 
         let kcm = Component::spawn(
@@ -334,10 +458,14 @@ impl ControlPlane {
                 format!("--cluster-signing-cert-file={}", s(&pki.ca.cert)),
                 format!("--cluster-signing-key-file={}", s(&pki.ca.key)),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--controllers=*".into(),
+                std::iter::once("--controllers=*".to_string())
+                    .chain(options.disabled_controllers.iter().map(|c| format!("-{c}")))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "--v=1".into(),
             ],
             logs.join("kube-controller-manager.log"),
+            pid_file("kube-controller-manager"),
         )?;
         let scheduler = Component::spawn(
             "kube-scheduler",
@@ -349,6 +477,7 @@ impl ControlPlane {
                 "--v=1".into(),
             ],
             logs.join("kube-scheduler.log"),
+            pid_file("kube-scheduler"),
         )?;
 
         let mut cp = ControlPlane {
@@ -362,6 +491,10 @@ impl ControlPlane {
             server,
             admin_kubeconfig,
             startup: Duration::ZERO,
+            token_duration: options
+                .token_duration
+                .clone()
+                .unwrap_or_else(|| TEST_TOKEN_DURATION.into()),
         };
         cp.wait_ready(START_TIMEOUT.saturating_sub(t0.elapsed()))?;
         cp.wait_for(
@@ -382,7 +515,88 @@ impl ControlPlane {
             },
         )?;
         cp.startup = t0.elapsed();
+        if options.persistent_dir.is_some() {
+            let state = serde_json::json!({
+                "server": cp.server,
+                "startup_ms": cp.startup.as_millis() as u64,
+                "token_duration": cp.token_duration,
+            });
+            let path = d.join(STATE_FILE);
+            std::fs::write(&path, state.to_string())
+                .map_err(io_err(format!("write {}", path.display())))?;
+        }
         Ok(cp)
+    }
+
+    /// Attaches to the persistent control plane in `dir` (started by
+    /// [`ControlPlane::start_persistent`], maybe by another process). Dropping the handle leaves
+    /// it running. `Err` if `dir` holds none, or one of its components is not running.
+    pub fn open(dir: &Path) -> Result<ControlPlane, KubeError> {
+        let state_path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(format!(
+            "read {} (no control plane was started there)",
+            state_path.display()
+        )))?;
+        let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| KubeError::Io {
+            what: format!("parse {}", state_path.display()),
+            reason: e.to_string(),
+        })?;
+        let field = |k: &str| state.get(k).and_then(serde_json::Value::as_str);
+        let server = field("server")
+            .ok_or_else(|| KubeError::Io {
+                what: format!("parse {}", state_path.display()),
+                reason: "no server".into(),
+            })?
+            .to_string();
+        let token_duration = field("token_duration")
+            .unwrap_or(TEST_TOKEN_DURATION)
+            .to_string();
+        let startup = Duration::from_millis(
+            state
+                .get("startup_ms")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+        );
+        let logs = dir.join("logs");
+        let [etcd, apiserver, controller_manager, scheduler] = COMPONENTS
+            .map(|c| Component::adopt(c, pid_file(dir, c), logs.join(format!("{c}.log"))));
+        let mut cp = ControlPlane {
+            scheduler,
+            controller_manager,
+            apiserver,
+            etcd,
+            dir: Home::Persistent(dir.to_path_buf()),
+            pki: Pki::open(&dir.join("pki"))?,
+            kubectl: binary("kubectl")?,
+            server,
+            admin_kubeconfig: dir.join("admin.kubeconfig"),
+            startup,
+            token_duration,
+        };
+        cp.etcd.check_alive()?;
+        cp.apiserver.check_alive()?;
+        cp.controller_manager.check_alive()?;
+        cp.scheduler.check_alive()?;
+        Ok(cp)
+    }
+
+    /// Stops the persistent control plane in `dir` by its PID files (scheduler and
+    /// controller-manager first, etcd last; SIGTERM, SIGKILL after 10 s; a PID now used by
+    /// another process is left alone) and removes `dir`. Nothing there: nothing to do.
+    pub fn stop_persistent(dir: &Path) -> Result<StopReport, KubeError> {
+        let mut report = StopReport::default();
+        if !dir.exists() {
+            return Ok(report);
+        }
+        let marker = dir.display().to_string();
+        for c in COMPONENTS.iter().rev() {
+            if stop_pid_file(&pid_file(dir, c), &marker)? {
+                report.stopped.push(c.to_string());
+            }
+        }
+        std::fs::remove_dir_all(dir).map_err(io_err(format!("remove {}", dir.display())))?;
+        report.removed_dir = true;
+        Ok(report)
     }
 
     /// How long [`ControlPlane::start`] took, from finding the binaries to a usable cluster.
@@ -405,7 +619,8 @@ impl ControlPlane {
         &self.pki
     }
 
-    /// The private temp dir (logs are in `logs/`).
+    /// The control plane's directory: a private temp dir, or the persistent one (logs are in
+    /// `logs/`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -444,7 +659,8 @@ impl ControlPlane {
     }
 
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with a bound token
-    /// from the TokenRequest API (`kubectl create token`, valid one hour). Creates the
+    /// from the TokenRequest API (`kubectl create token`, valid one hour unless
+    /// [`Options::token_duration`] says otherwise). Creates the
     /// ServiceAccount if it does not exist yet.
     pub fn service_account_kubeconfig(
         &self,
@@ -494,7 +710,8 @@ impl ControlPlane {
         {
             self.kubectl(&["-n", namespace, "create", "serviceaccount", name])?;
         }
-        let mut args = vec!["-n", namespace, "create", "token", name, "--duration=1h"];
+        let duration = format!("--duration={}", self.token_duration);
+        let mut args = vec!["-n", namespace, "create", "token", name, &duration];
         if let Some((kind, object)) = bound {
             args.extend(["--bound-object-kind", kind, "--bound-object-name", object]);
         }

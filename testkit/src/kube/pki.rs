@@ -119,6 +119,29 @@ impl Pki {
         })
     }
 
+    /// The CA and service-account keys [`Pki::create`] made in `dir` earlier (maybe in another
+    /// process).
+    pub fn open(dir: &Path) -> Result<Pki, KubeError> {
+        let pki = Pki {
+            dir: dir.into(),
+            ca: CertPair {
+                cert: dir.join("ca.crt"),
+                key: dir.join("ca.key"),
+            },
+            sa_key: dir.join("sa.key"),
+            sa_pub: dir.join("sa.pub"),
+        };
+        for f in [&pki.ca.cert, &pki.ca.key, &pki.sa_key, &pki.sa_pub] {
+            if !f.is_file() {
+                return Err(KubeError::Io {
+                    what: format!("open the PKI in {}", dir.display()),
+                    reason: format!("{} missing", f.display()),
+                });
+            }
+        }
+        Ok(pki)
+    }
+
     /// A client certificate for user `cn` in `groups` (X.509 CN and O, as the apiserver reads them).
     pub fn client_cert(
         &self,

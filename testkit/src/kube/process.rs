@@ -1,4 +1,9 @@
-//! One control-plane component as a child process: its log file, its liveness, its end.
+//! One control-plane component as a process: its log file, its liveness, its end.
+//!
+//! A test's components are children that die with the test (parent-death signal, killed on
+//! drop). A persistent control plane's (the lab's) are detached: their own process group, no
+//! parent-death signal, a PID file; they outlive the process that started them and are stopped
+//! by PID ([`stop_pid_file`]).
 
 use std::fs::File;
 use std::io::Read;
@@ -12,7 +17,7 @@ use super::KubeError;
 /// How long a component gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// A running component. Dropping it kills it (by PID) and reaps it.
+/// A running component. Dropping it kills it (by PID) and reaps it, unless it is detached.
 #[derive(Debug)]
 pub(crate) struct Component {
     name: String,
@@ -20,15 +25,21 @@ pub(crate) struct Component {
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// Detached: the PID file it is recorded in; never killed on drop.
+    pid_file: Option<PathBuf>,
+    /// A detached component started by another process (found through its PID file).
+    adopted: Option<u32>,
 }
 
 impl Component {
-    /// Starts `program args`, stdout and stderr appended to `log`.
+    /// Starts `program args`, stdout and stderr appended to `log`. With `pid_file` the process
+    /// is detached and its PID written there.
     pub(crate) fn spawn(
         name: &str,
         program: &Path,
         args: Vec<String>,
         log: PathBuf,
+        pid_file: Option<PathBuf>,
     ) -> Result<Component, KubeError> {
         let mut c = Component {
             name: name.into(),
@@ -36,9 +47,26 @@ impl Component {
             args,
             log,
             child: None,
+            pid_file,
+            adopted: None,
         };
         c.start()?;
         Ok(c)
+    }
+
+    /// A detached component another process started: its PID from `pid_file` (`None` if the
+    /// file is missing or the process is gone). It can be checked and stopped, not restarted.
+    pub(crate) fn adopt(name: &str, pid_file: PathBuf, log: PathBuf) -> Component {
+        let adopted = read_pid(&pid_file).filter(|p| alive(*p));
+        Component {
+            name: name.into(),
+            program: PathBuf::new(),
+            args: Vec::new(),
+            log,
+            child: None,
+            pid_file: Some(pid_file),
+            adopted,
+        }
     }
 
     fn start(&mut self) -> Result<(), KubeError> {
@@ -53,11 +81,32 @@ impl Component {
                 })
         };
         let (out, err) = (open()?, open()?);
+        if self.program.as_os_str().is_empty() {
+            return Err(KubeError::Io {
+                what: format!("restart {}", self.name),
+                reason: "started by another process: its command line is not known here".into(),
+            });
+        }
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        if let Some(pid_file) = &self.pid_file {
+            // Its own process group: a Ctrl-C meant for the starting command does not reach it.
+            cmd.process_group(0);
+            let child = cmd.spawn().map_err(|e| KubeError::Spawn {
+                program: self.program.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            std::fs::write(pid_file, format!("{}\n", child.id())).map_err(|e| KubeError::Io {
+                what: format!("PID file {}", pid_file.display()),
+                reason: e.to_string(),
+            })?;
+            self.child = Some(child);
+            self.adopted = None;
+            return Ok(());
+        }
         // A test binary killed outright (SIGKILL, timeout) never runs Drop: the kernel then ends
         // the components, so no etcd or apiserver outlives its test process.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -82,7 +131,7 @@ impl Component {
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Child::id).or(self.adopted)
     }
 
     pub(crate) fn log(&self) -> &Path {
@@ -92,6 +141,7 @@ impl Component {
     /// `Err` naming the component, its exit status and its log tail if it is no longer running.
     pub(crate) fn check_alive(&mut self) -> Result<(), KubeError> {
         let status = match self.child.as_mut().map(Child::try_wait) {
+            None if self.adopted.is_some_and(alive) => return Ok(()),
             None => "not running (stopped)".to_string(),
             Some(Ok(None)) => return Ok(()),
             Some(Ok(Some(status))) => status.to_string(),
@@ -107,6 +157,10 @@ impl Component {
 
     /// SIGTERM, then SIGKILL after a grace period; reaps the process.
     pub(crate) fn stop(&mut self) {
+        if let Some(pid) = self.adopted.take() {
+            terminate(pid, STOP_GRACE);
+            return;
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -129,6 +183,10 @@ impl Component {
 
     /// SIGKILL and reap: a crash, as far as the rest of the cluster can tell.
     pub(crate) fn kill(&mut self) {
+        if let Some(pid) = self.adopted.take() {
+            terminate(pid, Duration::ZERO);
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -144,8 +202,86 @@ impl Component {
 
 impl Drop for Component {
     fn drop(&mut self) {
-        self.kill();
+        // A detached component outlives this handle (and this process): stopped by PID.
+        if self.pid_file.is_none() {
+            self.kill();
+        }
     }
+}
+
+fn read_pid(pid_file: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
+}
+
+/// Running, not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // the state is the first field after the parenthesised command name
+    stat.rfind(')').is_some_and(|i| {
+        !matches!(
+            stat[i + 1..].trim_start().chars().next(),
+            Some('Z' | 'X') | None
+        )
+    })
+}
+
+fn cmdline_contains(pid: u32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .contains(marker)
+    })
+}
+
+/// SIGTERM (none when `grace` is zero), SIGKILL after `grace`; waits until the process is gone
+/// (it may be another process's child: then its parent, or init, reaps it).
+fn terminate(pid: u32, grace: Duration) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    let signal = |sig| {
+        // SAFETY: plain syscall; the caller checked that `pid` is the component's.
+        unsafe {
+            libc::kill(p, sig);
+        }
+    };
+    if !grace.is_zero() {
+        signal(libc::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < grace && alive(pid) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if alive(pid) {
+        signal(libc::SIGKILL);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) && alive(pid) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Stops the process of a PID file when it is still running and its command line contains
+/// `marker` (a recorded PID a new process reused is left alone); removes the file. True if a
+/// process was stopped; `Err` (naming the PID) if it is still alive afterwards.
+pub(crate) fn stop_pid_file(pid_file: &Path, marker: &str) -> Result<bool, KubeError> {
+    let Some(pid) = read_pid(pid_file) else {
+        return Ok(false);
+    };
+    let ours = alive(pid) && cmdline_contains(pid, marker);
+    if ours {
+        terminate(pid, STOP_GRACE);
+        if alive(pid) {
+            return Err(KubeError::Io {
+                what: format!("stop PID {pid} of {}", pid_file.display()),
+                reason: "still running after SIGKILL".into(),
+            });
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+    Ok(ours)
 }
 
 /// The last lines of a log file, for error messages.
