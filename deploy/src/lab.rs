@@ -7,19 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ferrovn_api::Allocation;
-use ferrovn_control::controller::{BuildOptions, DEFAULT_MAC_SEED, StateFiles, desired};
-use ferrovn_control::ipam::Ipam;
-use ferrovn_control::manifest;
 use ferrovn_testkit::cni::{CniCall, run_cni};
+use ferrovn_testkit::kube::ControlPlane;
 use ferrovn_testkit::ovs_paths::{
     nb_schema, sb_schema, vswitch_schema, vswitchd_dpdk, vswitchd_plain,
 };
 use ferrovn_testkit::process::which;
 use serde_json::{Value, json};
 
+use crate::cluster::{self, ApiPods, PodMeta};
 use crate::model::{
-    IfKind, IfPlan, IfState, IfStatus, LabState, NODE_DPDK, NODE_KERNEL, NodeState, Outcome,
-    PodPlan, PodState, Profile, Resource, STATE_VERSION, hugepages_target, probe_plan,
+    IfKind, IfPlan, IfState, IfStatus, KubeState, LabState, NODE_DPDK, NODE_KERNEL, NodeState,
+    Outcome, PodPlan, PodState, Profile, Resource, STATE_VERSION, hugepages_target, probe_plan,
     render_matrix, render_table, sanitize, summary_line,
 };
 use crate::plan::plan_pods;
@@ -40,6 +39,8 @@ pub struct Options {
     pub state_dir: PathBuf,
     pub prefix: String,
     pub bin_dir: PathBuf,
+    /// deploy/ of this source tree: CRDs, RBAC, admission policy, examples/00-nodes.yaml.
+    pub deploy_dir: PathBuf,
     pub examples: Option<PathBuf>,
     pub raft: bool,
     pub nb_port: u16,
@@ -72,15 +73,12 @@ impl Paths {
     pub fn node(&self, name: &str) -> PathBuf {
         self.root.join("nodes").join(name)
     }
-    pub fn manifests(&self) -> PathBuf {
-        self.root.join("manifests")
-    }
     pub fn controller(&self) -> PathBuf {
         self.root.join("controller")
     }
-    /// The "API server": pod objects (annotations) the agents read, one file per pod.
-    pub fn apiserver(&self) -> PathBuf {
-        self.root.join("apiserver")
+    /// The Kubernetes control plane's directory.
+    pub fn kube(&self) -> PathBuf {
+        self.root.join("kube")
     }
     pub fn kubelet(&self) -> PathBuf {
         self.root.join("kubelet")
@@ -213,6 +211,7 @@ fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
             missing.join(", ")
         );
     }
+    cluster::preflight()?;
     println!("{}", datapath_versions());
     let mut bins = Vec::new();
     for b in ["ferrovn-controller", "ferrovn-node", "ferrovn-cni"] {
@@ -782,10 +781,6 @@ fn agent_extra_args(
     };
     add("--kubelet-root", paths.kubelet().display().to_string());
     add("--vhost-dir", node.vhost_dir.display().to_string());
-    add(
-        "--pod-annotations-dir",
-        paths.apiserver().display().to_string(),
-    );
     add("--state-dir", node.dir.display().to_string());
     if let Some(c) = dpdk_config {
         add("--dpdk-config", c.display().to_string());
@@ -821,6 +816,7 @@ fn start_agent(
     records: &Records,
     node: &NodeState,
     sb: &str,
+    kubeconfig: &Path,
 ) -> anyhow::Result<()> {
     let bin = opts.bin_dir.join("ferrovn-node");
     let help = run(10, &bin.display().to_string(), ["--help"]).unwrap_or_default();
@@ -833,7 +829,11 @@ fn start_agent(
         format!("--profile={}", node.profile.as_str()),
         "--datapath-type=netdev".into(),
         format!("--socket={}", node.cni_socket.display()),
-        format!("--allocations-dir={}", paths.apiserver().display()),
+        // cluster mode: the Node's labels, the pods' allocations from the API server; the Node
+        // and Pod annotations written there, as ServiceAccount kube-system/ferrovn-node with a
+        // token bound to this Node (node-rbac.yaml, node-admission-policy.yaml)
+        "--kube".into(),
+        format!("--kubeconfig={}", kubeconfig.display()),
     ];
     let dpdk_config = match node.profile {
         Profile::Dpdk => Some(write_dpdk_config(opts, paths, node)?),
@@ -956,6 +956,44 @@ fn start_vhost_helper(
     Ok(sock)
 }
 
+/// The Kubernetes side of `up`, and what the controller and agents authenticate with.
+struct Kube {
+    state: KubeState,
+    controller: PathBuf,
+    agents: BTreeMap<String, PathBuf>,
+}
+
+/// The control plane (persistent, in `dir`), deploy/ installed, the Nodes registered and Ready,
+/// the controller's and agents' ServiceAccount kubeconfigs.
+fn start_kube(
+    dir: &Path,
+    deploy: &Path,
+    examples: Option<&Path>,
+    nodes: &[NodeState],
+    hugepages_mib: u64,
+) -> anyhow::Result<Kube> {
+    let cp = cluster::start(dir)?;
+    cluster::install(&cp, deploy)?;
+    // the examples' Nodes when the lab applies examples, else deploy/'s
+    let nodes_yaml = examples
+        .map(|e| e.join("00-nodes.yaml"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| deploy.join("examples").join("00-nodes.yaml"));
+    cluster::register_nodes(&cp, &nodes_yaml, nodes, hugepages_mib)?;
+    let (controller, agents) = cluster::component_kubeconfigs(&cp, nodes)?;
+    Ok(Kube {
+        state: KubeState {
+            dir: dir.to_path_buf(),
+            admin_kubeconfig: cp.admin_kubeconfig().to_path_buf(),
+            kubectl: cp.kubectl_path().to_path_buf(),
+            server: cp.server().to_string(),
+            startup_ms: cp.startup_time().as_millis() as u64,
+        },
+        controller,
+        agents,
+    })
+}
+
 /// `up`: everything, then the example manifests. Returns false when the lab was already up.
 pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let paths = Paths {
@@ -969,6 +1007,15 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             .filter(|(n, (pid, m))| !n.starts_with("testpmd") && !sys::ours(*pid, m))
             .map(|(n, _)| n)
             .collect();
+        let kube_down = lab
+            .kube
+            .as_ref()
+            .and_then(|k| ControlPlane::open(&k.dir).err())
+            .map(|e| format!("Kubernetes control plane ({e})"));
+        let mut dead: Vec<&String> = dead;
+        if let Some(k) = &kube_down {
+            dead.push(k);
+        }
         if dead.is_empty() {
             println!(
                 "lab already up in {} (prefix {}); `ferrovn-lab status` shows it, `ferrovn-lab down` removes it",
@@ -996,13 +1043,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .with_context(|| format!("creating state dir {}", paths.root.display()))?;
-    for d in [
-        paths.manifests(),
-        paths.controller(),
-        paths.apiserver(),
-        paths.kubelet(),
-        paths.pods(),
-    ] {
+    for d in [paths.controller(), paths.kubelet(), paths.pods()] {
         std::fs::create_dir_all(&d)?;
     }
     println!(
@@ -1034,22 +1075,6 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     }
     let cgroup = pod_cgroup(opts, &records);
 
-    let (nb, sb) = step(
-        if opts.raft {
-            "OVN central: NB + SB as 3-member Raft clusters, ovn-northd"
-        } else {
-            "OVN central: NB + SB ovsdb-server, ovn-northd"
-        },
-        || {
-            let r = start_central(opts, &paths, &records)?;
-            let note = match (r.0.tcp, r.1.tcp) {
-                (Some(a), Some(b)) => format!("NB tcp:127.0.0.1:{a}, SB tcp:127.0.0.1:{b}"),
-                _ => String::new(),
-            };
-            Ok((r, note))
-        },
-    )?;
-
     let mut nodes = Vec::new();
     for (i, name) in [NODE_DPDK, NODE_KERNEL].iter().enumerate() {
         let dir = paths.node(name);
@@ -1073,6 +1098,39 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             encap_ip: format!("192.168.100.{}", i + 1),
         });
     }
+
+    // The control plane starts in the background (most of its start is waiting for etcd and
+    // the apiserver) while OVN and the nodes' OVS come up; the controller and agents need it.
+    records.add(&Resource::KubeControlPlane { dir: paths.kube() })?;
+    let kube_thread = {
+        let (kube_dir, deploy, nodes) = (paths.kube(), opts.deploy_dir.clone(), nodes.clone());
+        let examples = opts.examples.clone();
+        let huge_mib = if dpdk_profile == Profile::Dpdk {
+            HUGE_NEED_MIB
+        } else {
+            0
+        };
+        std::thread::spawn(move || {
+            start_kube(&kube_dir, &deploy, examples.as_deref(), &nodes, huge_mib)
+        })
+    };
+
+    let (nb, sb) = step(
+        if opts.raft {
+            "OVN central: NB + SB as 3-member Raft clusters, ovn-northd"
+        } else {
+            "OVN central: NB + SB ovsdb-server, ovn-northd"
+        },
+        || {
+            let r = start_central(opts, &paths, &records)?;
+            let note = match (r.0.tcp, r.1.tcp) {
+                (Some(a), Some(b)) => format!("NB tcp:127.0.0.1:{a}, SB tcp:127.0.0.1:{b}"),
+                _ => String::new(),
+            };
+            Ok((r, note))
+        },
+    )?;
+
     for node in nodes.iter_mut() {
         let label = format!(
             "node {}: netns {}, ovsdb-server, {}",
@@ -1146,45 +1204,73 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         ))
     })?;
 
-    step("ferrovn-controller (manifest mode)", || {
-        let bin = opts.bin_dir.join("ferrovn-controller");
-        let log = paths.root.join("ferrovn-controller.log");
-        let args = vec![
-            format!("--nb={}", nb.remote),
-            format!("--manifests={}", paths.manifests().display()),
-            format!("--state-dir={}", paths.controller().display()),
-            "--interval=1".into(),
-        ];
-        let pid = spawn_daemon(
-            &records,
-            "ferrovn-controller",
-            Place::Root,
-            &[(
-                "RUST_LOG".into(),
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )],
-            &bin.display().to_string(),
-            &args,
-            &log,
-            &marker(&paths),
-            false,
-        )?;
-        // connected to the NB (its log says so), or at least still running after 2 s
-        let started = Instant::now();
-        let ok = wait_until(Duration::from_secs(15), || {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected"))
-                || !sys::alive(pid)
-                || started.elapsed() > Duration::from_secs(2)
-        });
-        if !ok || !sys::alive(pid) {
-            bail!(
-                "ferrovn-controller did not connect to the NB; {}:\n{}",
-                log.display(),
-                sys::log_tail(&log, 8)
-            );
+    let s = sys::Step::begin(format!(
+        "Kubernetes {} control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler; deploy/ installed, Nodes registered",
+        ferrovn_testkit::kube::pinned_version("K8S_VERSION").unwrap_or("?")
+    ));
+    let kube = match kube_thread.join() {
+        Ok(Ok(k)) => {
+            s.done(&format!(
+                "{} (control plane up in {:.1}s)",
+                k.state.server,
+                k.state.startup_ms as f64 / 1000.0
+            ));
+            k
         }
-        Ok(((), String::new()))
-    })?;
+        Ok(Err(e)) => {
+            s.fail();
+            return Err(e.context(format!(
+                "the Kubernetes control plane; logs in {}",
+                paths.kube().join("logs").display()
+            )));
+        }
+        Err(_) => {
+            s.fail();
+            bail!("the Kubernetes control plane's start panicked");
+        }
+    };
+
+    step(
+        "ferrovn-controller --kube (ServiceAccount kube-system/ferrovn-controller)",
+        || {
+            let bin = opts.bin_dir.join("ferrovn-controller");
+            let log = paths.root.join("ferrovn-controller.log");
+            let args = vec![
+                format!("--nb={}", nb.remote),
+                "--kube".into(),
+                format!("--kubeconfig={}", kube.controller.display()),
+                "--identity=ferrovn-lab".into(),
+                format!("--state-dir={}", paths.controller().display()),
+            ];
+            let pid = spawn_daemon(
+                &records,
+                "ferrovn-controller",
+                Place::Root,
+                &[(
+                    "RUST_LOG".into(),
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )],
+                &bin.display().to_string(),
+                &args,
+                &log,
+                &marker(&paths),
+                false,
+            )?;
+            // it holds the leader-election Lease (its log says so)
+            let ok = wait_until(Duration::from_secs(30), || {
+                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("became leader"))
+                    || !sys::alive(pid)
+            });
+            if !ok || !sys::alive(pid) {
+                bail!(
+                    "ferrovn-controller did not become leader; {}:\n{}",
+                    log.display(),
+                    sys::log_tail(&log, 8)
+                );
+            }
+            Ok(((), "leader".to_string()))
+        },
+    )?;
 
     // a vhost helper on every kernel-profile node, before its agent (the agent talks to it):
     // DPDK pods scheduled there are served by it
@@ -1218,12 +1304,16 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     for node in &nodes {
         step(
             &format!(
-                "ferrovn-node on {} ({} profile), CNI socket",
+                "ferrovn-node --kube on {} ({} profile, token bound to Node {}), CNI socket",
                 node.name,
-                node.profile.as_str()
+                node.profile.as_str(),
+                node.name
             ),
             || {
-                start_agent(opts, &paths, &records, node, &sb.remote)?;
+                let kubeconfig = kube.agents.get(&node.name).ok_or_else(|| {
+                    anyhow::anyhow!("no kubeconfig for the agent of {}", node.name)
+                })?;
+                start_agent(opts, &paths, &records, node, &sb.remote, kubeconfig)?;
                 Ok(((), String::new()))
             },
         )?;
@@ -1256,9 +1346,19 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         pod_cpus: opts.pod_cpu.to_string(),
         pod_cgroup: cgroup,
         hugetlbfs: (dpdk_profile == Profile::Dpdk).then(|| paths.hugetlbfs()),
+        kube: Some(kube.state.clone()),
     };
     write_json(&paths.lab_json(), &lab)?;
     println!("  fabric up in {:.1}s", t0.elapsed().as_secs_f64());
+    println!(
+        "  kubectl: export KUBECONFIG={} PATH={}:$PATH",
+        kube.state.admin_kubeconfig.display(),
+        kube.state
+            .kubectl
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
 
     if let Some(ex) = &opts.examples {
         apply(&paths.root, ex)?;
@@ -1314,39 +1414,6 @@ fn load_pod_states(paths: &Paths) -> Vec<PodState> {
     }
     out.sort_by_key(PodState::key);
     out
-}
-
-/// The controller's records as pod objects for the agents: the lab stands in for the API
-/// server, where the controller would patch these annotations onto the pod.
-fn sync_apiserver(paths: &Paths) -> anyhow::Result<usize> {
-    let (records, _) = StateFiles::new(paths.controller()).read_all();
-    let mut pods: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.kind == "pod") {
-        pods.entry((r.namespace.clone(), r.name.clone()))
-            .or_default()
-            .extend(r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    for ((ns, name), ann) in &pods {
-        let path = paths.apiserver().join(ns).join(format!("{name}.json"));
-        // keep what agents wrote (vhost-user info annotations)
-        let mut merged: BTreeMap<String, String> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| ferrovn_dataplane::alloc::annotations_from_json(&b).ok())
-            .unwrap_or_default();
-        merged.extend(ann.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let body = json!({"metadata": {"name": name, "namespace": ns, "annotations": merged}});
-        write_json(&path, &body)?;
-    }
-    Ok(pods.len())
-}
-
-/// The allocation of one pod interface, once the controller has written it.
-fn allocation(paths: &Paths, ns: &str, name: &str, provider: &str) -> Option<Allocation> {
-    let (records, _) = StateFiles::new(paths.controller()).read_all();
-    records
-        .into_iter()
-        .find(|r| r.kind == "pod" && r.namespace == ns && r.name == name && r.provider == provider)
-        .and_then(|r| Allocation::parse(&r.annotations, provider).ok().flatten())
 }
 
 fn cni_error(out: &ferrovn_testkit::cni::CniOutput) -> String {
@@ -1419,12 +1486,15 @@ fn cni_call(
 }
 
 /// Creates one pod as a runtime would: sandbox netns, CNI ADD per interface (Multus order),
-/// then the pod's DPDK app on its vhost-user socket.
+/// then the pod's DPDK app on its vhost-user socket; once every interface is plumbed, writes
+/// the pod's status as its node's kubelet would.
 fn create_pod(
     lab: &LabState,
     paths: &Paths,
     records: &Records,
+    cp: &ControlPlane,
     plan: &PodPlan,
+    meta: &PodMeta,
 ) -> anyhow::Result<PodState> {
     let mut pod = PodState {
         namespace: plan.namespace.clone(),
@@ -1437,7 +1507,12 @@ fn create_pod(
             sanitize(&plan.name)
         ),
         container_id: short_hex(&plan.key(), 64),
-        uid: short_hex(&format!("uid{}", plan.key()), 12),
+        // the kubelet's pod directory and the CNI's K8S_POD_UID are the API object's uid
+        uid: if meta.uid.is_empty() {
+            short_hex(&format!("uid{}", plan.key()), 12)
+        } else {
+            meta.uid.clone()
+        },
         dpdk: plan.is_dpdk(),
         interfaces: Vec::new(),
         app_pid: None,
@@ -1470,7 +1545,9 @@ fn create_pod(
         if let Some(v) = &ifp.vhost {
             std::fs::create_dir_all(paths.volume_dir(&pod.uid, &v.volume))?;
         }
-        let alloc = allocation(paths, &pod.namespace, &pod.name, &ifp.provider);
+        let alloc = Allocation::parse(&meta.annotations, &ifp.provider)
+            .ok()
+            .flatten();
         let mut st = IfState {
             ifname: ifp.ifname.clone(),
             provider: ifp.provider.clone(),
@@ -1532,7 +1609,37 @@ fn create_pod(
         }
     }
     write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+    if pod.interfaces.iter().all(|i| i.status == IfStatus::Ready) {
+        // podIPs: the primary network's addresses, as the controller allocated them (the CNI
+        // result's); attachments (net1...) are not pod IPs
+        let ips: Vec<String> = Allocation::parse(&meta.annotations, "ovn")
+            .ok()
+            .flatten()
+            .map(|a| a.ip.addrs().map(|ip| ip.to_string()).collect())
+            .unwrap_or_default();
+        if let Err(e) = cluster::write_pod_status(
+            cp,
+            &node.name,
+            &pod.namespace,
+            &pod.name,
+            &node.encap_ip,
+            &ips,
+        ) {
+            println!("    pod status not written: {e:#}");
+        }
+    }
     Ok(pod)
+}
+
+/// A short path to a pod's vhost-user volume. In a cluster the container sees the volume at
+/// its mount path (`/var/run/vhost`); the lab's testpmd runs on the host, where the kubelet
+/// path with the pod's uid is longer than a unix socket path may be (108 bytes).
+fn short_volume_link(paths: &Paths, pod: &PodState) -> PathBuf {
+    paths.root.join("v").join(format!(
+        "{}-{}",
+        sanitize(&pod.namespace),
+        sanitize(&pod.name)
+    ))
 }
 
 fn start_testpmd(
@@ -1550,7 +1657,14 @@ fn start_testpmd(
     let Some(v) = &ifp.vhost else {
         bail!("no vhost-user request");
     };
-    let sock = paths.volume_dir(&pod.uid, &v.volume).join(&v.socket);
+    let link = short_volume_link(paths, pod);
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(paths.volume_dir(&pod.uid, &v.volume), &link)
+        .with_context(|| format!("symlink {}", link.display()))?;
+    let sock = link.join(&v.socket);
     let sock_s = sock.display().to_string();
     if sock_s.len() > 107 {
         bail!("socket path {sock_s} is longer than 107 bytes: use a shorter --state-dir");
@@ -1647,64 +1761,118 @@ fn delete_pod(lab: &LabState, paths: &Paths, pod: &PodState, plan: Option<&PodPl
     }
     let _ = run(10, "ip", ["netns", "del", &pod.netns]);
     let _ = std::fs::remove_dir_all(paths.kubelet().join("pods").join(&pod.uid));
-    let _ = std::fs::remove_file(
-        paths
-            .apiserver()
-            .join(&pod.namespace)
-            .join(format!("{}.json", pod.name)),
-    );
+    let _ = std::fs::remove_file(short_volume_link(paths, pod));
     let _ = std::fs::remove_file(paths.pod_file(&pod.namespace, &pod.name));
 }
 
-/// Brings the pods in line with the manifest dir: removed pods get CNI DEL, new pods are
-/// created once the controller has allocated them.
-fn reconcile_pods(lab: &LabState, paths: &Paths, before: &[PodPlan]) -> anyhow::Result<()> {
-    let records = Records::new(&paths.root);
-    let m = manifest::load_dir(&paths.manifests())
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("reading the lab's manifests")?;
-    let plans = plan_pods(&m);
-    let existing = load_pod_states(paths);
-    for st in &existing {
-        if !plans.iter().any(|p| p.key() == st.key()) {
-            let plan = before.iter().find(|p| p.key() == st.key());
-            let s = sys::Step::begin(format!("pod {}: CNI DEL, remove", st.key()));
-            delete_pod(lab, paths, st, plan);
-            s.done("");
+/// How long a new pod may wait for the scheduler, and for the controller's allocation.
+const SCHEDULE_WAIT: Duration = Duration::from_secs(30);
+const ALLOCATION_WAIT: Duration = Duration::from_secs(60);
+
+/// Every pod interface's allocation is in the pod's annotations (the controller wrote them).
+fn allocated(plan: &PodPlan, meta: Option<&PodMeta>) -> bool {
+    meta.is_some_and(|m| {
+        plan.interfaces.iter().all(|i| {
+            Allocation::parse(&m.annotations, &i.provider)
+                .ok()
+                .flatten()
+                .is_some()
+        })
+    })
+}
+
+/// The pods as the API server has them, planned: a pod the scheduler could not place says why.
+fn planned(api: &ApiPods) -> Vec<PodPlan> {
+    let mut plans = plan_pods(&api.manifest);
+    for p in &mut plans {
+        if let Some(m) = api.meta.get(&p.key())
+            && let Some(why) = &m.unschedulable
+        {
+            p.problem = Some(format!("not scheduled: {why}"));
         }
     }
-    let new: Vec<&PodPlan> = plans
-        .iter()
-        .filter(|p| !existing.iter().any(|e| e.key() == p.key()))
+    plans
+}
+
+/// Does what the nodes' kubelets would: every pod bound to a lab node gets a sandbox (CNI ADD
+/// once the controller has allocated it) and its status; a deleted pod's sandbox goes (CNI
+/// DEL) and then its object.
+fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::Result<()> {
+    let records = Records::new(&paths.root);
+    // pods without a node wait for the scheduler
+    let mut api = cluster::list_pods(cp)?;
+    let start = Instant::now();
+    while start.elapsed() < SCHEDULE_WAIT
+        && api
+            .meta
+            .values()
+            .any(|m| m.node.is_empty() && !m.terminating && m.unschedulable.is_none())
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        api = cluster::list_pods(cp)?;
+    }
+    // sandboxes of pods that are gone, deleted, or re-created under the same name
+    for st in load_pod_states(paths) {
+        let meta = api.meta.get(&st.key());
+        let keep = meta.is_some_and(|m| !m.terminating && m.uid == st.uid && st.problem.is_none());
+        if keep {
+            continue;
+        }
+        if st.problem.is_some() {
+            // never had a sandbox: planned again below
+            let _ = std::fs::remove_file(paths.pod_file(&st.namespace, &st.name));
+            continue;
+        }
+        let s = sys::Step::begin(format!("pod {}: CNI DEL, sandbox removed", st.key()));
+        delete_pod(lab, paths, &st, None);
+        s.done("");
+    }
+    let existing = load_pod_states(paths);
+    for (key, m) in api.meta.iter().filter(|(_, m)| m.terminating) {
+        if let Some((ns, name)) = key.split_once('/')
+            && !existing.iter().any(|e| &e.key() == key)
+        {
+            cluster::finish_deletion(cp, &m.node, ns, name)?;
+        }
+    }
+    let new: Vec<PodPlan> = planned(&api)
+        .into_iter()
+        .filter(|p| {
+            api.meta.get(&p.key()).is_some_and(|m| !m.terminating)
+                && !existing.iter().any(|e| e.key() == p.key())
+        })
         .collect();
     if new.is_empty() {
         return Ok(());
     }
-    // wait for the controller's allocations of every new pod interface
     let s = sys::Step::begin(format!(
-        "controller: addresses for {} new pod(s), OVN ports",
+        "controller: addresses for {} new pod(s) in their annotations, OVN ports",
         new.len()
     ));
-    let waiting = |p: &PodPlan| {
-        p.problem.is_none()
-            && p.interfaces
-                .iter()
-                .any(|i| allocation(paths, &p.namespace, &p.name, &i.provider).is_none())
+    let waiting = |api: &ApiPods| -> Vec<String> {
+        new.iter()
+            .filter(|p| p.problem.is_none() && !allocated(p, api.meta.get(&p.key())))
+            .map(PodPlan::key)
+            .collect()
     };
-    let ok = wait_until(Duration::from_secs(30), || !new.iter().any(|p| waiting(p)));
-    if ok {
+    let start = Instant::now();
+    while !waiting(&api).is_empty() && start.elapsed() < ALLOCATION_WAIT {
+        std::thread::sleep(Duration::from_millis(500));
+        api = cluster::list_pods(cp)?;
+    }
+    let missing = waiting(&api);
+    if missing.is_empty() {
         s.done("");
     } else {
         s.fail();
-        let missing: Vec<String> = new.iter().filter(|p| waiting(p)).map(|p| p.key()).collect();
         println!(
-            "  no allocation for {} after 30s; the controller says:\n{}",
+            "  no allocation for {} after {}s; the controller says:\n{}",
             missing.join(", "),
+            ALLOCATION_WAIT.as_secs(),
             sys::log_tail(&paths.root.join("ferrovn-controller.log"), 6)
         );
     }
-    sync_apiserver(paths)?;
-    for plan in new {
+    for plan in &new {
         let s = sys::Step::begin(format!(
             "pod {} on {}",
             plan.key(),
@@ -1714,7 +1882,8 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, before: &[PodPlan]) -> anyhow::
                 &plan.node
             }
         ));
-        match create_pod(lab, paths, &records, plan) {
+        let meta = api.meta.get(&plan.key()).cloned().unwrap_or_default();
+        match create_pod(lab, paths, &records, cp, plan, &meta) {
             Ok(pod) => {
                 let mut notes = Vec::new();
                 for i in &pod.interfaces {
@@ -1742,7 +1911,7 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, before: &[PodPlan]) -> anyhow::
                         }
                     }
                 } else {
-                    s.done(&notes.join(", "));
+                    s.done(&format!("{}; status Running", notes.join(", ")));
                 }
             }
             Err(e) => {
@@ -1767,99 +1936,53 @@ fn require_lab(state_dir: &Path) -> anyhow::Result<(Paths, LabState)> {
     }
 }
 
-fn manifest_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| manifest::EXTENSIONS.iter().any(|x| e == *x))
-            })
-            .collect();
-        v.sort();
-        Ok(v)
-    } else if path.is_file() {
-        Ok(vec![path.to_path_buf()])
-    } else {
-        bail!("{}: no such file or directory", path.display())
-    }
+fn open_cluster(lab: &LabState) -> anyhow::Result<ControlPlane> {
+    let Some(k) = &lab.kube else {
+        bail!(
+            "this lab has no Kubernetes control plane (made by an older ferrovn-lab): `ferrovn-lab down`, then `up`"
+        );
+    };
+    ControlPlane::open(&k.dir).with_context(|| {
+        format!(
+            "the lab's Kubernetes control plane in {} (`ferrovn-lab down`, then `up`)",
+            k.dir.display()
+        )
+    })
 }
 
-/// `apply -f FILE|DIR`: validates, stores the manifests in the lab's manifest dir (the
-/// controller picks them up), and creates the new pods.
+fn indented(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `apply -f FILE|DIR`: `kubectl apply` (the controller allocates from its watch), then the
+/// new pods' sandboxes.
 pub fn apply(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
     let (paths, lab) = require_lab(state_dir)?;
-    let files = manifest_files(path)?;
-    for f in &files {
-        manifest::load_file(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !path.exists() {
+        bail!("{}: no such file or directory", path.display());
     }
-    let before = manifest::load_dir(&paths.manifests())
-        .map(|m| plan_pods(&m))
-        .unwrap_or_default();
-    for f in &files {
-        let name = f.file_name().map(|n| n.to_owned()).unwrap_or_default();
-        std::fs::copy(f, paths.manifests().join(&name))
-            .with_context(|| format!("copying {}", f.display()))?;
-    }
-    // the whole set must still load (duplicates across files are errors)
-    if let Err(e) = manifest::load_dir(&paths.manifests()) {
-        for f in &files {
-            if let Some(n) = f.file_name() {
-                let _ = std::fs::remove_file(paths.manifests().join(n));
-            }
-        }
-        bail!("{e}");
-    }
-    println!(
-        "applied {}",
-        files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    reconcile_pods(&lab, &paths, &before)
+    let cp = open_cluster(&lab)?;
+    let out = cluster::apply(&cp, path, Duration::from_secs(30))?;
+    println!("kubectl apply -f {}", path.display());
+    print!("{}", indented(&out));
+    reconcile_pods(&lab, &paths, &cp)
 }
 
-/// `delete -f FILE|DIR`: removes the objects named in the files from the lab's manifests
-/// (pods get CNI DEL first, as the kubelet does before the API object goes).
+/// `delete -f FILE|DIR`: `kubectl delete` (pods are marked for deletion), then, as the kubelet
+/// does, CNI DEL of their sandboxes and the objects' final removal.
 pub fn delete(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
     let (paths, lab) = require_lab(state_dir)?;
-    let mut keys = std::collections::BTreeSet::new();
-    for f in manifest_files(path)? {
-        let m = manifest::load_file(&f).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for o in &m.objects {
-            keys.insert((
-                o.object.kind().to_string(),
-                o.object.namespace().unwrap_or("").to_string(),
-                o.object.name().to_string(),
-            ));
-        }
+    if !path.exists() {
+        bail!("{}: no such file or directory", path.display());
     }
-    let before = manifest::load_dir(&paths.manifests())
-        .map(|m| plan_pods(&m))
-        .unwrap_or_default();
-    let mut removed = 0;
-    for f in manifest_files(&paths.manifests())? {
-        let text = std::fs::read_to_string(&f)?;
-        let (kept, n) = crate::docs::remove_objects(&text, &keys);
-        if n > 0 {
-            removed += n;
-            if kept.trim().is_empty() {
-                std::fs::remove_file(&f)?;
-            } else {
-                std::fs::write(&f, kept)?;
-            }
-        }
-    }
-    if removed == 0 {
-        println!("nothing to delete: none of these objects is in the lab");
-        return Ok(());
-    }
-    println!("deleted {removed} object(s)");
-    reconcile_pods(&lab, &paths, &before)
+    let cp = open_cluster(&lab)?;
+    let p = path.display().to_string();
+    let out = cp
+        .kubectl(&["delete", "-f", &p, "--wait=false", "--ignore-not-found"])
+        .with_context(|| format!("kubectl delete -f {p}"))?;
+    println!("kubectl delete -f {p}");
+    print!("{}", indented(&out.stdout));
+    reconcile_pods(&lab, &paths, &cp)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1894,6 +2017,36 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let procs = processes_by_name(&records);
     let running = |name: &str| procs.get(name).is_some_and(|(pid, m)| sys::ours(*pid, m));
     let ch = chassis(&lab.sb_remote);
+    let cp = open_cluster(&lab);
+    // the agents' own profile decisions, as they annotated their Nodes
+    let node_annotations: BTreeMap<String, BTreeMap<String, String>> = cp
+        .as_ref()
+        .ok()
+        .and_then(|cp| cp.kubectl(&["get", "nodes", "-o", "json"]).ok())
+        .and_then(|o| serde_json::from_str::<Value>(&o.stdout).ok())
+        .map(|v| {
+            v["items"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|n| {
+                    let ann = n["metadata"]["annotations"]
+                        .as_object()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (
+                        n["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        ann,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
 
     println!();
     println!("NODES");
@@ -1921,11 +2074,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
                 };
             }
             // the agent's own decision (node-annotations.json), when this agent publishes it
-            let agent: BTreeMap<String, String> =
-                std::fs::read(n.dir.join("node-annotations.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
+            let agent = node_annotations.get(&n.name).cloned().unwrap_or_default();
             let (profile, reason) = match agent.get(ferrovn_dataplane::profile::PROFILE_ANNOTATION)
             {
                 Some(p) if p != n.profile.as_str() => (
@@ -2004,70 +2153,13 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
         }
     );
 
-    // subnets: the controller's IPAM, rebuilt from its records exactly as it recovers
+    // the cluster as kubectl shows it: Nodes, Subnets (our printer columns, the controller's
+    // address counts) and IPs, and the pods with the status the lab wrote as their kubelet
     println!();
-    println!("SUBNETS");
-    match manifest::load_dir(&paths.manifests()) {
-        Ok(m) => {
-            let cluster = desired::read_cluster(&m, &BuildOptions::default());
-            let specs = desired::ipam_subnets(&cluster);
-            let (recs, _) = StateFiles::new(paths.controller()).read_all();
-            let existing: Vec<_> = recs.iter().filter_map(|r| r.to_existing()).collect();
-            let rec = Ipam::rebuild(
-                DEFAULT_MAC_SEED,
-                specs.clone(),
-                cluster.pools.clone(),
-                existing,
-            );
-            let providers: BTreeMap<String, String> = m
-                .subnets()
-                .map(|s| {
-                    (
-                        s.metadata.name.clone().unwrap_or_default(),
-                        s.spec.provider.clone(),
-                    )
-                })
-                .collect();
-            let rows: Vec<Vec<String>> = specs
-                .iter()
-                .map(|s| {
-                    let c = rec.ipam.counts(&s.name);
-                    let cidr = [s.v4.map(|n| n.to_string()), s.v6.map(|n| n.to_string())]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(",");
-                    let (used, free) = c
-                        .map(|c| {
-                            (
-                                (c.v4_using + c.v6_using).to_string(),
-                                if s.v6.is_some() && s.v4.is_none() {
-                                    c.v6_available.to_string()
-                                } else {
-                                    c.v4_available.to_string()
-                                },
-                            )
-                        })
-                        .unwrap_or_else(|| ("?".into(), "?".into()));
-                    vec![
-                        s.name.clone(),
-                        cidr,
-                        providers
-                            .get(&s.name)
-                            .filter(|p| !p.is_empty())
-                            .cloned()
-                            .unwrap_or_else(|| "ovn".into()),
-                        used,
-                        free,
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                render_table(&["subnet", "cidr", "provider", "used", "free"], &rows)
-            );
-        }
-        Err(e) => println!("  (manifests do not load: {e})"),
+    println!("CLUSTER");
+    match &cp {
+        Ok(cp) => print!("{}", cluster::describe(cp)),
+        Err(e) => println!("  Kubernetes control plane DOWN: {e:#}"),
     }
 
     // pods
@@ -2240,6 +2332,18 @@ pub fn down(state_dir: &Path, keep_state: bool) -> anyhow::Result<DownReport> {
     for (name, pid, m, int) in procs.iter().rev() {
         if !is_ovs(name) && sys::stop_process(*pid, m, *int, Duration::from_secs(5)) {
             rep.processes += 1;
+        }
+    }
+    // the Kubernetes control plane, once nothing talks to it any more: by its PID files
+    for r in all.iter().rev() {
+        if let Resource::KubeControlPlane { dir } = r {
+            match ControlPlane::stop_persistent(dir) {
+                Ok(k) => rep.processes += k.stopped.len(),
+                Err(e) => rep.leftovers.push(format!(
+                    "Kubernetes control plane in {}: {e}",
+                    dir.display()
+                )),
+            }
         }
     }
     // 3. bridges through vswitchd, which then exits removing its datapath taps

@@ -1,8 +1,10 @@
-//! FerrOVN lab: the whole fabric on one machine. Nodes are network namespaces each with its own
-//! OVS (OVS-DPDK on hugepages, or the netdev datapath), OVN central runs for real, the
-//! controller reads manifests instead of a kube-apiserver, and pods are network namespaces
-//! created by invoking the built CNI plugin exactly as a runtime does. See docs/lab.md.
+//! FerrOVN lab: the whole fabric on one machine. A real Kubernetes control plane runs on
+//! loopback, nodes are network namespaces each with its own OVS (OVS-DPDK on hugepages, or the
+//! netdev datapath), OVN central runs for real, the controller and agents run in cluster mode as
+//! their own ServiceAccounts, and pods are taken from the API server and made network
+//! namespaces by invoking the built CNI plugin exactly as a runtime does. See docs/lab.md.
 
+pub mod cluster;
 pub mod docs;
 pub mod lab;
 pub mod model;

@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start OVN, two nodes, the controller, agents and vhost helper; apply the examples.
+    /// Start a Kubernetes control plane, OVN, two nodes, the controller, agents and vhost
+    /// helper; `kubectl apply` the examples.
     Up {
         /// Name prefix of namespaces, interfaces and DPDK file prefixes (1-8 of a-z0-9-).
         #[arg(long, env = "FERROVN_LAB_PREFIX", default_value = "fvlab")]
@@ -40,6 +41,9 @@ enum Command {
         /// Manifests applied once the fabric is up (default: deploy/examples of this source tree).
         #[arg(long)]
         examples: Option<PathBuf>,
+        /// deploy/ of the source tree (CRDs, RBAC, admission policy); default: this build's.
+        #[arg(long)]
+        deploy_dir: Option<PathBuf>,
         /// Do not apply any manifests.
         #[arg(long)]
         no_examples: bool,
@@ -74,19 +78,20 @@ enum Command {
         #[arg(long)]
         no_status: bool,
     },
-    /// Apply manifests (a file or a directory): controller state, then CNI ADD on the node.
+    /// `kubectl apply` manifests (a file or a directory), then sandboxes for the new pods.
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// Delete the objects named in manifests: CNI DEL on the node, then controller state.
+    /// `kubectl delete` the objects of manifests; deleted pods' sandboxes go (CNI DEL).
     Delete {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// Nodes, subnets, pods and a connectivity matrix measured now.
+    /// Nodes, the cluster (kubectl get nodes,subnets,ips; pods), a connectivity matrix.
     Status,
-    /// Remove every process, namespace, mount and hugepage setting the lab made.
+    /// Remove every process (the control plane's too), namespace, mount and hugepage setting
+    /// the lab made.
     Down {
         /// Keep the state dir (logs) after a clean teardown.
         #[arg(long)]
@@ -105,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prefix,
             bin_dir,
             examples,
+            deploy_dir,
             no_examples,
             raft,
             nb_port,
@@ -133,10 +139,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => anyhow::bail!("no examples dir: pass --examples DIR or --no-examples"),
                 }
             };
+            let deploy_dir =
+                deploy_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+            if !deploy_dir.join("crds").is_dir() {
+                anyhow::bail!(
+                    "{} has no crds/: pass --deploy-dir (the repository's deploy/)",
+                    deploy_dir.display()
+                );
+            }
             let opts = Options {
                 state_dir: cli.state_dir.clone(),
                 prefix,
                 bin_dir,
+                deploy_dir,
                 examples,
                 raft,
                 nb_port,

@@ -68,6 +68,22 @@ pub struct LabState {
     /// Cgroup bounding the DPDK pods' CPU, if the machine offers one.
     pub pod_cgroup: Option<PathBuf>,
     pub hugetlbfs: Option<PathBuf>,
+    /// The lab's Kubernetes control plane.
+    #[serde(default)]
+    pub kube: Option<KubeState>,
+}
+
+/// The lab's Kubernetes control plane (persistent, in the state dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeState {
+    /// Its directory: certificates, kubeconfigs, etcd data, logs, PID files.
+    pub dir: PathBuf,
+    /// The admin kubeconfig (`system:masters`), for the user and the lab's own kubectl.
+    pub admin_kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub server: String,
+    /// From starting etcd to a usable cluster (the `default` ServiceAccount exists).
+    pub startup_ms: u64,
 }
 
 impl LabState {
@@ -113,6 +129,11 @@ pub enum Resource {
     },
     Cgroup {
         path: PathBuf,
+    },
+    /// A persistent Kubernetes control plane in `dir` (PID files there): stopped by PID, then
+    /// `dir` removed.
+    KubeControlPlane {
+        dir: PathBuf,
     },
     /// `/var/run/dpdk/<prefix>` and hugetlbfs `<prefix>map_*` files.
     DpdkPrefix {

@@ -83,7 +83,7 @@ pub fn plan_pods(manifest: &Manifest) -> Vec<PodPlan> {
         let mut problem = None;
         if node.is_empty() {
             problem = Some(format!(
-                "no spec.nodeName: the lab has no scheduler; set it to {} or {}",
+                "no spec.nodeName: not scheduled (yet) to {} or {}",
                 NODES[0], NODES[1]
             ));
         } else if !NODES.contains(&node.as_str()) {
