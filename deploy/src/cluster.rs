@@ -158,6 +158,60 @@ fn machine() -> (u64, u64) {
     (cpus, mem)
 }
 
+/// How often a status write is tried again after a conflict (the controller patches the same
+/// objects' annotations meanwhile).
+const STATUS_ATTEMPTS: usize = 8;
+
+/// Writes `status` (merged into the object's, key by key) through the object's `status`
+/// subresource as the user of `kubeconfig`: a GET of the object and a PUT of `<path>/status`.
+/// (`kubectl patch --subresource=status` would first GET the status subresource, which the
+/// Node authorizer does not grant a kubelet.)
+fn put_status(
+    cp: &ControlPlane,
+    kubeconfig: &Path,
+    get: &[&str],
+    path: &str,
+    status: &Value,
+) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..STATUS_ATTEMPTS {
+        let mut args = get.to_vec();
+        args.extend(["-o", "json"]);
+        let current = cp.kubectl_as(kubeconfig, &args, None)?;
+        let mut object: Value =
+            serde_json::from_str(&current.stdout).context("kubectl get -o json")?;
+        if let (Some(have), Some(want)) = (
+            object
+                .as_object_mut()
+                .map(|o| o.entry("status").or_insert_with(|| json!({}))),
+            status.as_object(),
+        ) && let Some(have) = have.as_object_mut()
+        {
+            for (k, v) in want {
+                have.insert(k.clone(), v.clone());
+            }
+        }
+        let body = object.to_string();
+        match cp.kubectl_as(
+            kubeconfig,
+            &["replace", "--raw", path, "-f", "-"],
+            Some(&body),
+        ) {
+            Ok(_) => return Ok(()),
+            // stale resourceVersion: read again
+            Err(e) if e.to_string().contains("Conflict") || e.to_string().contains("modified") => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match last {
+        Some(e) => Err(anyhow::Error::new(e).context(format!("{STATUS_ATTEMPTS} conflicts"))),
+        None => bail!("no attempt made"),
+    }
+}
+
 /// The kubeconfig of a node's kubelet identity (`system:node:<name>` in `system:nodes`): the
 /// Node authorizer and NodeRestriction let it write only its own Node and its own pods.
 pub fn kubelet_kubeconfig(cp: &ControlPlane, node: &str) -> anyhow::Result<PathBuf> {
@@ -181,19 +235,13 @@ pub fn register_nodes(
     let (cpus, mem) = machine();
     for n in nodes {
         let kc = kubelet_kubeconfig(cp, &n.name)?;
-        let patch = node_status(n, cpus, mem, hugepages_mib).to_string();
-        cp.kubectl_as(
+        let status = node_status(n, cpus, mem, hugepages_mib);
+        put_status(
+            cp,
             &kc,
-            &[
-                "patch",
-                "node",
-                &n.name,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &patch,
-            ],
-            None,
+            &["get", "node", &n.name],
+            &format!("/api/v1/nodes/{}/status", n.name),
+            &status["status"],
         )
         .with_context(|| format!("Node {} status as system:node:{}", n.name, n.name))?;
         // absent when the apiserver did not add it: nothing to lift
@@ -311,21 +359,13 @@ pub fn write_pod_status(
     pod_ips: &[String],
 ) -> anyhow::Result<()> {
     let kc = kubelet_kubeconfig(cp, node)?;
-    let patch = pod_status(host_ip, pod_ips).to_string();
-    cp.kubectl_as(
+    let status = pod_status(host_ip, pod_ips);
+    put_status(
+        cp,
         &kc,
-        &[
-            "-n",
-            namespace,
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=strategic",
-            "-p",
-            &patch,
-        ],
-        None,
+        &["-n", namespace, "get", "pod", name],
+        &format!("/api/v1/namespaces/{namespace}/pods/{name}/status"),
+        &status["status"],
     )
     .with_context(|| format!("status of Pod {namespace}/{name} as system:node:{node}"))?;
     Ok(())

@@ -871,6 +871,46 @@ fn start_agent(
     )
 }
 
+/// The API server's port inside the node's namespace, where its agent runs (forward.rs).
+fn start_forwarder(
+    paths: &Paths,
+    records: &Records,
+    node: &NodeState,
+    port: u16,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding ferrovn-lab itself")?;
+    let log = node.dir.join("apiserver-forward.log");
+    let args = vec![
+        format!("--state-dir={}", paths.root.display()),
+        "forward".into(),
+        format!("--netns={}", node.netns),
+        format!("--port={port}"),
+    ];
+    let pid = spawn_daemon(
+        records,
+        &format!("apiserver-forward@{}", node.name),
+        Place::Root,
+        &[],
+        &exe.display().to_string(),
+        &args,
+        &log,
+        &marker(paths),
+        false,
+    )?;
+    let ok = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("forwarding")) || !sys::alive(pid)
+    });
+    if !ok || !sys::alive(pid) {
+        bail!(
+            "the API server forwarder into {} did not start; {}:\n{}",
+            node.netns,
+            log.display(),
+            sys::log_tail(&log, 5)
+        );
+    }
+    Ok(())
+}
+
 fn start_ovn_controller(paths: &Paths, records: &Records, node: &NodeState) -> anyhow::Result<()> {
     let d = &node.dir;
     let args = vec![
@@ -1301,6 +1341,25 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         }
     }
 
+    let api_port: u16 = kube
+        .state
+        .server
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no port in {}", kube.state.server))?;
+    for node in &nodes {
+        step(
+            &format!(
+                "API server port 127.0.0.1:{api_port} inside {} (forwarder)",
+                node.netns
+            ),
+            || {
+                start_forwarder(&paths, &records, node, api_port)?;
+                Ok(((), String::new()))
+            },
+        )?;
+    }
     for node in &nodes {
         step(
             &format!(

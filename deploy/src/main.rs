@@ -88,6 +88,14 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// (internal) Relay 127.0.0.1:PORT inside a node's network namespace to the API server.
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        port: u16,
+    },
     /// Nodes, the cluster (kubectl get nodes,subnets,ips; pods), a connectivity matrix.
     Status,
     /// Remove every process (the control plane's too), namespace, mount and hugepage setting
@@ -189,6 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Delete { file } => {
             lab::delete(&cli.state_dir, &file)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Forward { netns, port } => {
+            ferrovn_lab::forward::run(&netns, port)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {

@@ -443,6 +443,40 @@ impl ControlPlane {
             pid_file("kube-apiserver"),
         )?;
 
+        // The controller-manager gives up when the apiserver is not healthy within 10 s, which
+        // on a loaded machine it may not be (its RBAC bootstrap comes last): start the clients
+        // once it is ready.
+        let mut etcd = etcd;
+        let mut apiserver = apiserver;
+        let start = Instant::now();
+        loop {
+            let ready = run(
+                &kubectl,
+                &[
+                    &format!("--kubeconfig={}", s(&admin_kubeconfig)),
+                    "get",
+                    "--raw",
+                    "/readyz",
+                ],
+                None,
+            )
+            .is_ok_and(|o| o.stdout.trim() == "ok");
+            if ready {
+                break;
+            }
+            etcd.check_alive()?;
+            apiserver.check_alive()?;
+            if start.elapsed() > START_TIMEOUT {
+                return Err(KubeError::Timeout {
+                    what: "kube-apiserver /readyz".into(),
+                    after: START_TIMEOUT,
+                    log: apiserver.log().display().to_string(),
+                    log_tail: log_tail(apiserver.log()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+
         let kcm = Component::spawn(
             "kube-controller-manager",
             &kcm_bin,
