@@ -66,13 +66,14 @@ clean:
 LAB_BINS := --bin ferrovn-lab --bin ferrovn-controller --bin ferrovn-node --bin ferrovn-cni --bin ferrovn-vhost
 LAB_STATE ?= /run/ferrovn-lab
 
-## lab: the whole fabric on this machine (root): deps, build, up, status; last line `lab: R/T pod pairs reachable`
+## lab: the whole fabric on this machine (root), on a real Kubernetes control plane (docs/lab.md):
+## deps, build, up, status; last line `lab: R/T pod pairs reachable`
 # No debug info for the lab's build: ~580 CPU-seconds from scratch instead of ~700-800 (2 cores).
-lab: deps ovs-ovn
+lab: deps ovs-ovn kube-bins
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
 
-## lab-down: remove every process, namespace, mount and hugepage setting the lab made
+## lab-down: remove every process (the control plane's too), namespace, mount and hugepage setting the lab made
 lab-down:
 	@if [ -x ./target/release/ferrovn-lab ]; then ./target/release/ferrovn-lab --state-dir $(LAB_STATE) down; \
 	else echo "lab-down: ./target/release/ferrovn-lab not built (nothing was started by make lab)"; fi

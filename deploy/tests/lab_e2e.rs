@@ -1,8 +1,10 @@
-//! The lab end to end, for real (as root): `up` (OVN, OVS-DPDK + kernel nodes, controller,
-//! agents, vhost helper, example pods through the built CNI plugin) → every expected pod pair
-//! reachable → `up` again is harmless → `apply -f` / `delete -f` of one more pod → `down` →
-//! nothing left behind. A private state dir and name prefix keep it apart from other tests and
-//! from a user's running lab.
+//! The lab end to end, for real (as root): `up` (a real Kubernetes control plane, OVN,
+//! OVS-DPDK + kernel nodes, controller and agents in cluster mode, vhost helper, the example
+//! pods taken from the API server and made through the built CNI plugin) → every expected pod
+//! pair reachable, `kubectl get nodes,subnets,ips` in the output with our columns, each pod's
+//! status written back with its allocated address → `up` again is harmless → `apply -f` of a pod
+//! the scheduler places / `delete -f` → `down` → nothing left behind. A private state dir and
+//! name prefix keep it apart from other tests and from a user's running lab.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ferrovn_testkit::binaries::build_workspace_binary;
+use ferrovn_testkit::kube::binary;
 
 struct Lab {
     state: tempfile::TempDir,
@@ -36,6 +39,49 @@ impl Drop for Lab {
             eprintln!("down in drop: {}", String::from_utf8_lossy(&out.stdout));
         }
     }
+}
+
+/// `kubectl` as the lab's admin; stdout, or the error.
+fn kubectl(state: &Path, args: &[&str]) -> Result<String, String> {
+    let kubectl = binary("kubectl").expect("kubectl (make kube-bins)");
+    let out = Command::new(kubectl)
+        .arg(format!(
+            "--kubeconfig={}",
+            state.join("kube/admin.kubeconfig").display()
+        ))
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// (phase, status.podIP, hostIP, the controller's ovn.kubernetes.io/ip_address, node) of a pod.
+fn pod_view(state: &Path, ns: &str, pod: &str) -> Vec<String> {
+    let out = kubectl(
+        state,
+        &[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.phase}|{.status.podIP}|{.status.hostIP}|{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}|{.spec.nodeName}",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("kubectl get pod {ns}/{pod}: {e}"));
+    out.split('|').map(str::to_string).collect()
+}
+
+fn nr_hugepages() -> String {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn text(o: &Output) -> String {
@@ -112,7 +158,6 @@ metadata:
   name: extra
   namespace: demo
 spec:
-  nodeName: lab-dpdk
   containers:
   - name: c
     image: docker.io/library/busybox:1.36
@@ -132,6 +177,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let prefix = format!("fvl{:04x}", std::process::id() & 0xffff);
     let lab = Lab { state, prefix };
     let state_s = lab.state.path().display().to_string();
+    let hugepages_before = nr_hugepages();
 
     let up = lab.cmd(&[
         "up",
@@ -187,6 +233,72 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     );
     // every pod available: 4 kernel pods probe the 5 others
     assert_eq!(t, 20, "pairs counted:\n{out}");
+
+    // The status reads the cluster: both Nodes registered (and Ready, as the lab reports for
+    // their kubelets), the Subnets with our printer columns and the controller's counts.
+    for node in ["node/lab-dpdk", "node/lab-kernel"] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().take(2).eq([node, "Ready"])),
+            "{node} not registered and Ready in `kubectl get nodes`:\n{out}"
+        );
+    }
+    assert!(
+        out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"NAME")
+                && ["PROVIDER", "PROTOCOL", "CIDR", "V4USED", "V4AVAILABLE"]
+                    .iter()
+                    .all(|c| w.contains(c))
+        }),
+        "no `kubectl get subnets` header with our printer columns:\n{out}"
+    );
+    // demo: web-1, web-2 and db-0 hold addresses
+    assert!(
+        out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"subnet.kubeovn.io/demo")
+                && w.contains(&"10.66.0.0/24")
+                && w.contains(&"3")
+        }),
+        "no demo Subnet row with 3 addresses used:\n{out}"
+    );
+    // The controller runs in cluster mode and holds the leader-election Lease.
+    let holder = kubectl(
+        lab.state.path(),
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "lease",
+            "ferrovn-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert_eq!(holder.as_deref(), Ok("ferrovn-lab"), "{out}");
+    // Every pod's status, written back as its node's kubelet: Running, on its node's address,
+    // with the address the controller allocated (the pod's annotation).
+    for (ns, pod) in [
+        ("demo", "web-1"),
+        ("demo", "web-2"),
+        ("demo", "db-0"),
+        ("default", "client"),
+        ("default", "dpdk-a"),
+        ("default", "dpdk-b"),
+    ] {
+        let v = pod_view(lab.state.path(), ns, pod);
+        assert_eq!(v[0], "Running", "{ns}/{pod} phase: {v:?}");
+        assert!(!v[1].is_empty(), "{ns}/{pod} has no status.podIP: {v:?}");
+        assert_eq!(v[1], v[3], "{ns}/{pod}: status.podIP vs annotation: {v:?}");
+        let host = if v[4] == "lab-dpdk" {
+            "192.168.100.1"
+        } else {
+            "192.168.100.2"
+        };
+        assert_eq!(v[2], host, "{ns}/{pod} hostIP: {v:?}");
+    }
+    assert_eq!(pod_view(lab.state.path(), "demo", "db-0")[1], "10.66.0.20");
     if dpdk_node {
         assert!(
             out.lines()
@@ -217,6 +329,15 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let ap = lab.cmd(&["apply", "-f", &f.display().to_string()]);
     assert!(ap.status.success(), "{}", text(&ap));
     let pod_ns = format!("{}-demo-extra", lab.prefix);
+    // no spec.nodeName: the scheduler placed it, the lab made its sandbox there
+    let v = pod_view(lab.state.path(), "demo", "extra");
+    assert!(
+        ["lab-dpdk", "lab-kernel"].contains(&v[4].as_str()),
+        "extra not scheduled: {v:?}\n{}",
+        text(&ap)
+    );
+    assert_eq!(v[0], "Running", "{v:?}");
+    assert_eq!(v[1], v[3], "{v:?}");
     let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&pod_ns),
@@ -237,6 +358,13 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     assert!(
         !String::from_utf8_lossy(&listed.stdout).contains(&pod_ns),
         "{}",
+        text(&del)
+    );
+    // the sandbox went first, then the object (no kubelet would have finished the deletion)
+    let gone = kubectl(lab.state.path(), &["-n", "demo", "get", "pod", "extra"]);
+    assert!(
+        gone.as_ref().is_err_and(|e| e.contains("NotFound")),
+        "pod demo/extra still in the API: {gone:?}\n{}",
         text(&del)
     );
 
@@ -272,5 +400,16 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     assert!(
         dpdk_dirs.is_empty(),
         "DPDK runtime dirs left: {dpdk_dirs:?}"
+    );
+    // the hugepages the lab raised are given back (unless someone else changed them since)
+    let hp = nr_hugepages();
+    assert!(
+        hp == hugepages_before || text(&down).contains("changed by someone else"),
+        "nr_hugepages {hugepages_before} before up, {hp} after down:\n{}",
+        text(&down)
+    );
+    assert!(
+        !lab.state.path().join("kube").exists(),
+        "the control plane's directory is removed"
     );
 }
