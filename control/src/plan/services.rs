@@ -475,10 +475,30 @@ pub fn plan_services(
             .get(&(v.id.namespace.as_str(), v.id.name.as_str()))
             .map_or(&[][..], Vec::as_slice);
         let mut lbs: BTreeMap<Protocol, PlannedLoadBalancer> = BTreeMap::new();
+        // kube-proxy runs one proxier per IP family: the "none ready" fallback is decided per
+        // port and family.
         let mut port_backends = Vec::with_capacity(v.ports.len());
         for p in &v.ports {
             let (ready, terminating) = backends(&v, p, own_slices, issues);
-            port_backends.push(if ready.is_empty() { terminating } else { ready });
+            let pick = |v4: bool| -> Backends {
+                let r: Backends = ready
+                    .iter()
+                    .filter(|b| b.0.is_ipv4() == v4)
+                    .copied()
+                    .collect();
+                if r.is_empty() {
+                    terminating
+                        .iter()
+                        .filter(|b| b.0.is_ipv4() == v4)
+                        .copied()
+                        .collect()
+                } else {
+                    r
+                }
+            };
+            let mut both = pick(true);
+            both.extend(pick(false));
+            port_backends.push(both);
         }
         for vip in &v.vips {
             let port = &v.ports[vip.service_port];
