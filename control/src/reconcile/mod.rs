@@ -214,9 +214,38 @@ fn key_of(ids: &StrMap) -> String {
     ids.get(ROW_KEY).cloned().unwrap_or_default()
 }
 
-/// Flattens a plan into rows, parents before children, in a stable order.
+/// Flattens a plan into rows in a stable order: link targets (load balancer groups) before the
+/// roots that reference them, parents before children.
 pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
     let mut out = Vec::with_capacity(plan.row_count());
+    for g in plan.lb_groups.values() {
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&g.name));
+        out.push(DesiredRow {
+            table: Table::LoadBalancerGroup,
+            key: g.name.clone(),
+            name: Some(g.name.clone()),
+            columns: c,
+            parent: None,
+            links: Vec::new(),
+        });
+        for lb in g.load_balancers.values() {
+            let mut c = ColumnValues::new();
+            c.insert("name".into(), s(&lb.name));
+            c.insert("vips".into(), map(&lb.vips));
+            c.insert("protocol".into(), Datum::set(Some(lb.protocol.ovn())));
+            c.insert("options".into(), map(&lb.options));
+            c.insert("external_ids".into(), map(&lb.external_ids));
+            out.push(DesiredRow {
+                table: Table::LoadBalancer,
+                key: key_of(&lb.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(g.name.clone()),
+                links: Vec::new(),
+            });
+        }
+    }
     for sw in plan.switches.values() {
         let key = key_of(&sw.external_ids);
         let mut c = ColumnValues::new();
@@ -334,34 +363,6 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
-                links: Vec::new(),
-            });
-        }
-    }
-    for g in plan.lb_groups.values() {
-        let mut c = ColumnValues::new();
-        c.insert("name".into(), s(&g.name));
-        out.push(DesiredRow {
-            table: Table::LoadBalancerGroup,
-            key: g.name.clone(),
-            name: Some(g.name.clone()),
-            columns: c,
-            parent: None,
-            links: Vec::new(),
-        });
-        for lb in g.load_balancers.values() {
-            let mut c = ColumnValues::new();
-            c.insert("name".into(), s(&lb.name));
-            c.insert("vips".into(), map(&lb.vips));
-            c.insert("protocol".into(), Datum::set(Some(lb.protocol.ovn())));
-            c.insert("options".into(), map(&lb.options));
-            c.insert("external_ids".into(), map(&lb.external_ids));
-            out.push(DesiredRow {
-                table: Table::LoadBalancer,
-                key: key_of(&lb.external_ids),
-                name: None,
-                columns: c,
-                parent: Some(g.name.clone()),
                 links: Vec::new(),
             });
         }
@@ -697,11 +698,28 @@ pub fn diff(
                 }
                 let uuid = new_uuid();
                 root_uuid.insert((row.table, row.key.as_str()), uuid);
+                // A new root carries its links in the insert (link targets are planned, and
+                // inserted, before the rows that reference them).
+                let mut columns = non_default(&row.columns);
+                for (column, target) in row.table.link_columns() {
+                    let targets: BTreeSet<Uuid> = row
+                        .links
+                        .iter()
+                        .filter(|(c, _)| c == column)
+                        .filter_map(|(_, k)| root_uuid.get(&(*target, k.as_str())).copied())
+                        .collect();
+                    if !targets.is_empty() {
+                        columns.insert(
+                            (*column).to_string(),
+                            Datum::set(targets.into_iter().map(Atom::Uuid)),
+                        );
+                    }
+                }
                 out.changes.push(Change::Insert {
                     table: row.table,
                     key: row.key.clone(),
                     uuid: Some(uuid),
-                    columns: non_default(&row.columns),
+                    columns,
                     parent: None,
                 });
             }
@@ -715,11 +733,13 @@ pub fn diff(
         let Some(&uuid) = root_uuid.get(&(row.table, row.key.as_str())) else {
             continue;
         };
-        let have = owned.get(&(row.table, row.key.as_str()));
+        // New roots got their links with the insert.
+        let Some(have) = owned.get(&(row.table, row.key.as_str())) else {
+            continue;
+        };
         for (column, target) in row.table.link_columns() {
             let current: BTreeSet<Uuid> = have
-                .map(|h| h.uuids(column))
-                .unwrap_or_default()
+                .uuids(column)
                 .into_iter()
                 .filter(|u| owned_target.contains(&(*target, *u)))
                 .collect();
