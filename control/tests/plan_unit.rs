@@ -526,7 +526,9 @@ fn every_row_is_marked_with_a_unique_key() {
     for g in out.lb_groups.values() {
         assert!(g.name.starts_with(ferrovn_api::names::LB_GROUP_PREFIX));
         groups += 1;
-        g.load_balancers.values().for_each(|l| check(&l.external_ids));
+        g.load_balancers
+            .values()
+            .for_each(|l| check(&l.external_ids));
     }
     assert_eq!(groups, 1);
     assert_eq!(keys.len() + groups, out.row_count());
