@@ -543,6 +543,8 @@ pub enum Conflict {
     },
     #[error("{table} {key}: not deleted: it still holds rows FerrOVN does not own")]
     HoldsForeignRows { table: &'static str, key: String },
+    #[error("{table} {key}: not deleted: rows FerrOVN does not own still reference it")]
+    ReferencedByForeignRows { table: &'static str, key: String },
 }
 
 /// The changes that take the NB from `actual` to `desired`.
@@ -842,7 +844,44 @@ pub fn diff(
                 .flat_map(|c| row.uuids(c))
                 .any(|u| !owned_uuids.contains(&u) && !is_surplus_child(actual, u));
             if foreign_child {
+                // The row stays; our link targets it references may be going away.
+                for (column, target) in table.link_columns() {
+                    let remove: Vec<Uuid> = row
+                        .uuids(column)
+                        .into_iter()
+                        .filter(|u| owned_target.contains(&(*target, *u)))
+                        .collect();
+                    if !remove.is_empty() {
+                        out.changes.push(Change::Link {
+                            table,
+                            key: key.clone(),
+                            uuid: row.uuid,
+                            column,
+                            add: Vec::new(),
+                            remove,
+                        });
+                    }
+                }
                 out.conflicts.push(Conflict::HoldsForeignRows {
+                    table: table.name(),
+                    key,
+                });
+                continue;
+            }
+            // A link target still referenced by a row that is not ours cannot go (the
+            // reference is strong) and is not ours to cut.
+            let foreign_referrer = Table::ALL
+                .iter()
+                .filter(|t| t.link_columns().iter().any(|(_, tt)| *tt == table))
+                .flat_map(|t| actual.rows(*t).iter().map(move |r| (*t, r)))
+                .any(|(t, r)| {
+                    r.owned_key_in(t).is_none()
+                        && t.link_columns()
+                            .iter()
+                            .any(|(c, tt)| *tt == table && r.uuids(c).contains(&row.uuid))
+                });
+            if foreign_referrer {
+                out.conflicts.push(Conflict::ReferencedByForeignRows {
                     table: table.name(),
                     key,
                 });
