@@ -42,6 +42,21 @@ pub fn localnet_port_name(subnet: &str) -> String {
     format!("localnet.{subnet}")
 }
 
+/// Prefix of every Load_Balancer_Group FerrOVN owns. The table has no `external_ids`, so the
+/// name is the ownership mark: groups without it are never touched.
+pub const LB_GROUP_PREFIX: &str = "ferrovn-lbs-";
+
+/// The Load_Balancer_Group holding the Service load balancers of a VPC: `ferrovn-lbs-<vpc>`.
+pub fn lb_group_name(vpc: &str) -> String {
+    format!("{LB_GROUP_PREFIX}{vpc}")
+}
+
+/// The Load_Balancer of one Service and protocol (`tcp`, `udp`, `sctp`):
+/// `svc:<namespace>/<name>:<protocol>`, what `ovn-nbctl lb-list` shows.
+pub fn service_lb_name(namespace: &str, name: &str, protocol: &str) -> String {
+    format!("svc:{namespace}/{name}:{protocol}")
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 

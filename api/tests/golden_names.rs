@@ -5,8 +5,9 @@
 //! update the value, restore the function.
 
 use ferrovn_api::names::{
-    attachment_id, candidate_mac, host_ifname, join_port_name, localnet_port_name, lsp_name,
-    router_port_mac, router_port_name, stable_hash, switch_router_port_name, vhost_port_name,
+    attachment_id, candidate_mac, host_ifname, join_port_name, lb_group_name, localnet_port_name,
+    lsp_name, router_port_mac, router_port_name, service_lb_name, stable_hash,
+    switch_router_port_name, vhost_port_name,
 };
 
 const CID_A: &str = "3f2a9c0d1e4b5a6978877665544332211aabbccddeeff00112233445566778899";
@@ -75,6 +76,15 @@ fn nb_port_names() {
     );
     assert_eq!(join_port_name("kind-worker"), "node-kind-worker");
     assert_eq!(localnet_port_name("underlay"), "localnet.underlay");
+}
+
+#[test]
+fn nb_load_balancer_names() {
+    assert_eq!(lb_group_name("ovn-cluster"), "ferrovn-lbs-ovn-cluster");
+    assert_eq!(
+        service_lb_name("default", "web", "tcp"),
+        "svc:default/web:tcp"
+    );
 }
 
 /// (seed, namespace, name, provider, [attempt 0, 1, 2], stable hash of the owner).

@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -48,6 +49,8 @@ pub enum Object {
     IpPool(Box<IpPool>),
     Vlan(Box<Vlan>),
     ProviderNetwork(Box<ProviderNetwork>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
 }
 
 impl Object {
@@ -64,6 +67,8 @@ impl Object {
             Object::IpPool(_) => "IPPool",
             Object::Vlan(_) => "Vlan",
             Object::ProviderNetwork(_) => "ProviderNetwork",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
         }
     }
 
@@ -79,6 +84,8 @@ impl Object {
             Object::IpPool(o) => &o.metadata,
             Object::Vlan(o) => &o.metadata,
             Object::ProviderNetwork(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
         }
     }
 
@@ -94,6 +101,8 @@ impl Object {
             Object::IpPool(o) => &mut o.metadata,
             Object::Vlan(o) => &mut o.metadata,
             Object::ProviderNetwork(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
         }
     }
 
@@ -106,11 +115,14 @@ impl Object {
         self.metadata().namespace.as_deref()
     }
 
-    /// True for Pods and NADs.
+    /// True for Pods, NADs, Services and EndpointSlices.
     pub fn is_namespaced(&self) -> bool {
         matches!(
             self,
-            Object::Pod(_) | Object::NetworkAttachmentDefinition(_)
+            Object::Pod(_)
+                | Object::NetworkAttachmentDefinition(_)
+                | Object::Service(_)
+                | Object::EndpointSlice(_)
         )
     }
 }
@@ -185,6 +197,8 @@ impl Manifest {
     accessor!(ip_pools, IpPool, IpPool);
     accessor!(vlans, Vlan, Vlan);
     accessor!(provider_networks, ProviderNetwork, ProviderNetwork);
+    accessor!(services, Service, Service);
+    accessor!(endpoint_slices, EndpointSlice, EndpointSlice);
 
     /// Appends another manifest; the same object (kind, namespace, name) twice is an error.
     pub fn merge(&mut self, other: Manifest) -> Result<(), ManifestError> {
@@ -343,6 +357,10 @@ fn load_value(
         ("v1", "Namespace") => decode(value, &location, &kind, &name).map(Object::Namespace)?,
         ("v1", "Pod") => decode(value, &location, &kind, &name).map(Object::Pod)?,
         ("v1", "Node") => decode(value, &location, &kind, &name).map(Object::Node)?,
+        ("v1", "Service") => decode(value, &location, &kind, &name).map(Object::Service)?,
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            decode(value, &location, &kind, &name).map(Object::EndpointSlice)?
+        }
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => {
             decode(value, &location, &kind, &name).map(Object::NetworkAttachmentDefinition)?
         }
@@ -388,7 +406,10 @@ fn load_value(
 }
 
 fn object_is_namespaced(kind: &str) -> bool {
-    matches!(kind, "Pod" | "NetworkAttachmentDefinition")
+    matches!(
+        kind,
+        "Pod" | "NetworkAttachmentDefinition" | "Service" | "EndpointSlice"
+    )
 }
 
 fn decode<T: DeserializeOwned>(

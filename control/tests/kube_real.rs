@@ -1,8 +1,8 @@
 //! `ferrovn-controller --kube` against a real Kubernetes control plane (ferrovn-testkit, built by
 //! `make kube-bins`) and a real OVN NB/SB/northd: it authenticates as its own ServiceAccount,
 //! bound only by deploy/rbac.yaml (never cluster-admin), and the Kube-OVN manifests of
-//! deploy/examples applied with kubectl end up as pod and node annotations, Logical_Switch_Ports
-//! and Subnet status. Proves that the RBAC we ship is enough, by use.
+//! deploy/examples applied with kubectl end up as pod and node annotations, Logical_Switch_Ports,
+//! Service load balancers and Subnet status. Proves that the RBAC we ship is enough, by use.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -78,6 +78,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         "01-namespace-subnet.yaml",
         "02-kernel-pods.yaml",
         "03-static-ip-pod.yaml",
+        "05-services.yaml",
     ] {
         cp.kubectl(&["apply", "-f", path(&deploy.join("examples").join(f))])
             .unwrap_or_else(|e| panic!("deploy/examples/{f}: {e}"));
@@ -158,6 +159,27 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
             uuid.trim()
         );
     }
+
+    // Services applied with kubectl become load balancers (docs/services.md): the
+    // endpoint of db's own EndpointSlice, and the endpoint-less web with reject.
+    assert_within(Duration::from_secs(30), "Service load balancers", || {
+        let db = central.nbctl(&[
+            "--bare",
+            "--columns=vips",
+            "find",
+            "Load_Balancer",
+            "name=\"svc:demo/db:tcp\"",
+        ]);
+        let web = central.nbctl(&[
+            "--bare",
+            "--columns=vips",
+            "find",
+            "Load_Balancer",
+            "name=\"svc:demo/web:tcp\"",
+        ]);
+        db.is_ok_and(|v| v.contains("10.96.0.20:5432") && v.contains("10.66.0.20:5432"))
+            && web.is_ok_and(|v| v.contains("10.96.0.80:80"))
+    });
 
     // The nodes get their join-subnet address.
     for node in ["lab-dpdk", "lab-kernel"] {

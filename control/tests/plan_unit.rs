@@ -49,6 +49,7 @@ fn base() -> Desired {
         nodes: vec![],
         ports: vec![],
         join_subnet: Some("join".into()),
+        ..Default::default()
     }
 }
 
@@ -520,5 +521,15 @@ fn every_row_is_marked_with_a_unique_key() {
             .for_each(|p| check(&p.external_ids));
         r.policies.values().for_each(|p| check(&p.external_ids));
     }
-    assert_eq!(keys.len(), out.row_count());
+    // Load_Balancer_Group has no external_ids: its reserved name is its mark and key.
+    let mut groups = 0;
+    for g in out.lb_groups.values() {
+        assert!(g.name.starts_with(ferrovn_api::names::LB_GROUP_PREFIX));
+        groups += 1;
+        g.load_balancers
+            .values()
+            .for_each(|l| check(&l.external_ids));
+    }
+    assert_eq!(groups, 1);
+    assert_eq!(keys.len() + groups, out.row_count());
 }

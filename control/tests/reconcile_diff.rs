@@ -67,7 +67,7 @@ impl Nb {
 
     fn gc(&mut self) {
         let mut referenced = BTreeSet::new();
-        for t in [Table::LogicalSwitch, Table::LogicalRouter] {
+        for t in Table::ALL.into_iter().filter(|t| t.is_root()) {
             for r in self.snap.rows(t) {
                 for c in t.child_columns() {
                     if let Some(a) = r.columns.get(*c).and_then(Datum::as_atoms) {
@@ -76,7 +76,11 @@ impl Nb {
                 }
             }
         }
-        for t in Table::ALL.iter().filter(|t| !t.is_root()) {
+        // Load_Balancer is a root of the schema (only weakly referenced): never collected.
+        for t in Table::ALL
+            .iter()
+            .filter(|t| !t.is_root() && **t != Table::LoadBalancer)
+        {
             self.rows_mut(*t).retain(|r| referenced.contains(&r.uuid));
         }
     }
@@ -126,6 +130,31 @@ impl Nb {
                 }
                 Change::Delete { table, uuid, .. } => {
                     self.rows_mut(table).retain(|r| r.uuid != uuid);
+                    // Weak references (a group's load balancers) go with the row.
+                    for g in self.rows_mut(Table::LoadBalancerGroup).clone() {
+                        self.set_edit(
+                            Table::LoadBalancerGroup,
+                            g.uuid,
+                            "load_balancer",
+                            uuid,
+                            false,
+                        );
+                    }
+                }
+                Change::Link {
+                    table,
+                    uuid,
+                    column,
+                    add,
+                    remove,
+                    ..
+                } => {
+                    for u in remove {
+                        self.set_edit(table, uuid, column, u, false);
+                    }
+                    for u in add {
+                        self.set_edit(table, uuid, column, u, true);
+                    }
                 }
             }
         }
@@ -383,7 +412,8 @@ fn foreign_rows_survive_and_are_never_changed() {
         let uuid = match ch {
             Change::Update { uuid, .. }
             | Change::Detach { uuid, .. }
-            | Change::Delete { uuid, .. } => *uuid,
+            | Change::Delete { uuid, .. }
+            | Change::Link { uuid, .. } => *uuid,
             Change::Insert { .. } => panic!("insert while deleting"),
         };
         assert!(uuid != fport && uuid != fls);
@@ -485,7 +515,7 @@ proptest! {
             prop_assert!(nb.snap.rows(Table::LogicalSwitchPort).iter().any(|r| r.uuid == f));
         }
         // owned rows == planned rows
-        let owned = Table::ALL.iter().flat_map(|t| nb.snap.rows(*t)).filter(|r| r.owned_key().is_some()).count();
+        let owned = Table::ALL.iter().flat_map(|t| nb.snap.rows(*t).iter().map(move |r| (*t, r))).filter(|(t, r)| r.owned_key_in(*t).is_some()).count();
         prop_assert_eq!(owned, plan_b.row_count());
     }
 }

@@ -79,6 +79,23 @@ const TYPES: &[ResourceType] = &[
         core: true,
     },
     ResourceType {
+        prefix: "/api/v1",
+        plural: "services",
+        kind: "Service",
+        api_version: "v1",
+        namespaced: true,
+        core: true,
+    },
+    ResourceType {
+        prefix: "/apis/discovery.k8s.io/v1",
+        plural: "endpointslices",
+        kind: "EndpointSlice",
+        api_version: "discovery.k8s.io/v1",
+        namespaced: true,
+        // Built-in types' list items carry no kind/apiVersion either.
+        core: true,
+    },
+    ResourceType {
         prefix: "/apis/coordination.k8s.io/v1",
         plural: "leases",
         kind: "Lease",

@@ -99,6 +99,8 @@ pub struct Cluster {
     pub pools: Vec<ipam::IpPoolSpec>,
     pub vlans: BTreeMap<String, (u16, String)>,
     pub join_subnet: String,
+    /// Services and EndpointSlices, validated by the planner (a bad Service is left out there).
+    pub services: crate::plan::ServiceInputs,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -183,6 +185,10 @@ fn implicit_subnet(name: &str, cidr: &str) -> Subnet {
 pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
     let mut c = Cluster {
         join_subnet: opts.join_subnet.clone(),
+        services: crate::plan::ServiceInputs {
+            services: manifest.services().cloned().collect(),
+            endpoint_slices: manifest.endpoint_slices().cloned().collect(),
+        },
         ..Cluster::default()
     };
 
@@ -637,6 +643,7 @@ fn parse_routes(vpc: &Vpc) -> (Vec<RouteIntent>, Vec<PolicyIntent>) {
 pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
     let mut d = Desired {
         join_subnet: Some(c.join_subnet.clone()),
+        services: c.services.clone(),
         ..Desired::default()
     };
     for (name, vpc) in &c.vpcs {
@@ -685,6 +692,7 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
                 .collect(),
             vlan,
             logical_gateway: s.spec.logical_gateway,
+            enable_lb: s.spec.enable_lb.unwrap_or(true),
         });
     }
     for a in allocated {

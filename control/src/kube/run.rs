@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -178,6 +179,10 @@ pub fn watch_all(client: &Client, kinds: &[Kind]) -> impl Stream<Item = Change> 
             Kind::ProviderNetwork => kind_stream::<ProviderNetwork>(client, kind, |o| {
                 Object::ProviderNetwork(Box::new(o))
             }),
+            Kind::Service => kind_stream::<Service>(client, kind, |o| Object::Service(Box::new(o))),
+            Kind::EndpointSlice => {
+                kind_stream::<EndpointSlice>(client, kind, |o| Object::EndpointSlice(Box::new(o)))
+            }
         })
         .collect();
     futures::stream::select_all(streams)

@@ -29,10 +29,12 @@ pub enum Kind {
     IpPool,
     Vlan,
     ProviderNetwork,
+    Service,
+    EndpointSlice,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Node,
@@ -43,6 +45,8 @@ impl Kind {
         Kind::IpPool,
         Kind::Vlan,
         Kind::ProviderNetwork,
+        Kind::Service,
+        Kind::EndpointSlice,
     ];
 
     /// The Kubernetes kind name.
@@ -58,6 +62,8 @@ impl Kind {
             Kind::IpPool => "IPPool",
             Kind::Vlan => "Vlan",
             Kind::ProviderNetwork => "ProviderNetwork",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -74,6 +80,8 @@ impl Kind {
             Object::IpPool(_) => Kind::IpPool,
             Object::Vlan(_) => Kind::Vlan,
             Object::ProviderNetwork(_) => Kind::ProviderNetwork,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
         }
     }
 }
@@ -161,6 +169,8 @@ fn metadata_mut(o: &mut Object) -> &mut ObjectMeta {
         Object::IpPool(x) => &mut x.metadata,
         Object::Vlan(x) => &mut x.metadata,
         Object::ProviderNetwork(x) => &mut x.metadata,
+        Object::Service(x) => &mut x.metadata,
+        Object::EndpointSlice(x) => &mut x.metadata,
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod netpol;
+pub mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,8 +20,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::ipam::MacAddr;
 
+pub use services::{PlannedLbGroup, PlannedLoadBalancer, Protocol, ServiceInputs};
+
 use ferrovn_api::names::{
-    join_port_name, localnet_port_name, lsp_name, router_port_mac, router_port_name,
+    join_port_name, lb_group_name, localnet_port_name, lsp_name, router_port_mac, router_port_name,
     switch_router_port_name,
 };
 
@@ -51,6 +54,24 @@ pub struct Desired {
     pub ports: Vec<PortIntent>,
     /// The node join subnet (Kube-OVN `join`), part of the default VPC.
     pub join_subnet: Option<String>,
+    /// Services and EndpointSlices (load balancers).
+    pub services: ServiceInputs,
+    /// Where the Service load balancer groups attach.
+    pub lb_attach: LbAttach,
+}
+
+/// Where a VPC's Service load balancer group is referenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbAttach {
+    /// Every switch of the VPC that reaches its router and has `enableLb` (pod subnets, and
+    /// `join` for node → Service traffic). OVN 25.03 load balances distributed only on
+    /// switches: a logical router applies load balancers only as a gateway router or with a
+    /// gateway port, on the gateway chassis (ovn-northd(8), lr_in_dnat), see docs/services.md.
+    #[default]
+    Switches,
+    /// Only the VPC router: for an OVN whose routers load balance distributed; keeps
+    /// conntrack off the switches entirely.
+    Router,
 }
 
 /// A VPC: one logical router.
@@ -117,6 +138,9 @@ pub struct SubnetIntent {
     pub vlan: Option<VlanIntent>,
     /// Underlay subnets reach the router only with `logicalGateway`.
     pub logical_gateway: bool,
+    /// Kube-OVN's `spec.enableLb` (default true): the switch references its VPC's Service
+    /// load balancers. Off, its pods pay no conntrack for load balancing but reach no VIP.
+    pub enable_lb: bool,
 }
 
 impl SubnetIntent {
@@ -141,6 +165,7 @@ impl SubnetIntent {
             acls: Vec::new(),
             vlan: None,
             logical_gateway: false,
+            enable_lb: true,
         }
     }
 
@@ -236,6 +261,8 @@ pub type StrMap = BTreeMap<String, String>;
 pub struct NbPlan {
     pub switches: BTreeMap<String, PlannedSwitch>,
     pub routers: BTreeMap<String, PlannedRouter>,
+    /// Load balancer groups (by name) with their load balancers.
+    pub lb_groups: BTreeMap<String, PlannedLbGroup>,
     /// Inputs the planner could not place (they are left out of the plan).
     pub issues: Vec<PlanIssue>,
 }
@@ -251,6 +278,11 @@ impl NbPlan {
                 .routers
                 .values()
                 .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len())
+                .sum::<usize>()
+            + self
+                .lb_groups
+                .values()
+                .map(|g| 1 + g.load_balancers.len())
                 .sum::<usize>()
     }
 
@@ -272,6 +304,8 @@ pub struct PlannedSwitch {
     pub ports: BTreeMap<String, PlannedSwitchPort>,
     /// By identity ([`ROW_KEY`]).
     pub acls: BTreeMap<String, PlannedAcl>,
+    /// Names of the (FerrOVN) load balancer groups it references.
+    pub lb_groups: BTreeSet<String>,
 }
 
 /// A Logical_Switch_Port.
@@ -310,6 +344,8 @@ pub struct PlannedRouter {
     pub static_routes: BTreeMap<String, PlannedStaticRoute>,
     /// By identity ([`ROW_KEY`]).
     pub policies: BTreeMap<String, PlannedPolicy>,
+    /// Names of the (FerrOVN) load balancer groups it references.
+    pub lb_groups: BTreeSet<String>,
 }
 
 /// A Logical_Router_Port.
@@ -377,6 +413,28 @@ pub enum PlanIssue {
     PortWithoutAddress { port: String },
     #[error("node {node}: no join address (join subnet missing or full)")]
     NodeWithoutJoinAddress { node: String },
+    #[error("service {service}: field {field}: {reason} (the Service is not load balanced)")]
+    ServiceInvalid {
+        service: String,
+        field: String,
+        reason: String,
+    },
+    #[error("service {service}: VIP {vip} is already served by service {holder}")]
+    ServiceVipTaken {
+        service: String,
+        vip: String,
+        holder: String,
+    },
+    #[error("service {service}: not supported yet: {what}")]
+    ServiceUnsupported { service: String, what: String },
+    #[error("service {service}: EndpointSlice {slice}: {address:?} is not an IP address")]
+    EndpointAddressInvalid {
+        service: String,
+        slice: String,
+        address: String,
+    },
+    #[error("service {service}: VPC {vpc} is not defined")]
+    ServiceUnknownVpc { service: String, vpc: String },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,6 +471,7 @@ pub fn plan(desired: &Desired) -> NbPlan {
             ports: BTreeMap::new(),
             static_routes: BTreeMap::new(),
             policies: BTreeMap::new(),
+            lb_groups: BTreeSet::new(),
         };
         for r in &vpc.static_routes {
             add_route(&mut router, r, &[]);
@@ -482,9 +541,74 @@ pub fn plan(desired: &Desired) -> NbPlan {
 
     plan_nodes(desired, &by_name, &mut out);
     plan_pod_ports(desired, &by_name, &mut out);
+    plan_load_balancers(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
     out
+}
+
+/// Every VPC gets its (possibly empty) load balancer group, referenced once by each switch
+/// (or the router) that serves Services: the first Service of a VPC then inserts one row and
+/// touches no switch, and a switch without any VIP pays no conntrack.
+fn plan_load_balancers(
+    desired: &Desired,
+    subnets: &BTreeMap<&str, &SubnetIntent>,
+    out: &mut NbPlan,
+) {
+    let node_ips: Vec<IpAddr> = desired
+        .nodes
+        .iter()
+        .flat_map(|n| n.internal_ips.iter().copied())
+        .collect();
+    let mut groups = services::plan_services(
+        &desired.services,
+        DEFAULT_ROUTER,
+        &node_ips,
+        &mut out.issues,
+    );
+    for (name, group) in std::mem::take(&mut groups) {
+        let vpc = group
+            .load_balancers
+            .values()
+            .find_map(|lb| lb.external_ids.get("vpc").cloned())
+            .unwrap_or_default();
+        if !out.routers.contains_key(&vpc) {
+            for lb in group.load_balancers.values() {
+                out.issues.push(PlanIssue::ServiceUnknownVpc {
+                    service: lb.external_ids.get("service").cloned().unwrap_or_default(),
+                    vpc: vpc.clone(),
+                });
+            }
+            continue;
+        }
+        groups.insert(name, group);
+    }
+    for (vpc, router) in out.routers.iter_mut() {
+        let name = lb_group_name(vpc);
+        groups
+            .entry(name.clone())
+            .or_insert_with(|| PlannedLbGroup {
+                name: name.clone(),
+                load_balancers: BTreeMap::new(),
+            });
+        match desired.lb_attach {
+            LbAttach::Router => {
+                router.lb_groups.insert(name);
+            }
+            LbAttach::Switches => {
+                for sw in out.switches.values_mut() {
+                    if let Some(s) = subnets.get(sw.name.as_str())
+                        && s.vpc == *vpc
+                        && s.needs_router()
+                        && s.enable_lb
+                    {
+                        sw.lb_groups.insert(name.clone());
+                    }
+                }
+            }
+        }
+    }
+    out.lb_groups = groups;
 }
 
 fn add_route(router: &mut PlannedRouter, r: &RouteIntent, extra: &[(&str, &str)]) {
@@ -574,6 +698,7 @@ fn plan_switch(
         ),
         ports: BTreeMap::new(),
         acls: BTreeMap::new(),
+        lb_groups: BTreeSet::new(),
     };
 
     if s.needs_router()

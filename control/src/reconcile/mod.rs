@@ -38,10 +38,12 @@ pub enum Table {
     LogicalRouterPort,
     StaticRoute,
     Policy,
+    LoadBalancerGroup,
+    LoadBalancer,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -49,6 +51,8 @@ impl Table {
         Table::LogicalRouterPort,
         Table::StaticRoute,
         Table::Policy,
+        Table::LoadBalancerGroup,
+        Table::LoadBalancer,
     ];
 
     /// The OVSDB table name.
@@ -61,12 +65,36 @@ impl Table {
             Table::LogicalRouterPort => "Logical_Router_Port",
             Table::StaticRoute => "Logical_Router_Static_Route",
             Table::Policy => "Logical_Router_Policy",
+            Table::LoadBalancerGroup => "Load_Balancer_Group",
+            Table::LoadBalancer => "Load_Balancer",
         }
     }
 
-    /// Root tables hold rows by themselves; others live while a parent references them.
+    /// Tables planned as roots (inserted first, with a UUID chosen here, deleted last).
     pub fn is_root(self) -> bool {
-        matches!(self, Table::LogicalSwitch | Table::LogicalRouter)
+        matches!(
+            self,
+            Table::LogicalSwitch | Table::LogicalRouter | Table::LoadBalancerGroup
+        )
+    }
+
+    /// Children that OVSDB does not collect when their parent lets go (a root table of the
+    /// schema, referenced weakly): removed with an explicit delete instead of a detach.
+    /// Load balancers: a group's `load_balancer` set holds weak references, so the delete
+    /// also drops the reference.
+    fn deleted_explicitly(self) -> bool {
+        matches!(self, Table::LoadBalancer)
+    }
+
+    /// Reference sets of a root that point at other FerrOVN roots: (column, target table).
+    /// Only FerrOVN's own targets are inserted or deleted in them; foreign ones stay.
+    pub fn link_columns(self) -> &'static [(&'static str, Table)] {
+        match self {
+            Table::LogicalSwitch | Table::LogicalRouter => {
+                &[("load_balancer_group", Table::LoadBalancerGroup)]
+            }
+            _ => &[],
+        }
     }
 
     /// The columns FerrOVN sets (and compares). Others (northd's `up`, `dynamic_addresses`,
@@ -103,6 +131,8 @@ impl Table {
                 "external_ids",
             ],
             Table::Policy => &["priority", "match", "action", "nexthops", "external_ids"],
+            Table::LoadBalancerGroup => &["name"],
+            Table::LoadBalancer => &["name", "vips", "protocol", "options", "external_ids"],
         }
     }
 
@@ -114,6 +144,7 @@ impl Table {
             Table::LogicalRouterPort => Some((Table::LogicalRouter, "ports")),
             Table::StaticRoute => Some((Table::LogicalRouter, "static_routes")),
             Table::Policy => Some((Table::LogicalRouter, "policies")),
+            Table::LoadBalancer => Some((Table::LoadBalancerGroup, "load_balancer")),
             _ => None,
         }
     }
@@ -123,6 +154,7 @@ impl Table {
         match self {
             Table::LogicalSwitch => &["ports", "acls"],
             Table::LogicalRouter => &["ports", "static_routes", "policies"],
+            Table::LoadBalancerGroup => &["load_balancer"],
             _ => &[],
         }
     }
@@ -135,6 +167,7 @@ impl Table {
                 | Table::LogicalSwitchPort
                 | Table::LogicalRouter
                 | Table::LogicalRouterPort
+                | Table::LoadBalancerGroup
         )
     }
 
@@ -142,6 +175,7 @@ impl Table {
     pub fn monitored_columns(self) -> Vec<&'static str> {
         let mut v: Vec<&'static str> = self.managed_columns().to_vec();
         v.extend_from_slice(self.child_columns());
+        v.extend(self.link_columns().iter().map(|(c, _)| *c));
         if !v.contains(&"name") && self.named() {
             v.push("name");
         }
@@ -160,6 +194,8 @@ pub struct DesiredRow {
     pub name: Option<String>,
     pub columns: ColumnValues,
     pub parent: Option<String>,
+    /// For roots: the FerrOVN rows its link columns must reference (column, target key).
+    pub links: Vec<(&'static str, String)>,
 }
 
 fn s(v: &str) -> Datum {
@@ -178,9 +214,38 @@ fn key_of(ids: &StrMap) -> String {
     ids.get(ROW_KEY).cloned().unwrap_or_default()
 }
 
-/// Flattens a plan into rows, parents before children, in a stable order.
+/// Flattens a plan into rows in a stable order: link targets (load balancer groups) before the
+/// roots that reference them, parents before children.
 pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
     let mut out = Vec::with_capacity(plan.row_count());
+    for g in plan.lb_groups.values() {
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&g.name));
+        out.push(DesiredRow {
+            table: Table::LoadBalancerGroup,
+            key: g.name.clone(),
+            name: Some(g.name.clone()),
+            columns: c,
+            parent: None,
+            links: Vec::new(),
+        });
+        for lb in g.load_balancers.values() {
+            let mut c = ColumnValues::new();
+            c.insert("name".into(), s(&lb.name));
+            c.insert("vips".into(), map(&lb.vips));
+            c.insert("protocol".into(), Datum::set(Some(lb.protocol.ovn())));
+            c.insert("options".into(), map(&lb.options));
+            c.insert("external_ids".into(), map(&lb.external_ids));
+            out.push(DesiredRow {
+                table: Table::LoadBalancer,
+                key: key_of(&lb.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(g.name.clone()),
+                links: Vec::new(),
+            });
+        }
+    }
     for sw in plan.switches.values() {
         let key = key_of(&sw.external_ids);
         let mut c = ColumnValues::new();
@@ -193,6 +258,11 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: Some(sw.name.clone()),
             columns: c,
             parent: None,
+            links: sw
+                .lb_groups
+                .iter()
+                .map(|g| ("load_balancer_group", g.clone()))
+                .collect(),
         });
         for p in sw.ports.values() {
             let mut c = ColumnValues::new();
@@ -209,6 +279,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: Some(p.name.clone()),
                 columns: c,
                 parent: Some(key.clone()),
+                links: Vec::new(),
             });
         }
         for a in sw.acls.values() {
@@ -227,6 +298,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                links: Vec::new(),
             });
         }
     }
@@ -241,6 +313,11 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: Some(r.name.clone()),
             columns: c,
             parent: None,
+            links: r
+                .lb_groups
+                .iter()
+                .map(|g| ("load_balancer_group", g.clone()))
+                .collect(),
         });
         for p in r.ports.values() {
             let mut c = ColumnValues::new();
@@ -254,6 +331,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: Some(p.name.clone()),
                 columns: c,
                 parent: Some(key.clone()),
+                links: Vec::new(),
             });
         }
         for rt in r.static_routes.values() {
@@ -269,6 +347,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                links: Vec::new(),
             });
         }
         for p in r.policies.values() {
@@ -284,6 +363,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                links: Vec::new(),
             });
         }
     }
@@ -314,6 +394,17 @@ impl ActualRow {
         (self.external_id(OWNER_KEY) == Some(OWNER_VALUE))
             .then(|| self.external_id(ROW_KEY))
             .flatten()
+    }
+
+    /// The row's identity in `table` if FerrOVN owns it. Load_Balancer_Group has no
+    /// `external_ids`: there the reserved name prefix is the mark and the name the identity.
+    pub fn owned_key_in(&self, table: Table) -> Option<&str> {
+        if table == Table::LoadBalancerGroup {
+            return self
+                .name()
+                .filter(|n| n.starts_with(ferrovn_api::names::LB_GROUP_PREFIX));
+        }
+        self.owned_key()
     }
 
     fn name(&self) -> Option<&str> {
@@ -395,6 +486,16 @@ pub enum Change {
         key: String,
         uuid: Uuid,
     },
+    /// References of a root's link column to FerrOVN rows added and removed (a switch's
+    /// `load_balancer_group`); references to foreign rows are left alone.
+    Link {
+        table: Table,
+        key: String,
+        uuid: Uuid,
+        column: &'static str,
+        add: Vec<Uuid>,
+        remove: Vec<Uuid>,
+    },
 }
 
 impl Change {
@@ -403,7 +504,8 @@ impl Change {
             Change::Insert { table, .. }
             | Change::Update { table, .. }
             | Change::Detach { table, .. }
-            | Change::Delete { table, .. } => *table,
+            | Change::Delete { table, .. }
+            | Change::Link { table, .. } => *table,
         }
     }
 
@@ -412,7 +514,8 @@ impl Change {
             Change::Insert { key, .. }
             | Change::Update { key, .. }
             | Change::Detach { key, .. }
-            | Change::Delete { key, .. } => key,
+            | Change::Delete { key, .. }
+            | Change::Link { key, .. } => key,
         }
     }
 
@@ -420,7 +523,7 @@ impl Change {
         match self {
             Change::Insert { parent: None, .. } => 0,
             Change::Insert { .. } => 1,
-            Change::Update { .. } => 2,
+            Change::Update { .. } | Change::Link { .. } => 2,
             Change::Detach { .. } => 3,
             Change::Delete { .. } => 4,
         }
@@ -440,6 +543,8 @@ pub enum Conflict {
     },
     #[error("{table} {key}: not deleted: it still holds rows FerrOVN does not own")]
     HoldsForeignRows { table: &'static str, key: String },
+    #[error("{table} {key}: not deleted: rows FerrOVN does not own still reference it")]
+    ReferencedByForeignRows { table: &'static str, key: String },
 }
 
 /// The changes that take the NB from `actual` to `desired`.
@@ -461,7 +566,7 @@ impl Diff {
         for ch in &self.changes {
             match ch {
                 Change::Insert { .. } => c.0 += 1,
-                Change::Update { .. } => c.1 += 1,
+                Change::Update { .. } | Change::Link { .. } => c.1 += 1,
                 _ => c.2 += 1,
             }
         }
@@ -508,7 +613,7 @@ pub fn diff(
         let mut rows: Vec<&ActualRow> = actual.rows(table).iter().collect();
         rows.sort_by_key(|r| r.uuid);
         for r in rows {
-            match r.owned_key() {
+            match r.owned_key_in(table) {
                 Some(k) => match owned.entry((table, k)) {
                     std::collections::hash_map::Entry::Occupied(_) => surplus.push((table, r)),
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -528,7 +633,7 @@ pub fn diff(
 
     // Child UUID → the parents (of the relation it belongs to) that reference it.
     let mut parents_of: HashMap<Uuid, Vec<ParentRef>> = HashMap::new();
-    for table in [Table::LogicalSwitch, Table::LogicalRouter] {
+    for table in Table::ALL.into_iter().filter(|t| t.is_root()) {
         for r in actual.rows(table) {
             for column in table.child_columns() {
                 for child in r.uuids(column) {
@@ -595,12 +700,67 @@ pub fn diff(
                 }
                 let uuid = new_uuid();
                 root_uuid.insert((row.table, row.key.as_str()), uuid);
+                // A new root carries its links in the insert (link targets are planned, and
+                // inserted, before the rows that reference them).
+                let mut columns = non_default(&row.columns);
+                for (column, target) in row.table.link_columns() {
+                    let targets: BTreeSet<Uuid> = row
+                        .links
+                        .iter()
+                        .filter(|(c, _)| c == column)
+                        .filter_map(|(_, k)| root_uuid.get(&(*target, k.as_str())).copied())
+                        .collect();
+                    if !targets.is_empty() {
+                        columns.insert(
+                            (*column).to_string(),
+                            Datum::set(targets.into_iter().map(Atom::Uuid)),
+                        );
+                    }
+                }
                 out.changes.push(Change::Insert {
                     table: row.table,
                     key: row.key.clone(),
                     uuid: Some(uuid),
-                    columns: non_default(&row.columns),
+                    columns,
                     parent: None,
+                });
+            }
+        }
+    }
+
+    // Link columns of roots: only FerrOVN's own targets are added or removed.
+    let owned_target: HashSet<(Table, Uuid)> =
+        owned.iter().map(|((t, _), r)| (*t, r.uuid)).collect();
+    for row in desired.iter().filter(|r| r.parent.is_none()) {
+        let Some(&uuid) = root_uuid.get(&(row.table, row.key.as_str())) else {
+            continue;
+        };
+        // New roots got their links with the insert.
+        let Some(have) = owned.get(&(row.table, row.key.as_str())) else {
+            continue;
+        };
+        for (column, target) in row.table.link_columns() {
+            let current: BTreeSet<Uuid> = have
+                .uuids(column)
+                .into_iter()
+                .filter(|u| owned_target.contains(&(*target, *u)))
+                .collect();
+            let want: BTreeSet<Uuid> = row
+                .links
+                .iter()
+                .filter(|(c, _)| c == column)
+                .filter_map(|(_, k)| root_uuid.get(&(*target, k.as_str())).copied())
+                .collect();
+            let add: Vec<Uuid> = want.difference(&current).copied().collect();
+            let remove: Vec<Uuid> = current.difference(&want).copied().collect();
+            if !add.is_empty() || !remove.is_empty() {
+                out.changes.push(Change::Link {
+                    table: row.table,
+                    key: row.key.clone(),
+                    uuid,
+                    column,
+                    add,
+                    remove,
                 });
             }
         }
@@ -675,7 +835,7 @@ pub fn diff(
     unwanted.sort_by_key(|a| (a.0, a.1.uuid));
     let owned_uuids: BTreeSet<Uuid> = owned.values().map(|r| r.uuid).collect();
     for (table, row) in unwanted {
-        let key = row.owned_key().unwrap_or_default().to_string();
+        let key = row.owned_key_in(table).unwrap_or_default().to_string();
         if table.is_root() {
             // Deleting a root deletes its children: only when all of them are ours.
             let foreign_child = table
@@ -684,12 +844,55 @@ pub fn diff(
                 .flat_map(|c| row.uuids(c))
                 .any(|u| !owned_uuids.contains(&u) && !is_surplus_child(actual, u));
             if foreign_child {
+                // The row stays; our link targets it references may be going away.
+                for (column, target) in table.link_columns() {
+                    let remove: Vec<Uuid> = row
+                        .uuids(column)
+                        .into_iter()
+                        .filter(|u| owned_target.contains(&(*target, *u)))
+                        .collect();
+                    if !remove.is_empty() {
+                        out.changes.push(Change::Link {
+                            table,
+                            key: key.clone(),
+                            uuid: row.uuid,
+                            column,
+                            add: Vec::new(),
+                            remove,
+                        });
+                    }
+                }
                 out.conflicts.push(Conflict::HoldsForeignRows {
                     table: table.name(),
                     key,
                 });
                 continue;
             }
+            // A link target still referenced by a row that is not ours cannot go (the
+            // reference is strong) and is not ours to cut.
+            let foreign_referrer = Table::ALL
+                .iter()
+                .filter(|t| t.link_columns().iter().any(|(_, tt)| *tt == table))
+                .flat_map(|t| actual.rows(*t).iter().map(move |r| (*t, r)))
+                .any(|(t, r)| {
+                    r.owned_key_in(t).is_none()
+                        && t.link_columns()
+                            .iter()
+                            .any(|(c, tt)| *tt == table && r.uuids(c).contains(&row.uuid))
+                });
+            if foreign_referrer {
+                out.conflicts.push(Conflict::ReferencedByForeignRows {
+                    table: table.name(),
+                    key,
+                });
+                continue;
+            }
+            out.changes.push(Change::Delete {
+                table,
+                key,
+                uuid: row.uuid,
+            });
+        } else if table.deleted_explicitly() {
             out.changes.push(Change::Delete {
                 table,
                 key,
@@ -814,6 +1017,24 @@ fn transaction(changes: &[Change], database: &str) -> Transaction {
             }
             Change::Delete { table, uuid, .. } => {
                 deletes.push(Operation::delete(table.name()).filter(Condition::uuid(*uuid)));
+            }
+            Change::Link {
+                table,
+                uuid,
+                column,
+                add,
+                remove,
+                ..
+            } => {
+                let entry = sets
+                    .entry(ParentRef {
+                        table: *table,
+                        uuid: *uuid,
+                        column,
+                    })
+                    .or_default();
+                entry.0.extend(add.iter().map(|u| Atom::Uuid(*u)));
+                entry.1.extend(remove.iter().map(|u| Atom::Uuid(*u)));
             }
         }
     }

@@ -1,0 +1,215 @@
+//! Service load balancer benchmark (control plane):
+//! `cargo run --release -p ferrovn-control --example bench-services`.
+//!
+//! 10,000 ClusterIP Services × 10 ready endpoints are planned and applied into a fresh NB
+//! ovsdb-server (no northd): time end to end (plan, diff against the empty replica, batched
+//! transactions, replica settled) and the NB's size. Then single endpoint changes: each is one
+//! full controller pass over all 10k Services (plan, diff, transaction, replica settled), and
+//! p50/p99 of that latency are reported.
+//!
+//! The last line is `services-bench apply_10k_s=… endpoint_p99_ms=… podpod_with_lbs_ratio=…
+//! vip_vs_direct_ratio=… kubeproxy_sync_10k_s=…`; the datapath and kube-proxy keys are not
+//! measured here and read `na` (docs/services.md).
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use ferrovn_control::plan::{
+    DEFAULT_ROUTER, Desired, NodeIntent, ServiceInputs, SubnetIntent, VpcIntent, plan,
+};
+use ferrovn_control::reconcile::{NbSync, Table};
+use ferrovn_testkit::ovs_paths::nb_schema;
+use ferrovn_testkit::ovsdb::OvsdbServer;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
+
+const SERVICES: usize = 10_000;
+const ENDPOINTS: usize = 10;
+const NODES: usize = 10;
+const CHANGES: usize = 100;
+const BATCH: usize = 2_000;
+
+fn service(i: usize) -> Result<Service> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("svc-{i}"), "namespace": format!("ns-{}", i % 50)},
+        "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1),
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))?)
+}
+
+/// Endpoint `k` of service `i`; `generation` shifts the addresses for a changed slice.
+fn endpoint_ip(i: usize, k: usize, generation: usize) -> String {
+    let n = i * ENDPOINTS + k + generation * 7;
+    format!("10.16.{}.{}", (n / 250) % 256, n % 250 + 1)
+}
+
+fn slice(i: usize, generation: usize, count: usize) -> Result<EndpointSlice> {
+    let eps: Vec<_> = (0..count)
+        .map(|k| {
+            json!({"addresses": [endpoint_ip(i, k, generation)],
+                   "conditions": {"ready": true}, "nodeName": format!("node-{}", k % NODES)})
+        })
+        .collect();
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("svc-{i}-abcde"), "namespace": format!("ns-{}", i % 50),
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": eps,
+    }))?)
+}
+
+fn base() -> Result<Desired> {
+    let mut d = Desired {
+        vpcs: vec![VpcIntent {
+            name: DEFAULT_ROUTER.into(),
+            ..Default::default()
+        }],
+        join_subnet: Some("join".into()),
+        ..Default::default()
+    };
+    d.subnets.push(SubnetIntent::overlay(
+        "ovn-default",
+        DEFAULT_ROUTER,
+        Some("10.16.0.0/16".parse()?),
+        None,
+    ));
+    d.subnets.push(SubnetIntent::overlay(
+        "join",
+        DEFAULT_ROUTER,
+        Some("100.64.0.0/16".parse()?),
+        None,
+    ));
+    for n in 0..NODES {
+        d.nodes.push(NodeIntent {
+            name: format!("node-{n}"),
+            join_ips: vec![format!("100.64.0.{}", n + 2).parse()?],
+            join_mac: Some(ferrovn_api::MacAddr([0x0e, 0, 0, 0, 1, n as u8])),
+            internal_ips: vec![format!("172.18.0.{}", n + 2).parse()?],
+        });
+    }
+    Ok(d)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result {
+    let server = OvsdbServer::start(nb_schema())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut d = base()?;
+    let mut services = Vec::with_capacity(SERVICES);
+    let mut slices = Vec::with_capacity(SERVICES);
+    for i in 0..SERVICES {
+        services.push(service(i)?);
+        slices.push(slice(i, 0, ENDPOINTS)?);
+    }
+    d.services = ServiceInputs {
+        services,
+        endpoint_slices: slices,
+    };
+
+    let (apply_s, rows, lbs) = rt.block_on(async {
+        let sync = NbSync::connect(&server.remote(), BATCH).await?;
+        let started = Instant::now();
+        let p = plan(&d);
+        let planned = started.elapsed();
+        if !p.issues.is_empty() {
+            return Err(format!("plan issues: {:?}", &p.issues[..p.issues.len().min(3)]).into());
+        }
+        let (diff, report) = sync.sync(&p).await?;
+        let total = started.elapsed();
+        let lbs = sync.snapshot().rows(Table::LoadBalancer).len();
+        println!(
+            "apply: {SERVICES} services x {ENDPOINTS} endpoints: plan {:.2} s, apply {:.2} s \
+             ({} inserts, {} transactions, {} operations), total {:.2} s; NB holds {lbs} \
+             load balancers",
+            planned.as_secs_f64(),
+            report.elapsed.as_secs_f64(),
+            diff.counts().0,
+            report.transactions,
+            report.operations,
+            total.as_secs_f64()
+        );
+        Ok::<_, Box<dyn Error>>((total.as_secs_f64(), p.row_count(), lbs))
+    })?;
+    if lbs != SERVICES {
+        return Err(format!("expected {SERVICES} load balancers in the NB, found {lbs}").into());
+    }
+
+    let db: u64 = server
+        .db_paths()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    server.appctl(&["ovsdb-server/compact"])?;
+    let compacted: u64 = server
+        .db_paths()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "nb size: {rows} planned rows; db file {:.1} MB after the apply, {:.1} MB compacted",
+        db as f64 / 1e6,
+        compacted as f64 / 1e6
+    );
+
+    // Endpoint changes: service i's slice gets a new generation of addresses, alternately one
+    // endpoint fewer and back.
+    let latencies = rt.block_on(async {
+        let sync = NbSync::connect(&server.remote(), BATCH).await?;
+        let mut lat = Vec::with_capacity(CHANGES);
+        for c in 0..CHANGES {
+            let i = (c * 7919) % SERVICES;
+            let count = if c % 2 == 0 { ENDPOINTS - 1 } else { ENDPOINTS };
+            d.services.endpoint_slices[i] = slice(i, c + 1, count)?;
+            let started = Instant::now();
+            let p = plan(&d);
+            let (diff, report) = sync.sync(&p).await?;
+            lat.push(started.elapsed());
+            if diff.changes.len() != 1 || report.operations != 1 {
+                return Err(format!(
+                    "endpoint change {c}: {} changes, {} operations (want 1 and 1)",
+                    diff.changes.len(),
+                    report.operations
+                )
+                .into());
+            }
+        }
+        Ok::<_, Box<dyn Error>>(lat)
+    })?;
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "endpoint change → NB updated (full pass over {SERVICES} services, one row, one \
+         operation), {CHANGES} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&sorted, 0.5)),
+        ms(percentile(&sorted, 0.99)),
+        ms(percentile(&sorted, 1.0))
+    );
+    println!(
+        "not measured here: podpod_with_lbs_ratio, vip_vs_direct_ratio (datapath part), \
+         kubeproxy_sync_10k_s (needs the real-Kubernetes kube-proxy build)"
+    );
+    println!(
+        "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={:.1} podpod_with_lbs_ratio=na \
+         vip_vs_direct_ratio=na kubeproxy_sync_10k_s=na",
+        ms(percentile(&sorted, 0.99))
+    );
+    Ok(())
+}

@@ -1,0 +1,570 @@
+//! Services → OVN load balancers, pure.
+//!
+//! One `Load_Balancer` per Service and protocol (`svc:<ns>/<name>:tcp`), holding every VIP of
+//! that Service for that protocol: ClusterIPs (both families), externalIPs, LoadBalancer
+//! ingress IPs and `<node address>:<nodePort>` for every node address. All of a VPC's Service
+//! load balancers sit in one `Load_Balancer_Group` (`ferrovn-lbs-<vpc>`), referenced once by
+//! each switch that serves Services (see [`super::plan`]). An endpoint change therefore
+//! rewrites the `vips` of exactly one row; a new Service inserts one row and one weak
+//! reference, and touches no switch.
+//!
+//! Semantics (kube-proxy's): backends are the ready endpoints of the Service's EndpointSlices
+//! (`ready` unset counts as ready); only when none is ready, the serving-and-terminating ones.
+//! Target ports are taken per EndpointSlice from its port of the same name and protocol, so a
+//! named `targetPort` resolving to different numbers on different pods works. A VIP without
+//! backends stays, with `options:reject=true`: OVN answers TCP RST / ICMP port unreachable
+//! instead of dropping. `sessionAffinity: ClientIP` sets `options:affinity_timeout` to the
+//! Service's `timeoutSeconds` (default 10800; OVN accepts at most 65535, larger values are
+//! capped). UDP load balancers flush the conntrack entries of removed backends
+//! (`options:ct_flush`), as kube-proxy does for UDP. Headless and ExternalName Services are not
+//! load balanced. Hairpin (a pod reaching itself through its Service) is OVN's default
+//! behaviour for switch load balancers: the hairpinned packet is SNATed to the VIP.
+//!
+//! Not yet: `internalTrafficPolicy: Local` / `externalTrafficPolicy: Local` need per-chassis
+//! backends (OVN template load balancers); until then their VIPs are left out with an issue,
+//! never silently served by remote endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use ferrovn_api::names::{lb_group_name, service_lb_name};
+
+use super::{PlanIssue, StrMap, owned_ids};
+
+/// The label linking an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Kube-OVN's Service annotation choosing the VPC whose load balancers hold the VIPs.
+pub const VPC_ANNOTATION: &str = "ovn.kubernetes.io/vpc";
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
+/// The largest `options:affinity_timeout` OVN accepts (ovn-nb(5)).
+pub const MAX_OVN_AFFINITY_TIMEOUT: i32 = 65535;
+
+/// Services and their EndpointSlices, as read from the source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceInputs {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+}
+
+/// An L4 protocol of a Service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// Kubernetes' spelling (`TCP`); unset means TCP.
+    pub fn parse(s: Option<&str>) -> Option<Protocol> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// OVN's spelling (`tcp`).
+    pub fn ovn(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// `ip:port`, IPv6 in brackets, as OVN's `vips` keys and values are written.
+pub fn ip_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// A Load_Balancer row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedLoadBalancer {
+    pub name: String,
+    pub protocol: Protocol,
+    /// `ip:port` → comma-separated `ip:port` backends (sorted), `""` when there are none.
+    pub vips: StrMap,
+    pub options: StrMap,
+    pub external_ids: StrMap,
+}
+
+/// A Load_Balancer_Group row and the load balancers it holds (by identity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedLbGroup {
+    pub name: String,
+    pub load_balancers: BTreeMap<String, PlannedLoadBalancer>,
+}
+
+/// The `namespace/name` of a Service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One VIP of a Service port and where its backends come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Vip {
+    ip: IpAddr,
+    port: u16,
+    /// The Service port it serves (backends are resolved through its name and protocol).
+    service_port: usize,
+}
+
+/// A Service after validation: what the planner needs, nothing else.
+#[derive(Debug, Clone, PartialEq)]
+struct ValidService {
+    id: ServiceRef,
+    vpc: String,
+    ports: Vec<ValidPort>,
+    vips: Vec<Vip>,
+    affinity_timeout: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ValidPort {
+    name: String,
+    protocol: Protocol,
+}
+
+fn invalid(id: &ServiceRef, field: impl Into<String>, reason: impl Into<String>) -> PlanIssue {
+    PlanIssue::ServiceInvalid {
+        service: id.to_string(),
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
+}
+
+/// Checks a Service and collects its VIPs. `None` (with issues) for a Service left out;
+/// `Some` with no VIPs for one that needs no load balancer (headless, ExternalName).
+fn validate(
+    svc: &Service,
+    default_vpc: &str,
+    node_ips: &[IpAddr],
+    issues: &mut Vec<PlanIssue>,
+) -> Option<ValidService> {
+    let id = ServiceRef {
+        namespace: svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+    };
+    let spec = svc.spec.as_ref()?;
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !matches!(
+        type_,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        issues.push(invalid(&id, "spec.type", format!("unknown type {type_:?}")));
+        return None;
+    }
+    let vpc = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(VPC_ANNOTATION))
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| default_vpc.to_string());
+    let mut out = ValidService {
+        id: id.clone(),
+        vpc,
+        ports: Vec::new(),
+        vips: Vec::new(),
+        affinity_timeout: None,
+    };
+    let cluster_ips: Vec<&str> = match &spec.cluster_ips {
+        Some(v) if !v.is_empty() => v.iter().map(String::as_str).collect(),
+        _ => spec.cluster_ip.as_deref().into_iter().collect(),
+    };
+    let headless = cluster_ips.contains(&"None");
+    if type_ == "ExternalName" || headless {
+        return Some(out);
+    }
+
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let mut seen_ports = BTreeSet::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let Some(protocol) = Protocol::parse(p.protocol.as_deref()) else {
+            issues.push(invalid(
+                &id,
+                format!("spec.ports[{i}].protocol"),
+                format!(
+                    "{:?} is not TCP, UDP or SCTP",
+                    p.protocol.as_deref().unwrap_or("")
+                ),
+            ));
+            return None;
+        };
+        let Ok(port) = u16::try_from(p.port)
+            .map_err(drop)
+            .and_then(|v| if v == 0 { Err(()) } else { Ok(v) })
+        else {
+            issues.push(invalid(
+                &id,
+                format!("spec.ports[{i}].port"),
+                format!("{} is not in 1..65535", p.port),
+            ));
+            return None;
+        };
+        if !seen_ports.insert((port, protocol)) {
+            issues.push(invalid(
+                &id,
+                format!("spec.ports[{i}]"),
+                format!("port {port}/{} is listed twice", protocol.ovn()),
+            ));
+            return None;
+        }
+        let node_port = match p.node_port {
+            None | Some(0) => None,
+            Some(n) => match u16::try_from(n) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    issues.push(invalid(
+                        &id,
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("{n} is not in 1..65535"),
+                    ));
+                    return None;
+                }
+            },
+        };
+        out.ports.push(ValidPort {
+            name: p.name.clone().unwrap_or_default(),
+            protocol,
+        });
+        let mut push = |ip: IpAddr, port: u16| {
+            out.vips.push(Vip {
+                ip,
+                port,
+                service_port: i,
+            })
+        };
+        for (k, ip) in cluster_ips.iter().enumerate() {
+            if ip.is_empty() {
+                continue;
+            }
+            let Some(ip) = parse_ip(ip) else {
+                issues.push(invalid(
+                    &id,
+                    format!("spec.clusterIPs[{k}]"),
+                    format!("{ip:?} is not an IP address"),
+                ));
+                return None;
+            };
+            if internal_local {
+                continue;
+            }
+            push(ip, port);
+        }
+        let mut external = Vec::new();
+        for (k, ip) in spec.external_ips.iter().flatten().enumerate() {
+            let Some(ip) = parse_ip(ip) else {
+                issues.push(invalid(
+                    &id,
+                    format!("spec.externalIPs[{k}]"),
+                    format!("{ip:?} is not an IP address"),
+                ));
+                return None;
+            };
+            external.push(ip);
+        }
+        if type_ == "LoadBalancer" {
+            let ingress = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref());
+            for (k, ing) in ingress.into_iter().flatten().enumerate() {
+                let Some(text) = ing.ip.as_deref().filter(|s| !s.is_empty()) else {
+                    continue; // a hostname ingress: nothing for OVN to match
+                };
+                let Some(ip) = parse_ip(text) else {
+                    issues.push(invalid(
+                        &id,
+                        format!("status.loadBalancer.ingress[{k}].ip"),
+                        format!("{text:?} is not an IP address"),
+                    ));
+                    return None;
+                };
+                external.push(ip);
+            }
+        }
+        if !external_local {
+            for ip in external {
+                push(ip, port);
+            }
+            if matches!(type_, "NodePort" | "LoadBalancer")
+                && let Some(np) = node_port
+            {
+                for ip in node_ips {
+                    push(*ip, np);
+                }
+            }
+        }
+    }
+    if internal_local {
+        issues.push(PlanIssue::ServiceUnsupported {
+            service: id.to_string(),
+            what: "internalTrafficPolicy: Local (its cluster IPs are not load balanced yet)".into(),
+        });
+    }
+    let has_external_ips = spec.external_ips.as_ref().is_some_and(|v| !v.is_empty());
+    if external_local && (type_ != "ClusterIP" || has_external_ips) {
+        issues.push(PlanIssue::ServiceUnsupported {
+            service: id.to_string(),
+            what: "externalTrafficPolicy: Local (its node ports, external and ingress IPs are \
+                   not load balanced yet)"
+                .into(),
+        });
+    }
+
+    if spec.session_affinity.as_deref() == Some("ClientIP") {
+        let t = spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
+        if !(1..=86400).contains(&t) {
+            issues.push(invalid(
+                &id,
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                format!("{t} is not in 1..86400"),
+            ));
+            return None;
+        }
+        out.affinity_timeout = Some(t.min(MAX_OVN_AFFINITY_TIMEOUT));
+    }
+    Some(out)
+}
+
+/// `(ip, target port)` backends.
+type Backends = BTreeSet<(IpAddr, u16)>;
+
+/// Backends of one Service port from the Service's EndpointSlices: (ready, serving and
+/// terminating).
+fn backends(
+    svc: &ValidService,
+    port: &ValidPort,
+    slices: &[&EndpointSlice],
+    issues: &mut Vec<PlanIssue>,
+) -> (Backends, Backends) {
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
+    for slice in slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue; // FQDN slices carry no addresses OVN can use
+        }
+        let slice_port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port.name
+                && Protocol::parse(p.protocol.as_deref()) == Some(port.protocol)
+        });
+        let Some(target) = slice_port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let c = ep.conditions.as_ref();
+            let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let is_serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
+            let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &ep.addresses {
+                let Some(ip) = parse_ip(a) else {
+                    issues.push(PlanIssue::EndpointAddressInvalid {
+                        service: svc.id.to_string(),
+                        slice: slice.metadata.name.clone().unwrap_or_default(),
+                        address: a.clone(),
+                    });
+                    continue;
+                };
+                if ip.is_ipv4() != (slice.address_type == "IPv4") {
+                    continue;
+                }
+                if is_ready {
+                    ready.insert((ip, target));
+                } else if is_serving && is_terminating {
+                    terminating.insert((ip, target));
+                }
+            }
+        }
+    }
+    (ready, terminating)
+}
+
+/// The Service load balancers, grouped per VPC (group name → group). `default_vpc` holds
+/// Services without a `ovn.kubernetes.io/vpc` annotation; `node_ips` are the addresses a
+/// NodePort listens on. Pure: the same inputs in any order give the same rows.
+pub fn plan_services(
+    inputs: &ServiceInputs,
+    default_vpc: &str,
+    node_ips: &[IpAddr],
+    issues: &mut Vec<PlanIssue>,
+) -> BTreeMap<String, PlannedLbGroup> {
+    let mut node_ips: Vec<IpAddr> = node_ips.to_vec();
+    node_ips.sort();
+    node_ips.dedup();
+
+    let mut services: Vec<&Service> = inputs.services.iter().collect();
+    services.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &inputs.endpoint_slices {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            slices.entry((ns, svc.as_str())).or_default().push(s);
+        }
+    }
+    for v in slices.values_mut() {
+        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    }
+
+    let mut groups: BTreeMap<String, PlannedLbGroup> = BTreeMap::new();
+    // (vpc, protocol, vip) → the Service holding it: one VIP, one owner.
+    let mut claimed: BTreeMap<(String, Protocol, String), ServiceRef> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for svc in services {
+        let Some(v) = validate(svc, default_vpc, &node_ips, issues) else {
+            continue;
+        };
+        if !seen.insert(v.id.clone()) {
+            issues.push(PlanIssue::ServiceInvalid {
+                service: v.id.to_string(),
+                field: "metadata.name".into(),
+                reason: "defined twice".into(),
+            });
+            continue;
+        }
+        if v.vips.is_empty() {
+            continue;
+        }
+        let own_slices = slices
+            .get(&(v.id.namespace.as_str(), v.id.name.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        let mut lbs: BTreeMap<Protocol, PlannedLoadBalancer> = BTreeMap::new();
+        // kube-proxy runs one proxier per IP family: the "none ready" fallback is decided per
+        // port and family.
+        let mut port_backends = Vec::with_capacity(v.ports.len());
+        for p in &v.ports {
+            let (ready, terminating) = backends(&v, p, own_slices, issues);
+            let pick = |v4: bool| -> Backends {
+                let r: Backends = ready
+                    .iter()
+                    .filter(|b| b.0.is_ipv4() == v4)
+                    .copied()
+                    .collect();
+                if r.is_empty() {
+                    terminating
+                        .iter()
+                        .filter(|b| b.0.is_ipv4() == v4)
+                        .copied()
+                        .collect()
+                } else {
+                    r
+                }
+            };
+            let mut both = pick(true);
+            both.extend(pick(false));
+            port_backends.push(both);
+        }
+        for vip in &v.vips {
+            let port = &v.ports[vip.service_port];
+            let key = ip_port(vip.ip, vip.port);
+            let claim = (v.vpc.clone(), port.protocol, key.clone());
+            if let Some(holder) = claimed.get(&claim) {
+                if *holder != v.id {
+                    issues.push(PlanIssue::ServiceVipTaken {
+                        service: v.id.to_string(),
+                        vip: format!("{key}/{}", port.protocol.ovn()),
+                        holder: holder.to_string(),
+                    });
+                }
+                continue;
+            }
+            claimed.insert(claim, v.id.clone());
+            let value: Vec<String> = port_backends[vip.service_port]
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv4() == vip.ip.is_ipv4())
+                .map(|(ip, p)| ip_port(*ip, *p))
+                .collect();
+            let lb = lbs
+                .entry(port.protocol)
+                .or_insert_with(|| new_lb(&v, port.protocol));
+            lb.vips.insert(key, value.join(","));
+        }
+        let group = groups
+            .entry(lb_group_name(&v.vpc))
+            .or_insert_with(|| PlannedLbGroup {
+                name: lb_group_name(&v.vpc),
+                load_balancers: BTreeMap::new(),
+            });
+        for lb in lbs.into_values() {
+            let key = lb
+                .external_ids
+                .get(super::ROW_KEY)
+                .cloned()
+                .unwrap_or_default();
+            group.load_balancers.insert(key, lb);
+        }
+    }
+    groups
+}
+
+fn new_lb(v: &ValidService, protocol: Protocol) -> PlannedLoadBalancer {
+    let mut options = StrMap::new();
+    options.insert("reject".into(), "true".into());
+    if let Some(t) = v.affinity_timeout {
+        options.insert("affinity_timeout".into(), t.to_string());
+    }
+    if protocol == Protocol::Udp {
+        options.insert("ct_flush".into(), "true".into());
+    }
+    let service = v.id.to_string();
+    PlannedLoadBalancer {
+        name: service_lb_name(&v.id.namespace, &v.id.name, protocol.ovn()),
+        protocol,
+        vips: StrMap::new(),
+        options,
+        external_ids: owned_ids(
+            &format!("lb/{service}/{}", protocol.ovn()),
+            &[
+                ("service", &service),
+                ("protocol", protocol.ovn()),
+                ("vpc", &v.vpc),
+            ],
+        ),
+    }
+}

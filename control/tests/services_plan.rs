@@ -1,0 +1,700 @@
+//! The Service planner: worked cases per Service type, and a property test against an
+//! independent model of kube-proxy's semantics ("VIP:port → set of backends").
+
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferrovn_control::plan::{
+    DEFAULT_ROUTER, Desired, LbAttach, NbPlan, NodeIntent, PlanIssue, PlannedLoadBalancer,
+    ServiceInputs, SubnetIntent, VpcIntent, plan,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn service(v: Value) -> Service {
+    serde_json::from_value(v).unwrap()
+}
+
+fn slice(v: Value) -> EndpointSlice {
+    serde_json::from_value(v).unwrap()
+}
+
+fn base(nodes: &[&str]) -> Desired {
+    let mut d = Desired {
+        vpcs: vec![VpcIntent {
+            name: DEFAULT_ROUTER.into(),
+            ..Default::default()
+        }],
+        join_subnet: Some("join".into()),
+        ..Default::default()
+    };
+    d.subnets.push(SubnetIntent::overlay(
+        "join",
+        DEFAULT_ROUTER,
+        Some("100.64.0.0/16".parse().unwrap()),
+        None,
+    ));
+    d.subnets.push(SubnetIntent::overlay(
+        "ovn-default",
+        DEFAULT_ROUTER,
+        Some("10.16.0.0/16".parse().unwrap()),
+        Some("fd00:10:16::/64".parse().unwrap()),
+    ));
+    let mut dpdk = SubnetIntent::overlay(
+        "dpdk",
+        DEFAULT_ROUTER,
+        Some("10.17.0.0/16".parse().unwrap()),
+        None,
+    );
+    dpdk.enable_lb = false;
+    d.subnets.push(dpdk);
+    for (i, ip) in nodes.iter().enumerate() {
+        d.nodes.push(NodeIntent {
+            name: format!("node{i}"),
+            join_ips: vec![format!("100.64.0.{}", i + 2).parse().unwrap()],
+            join_mac: Some(ferrovn_api::MacAddr([0x0e, 0, 0, 0, 1, i as u8])),
+            internal_ips: vec![ip.parse().unwrap()],
+        });
+    }
+    d
+}
+
+fn with(mut d: Desired, services: Vec<Service>, slices: Vec<EndpointSlice>) -> NbPlan {
+    d.services = ServiceInputs {
+        services,
+        endpoint_slices: slices,
+    };
+    plan(&d)
+}
+
+fn lb<'a>(p: &'a NbPlan, name: &str) -> &'a PlannedLoadBalancer {
+    p.lb_groups
+        .values()
+        .flat_map(|g| g.load_balancers.values())
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no load balancer {name} in {:#?}", p.lb_groups))
+}
+
+fn vips(l: &PlannedLoadBalancer) -> Vec<(&str, &str)> {
+    l.vips
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn web_slice(name: &str, family: &str, port_name: &str, port: i32, eps: Value) -> EndpointSlice {
+    slice(json!({
+        "metadata": {"name": name, "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": family,
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": eps,
+    }))
+}
+
+#[test]
+fn cluster_ip_dual_stack_with_ready_backends_only() {
+    let svc = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::a"],
+                 "ipFamilies": ["IPv4", "IPv6"],
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }));
+    let v4 = web_slice(
+        "web-v4",
+        "IPv4",
+        "http",
+        8080,
+        json!([
+            {"addresses": ["10.16.0.5"], "conditions": {"ready": true}},
+            {"addresses": ["10.16.0.6"]},
+            {"addresses": ["10.16.0.7"], "conditions": {"ready": false}},
+        ]),
+    );
+    let v6 = web_slice(
+        "web-v6",
+        "IPv6",
+        "http",
+        8080,
+        json!([{"addresses": ["fd00:10:16::5"], "conditions": {"ready": true}}]),
+    );
+    let p = with(base(&["172.18.0.2"]), vec![svc], vec![v4, v6]);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    let l = lb(&p, "svc:default/web:tcp");
+    assert_eq!(
+        vips(l),
+        vec![
+            ("10.96.0.10:80", "10.16.0.5:8080,10.16.0.6:8080"),
+            ("[fd00:96::a]:80", "[fd00:10:16::5]:8080"),
+        ]
+    );
+    assert_eq!(l.options.get("reject").map(String::as_str), Some("true"));
+    assert_eq!(l.options.get("affinity_timeout"), None);
+    assert_eq!(
+        l.external_ids.get("ferrovn.io/key").map(String::as_str),
+        Some("lb/default/web/tcp")
+    );
+
+    // One group per VPC, referenced by the switches that serve Services (not by `dpdk`,
+    // whose Subnet says enableLb: false), never by the router.
+    let group = "ferrovn-lbs-ovn-cluster";
+    assert_eq!(p.lb_groups.keys().collect::<Vec<_>>(), vec![group]);
+    assert!(p.switches["ovn-default"].lb_groups.contains(group));
+    assert!(p.switches["join"].lb_groups.contains(group));
+    assert!(p.switches["dpdk"].lb_groups.is_empty());
+    assert!(p.routers[DEFAULT_ROUTER].lb_groups.is_empty());
+
+    let mut d = base(&["172.18.0.2"]);
+    d.lb_attach = LbAttach::Router;
+    let p = with(d, vec![], vec![]);
+    assert!(p.routers[DEFAULT_ROUTER].lb_groups.contains(group));
+    assert!(p.switches.values().all(|s| s.lb_groups.is_empty()));
+}
+
+#[test]
+fn node_port_on_every_node_address_for_each_protocol_plus_external_and_ingress_ips() {
+    let svc = service(json!({
+        "metadata": {"name": "dns", "namespace": "kube-system"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.53",
+                 "externalIPs": ["192.0.2.7"],
+                 "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053},
+                    {"name": "sig", "port": 5000, "protocol": "SCTP", "nodePort": 30500}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}, {"hostname": "lb.example"}]}},
+    }));
+    let s = slice(json!({
+        "metadata": {"name": "dns-1", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": 1053, "protocol": "UDP"},
+                  {"name": "dns-tcp", "port": 1053, "protocol": "TCP"},
+                  {"name": "sig", "port": 5001, "protocol": "SCTP"}],
+        "endpoints": [{"addresses": ["10.16.0.9"]}],
+    }));
+    let p = with(base(&["172.18.0.2", "172.18.0.3"]), vec![svc], vec![s]);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    let udp = lb(&p, "svc:kube-system/dns:udp");
+    assert_eq!(
+        vips(udp),
+        vec![
+            ("10.96.0.53:53", "10.16.0.9:1053"),
+            ("172.18.0.2:30053", "10.16.0.9:1053"),
+            ("172.18.0.3:30053", "10.16.0.9:1053"),
+            ("192.0.2.7:53", "10.16.0.9:1053"),
+            ("198.51.100.4:53", "10.16.0.9:1053"),
+        ]
+    );
+    assert_eq!(
+        udp.options.get("ct_flush").map(String::as_str),
+        Some("true")
+    );
+    let tcp = lb(&p, "svc:kube-system/dns:tcp");
+    assert_eq!(tcp.vips.len(), 5);
+    assert_eq!(tcp.options.get("ct_flush"), None);
+    let sctp = lb(&p, "svc:kube-system/dns:sctp");
+    assert_eq!(
+        sctp.vips.get("172.18.0.3:30500").map(String::as_str),
+        Some("10.16.0.9:5001")
+    );
+}
+
+#[test]
+fn named_target_port_resolves_per_slice_and_affinity_timeout_is_per_service() {
+    let svc = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "sessionAffinity": "ClientIP",
+                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }));
+    // Two pod generations publish `http` on different container ports.
+    let a = web_slice(
+        "web-a",
+        "IPv4",
+        "http",
+        8080,
+        json!([{"addresses": ["10.16.0.5"]}]),
+    );
+    let b = web_slice(
+        "web-b",
+        "IPv4",
+        "http",
+        9090,
+        json!([{"addresses": ["10.16.0.6"]}]),
+    );
+    let p = with(base(&[]), vec![svc], vec![a, b]);
+    let l = lb(&p, "svc:default/web:tcp");
+    assert_eq!(
+        vips(l),
+        vec![("10.96.0.10:80", "10.16.0.5:8080,10.16.0.6:9090")]
+    );
+    assert_eq!(
+        l.options.get("affinity_timeout").map(String::as_str),
+        Some("600")
+    );
+}
+
+#[test]
+fn terminating_serving_endpoints_only_when_none_is_ready_and_no_endpoints_rejects() {
+    let svc = |name: &str, ip: &str| {
+        service(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
+        }))
+    };
+    let eps = json!([
+        {"addresses": ["10.16.0.5"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+        {"addresses": ["10.16.0.6"], "conditions": {"ready": false, "serving": false, "terminating": true}},
+    ]);
+    let only_terminating = web_slice("web-1", "IPv4", "http", 8080, eps);
+    let p = with(
+        base(&[]),
+        vec![svc("web", "10.96.0.10"), svc("empty", "10.96.0.11")],
+        vec![only_terminating.clone()],
+    );
+    assert_eq!(
+        vips(lb(&p, "svc:default/web:tcp")),
+        vec![("10.96.0.10:80", "10.16.0.5:8080")]
+    );
+    // No endpoints at all: the VIP stays, empty, and OVN rejects (reject=true).
+    let empty = lb(&p, "svc:default/empty:tcp");
+    assert_eq!(vips(empty), vec![("10.96.0.11:80", "")]);
+    assert_eq!(
+        empty.options.get("reject").map(String::as_str),
+        Some("true")
+    );
+
+    // One ready endpoint: the terminating one is dropped.
+    let ready = web_slice(
+        "web-2",
+        "IPv4",
+        "http",
+        8080,
+        json!([{"addresses": ["10.16.0.7"], "conditions": {"ready": true}}]),
+    );
+    let p = with(
+        base(&[]),
+        vec![svc("web", "10.96.0.10")],
+        vec![only_terminating, ready],
+    );
+    assert_eq!(
+        vips(lb(&p, "svc:default/web:tcp")),
+        vec![("10.96.0.10:80", "10.16.0.7:8080")]
+    );
+}
+
+#[test]
+fn headless_and_external_name_are_untouched_and_a_bad_service_is_left_out_alone() {
+    let headless = service(json!({
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"clusterIP": "None", "ports": [{"port": 5432}]},
+    }));
+    let ext = service(json!({
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "example.org"},
+    }));
+    let bad = service(json!({
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.12", "ports": [{"port": 80}, {"port": 70000}]},
+    }));
+    let good = service(json!({
+        "metadata": {"name": "good", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.13", "ports": [{"port": 80}]},
+    }));
+    let p = with(base(&[]), vec![headless, ext, bad, good], vec![]);
+    let names: Vec<&str> = p
+        .lb_groups
+        .values()
+        .flat_map(|g| g.load_balancers.values())
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["svc:default/good:tcp"]);
+    assert_eq!(
+        p.issues,
+        vec![PlanIssue::ServiceInvalid {
+            service: "default/bad".into(),
+            field: "spec.ports[1].port".into(),
+            reason: "70000 is not in 1..65535".into(),
+        }]
+    );
+    assert_eq!(
+        p.issues[0].to_string(),
+        "service default/bad: field spec.ports[1].port: 70000 is not in 1..65535 (the Service is \
+         not load balanced)"
+    );
+}
+
+#[test]
+fn local_traffic_policies_are_never_served_by_remote_endpoints() {
+    let svc = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+                 "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local",
+                 "ports": [{"port": 80, "nodePort": 30080}]},
+    }));
+    let p = with(base(&["172.18.0.2"]), vec![svc], vec![]);
+    assert!(
+        p.lb_groups.values().all(|g| g.load_balancers.is_empty()),
+        "{:#?}",
+        p.lb_groups
+    );
+    assert_eq!(p.issues.len(), 2, "{:?}", p.issues);
+    assert!(
+        p.issues
+            .iter()
+            .all(|i| matches!(i, PlanIssue::ServiceUnsupported { .. }))
+    );
+}
+
+#[test]
+fn a_vip_has_one_owner() {
+    let a = service(json!({
+        "metadata": {"name": "a", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "externalIPs": ["192.0.2.1"], "ports": [{"port": 80}]},
+    }));
+    let b = service(json!({
+        "metadata": {"name": "b", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.11", "externalIPs": ["192.0.2.1"], "ports": [{"port": 80}]},
+    }));
+    let p = with(base(&[]), vec![b, a], vec![]);
+    assert!(
+        lb(&p, "svc:default/a:tcp")
+            .vips
+            .contains_key("192.0.2.1:80")
+    );
+    assert!(
+        !lb(&p, "svc:default/b:tcp")
+            .vips
+            .contains_key("192.0.2.1:80")
+    );
+    assert!(matches!(
+        &p.issues[..],
+        [PlanIssue::ServiceVipTaken { service, holder, .. }] if service == "default/b" && holder == "default/a"
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: the planned rows mean what kube-proxy would do.
+
+#[derive(Debug, Clone)]
+struct GenPort {
+    proto: &'static str,
+    affinity: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+struct GenEndpoint {
+    host: u8,
+    ready: Option<bool>,
+    serving: Option<bool>,
+    terminating: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+struct GenSlice {
+    v6: bool,
+    /// Per service port: the target port this slice publishes (None: the port is missing).
+    targets: Vec<Option<u16>>,
+    endpoints: Vec<GenEndpoint>,
+}
+
+#[derive(Debug, Clone)]
+struct GenService {
+    kind: &'static str,
+    dual: bool,
+    external: bool,
+    ports: Vec<GenPort>,
+    slices: Vec<GenSlice>,
+}
+
+fn gen_endpoint() -> impl Strategy<Value = GenEndpoint> {
+    let b = || prop_oneof![Just(None), Just(Some(true)), Just(Some(false))];
+    (1u8..6, b(), b(), b()).prop_map(|(host, ready, serving, terminating)| GenEndpoint {
+        host,
+        ready,
+        serving,
+        terminating,
+    })
+}
+
+fn gen_service() -> impl Strategy<Value = GenService> {
+    let port = (
+        prop_oneof![Just("TCP"), Just("UDP"), Just("SCTP")],
+        prop::option::of(1i32..100_000),
+    )
+        .prop_map(|(proto, affinity)| GenPort { proto, affinity });
+    (
+        prop_oneof![
+            Just("ClusterIP"),
+            Just("NodePort"),
+            Just("LoadBalancer"),
+            Just("Headless")
+        ],
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(port, 1..4),
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                prop::collection::vec(prop::option::of(1000u16..1003), 3),
+                prop::collection::vec(gen_endpoint(), 0..5),
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(kind, dual, external, ports, slices)| GenService {
+            kind,
+            dual,
+            external,
+            ports,
+            slices: slices
+                .into_iter()
+                .map(|(v6, targets, endpoints)| GenSlice {
+                    v6,
+                    targets,
+                    endpoints,
+                })
+                .collect(),
+        })
+}
+
+fn v4(i: usize, host: u8) -> String {
+    format!("10.{}.0.{host}", 16 + i)
+}
+
+fn v6(i: usize, host: u8) -> String {
+    format!("fd00:{:x}::{host:x}", 16 + i)
+}
+
+/// The k8s objects of generated service `i`.
+fn objects(i: usize, g: &GenService) -> (Service, Vec<EndpointSlice>) {
+    let ports: Vec<Value> = g
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            json!({"name": format!("p{j}"), "port": 80 + j, "protocol": p.proto,
+                   "nodePort": 30000 + i * 10 + j})
+        })
+        .collect();
+    let cluster_ips: Vec<String> = if g.kind == "Headless" {
+        vec!["None".into()]
+    } else if g.dual {
+        vec![
+            format!("10.96.0.{}", i + 1),
+            format!("fd00:96::{:x}", i + 1),
+        ]
+    } else {
+        vec![format!("10.96.0.{}", i + 1)]
+    };
+    let kind = if g.kind == "Headless" {
+        "ClusterIP"
+    } else {
+        g.kind
+    };
+    let mut spec = json!({"type": kind, "clusterIP": cluster_ips[0], "clusterIPs": cluster_ips,
+                          "ports": ports});
+    if g.external {
+        spec["externalIPs"] = json!([format!("192.0.2.{}", i + 1)]);
+    }
+    // Affinity is per Service: the first port's draw decides.
+    if let Some(t) = g.ports[0].affinity {
+        spec["sessionAffinity"] = json!("ClientIP");
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": t.min(86400)}});
+    }
+    let svc = service(json!({
+        "metadata": {"name": format!("s{i}"), "namespace": "ns"},
+        "spec": spec,
+        "status": {"loadBalancer": {"ingress": [{"ip": format!("198.51.100.{}", i + 1)}]}},
+    }));
+    let slices = g
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let ports: Vec<Value> = s
+                .targets
+                .iter()
+                .take(g.ports.len())
+                .enumerate()
+                .filter_map(|(j, t)| {
+                    t.map(|t| json!({"name": format!("p{j}"), "port": t, "protocol": g.ports[j].proto}))
+                })
+                .collect();
+            let eps: Vec<Value> = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let addr = if s.v6 { v6(i, e.host) } else { v4(i, e.host) };
+                    let mut c = serde_json::Map::new();
+                    for (name, v) in [
+                        ("ready", e.ready),
+                        ("serving", e.serving),
+                        ("terminating", e.terminating),
+                    ] {
+                        if let Some(v) = v {
+                            c.insert(name.into(), json!(v));
+                        }
+                    }
+                    json!({"addresses": [addr], "conditions": c})
+                })
+                .collect();
+            slice(json!({
+                "metadata": {"name": format!("s{i}-{k}"), "namespace": "ns",
+                             "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+                "addressType": if s.v6 { "IPv6" } else { "IPv4" },
+                "ports": ports,
+                "endpoints": eps,
+            }))
+        })
+        .collect();
+    (svc, slices)
+}
+
+type Model = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// kube-proxy's view, written from the generator's terms (not from the k8s objects).
+fn model(services: &[GenService], node_ips: &[&str]) -> Model {
+    let mut m = Model::new();
+    for (i, g) in services.iter().enumerate() {
+        if g.kind == "Headless" {
+            continue;
+        }
+        for (j, p) in g.ports.iter().enumerate() {
+            let proto = p.proto.to_lowercase();
+            let port = 80 + j;
+            let mut vips: Vec<(String, bool)> = vec![(format!("10.96.0.{}:{port}", i + 1), false)];
+            if g.dual {
+                vips.push((format!("[fd00:96::{:x}]:{port}", i + 1), true));
+            }
+            if g.external {
+                vips.push((format!("192.0.2.{}:{port}", i + 1), false));
+            }
+            if g.kind == "LoadBalancer" {
+                vips.push((format!("198.51.100.{}:{port}", i + 1), false));
+            }
+            if g.kind != "ClusterIP" {
+                for n in node_ips {
+                    vips.push((format!("{n}:{}", 30000 + i * 10 + j), false));
+                }
+            }
+            for (vip, want_v6) in vips {
+                let mut ready = BTreeSet::new();
+                let mut fallback = BTreeSet::new();
+                for s in g.slices.iter().filter(|s| s.v6 == want_v6) {
+                    let Some(Some(target)) = s.targets.get(j) else {
+                        continue;
+                    };
+                    for e in &s.endpoints {
+                        let addr = if s.v6 {
+                            format!("[{}]:{target}", v6(i, e.host))
+                        } else {
+                            format!("{}:{target}", v4(i, e.host))
+                        };
+                        let is_ready = e.ready != Some(false);
+                        let serving = e.serving.unwrap_or(is_ready);
+                        if is_ready {
+                            ready.insert(addr);
+                        } else if serving && e.terminating == Some(true) {
+                            fallback.insert(addr);
+                        }
+                    }
+                }
+                m.insert(
+                    (proto.clone(), vip),
+                    if ready.is_empty() { fallback } else { ready },
+                );
+            }
+        }
+    }
+    m
+}
+
+fn implied(p: &NbPlan) -> Model {
+    let mut m = Model::new();
+    for l in p.lb_groups.values().flat_map(|g| g.load_balancers.values()) {
+        for (vip, backends) in &l.vips {
+            let set: BTreeSet<String> = backends
+                .split(',')
+                .filter(|b| !b.is_empty())
+                .map(str::to_string)
+                .collect();
+            let old = m.insert((l.protocol.ovn().to_string(), vip.clone()), set);
+            assert!(old.is_none(), "VIP {vip} in two load balancers");
+        }
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn planned_rows_imply_the_model(
+        services in prop::collection::vec(gen_service(), 0..6),
+        n_nodes in 0usize..3,
+        shuffle in any::<u64>(),
+    ) {
+        let node_ips = ["172.18.0.2", "172.18.0.3", "172.18.0.4"];
+        let node_ips = &node_ips[..n_nodes];
+        let mut svcs = Vec::new();
+        let mut slices = Vec::new();
+        for (i, g) in services.iter().enumerate() {
+            let (s, sl) = objects(i, g);
+            svcs.push(s);
+            slices.extend(sl);
+        }
+        // Input order must not matter.
+        if shuffle % 2 == 1 {
+            svcs.reverse();
+            slices.reverse();
+        }
+        let p = with(base(node_ips), svcs, slices);
+        prop_assert!(p.issues.is_empty(), "{:?}", p.issues);
+        prop_assert_eq!(implied(&p), model(&services, node_ips));
+        // One load balancer per Service and protocol, with the Service's affinity.
+        for l in p.lb_groups.values().flat_map(|g| g.load_balancers.values()) {
+            let i: usize = l.name.trim_start_matches("svc:ns/s").split(':').next().unwrap().parse().unwrap();
+            let want = services[i].ports[0].affinity.map(|t| t.min(86400).min(65535).to_string());
+            prop_assert_eq!(l.options.get("affinity_timeout").cloned(), want);
+            prop_assert_eq!(l.options.get("reject").map(String::as_str), Some("true"));
+        }
+    }
+}
+
+#[test]
+fn the_model_is_not_trivial() {
+    // A sanity anchor for the property: a mixed service gives non-empty and empty VIPs.
+    let g = GenService {
+        kind: "NodePort",
+        dual: true,
+        external: false,
+        ports: vec![GenPort {
+            proto: "TCP",
+            affinity: None,
+        }],
+        slices: vec![GenSlice {
+            v6: false,
+            targets: vec![Some(1000), None, None],
+            endpoints: vec![GenEndpoint {
+                host: 3,
+                ready: None,
+                serving: None,
+                terminating: None,
+            }],
+        }],
+    };
+    let m = model(std::slice::from_ref(&g), &["172.18.0.2"]);
+    let want: BTreeSet<String> = ["10.16.0.3:1000".to_string()].into();
+    assert_eq!(m[&("tcp".into(), "10.96.0.1:80".into())], want);
+    assert!(m[&("tcp".into(), "[fd00:96::1]:80".into())].is_empty());
+    assert_eq!(m[&("tcp".into(), "172.18.0.2:30000".into())], want);
+    let (s, sl) = objects(0, &g);
+    let p = with(base(&["172.18.0.2"]), vec![s], sl);
+    assert_eq!(implied(&p), m);
+}
