@@ -1,24 +1,35 @@
-//! Relay packet rate of the helper, per pinned core, beside its ceiling and a plain veth path.
+//! Relay packet rate of the helper, per pinned core, against dpdk-testpmd doing the same job
+//! between the same PMDs, and separately the ceiling its kernel side sets.
 //! Run as root: `cargo run --release -p ferrovn-vhost --example bench`.
 //!
-//! - helper:  testpmd pod (virtio_user server, txonly, CPU A) → vhost-user → ferrovn-vhost relay
-//!   (this program re-executed in helper mode: a separate process, like testpmd below)
-//!   (one worker pinned to CPU B) → net_af_packet → veth → namespace; rate = packets arriving on
-//!   the veth's far end.
-//! - testpmd: the same, with dpdk-testpmd forwarding (io mode) between the same two PMDs on CPU B:
-//!   the ceiling for this design.
-//! - veth:    a kernel pod path: iperf3 UDP from one namespace to another over a veth, sender on
-//!   CPU B.
+//! Every run: a testpmd pod (virtio_user server, txonly, CPU A) sends into a vhost-user socket;
+//! a relay on CPU B (one core) takes the packets out and hands them to a sink PMD. The relay is
+//! either the helper (this program re-executed in helper mode: a separate process, with the
+//! library's relay worker) or dpdk-testpmd in io forwarding mode between the same two PMDs.
 //!
-//! Sizes are frame lengths without FCS (64 B and 1500 B). The last line is
-//! `vhost-bench helper_mpps=X testpmd_mpps=X veth_mpps=X ratio=X` (64 B; ratio = helper/testpmd).
-//! Env: BENCH_SECS (3) measuring window per run.
+//! - Headline, like with like: the sink is `net_null` (`no-rx=1`: it frees what it is given and
+//!   never receives), so nothing but the relay itself is measured; rate = what the relay takes
+//!   off the pod's ring (the pod's Tx-pps; a net_null transmit never refuses, so taken =
+//!   delivered). `vs_testpmd_null` = helper / testpmd, per round, median over rounds.
+//! - Kernel-side ceiling, shown separately: the sink is the product's, `net_af_packet` on a veth
+//!   whose far end sits in a namespace; rate = packets arriving on the far end. The af_packet
+//!   transmit and the veth receive run on the relay core, so this bounds any relay of this
+//!   design (helper and testpmd alike); a net_tap run of the helper follows.
+//! - veth: a kernel pod path for scale, iperf3 UDP across a veth between two namespaces,
+//!   sender on CPU B.
+//!
+//! Sizes are frame lengths without FCS (64 B and 1500 B). The last line (64 B) is
+//! `vhost-bench helper_null_mpps=X testpmd_null_mpps=X vs_testpmd_null=X
+//! helper_af_packet_mpps=X testpmd_af_packet_mpps=X vs_testpmd_af_packet=X veth_iperf_mpps=X`.
+//! Env: BENCH_SECS (3) measuring window per run, BENCH_ROUNDS (3).
 
 use anyhow::{Context, Result, bail};
+use ferrovn_testkit::dpdk::pps_from_log;
 use ferrovn_vhost::cores::{allowed_cores, format_core_list};
-use ferrovn_vhost::dpdk::Eal;
+use ferrovn_vhost::dpdk::{Eal, EthPort, Mempool, register_current_thread};
 use ferrovn_vhost::helper::{Helper, HelperConfig};
-use ferrovn_vhost::protocol::{KernelKind, PortSpec};
+use ferrovn_vhost::protocol::{KernelKind, PortSpec, vhost_devargs};
+use ferrovn_vhost::relay::{Pair, PairCounters, Worker};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,12 +168,34 @@ fn testpmd_pod(
         "--total-num-mbufs=16384",
         "--forward-mode=txonly",
         &format!("--txpkts={size}"),
+        // the null-sink runs read the pod's Tx-pps from here
+        "--stats-period=1",
     ]);
     lab.prefixes.push(prefix.to_owned());
     lab.spawn(cmd, log)
 }
 
 const CHILD_ENV: &str = "FERROVN_VHOST_BENCH_CHILD";
+/// `null`: the child relays into `net_null` instead of the spec's kernel PMD.
+const SINK_ENV: &str = "FERROVN_VHOST_BENCH_SINK";
+
+/// Where a relay puts the pod's packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// `net_null,no-rx=1`: no kernel, the relay alone.
+    Null,
+    /// `net_af_packet` on the veth (the product's kernel side).
+    AfPacket,
+}
+
+impl Sink {
+    fn name(self) -> &'static str {
+        match self {
+            Sink::Null => "null",
+            Sink::AfPacket => "af_packet",
+        }
+    }
+}
 
 /// Helper mode: EAL + one relay worker + the port from the environment; prints `ready`, then
 /// `connected` once the pod is attached; on stdin EOF prints the counters and exits cleanly.
@@ -180,6 +213,9 @@ fn child_main(spec_json: &str) -> Result<()> {
         &format_core_list(&allowed),
         &["--log-level=lib.vhost.config:error".into()],
     ))?;
+    if std::env::var(SINK_ENV).is_ok_and(|v| v == "null") {
+        return null_child_main(eal, &spec, &prefix, cpu);
+    }
     let mut helper = Helper::start(
         eal,
         &HelperConfig {
@@ -221,6 +257,52 @@ fn child_main(spec_json: &str) -> Result<()> {
     Ok(())
 }
 
+/// Helper mode with a `net_null` sink: the library's relay worker and PMDs wired the way
+/// `Helper::add_port` wires them (one pinned worker registered with DPDK, one mbuf pool, the
+/// same vhost devargs), with `net_null` where the product puts the kernel PMD.
+fn null_child_main(eal: Eal, spec: &PortSpec, prefix: &str, cpu: usize) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let pool = Mempool::create(&eal, "ferrovn_vhost", 16383, 256)?;
+    let worker = Worker::spawn(cpu, Duration::ZERO, || {
+        let _ = register_current_thread();
+    })?;
+    let vhost = EthPort::create(&eal, &vhost_devargs(0, spec), &pool, 1024)?;
+    let null = EthPort::create(&eal, "net_null0,no-rx=1", &pool, 1024)?;
+    let counters = PairCounters::default();
+    worker.add(Pair {
+        name: spec.name.clone(),
+        pod: vhost.queue(),
+        kernel: null.queue(),
+        counters: counters.clone(),
+    });
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vhost.link_up() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writeln!(out, "connected")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        line?;
+    }
+    worker.stop();
+    vhost.close();
+    null.close();
+    let free = pool.available();
+    writeln!(
+        out,
+        "counters rx={} rx_dropped={} mbufs_free_after={free}/16383",
+        counters.rx_packets.get(),
+        counters.rx_dropped.get()
+    )?;
+    out.flush()?;
+    eal.cleanup();
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+    Ok(())
+}
+
 /// The helper child seen from the bench.
 struct HelperChild {
     child: Option<Child>,
@@ -228,10 +310,20 @@ struct HelperChild {
 }
 
 impl HelperChild {
-    fn start(dir: &Path, spec: &PortSpec, prefix: &str, cpu: usize) -> Result<HelperChild> {
+    fn start(
+        dir: &Path,
+        spec: &PortSpec,
+        null_sink: bool,
+        prefix: &str,
+        cpu: usize,
+    ) -> Result<HelperChild> {
         use std::io::BufRead;
         let err = std::fs::File::create(dir.join(format!("helper-{}.log", spec.name)))?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        if null_sink {
+            command.env(SINK_ENV, "null");
+        }
+        let mut child = command
             .env(CHILD_ENV, serde_json::to_string(spec)?)
             .env("FERROVN_VHOST_BENCH_PREFIX", prefix)
             .env("FERROVN_VHOST_BENCH_CPU", cpu.to_string())
@@ -331,17 +423,17 @@ fn main() -> Result<()> {
     };
 
     // kernel side of the relay: veth, far end in a namespace
-    let sink = format!("fvb-sink-{id}");
+    let sink_ns = format!("fvb-sink-{id}");
     let host = format!("fvbk{id}");
-    lab.netns.push(sink.clone());
+    lab.netns.push(sink_ns.clone());
     lab.links.push(host.clone());
     for args in [
-        vec!["netns", "add", &sink],
+        vec!["netns", "add", &sink_ns],
         vec![
-            "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &sink,
+            "link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &sink_ns,
         ],
         vec!["link", "set", &host, "up"],
-        vec!["-n", &sink, "link", "set", "eth0", "up"],
+        vec!["-n", &sink_ns, "link", "set", "eth0", "up"],
     ] {
         if !sh("ip", &args) {
             bail!("ip {args:?} failed");
@@ -349,12 +441,13 @@ fn main() -> Result<()> {
     }
 
     let sizes = [64usize, 1500];
-    // per size, one sample per round
-    let mut helper_runs: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
-    let mut testpmd_runs: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    let sinks = [Sink::Null, Sink::AfPacket];
+    // per sink, per size, one sample per round
+    let mut helper_runs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); sizes.len()]; sinks.len()];
+    let mut testpmd_runs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); sizes.len()]; sinks.len()];
     let mut veth_mpps = vec![0.0; sizes.len()];
 
-    // 1) + 2), interleaved over BENCH_ROUNDS rounds: the machine is shared and
+    // Helper and testpmd interleaved over BENCH_ROUNDS rounds: the machine is shared and
     // noisy; alternating the order and taking medians keeps a load burst from deciding the result.
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -373,74 +466,100 @@ fn main() -> Result<()> {
         mac: None,
     };
     for round in 1..=rounds {
-        for (i, &size) in sizes.iter().enumerate() {
-            // odd rounds measure the helper first, even rounds testpmd first
-            for helper_turn in if round % 2 == 1 {
-                [true, false]
-            } else {
-                [false, true]
-            } {
-                if helper_turn {
-                    lab.prefixes.push(helper_prefix.clone());
-                    let mut child = HelperChild::start(&dir, &spec, &helper_prefix, relay_cpu)?;
-                    let log = format!("pod-helper-{size}.log");
-                    let pod = testpmd_pod(
-                        &mut lab,
-                        &format!("fvb-pod-{id}"),
-                        &sock,
-                        pod_cpu,
-                        size,
-                        &log,
-                    )?;
-                    child
-                        .wait_for("connected", Duration::from_secs(15))
-                        .with_context(|| lab.log(&log))?;
-                    let mpps = measure(&sink, "eth0", secs)? / 1e6;
-                    helper_runs[i].push(mpps);
-                    lab.stop(pod);
-                    let counters = child.finish()?;
-                    println!(
-                        "round {round} helper  {size:>4} B: {mpps:6.3} Mpps delivered (1 relay core, cpu{relay_cpu}); {counters}"
-                    );
+        for (k, &sink) in sinks.iter().enumerate() {
+            for (i, &size) in sizes.iter().enumerate() {
+                // odd rounds measure the helper first, even rounds testpmd first
+                for helper_turn in if round % 2 == 1 {
+                    [true, false]
                 } else {
-                    // testpmd forwarding between the same two PMDs (vhost client + af_packet), io mode
-                    let relay_prefix = format!("fvb-relay-{id}");
-                    lab.prefixes.push(relay_prefix.clone());
-                    let pod = testpmd_pod(
-                        &mut lab,
-                        &format!("fvb-pod-{id}"),
-                        &sock,
-                        pod_cpu,
-                        size,
-                        &format!("pod-testpmd-{size}.log"),
-                    )?;
-                    let mut cmd = Command::new("dpdk-testpmd");
-                    cmd.args([
-                        &format!("--file-prefix={relay_prefix}"),
-                        "--no-huge",
-                        "-m",
-                        "512",
-                        "--no-pci",
-                        &format!("--lcores=0@{pod_cpu},1@{relay_cpu}"),
-                        &format!(
-                            "--vdev=net_vhost0,iface={},client=1,queues=1",
-                            sock.display()
-                        ),
-                        &format!("--vdev=net_af_packet0,iface={host},qpairs=1"),
-                        "--",
-                        "--nb-cores=1",
-                        "--forward-mode=io",
-                        "--total-num-mbufs=16384",
-                    ]);
-                    let relay = lab.spawn(cmd, &format!("relay-testpmd-{size}.log"))?;
-                    std::thread::sleep(Duration::from_secs(2));
-                    let mpps = measure(&sink, "eth0", secs)? / 1e6;
-                    testpmd_runs[i].push(mpps);
-                    println!(
-                        "round {round} testpmd {size:>4} B: {mpps:6.3} Mpps delivered (io forwarding, 1 core, cpu{relay_cpu})"
+                    [false, true]
+                } {
+                    let pod_log = format!(
+                        "pod-{}-{}-{size}-{round}.log",
+                        if helper_turn { "helper" } else { "testpmd" },
+                        sink.name()
                     );
-                    lab.stop(relay);
-                    lab.stop(pod);
+                    let mpps = if helper_turn {
+                        lab.prefixes.push(helper_prefix.clone());
+                        let mut child = HelperChild::start(
+                            &dir,
+                            &spec,
+                            sink == Sink::Null,
+                            &helper_prefix,
+                            relay_cpu,
+                        )?;
+                        let pod = testpmd_pod(
+                            &mut lab,
+                            &format!("fvb-pod-{id}"),
+                            &sock,
+                            pod_cpu,
+                            size,
+                            &pod_log,
+                        )?;
+                        child
+                            .wait_for("connected", Duration::from_secs(15))
+                            .with_context(|| lab.log(&pod_log))?;
+                        let mpps = measure_sink(&lab, sink, &sink_ns, &pod_log, secs)? / 1e6;
+                        lab.stop(pod);
+                        let counters = child.finish()?;
+                        println!(
+                            "round {round} helper  {:>9} {size:>4} B: {mpps:6.3} Mpps (1 relay core, cpu{relay_cpu}); {counters}",
+                            sink.name()
+                        );
+                        mpps
+                    } else {
+                        // testpmd forwarding between the same two PMDs (vhost client + sink), io mode
+                        let relay_prefix = format!("fvb-relay-{id}");
+                        lab.prefixes.push(relay_prefix.clone());
+                        let pod = testpmd_pod(
+                            &mut lab,
+                            &format!("fvb-pod-{id}"),
+                            &sock,
+                            pod_cpu,
+                            size,
+                            &pod_log,
+                        )?;
+                        let sink_vdev = match sink {
+                            Sink::Null => "--vdev=net_null0,no-rx=1".to_string(),
+                            Sink::AfPacket => {
+                                format!("--vdev=net_af_packet0,iface={host},qpairs=1")
+                            }
+                        };
+                        let mut cmd = Command::new("dpdk-testpmd");
+                        cmd.args([
+                            &format!("--file-prefix={relay_prefix}"),
+                            "--no-huge",
+                            "-m",
+                            "512",
+                            "--no-pci",
+                            &format!("--lcores=0@{pod_cpu},1@{relay_cpu}"),
+                            &format!(
+                                "--vdev=net_vhost0,iface={},client=1,queues=1",
+                                sock.display()
+                            ),
+                            &sink_vdev,
+                            "--",
+                            "--nb-cores=1",
+                            "--forward-mode=io",
+                            "--total-num-mbufs=16384",
+                        ]);
+                        let relay =
+                            lab.spawn(cmd, &format!("relay-testpmd-{}-{size}.log", sink.name()))?;
+                        std::thread::sleep(Duration::from_secs(2));
+                        let mpps = measure_sink(&lab, sink, &sink_ns, &pod_log, secs)? / 1e6;
+                        println!(
+                            "round {round} testpmd {:>9} {size:>4} B: {mpps:6.3} Mpps (io forwarding, 1 core, cpu{relay_cpu})",
+                            sink.name()
+                        );
+                        lab.stop(relay);
+                        lab.stop(pod);
+                        mpps
+                    };
+                    if helper_turn {
+                        helper_runs[k][i].push(mpps);
+                    } else {
+                        testpmd_runs[k][i].push(mpps);
+                    }
                 }
             }
         }
@@ -455,7 +574,7 @@ fn main() -> Result<()> {
         ..spec.clone()
     };
     for (i, &size) in sizes.iter().enumerate() {
-        let mut child = HelperChild::start(&dir, &tap_spec, &helper_prefix, relay_cpu)?;
+        let mut child = HelperChild::start(&dir, &tap_spec, false, &helper_prefix, relay_cpu)?;
         let log = format!("pod-tap-{size}.log");
         let pod = testpmd_pod(
             &mut lab,
@@ -560,33 +679,69 @@ fn main() -> Result<()> {
     }
     lab.stop(server);
 
-    let helper_mpps: Vec<f64> = helper_runs.iter().map(|r| median(r)).collect();
-    let testpmd_mpps: Vec<f64> = testpmd_runs.iter().map(|r| median(r)).collect();
+    let helper_mpps: Vec<Vec<f64>> = helper_runs
+        .iter()
+        .map(|per_size| per_size.iter().map(|r| median(r)).collect())
+        .collect();
+    let testpmd_mpps: Vec<Vec<f64>> = testpmd_runs
+        .iter()
+        .map(|per_size| per_size.iter().map(|r| median(r)).collect())
+        .collect();
     // ratio: median over rounds of helper/testpmd measured back to back in the same round
-    let ratios: Vec<f64> = helper_runs
+    let ratios: Vec<Vec<f64>> = helper_runs
         .iter()
         .zip(&testpmd_runs)
-        .map(|(h, t)| {
-            median(
-                &h.iter()
-                    .zip(t)
-                    .filter(|(_, t)| **t > 0.0)
-                    .map(|(h, t)| h / t)
-                    .collect::<Vec<_>>(),
-            )
+        .map(|(hs, ts)| {
+            hs.iter()
+                .zip(ts)
+                .map(|(h, t)| {
+                    median(
+                        &h.iter()
+                            .zip(t)
+                            .filter(|(_, t)| **t > 0.0)
+                            .map(|(h, t)| h / t)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
         })
         .collect();
+    let (null, af) = (0, 1);
     for (i, &size) in sizes.iter().enumerate() {
         println!(
-            "size {size:>4} B (medians of {rounds} rounds): helper {:.3} Mpps (af_packet; tap {:.3}), testpmd {:.3} Mpps, veth {:.3} Mpps, helper/testpmd {:.2}",
-            helper_mpps[i], tap_mpps[i], testpmd_mpps[i], veth_mpps[i], ratios[i]
+            "size {size:>4} B (medians of {rounds} rounds): relay alone (net_null sink): helper {:.3} Mpps, testpmd {:.3} Mpps, helper/testpmd {:.2}",
+            helper_mpps[null][i], testpmd_mpps[null][i], ratios[null][i]
+        );
+        println!(
+            "size {size:>4} B (medians of {rounds} rounds): kernel-side ceiling (af_packet -> veth): helper {:.3} Mpps (tap {:.3}), testpmd {:.3} Mpps, helper/testpmd {:.2}; veth iperf3 {:.3} Mpps",
+            helper_mpps[af][i], tap_mpps[i], testpmd_mpps[af][i], ratios[af][i], veth_mpps[i]
         );
     }
     println!(
-        "vhost-bench helper_mpps={:.3} testpmd_mpps={:.3} veth_mpps={:.3} ratio={:.2}",
-        helper_mpps[0], testpmd_mpps[0], veth_mpps[0], ratios[0]
+        "vhost-bench helper_null_mpps={:.3} testpmd_null_mpps={:.3} vs_testpmd_null={:.2} helper_af_packet_mpps={:.3} testpmd_af_packet_mpps={:.3} vs_testpmd_af_packet={:.2} veth_iperf_mpps={:.3}",
+        helper_mpps[null][0],
+        testpmd_mpps[null][0],
+        ratios[null][0],
+        helper_mpps[af][0],
+        testpmd_mpps[af][0],
+        ratios[af][0],
+        veth_mpps[0]
     );
     Ok(())
+}
+
+/// The rate of one run: with the null sink what the relay takes off the pod's ring (the
+/// pod's Tx-pps over the last `secs` periods), otherwise what arrives on the veth's far end.
+fn measure_sink(lab: &Lab, sink: Sink, sink_ns: &str, pod_log: &str, secs: f64) -> Result<f64> {
+    match sink {
+        Sink::AfPacket => measure(sink_ns, "eth0", secs),
+        Sink::Null => {
+            // 1 s warm-up plus the window, plus one period: the last one may be half printed
+            std::thread::sleep(Duration::from_secs_f64(secs + 2.0));
+            let periods = secs.round().max(1.0) as usize;
+            Ok(pps_from_log(&lab.log(pod_log), "Tx", periods))
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
