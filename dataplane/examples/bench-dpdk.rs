@@ -1,19 +1,29 @@
 //! DPDK packet-rate benchmark (run as root):
 //! `cargo run --release -p ferrovn-dataplane --example bench-dpdk`.
 //!
-//! In one run, 64 B and 1500 B frames:
-//! - raw: testpmd `net_vhost` (rxonly) <- testpmd `net_virtio_user` (txonly), no switch: the
-//!   machine's vhost-user limit (2 cores: one per testpmd);
-//! - veth: two kernel veth pods attached by the agent to OVN on a plain ovs-vswitchd (netdev
-//!   datapath); a Rust AF_PACKET `sendmmsg` flooder in pod 1 sends UDP to pod 2, counted by pod
-//!   2's interface rx counter (sender pinned to cpu0; OVS's main thread wherever it runs);
+//! In one run, 64 B and 1500 B frames, every DPDK row on the same 2 cores (1 pod core + 1
+//! switch core) and counted the same way:
 //! - vhost: two vhost-user attachments made by the agent on an OVS-DPDK node (OVN logical
-//!   switch), both driven by ONE testpmd (cpu0) in macswap/loop with `start tx_first`, so the
-//!   packets bounce pod 1 -> OVS -> pod 2 -> OVS -> pod 1 ...; the rate is the sum of both
-//!   ports' rx (= packets delivered by OVS per second). 2 cores: testpmd + one OVS PMD (cpu1).
-//!   (Two separate pod processes would need three busy pollers on two cores.)
+//!   switch), both driven by ONE testpmd "pod" (cpu0) in macswap/loop with `start tx_first 8`,
+//!   so the packets bounce pod port 1 -> OVS -> pod port 2 -> OVS -> pod port 1 ...; the rate is
+//!   the sum of both pod ports' rx = packets the switch delivered per second, both directions
+//!   together. One OVS PMD (cpu1). (Two separate pod processes would need three busy pollers on
+//!   two cores, which is why this is a loop and not one-way.)
+//! - raw loop, its baseline: the same pod, the same loop, the same count, with the switch
+//!   replaced by a second testpmd on cpu1 forwarding (io mode, no lookup) between two `net_vhost`
+//!   ports: vhost-user with nothing in between, so `vs_raw_loop` = OVS-DPDK + OVN / no switch,
+//!   like with like (both loops, both summed over both directions, both 1 + 1 cores).
+//! - raw one-way, for reference only (no ratio uses it): testpmd `net_virtio_user` (txonly) ->
+//!   `net_vhost` (rxonly), one core each: what one direction of vhost-user carries.
+//! - kernel pods, each a Rust AF_PACKET `sendmmsg` flooder in pod 1 (pinned to cpu0) sending UDP
+//!   to pod 2, counted by pod 2's interface rx counter:
+//!   - bridge veth, the kernel baseline: veth pods made by the reference `bridge` plugin
+//!     (containernetworking-plugins, /usr/lib/cni) on a Linux bridge, the best kernel path here;
+//!   - OVS veth, kept beside it: veth pods attached by the agent to OVN on a plain ovs-vswitchd
+//!     (netdev datapath: the kernel-profile node's path here, the slowest one).
 //!
-//! Last line: `dpdk-bench vhost_mpps=X raw_mpps=X veth_mpps=X vs_veth=X vs_raw=X` (64 B).
+//! Last line (64 B): `dpdk-bench vhost_loop_mpps=X raw_loop_mpps=X raw_oneway_mpps=X
+//! bridge_veth_mpps=X ovs_veth_mpps=X vs_raw_loop=X vs_bridge_veth=X vs_ovs_veth=X`.
 //! `BENCH_SECS` (default 5) sets the measuring window.
 
 use std::collections::BTreeMap;
@@ -21,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ferrovn_api::net::MacAddr;
 use ferrovn_dataplane::alloc::FileAllocations;
 use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
 use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
@@ -28,7 +39,7 @@ use ferrovn_dataplane::ovs::OvsClient;
 use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::cluster::{POD_SUBNET, add_switch, allocate_pod, wait_chassis_count};
-use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
+use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni, run_plugin_in};
 use ferrovn_testkit::dpdk::{
     DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
 };
@@ -92,6 +103,81 @@ fn raw_run(size: usize, mem: &PodMemory, work: &Path, rnd: &str) -> Result<f64> 
     v.stop();
     let _ = std::fs::remove_file(&sock);
     Ok(mpps)
+}
+
+/// The switch-less loop: a testpmd "switch" (io forwarding between two `net_vhost` servers,
+/// cpu1) and the same testpmd pod as the vhost phase (two virtio_user ports, macswap/loop,
+/// `start tx_first 8`, cpu0); the rate is the pod's rx summed over both ports.
+fn raw_loop_run(size: usize, mem: &PodMemory, work: &Path, rnd: &str) -> Result<f64> {
+    let socks = [work.join("loop0.sock"), work.join("loop1.sock")];
+    for s in &socks {
+        let _ = std::fs::remove_file(s);
+    }
+    let mut switch = Testpmd::start(&TestpmdSpec {
+        prefix: format!("fvbs{rnd}"),
+        netns: None,
+        cpu: 1,
+        memory: mem.clone(),
+        vdevs: socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("net_vhost{i},iface={},queues=1", s.display()))
+            .collect(),
+        forward_mode: "io".into(),
+        app_args: vec![],
+        log: work.join(format!("loop-switch-{size}.log")),
+        interactive: false,
+    })?;
+    if !wait_until(Duration::from_secs(30), || socks.iter().all(|s| s.exists())) {
+        bail!("raw loop: vhost sockets missing: {}", switch.log_text());
+    }
+    let mut pod = Testpmd::start(&TestpmdSpec {
+        prefix: format!("fvbl{rnd}"),
+        netns: None,
+        cpu: 0,
+        memory: mem.clone(),
+        vdevs: socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("net_virtio_user{i},path={},queues=1", s.display()))
+            .collect(),
+        forward_mode: "macswap".into(),
+        app_args: vec!["--port-topology=loop".into(), format!("--txpkts={size}")],
+        log: work.join(format!("loop-pod-{size}.log")),
+        interactive: true,
+    })?;
+    // EAL start-up of the pod and its virtio_user connections (no OVS to ask for link state)
+    sleep(2.0);
+    let mpps = pod_loop_rate(&mut pod)?;
+    if mpps <= 0.0 {
+        eprintln!(
+            "raw loop {size}: no rx; pod log: {}\nswitch log: {}",
+            pod.log_text(),
+            switch.log_text()
+        );
+    }
+    pod.stop();
+    switch.stop();
+    for s in &socks {
+        let _ = std::fs::remove_file(s);
+    }
+    Ok(mpps)
+}
+
+/// Drives an interactive loop pod: starts the bursts, reads the rate of one window (the sum of
+/// both ports' Rx-pps), quits it. Mpps.
+fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
+    t.command("start tx_first 8")?;
+    sleep(2.0);
+    t.command("show port stats all")?;
+    sleep(secs() as f64);
+    t.command("show port stats all")?;
+    sleep(1.0);
+    // testpmd's stdout is a file: fully buffered until it exits
+    let _ = t.command("stop");
+    let _ = t.command("quit");
+    wait_until(Duration::from_secs(10), || !t.is_running());
+    Ok(last_pps(&t.log_text(), "Rx", 2) / 1e6)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,24 +364,41 @@ fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
     }
     // warm up the path (ARP is not needed: the flooder addresses pod 2's MAC directly)
     let _ = nss[0].ping_until("10.16.0.32", Duration::from_secs(10));
+    flood_rates(
+        &nss[0],
+        &nss[1],
+        ([0x0a, 0x58, 0x0a, 0x10, 0x00, 0x1f], [10, 16, 0, 31]),
+        ([0x0a, 0x58, 0x0a, 0x10, 0x00, 0x20], [10, 16, 0, 32]),
+        "ovs veth",
+        "OVN LS, OVS netdev datapath; cores: sender 1 + OVS main thread",
+    )
+}
+
+/// MAC and IPv4 address of one end of a flood.
+type Endpoint = ([u8; 6], [u8; 4]);
+
+/// Per frame size, the rate pod `to` receives on its eth0 while a flooder in pod `from` sends
+/// to it as fast as it can (sender pinned to cpu0). Mpps.
+fn flood_rates(
+    from: &Netns,
+    to: &Netns,
+    src: Endpoint,
+    dst: Endpoint,
+    label: &str,
+    what: &str,
+) -> Result<BTreeMap<usize, f64>> {
     let mut out = BTreeMap::new();
     for size in SIZES {
-        let frame = udp_frame(
-            size,
-            [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x1f],
-            [0x0a, 0x58, 0x0a, 0x10, 0x00, 0x20],
-            [10, 16, 0, 31],
-            [10, 16, 0, 32],
-        );
+        let frame = udp_frame(size, src.0, dst.0, src.1, dst.1);
         let total = secs() as f64 + 2.0;
-        let path = nss[0].path();
+        let path = from.path();
         let sender = std::thread::spawn(move || {
             ferrovn_dataplane::netns::run_in_netns(Some(&path), move || flood("eth0", frame, total))
         });
         sleep(1.0);
-        let (r0, t0) = (rx_packets(&nss[1], "eth0")?, Instant::now());
+        let (r0, t0) = (rx_packets(to, "eth0")?, Instant::now());
         sleep(secs() as f64);
-        let (r1, t1) = (rx_packets(&nss[1], "eth0")?, Instant::now());
+        let (r1, t1) = (rx_packets(to, "eth0")?, Instant::now());
         let sent = sender
             .join()
             .map_err(|_| anyhow::anyhow!("flooder panicked"))?
@@ -303,12 +406,89 @@ fn veth_phase(work: &Path, tag: &str) -> Result<BTreeMap<usize, f64>> {
             .map_err(|e| anyhow::anyhow!("flood: {e}"))?;
         let mpps = (r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6;
         println!(
-            "veth  {size:>5} B  {mpps:>7.3} Mpps received (sender offered {:.3} Mpps; cores: sender 1 + OVS main thread)",
+            "{label:<12} {size:>5} B  {mpps:>7.3} Mpps received (sender offered {:.3} Mpps; {what})",
             sent as f64 / total / 1e6
         );
         out.insert(size, mpps);
     }
     Ok(out)
+}
+
+/// The kernel baseline: two veth pods made by the reference `bridge` plugin (with `host-local`)
+/// on a Linux bridge in a private "host" namespace, flooded like the OVS veth pods.
+fn bridge_phase(tag: &str) -> Result<BTreeMap<usize, f64>> {
+    const PLUGINS: &str = "/usr/lib/cni";
+    let dir = Path::new(PLUGINS);
+    for p in ["bridge", "host-local"] {
+        if !dir.join(p).exists() {
+            bail!(
+                "{}/{p} missing: apt-get install containernetworking-plugins",
+                dir.display()
+            );
+        }
+    }
+    let host = Netns::create(&format!("fvb-{tag}-bh"))?;
+    let data = tempfile::tempdir()?;
+    // no gateway: the pods share the bridge, and forwarding stays off even in the private host
+    let conf = serde_json::to_vec(&json!({
+        "cniVersion": "1.0.0", "name": "benchbr", "type": "bridge", "bridge": "fvbbr0",
+        "isGateway": false, "ipMasq": false, "mtu": 1500,
+        "ipam": {"type": "host-local", "subnet": "10.98.0.0/24", "dataDir": data.path()},
+    }))?;
+    let bridge = dir.join("bridge");
+    let mut pods: Vec<(Netns, String, Endpoint)> = Vec::new();
+    for i in 0..2 {
+        let ns = Netns::create(&format!("fvb-{tag}-bp{i}"))?;
+        let cid = format!("fvbbr{}{i}", tag.replace('x', ""));
+        let out = run_plugin_in(
+            &host,
+            &bridge,
+            "ADD",
+            &cid,
+            &ns.path().display().to_string(),
+            &conf,
+        )?;
+        if out.exit_code != 0 {
+            bail!("bridge ADD: {} {}", out.stdout, out.stderr);
+        }
+        let link: serde_json::Value =
+            serde_json::from_str(&ns.ip(["-j", "addr", "show", "eth0"])?)?;
+        let mac: MacAddr = link[0]["address"]
+            .as_str()
+            .context("bridge pod eth0 without a MAC")?
+            .parse()?;
+        let ip: std::net::Ipv4Addr = link[0]["addr_info"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["family"] == "inet"))
+            .and_then(|x| x["local"].as_str())
+            .context("bridge pod eth0 without IPv4")?
+            .parse()?;
+        pods.push((ns, cid, (mac.0, ip.octets())));
+    }
+    // the bridge learns both MACs
+    let dst_ip = std::net::Ipv4Addr::from(pods[1].2.1).to_string();
+    if !pods[0].0.ping_until(&dst_ip, Duration::from_secs(10)) {
+        bail!("bridge pods cannot ping each other");
+    }
+    let rates = flood_rates(
+        &pods[0].0,
+        &pods[1].0,
+        pods[0].2,
+        pods[1].2,
+        "bridge veth",
+        "reference bridge plugin, Linux bridge; cores: sender 1",
+    );
+    for (ns, cid, _) in &pods {
+        let _ = run_plugin_in(
+            &host,
+            &bridge,
+            "DEL",
+            cid,
+            &ns.path().display().to_string(),
+            &conf,
+        );
+    }
+    rates
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,23 +645,13 @@ fn vhost_phase(
         if !up {
             bail!("vhost ports not up: {}", t.log_text());
         }
-        t.command("start tx_first 8")?;
-        sleep(2.0);
-        t.command("show port stats all")?;
-        sleep(secs() as f64);
-        t.command("show port stats all")?;
-        sleep(1.0);
-        // testpmd's stdout is a file: fully buffered until it exits
-        let _ = t.command("stop");
-        let _ = t.command("quit");
-        wait_until(Duration::from_secs(10), || !t.is_running());
-        let mpps = last_pps(&t.log_text(), "Rx", 2) / 1e6;
+        let mpps = pod_loop_rate(&mut t)?;
         if mpps <= 0.0 {
             eprintln!("vhost {size}: no rx; testpmd log: {}", t.log_text());
         }
         t.stop();
         println!(
-            "vhost {size:>5} B  {mpps:>7.3} Mpps delivered by OVS-DPDK (pod<->pod via OVN LS; cores: 1 testpmd + 1 PMD)"
+            "vhost loop  {size:>5} B  {mpps:>7.3} Mpps delivered by OVS-DPDK (pod<->pod via OVN LS, both directions; cores: 1 pod + 1 PMD)"
         );
         out.insert(size, mpps);
     }
@@ -520,13 +690,20 @@ fn main() -> Result<()> {
         lease.is_some()
     );
     let mut raw = BTreeMap::new();
+    let mut raw_loop = BTreeMap::new();
     for size in SIZES {
         let m = raw_run(size, &mem, work.path(), &rnd)?;
         println!(
-            "raw   {size:>5} B  {m:>7.3} Mpps (testpmd virtio_user txonly -> vhost rxonly, no switch; cores: 2)"
+            "raw one-way {size:>5} B  {m:>7.3} Mpps (testpmd virtio_user txonly -> vhost rxonly, no switch; cores: 2; reference only)"
         );
         raw.insert(size, m);
+        let m = raw_loop_run(size, &mem, work.path(), &rnd)?;
+        println!(
+            "raw loop    {size:>5} B  {m:>7.3} Mpps delivered by testpmd io-fwd between two vhost ports (pod<->pod, both directions; cores: 1 pod + 1 switch)"
+        );
+        raw_loop.insert(size, m);
     }
+    let bridge = bridge_phase(&tag)?;
     let veth = veth_phase(work.path(), &tag)?;
     let vhost = vhost_phase(
         work.path(),
@@ -537,22 +714,38 @@ fn main() -> Result<()> {
     )?;
     println!();
     println!(
-        "{:>6}  {:>10} {:>10} {:>10}  {:>8} {:>8}",
-        "size", "vhost", "raw", "veth", "vs_veth", "vs_raw"
+        "{:>6}  {:>10} {:>10} {:>10} {:>11} {:>10}  {:>11} {:>14} {:>11}",
+        "size",
+        "vhost_loop",
+        "raw_loop",
+        "raw_1way",
+        "bridge_veth",
+        "ovs_veth",
+        "vs_raw_loop",
+        "vs_bridge_veth",
+        "vs_ovs_veth"
     );
     for size in SIZES {
-        let (v, r, k) = (vhost[&size], raw[&size], veth[&size]);
+        let (v, rl, r, b, k) = (
+            vhost[&size],
+            raw_loop[&size],
+            raw[&size],
+            bridge[&size],
+            veth[&size],
+        );
         println!(
-            "{size:>5}B  {v:>10.3} {r:>10.3} {k:>10.3}  {:>8.1} {:>8.2}",
-            v / k.max(1e-9),
-            v / r.max(1e-9)
+            "{size:>5}B  {v:>10.3} {rl:>10.3} {r:>10.3} {b:>11.3} {k:>10.3}  {:>11.2} {:>14.1} {:>11.1}",
+            v / rl.max(1e-9),
+            v / b.max(1e-9),
+            v / k.max(1e-9)
         );
     }
-    let (v, r, k) = (vhost[&64], raw[&64], veth[&64]);
+    let (v, rl, r, b, k) = (vhost[&64], raw_loop[&64], raw[&64], bridge[&64], veth[&64]);
     println!(
-        "dpdk-bench vhost_mpps={v:.3} raw_mpps={r:.3} veth_mpps={k:.3} vs_veth={:.2} vs_raw={:.2}",
-        v / k.max(1e-9),
-        v / r.max(1e-9)
+        "dpdk-bench vhost_loop_mpps={v:.3} raw_loop_mpps={rl:.3} raw_oneway_mpps={r:.3} bridge_veth_mpps={b:.3} ovs_veth_mpps={k:.3} vs_raw_loop={:.2} vs_bridge_veth={:.2} vs_ovs_veth={:.2}",
+        v / rl.max(1e-9),
+        v / b.max(1e-9),
+        v / k.max(1e-9)
     );
     Ok(())
 }
