@@ -327,6 +327,22 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
     assert!(ids.contains("iface-id=pod1.default"), "{ids}");
     assert!(ids.contains(&cid1), "{ids}");
 
+    // a pod that vanishes while the agent is down (netns gone, no DEL): the restarted agent's
+    // GC removing its port shows that a GC pass ran, after which the live pods must be intact
+    c.allocate("pod5", 15);
+    let (p5, _cid5, r5) = c.add_pod(0, "pod5");
+    let host5 = r5["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| i["name"] != "eth0")
+        .expect("host if")["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let node0 = &c.cluster.tb.nodes[0];
+    assert!(pod_ports(node0).contains(&host5), "pod5's port");
+
     // agent restart with pods running: traffic never depends on it, state comes from OVSDB
     let pid_before = node0.agent_pid();
     let sb = c.cluster.tb.central.sb_remote();
@@ -336,6 +352,7 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
         p1.ping_until("10.16.0.12", Duration::from_secs(3)),
         "traffic while the agent is down"
     );
+    drop(p5);
     c.cluster.tb.nodes[0]
         .start_agent(
             Path::new(AGENT),
@@ -345,7 +362,14 @@ fn pods_via_plugin_and_agent_talk_same_node_cross_node_and_survive_agent_restart
         )
         .expect("agent restart");
     assert_ne!(c.cluster.tb.nodes[0].agent_pid(), pid_before);
-    std::thread::sleep(Duration::from_millis(1500)); // a GC pass ran
+    assert!(
+        wait_until(Duration::from_secs(20), || !pod_ports(
+            &c.cluster.tb.nodes[0]
+        )
+        .contains(&host5)),
+        "no GC pass removed the vanished pod's port {host5}; agent log: {}",
+        c.cluster.tb.nodes[0].agent_log()
+    );
     assert!(
         p1.ping_once("10.16.0.13") || p1.ping_until("10.16.0.13", Duration::from_secs(2)),
         "pods untouched by restart"

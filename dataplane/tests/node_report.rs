@@ -28,6 +28,20 @@ fn read_annotations(path: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The publishes the agent logged (it logs every one, with the annotations, right after the
+/// sink wrote them).
+fn publish_lines(node: &Node) -> Vec<String> {
+    node.agent_log()
+        .lines()
+        .filter(|l| l.contains("published node annotations"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn publishes(node: &Node) -> usize {
+    publish_lines(node).len()
+}
+
 fn registered_metric(path: &Path) -> Option<u8> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text
@@ -84,21 +98,19 @@ fn chassis_annotations_follow_the_southbound_registration() {
     let ann_path = state.path().join(CHASSIS_ANNOTATIONS_FILE);
     let metrics_path = state.path().join(CHASSIS_METRICS_FILE);
 
-    // 1. OVS is configured but ovn-controller is not running: the agent waits, publishes nothing
+    // 1. OVS is configured but ovn-controller is not running: the agent looks at the SB, finds
+    // no chassis and waits (its log says so once it decided); nothing is published
     assert!(
         wait_until(Duration::from_secs(20), || registered_metric(&metrics_path)
-            == Some(0)),
-        "no registered=0 metric; agent log:\n{}",
+            == Some(0)
+            && node
+                .agent_log()
+                .contains("ovn-controller has not registered it")),
+        "no registered=0 metric / wait decision; agent log:\n{}",
         node.agent_log()
     );
     assert!(
-        node.agent_log().contains("waiting for chassis"),
-        "{}",
-        node.agent_log()
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        !ann_path.exists(),
+        !ann_path.exists() && publishes(&node) == 0,
         "published before ovn-controller registered the chassis: {:?}",
         read_annotations(&ann_path)
     );
@@ -140,6 +152,11 @@ fn chassis_annotations_follow_the_southbound_registration() {
         "{a:?}"
     );
     assert_eq!(registered_metric(&metrics_path), Some(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || publishes(&node) >= 1),
+        "{}",
+        node.agent_log()
+    );
     // the profile decision's file is not touched by the chassis report
     let profile = read_annotations(&state.path().join("node-annotations.json"));
     assert!(profile.contains_key("ferrovn.io/profile"), "{profile:?}");
@@ -177,7 +194,18 @@ fn chassis_annotations_follow_the_southbound_registration() {
         node.agent_log()
     );
 
+    assert!(
+        wait_until(Duration::from_secs(10), || publish_lines(&node)
+            .last()
+            .is_some_and(|l| l.contains("10.99.0.1"))),
+        "{}",
+        node.agent_log()
+    );
+    let before_kill = publishes(&node);
+
     // 3. ovn-controller dies and its chassis is deleted: noticed, nothing published meanwhile
+    // (checked when the agent saw the row gone, and once the re-registration in 4. was
+    // published: exactly one more publish)
     kill_ovn_controller(&node);
     central
         .sbctl(&["chassis-del", &chassis])
@@ -188,12 +216,13 @@ fn chassis_annotations_follow_the_southbound_registration() {
         "chassis deletion not noticed; agent log:\n{}",
         node.agent_log()
     );
-    std::fs::remove_file(&ann_path).expect("remove annotations file");
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        !ann_path.exists(),
-        "published while the chassis row was gone"
+    assert_eq!(
+        publishes(&node),
+        before_kill,
+        "published while the chassis row was gone: {}",
+        node.agent_log()
     );
+    std::fs::remove_file(&ann_path).expect("remove annotations file");
 
     // 4. ovn-controller comes back and registers again: published again
     let restarted = Instant::now();
@@ -211,6 +240,17 @@ fn chassis_annotations_follow_the_southbound_registration() {
         restarted.elapsed()
     );
     assert_eq!(registered_metric(&metrics_path), Some(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || publishes(&node) > before_kill),
+        "{}",
+        node.agent_log()
+    );
+    assert_eq!(
+        publishes(&node),
+        before_kill + 1,
+        "published while the chassis row was gone: {}",
+        node.agent_log()
+    );
     for line in node.agent_log().lines().filter(|l| l.contains("chassis")) {
         println!("agent: {line}");
     }
@@ -286,10 +326,9 @@ async fn reporter_retries_and_follows_row_changes() {
 
         register("10.0.0.5");
         wait("third publish", &|| calls.lock().expect("lock").len() >= 3);
-        std::thread::sleep(Duration::from_millis(600));
         {
+            // (that nothing follows the publish that worked is checked at the next publish)
             let c = calls.lock().expect("lock");
-            assert_eq!(c.len(), 3, "no publish after the one that worked");
             // backoff: 200 ms, then 400 ms
             assert!(c[1].0 - c[0].0 >= Duration::from_millis(200));
             assert!(c[2].0 - c[1].0 >= Duration::from_millis(400));
@@ -317,6 +356,12 @@ async fn reporter_retries_and_follows_row_changes() {
                 .and_then(|c| c.1.get(ENCAP_IP_ANNOTATION).cloned())
                 == Some("10.0.0.6".into())
         });
+        // the change's publish is the fourth: no retry followed the one that worked
+        assert_eq!(
+            calls.lock().expect("lock").len(),
+            4,
+            "a publish between the one that worked and the encap change"
+        );
 
         // deleted and registered again with the same content: published again
         let before = calls.lock().expect("lock").len();

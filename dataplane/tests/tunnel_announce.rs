@@ -81,15 +81,13 @@ fn a_forgotten_tunnel_endpoint_is_learned_again_from_the_announcement() {
     tb.nodes[1]
         .appctl_vswitchd(["tnl/neigh/flush"])
         .expect("flush");
-    // nothing refreshes it by itself
-    std::thread::sleep(Duration::from_millis(500));
+    // forgotten right before the announcement: what node 2 knows afterwards came from it
+    let ns = tb.nodes[0].netns_path();
     assert!(
         !neighbors(&tb, 1).contains(&ip0.to_string()),
         "{}",
         neighbors(&tb, 1)
     );
-
-    let ns = tb.nodes[0].netns_path();
     let sent =
         ferrovn_dataplane::netns::run_in_netns(Some(&ns), move || tunnel_announce::announce(ip0))
             .expect("netns thread")
