@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrovn_dataplane::alloc::PodRef;
 use ferrovn_dataplane::annotate::AnnotateError;
@@ -23,9 +22,7 @@ use ferrovn_dataplane::offload::{
 use ferrovn_dataplane::report::NodeReportSink;
 use ferrovn_dataplane::sriov::pci_annotation;
 use ferrovn_hwoffload::{OffloadSettings, plan_offload_config};
-use ferrovn_testkit::fake_kube_simple::{
-    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
-};
+use ferrovn_testkit::fake_kube::{FakeApi, node_json, pod_json, status_body};
 use serde_json::{Value, json};
 
 /// A running DPDK pod as the API server returns it, with the controller's allocation.
@@ -76,15 +73,17 @@ fn vhost_info() -> VhostUserInfo {
     .expect("info")
 }
 
-fn one_pod(ns: &str, name: &str) -> FakeState {
-    let mut state = FakeState::default();
-    state.insert_pod(testpmd_pod(ns, name));
-    state
+/// A fake API server holding one DPDK pod.
+fn one_pod(ns: &str, name: &str) -> FakeApi {
+    let fake = FakeApi::new();
+    fake.apply(testpmd_pod(ns, name));
+    fake
 }
 
 #[tokio::test]
 async fn vhost_annotation_is_patched_onto_the_pod_and_removed_with_null() {
-    let (client, fake) = fake(one_pod("default", "testpmd-0"));
+    let fake = one_pod("default", "testpmd-0");
+    let client = fake.client();
     // the agent's own field: the Kubernetes sink in place of the lab's files
     let cfg = VhostConfig {
         annotations: Some(Arc::new(KubePodAnnotator::new(client))),
@@ -96,7 +95,7 @@ async fn vhost_annotation_is_patched_onto_the_pod_and_removed_with_null() {
     let p = pod("default", "testpmd-0");
     sink.annotate(&p, &set, &[]).await.expect("annotate");
 
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
         (seen[0].method.as_str(), seen[0].path.as_str()),
@@ -106,14 +105,14 @@ async fn vhost_annotation_is_patched_onto_the_pod_and_removed_with_null() {
         seen[0].content_type.as_deref(),
         Some("application/merge-patch+json")
     );
-    let body: Value = serde_json::from_slice(&seen[0].body).expect("json body");
+    let body = seen[0].body.clone().expect("json body");
     let value = serde_json::to_string(&info).expect("info json");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {"vhost-user.ferrovn.io/net1": value}}})
     );
     // on the Pod now, next to the controller's annotations; the app reads it back as it was
-    let on_pod = fake.pod_annotations("default", "testpmd-0");
+    let on_pod = fake.annotations("Pod", "default", "testpmd-0");
     let read: VhostUserInfo = serde_json::from_str(
         on_pod[annotation_key("net1").as_str()]
             .as_str()
@@ -125,25 +124,25 @@ async fn vhost_annotation_is_patched_onto_the_pod_and_removed_with_null() {
 
     // the same again (a retried ADD): nothing sent
     sink.annotate(&p, &set, &[]).await.expect("again");
-    assert_eq!(fake.seen().len(), 1);
+    assert_eq!(fake.requests().len(), 1);
 
     // removal: the key as null, nothing else
     sink.annotate(&p, &Default::default(), &[annotation_key("net1")])
         .await
         .expect("remove");
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].method, "PATCH");
     assert_eq!(
         seen[1].content_type.as_deref(),
         Some("application/merge-patch+json")
     );
-    let body: Value = serde_json::from_slice(&seen[1].body).expect("json body");
+    let body = seen[1].body.clone().expect("json body");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {"vhost-user.ferrovn.io/net1": null}}})
     );
-    let on_pod = fake.pod_annotations("default", "testpmd-0");
+    let on_pod = fake.annotations("Pod", "default", "testpmd-0");
     assert!(
         on_pod.get("vhost-user.ferrovn.io/net1").is_none(),
         "{on_pod}"
@@ -152,12 +151,13 @@ async fn vhost_annotation_is_patched_onto_the_pod_and_removed_with_null() {
 
     // set again after the removal: patched again (the remembered value went with it)
     sink.annotate(&p, &set, &[]).await.expect("re-annotate");
-    assert_eq!(fake.seen().len(), 3);
+    assert_eq!(fake.requests().len(), 3);
 }
 
 #[tokio::test]
 async fn a_changed_value_patches_only_that_key() {
-    let (client, fake) = fake(one_pod("dpdk", "app-1"));
+    let fake = one_pod("dpdk", "app-1");
+    let client = fake.client();
     let sink = KubePodAnnotator::new(client);
     let p = pod("dpdk", "app-1");
     let first: BTreeMap<String, String> = [
@@ -176,15 +176,15 @@ async fn a_changed_value_patches_only_that_key() {
         "{\"offloaded\":true}".into(),
     );
     sink.annotate(&p, &second, &[]).await.expect("second");
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let body: Value = serde_json::from_slice(&seen[1].body).expect("json");
+    let body = seen[1].body.clone().expect("json");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {"offload.ferrovn.io/net1": "{\"offloaded\":true}"}}})
     );
     assert_eq!(
-        fake.pod_annotations("dpdk", "app-1")["pci-address.ferrovn.io/net1"],
+        fake.annotations("Pod", "dpdk", "app-1")["pci-address.ferrovn.io/net1"],
         "0000:03:00.2"
     );
 }
@@ -198,24 +198,23 @@ fn pod_error(e: AnnotateError) -> String {
 
 #[tokio::test]
 async fn pod_patch_failures_name_the_pod() {
-    let fail_once = Arc::new(AtomicUsize::new(0));
-    let fails = fail_once.clone();
-    let handler: Arc<Handler> = Arc::new(move |s: &Seen, st: &mut FakeState| {
-        if s.path.ends_with("/pods/locked") {
-            status(
+    let fake = one_pod("default", "flaky");
+    fake.apply(testpmd_pod("default", "locked"));
+    fake.intercept(|r| {
+        r.path.ends_with("/pods/locked").then(|| {
+            (
                 403,
-                "Forbidden",
-                "pods \"locked\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"pods\" in API group \"\" in the namespace \"default\"",
+                status_body(
+                    403,
+                    "Forbidden",
+                    "pods \"locked\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"pods\" in API group \"\" in the namespace \"default\"",
+                ),
             )
-        } else if s.path.ends_with("/pods/flaky") && fails.fetch_add(1, Ordering::SeqCst) == 0 {
-            status(500, "InternalError", "etcdserver: request timed out")
-        } else {
-            default_handler(s, st)
-        }
+        })
     });
-    let mut state = one_pod("default", "flaky");
-    state.insert_pod(testpmd_pod("default", "locked"));
-    let (client, fake) = fake_with(state, handler);
+    // answered with 500 InternalError ("etcdserver: request timed out") once
+    fake.fail_once("PATCH", "/api/v1/namespaces/default/pods/flaky");
+    let client = fake.client();
     let sink = KubePodAnnotator::new(client);
     let set = annotations_for(&vhost_info()).expect("annotations");
 
@@ -262,14 +261,14 @@ async fn pod_patch_failures_name_the_pod() {
         .await
         .expect("retry");
     let flaky: Vec<_> = fake
-        .seen()
+        .requests()
         .into_iter()
         .filter(|s| s.path.ends_with("/pods/flaky"))
         .collect();
     assert_eq!(flaky.len(), 2, "{flaky:?}");
     assert_eq!(flaky[0].body, flaky[1].body);
     assert!(
-        fake.pod_annotations("default", "flaky")
+        fake.annotations("Pod", "default", "flaky")
             .get("vhost-user.ferrovn.io/net1")
             .is_some()
     );
@@ -277,7 +276,8 @@ async fn pod_patch_failures_name_the_pod() {
 
 #[tokio::test]
 async fn names_that_are_not_kubernetes_names_never_reach_the_server() {
-    let (client, fake) = fake(one_pod("default", "web-0"));
+    let fake = one_pod("default", "web-0");
+    let client = fake.client();
     let sink = KubePodAnnotator::new(client);
     let set = annotations_for(&vhost_info()).expect("annotations");
     for (ns, name) in [
@@ -297,7 +297,7 @@ async fn names_that_are_not_kubernetes_names_never_reach_the_server() {
             "{ns}/{name}: {msg}"
         );
     }
-    assert!(fake.seen().is_empty(), "{:?}", fake.seen());
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
 
 /// The offload outcome of a start where OVS already had the settings (after the restart the
@@ -317,7 +317,8 @@ fn offload_in_force() -> OffloadStart {
 #[tokio::test]
 async fn offload_node_annotations_patch_only_the_differing_keys() {
     // the Node as the previous start left it: restart required, with reasons
-    let (client, fake) = fake(FakeState::with_node(node_json(
+    let fake = FakeApi::new();
+    fake.apply(node_json(
         "node-a",
         "kernel",
         json!({
@@ -327,7 +328,8 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
             RESTART_REQUIRED_ANNOTATION: "true",
             RESTART_REASONS_ANNOTATION: "restart ovs-vswitchd: hw-offload false -> true"
         }),
-    )));
+    ));
+    let client = fake.client();
     let start = offload_in_force();
     assert!(!start.restart_required());
     let sink = KubeNodeSink::new(client, "node-a");
@@ -337,7 +339,7 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
         changed,
         vec![RESTART_REASONS_ANNOTATION, RESTART_REQUIRED_ANNOTATION]
     );
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(
         (seen[1].method.as_str(), seen[1].path.as_str()),
@@ -347,7 +349,7 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
         seen[1].content_type.as_deref(),
         Some("application/merge-patch+json")
     );
-    let body: Value = serde_json::from_slice(&seen[1].body).expect("json");
+    let body = seen[1].body.clone().expect("json");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {
@@ -355,7 +357,7 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
             RESTART_REASONS_ANNOTATION: ""
         }}})
     );
-    let node = fake.node();
+    let node = fake.get("Node", "", "node-a").expect("node");
     assert_eq!(
         node["metadata"]["annotations"]["ovn.kubernetes.io/chassis"],
         "node-a"
@@ -372,22 +374,22 @@ async fn offload_node_annotations_patch_only_the_differing_keys() {
             .expect("again")
             .is_empty()
     );
-    assert_eq!(fake.seen().len(), 3);
+    assert_eq!(fake.requests().len(), 3);
 }
 
 #[tokio::test]
 async fn offload_node_annotation_failures_name_the_node() {
-    let handler: Arc<Handler> = Arc::new(|s: &Seen, st: &mut FakeState| {
-        if s.method == "PATCH" {
-            status(500, "InternalError", "etcdserver: leader changed")
-        } else {
-            default_handler(s, st)
-        }
+    let fake = FakeApi::new();
+    fake.apply(node_json("node-a", "kernel", json!({})));
+    fake.intercept(|r| {
+        (r.method == "PATCH").then(|| {
+            (
+                500,
+                status_body(500, "InternalError", "etcdserver: leader changed"),
+            )
+        })
     });
-    let (client, _fake) = fake_with(
-        FakeState::with_node(node_json("node-a", "kernel", json!({}))),
-        handler,
-    );
+    let client = fake.client();
     let annotations = offload_in_force().annotations();
     let e = KubeNodeSink::new(client.clone(), "node-a")
         .publish(&annotations)

@@ -7,15 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrovn_dataplane::alloc::{AllocationError, AllocationSource, PRIMARY_PROVIDER, PodRef};
 use ferrovn_dataplane::kube_api::{KubeAllocations, KubeNodeSink, node_labels};
 use ferrovn_dataplane::report::NodeReportSink;
-use ferrovn_testkit::fake_kube_simple::{
-    FakeState, Handler, Seen, default_handler, fake, fake_with, node_json, pod_json, status,
-};
+use ferrovn_testkit::fake_kube::{FakeApi, node_json, pod_json, status_body};
 use serde_json::{Value, json};
 
 fn allocated_annotations() -> Value {
@@ -48,7 +45,8 @@ fn web0() -> PodRef {
 
 #[tokio::test]
 async fn node_sink_patches_only_the_differing_keys_then_nothing() {
-    let state = FakeState::with_node(node_json(
+    let fake = FakeApi::new();
+    fake.apply(node_json(
         "node-a",
         "userspace",
         json!({
@@ -58,7 +56,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
             "ovn.kubernetes.io/tunnel_interface": "eth1"
         }),
     ));
-    let (client, fake) = fake(state);
+    let client = fake.client();
     let sink = KubeNodeSink::new(client, "node-a");
     let desired = ann(&[
         ("ovn.kubernetes.io/chassis", "node-a"),
@@ -76,7 +74,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
             "ovn.kubernetes.io/tunnel_interface"
         ]
     );
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(
         (seen[0].method.as_str(), seen[0].path.as_str()),
@@ -90,7 +88,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
         seen[1].content_type.as_deref(),
         Some("application/merge-patch+json")
     );
-    let body: Value = serde_json::from_slice(&seen[1].body).expect("json body");
+    let body = seen[1].body.clone().expect("json body");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {
@@ -100,7 +98,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
         }}})
     );
     // the server applied it; other annotations are still there
-    let node = fake.node();
+    let node = fake.get("Node", "", "node-a").expect("node");
     assert_eq!(
         node["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"],
         "0"
@@ -113,7 +111,7 @@ async fn node_sink_patches_only_the_differing_keys_then_nothing() {
     // publishing the same again: a read, no patch
     let changed = sink.publish(&desired).await.expect("publish again");
     assert!(changed.is_empty(), "{changed:?}");
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[2].method, "GET");
 }
@@ -126,14 +124,16 @@ async fn node_sink_on_a_node_without_annotations_and_errors() {
         .as_object_mut()
         .expect("metadata")
         .remove("annotations");
-    let (client, fake) = fake(FakeState::with_node(bare));
+    let fake = FakeApi::new();
+    fake.apply(bare);
+    let client = fake.client();
     let desired = ann(&[("ovn.kubernetes.io/chassis", "node-b")]);
     let changed = KubeNodeSink::new(client.clone(), "node-b")
         .publish(&desired)
         .await
         .expect("publish");
     assert_eq!(changed, vec!["ovn.kubernetes.io/chassis"]);
-    let body: Value = serde_json::from_slice(&fake.seen()[1].body).expect("json");
+    let body = fake.requests()[1].body.clone().expect("json");
     assert_eq!(
         body,
         json!({"metadata": {"annotations": {"ovn.kubernetes.io/chassis": "node-b"}}})
@@ -146,24 +146,24 @@ async fn node_sink_on_a_node_without_annotations_and_errors() {
         .expect_err("missing node");
     assert!(e.to_string().contains("Node node-x"), "{e}");
     assert!(e.to_string().contains("not found"), "{e}");
-    assert_eq!(fake.seen().len(), 3);
+    assert_eq!(fake.requests().len(), 3);
 
     // the API server refuses the patch (RBAC): the status is in the error
-    let forbidden: Arc<Handler> = Arc::new(|s: &Seen, st: &mut FakeState| {
-        if s.method == "PATCH" {
-            status(
+    let forbidden = FakeApi::new();
+    forbidden.apply(node_json("node-a", "userspace", json!({})));
+    forbidden.intercept(|r| {
+        (r.method == "PATCH").then(|| {
+            (
                 403,
-                "Forbidden",
-                "nodes \"node-a\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"nodes\"",
+                status_body(
+                    403,
+                    "Forbidden",
+                    "nodes \"node-a\" is forbidden: User \"system:serviceaccount:kube-system:ferrovn-node\" cannot patch resource \"nodes\"",
+                ),
             )
-        } else {
-            default_handler(s, st)
-        }
+        })
     });
-    let (client, _fake) = fake_with(
-        FakeState::with_node(node_json("node-a", "userspace", json!({}))),
-        forbidden,
-    );
+    let client = forbidden.client();
     let e = KubeNodeSink::new(client, "node-a")
         .publish(&desired)
         .await
@@ -177,11 +177,13 @@ async fn node_sink_on_a_node_without_annotations_and_errors() {
 
 #[tokio::test]
 async fn node_sink_refuses_a_malformed_node_naming_the_field() {
-    let (client, fake) = fake(FakeState::with_node(node_json(
+    let fake = FakeApi::new();
+    fake.apply(node_json(
         "node-a",
         "userspace",
         json!({"ovn.kubernetes.io/chassis": {"nested": true}}),
-    )));
+    ));
+    let client = fake.client();
     let e = KubeNodeSink::new(client, "node-a")
         .publish(&ann(&[("ovn.kubernetes.io/chassis", "node-a")]))
         .await
@@ -192,16 +194,14 @@ async fn node_sink_refuses_a_malformed_node_naming_the_field() {
         "{msg}"
     );
     // nothing written on a Node we could not read
-    assert!(fake.seen().iter().all(|s| s.method == "GET"));
+    assert!(fake.requests().iter().all(|s| s.method == "GET"));
 }
 
 #[tokio::test]
 async fn node_labels_come_from_the_node() {
-    let (client, fake) = fake(FakeState::with_node(node_json(
-        "node-a",
-        "userspace",
-        json!({}),
-    )));
+    let fake = FakeApi::new();
+    fake.apply(node_json("node-a", "userspace", json!({})));
+    let client = fake.client();
     let labels = node_labels(&client, "node-a").await.expect("labels");
     assert_eq!(
         labels
@@ -209,7 +209,7 @@ async fn node_labels_come_from_the_node() {
             .map(String::as_str),
         Some("userspace")
     );
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(
         (seen[0].method.as_str(), seen[0].path.as_str()),
         ("GET", "/api/v1/nodes/node-a")
@@ -220,14 +220,14 @@ async fn node_labels_come_from_the_node() {
 
 #[tokio::test]
 async fn pod_allocation_from_the_pod_object() {
-    let mut state = FakeState::default();
-    state.insert_pod(pod_json(
+    let fake = FakeApi::new();
+    fake.apply(pod_json(
         "default",
         "web-0",
         "node-a",
         allocated_annotations(),
     ));
-    let (client, fake) = fake(state);
+    let client = fake.client();
     let src = KubeAllocations::new(client).with_min_interval(Duration::ZERO);
     let a = src
         .lookup(&web0(), PRIMARY_PROVIDER)
@@ -237,7 +237,7 @@ async fn pod_allocation_from_the_pod_object() {
     assert_eq!(a.logical_switch, "ovn-default");
     assert_eq!(a.mac.to_string(), "0a:58:0a:10:00:0c");
     assert_eq!(a.addresses, vec!["10.16.0.12/16".parse().expect("net")]);
-    let seen = fake.seen();
+    let seen = fake.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         (seen[0].method.as_str(), seen[0].path.as_str()),
@@ -250,31 +250,34 @@ async fn pod_allocation_from_the_pod_object() {
 
 #[tokio::test]
 async fn missing_pending_and_failing_pods() {
-    let mut state = FakeState::default();
+    let fake = FakeApi::new();
     // created, not yet allocated by the controller
-    state.insert_pod(pod_json(
+    fake.apply(pod_json(
         "default",
         "web-1",
         "node-a",
         json!({"kubernetes.io/psp": "restricted"}),
     ));
     // annotations of the wrong JSON type
-    state.insert_pod(pod_json(
+    fake.apply(pod_json(
         "default",
         "web-2",
         "node-a",
         json!({"ovn.kubernetes.io/allocated": true}),
     ));
-    let broken: Arc<Handler> = Arc::new(|s: &Seen, st: &mut FakeState| {
-        if s.path.ends_with("/pods/web-3") {
-            (200, "{\"kind\":\"Pod\",\"metadata\":".into())
-        } else if s.path.ends_with("/pods/web-4") {
-            status(500, "InternalError", "etcdserver: request timed out")
+    fake.intercept(|r| {
+        if r.path.ends_with("/pods/web-3") {
+            Some((200, "{\"kind\":\"Pod\",\"metadata\":".into()))
+        } else if r.path.ends_with("/pods/web-4") {
+            Some((
+                500,
+                status_body(500, "InternalError", "etcdserver: request timed out"),
+            ))
         } else {
-            default_handler(s, st)
+            None
         }
     });
-    let (client, fake) = fake_with(state, broken);
+    let client = fake.client();
     let src = KubeAllocations::new(client).with_min_interval(Duration::ZERO);
     let pod = |name: &str| PodRef {
         namespace: "default".into(),
@@ -311,15 +314,16 @@ async fn missing_pending_and_failing_pods() {
         "{msg}"
     );
     // a name that cannot be a Pod's never reaches the API server
-    let before = fake.seen().len();
+    let before = fake.requests().len();
     let msg = source_error(src.lookup(&pod("../nodes/x"), PRIMARY_PROVIDER).await);
     assert!(msg.contains("not a valid Kubernetes object name"), "{msg}");
-    assert_eq!(fake.seen().len(), before);
+    assert_eq!(fake.requests().len(), before);
 }
 
 #[tokio::test]
 async fn lookups_of_one_waiting_pod_are_spaced() {
-    let (client, fake) = fake(FakeState::default());
+    let fake = FakeApi::new();
+    let client = fake.client();
     let interval = Duration::from_millis(400);
     let src = KubeAllocations::new(client).with_min_interval(interval);
     let started = Instant::now();
@@ -327,7 +331,7 @@ async fn lookups_of_one_waiting_pod_are_spaced() {
         assert_eq!(src.lookup(&web0(), PRIMARY_PROVIDER).await, Ok(None));
     }
     // three GETs, at least two intervals apart in total
-    assert_eq!(fake.seen().len(), 3);
+    assert_eq!(fake.requests().len(), 3);
     assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
     // another pod is not held back by this one
     let other = PodRef {

@@ -9,17 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrovn_cni::protocol::{AttachmentRequest, PodIdentity, Request, Response, call};
 use ferrovn_dataplane::report::{CHASSIS_ANNOTATION, TUNNEL_INTERFACE_ANNOTATION};
-use ferrovn_testkit::fake_kube_simple::{
-    Fake, FakeState, Seen, default_handler, node_json, pod_json,
-};
+use ferrovn_testkit::fake_kube::{FakeApi, Recorded, node_json, pod_json};
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig};
@@ -29,89 +25,15 @@ use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
 
-fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size_line = String::new();
-        reader.read_line(&mut size_line)?;
-        let size = usize::from_str_radix(size_line.trim(), 16)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk)?;
-        if size == 0 {
-            return Ok(body);
-        }
-        body.extend_from_slice(&chunk[..size]);
-    }
-}
-
-/// HTTP/1.1 with keep-alive, one thread per connection.
-fn serve_connection(stream: TcpStream, api: Fake) -> std::io::Result<()> {
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut words = line.split_whitespace();
-        let method = words.next().unwrap_or_default().to_string();
-        let path = words.next().unwrap_or_default().to_string();
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-            read_chunked(&mut reader)?
-        } else {
-            let len: usize = headers
-                .get("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let mut b = vec![0; len];
-            reader.read_exact(&mut b)?;
-            b
-        };
-        let seen = Seen {
-            method,
-            path,
-            content_type: headers.get("content-type").cloned(),
-            body,
-        };
-        let (code, text) = api.answer(seen);
-        write!(
-            writer,
-            "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )?;
-        writer.flush()?;
-    }
-}
-
-/// Listens on 127.0.0.1 of `netns` (where the agent runs); returns the port.
-fn start_api(netns: &Path, api: Fake) -> u16 {
+/// Serves `api` over HTTP on 127.0.0.1 of `netns` (where the agent runs), from `rt`; returns
+/// the port.
+fn start_api(rt: &tokio::runtime::Runtime, netns: &Path, api: &FakeApi) -> u16 {
     let listener =
         ferrovn_dataplane::netns::run_in_netns(Some(netns), || TcpListener::bind("127.0.0.1:0"))
             .expect("enter netns")
             .expect("bind in netns");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let api = api.clone();
-            std::thread::spawn(move || {
-                let _ = serve_connection(stream, api);
-            });
-        }
-    });
-    port
+    let _guard = rt.enter();
+    api.serve_http_on(listener).port()
 }
 
 fn pod_object(node: &str) -> Value {
@@ -130,8 +52,8 @@ fn pod_object(node: &str) -> Value {
     )
 }
 
-fn node_annotation(api: &Fake, key: &str) -> Option<String> {
-    api.node()["metadata"]["annotations"][key]
+fn node_annotation(api: &FakeApi, name: &str, key: &str) -> Option<String> {
+    api.annotations("Node", "", name)[key]
         .as_str()
         .map(str::to_string)
 }
@@ -142,15 +64,14 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
     let central = OvnCentral::start().expect("OVN central");
     let name = format!("fv-{tag}-kb");
     let mut node = Node::start(&format!("fvt-{tag}-kb"), &NodeConfig::plain(&name)).expect("node");
-    let api = Fake::new(
-        FakeState::with_node(node_json(
-            &name,
-            "kernel",
-            json!({"node.alpha.kubernetes.io/ttl": "0"}),
-        )),
-        Arc::new(default_handler),
-    );
-    let port = start_api(&node.netns_path(), api.clone());
+    let api = FakeApi::new();
+    api.apply(node_json(
+        &name,
+        "kernel",
+        json!({"node.alpha.kubernetes.io/ttl": "0"}),
+    ));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let port = start_api(&rt, &node.netns_path(), &api);
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -182,6 +103,7 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
     assert!(
         wait_until(Duration::from_secs(20), || node_annotation(
             &api,
+            &name,
             "ferrovn.io/profile-reason"
         )
         .as_deref()
@@ -190,7 +112,7 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         node.agent_log()
     );
     assert_eq!(
-        node_annotation(&api, "ferrovn.io/profile").as_deref(),
+        node_annotation(&api, &name, "ferrovn.io/profile").as_deref(),
         Some("kernel")
     );
     // no chassis before ovn-controller registered it
@@ -201,13 +123,14 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         "{}",
         node.agent_log()
     );
-    assert_eq!(node_annotation(&api, CHASSIS_ANNOTATION), None);
+    assert_eq!(node_annotation(&api, &name, CHASSIS_ANNOTATION), None);
 
     let started = Instant::now();
     node.start_ovn_controller().expect("ovn-controller");
     assert!(
         wait_until(Duration::from_secs(30), || node_annotation(
             &api,
+            &name,
             CHASSIS_ANNOTATION
         )
         .as_deref()
@@ -220,19 +143,19 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         started.elapsed()
     );
     assert_eq!(
-        node_annotation(&api, TUNNEL_INTERFACE_ANNOTATION).as_deref(),
+        node_annotation(&api, &name, TUNNEL_INTERFACE_ANNOTATION).as_deref(),
         Some("lo")
     );
     assert_eq!(
-        node_annotation(&api, "node.alpha.kubernetes.io/ttl").as_deref(),
+        node_annotation(&api, &name, "node.alpha.kubernetes.io/ttl").as_deref(),
         Some("0"),
         "other annotations stay"
     );
 
     // every write was a merge patch of the Node; the chassis one carried only its own keys
     {
-        let seen = api.seen();
-        let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == "PATCH").collect();
+        let seen = api.requests();
+        let patches: Vec<&Recorded> = seen.iter().filter(|s| s.method == "PATCH").collect();
         assert_eq!(patches.len(), 2, "{patches:?}");
         for p in &patches {
             assert_eq!(p.path, format!("/api/v1/nodes/{name}"));
@@ -241,7 +164,7 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
                 Some("application/merge-patch+json")
             );
         }
-        let chassis_patch: Value = serde_json::from_slice(&patches[1].body).expect("json");
+        let chassis_patch = patches[1].body.clone().expect("json");
         let keys: Vec<&String> = chassis_patch["metadata"]["annotations"]
             .as_object()
             .expect("annotations")
@@ -294,8 +217,8 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
         netconf: json!({"cniVersion": "1.0.0", "name": "ovn", "type": "ferrovn-cni"}),
     });
     let add = std::thread::spawn(move || call(&sock, &request, Duration::from_secs(40)));
-    let pod_get = |api: &Fake| {
-        api.seen()
+    let pod_get = |api: &FakeApi| {
+        api.requests()
             .iter()
             .filter(|s| s.path == "/api/v1/namespaces/default/pods/web-0")
             .count()
@@ -307,10 +230,7 @@ fn cluster_mode_reads_the_api_and_patches_the_node() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let asked_at = Instant::now();
-    api.state
-        .lock()
-        .expect("lock")
-        .insert_pod(pod_object(&name));
+    api.apply(pod_object(&name));
     let response = add.join().expect("ADD thread").expect("ADD call");
     println!(
         "ADD answered {:?} after the Pod got its allocation",

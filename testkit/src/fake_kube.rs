@@ -6,7 +6,11 @@
 //! objects for 404 / 409 (shapes in `testkit/fixtures/kube/`), optimistic concurrency on PUT,
 //! JSON merge patches (RFC 7386, only with `application/merge-patch+json`), and the `/status`
 //! subresource. Every request is recorded (method, path, query, content type, body) so tests
-//! assert exactly what the controller sent.
+//! assert exactly what the controller or the node agent sent. Failures a test wants (a 403 from
+//! RBAC, a 500 from etcd, a body that is not JSON) come from [`FakeApi::intercept`] and
+//! [`FakeApi::fail_once`]. The node agent's binary reaches it over real HTTP
+//! ([`FakeApi::serve_http`], or [`FakeApi::serve_http_on`] with a listener bound inside the
+//! node's network namespace).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -217,6 +221,70 @@ struct State {
     unserved: Vec<String>,
     /// (method, path) answered once with 500 InternalError.
     fail_once: Vec<(String, String)>,
+    /// Consulted before routing; the first answer wins.
+    intercepts: Vec<Arc<Intercept>>,
+}
+
+/// A test's own answer for some requests: `Some((status, body))` answers (the body as sent,
+/// JSON or not), `None` leaves the request to the fake.
+pub type Intercept = dyn Fn(&Recorded) -> Option<(u16, String)> + Send + Sync;
+
+/// A `Status` error body as the API server sends it (e.g. for [`FakeApi::intercept`]).
+pub fn status_body(code: u16, reason: &str, message: &str) -> String {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code})
+    .to_string()
+}
+
+/// A Node as the API server returns it (trimmed status), labelled with its OVS datapath type.
+pub fn node_json(name: &str, ovs_dp_type: &str, annotations: Value) -> Value {
+    json!({
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": "5b3c8f0e-2a55-4c3e-9d0c-7f1e2b9d4a10",
+            "creationTimestamp": "2026-11-20T09:12:44Z",
+            "labels": {
+                "beta.kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "ovn.kubernetes.io/ovs_dp_type": ovs_dp_type
+            },
+            "annotations": annotations
+        },
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": "172.18.0.3"},
+                {"type": "Hostname", "address": name}
+            ],
+            "nodeInfo": {"kubeletVersion": "v1.33.1", "containerRuntimeVersion": "containerd://2.0.5",
+                "osImage": "Debian GNU/Linux 12 (bookworm)", "architecture": "amd64",
+                "kernelVersion": "6.1.0-28-amd64", "operatingSystem": "linux",
+                "machineID": "0f1e", "systemUUID": "0f1e", "bootID": "0f1e",
+                "kubeProxyVersion": ""}
+        }
+    })
+}
+
+/// A pending web Pod on `node`, with the annotations given (e.g. the controller's allocation).
+pub fn pod_json(ns: &str, name: &str, node: &str, annotations: Value) -> Value {
+    json!({
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app": "web"},
+            "annotations": annotations
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "web", "image": "nginx:1.27"}]
+        },
+        "status": {"phase": "Pending"}
+    })
 }
 
 /// The fake apiserver. Clones share state.
@@ -488,6 +556,21 @@ impl FakeApi {
             .push((method.to_string(), path.to_string()));
     }
 
+    /// Answers the requests `f` picks with its own status and body (before anything else).
+    pub fn intercept(
+        &self,
+        f: impl Fn(&Recorded) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) {
+        self.lock().intercepts.push(Arc::new(f));
+    }
+
+    /// `metadata.annotations` of an object (`Null` when it or its annotations do not exist).
+    pub fn annotations(&self, kind: &str, namespace: &str, name: &str) -> Value {
+        self.get(kind, namespace, name)
+            .map(|o| o["metadata"]["annotations"].clone())
+            .unwrap_or(Value::Null)
+    }
+
     /// Serves `plural` no more: every request gets 404, as for a CRD that is not installed.
     pub fn unserve(&self, plural: &str) {
         self.lock().unserved.push(plural.to_string());
@@ -511,6 +594,21 @@ impl FakeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
+        self.serve_listener(listener)
+    }
+
+    /// Serves over real HTTP/1.1 on a listener the caller bound (e.g. inside a network
+    /// namespace, where the listening socket stays). Call inside a Tokio runtime; the server
+    /// runs until the runtime ends.
+    pub fn serve_http_on(&self, listener: std::net::TcpListener) -> std::net::SocketAddr {
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        self.serve_listener(listener)
+    }
+
+    fn serve_listener(&self, listener: tokio::net::TcpListener) -> std::net::SocketAddr {
         let addr = listener.local_addr().expect("local addr");
         let fake = self.clone();
         tokio::spawn(async move {
@@ -572,6 +670,14 @@ impl FakeApi {
     }
 
     fn route(&self, r: &Recorded, body: Option<Value>) -> Response<FakeBody> {
+        let intercepts = self.lock().intercepts.clone();
+        if let Some((code, text)) = intercepts.iter().find_map(|f| f(r)) {
+            return Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(once(text.into_bytes()))
+                .unwrap_or_else(|_| Response::new(once(Vec::new())));
+        }
         {
             let mut st = self.lock();
             if let Some(i) = st

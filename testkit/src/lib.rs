@@ -9,7 +9,6 @@ pub mod cni;
 pub mod dpdk;
 pub mod error;
 pub mod fake_kube;
-pub mod fake_kube_simple;
 pub mod kube;
 pub mod names;
 pub mod netns;

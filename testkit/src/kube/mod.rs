@@ -190,15 +190,6 @@ pub fn binary(name: &str) -> Result<PathBuf, KubeError> {
     }
 }
 
-/// [`crate::names::free_port`] (one set of handed-out ports per process, shared with every
-/// other harness) with this module's error.
-fn free_port() -> Result<u16, KubeError> {
-    crate::names::free_port().map_err(|e| KubeError::Io {
-        what: "free port on 127.0.0.1".into(),
-        reason: e.to_string(),
-    })
-}
-
 /// What a successful command printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -373,7 +364,14 @@ impl ControlPlane {
             pki.client_cert("controller-manager", "system:kube-controller-manager", &[])?;
         let scheduler_cert = pki.client_cert("scheduler", "system:kube-scheduler", &[])?;
 
-        let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
+        // one set of handed-out ports per process, shared with every other harness
+        let port = || {
+            crate::names::free_port().map_err(|e| KubeError::Io {
+                what: "free port on 127.0.0.1".into(),
+                reason: e.to_string(),
+            })
+        };
+        let (etcd_client, etcd_peer, api_port) = (port()?, port()?, port()?);
         let server = format!("https://127.0.0.1:{api_port}");
         let write_kubeconfig = |name: &str, user: &str, pair: &CertPair| {
             let path = d.join(format!("{name}.kubeconfig"));
