@@ -18,18 +18,9 @@ use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::assert_within;
 use real_controller::{Controller, install_crds_and_rbac, path};
 
-fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
-    let o = format!("jsonpath={expr}");
-    let mut all = args.to_vec();
-    all.extend(["-o", &o]);
-    cp.kubectl(&all)
-        .map(|o| o.stdout)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn annotation(cp: &ControlPlane, ns: &str, pod: &str, key: &str) -> String {
     let expr = format!("{{.metadata.annotations.{}}}", key.replace('.', "\\."));
-    jsonpath(cp, &["-n", ns, "get", "pod", pod], &expr)
+    cp.jsonpath(&["-n", ns, "get", "pod", pod], &expr)
 }
 
 /// Pods of deploy/examples 02 and 03 (kernel pods, one with a static address) and the
@@ -183,8 +174,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
 
     // The nodes get their join-subnet address.
     for node in ["lab-dpdk", "lab-kernel"] {
-        let ip = jsonpath(
-            &cp,
+        let ip = cp.jsonpath(
             &["get", "node", node],
             "{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}",
         );
@@ -195,10 +185,9 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     assert_within(
         Duration::from_secs(30),
         "demo status v4usingIPs = 3",
-        || jsonpath(&cp, &["get", "subnet", "demo"], "{.status.v4usingIPs}") == "3",
+        || cp.jsonpath(&["get", "subnet", "demo"], "{.status.v4usingIPs}") == "3",
     );
-    let ready = jsonpath(
-        &cp,
+    let ready = cp.jsonpath(
         &["get", "subnet", "demo"],
         "{.status.conditions[?(@.type==\"Ready\")].status}",
     );
@@ -216,8 +205,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     );
 
     // It led through the Lease, and never hit a permission error.
-    let holder = jsonpath(
-        &cp,
+    let holder = cp.jsonpath(
         &["-n", "kube-system", "get", "lease", "ferrovn-controller"],
         "{.spec.holderIdentity}",
     );
@@ -269,8 +257,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         "no allocation moved or got lost over the restart"
     );
     assert_within(Duration::from_secs(30), "ctrl-a leads again", || {
-        jsonpath(
-            &cp,
+        cp.jsonpath(
             &["-n", "kube-system", "get", "lease", "ferrovn-controller"],
             "{.spec.holderIdentity}",
         ) == "ctrl-a"

@@ -284,14 +284,6 @@ fn flood(ifname: &str, frame: Vec<u8>, secs: f64) -> std::io::Result<u64> {
     }
 }
 
-fn rx_packets(ns: &Netns, ifname: &str) -> Result<u64> {
-    let out = ns.ip(["-j", "-s", "link", "show", ifname])?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j")?;
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .context("rx packets missing")
-}
-
 #[allow(clippy::too_many_arguments)]
 fn cni_add(
     plugin: &Path,
@@ -396,9 +388,9 @@ fn flood_rates(
             ferrovn_dataplane::netns::run_in_netns(Some(&path), move || flood("eth0", frame, total))
         });
         sleep(1.0);
-        let (r0, t0) = (rx_packets(to, "eth0")?, Instant::now());
+        let (r0, t0) = (to.rx_packets("eth0")?, Instant::now());
         sleep(secs() as f64);
-        let (r1, t1) = (rx_packets(to, "eth0")?, Instant::now());
+        let (r1, t1) = (to.rx_packets("eth0")?, Instant::now());
         let sent = sender
             .join()
             .map_err(|_| anyhow::anyhow!("flooder panicked"))?

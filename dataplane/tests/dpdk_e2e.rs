@@ -33,7 +33,7 @@ use ferrovn_testkit::dpdk::{
     DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
 };
 use ferrovn_testkit::error::Error;
-use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::names::{seed_u32, short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig, add_underlay_veth};
 use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
@@ -327,8 +327,8 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     let add_dpdk_pod = |name: &str, ip: &str, mac: &str, by_annotation: bool| -> DpdkPod {
         let uid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
-            rand_u32(name),
-            rand_u32(&tag)
+            seed_u32(name),
+            seed_u32(&tag)
         );
         let volume = kubelet
             .path()
@@ -572,13 +572,4 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     drop(app2);
     drop(app1);
     Ok(())
-}
-
-fn rand_u32(seed: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in seed.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
 }

@@ -35,25 +35,16 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
-    let o = format!("jsonpath={expr}");
-    let mut all = args.to_vec();
-    all.extend(["-o", &o]);
-    cp.kubectl(&all)
-        .map(|o| o.stdout)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn annotation_expr(key: &str) -> String {
     format!("{{.metadata.annotations.{}}}", key.replace('.', "\\."))
 }
 
 fn pod_annotation(cp: &ControlPlane, ns: &str, pod: &str, key: &str) -> String {
-    jsonpath(cp, &["-n", ns, "get", "pod", pod], &annotation_expr(key))
+    cp.jsonpath(&["-n", ns, "get", "pod", pod], &annotation_expr(key))
 }
 
 fn node_annotation(cp: &ControlPlane, node: &str, key: &str) -> String {
-    jsonpath(cp, &["get", "node", node], &annotation_expr(key))
+    cp.jsonpath(&["get", "node", node], &annotation_expr(key))
 }
 
 fn ann(pairs: &[(&str, &str)]) -> Annotations {

@@ -26,7 +26,7 @@ use ferrovn_testkit::dpdk::{
     DpdkRuntimeDir, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
 };
 use ferrovn_testkit::error::Error;
-use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::names::{seed_u32, short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::Node;
 use ferrovn_testkit::process::Daemon;
@@ -138,15 +138,6 @@ impl Drop for Helper {
     }
 }
 
-fn rand_u32(seed: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in seed.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
 #[test]
 fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), Error> {
     let t_start = Instant::now();
@@ -244,8 +235,8 @@ fn dpdk_pod_on_a_kernel_node_through_the_vhost_helper() -> Result<(), Error> {
     let new_pod = |name: &str, ip: &str, mac: &str| -> DpdkPod {
         let uid = format!(
             "{:08x}-0000-4000-8000-{:012x}",
-            rand_u32(name),
-            rand_u32(&tag)
+            seed_u32(name),
+            seed_u32(&tag)
         );
         let volume = kubelet
             .path()

@@ -175,13 +175,6 @@ fn crds_and_every_manifest_are_accepted_by_a_real_apiserver() {
     workloads_as_installed(&cp);
 }
 
-fn jsonpath(cp: &ControlPlane, args: &[&str], expr: &str) -> String {
-    let o = format!("jsonpath={expr}");
-    let mut all = args.to_vec();
-    all.extend(["-o", &o]);
-    cp.kubectl(&all).unwrap_or_else(|e| panic!("{e}")).stdout
-}
-
 /// deploy/ferrovn.yaml as the apiserver stored it: the controller Deployment and one node
 /// agent DaemonSet per profile, each DaemonSet placed by the `ovn.kubernetes.io/ovs_dp_type`
 /// label, with the agent's privileges and host mounts.
@@ -190,7 +183,7 @@ fn workloads_as_installed(cp: &ControlPlane) {
     let get = |kind: &str, name: &str, expr: &str| {
         let mut args = ks.to_vec();
         args.extend(["get", kind, name]);
-        jsonpath(cp, &args, expr)
+        cp.jsonpath(&args, expr)
     };
     assert_eq!(
         get(
@@ -256,8 +249,7 @@ fn workloads_as_installed(cp: &ControlPlane) {
     )
     .expect("apply three Nodes");
     // deploy/examples has Nodes too: count every Node's label
-    let labels = jsonpath(
-        cp,
+    let labels = cp.jsonpath(
         &["get", "nodes"],
         "{range .items[*]}{.metadata.labels.ovn\\.kubernetes\\.io/ovs_dp_type}{\"|\"}{end}",
     );

@@ -30,6 +30,17 @@ pub fn short_rand() -> String {
     )
 }
 
+/// A stable 32-bit hash of `seed` (FNV-1a), e.g. for pod UIDs derived from a pod name and a
+/// test tag: the same inputs give the same UID, different tests different ones.
+pub fn seed_u32(seed: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in seed.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
 /// out before (so parallel tests in one binary never get the same one).
 pub fn free_port() -> Result<u16> {

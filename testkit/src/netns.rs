@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::process::{output_of, run_cmd};
 use crate::wait::wait_until;
 
@@ -72,6 +72,11 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Packets `dev` in this namespace has received (its `stats64` rx counter).
+    pub fn rx_packets(&self, dev: &str) -> Result<u64> {
+        rx_packets(Some(&self.name), dev)
+    }
+
     /// One ping, true if answered within a second.
     pub fn ping_once(&self, dst: &str) -> bool {
         self.run(3, "ping", ["-c1", "-W1", dst]).is_ok()
@@ -82,6 +87,23 @@ impl Netns {
     pub fn ping_until(&self, dst: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.ping_once(dst))
     }
+}
+
+/// Packets `dev` has received (its `stats64` rx counter), in the namespace named `netns` or in
+/// the caller's own (`None`).
+pub fn rx_packets(netns: Option<&str>, dev: &str) -> Result<u64> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = netns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.args(["-j", "-s", "link", "show", "dev", dev]);
+    let what = format!("rx counter of {dev} (netns {netns:?})");
+    let out = output_of(&what, &mut cmd)?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Setup(format!("{what}: ip -j: {e}")))?;
+    v[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .ok_or_else(|| Error::Setup(format!("{what}: no stats64.rx.packets")))
 }
 
 impl Drop for Netns {

@@ -25,6 +25,7 @@
 
 use anyhow::{Context, Result, bail};
 use ferrovn_testkit::dpdk::pps_from_log;
+use ferrovn_testkit::netns::rx_packets;
 use ferrovn_vhost::cores::{allowed_cores, format_core_list};
 use ferrovn_vhost::dpdk::{Eal, EthPort, Mempool, register_current_thread};
 use ferrovn_vhost::helper::{Helper, HelperConfig};
@@ -111,33 +112,14 @@ impl Lab {
     }
 }
 
-/// rx packets of `dev` in `netns` ("" = this namespace).
-fn rx_packets(netns: &str, dev: &str) -> Result<u64> {
-    let mut cmd = Command::new("ip");
-    if !netns.is_empty() {
-        cmd.args(["-n", netns]);
-    }
-    let out = cmd
-        .args(["-j", "-s", "link", "show", "dev", dev])
-        .output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "ip -j -s link show dev {dev} (netns {netns:?}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .context("stats64.rx.packets")
-}
-
 /// Packets per second arriving on `dev` in `netns`, after a 1 s warm-up, over `secs`.
 fn measure(netns: &str, dev: &str, secs: f64) -> Result<f64> {
     std::thread::sleep(Duration::from_secs(1));
-    let a = rx_packets(netns, dev)?;
+    let ns = (!netns.is_empty()).then_some(netns);
+    let a = rx_packets(ns, dev)?;
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let b = rx_packets(netns, dev)?;
+    let b = rx_packets(ns, dev)?;
     Ok((b - a) as f64 / t.elapsed().as_secs_f64())
 }
 

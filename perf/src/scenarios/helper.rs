@@ -13,7 +13,7 @@
 use super::Ctx;
 use super::dpdk::{Memory, Tpmd};
 use crate::model::Measurement;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig};
 use ferrovn_testkit::ovsdb::OvnCentral;
@@ -28,16 +28,6 @@ const POD_MAC: &str = "0a:58:0a:12:00:0a";
 const POD_IP: &str = "10.18.0.10";
 const KPOD_MAC: &str = "0a:58:0a:12:00:0b";
 const KPOD_IP: &str = "10.18.0.11";
-
-fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
-    let out = ns
-        .ip(["-j", "-s", "link", "show", "dev", dev])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .context("stats64.rx.packets")
-}
 
 /// Link deleted on drop.
 struct Link(String);
@@ -147,11 +137,11 @@ fn phase(ctx: &mut Ctx, helper: &mut Helper, p: &Phase<'_>) -> Result<()> {
                 pod.send("start")?;
                 std::thread::sleep(Duration::from_secs_f64(ctx.cfg.warmup_secs + 0.5));
                 let mut out = Vec::new();
-                let mut a = rx_packets(p.sink, "eth0")?;
+                let mut a = p.sink.rx_packets("eth0")?;
                 let mut t = Instant::now();
                 for _ in 0..n {
                     std::thread::sleep(Duration::from_secs(1));
-                    let b = rx_packets(p.sink, "eth0")?;
+                    let b = p.sink.rx_packets("eth0")?;
                     out.push(b.saturating_sub(a) as f64 / t.elapsed().as_secs_f64() / 1e6);
                     a = b;
                     t = Instant::now();

@@ -672,6 +672,15 @@ impl ControlPlane {
         self.kubectl_as(&self.admin_kubeconfig, args, None)
     }
 
+    /// `kubectl <args> -o jsonpath=<expr>` as admin: its output. A failing kubectl fails the
+    /// calling test, naming the command and its stderr.
+    pub fn jsonpath(&self, args: &[&str], expr: &str) -> String {
+        let o = format!("jsonpath={expr}");
+        let mut all = args.to_vec();
+        all.extend(["-o", &o]);
+        self.kubectl(&all).unwrap_or_else(|e| panic!("{e}")).stdout
+    }
+
     /// `kubectl --kubeconfig <admin> args` with `input` on stdin (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<Output, KubeError> {
         self.kubectl_as(&self.admin_kubeconfig, args, Some(input))
