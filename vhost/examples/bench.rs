@@ -132,7 +132,10 @@ fn testpmd_pod(
     log: &str,
 ) -> Result<u32> {
     let _ = std::fs::remove_file(sock);
-    let mut cmd = Command::new("dpdk-testpmd");
+    // line-buffered stdout: the null-sink runs read its periodic stats while it runs (a file
+    // is otherwise block-buffered until exit)
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "dpdk-testpmd"]);
     cmd.args([
         &format!("--file-prefix={prefix}"),
         "--no-huge",
@@ -529,12 +532,12 @@ fn main() -> Result<()> {
                             lab.spawn(cmd, &format!("relay-testpmd-{}-{size}.log", sink.name()))?;
                         std::thread::sleep(Duration::from_secs(2));
                         let mpps = measure_sink(&lab, sink, &sink_ns, &pod_log, secs)? / 1e6;
+                        lab.stop(relay);
+                        lab.stop(pod);
                         println!(
                             "round {round} testpmd {:>9} {size:>4} B: {mpps:6.3} Mpps (io forwarding, 1 core, cpu{relay_cpu})",
                             sink.name()
                         );
-                        lab.stop(relay);
-                        lab.stop(pod);
                         mpps
                     };
                     if helper_turn {
@@ -712,16 +715,30 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The rate of one run: with the null sink what the relay takes off the pod's ring (the
-/// pod's Tx-pps over the last `secs` periods), otherwise what arrives on the veth's far end.
+/// The rate of one run, measured while it runs: with the null sink what the relay takes off
+/// the pod's ring (the pod's Tx-pps over the last `secs` complete periods), otherwise what
+/// arrives on the veth's far end.
 fn measure_sink(lab: &Lab, sink: Sink, sink_ns: &str, pod_log: &str, secs: f64) -> Result<f64> {
     match sink {
         Sink::AfPacket => measure(sink_ns, "eth0", secs),
         Sink::Null => {
-            // 1 s warm-up plus the window, plus one period: the last one may be half printed
-            std::thread::sleep(Duration::from_secs_f64(secs + 2.0));
+            // periods are counted, not seconds: the pod may still be starting. One period of
+            // warm-up, `secs` measured ones, and the one being printed (left out).
             let periods = secs.round().max(1.0) as usize;
-            Ok(pps_from_log(&lab.log(pod_log), "Tx", periods))
+            let printed = || lab.log(pod_log).matches("Tx-pps:").count();
+            let first = printed();
+            let deadline = Instant::now() + Duration::from_secs_f64(secs + 30.0);
+            while printed() < first + periods + 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let log = lab.log(pod_log);
+            let pps = pps_from_log(&log, "Tx", periods);
+            if pps <= 0.0 {
+                let tail: Vec<char> = log.chars().rev().take(2000).collect();
+                let tail: String = tail.into_iter().rev().collect();
+                eprintln!("{pod_log}: no Tx-pps; its log ends with:\n{tail}");
+            }
+            Ok(pps)
         }
     }
 }
