@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrovn_dataplane::alloc::{AllocationError, AllocationSource, PRIMARY_PROVIDER, PodRef};
@@ -348,7 +349,6 @@ async fn lookups_of_one_waiting_pod_are_spaced() {
 /// Pod's event, and the waiting costs no request at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watching_source_wakes_on_the_pods_event_without_polling() {
-    use ferrovn_testkit::fake_kube::FakeApi;
     let api = FakeApi::new();
     let mut pod = pod_json("default", "web-0", "node-a", json!({}));
     api.apply(pod.clone());
