@@ -21,6 +21,8 @@
 //! println!("{} took {:?} to start", sa.display(), cp.startup_time());
 //! ```
 
+mod forward;
+mod node;
 mod pki;
 mod process;
 
@@ -29,6 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use forward::LoopbackRelay;
+pub use node::{
+    IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image, image_tar,
+    pause_image,
+};
 pub use pki::{APISERVER_SANS, CertPair, Pki};
 use process::{Component, log_tail, stop_pid_file};
 
