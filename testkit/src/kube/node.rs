@@ -16,6 +16,10 @@
 //! runs), stops the daemons, then kills what is left of that cgroup by PID and removes the
 //! cgroups; the temp dir and the API relay go last.
 //!
+//! A kubelet writes a few machine-wide sysctls when it starts (`vm.overcommit_memory`,
+//! `kernel.panic`, `kernel.panic_on_oops`, ...): the values from before are put back when the
+//! process's last node is gone.
+//!
 //! The kubelet and the daemons reach the apiserver at the address of the control plane's
 //! kubeconfigs, `https://127.0.0.1:<port>`, through a [`LoopbackRelay`] in the node namespace.
 //! The apiserver cannot reach the kubelet (`kubectl exec` and `logs` do not work): tests read a
@@ -89,11 +93,74 @@ pub fn image_tar(file: &str) -> Result<PathBuf, KubeError> {
         } else {
             "kube-node-bins"
         };
-        Err(KubeError::MissingBinary {
-            name: format!("image {file} (make {target})"),
+        Err(KubeError::MissingNodePart {
+            name: format!("image {file}"),
             dir: dir.display().to_string(),
+            target: target.into(),
         })
     }
+}
+
+/// The machine-wide sysctls a kubelet sets when it starts (`setupKernelTunables`; with
+/// `protectKernelDefaults` it would refuse to start instead). They are not per network
+/// namespace: the values from before the first node of this process are put back when its
+/// last node is gone.
+const KUBELET_SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+/// Live nodes of this process and the sysctl values from before the first one.
+static SYSCTLS: std::sync::Mutex<(usize, Vec<(PathBuf, String)>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+fn save_sysctls() {
+    let mut g = SYSCTLS.lock().unwrap_or_else(|p| p.into_inner());
+    if g.0 == 0 {
+        g.1 = KUBELET_SYSCTLS
+            .iter()
+            .map(|k| Path::new("/proc/sys").join(k))
+            .filter_map(|p| {
+                let v = std::fs::read_to_string(&p).ok()?;
+                Some((p, v.trim().to_string()))
+            })
+            .collect();
+    }
+    g.0 += 1;
+}
+
+fn restore_sysctls() {
+    let mut g = SYSCTLS.lock().unwrap_or_else(|p| p.into_inner());
+    g.0 = g.0.saturating_sub(1);
+    if g.0 == 0 {
+        for (path, value) in g.1.drain(..) {
+            let _ = std::fs::write(&path, &value);
+        }
+    }
+}
+
+/// `Ok` if every binary a node runs is built, else an error naming the first missing one and
+/// the make target that builds it.
+pub fn check_node_binaries() -> Result<(), KubeError> {
+    for name in NODE_BINARIES {
+        if binary(name).is_err() {
+            let target = if name == "kubelet" {
+                "kube-bins"
+            } else {
+                "kube-node-bins"
+            };
+            return Err(KubeError::MissingNodePart {
+                name: name.into(),
+                dir: bin_dir().display().to_string(),
+                target: target.into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What makes one node.
@@ -126,6 +193,7 @@ pub struct KubeletNode {
     bin: PathBuf,
     dir: tempfile::TempDir,
     startup: Duration,
+    sysctls_saved: bool,
 }
 
 /// `sh -c` that puts itself into the node's pids cgroup, then runs the rest of its arguments
@@ -148,17 +216,7 @@ impl KubeletNode {
     /// installed ([`KubeletNode::install_cni`]).
     pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<KubeletNode, KubeError> {
         let t0 = Instant::now();
-        let bins = NODE_BINARIES.map(binary);
-        for b in &bins {
-            if let Err(e) = b {
-                return Err(KubeError::MissingBinary {
-                    name: format!("{e}"),
-                    dir:
-                        "run `make kube-node-bins` (containerd, runc, crictl) and `make kube-bins`"
-                            .into(),
-                });
-            }
-        }
+        check_node_binaries()?;
         let bin = bin_dir();
         let pause = image_tar("pause.tar")?;
         let dir = tempfile::Builder::new()
@@ -220,6 +278,7 @@ impl KubeletNode {
             bin,
             dir,
             startup: Duration::ZERO,
+            sysctls_saved: false,
         };
         node.wait("the node's mount namespace", START_TIMEOUT, |n| {
             ready.exists() || n.holder.check_alive().is_err()
@@ -244,6 +303,8 @@ impl KubeletNode {
 
         let kubeconfig =
             cp.client_kubeconfig(&format!("system:node:{}", spec.name), &["system:nodes"])?;
+        save_sysctls();
+        node.sysctls_saved = true;
         node.start_kubelet(cp, spec, &kubeconfig)?;
         node.wait_for_node(cp, "registered", |_| true)?;
         node.startup = t0.elapsed();
@@ -607,6 +668,9 @@ impl Drop for KubeletNode {
         // The mount namespace (and every mount in it) goes with its last process.
         self.holder.kill();
         remove_cgroups(&self.cgroup);
+        if self.sysctls_saved {
+            restore_sysctls();
+        }
         self.relay = None;
     }
 }
