@@ -363,6 +363,33 @@ fn kubelet_pod_gets_its_network_from_ferrovn_and_serves_http() {
     let client_ip = pod_field(&b.cp, "client", "{.status.podIP}");
     assert_ne!(client_ip, ip, "two pods, two addresses");
 
+    // The pod's network namespace, bind-mounted by containerd in the node's mount namespace.
+    let sandbox = ready_sandbox(&b, "web");
+    let netns = b
+        .node
+        .crictl(&[
+            "inspectp",
+            "-o",
+            "go-template",
+            "--template",
+            "{{range .info.runtimeSpec.linux.namespaces}}{{if eq .type \"network\"}}{{.path}}{{end}}{{end}}",
+            &sandbox,
+        ])
+        .expect("crictl inspectp")
+        .stdout
+        .trim()
+        .to_string();
+    let mounted = |b: &Bench| {
+        b.node
+            .mountinfo()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(netns.as_str()))
+    };
+    assert!(
+        !netns.is_empty() && mounted(&b),
+        "web's netns {netns:?} is a mount of the node"
+    );
+
     // Deleting the pod: the kubelet stops the sandbox, containerd's CNI DEL reaches the agent,
     // which removes the OVS port; the controller removes the OVN row.
     b.cp.kubectl(&[
@@ -397,6 +424,12 @@ fn kubelet_pod_gets_its_network_from_ferrovn_and_serves_http() {
             ])
             .is_ok_and(|s| s.trim().is_empty())
     });
+    wait_for(
+        &mut b,
+        Duration::from_secs(30),
+        "web's netns unmounted",
+        |b| !mounted(b),
+    );
     // The kubelet removes a stopped sandbox later (its garbage collection); stopped it is.
     let ready = b
         .node

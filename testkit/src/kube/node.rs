@@ -340,6 +340,15 @@ impl KubeletNode {
         PathBuf::from(format!("/proc/{}/ns/mnt", self.holder.pid().unwrap_or(0)))
     }
 
+    /// The mount table of the node's mount namespace (`/proc/<holder>/mountinfo`).
+    pub fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!(
+            "/proc/{}/mountinfo",
+            self.holder.pid().unwrap_or(0)
+        ))
+        .unwrap_or_default()
+    }
+
     /// Log of `kubelet`, `containerd`, or a daemon started with [`KubeletNode::spawn_daemon`].
     pub fn log_path(&self, component: &str) -> PathBuf {
         self.dir
