@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrovn_testkit::binaries::{build_workspace_binary, cni_plugin_binary};
+use ferrovn_testkit::binaries::{cni_plugin_binary, controller_binary};
 use ferrovn_testkit::kube::{ControlPlane, KubeletNode, NodeSpec, busybox_image, image_tar};
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::ovs_node::{self, NodeConfig};
@@ -44,8 +44,7 @@ struct Controller {
 
 impl Controller {
     fn spawn(kubeconfig: &Path, nb: &str, dir: &Path) -> Controller {
-        let bin = build_workspace_binary("ferrovn-control", "ferrovn-controller")
-            .expect("build ferrovn-controller");
+        let bin = controller_binary().expect("build ferrovn-controller");
         let log = dir.join("controller.log");
         let out = std::fs::File::create(&log).expect("controller log");
         let child = Command::new(bin)
