@@ -15,9 +15,9 @@ export FERROVN_DPDK_VSWITCHD ?= $(FERROVN_OVS_DIR)/bin/ovs-vswitchd-dpdk
 # dpdk-dev), headers for our bindings, debootstrap for the OVS/OVN rootfs, and network tools.
 APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootstrap \
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
-	containernetworking-plugins openssl
+	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-node-bins
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -47,12 +47,17 @@ lint: deps
 kube-bins:
 	bash deploy/kube/build.sh core
 
-## kube-e2e-bins: the upstream network e2e test binary and agnhost (same cache)
-kube-e2e-bins: kube-bins
+## kube-e2e-bins: the upstream network e2e test binary, agnhost and its image (same cache)
+kube-e2e-bins: kube-bins deps
 	bash deploy/kube/build.sh e2e
 
+## kube-node-bins: what runs under the kubelet: containerd, its runc shim, ctr, runc, crictl, and the
+## pause and busybox images (OCI tars, no registry) the tests import (same cache, a no-op once built)
+kube-node-bins: deps
+	bash deploy/kube/build.sh node
+
 ## test: install what is needed, check formatting and lints, run every test
-test: lint ovs-ovn kube-bins
+test: lint ovs-ovn kube-bins kube-node-bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the tests and the lab run, from the Go module proxy only.
 #
-#   deploy/kube/build.sh [core|e2e|print-bin-dir]
+#   deploy/kube/build.sh [core|e2e|node|print-bin-dir]
 #
 #   core  etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 #         kubelet, kube-proxy                                   (make kube-bins)
 #   e2e   the upstream network e2e test binary and agnhost     (make kube-e2e-bins)
+#   node  the container runtime under the kubelet: containerd, containerd-shim-runc-v2, ctr,
+#         runc, crictl, and the static pause binary of the sandbox image (make kube-node-bins)
 #
 # Output: ${FERROVN_CACHE:-/var/cache/ferrovn}/kube/<k8s version>/bin/, outside the repo and keyed
 # by version, with one stamp per set: a second run checks the stamp and exits, without calling go.
@@ -14,7 +16,8 @@ set -euo pipefail
 
 # The pins (and why) live in versions.env, which the Rust testkit reads too.
 # shellcheck source=deploy/kube/versions.env
-. "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/versions.env"
 
 SET=${1:-core}
 CACHE_ROOT=${FERROVN_CACHE:-/var/cache/ferrovn}
@@ -24,28 +27,63 @@ SRC=$KDIR/src
 
 CORE_BINS=(etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 E2E_BINS=(e2e-network.test agnhost)
+NODE_BINS=(containerd containerd-shim-runc-v2 ctr runc crictl pause)
 
+IMAGES=$KDIR/images
+# The images of a set, built from that set's binaries (oci-image.py; no registry, no daemon).
+# The names live under ferrovn.invalid: nothing can ever be pulled for them, the containerd
+# config pins the sandbox image by this name, and the e2e run maps its registries here
+# (docs/kubernetes.md).
+IMAGE_PREFIX=ferrovn.invalid
+WANT_IMAGES=()
 case $SET in
 core) WANT=("${CORE_BINS[@]}") ;;
-e2e) WANT=("${E2E_BINS[@]}") ;;
+e2e)
+    WANT=("${E2E_BINS[@]}")
+    WANT_IMAGES=(agnhost.tar)
+    ;;
+node)
+    WANT=("${NODE_BINS[@]}")
+    WANT_IMAGES=(pause.tar busybox.tar)
+    ;;
 print-bin-dir)
     echo "$BIN"
     exit 0
     ;;
 *)
-    echo "build.sh: unknown set '$SET' (want core, e2e or print-bin-dir)" >&2
+    echo "build.sh: unknown set '$SET' (want core, e2e, node or print-bin-dir)" >&2
     exit 2
     ;;
 esac
 
+# The busybox of the busybox image: Debian's static one (busybox-static, make deps).
+BUSYBOX=/bin/busybox
+busybox_version() {
+    if [ -x "$BUSYBOX" ] && file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked'; then
+        "$BUSYBOX" 2>&1 | head -1 | awk '{print $2}'
+    else
+        echo none
+    fi
+}
+
 # The stamp names exactly what was built, so changing a pin or the list rebuilds.
 RECIPE="set=$SET k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${WANT[*]}"
+case $SET in
+node) RECIPE="set=$SET k8s=$K8S_VERSION containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION crictl=$CRICTL_VERSION bins=${WANT[*]}" ;;
+esac
 STAMP=$BIN/.stamp-$SET
-up_to_date() {
+bins_up_to_date() {
     [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$RECIPE" ] || return 1
     local b
     for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
+# Images are written from the binaries in seconds: a missing one alone rebuilds no binary.
+IMAGE_RECIPE="$RECIPE prefix=$IMAGE_PREFIX pause=$PAUSE_VERSION agnhost=$AGNHOST_TAG busybox=$BUSYBOX_TAG/$(busybox_version) writer=$(sha256sum "$HERE/oci-image.py" | cut -c1-12)"
+images_up_to_date() {
+    local b
+    for b in "${WANT_IMAGES[@]}"; do [ -f "$IMAGES/$b.stamp" ] && [ "$(cat "$IMAGES/$b.stamp")" = "$IMAGE_RECIPE" ] || return 1; done
+}
+up_to_date() { bins_up_to_date && images_up_to_date; }
 if up_to_date; then
     echo "kube-bins ($SET): up to date in $BIN"
     exit 0
@@ -225,11 +263,100 @@ EOF
     log_time build $((t2 - t1))
 }
 
-echo "kube-bins ($SET): building $K8S_VERSION (etcd $ETCD_VERSION) into $BIN, go -p $JOBS"
-case $SET in
-core) build_core ;;
-e2e) build_e2e ;;
-esac
+# agnhost as upstream's image runs it (ENTRYPOINT /agnhost, CMD pause, the agnhost-2 link),
+# with busybox for the shell tools the e2e tests exec (upstream: alpine with curl, nc, ip).
+agnhost_image() {
+    if [ "$(busybox_version)" = none ]; then
+        echo "build.sh: the agnhost image needs a static $BUSYBOX (apt-get install busybox-static)" >&2
+        exit 1
+    fi
+    mkdir -p "$IMAGES"
+    python3 "$HERE/oci-image.py" --ref "$IMAGE_PREFIX/e2e-test-images/agnhost:$AGNHOST_TAG" \
+        --out "$IMAGES/agnhost.tar" --file "$BIN/agnhost:/agnhost" --symlink /agnhost-2:/agnhost \
+        --file "$BUSYBOX:/bin/busybox" --busybox-applets /bin \
+        --entrypoint '["/agnhost"]' --cmd '["pause"]'
+    for b in "${WANT_IMAGES[@]}"; do echo "$IMAGE_RECIPE" >"$IMAGES/$b.stamp"; done
+}
+
+# The runtime under the kubelet, each at its own module's pins: `go install mod/cmd@version`
+# builds exactly what upstream's go.mod says (none of the three has a replace directive).
+build_node() {
+    local t0 t1 t2 t3 t4
+    t0=$(now)
+    local cd_ld="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+    cd_ld="$cd_ld -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
+    # no_btrfs: the btrfs snapshotter needs cgo and libbtrfs headers; the node root is ext4
+    # (overlayfs snapshotter). no_grpc on the shim, as upstream's Makefile builds it.
+    GOBIN=$BIN go install -p "$JOBS" -trimpath -tags "no_btrfs urfave_cli_no_docs" -ldflags "$cd_ld" \
+        "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+        "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+    GOBIN=$BIN go install -p "$JOBS" -trimpath -tags "no_btrfs urfave_cli_no_docs no_grpc" -ldflags "$cd_ld" \
+        "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+    t1=$(now)
+    log_time containerd-build $((t1 - t0))
+    # runc needs cgo (its nsexec C part); seccomp needs libseccomp-dev (make deps), without it
+    # every pod asking for the RuntimeDefault profile would fail to start.
+    if ! pkg-config --exists libseccomp 2>/dev/null && [ ! -f /usr/include/seccomp.h ]; then
+        echo "build.sh: runc needs libseccomp-dev (apt-get install libseccomp-dev; make deps does)" >&2
+        exit 1
+    fi
+    CGO_ENABLED=1 GOBIN=$BIN go install -p "$JOBS" -trimpath -tags seccomp \
+        -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" \
+        "github.com/opencontainers/runc@$RUNC_VERSION"
+    t2=$(now)
+    log_time runc-build $((t2 - t1))
+    GOBIN=$BIN go install -p "$JOBS" -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+        "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+    t3=$(now)
+    log_time crictl-build $((t3 - t2))
+    # The sandbox image's payload: upstream's own pause.c (it ships in the k8s.io/kubernetes
+    # module zip), compiled static the way its Makefile does.
+    local kmod
+    kmod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    if ! command -v gcc >/dev/null; then
+        echo "build.sh: the pause binary needs gcc and libc6-dev (apt-get install gcc libc6-dev)" >&2
+        exit 1
+    fi
+    gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-ferrovn" \
+        -o "$BIN/pause" "$kmod/build/pause/linux/pause.c"
+    strip "$BIN/pause"
+    t4=$(now)
+    log_time pause-build $((t4 - t3))
+    log_time total $((t4 - t0))
+}
+
+node_images() {
+    if [ "$(busybox_version)" = none ]; then
+        echo "build.sh: the busybox image needs a static $BUSYBOX (apt-get install busybox-static)" >&2
+        exit 1
+    fi
+    mkdir -p "$IMAGES"
+    # pause as upstream's image has it: the binary alone, as nobody.
+    python3 "$HERE/oci-image.py" --ref "$IMAGE_PREFIX/pause:$PAUSE_VERSION" \
+        --out "$IMAGES/pause.tar" --file "$BIN/pause:/pause" \
+        --entrypoint '["/pause"]' --user 65535:65535
+    python3 "$HERE/oci-image.py" --ref "$IMAGE_PREFIX/e2e-test-images/busybox:$BUSYBOX_TAG" \
+        --out "$IMAGES/busybox.tar" --file "$BUSYBOX:/bin/busybox" --busybox-applets /bin \
+        --cmd '["sh"]'
+    for b in "${WANT_IMAGES[@]}"; do echo "$IMAGE_RECIPE" >"$IMAGES/$b.stamp"; done
+}
+
+if bins_up_to_date; then
+    echo "kube-bins ($SET): binaries up to date, writing the images into $IMAGES"
+    case $SET in
+    e2e) agnhost_image ;;
+    node) node_images ;;
+    esac
+else
+    echo "kube-bins ($SET): building $K8S_VERSION into $BIN, go -p $JOBS"
+    case $SET in
+    core) build_core ;;
+    e2e) build_e2e && agnhost_image ;;
+    node) build_node && node_images ;;
+    esac
+fi
 for b in "${WANT[@]}"; do
     [ -x "$BIN/$b" ] || {
         echo "build.sh: $BIN/$b missing after the build" >&2

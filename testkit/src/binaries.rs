@@ -29,6 +29,17 @@ pub fn agent_binary() -> Result<PathBuf> {
         .map_err(Error::Build)
 }
 
+/// Path of the `ferrovn-controller` binary of this workspace (built on first use, once per
+/// process: parallel tests share one build).
+pub fn controller_binary() -> Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_workspace_binary("ferrovn-control", "ferrovn-controller"))
+        .clone()
+        .map_err(Error::Build)
+}
+
 /// Builds `bin` of `package` with the profile of the calling test/example
 /// (`cargo build -p <package> --bin <bin>`), returning its path in the shared target dir.
 pub fn build_workspace_binary(package: &str, bin: &str) -> std::result::Result<PathBuf, String> {

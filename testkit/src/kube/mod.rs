@@ -21,6 +21,8 @@
 //! println!("{} took {:?} to start", sa.display(), cp.startup_time());
 //! ```
 
+mod forward;
+mod node;
 mod pki;
 mod process;
 
@@ -29,6 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use forward::LoopbackRelay;
+pub use node::{
+    IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image,
+    check_node_binaries, image_tar, pause_image,
+};
 pub use pki::{APISERVER_SANS, CertPair, Pki};
 use process::{Component, log_tail, stop_pid_file};
 
@@ -118,6 +125,15 @@ pub enum KubeError {
          or point FERROVN_KUBE_BIN at a directory that has it"
     )]
     MissingBinary { name: String, dir: String },
+    #[error(
+        "{name} not found in {dir}: run `make {target}` (deploy/kube/build.sh builds it), \
+         or point FERROVN_KUBE_BIN at a directory that has it"
+    )]
+    MissingNodePart {
+        name: String,
+        dir: String,
+        target: String,
+    },
     #[error("cannot run {program}: {reason}")]
     Spawn { program: String, reason: String },
     #[error("`{command}` failed ({status}): {stderr}")]

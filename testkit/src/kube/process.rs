@@ -23,6 +23,7 @@ pub(crate) struct Component {
     name: String,
     program: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     /// Detached: the PID file it is recorded in; never killed on drop.
@@ -45,6 +46,7 @@ impl Component {
             name: name.into(),
             program: program.into(),
             args,
+            env: Vec::new(),
             log,
             child: None,
             pid_file,
@@ -52,6 +54,43 @@ impl Component {
         };
         c.start()?;
         Ok(c)
+    }
+
+    /// Like [`Component::spawn`] (a child of the test, not detached), with `env` added to the
+    /// inherited environment.
+    pub(crate) fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Result<Component, KubeError> {
+        let mut c = Component {
+            name: name.into(),
+            program: program.into(),
+            args,
+            env: env.to_vec(),
+            log,
+            child: None,
+            pid_file: None,
+            adopted: None,
+        };
+        c.start()?;
+        Ok(c)
+    }
+
+    /// A component not started yet (its place in a struct until it is).
+    pub(crate) fn idle(name: &str) -> Component {
+        Component {
+            name: name.into(),
+            program: PathBuf::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            log: PathBuf::new(),
+            child: None,
+            pid_file: None,
+            adopted: None,
+        }
     }
 
     /// A detached component another process started: its PID from `pid_file` (`None` if the
@@ -62,6 +101,7 @@ impl Component {
             name: name.into(),
             program: PathBuf::new(),
             args: Vec::new(),
+            env: Vec::new(),
             log,
             child: None,
             pid_file: Some(pid_file),
@@ -89,6 +129,7 @@ impl Component {
         }
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

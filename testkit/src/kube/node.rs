@@ -1,0 +1,863 @@
+//! A real Kubernetes node for one test: containerd (CRI) and a kubelet, built by
+//! `make kube-node-bins` and `make kube-bins`, registered with a [`ControlPlane`].
+//!
+//! The node lives in a network namespace the caller owns (a lab-style node namespace, e.g. the
+//! one of a [`crate::ovs_node::Node`]) and in a mount namespace of its own, held by a sleeping
+//! process: `/` is made rshared inside it (this machine's root mount is private; runc and the
+//! kubelet's volume mounts want shared propagation), and tmpfs covers `/run/containerd` (the
+//! shims' sockets) and `/var/log` (the kubelet's container log links), so nothing of the node
+//! is seen outside it, and every mount goes away with its last process. containerd's root,
+//! state, socket, CNI directories and the kubelet's root dir are in a private temp dir; the
+//! kubelet's cgroup root is `/ferrovn-<tag>` in every cgroup v1 hierarchy.
+//!
+//! Every process of the node (the holder, containerd, the shims, the kubelet, the pods, and the
+//! daemons a test starts with [`KubeletNode::spawn_daemon`], e.g. the node agent) sits in the
+//! `pids` cgroup `/ferrovn-<tag>`: tear-down removes the pods through the CRI (so the CNI DEL
+//! runs), stops the daemons, then kills what is left of that cgroup by PID and removes the
+//! cgroups; the temp dir and the API relay go last.
+//!
+//! A kubelet writes a few machine-wide sysctls when it starts (`vm.overcommit_memory`,
+//! `kernel.panic`, `kernel.panic_on_oops`, ...): the values from before are put back when the
+//! process's last node is gone.
+//!
+//! The kubelet and the daemons reach the apiserver at the address of the control plane's
+//! kubeconfigs, `https://127.0.0.1:<port>`, through a [`LoopbackRelay`] in the node namespace.
+//! The apiserver cannot reach the kubelet (`kubectl exec` and `logs` do not work): tests read a
+//! pod's result from its status (a termination message) instead.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::forward::LoopbackRelay;
+use super::process::{Component, log_tail};
+use super::{ControlPlane, KubeError, Output, bin_dir, binary, io_err, pinned_version, run};
+
+/// The binaries [`KubeletNode::start`] needs from the kube cache.
+pub const NODE_BINARIES: [&str; 6] = [
+    "kubelet",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "ctr",
+    "crictl",
+];
+
+/// How long containerd and the kubelet may take to start, each.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The cgroup v1 hierarchies the node's cgroup root is created in (the kubelet wants it in
+/// each one it uses; `unified` is cleaned up too, runc may create there on hybrid hosts).
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The image names: under `ferrovn.invalid`, where nothing can be pulled from.
+pub const IMAGE_PREFIX: &str = "ferrovn.invalid";
+
+/// The sandbox image containerd pins (`<prefix>/pause:<PAUSE_VERSION>`).
+pub fn pause_image() -> String {
+    format!(
+        "{IMAGE_PREFIX}/pause:{}",
+        pinned_version("PAUSE_VERSION").unwrap_or("unknown")
+    )
+}
+
+/// The busybox image (Debian's static busybox, every applet linked in /bin).
+pub fn busybox_image() -> String {
+    format!(
+        "{IMAGE_PREFIX}/e2e-test-images/busybox:{}",
+        pinned_version("BUSYBOX_TAG").unwrap_or("unknown")
+    )
+}
+
+/// The agnhost image (`make kube-e2e-bins`).
+pub fn agnhost_image() -> String {
+    format!(
+        "{IMAGE_PREFIX}/e2e-test-images/agnhost:{}",
+        pinned_version("AGNHOST_TAG").unwrap_or("unknown")
+    )
+}
+
+/// The OCI tar `file` (`pause.tar`, `busybox.tar`, `agnhost.tar`) that build.sh wrote next to
+/// the binaries, or an error naming the make target that writes it.
+pub fn image_tar(file: &str) -> Result<PathBuf, KubeError> {
+    let dir = bin_dir()
+        .parent()
+        .map(|d| d.join("images"))
+        .unwrap_or_else(|| PathBuf::from("images"));
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        let target = if file == "agnhost.tar" {
+            "kube-e2e-bins"
+        } else {
+            "kube-node-bins"
+        };
+        Err(KubeError::MissingNodePart {
+            name: format!("image {file}"),
+            dir: dir.display().to_string(),
+            target: target.into(),
+        })
+    }
+}
+
+/// The machine-wide sysctls a kubelet sets when it starts (`setupKernelTunables`; with
+/// `protectKernelDefaults` it would refuse to start instead). They are not per network
+/// namespace: the values from before the first node of this process are put back when its
+/// last node is gone.
+const KUBELET_SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+/// Live nodes of this process and the sysctl values from before the first one.
+static SYSCTLS: std::sync::Mutex<(usize, Vec<(PathBuf, String)>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+fn save_sysctls() {
+    let mut g = SYSCTLS.lock().unwrap_or_else(|p| p.into_inner());
+    if g.0 == 0 {
+        g.1 = KUBELET_SYSCTLS
+            .iter()
+            .map(|k| Path::new("/proc/sys").join(k))
+            .filter_map(|p| {
+                let v = std::fs::read_to_string(&p).ok()?;
+                Some((p, v.trim().to_string()))
+            })
+            .collect();
+    }
+    g.0 += 1;
+}
+
+fn restore_sysctls() {
+    let mut g = SYSCTLS.lock().unwrap_or_else(|p| p.into_inner());
+    g.0 = g.0.saturating_sub(1);
+    if g.0 == 0 {
+        for (path, value) in g.1.drain(..) {
+            let _ = std::fs::write(&path, &value);
+        }
+    }
+}
+
+/// `Ok` if every binary a node runs is built, else an error naming the first missing one and
+/// the make target that builds it.
+pub fn check_node_binaries() -> Result<(), KubeError> {
+    for name in NODE_BINARIES {
+        if binary(name).is_err() {
+            let target = if name == "kubelet" {
+                "kube-bins"
+            } else {
+                "kube-node-bins"
+            };
+            return Err(KubeError::MissingNodePart {
+                name: name.into(),
+                dir: bin_dir().display().to_string(),
+                target: target.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What makes one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// The Node's name (kubelet `--hostname-override`).
+    pub name: String,
+    /// The network namespace the node runs in (`/var/run/netns/<name>`).
+    pub netns: PathBuf,
+    /// The node's InternalIP: added to the namespace's `lo` as a /32 (kubelet `--node-ip`).
+    pub node_ip: String,
+    /// Labels the kubelet registers the Node with (`--node-labels`).
+    pub labels: Vec<(String, String)>,
+    /// OCI tars imported into containerd's `k8s.io` namespace before the kubelet starts; the
+    /// sandbox image is always imported.
+    pub images: Vec<PathBuf>,
+}
+
+/// A running node. See the module docs.
+#[derive(Debug)]
+pub struct KubeletNode {
+    name: String,
+    kubelet: Component,
+    daemons: Vec<Component>,
+    containerd: Component,
+    holder: Component,
+    relay: Option<LoopbackRelay>,
+    cgroup: String,
+    netns: PathBuf,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    startup: Duration,
+    sysctls_saved: bool,
+}
+
+/// `sh -c` that puts itself into the node's pids cgroup, then runs the rest of its arguments
+/// inside the node's mount and network namespaces.
+const ENTER: &str = "cg=$1; mnt=$2; net=$3; shift 3; echo $$ > \"$cg\" && \
+                     exec nsenter --mount=\"$mnt\" --net=\"$net\" -- \"$@\"";
+
+/// The holder: in the node's pids cgroup and network namespace, a new mount namespace whose
+/// mounts stay inside it; `$3` marks it ready.
+const HOLDER: &str = "cg=$1; net=$2; ready=$3; echo $$ > \"$cg\" && \
+    exec nsenter --net=\"$net\" -- unshare --mount --propagation private -- sh -c '\
+    mount --make-rshared / && mkdir -p /run/containerd && \
+    mount -t tmpfs -o mode=0755 ferrovn-node /run/containerd && \
+    mount -t tmpfs -o mode=0755 ferrovn-node /var/log && \
+    touch \"$0\" && exec sleep 2147483647' \"$ready\"";
+
+impl KubeletNode {
+    /// Starts containerd (importing the images) and the kubelet of `spec` against `cp`; returns
+    /// once the kubelet has registered the Node. The Node is NotReady until a CNI config is
+    /// installed ([`KubeletNode::install_cni`]).
+    pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<KubeletNode, KubeError> {
+        let t0 = Instant::now();
+        check_node_binaries()?;
+        let bin = bin_dir();
+        let pause = image_tar("pause.tar")?;
+        let dir = tempfile::Builder::new()
+            .prefix("ferrovn-kubelet-")
+            .tempdir()
+            .map_err(io_err("temp dir"))?;
+        let d = dir.path().to_path_buf();
+        for sub in [
+            "logs",
+            "cni/bin",
+            "cni/net.d",
+            "kubelet",
+            "pod-logs",
+            "containerd",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).map_err(io_err(format!("mkdir {sub}")))?;
+        }
+        let tag = crate::names::unique_tag();
+        let cgroup = format!("ferrovn-{tag}");
+        create_cgroups(&cgroup)?;
+        let procs = Path::new(CGROUP_ROOT)
+            .join("pids")
+            .join(&cgroup)
+            .join("cgroup.procs");
+        let s = |p: &Path| p.display().to_string();
+
+        // From here on, a failure drops what was started so far (the holder first of all).
+        let ready = d.join("holder.ready");
+        let holder = Component::spawn_with_env(
+            "mount-namespace holder",
+            Path::new("/bin/sh"),
+            vec![
+                "-c".into(),
+                HOLDER.into(),
+                "sh".into(),
+                s(&procs),
+                s(&spec.netns),
+                s(&ready),
+            ],
+            &[],
+            d.join("logs/holder.log"),
+        );
+        let holder = match holder {
+            Ok(h) => h,
+            Err(e) => {
+                remove_cgroups(&cgroup);
+                return Err(e);
+            }
+        };
+        let mut node = KubeletNode {
+            name: spec.name.clone(),
+            kubelet: Component::idle("kubelet"),
+            daemons: Vec::new(),
+            containerd: Component::idle("containerd"),
+            holder,
+            relay: None,
+            cgroup,
+            netns: spec.netns.clone(),
+            bin,
+            dir,
+            startup: Duration::ZERO,
+            sysctls_saved: false,
+        };
+        node.wait("the node's mount namespace", START_TIMEOUT, |n| {
+            ready.exists() || n.holder.check_alive().is_err()
+        })?;
+        node.holder.check_alive()?;
+
+        node.run_in(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/32", spec.node_ip),
+            "dev",
+            "lo",
+        ])?;
+        let port = server_port(cp.server())?;
+        node.relay = Some(LoopbackRelay::start(&spec.netns, port)?);
+
+        node.start_containerd()?;
+        for image in std::iter::once(&pause).chain(&spec.images) {
+            node.ctr(&["images", "import", &s(image)])?;
+        }
+
+        let kubeconfig =
+            cp.client_kubeconfig(&format!("system:node:{}", spec.name), &["system:nodes"])?;
+        save_sysctls();
+        node.sysctls_saved = true;
+        node.start_kubelet(cp, spec, &kubeconfig)?;
+        node.wait_for_node(cp, "registered", |_| true)?;
+        node.startup = t0.elapsed();
+        Ok(node)
+    }
+
+    /// How long [`KubeletNode::start`] took, to the Node's registration.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The private temp dir (logs in `logs/`, the kubelet's root dir in `kubelet/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The containerd socket (`crictl`, `ctr`).
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// The kubelet's root dir (pod volumes under `pods/<uid>/volumes`).
+    pub fn kubelet_root(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+
+    /// The node's mount namespace (`/proc/<holder>/ns/mnt`).
+    pub fn mount_ns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/mnt", self.holder.pid().unwrap_or(0)))
+    }
+
+    /// The mount table of the node's mount namespace (`/proc/<holder>/mountinfo`).
+    pub fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!(
+            "/proc/{}/mountinfo",
+            self.holder.pid().unwrap_or(0)
+        ))
+        .unwrap_or_default()
+    }
+
+    /// Log of `kubelet`, `containerd`, or a daemon started with [`KubeletNode::spawn_daemon`].
+    pub fn log_path(&self, component: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("logs")
+            .join(format!("{component}.log"))
+    }
+
+    /// Installs the CNI config `conflist` (file `name`, e.g. `10-ferrovn.conflist`) and the
+    /// plugin binaries (`(name in bin_dir, source path)`): containerd then reports the network
+    /// ready and the kubelet makes the Node Ready.
+    pub fn install_cni(
+        &self,
+        name: &str,
+        conflist: &str,
+        plugins: &[(&str, &Path)],
+    ) -> Result<(), KubeError> {
+        let d = self.dir.path().join("cni");
+        for (bin_name, source) in plugins {
+            let dest = d.join("bin").join(bin_name);
+            std::fs::copy(source, &dest).map_err(io_err(format!(
+                "copy {} to {}",
+                source.display(),
+                dest.display()
+            )))?;
+        }
+        // Written in place, in one write: containerd reloads its CNI config on a Write event in
+        // the directory and ignores Create, so a file renamed into place would go unnoticed
+        // until its restart (an install-cni init container writes it the same way).
+        let path = d.join("net.d").join(name);
+        std::fs::write(&path, conflist).map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// Waits until the Node's Ready condition is True.
+    pub fn wait_ready(&mut self, cp: &ControlPlane, timeout: Duration) -> Result<(), KubeError> {
+        let name = self.name.clone();
+        let waited = self.wait("the Node to be Ready", timeout, |n| {
+            n.kubelet.check_alive().is_err()
+                || cp
+                    .kubectl(&[
+                        "get",
+                        "node",
+                        &name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ])
+                    .is_ok_and(|o| o.stdout.trim() == "True")
+        });
+        if let Err(KubeError::Timeout {
+            what,
+            after,
+            log,
+            log_tail: kubelet_tail,
+        }) = waited
+        {
+            // NotReady is mostly the runtime's network: containerd says why.
+            let containerd = self.log_path("containerd");
+            let cni: Vec<String> = std::fs::read_to_string(&containerd)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("cni") || l.contains("CNI"))
+                .map(String::from)
+                .collect();
+            let cni = cni[cni.len().saturating_sub(10)..].join("\n");
+            return Err(KubeError::Timeout {
+                what,
+                after,
+                log,
+                log_tail: format!(
+                    "{kubelet_tail}\n--- {} (CNI lines):\n{cni}",
+                    containerd.display()
+                ),
+            });
+        }
+        waited?;
+        self.kubelet.check_alive()
+    }
+
+    /// Starts `program args` (with `env`) inside the node's namespaces and pids cgroup, log in
+    /// `logs/<name>.log`; it is stopped on tear-down after the pods are gone (a node agent must
+    /// outlive them: their CNI DELs go to it).
+    pub fn spawn_daemon(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<u32, KubeError> {
+        let mut all = self.enter_args();
+        all.push(program.display().to_string());
+        all.extend(args.iter().cloned());
+        let c =
+            Component::spawn_with_env(name, Path::new("/bin/sh"), all, env, self.log_path(name))?;
+        let pid = c.pid().unwrap_or(0);
+        self.daemons.push(c);
+        Ok(pid)
+    }
+
+    /// `Err` with its log if a daemon of [`KubeletNode::spawn_daemon`] exited.
+    pub fn check_daemons(&mut self) -> Result<(), KubeError> {
+        for d in &mut self.daemons {
+            d.check_alive()?;
+        }
+        self.kubelet.check_alive()?;
+        self.containerd.check_alive()
+    }
+
+    /// `crictl args` against this node's containerd.
+    pub fn crictl(&self, args: &[&str]) -> Result<Output, KubeError> {
+        let ep = format!("unix://{}", self.containerd_socket().display());
+        let mut all = vec!["--runtime-endpoint", ep.as_str(), "--timeout", "30s"];
+        all.extend_from_slice(args);
+        self.run_in_with(&self.bin.join("crictl"), &all)
+    }
+
+    /// `ctr -n k8s.io args` against this node's containerd.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output, KubeError> {
+        let sock = self.containerd_socket().display().to_string();
+        let mut all = vec!["--address", sock.as_str(), "-n", "k8s.io"];
+        all.extend_from_slice(args);
+        self.run_in_with(&self.bin.join("ctr"), &all)
+    }
+
+    /// Runs `args[0] args[1..]` inside the node's mount and network namespaces.
+    pub fn run_in(&self, args: &[&str]) -> Result<Output, KubeError> {
+        let Some((program, rest)) = args.split_first() else {
+            return Err(KubeError::Io {
+                what: "run_in".into(),
+                reason: "no program".into(),
+            });
+        };
+        self.run_in_with(Path::new(program), rest)
+    }
+
+    fn run_in_with(&self, program: &Path, args: &[&str]) -> Result<Output, KubeError> {
+        let mnt = format!("--mount={}", self.mount_ns().display());
+        let net = format!("--net={}", self.netns.display());
+        let prog = program.display().to_string();
+        let mut all = vec!["-k", "5", "120", "nsenter", &mnt, &net, "--", &prog];
+        all.extend_from_slice(args);
+        run(Path::new("timeout"), &all, None)
+    }
+
+    /// Kills the kubelet (SIGKILL) and starts it again with the same flags; returns at once.
+    pub fn restart_kubelet(&mut self) -> Result<(), KubeError> {
+        self.kubelet.kill();
+        self.kubelet.restart()
+    }
+
+    /// PID of the kubelet.
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.pid()
+    }
+
+    /// PIDs of every process in the node's pids cgroup (runtime, kubelet, daemons, pods).
+    pub fn pids(&self) -> Vec<u32> {
+        cgroup_pids(&Path::new(CGROUP_ROOT).join("pids").join(&self.cgroup))
+    }
+
+    /// The node's cgroup root (`/ferrovn-<tag>`).
+    pub fn cgroup_root(&self) -> String {
+        format!("/{}", self.cgroup)
+    }
+
+    fn enter_args(&self) -> Vec<String> {
+        let procs = Path::new(CGROUP_ROOT)
+            .join("pids")
+            .join(&self.cgroup)
+            .join("cgroup.procs");
+        vec![
+            "-c".into(),
+            ENTER.into(),
+            "sh".into(),
+            procs.display().to_string(),
+            self.mount_ns().display().to_string(),
+            self.netns.display().to_string(),
+        ]
+    }
+
+    fn start_containerd(&mut self) -> Result<(), KubeError> {
+        let d = self.dir.path().to_path_buf();
+        let config = d.join("containerd.toml");
+        std::fs::write(&config, containerd_config(&d, &self.bin))
+            .map_err(io_err(format!("write {}", config.display())))?;
+        let mut args = self.enter_args();
+        args.extend([
+            self.bin.join("containerd").display().to_string(),
+            format!("--config={}", config.display()),
+        ]);
+        self.containerd = Component::spawn_with_env(
+            "containerd",
+            Path::new("/bin/sh"),
+            args,
+            &[("PATH".into(), path_with(&self.bin))],
+            self.log_path("containerd"),
+        )?;
+        self.wait("containerd's CRI", START_TIMEOUT, |n| {
+            n.containerd.check_alive().is_err() || n.crictl(&["info"]).is_ok()
+        })?;
+        self.containerd.check_alive()
+    }
+
+    fn start_kubelet(
+        &mut self,
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        kubeconfig: &Path,
+    ) -> Result<(), KubeError> {
+        let d = self.dir.path().to_path_buf();
+        let resolv = d.join("resolv.conf");
+        // Cluster DNS only: a pod never gets the host's (uplink) resolver.
+        std::fs::write(&resolv, "nameserver 10.96.0.10\n").map_err(io_err("write resolv.conf"))?;
+        let config = d.join("kubelet.yaml");
+        std::fs::write(
+            &config,
+            kubelet_config(&d, cp.ca_cert(), &self.cgroup, &resolv),
+        )
+        .map_err(io_err(format!("write {}", config.display())))?;
+        let mut args = self.enter_args();
+        args.extend([
+            self.bin.join("kubelet").display().to_string(),
+            format!("--config={}", config.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--root-dir={}", d.join("kubelet").display()),
+            format!("--hostname-override={}", spec.name),
+            format!("--node-ip={}", spec.node_ip),
+            "--v=2".into(),
+        ]);
+        if !spec.labels.is_empty() {
+            let labels: Vec<String> = spec
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            args.push(format!("--node-labels={}", labels.join(",")));
+        }
+        self.kubelet = Component::spawn_with_env(
+            "kubelet",
+            Path::new("/bin/sh"),
+            args,
+            &[("PATH".into(), path_with(&self.bin))],
+            self.log_path("kubelet"),
+        )?;
+        Ok(())
+    }
+
+    fn wait_for_node(
+        &mut self,
+        cp: &ControlPlane,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> Result<(), KubeError> {
+        let name = self.name.clone();
+        self.wait(&format!("Node {name} {what}"), START_TIMEOUT, |n| {
+            n.kubelet.check_alive().is_err()
+                || cp
+                    .kubectl(&["get", "node", &name, "-o", "name"])
+                    .is_ok_and(|o| check(o.stdout.trim()))
+        })?;
+        self.kubelet.check_alive()
+    }
+
+    /// Polls `done` until true; a timeout carries the kubelet's (or containerd's) log tail.
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&mut KubeletNode) -> bool,
+    ) -> Result<(), KubeError> {
+        let start = Instant::now();
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                let log = if self.kubelet.pid().is_some() {
+                    self.log_path("kubelet")
+                } else {
+                    self.log_path("containerd")
+                };
+                return Err(KubeError::Timeout {
+                    what: what.into(),
+                    after: timeout,
+                    log: log.display().to_string(),
+                    log_tail: log_tail(&log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for KubeletNode {
+    fn drop(&mut self) {
+        // The kubelet first: it would recreate what is removed next.
+        self.kubelet.stop();
+        // Pods through the CRI while containerd and the node agent run: each sandbox's CNI DEL
+        // reaches the agent, which removes its port.
+        if self.containerd.check_alive().is_ok() {
+            let _ = self.crictl(&["rmp", "--force", "--all"]);
+        }
+        for d in self.daemons.iter_mut().rev() {
+            d.stop();
+        }
+        self.containerd.stop();
+        // Whatever is left (shims, container processes) by PID, from our own cgroup.
+        let pids_dir = Path::new(CGROUP_ROOT).join("pids").join(&self.cgroup);
+        let start = Instant::now();
+        loop {
+            let pids = cgroup_pids(&pids_dir);
+            let holder = self.holder.pid();
+            let others: Vec<u32> = pids.into_iter().filter(|p| Some(*p) != holder).collect();
+            if others.is_empty() || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            for pid in others {
+                if let Ok(pid) = libc::pid_t::try_from(pid) {
+                    // SAFETY: plain syscall; the PID was read from this node's own cgroup.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The mount namespace (and every mount in it) goes with its last process.
+        self.holder.kill();
+        remove_cgroups(&self.cgroup);
+        if self.sysctls_saved {
+            restore_sysctls();
+        }
+        self.relay = None;
+    }
+}
+
+/// The port of `https://127.0.0.1:<port>`.
+fn server_port(server: &str) -> Result<u16, KubeError> {
+    server
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| KubeError::Io {
+            what: format!("apiserver URL {server}"),
+            reason: "no port".into(),
+        })
+}
+
+fn path_with(bin: &Path) -> String {
+    let mut p = bin.display().to_string();
+    if let Some(rest) = std::env::var_os("PATH") {
+        let _ = write!(p, ":{}", rest.to_string_lossy());
+    }
+    p
+}
+
+/// containerd 2.x (config version 3) with this machine's workarounds:
+/// `restrict_oom_score_adj` (no CAP_SYS_RESOURCE: the sandbox's -998 would be refused),
+/// no AppArmor, no hugetlb controller (it is on the v2 mount only), netns mounts under the
+/// state dir (the node agent, in the same mount namespace, opens them), the loopback
+/// interface brought up by containerd itself (no `loopback` plugin binary needed).
+fn containerd_config(d: &Path, bin: &Path) -> String {
+    let p = |s: &str| d.join(s).display().to_string();
+    format!(
+        r#"version = 3
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "{sock}"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{pause}"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  tolerate_missing_hugetlb_controller = true
+  disable_hugetlb_controller = true
+  netns_mounts_under_state_dir = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{cni_bin}"]
+    conf_dir = "{cni_conf}"
+    use_internal_loopback = true
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"#,
+        root = p("containerd/root"),
+        state = p("containerd/state"),
+        sock = p("containerd.sock"),
+        pause = pause_image(),
+        runc = bin.join("runc").display(),
+        cni_bin = p("cni/bin"),
+        cni_conf = p("cni/net.d"),
+    )
+}
+
+/// The kubelet with this machine's workarounds: cgroup v1 allowed (`failCgroupV1: false`),
+/// swap tolerated, cgroupfs driver under a cgroup root of its own, low eviction thresholds
+/// and no image GC (the images cannot be pulled back), webhook authn/authz against the
+/// apiserver.
+fn kubelet_config(d: &Path, ca: &Path, cgroup: &str, resolv: &Path) -> String {
+    format!(
+        r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://{sock}
+imageServiceEndpoint: unix://{sock}
+cgroupDriver: cgroupfs
+cgroupRoot: /{cgroup}
+failCgroupV1: false
+failSwapOn: false
+address: 127.0.0.1
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {{enabled: false}}
+  webhook: {{enabled: true}}
+  x509: {{clientCAFile: {ca}}}
+authorization: {{mode: Webhook}}
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
+resolvConf: {resolv}
+podLogsDir: {logs}
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {{memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
+syncFrequency: 10s
+fileCheckFrequency: 5s
+nodeStatusUpdateFrequency: 5s
+runtimeRequestTimeout: 2m
+"#,
+        sock = d.join("containerd.sock").display(),
+        ca = ca.display(),
+        resolv = resolv.display(),
+        logs = d.join("pod-logs").display(),
+    )
+}
+
+/// The cgroup v1 hierarchies mounted under [`CGROUP_ROOT`].
+fn hierarchies() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+fn create_cgroups(cgroup: &str) -> Result<(), KubeError> {
+    for h in hierarchies() {
+        let dir = h.join(cgroup);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
+        // A new cpuset has no CPUs and no memory nodes: nothing could run in it.
+        if h.ends_with("cpuset") {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let v = std::fs::read_to_string(h.join(f)).unwrap_or_default();
+                std::fs::write(dir.join(f), v.trim())
+                    .map_err(io_err(format!("write {}", dir.join(f).display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every PID in `dir` and below.
+fn cgroup_pids(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            pids.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+    }
+    pids
+}
+
+/// Removes `cgroup` and everything below it in every hierarchy, deepest first (a cgroup with
+/// a process left is kept: rmdir fails, nothing is forced).
+fn remove_cgroups(cgroup: &str) {
+    for h in hierarchies() {
+        let root = h.join(cgroup);
+        let mut dirs = Vec::new();
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                stack.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
