@@ -648,6 +648,12 @@ impl<'a> NodeNetwork<'a> {
     pub const CHASSIS: &'static str = "ovn.kubernetes.io/chassis";
     pub const TUNNEL_INTERFACE: &'static str = "ovn.kubernetes.io/tunnel_interface";
     pub const PORT_NAME: &'static str = "ovn.kubernetes.io/port_name";
+    /// FerrOVN: the CIDRs of the default VPC's overlay subnets, which the node routes through
+    /// its join port (comma-separated, the controller's view; Kube-OVN's daemon watches the
+    /// Subnets itself).
+    pub const POD_CIDRS: &'static str = "ferrovn.io/pod-cidrs";
+    /// FerrOVN: the CIDRs of the default VPC's `natOutgoing: true` subnets (comma-separated).
+    pub const NAT_OUTGOING_CIDRS: &'static str = "ferrovn.io/nat-outgoing-cidrs";
 
     pub fn new(annotations: &'a Annotations, labels: &'a Annotations) -> Self {
         NodeNetwork {
@@ -676,6 +682,30 @@ impl<'a> NodeNetwork<'a> {
     /// The node's logical switch port on the join subnet.
     pub fn port_name(&self) -> Option<&'a str> {
         self.text(Self::PORT_NAME)
+    }
+
+    /// [`Self::POD_CIDRS`]; empty when absent.
+    pub fn pod_cidrs(&self) -> Result<Vec<IpNet>, AnnotationError> {
+        self.cidr_list(Self::POD_CIDRS)
+    }
+
+    /// [`Self::NAT_OUTGOING_CIDRS`]; empty when absent.
+    pub fn nat_outgoing_cidrs(&self) -> Result<Vec<IpNet>, AnnotationError> {
+        self.cidr_list(Self::NAT_OUTGOING_CIDRS)
+    }
+
+    fn cidr_list(&self, key: &str) -> Result<Vec<IpNet>, AnnotationError> {
+        let Some(v) = self.text(key) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|c| {
+                c.parse::<IpNet>()
+                    .map_err(|e| AnnotationError::new(key, v, format!("{c:?}: {e}")))
+            })
+            .collect()
     }
 
     /// The node's allocation on the join subnet (same keys as a pod's primary network).
@@ -723,6 +753,33 @@ mod tests {
         );
         assert!(!p.allocated().unwrap());
         assert!(p.check_all().is_empty());
+    }
+
+    #[test]
+    fn node_cidr_lists_parse_and_name_the_bad_entry() {
+        let labels = Annotations::new();
+        let a = ann(&[
+            (NodeNetwork::POD_CIDRS, "10.16.0.0/16, fd00:10:16::/64,"),
+            (NodeNetwork::NAT_OUTGOING_CIDRS, "10.16.0.0/16,10.99.0.0"),
+        ]);
+        let n = NodeNetwork::new(&a, &labels);
+        let got: Vec<String> = n
+            .pod_cidrs()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(got, ["10.16.0.0/16", "fd00:10:16::/64"]);
+        let e = n.nat_outgoing_cidrs().unwrap_err();
+        assert_eq!(e.key, NodeNetwork::NAT_OUTGOING_CIDRS);
+        assert!(e.reason.contains("10.99.0.0"), "{e}");
+        let empty = Annotations::new();
+        assert!(
+            NodeNetwork::new(&empty, &labels)
+                .pod_cidrs()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

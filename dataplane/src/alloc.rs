@@ -294,15 +294,18 @@ impl FileAllocations {
     }
 }
 
-/// Parses the file body: flat annotations map or Pod-shaped object.
+/// Parses the file body: flat annotations map, Pod-shaped object, or the controller's
+/// allocation record (`annotations` beside `kind` and `port_name`, docs/controller.md).
 pub fn annotations_from_json(body: &[u8]) -> Result<Annotations, String> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let obj = match v.get("metadata") {
-        Some(meta) => meta
+    let record = v.get("kind").is_some() && v.get("port_name").is_some();
+    let obj = match (v.get("metadata"), v.get("annotations")) {
+        (Some(meta), _) => meta
             .get("annotations")
             .cloned()
             .unwrap_or(serde_json::Value::Object(Default::default())),
-        None => v,
+        (None, Some(a)) if record => a.clone(),
+        (None, _) => v,
     };
     serde_json::from_value(obj).map_err(|e| format!("annotations must be strings: {e}"))
 }
@@ -460,6 +463,8 @@ mod tests {
                 .map(String::as_str),
             Some("b")
         );
+        let record = br#"{"version":1,"kind":"pod","port_name":"p.ns","annotations":{"a":"b"}}"#;
+        assert_eq!(annotations_from_json(record).expect("record")["a"], "b");
         assert!(annotations_from_json(br#"{"a":1}"#).is_err());
         assert!(annotations_from_json(b"nope").is_err());
     }

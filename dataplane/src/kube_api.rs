@@ -191,6 +191,24 @@ pub async fn node_labels(
     metadata_string_map(&object, "labels", &what)
 }
 
+/// The Node's annotations (`GET /api/v1/nodes/{node}`); `None` when the Node does not exist.
+pub async fn node_annotations(
+    client: &kube::Client,
+    node: &str,
+) -> Result<Option<Annotations>, KubeSourceError> {
+    let what = format!("Node {node}");
+    if !valid_name(node) {
+        return Err(KubeSourceError::Name {
+            what,
+            name: node.to_string(),
+        });
+    }
+    match get_json(client, &format!("/api/v1/nodes/{node}"), &what).await? {
+        Some(object) => metadata_string_map(&object, "annotations", &what).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Pod allocations from the Pod object. With [`KubeAllocations::watching`] (what `ferrovn-node
 /// --kube` uses) they come from a watch of the node's Pods and an ADD waits for the Pod's next
 /// event. Without it each lookup is one GET, and GETs of the same pod are spaced by

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod cni_error;
 pub mod dpdk;
 pub mod ethtool;
+pub mod join_port;
 pub mod kube_api;
 pub mod netns;
 pub mod offload;

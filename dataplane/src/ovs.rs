@@ -269,14 +269,14 @@ pub fn add_port_txn(bridge: &str, port: &PodPort) -> Transaction {
     txn
 }
 
-fn uuid_of(row: &BTreeMap<String, Datum>, col: &str) -> Vec<Uuid> {
+pub(crate) fn uuid_of(row: &BTreeMap<String, Datum>, col: &str) -> Vec<Uuid> {
     row.get(col)
         .and_then(Datum::as_atoms)
         .map(|atoms| atoms.iter().filter_map(Atom::as_uuid).collect())
         .unwrap_or_default()
 }
 
-fn string_of(row: &BTreeMap<String, Datum>, col: &str) -> Option<String> {
+pub(crate) fn string_of(row: &BTreeMap<String, Datum>, col: &str) -> Option<String> {
     row.get(col)?.as_atom()?.as_str().map(str::to_string)
 }
 
@@ -293,7 +293,7 @@ pub(crate) fn map_of(row: &BTreeMap<String, Datum>, col: &str) -> BTreeMap<Strin
         .unwrap_or_default()
 }
 
-fn rows(results: &[OpResult], i: usize) -> &[BTreeMap<String, Datum>] {
+pub(crate) fn rows(results: &[OpResult], i: usize) -> &[BTreeMap<String, Datum>] {
     results.get(i).and_then(OpResult::rows).unwrap_or(&[])
 }
 

@@ -227,7 +227,7 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
 
 /// `net.ipv6.conf.<ifname>.disable_ipv6=1` in the calling thread's network namespace.
 /// A kernel booted with `ipv6.disable=1` has no such file: nothing to turn off then.
-fn disable_ipv6(ifname: &str) -> std::io::Result<()> {
+pub(crate) fn disable_ipv6(ifname: &str) -> std::io::Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
     match std::fs::write(&path, b"1") {
         Err(e)

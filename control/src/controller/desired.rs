@@ -19,7 +19,7 @@ use crate::plan::{
     VlanIntent, VpcIntent,
 };
 use ferrovn_api::annotations::{
-    Annotations, IpPoolRef, NamespaceNetwork, OVN_PROVIDER, PodNetwork,
+    Annotations, IpPoolRef, NamespaceNetwork, NodeNetwork, OVN_PROVIDER, PodNetwork,
 };
 use ferrovn_api::crd::{DEFAULT_VPC, RoutePolicy as CrdRoutePolicy, Subnet, SubnetSpec, Vpc};
 use ferrovn_api::nad::{Attachment, NETWORKS_ANNOTATION, parse_networks};
@@ -169,11 +169,12 @@ fn bare_vpc(name: &str) -> Vpc {
     v
 }
 
-fn implicit_subnet(name: &str, cidr: &str) -> Subnet {
+fn implicit_subnet(name: &str, cidr: &str, nat_outgoing: bool) -> Subnet {
     let mut s = Subnet::new(
         name,
         SubnetSpec {
             cidr_block: cidr.into(),
+            nat_outgoing,
             ..SubnetSpec::default()
         },
     );
@@ -194,15 +195,16 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
 
     // Subnets, with the implicit default and join subnets unless the manifests define them.
     let mut subnets: Vec<Subnet> = manifest.subnets().cloned().collect();
-    for (name, cidr) in [
-        (&opts.default_subnet, &opts.default_cidr),
-        (&opts.join_subnet, &opts.join_cidr),
+    // Kube-OVN's install creates `ovn-default` with `natOutgoing: true`.
+    for (name, cidr, nat) in [
+        (&opts.default_subnet, &opts.default_cidr, true),
+        (&opts.join_subnet, &opts.join_cidr, false),
     ] {
         if !subnets
             .iter()
             .any(|s| meta_name(&s.metadata) == name.as_str())
         {
-            subnets.push(implicit_subnet(name, cidr));
+            subnets.push(implicit_subnet(name, cidr, nat));
         }
     }
     // Vlans first: an underlay subnet needs its (valid) Vlan.
@@ -740,6 +742,34 @@ pub fn allocation_of(c: &Cluster, a: &Allocated) -> Option<ferrovn_api::Allocati
 }
 
 /// The Kube-OVN annotations describing one allocation (`<provider>.kubernetes.io/...`).
+/// What a node needs to know about the default VPC besides its own join allocation: the CIDRs
+/// its join port routes to ([`NodeNetwork::POD_CIDRS`]: every overlay subnet of the default VPC
+/// that reaches its router, the join subnet itself excepted, as Kube-OVN's daemon routes them)
+/// and those of them with `natOutgoing` ([`NodeNetwork::NAT_OUTGOING_CIDRS`]).
+pub fn node_network_annotations(c: &Cluster) -> Annotations {
+    let mut pod = Vec::new();
+    let mut nat = Vec::new();
+    for (name, s) in &c.subnets {
+        let routed = s.validated.vpc == DEFAULT_VPC
+            && s.validated.overlap_domain() == DEFAULT_VPC
+            && (s.spec.vlan.is_empty() || s.spec.logical_gateway);
+        if !routed || *name == c.join_subnet {
+            continue;
+        }
+        for net in s.validated.cidr.nets() {
+            pod.push(net.to_string());
+            if s.spec.nat_outgoing {
+                nat.push(net.to_string());
+            }
+        }
+    }
+    [
+        (NodeNetwork::POD_CIDRS.to_string(), pod.join(",")),
+        (NodeNetwork::NAT_OUTGOING_CIDRS.to_string(), nat.join(",")),
+    ]
+    .into()
+}
+
 pub fn allocation_annotations(c: &Cluster, a: &Allocated) -> Annotations {
     allocation_of(c, a)
         .map(|alloc| alloc.emit())

@@ -318,7 +318,14 @@ pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
             }
             InterfaceKind::Pod => String::new(),
         },
-        annotations: desired::allocation_annotations(cluster, a),
+        annotations: match i.kind {
+            InterfaceKind::Node => {
+                let mut ann = desired::allocation_annotations(cluster, a);
+                ann.extend(desired::node_network_annotations(cluster));
+                ann
+            }
+            InterfaceKind::Pod => desired::allocation_annotations(cluster, a),
+        },
     }
 }
 

@@ -149,6 +149,14 @@ struct Args {
     /// Cluster mode with this kubeconfig (implies --kube).
     #[arg(long, env = "FERROVN_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Lab: the controller's record of this node (`<controller-state>/nodes/<node>.json`): its
+    /// join allocation, for the join port `ovn0`. With --kube the Node's annotations are read.
+    #[arg(long, env = "FERROVN_NODE_FILE")]
+    node_file: Option<PathBuf>,
+    /// Seconds between looks at the node's join allocation (join port `ovn0` and its routes);
+    /// 0: no join port.
+    #[arg(long, default_value_t = 5)]
+    join_port_interval_secs: u64,
     /// Do not watch the OVN Southbound for this node's chassis nor publish the chassis
     /// annotations (`ovn.kubernetes.io/chassis`, `tunnel_interface`).
     #[arg(long)]
@@ -219,6 +227,43 @@ fn parse_announce_interval(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(v)
+}
+
+/// The join port `ovn0` (docs/node-connectivity.md), from the Node (`--kube`) or the
+/// controller's node record (`--node-file`); neither: no join port.
+async fn spawn_join_port(
+    args: &Args,
+    name: &str,
+    kube: Option<&kube::Client>,
+) -> anyhow::Result<()> {
+    use ferrovn_dataplane::join_port;
+    let cfg = join_port::JoinPortConfig {
+        node: name.to_string(),
+        bridge: args.bridge.clone(),
+        mtu: args.mtu,
+        interval: Duration::from_secs(args.join_port_interval_secs),
+    };
+    // its own OVSDB connection: CNI requests never wait behind it
+    let ovs = ferrovn_dataplane::ovs::OvsClient::connect(&args.ovs_db)
+        .await
+        .with_context(|| format!("connecting to {}", args.ovs_db))?;
+    match (kube, &args.node_file) {
+        (Some(client), _) => {
+            let source = join_port::KubeNodeSource {
+                client: client.clone(),
+                node: name.to_string(),
+            };
+            tokio::spawn(join_port::run(cfg, ovs, source));
+        }
+        (None, Some(path)) => {
+            let source = join_port::FileNodeSource { path: path.clone() };
+            tokio::spawn(join_port::run(cfg, ovs, source));
+        }
+        (None, None) => tracing::info!(
+            "no join port: neither --kube nor --node-file says where the node's join allocation is"
+        ),
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -431,6 +476,10 @@ async fn main() -> anyhow::Result<()> {
             None => tracing::warn!(ovs_db = %args.ovs_db,
                 "ovs-vswitchd's packet-socket buffers left at the kernel default: no pid file beside a non-unix OVS database; pass --vswitchd-pidfile"),
         }
+    }
+
+    if args.join_port_interval_secs > 0 {
+        spawn_join_port(&args, &name, kube_client.as_ref()).await?;
     }
 
     if args.gc_interval_secs > 0 {
