@@ -58,7 +58,7 @@ pub enum JoinPortError {
     #[error("node source {source_name}: {reason}")]
     Source { source_name: String, reason: String },
     #[error(transparent)]
-    Ovs(#[from] OvsError),
+    Ovs(#[from] Box<OvsError>),
     #[error("{step} on {ifname}: {source}")]
     Netlink {
         step: String,
@@ -68,6 +68,12 @@ pub enum JoinPortError {
     },
     #[error("{ifname}: {what}")]
     Kernel { ifname: String, what: String },
+}
+
+impl From<OvsError> for JoinPortError {
+    fn from(e: OvsError) -> Self {
+        JoinPortError::Ovs(Box::new(e))
+    }
 }
 
 /// One route on the node: `dst via via dev ovn0`.
@@ -319,13 +325,18 @@ pub async fn run<S: NodeSource>(cfg: JoinPortConfig, ovs: OvsClient, source: S) 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_err = String::new();
     let mut waiting_logged = false;
+    // the first pass is logged even when it changed nothing: a restarted agent says that it
+    // found ovn0 as it left it
+    let mut first = true;
     loop {
         tick.tick().await;
         match reconcile_once(&cfg, &ovs, &source).await {
             Ok(JoinOutcome::Configured { changes }) => {
                 last_err.clear();
                 waiting_logged = false;
-                if !changes.is_empty() {
+                let log_it = !changes.is_empty() || first;
+                first = false;
+                if log_it {
                     tracing::info!(node = %cfg.node, port = IFNAME, changes = ?changes, "join port configured");
                 }
             }

@@ -6,6 +6,7 @@
 pub mod binaries;
 pub mod cluster;
 pub mod cni;
+pub mod controller;
 pub mod dpdk;
 pub mod error;
 pub mod fake_kube;

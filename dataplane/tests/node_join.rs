@@ -1,0 +1,399 @@
+//! The node's join port `ovn0` with real traffic: the real `ferrovn-controller` (manifest mode)
+//! plans the NB from Node and Pod manifests, real OVN (NB, SB, northd, two ovn-controllers,
+//! userspace-datapath ovs-vswitchd in two network-namespace nodes, Geneve between them), the
+//! real agent binds `node-<node>` as ovn0 from the controller's node record, and the built CNI
+//! plugin plumbs kernel pods. Then: node → pod HTTP (a kubelet probe's shape) and ping, pod →
+//! own node, pod → other node and its join address; an agent restart keeps ovn0 untouched; a
+//! removed Node loses its ovn0.
+
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrovn_testkit::binaries::cni_plugin_binary;
+use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
+use ferrovn_testkit::controller::ManifestController;
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, TwoNodes};
+use ferrovn_testkit::require::{Need, require};
+use ferrovn_testkit::wait::{assert_within, wait_for};
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ferrovn-node");
+/// The nodes' addresses (InternalIP): their underlay addresses on br-phy.
+const NODE_IPS: [&str; 2] = ["192.168.100.1", "192.168.100.2"];
+
+fn node_yaml(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {ip}\n"
+    )
+}
+
+fn pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n"
+    )
+}
+
+fn record_annotations(path: &Path) -> Value {
+    let body = std::fs::read(path).expect("record");
+    let v: Value = serde_json::from_slice(&body).expect("record json");
+    v["annotations"].clone()
+}
+
+/// How many times the agent reported a join port pass, and the last such line.
+fn join_lines(node: &Node) -> (usize, String) {
+    let log = node.agent_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("join port configured"))
+        .collect();
+    (
+        lines.len(),
+        lines.last().map(|s| s.to_string()).unwrap_or_default(),
+    )
+}
+
+fn ovn0_ifindex(node: &Node) -> Option<String> {
+    node.netns()
+        .ip(["-o", "link", "show", "ovn0"])
+        .ok()
+        .and_then(|s| s.split(':').next().map(|i| i.trim().to_string()))
+}
+
+struct Pod {
+    netns: Netns,
+    ip: String,
+}
+
+fn add_pod(plugin: &Path, node: &Node, name: &str, tag: &str) -> Pod {
+    let netns = Netns::create(&format!("fvj-{tag}-{name}")).expect("pod netns");
+    let stdin = cni_netconf("1.0.0", "ovn", &node.agent_socket(), &json!({}));
+    let cid = format!("ctr{}{name}", tag.replace('x', ""));
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+    let out = run_cni(
+        plugin,
+        &CniCall {
+            command: "ADD",
+            container_id: &cid,
+            netns: &netns.path().display().to_string(),
+            ifname: "eth0",
+            args: &args,
+            stdin: &stdin,
+        },
+    )
+    .expect("plugin ran");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "ADD {name}: {} {} agent log: {}",
+        out.stdout,
+        out.stderr,
+        node.agent_log()
+    );
+    let ip = out.json()["ips"][0]["address"]
+        .as_str()
+        .expect("ip")
+        .split('/')
+        .next()
+        .expect("addr")
+        .to_string();
+    Pod { netns, ip }
+}
+
+/// An HTTP server (busybox httpd) in `netns` on port 8080, answering `GET /healthz`.
+struct Http {
+    child: std::process::Child,
+    _root: tempfile::TempDir,
+}
+
+impl Http {
+    fn start(netns: &Netns) -> Http {
+        let root = tempfile::tempdir().expect("httpd root");
+        std::fs::write(root.path().join("healthz"), "ok\n").expect("healthz");
+        let child = netns
+            .command("busybox")
+            .args(["httpd", "-f", "-p", "8080", "-h"])
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("busybox httpd");
+        Http { child, _root: root }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One probe-shaped GET from `from` (2 s limit): the status code and the total time.
+fn probe(from: &Netns, ip: &str) -> Option<(u16, Duration)> {
+    let out = from
+        .run(
+            5,
+            "curl",
+            [
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "2",
+                "-w",
+                "%{http_code} %{time_total}",
+                &format!("http://{ip}:8080/healthz"),
+            ],
+        )
+        .ok()?;
+    let mut it = out.split_whitespace();
+    let code: u16 = it.next()?.parse().ok()?;
+    let secs: f64 = it.next()?.parse().ok()?;
+    Some((code, Duration::from_secs_f64(secs)))
+}
+
+fn probe_ok(from: &Netns, ip: &str) -> bool {
+    probe(from, ip).is_some_and(|(c, _)| c == 200)
+}
+
+fn start_agent(node: &mut Node, sb: &str, ctrl: &ManifestController) -> PathBuf {
+    let node_file = format!("--node-file={}", ctrl.node_file(node.name()).display());
+    node.start_agent(
+        Path::new(AGENT),
+        sb,
+        &ctrl.allocations_dir(),
+        &[&node_file, "--join-port-interval-secs=1"],
+    )
+    .expect("agent")
+}
+
+#[test]
+fn node_and_pods_reach_each_other_through_the_join_port() {
+    if !require(
+        "node_and_pods_reach_each_other_through_the_join_port",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("busybox"),
+        ],
+    ) {
+        return;
+    }
+    let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
+    let ctrl = ManifestController::start(&tb.central.nb_remote()).expect("controller");
+    let names: Vec<String> = tb.nodes.iter().map(|n| n.name().to_string()).collect();
+    for (name, ip) in names.iter().zip(NODE_IPS) {
+        ctrl.apply(&format!("node-{name}"), &node_yaml(name, ip))
+            .expect("node manifest");
+    }
+    for name in &names {
+        ctrl.wait_record(&ctrl.node_file(name), Duration::from_secs(30))
+            .expect("node record");
+    }
+    let sb = tb.central.sb_remote();
+    for n in tb.nodes.iter_mut() {
+        start_agent(n, &sb, &ctrl);
+    }
+    for n in tb.nodes.iter_mut() {
+        n.start_ovn_controller().expect("ovn-controller");
+    }
+    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+
+    // ovn0 on both nodes: the join address the controller allocated, the route to the pod
+    // subnet via the join gateway, and OVN has bound node-<node> there
+    let mut join_ips = Vec::new();
+    for n in &tb.nodes {
+        let ann = record_annotations(&ctrl.node_file(n.name()));
+        let ip = ann["ovn.kubernetes.io/ip_address"]
+            .as_str()
+            .expect("join ip")
+            .to_string();
+        let mac = ann["ovn.kubernetes.io/mac_address"]
+            .as_str()
+            .expect("join mac")
+            .to_string();
+        assert_eq!(ann["ferrovn.io/pod-cidrs"], "10.16.0.0/16", "{ann}");
+        assert_within(Duration::from_secs(30), "ovn0 configured", || {
+            let addr = n.netns().ip(["addr", "show", "ovn0"]).unwrap_or_default();
+            let routes = n
+                .netns()
+                .ip(["route", "show", "dev", "ovn0"])
+                .unwrap_or_default();
+            addr.contains(&format!("{ip}/16"))
+                && addr.contains(&mac)
+                && routes.contains("10.16.0.0/16 via 100.64.0.1")
+        });
+        let iface_id = n
+            .vsctl(["get", "Interface", "ovn0", "external_ids:iface-id"])
+            .expect("iface-id");
+        assert_eq!(
+            iface_id.trim().trim_matches('"'),
+            format!("node-{}", n.name())
+        );
+        n.wait_ovn_installed("ovn0", Duration::from_secs(30))
+            .expect("node port bound by OVN");
+        join_ips.push(ip);
+    }
+
+    // one kernel pod per node
+    let tag = ferrovn_testkit::names::unique_tag();
+    ctrl.apply(
+        "pods",
+        &format!(
+            "{}---\n{}",
+            pod_yaml("pa", &names[0]),
+            pod_yaml("pb", &names[1])
+        ),
+    )
+    .expect("pods");
+    for p in ["pa", "pb"] {
+        ctrl.wait_record(
+            &ctrl
+                .allocations_dir()
+                .join("default")
+                .join(format!("{p}.json")),
+            Duration::from_secs(30),
+        )
+        .expect("pod record");
+    }
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pa = add_pod(&plugin, &tb.nodes[0], "pa", &tag);
+    let pb = add_pod(&plugin, &tb.nodes[1], "pb", &tag);
+    let _ha = Http::start(&pa.netns);
+    let _hb = Http::start(&pb.netns);
+
+    // node -> pod: the kubelet's probe (HTTP GET) and ping, own pod and the other node's
+    assert_within(Duration::from_secs(20), "node A -> pod on A (HTTP)", || {
+        probe_ok(tb.nodes[0].netns(), &pa.ip)
+    });
+    assert!(
+        tb.nodes[0]
+            .netns()
+            .ping_until(&pa.ip, Duration::from_secs(10)),
+        "node A -> pod on A (ping)"
+    );
+    assert_within(Duration::from_secs(20), "node B -> pod on B (HTTP)", || {
+        probe_ok(tb.nodes[1].netns(), &pb.ip)
+    });
+    assert_within(Duration::from_secs(20), "node A -> pod on B (HTTP)", || {
+        probe_ok(tb.nodes[0].netns(), &pb.ip)
+    });
+    // pod -> node: its own node's address, the other node's address and join address
+    assert!(
+        pa.netns.ping_until(NODE_IPS[0], Duration::from_secs(10)),
+        "pod on A -> node A {}",
+        NODE_IPS[0]
+    );
+    assert!(
+        pb.netns.ping_until(NODE_IPS[1], Duration::from_secs(10)),
+        "pod on B -> node B {}",
+        NODE_IPS[1]
+    );
+    assert!(
+        pa.netns.ping_until(NODE_IPS[1], Duration::from_secs(10)),
+        "pod on A -> node B {}",
+        NODE_IPS[1]
+    );
+    assert!(
+        pa.netns.ping_until(&join_ips[1], Duration::from_secs(10)),
+        "pod on A -> node B's join address {}",
+        join_ips[1]
+    );
+
+    // the numbers: 20 probes node A -> pod on A
+    let mut times: Vec<Duration> = (0..20)
+        .filter_map(|_| probe(tb.nodes[0].netns(), &pa.ip))
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, t)| t)
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 20, "every probe answered 200");
+    println!(
+        "node->pod HTTP probe: p50 {:.2} ms, max {:.2} ms (20 GETs, curl time_total)",
+        times[10].as_secs_f64() * 1e3,
+        times[19].as_secs_f64() * 1e3
+    );
+
+    // agent restart: ovn0 untouched (same device, same routes, no change made), traffic on
+    let before_idx = ovn0_ifindex(&tb.nodes[0]).expect("ovn0");
+    let before_routes = tb.nodes[0]
+        .netns()
+        .ip(["route", "show", "dev", "ovn0"])
+        .expect("routes");
+    let pinger = tb.nodes[0]
+        .netns()
+        .command("ping")
+        .args(["-c", "30", "-i", "0.2", "-W", "1", &pa.ip])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping");
+    let (passes_before, _) = join_lines(&tb.nodes[0]);
+    let t = Instant::now();
+    start_agent(&mut tb.nodes[0], &sb, &ctrl);
+    let after = wait_for(
+        "a join port pass of the restarted agent",
+        Duration::from_secs(20),
+        || {
+            let (n, last) = join_lines(&tb.nodes[0]);
+            (n > passes_before).then_some(last)
+        },
+    )
+    .expect("restarted agent's first pass");
+    println!(
+        "agent restarted and checked ovn0 in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        after.contains("changes=[]"),
+        "restart changed ovn0: {after}"
+    );
+    assert_eq!(
+        ovn0_ifindex(&tb.nodes[0]).as_deref(),
+        Some(before_idx.as_str())
+    );
+    assert_eq!(
+        tb.nodes[0]
+            .netns()
+            .ip(["route", "show", "dev", "ovn0"])
+            .expect("routes"),
+        before_routes
+    );
+    let out = pinger.wait_with_output().expect("ping output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("30 packets transmitted, 30 received"),
+        "node -> pod pings across the agent restart: {text}"
+    );
+
+    // the Node goes: its record, its NB port and its ovn0
+    ctrl.delete(&format!("node-{}", names[1]))
+        .expect("delete node");
+    assert_within(
+        Duration::from_secs(30),
+        "ovn0 removed from the removed node",
+        || {
+            tb.nodes[1].netns().ip(["link", "show", "ovn0"]).is_err()
+                && !tb.nodes[1]
+                    .vsctl(["list-ports", "br-int"])
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l == "ovn0")
+        },
+    );
+    assert!(!ctrl.node_file(&names[1]).exists());
+    // the other node keeps its own
+    assert!(
+        probe_ok(tb.nodes[0].netns(), &pa.ip),
+        "node A -> pod on A after node B left"
+    );
+}
