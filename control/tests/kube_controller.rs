@@ -321,6 +321,9 @@ async fn allocated_pod_is_adopted_without_a_patch() {
         ("ovn.kubernetes.io/logical_switch", "join"),
         ("ovn.kubernetes.io/mac_address", "00:00:00:5e:a1:99"),
         ("ovn.kubernetes.io/port_name", "node-kind-worker"),
+        // what FerrOVN's controller adds for the node's join port routes and natOutgoing
+        ("ferrovn.io/pod-cidrs", "10.16.0.0/16"),
+        ("ferrovn.io/nat-outgoing-cidrs", "10.16.0.0/16"),
     ] {
         node["metadata"]["annotations"][k] = json!(v);
     }

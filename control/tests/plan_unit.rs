@@ -533,3 +533,91 @@ fn every_row_is_marked_with_a_unique_key() {
     assert_eq!(groups, 1);
     assert_eq!(keys.len() + groups, out.row_count());
 }
+
+#[test]
+fn distributed_gateway_is_one_reroute_per_node_and_one_allow_per_subnet() {
+    let mut d = base();
+    let mut central = SubnetIntent::overlay(
+        "central",
+        DEFAULT_ROUTER,
+        Some("10.20.0.0/16".parse().unwrap()),
+        None,
+    );
+    central.centralized_gateway = true;
+    d.subnets.push(SubnetIntent::overlay(
+        "team-a",
+        DEFAULT_ROUTER,
+        Some("10.66.0.0/16".parse().unwrap()),
+        None,
+    ));
+    d.subnets.push(central);
+    for (n, j) in [("node1", "100.64.0.2"), ("node2", "100.64.0.3")] {
+        d.nodes.push(NodeIntent {
+            name: n.into(),
+            join_ips: vec![ip(j)],
+            join_mac: Some(mac(if n == "node1" { 0x42 } else { 0x43 })),
+            internal_ips: vec![],
+        });
+    }
+    d.ports
+        .push(pod("a", "default", "ovn-default", &["10.16.0.5"], 1));
+    d.ports
+        .push(pod("b", "team-a", "team-a", &["10.66.0.5"], 2));
+    d.ports
+        .push(pod("c", "default", "central", &["10.20.0.5"], 3));
+    let mut other = pod("d", "default", "ovn-default", &["10.16.0.6"], 4);
+    other.node = "node2".into();
+    d.ports.push(other);
+    let out = plan(&d);
+    assert!(out.issues.is_empty(), "{:?}", out.issues);
+    let policies = &out.routers[DEFAULT_ROUTER].policies;
+    let mut allows: Vec<&str> = policies
+        .values()
+        .filter(|p| p.priority == 31000)
+        .map(|p| p.match_.as_str())
+        .collect();
+    allows.sort();
+    assert_eq!(
+        allows,
+        [
+            "ip4.dst == 10.16.0.0/16",
+            "ip4.dst == 10.20.0.0/16",
+            "ip4.dst == 10.66.0.0/16",
+            "ip4.dst == 100.64.0.0/16"
+        ]
+    );
+    let mut reroutes: Vec<(String, Vec<String>)> = policies
+        .values()
+        .filter(|p| p.priority == 29000)
+        .map(|p| (p.match_.clone(), p.nexthops.clone()))
+        .collect();
+    reroutes.sort();
+    // node1's pods of every distributed subnet in one row; the centralized subnet's pod in none
+    assert_eq!(
+        reroutes,
+        [
+            (
+                "ip4.src == {10.16.0.5, 10.66.0.5}".to_string(),
+                vec!["100.64.0.2".to_string()]
+            ),
+            (
+                "ip4.src == {10.16.0.6}".to_string(),
+                vec!["100.64.0.3".to_string()]
+            ),
+        ]
+    );
+    // the key does not carry the match: a new pod updates the row, it does not replace it
+    let key = policies
+        .iter()
+        .find(|(_, p)| p.nexthops == ["100.64.0.2"] && p.priority == 29000)
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    assert_eq!(key, "lrp-policy/ovn-cluster/29000/gateway/node1/ip4");
+    d.ports
+        .push(pod("e", "default", "ovn-default", &["10.16.0.7"], 5));
+    let again = plan(&d);
+    assert_eq!(
+        again.routers[DEFAULT_ROUTER].policies[&key].match_,
+        "ip4.src == {10.16.0.5, 10.16.0.7, 10.66.0.5}"
+    );
+}

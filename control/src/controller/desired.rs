@@ -695,6 +695,8 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
             vlan,
             logical_gateway: s.spec.logical_gateway,
             enable_lb: s.spec.enable_lb.unwrap_or(true),
+            centralized_gateway: s.spec.gateway_type
+                == Some(ferrovn_api::crd::GatewayType::Centralized),
         });
     }
     for a in allocated {

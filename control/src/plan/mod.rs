@@ -37,6 +37,12 @@ pub const ROW_KEY: &str = "ferrovn.io/key";
 pub const DEFAULT_ROUTER: &str = "ovn-cluster";
 /// Kube-OVN's policy priority for "traffic to a node's IP goes to that node's join port".
 pub const NODE_POLICY_PRIORITY: i64 = 30000;
+/// Kube-OVN's policy priority of "traffic to a subnet of the default VPC stays east-west"
+/// (`allow`, ahead of the gateway reroutes).
+pub const SUBNET_POLICY_PRIORITY: i64 = 31000;
+/// Kube-OVN's policy priority of the default VPC's gateway reroutes (distributed: a pod's
+/// egress leaves through its own node's join port).
+pub const GATEWAY_POLICY_PRIORITY: i64 = 29000;
 /// Kube-OVN's ACL priorities of a private subnet.
 pub const PRIVATE_DROP_PRIORITY: i64 = 1000;
 pub const PRIVATE_ALLOW_PRIORITY: i64 = 1001;
@@ -141,6 +147,9 @@ pub struct SubnetIntent {
     /// Kube-OVN's `spec.enableLb` (default true): the switch references its VPC's Service
     /// load balancers. Off, its pods pay no conntrack for load balancing but reach no VIP.
     pub enable_lb: bool,
+    /// `gatewayType: centralized`: no distributed egress reroute for its pods (the centralized
+    /// gateway is not planned yet).
+    pub centralized_gateway: bool,
 }
 
 impl SubnetIntent {
@@ -166,6 +175,7 @@ impl SubnetIntent {
             vlan: None,
             logical_gateway: false,
             enable_lb: true,
+            centralized_gateway: false,
         }
     }
 
@@ -542,6 +552,7 @@ pub fn plan(desired: &Desired) -> NbPlan {
     plan_nodes(desired, &by_name, &mut out);
     plan_pod_ports(desired, &by_name, &mut out);
     plan_load_balancers(desired, &by_name, &mut out);
+    plan_gateways(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
     out
@@ -637,6 +648,17 @@ fn add_route(router: &mut PlannedRouter, r: &RouteIntent, extra: &[(&str, &str)]
 
 fn add_policy(router: &mut PlannedRouter, p: &PolicyIntent, extra: &[(&str, &str)]) {
     let key = format!("lrp-policy/{}/{}/{}", router.name, p.priority, p.match_);
+    insert_policy(router, key, p, extra);
+}
+
+/// A policy under a key of the caller's choosing: a row whose match changes (the address set of
+/// a gateway reroute) is then updated in place, not deleted and inserted.
+fn insert_policy(
+    router: &mut PlannedRouter,
+    key: String,
+    p: &PolicyIntent,
+    extra: &[(&str, &str)],
+) {
     let mut nexthops = p.nexthops.clone();
     nexthops.sort();
     nexthops.dedup();
@@ -901,6 +923,95 @@ fn plan_nodes(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out: &
                 add_policy(router, &p, &[("node", &node.name)]);
             }
         }
+    }
+}
+
+/// The default VPC's distributed gateway, in rows that grow with nodes + subnets (Kube-OVN's
+/// grow with nodes × subnets): per subnet of the VPC a 31000 `allow` for traffic to it; per node
+/// and family ONE 29000 reroute of its pods' addresses (every distributed subnet at once) to the
+/// node's join address. Pod egress then leaves OVN through its own node's ovn0.
+fn plan_gateways(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out: &mut NbPlan) {
+    let Some(join) = desired
+        .join_subnet
+        .as_deref()
+        .and_then(|j| subnets.get(j).copied())
+    else {
+        return;
+    };
+    let in_vpc: Vec<&SubnetIntent> = subnets
+        .values()
+        .copied()
+        .filter(|s| s.vpc == join.vpc && s.is_ovn() && s.needs_router())
+        .filter(|s| out.switches.contains_key(&s.name))
+        .collect();
+    // the planned node ports: node -> join addresses
+    let mut node_join: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    if let Some(sw) = out.switches.get(&join.name) {
+        for n in &desired.nodes {
+            if sw.ports.contains_key(&join_port_name(&n.name)) {
+                node_join.insert(n.name.as_str(), sorted_ips(&n.join_ips));
+            }
+        }
+    }
+    let mut sources: BTreeMap<(&str, bool), BTreeSet<IpAddr>> = BTreeMap::new();
+    for p in &desired.ports {
+        let Some(s) = in_vpc.iter().find(|s| s.name == p.subnet) else {
+            continue;
+        };
+        let planned = out
+            .switches
+            .get(&s.name)
+            .is_some_and(|sw| sw.ports.contains_key(&p.port_name()));
+        if s.name == join.name || s.centralized_gateway || p.node.is_empty() || !planned {
+            continue;
+        }
+        for ip in &p.ips {
+            sources
+                .entry((p.node.as_str(), ip.is_ipv4()))
+                .or_default()
+                .insert(*ip);
+        }
+    }
+    let Some(router) = out.routers.get_mut(&join.vpc) else {
+        return;
+    };
+    for s in &in_vpc {
+        for net in s.nets() {
+            let af = if net.addr().is_ipv4() { "ip4" } else { "ip6" };
+            let p = PolicyIntent {
+                priority: SUBNET_POLICY_PRIORITY,
+                match_: format!("{af}.dst == {}", net.trunc()),
+                action: "allow".into(),
+                nexthops: Vec::new(),
+            };
+            add_policy(router, &p, &[("subnet", &s.name)]);
+        }
+    }
+    for ((node, v4), ips) in sources {
+        let Some(nexthop) = node_join
+            .get(node)
+            .and_then(|j| j.iter().find(|j| j.is_ipv4() == v4))
+        else {
+            continue;
+        };
+        let af = if v4 { "ip4" } else { "ip6" };
+        let set: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        let p = PolicyIntent {
+            priority: GATEWAY_POLICY_PRIORITY,
+            match_: format!("{af}.src == {{{}}}", set.join(", ")),
+            action: "reroute".into(),
+            nexthops: vec![nexthop.to_string()],
+        };
+        let key = format!(
+            "lrp-policy/{}/{GATEWAY_POLICY_PRIORITY}/gateway/{node}/{af}",
+            router.name
+        );
+        insert_policy(
+            router,
+            key,
+            &p,
+            &[("node", node), ("gateway", "distributed")],
+        );
     }
 }
 
