@@ -10,6 +10,7 @@ pub mod dpdk;
 pub mod ethtool;
 pub mod join_port;
 pub mod kube_api;
+pub mod nat_outgoing;
 pub mod netns;
 pub mod offload;
 pub mod ovs;

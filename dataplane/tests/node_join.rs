@@ -33,8 +33,12 @@ fn node_yaml(name: &str, ip: &str) -> String {
 }
 
 fn pod_yaml(name: &str, node: &str) -> String {
+    pod_yaml_in("default", name, node)
+}
+
+fn pod_yaml_in(ns: &str, name: &str, node: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n"
     )
 }
 
@@ -70,10 +74,14 @@ struct Pod {
 }
 
 fn add_pod(plugin: &Path, node: &Node, name: &str, tag: &str) -> Pod {
+    add_pod_in(plugin, node, "default", name, tag)
+}
+
+fn add_pod_in(plugin: &Path, node: &Node, ns: &str, name: &str, tag: &str) -> Pod {
     let netns = Netns::create(&format!("fvj-{tag}-{name}")).expect("pod netns");
     let stdin = cni_netconf("1.0.0", "ovn", &node.agent_socket(), &json!({}));
     let cid = format!("ctr{}{name}", tag.replace('x', ""));
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
     let out = run_cni(
         plugin,
         &CniCall {
@@ -172,22 +180,9 @@ fn start_agent(node: &mut Node, sb: &str, ctrl: &ManifestController) -> PathBuf 
     .expect("agent")
 }
 
-#[test]
-fn node_and_pods_reach_each_other_through_the_join_port() {
-    if !require(
-        "node_and_pods_reach_each_other_through_the_join_port",
-        &[
-            Need::Root,
-            Need::Tool("ovsdb-server"),
-            Need::Tool("ovn-northd"),
-            Need::Tool("ovn-controller"),
-            Need::Tool("ovs-vswitchd"),
-            Need::Tool("curl"),
-            Need::Tool("busybox"),
-        ],
-    ) {
-        return;
-    }
+/// Two nodes, the controller with both Node manifests (InternalIP = underlay address), the
+/// agents (join port from the controller's node record, 1 s passes) and ovn-controllers.
+fn start_fabric() -> (TwoNodes, ManifestController, Vec<String>, String) {
     let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
     let ctrl = ManifestController::start(&tb.central.nb_remote()).expect("controller");
     let names: Vec<String> = tb.nodes.iter().map(|n| n.name().to_string()).collect();
@@ -208,6 +203,26 @@ fn node_and_pods_reach_each_other_through_the_join_port() {
     }
     tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
 
+    (tb, ctrl, names, sb)
+}
+
+#[test]
+fn node_and_pods_reach_each_other_through_the_join_port() {
+    if !require(
+        "node_and_pods_reach_each_other_through_the_join_port",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("busybox"),
+        ],
+    ) {
+        return;
+    }
+    let (mut tb, ctrl, names, sb) = start_fabric();
     // ovn0 on both nodes: the join address the controller allocated, the route to the pod
     // subnet via the join gateway, and OVN has bound node-<node> there
     let mut join_ips = Vec::new();
@@ -396,4 +411,198 @@ fn node_and_pods_reach_each_other_through_the_join_port() {
         probe_ok(tb.nodes[0].netns(), &pa.ip),
         "node A -> pod on A after node B left"
     );
+}
+
+/// "The internet": a namespace behind node A's uplink `fvwn` (203.0.113.1/24), holding
+/// 203.0.113.10 with agnhost's HTTP server (`/clientip` answers the source address it sees)
+/// and a route to the routed (natOutgoing: false) pod subnet via node A. Nothing on eth0.
+struct World {
+    netns: Netns,
+    server: std::process::Child,
+}
+
+const WORLD_IP: &str = "203.0.113.10";
+const UPLINK_IP: &str = "203.0.113.1";
+
+impl World {
+    fn attach(node: &Node, tag: &str, routed: &str) -> World {
+        let netns = Netns::create(&format!("fvw-{tag}")).expect("world netns");
+        ferrovn_testkit::process::run_cmd(
+            "world veth",
+            10,
+            "ip",
+            [
+                "link",
+                "add",
+                "fvwn",
+                "netns",
+                node.netns().name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "fvww",
+                "netns",
+                netns.name(),
+            ],
+        )
+        .expect("veth");
+        let n = node.netns();
+        n.ip(["addr", "add", &format!("{UPLINK_IP}/24"), "dev", "fvwn"])
+            .expect("uplink addr");
+        n.ip(["link", "set", "fvwn", "up"]).expect("uplink up");
+        // a Kubernetes node forwards (kubelet and kube-proxy require it); this one is a netns
+        n.run(5, "sysctl", ["-qw", "net.ipv4.ip_forward=1"])
+            .expect("ip_forward in the node netns");
+        netns.ip(["link", "set", "lo", "up"]).expect("lo");
+        netns
+            .ip(["addr", "add", &format!("{WORLD_IP}/24"), "dev", "fvww"])
+            .expect("world addr");
+        netns.ip(["link", "set", "fvww", "up"]).expect("world up");
+        netns
+            .ip(["route", "add", routed, "via", UPLINK_IP])
+            .expect("route to the routed subnet");
+        let server = netns
+            .command(ferrovn_testkit::kube::bin_dir().join("agnhost"))
+            .args(["netexec", "--http-port=8080", "--udp-port=-1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agnhost netexec");
+        World { netns, server }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = self.netns.ip(["link", "del", "fvww"]);
+    }
+}
+
+/// The source address the outside saw for a GET from `pod`.
+fn seen_source(pod: &Netns) -> Option<String> {
+    let out = pod
+        .run(
+            5,
+            "curl",
+            ["-s", "-m", "2", &format!("http://{WORLD_IP}:8080/clientip")],
+        )
+        .ok()?;
+    let ip = out.trim().rsplit_once(':')?.0.to_string();
+    (!ip.is_empty()).then_some(ip)
+}
+
+fn routed_subnet_yaml(nat_outgoing: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: routed\n---\napiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: routed\nspec:\n  cidrBlock: 10.17.0.0/16\n  natOutgoing: {nat_outgoing}\n  namespaces: [routed]\n"
+    )
+}
+
+#[test]
+fn pod_egress_through_its_own_node_masqueraded_or_routed() {
+    let agnhost = ferrovn_testkit::kube::bin_dir().join("agnhost");
+    if !require(
+        "pod_egress_through_its_own_node_masqueraded_or_routed",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("nft"),
+            Need::Program(agnhost),
+        ],
+    ) {
+        return;
+    }
+    let (tb, ctrl, names, _sb) = start_fabric();
+    let tag = ferrovn_testkit::names::unique_tag();
+    let world = World::attach(&tb.nodes[0], &tag, "10.17.0.0/16");
+    ctrl.apply("routed", &routed_subnet_yaml(false))
+        .expect("routed subnet");
+    ctrl.apply(
+        "pods",
+        &format!(
+            "{}---\n{}",
+            pod_yaml("pa", &names[0]),
+            pod_yaml_in("routed", "pr", &names[0])
+        ),
+    )
+    .expect("pods");
+    for (ns, p) in [("default", "pa"), ("routed", "pr")] {
+        ctrl.wait_record(
+            &ctrl.allocations_dir().join(ns).join(format!("{p}.json")),
+            Duration::from_secs(30),
+        )
+        .expect("pod record");
+    }
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pa = add_pod(&plugin, &tb.nodes[0], "pa", &tag);
+    let pr = add_pod_in(&plugin, &tb.nodes[0], "routed", "pr", &tag);
+    assert!(pr.ip.starts_with("10.17."), "{}", pr.ip);
+
+    // natOutgoing: true (ovn-default): the outside sees node A's uplink address
+    let seen = wait_for("pa reaches the outside", Duration::from_secs(30), || {
+        seen_source(&pa.netns)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; NB policies: {}; node A nft: {:?}; agent log: {}",
+            tb.central
+                .nbctl(&["lr-policy-list", "ovn-cluster"])
+                .unwrap_or_default(),
+            tb.nodes[0].netns().run(5, "nft", ["list", "ruleset"]),
+            tb.nodes[0].agent_log()
+        )
+    });
+    assert_eq!(seen, UPLINK_IP, "a natOutgoing pod's egress is masqueraded");
+    assert!(
+        pa.netns.ping_until(WORLD_IP, Duration::from_secs(10)),
+        "pa pings the outside"
+    );
+    // natOutgoing: false: the pod's own address, routed
+    let seen = wait_for("pr reaches the outside", Duration::from_secs(30), || {
+        seen_source(&pr.netns)
+    })
+    .expect("routed egress");
+    assert_eq!(
+        seen, pr.ip,
+        "a natOutgoing: false pod's egress keeps its address"
+    );
+
+    // the rules are FerrOVN's table in the node's namespace, none in the machine's own
+    let table = tb.nodes[0]
+        .netns()
+        .run(5, "nft", ["list", "table", "inet", "ferrovn"])
+        .expect("ferrovn table on node A");
+    assert!(table.contains("masquerade"), "{table}");
+    assert!(
+        ferrovn_testkit::process::run_cmd(
+            "root nft",
+            5,
+            "nft",
+            ["list", "table", "inet", "ferrovn"]
+        )
+        .is_err(),
+        "no FerrOVN table in the root network namespace"
+    );
+
+    // the subnet switches to natOutgoing: true, the pod keeps running: masqueraded from now on
+    ctrl.apply("routed", &routed_subnet_yaml(true))
+        .expect("routed subnet, natOutgoing");
+    assert_within(
+        Duration::from_secs(30),
+        "pr masqueraded after the switch",
+        || seen_source(&pr.netns).as_deref() == Some(UPLINK_IP),
+    );
+    // and back to routed, still without a pod restart
+    ctrl.apply("routed", &routed_subnet_yaml(false))
+        .expect("routed subnet");
+    assert_within(Duration::from_secs(30), "pr routed again", || {
+        seen_source(&pr.netns).as_deref() == Some(pr.ip.as_str())
+    });
+    drop(world);
 }

@@ -229,14 +229,14 @@ fn parse_announce_interval(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// The join port `ovn0` (docs/node-connectivity.md), from the Node (`--kube`) or the
-/// controller's node record (`--node-file`); neither: no join port.
+/// The join port `ovn0` and the natOutgoing masquerade (docs/node-connectivity.md), from the
+/// Node (`--kube`) or the controller's node record (`--node-file`); neither: none.
 async fn spawn_join_port(
     args: &Args,
     name: &str,
     kube: Option<&kube::Client>,
 ) -> anyhow::Result<()> {
-    use ferrovn_dataplane::join_port;
+    use ferrovn_dataplane::{join_port, nat_outgoing};
     let cfg = join_port::JoinPortConfig {
         node: name.to_string(),
         bridge: args.bridge.clone(),
@@ -253,10 +253,20 @@ async fn spawn_join_port(
                 client: client.clone(),
                 node: name.to_string(),
             };
+            tokio::spawn(nat_outgoing::run(
+                name.to_string(),
+                cfg.interval,
+                source.clone(),
+            ));
             tokio::spawn(join_port::run(cfg, ovs, source));
         }
         (None, Some(path)) => {
             let source = join_port::FileNodeSource { path: path.clone() };
+            tokio::spawn(nat_outgoing::run(
+                name.to_string(),
+                cfg.interval,
+                source.clone(),
+            ));
             tokio::spawn(join_port::run(cfg, ovs, source));
         }
         (None, None) => tracing::info!(
