@@ -271,6 +271,42 @@ impl NodeSource for KubeNodeSource {
     }
 }
 
+/// One look at the node serves both of the agent's loops (join port, natOutgoing): an answer
+/// younger than `max_age` is handed out again, so a cluster of N nodes costs N GETs per
+/// interval, not 2N.
+pub struct SharedNodeSource<S> {
+    inner: S,
+    max_age: Duration,
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Option<Annotations>)>>,
+}
+
+impl<S: NodeSource> SharedNodeSource<S> {
+    pub fn new(inner: S, max_age: Duration) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(SharedNodeSource {
+            inner,
+            max_age,
+            last: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl<S: NodeSource> NodeSource for std::sync::Arc<SharedNodeSource<S>> {
+    async fn annotations(&self) -> Result<Option<Annotations>, JoinPortError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, a)) = last.as_ref()
+            && at.elapsed() < self.max_age
+        {
+            return Ok(a.clone());
+        }
+        let a = self.inner.annotations().await?;
+        *last = Some((tokio::time::Instant::now(), a.clone()));
+        Ok(a)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 /// How the agent keeps ovn0.
 #[derive(Debug, Clone)]
 pub struct JoinPortConfig {
@@ -809,6 +845,32 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl NodeSource for std::sync::Arc<Counting> {
+        async fn annotations(&self) -> Result<Option<Annotations>, JoinPortError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Some(allocated(&[])))
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn both_loops_share_one_look_at_the_node() {
+        let inner = std::sync::Arc::new(Counting(Default::default()));
+        let shared = SharedNodeSource::new(inner.clone(), Duration::from_secs(60));
+        let a = shared.annotations().await.unwrap();
+        let b = shared.annotations().await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let fresh = SharedNodeSource::new(inner.clone(), Duration::ZERO);
+        fresh.annotations().await.unwrap();
+        fresh.annotations().await.unwrap();
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     fn arb_route() -> impl Strategy<Value = JoinRoute> {

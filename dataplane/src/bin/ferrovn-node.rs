@@ -249,10 +249,13 @@ async fn spawn_join_port(
         .with_context(|| format!("connecting to {}", args.ovs_db))?;
     match (kube, &args.node_file) {
         (Some(client), _) => {
-            let source = join_port::KubeNodeSource {
-                client: client.clone(),
-                node: name.to_string(),
-            };
+            let source = join_port::SharedNodeSource::new(
+                join_port::KubeNodeSource {
+                    client: client.clone(),
+                    node: name.to_string(),
+                },
+                cfg.interval / 2,
+            );
             tokio::spawn(nat_outgoing::run(
                 name.to_string(),
                 cfg.interval,
