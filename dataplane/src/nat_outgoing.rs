@@ -136,9 +136,21 @@ async fn nft(script: String) -> Result<(), NatError> {
     }
 }
 
-/// Keeps the table in line with the node, every `interval`, forever: the first pass always
-/// writes it (a restarted agent does not know what is there; the atomic replacement keeps
-/// every NAT mapping in conntrack), later passes only on change.
+/// Whether FerrOVN's table exists (a read; any failure counts as "no").
+async fn table_exists() -> bool {
+    tokio::process::Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Keeps the table in line with the node, every `interval`, forever: the first pass writes it
+/// (a restarted agent does not know what is there; the atomic replacement keeps every NAT
+/// mapping in conntrack), later passes only on change. A node without natOutgoing subnets
+/// never gets a table, not even an empty one.
 pub async fn run<S: NodeSource>(node: String, interval: Duration, source: S) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,6 +165,12 @@ pub async fn run<S: NodeSource>(node: String, interval: Duration, source: S) {
         };
         let result = match plan {
             Ok(plan) if applied.as_ref() == Some(&plan) => Ok(()),
+            // a node that never had natOutgoing: nothing is written, only a stale table (the
+            // agent was down when the last subnet lost natOutgoing) is removed
+            Ok(plan) if plan.is_empty() && applied.is_none() && !table_exists().await => {
+                applied = Some(plan);
+                Ok(())
+            }
             Ok(plan) => {
                 let script = if plan.is_empty() {
                     delete_script()
