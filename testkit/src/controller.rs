@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::binaries::build_workspace_binary;
+use crate::binaries::controller_binary;
 use crate::error::{Error, Result};
 use crate::names::tempdir;
 use crate::process::Daemon;
@@ -24,8 +24,7 @@ pub struct ManifestController {
 impl ManifestController {
     /// Builds (on first use) and starts the controller against `nb_remote`.
     pub fn start(nb_remote: &str) -> Result<Self> {
-        let bin = build_workspace_binary("ferrovn-control", "ferrovn-controller")
-            .map_err(Error::Build)?;
+        let bin = controller_binary()?;
         let manifests = tempdir("fv-manifests-")?;
         let state = tempdir("fv-ctrl-state-")?;
         let log = state.path().join("ferrovn-controller.log");
