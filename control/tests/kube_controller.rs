@@ -25,6 +25,22 @@ const POD_PATH: &str = "/api/v1/namespaces/default/pods/web-0";
 const NODE_PATH: &str = "/api/v1/nodes/kind-worker";
 const SUBNET_STATUS: &str = "/apis/kubeovn.io/v1/subnets/ovn-default/status";
 const MERGE: Option<&str> = Some("application/merge-patch+json");
+const IPS: &str = "/apis/kubeovn.io/v1/ips";
+
+/// Writes other than to IP objects (annotations, statuses, Events).
+fn annotation_writes(fake: &FakeApi) -> Vec<Recorded> {
+    fake.writes()
+        .into_iter()
+        .filter(|r| !r.path.starts_with(IPS))
+        .collect()
+}
+
+fn ip_writes(fake: &FakeApi) -> Vec<Recorded> {
+    fake.writes()
+        .into_iter()
+        .filter(|r| r.path.starts_with(IPS))
+        .collect()
+}
 
 fn pod(name: &str, n: u32) -> Value {
     let mut p = fixture("pod-web-0.json");
@@ -150,11 +166,11 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
     fake.apply(pod("web-0", 0));
     let (mut r, _) = start(&fake, None);
     r.wait("first pass with write-back", |s| {
-        s.pods_patched == 1 && s.nodes_patched == 1 && s.subnets_patched == 1
+        s.pods_patched == 1 && s.nodes_patched == 1 && s.subnets_patched == 1 && s.ips_written == 2
     })
     .await;
 
-    let writes = fake.writes();
+    let writes = annotation_writes(&fake);
     assert_eq!(writes.len(), 3, "{writes:#?}");
     for w in &writes {
         assert_eq!(
@@ -207,6 +223,44 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
     assert_eq!(node_ann["ovn.kubernetes.io/port_name"], "node-kind-worker");
     assert_eq!(node_ann["ovn.kubernetes.io/allocated"], "true");
 
+    // One IP object each for the pod and the node's join address, created (POST) with what
+    // the annotations say, Kube-OVN's labels and our field manager.
+    let ips = ip_writes(&fake);
+    assert_eq!(ips.len(), 2, "{ips:#?}");
+    for w in &ips {
+        assert_eq!(
+            (w.method.as_str(), w.path.as_str(), w.status),
+            ("POST", IPS, 201)
+        );
+        assert_eq!(w.query, "fieldManager=ferrovn-controller");
+    }
+    let ip = fake
+        .get("IP", "", "web-0.default")
+        .expect("IP web-0.default");
+    assert_eq!(
+        ip["spec"],
+        json!({
+            "podName": "web-0", "namespace": "default", "subnet": "ovn-default",
+            "nodeName": "kind-worker", "ipAddress": "10.16.0.2", "v4IpAddress": "10.16.0.2",
+            "v6IpAddress": "", "macAddress": mac, "containerID": "",
+            // the fixture is a StatefulSet's pod
+            "podType": "StatefulSet",
+        })
+    );
+    assert_eq!(
+        ip["metadata"]["labels"],
+        json!({
+            "ovn.kubernetes.io/subnet": "ovn-default", "ovn.kubernetes.io/node-name": "kind-worker",
+            "ovn-default": "", "ovn.kubernetes.io/ip_reserved": "false",
+            "app.kubernetes.io/managed-by": "ferrovn-controller",
+        })
+    );
+    let node_ip = fake
+        .get("IP", "", "node-kind-worker")
+        .expect("IP node-kind-worker");
+    assert_eq!(node_ip["spec"]["ipAddress"], "100.64.0.2");
+    assert_eq!(node_ip["spec"]["subnet"], "join");
+
     let status_patch = writes
         .iter()
         .find(|w| w.path == SUBNET_STATUS)
@@ -243,7 +297,12 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
     ns["metadata"]["labels"]["team"] = json!("b");
     fake.apply(ns);
     r.wait("a second pass", |s| s.passes > before + 1).await;
-    assert_eq!(fake.writes().len(), 3, "no new write: {:#?}", fake.writes());
+    assert_eq!(
+        fake.writes().len(),
+        3 + 2,
+        "no new write: {:#?}",
+        fake.writes()
+    );
 
     // A burst of five pods: one pass, five pod patches, one status patch.
     let before = r.stats.borrow().passes;
@@ -283,14 +342,31 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
             "10.16.0.7"
         ]
     );
-    assert_eq!(fake.writes().len(), 3 + 5 + 1);
+    assert_eq!(annotation_writes(&fake).len(), 3 + 5 + 1);
+    assert_eq!(ip_writes(&fake).len(), 2 + 5, "one IP object per new pod");
 
     // A deleted pod's port goes; its address is free again for the next pod.
     fake.delete("Pod", "default", "web-3");
     r.wait("released", |s| s.subnets_patched == 3).await;
-    let status = &patches(&fake).last().unwrap().body.clone().unwrap()["status"];
+    let status = &patches(&fake)
+        .iter()
+        .rfind(|w| w.path == SUBNET_STATUS)
+        .unwrap()
+        .body
+        .clone()
+        .unwrap()["status"];
     assert_eq!(status["v4usingIPs"], 5);
     assert_eq!(port_addresses(&r._central, "web-3.default"), "");
+    // ... and so does its IP object.
+    r.wait("IP object deleted", |s| s.ips_deleted == 1).await;
+    assert_eq!(fake.get("IP", "", "web-3.default"), None);
+    let deletes: Vec<String> = ip_writes(&fake)
+        .iter()
+        .filter(|w| w.method == "DELETE")
+        .map(|w| w.path.clone())
+        .collect();
+    assert_eq!(deletes, [format!("{IPS}/web-3.default")]);
+    assert_eq!(rbac_violations(&fake.requests()), Vec::<String>::new());
     r.stop().await;
 }
 

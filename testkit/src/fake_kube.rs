@@ -3,7 +3,7 @@
 //! `metadata.resourceVersion` and `items` (core items without kind/apiVersion, as the
 //! apiserver sends them), watch streams of `{"type":"ADDED","object":{...}}` lines resuming
 //! from a resourceVersion, `410 Expired` in the stream for a compacted resourceVersion, Status
-//! objects for 404 / 409 (shapes in `testkit/fixtures/kube/`), optimistic concurrency on PUT,
+//! objects for 404 / 409 (shapes in `testkit/fixtures/kube/`), optimistic concurrency on PUT, DELETE,
 //! JSON merge patches (RFC 7386, only with `application/merge-patch+json`), and the `/status`
 //! subresource. Every request is recorded (method, path, query, content type, body) so tests
 //! assert exactly what the controller or the node agent sent. Failures a test wants (a 403 from
@@ -866,6 +866,10 @@ impl FakeApi {
                 let stored = st.put(object, "MODIFIED");
                 json_response(StatusCode::OK, &stored)
             }
+            ("DELETE", Some(name)) => match st.remove(ty.kind, &ns, name) {
+                Some(o) => json_response(StatusCode::OK, &o),
+                None => not_found(ty, name),
+            },
             _ => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"MethodNotAllowed","code":405}),

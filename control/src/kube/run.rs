@@ -22,6 +22,7 @@ use crate::manifest::Object;
 use ferrovn_api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
 use ferrovn_api::nad::NetworkAttachmentDefinition;
 
+use super::ipobject::plan_ip_writes;
 use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};
 use super::writeback::{
@@ -79,6 +80,9 @@ pub struct Stats {
     pub statuses_patched: u64,
     /// Events about rejected objects.
     pub events_created: u64,
+    /// IP objects created or patched, and deleted.
+    pub ips_written: u64,
+    pub ips_deleted: u64,
     pub write_failures: u64,
     /// Writes planned by the last pass.
     pub last_pass_writes: usize,
@@ -273,6 +277,7 @@ impl Source {
             &now,
         );
         writes.extend(plan_condition_writes(&self.store, &report.rejected, &now));
+        writes.extend(plan_ip_writes(&self.store, ctl.last_records()));
         // One Event per distinct rejection while it lasts; a fixed and re-broken object gets
         // a new one.
         let events = plan_events(&report.rejected, &now);
@@ -294,6 +299,8 @@ impl Source {
         self.stats.subnets_patched += sent.subnets_patched as u64;
         self.stats.statuses_patched += sent.statuses_patched as u64;
         self.stats.events_created += sent.events_created as u64;
+        self.stats.ips_written += sent.ips_written as u64;
+        self.stats.ips_deleted += sent.ips_deleted as u64;
         self.stats.write_failures += sent.failures.len() as u64;
         for f in sent.failures.iter().chain(&sent.event_failures) {
             tracing::warn!("write-back: {f}");
@@ -312,6 +319,7 @@ impl Source {
             pods = sent.pods_patched,
             nodes = sent.nodes_patched,
             subnets = sent.subnets_patched,
+            ips = sent.ips_written + sent.ips_deleted,
             failed = sent.failures.len(),
             "write-back"
         );

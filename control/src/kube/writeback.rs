@@ -31,7 +31,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
 use crate::controller::desired::node_owner;
@@ -42,8 +42,8 @@ use ferrovn_api::annotations::{
     Annotations, OVN_PROVIDER, PodKey, PodNetwork, allocated_providers, annotation_key,
 };
 use ferrovn_api::crd::{
-    Condition, ConditionStatus, IpCount, IpPool, Subnet, SubnetStatus, Vlan, Vpc, find_condition,
-    set_condition,
+    Condition, ConditionStatus, Ip, IpCount, IpPool, Subnet, SubnetStatus, Vlan, Vpc,
+    find_condition, set_condition,
 };
 use ferrovn_api::validate::ObjectRef;
 use k8s_openapi::api::events::v1::Event;
@@ -79,6 +79,18 @@ pub enum Target {
         namespace: String,
         name: String,
     },
+    /// A new IP object (`POST`, the body is the object).
+    IpCreate {
+        name: String,
+    },
+    /// A merge patch of one of our IP objects.
+    Ip {
+        name: String,
+    },
+    /// One of our IP objects whose allocation was released.
+    IpDelete {
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -89,6 +101,8 @@ impl std::fmt::Display for Target {
             Target::SubnetStatus { name } => write!(f, "Subnet {name} status"),
             Target::Status { kind, name } => write!(f, "{} {name} status", kind.name()),
             Target::Event { namespace, name } => write!(f, "Event {namespace}/{name}"),
+            Target::IpCreate { name } | Target::Ip { name } => write!(f, "IP {name}"),
+            Target::IpDelete { name } => write!(f, "IP {name} (delete)"),
         }
     }
 }
@@ -510,6 +524,9 @@ pub struct WriteReport {
     /// Vpc, Vlan and IPPool statuses.
     pub statuses_patched: usize,
     pub events_created: usize,
+    /// IP objects created or patched.
+    pub ips_written: usize,
+    pub ips_deleted: usize,
     /// The objects as the apiserver returned them (fresher than the watch may be yet).
     pub updated: Vec<Object>,
     /// One line per failed write (retried at the next pass).
@@ -568,6 +585,26 @@ impl Writer {
                         .map(|o| Some(Object::IpPool(Box::new(o)))),
                 }
             }
+            Target::IpCreate { .. } => {
+                let ip: Ip =
+                    serde_json::from_value(w.body.clone()).map_err(kube::Error::SerdeError)?;
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                Api::<Ip>::all(self.client.clone())
+                    .create(&params, &ip)
+                    .await
+                    .map(|o| Some(Object::Ip(Box::new(o))))
+            }
+            Target::Ip { name } => Api::<Ip>::all(self.client.clone())
+                .patch(name, &params, &patch)
+                .await
+                .map(|o| Some(Object::Ip(Box::new(o)))),
+            Target::IpDelete { name } => Api::<Ip>::all(self.client.clone())
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| None),
             Target::Event { namespace, .. } => {
                 let event: Event =
                     serde_json::from_value(w.body.clone()).map_err(kube::Error::SerdeError)?;
@@ -606,6 +643,8 @@ impl Writer {
                         Target::SubnetStatus { .. } => report.subnets_patched += 1,
                         Target::Status { .. } => report.statuses_patched += 1,
                         Target::Event { .. } => report.events_created += 1,
+                        Target::IpCreate { .. } | Target::Ip { .. } => report.ips_written += 1,
+                        Target::IpDelete { .. } => report.ips_deleted += 1,
                     }
                     report.updated.extend(o);
                 }
