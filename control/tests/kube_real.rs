@@ -2,7 +2,8 @@
 //! `make kube-bins`) and a real OVN NB/SB/northd: it authenticates as its own ServiceAccount,
 //! bound only by deploy/rbac.yaml (never cluster-admin), and the Kube-OVN manifests of
 //! deploy/examples applied with kubectl end up as pod and node annotations, Logical_Switch_Ports,
-//! Service load balancers and Subnet status. Proves that the RBAC we ship is enough, by use.
+//! Service load balancers, Subnet status and Kube-OVN IP objects (which a restarted controller
+//! leaves untouched). Proves that the RBAC we ship is enough, by use.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -10,7 +11,7 @@
 
 mod real_controller;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferrovn_testkit::kube::ControlPlane;
@@ -21,6 +22,35 @@ use real_controller::{Controller, install_crds_and_rbac, path};
 fn annotation(cp: &ControlPlane, ns: &str, pod: &str, key: &str) -> String {
     let expr = format!("{{.metadata.annotations.{}}}", key.replace('.', "\\."));
     cp.jsonpath(&["-n", ns, "get", "pod", pod], &expr)
+}
+
+/// Every IP object, by name.
+fn ip_objects(cp: &ControlPlane) -> BTreeMap<String, serde_json::Value> {
+    let out = cp
+        .kubectl(&["get", "ips", "-o", "json"])
+        .expect("get ips")
+        .stdout;
+    let list: serde_json::Value = serde_json::from_str(&out).expect("IP list JSON");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                o.clone(),
+            )
+        })
+        .collect()
+}
+
+fn resource_versions(ips: &BTreeMap<String, serde_json::Value>) -> BTreeMap<String, String> {
+    ips.iter()
+        .map(|(n, o)| {
+            let rv = o["metadata"]["resourceVersion"].as_str().unwrap();
+            (n.clone(), rv.to_string())
+        })
+        .collect()
 }
 
 /// Pods of deploy/examples 02 and 03 (kernel pods, one with a static address) and the
@@ -215,6 +245,138 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         !log.contains("forbidden") && !log.contains("Forbidden"),
         "RBAC refused a request:\n{log}"
     );
+
+    // One IP object per pod interface and per node's join address, saying what the pod
+    // annotations say, labelled as Kube-OVN labels them.
+    let mut ips = BTreeMap::new();
+    assert_within(
+        Duration::from_secs(30),
+        "an IP object per pod and node",
+        || {
+            ips = ip_objects(&cp);
+            PODS.iter()
+                .map(|(ns, pod)| format!("{pod}.{ns}"))
+                .chain(["node-lab-dpdk".into(), "node-lab-kernel".into()])
+                .all(|n| ips.contains_key(&n))
+        },
+    );
+    for (ns, pod) in PODS {
+        let ip = &ips[&format!("{pod}.{ns}")];
+        let address = annotation(&cp, ns, pod, "ovn.kubernetes.io/ip_address");
+        let subnet = annotation(&cp, ns, pod, "ovn.kubernetes.io/logical_switch");
+        let node = cp.jsonpath(&["-n", ns, "get", "pod", pod], "{.spec.nodeName}");
+        let spec = &ip["spec"];
+        assert_eq!(spec["podName"], pod);
+        assert_eq!(spec["namespace"], ns);
+        assert_eq!(spec["ipAddress"], address.as_str(), "{pod}.{ns}");
+        assert_eq!(spec["v4IpAddress"], address.as_str(), "{pod}.{ns}");
+        assert_eq!(
+            spec["macAddress"],
+            annotation(&cp, ns, pod, "ovn.kubernetes.io/mac_address").as_str()
+        );
+        assert_eq!(spec["subnet"], subnet.as_str());
+        assert_eq!(spec["nodeName"], node.as_str());
+        let labels = &ip["metadata"]["labels"];
+        assert_eq!(labels["ovn.kubernetes.io/subnet"], subnet.as_str());
+        assert_eq!(labels["ovn.kubernetes.io/node-name"], node.as_str());
+        assert_eq!(labels[subnet.as_str()], "");
+    }
+    for node in ["lab-dpdk", "lab-kernel"] {
+        let spec = &ips[&format!("node-{node}")]["spec"];
+        let address = cp.jsonpath(
+            &["get", "node", node],
+            "{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}",
+        );
+        assert_eq!(spec["ipAddress"], address.as_str(), "node {node}");
+        assert_eq!(spec["subnet"], "join");
+    }
+    // Selecting by subnet works as with Kube-OVN; the printer columns show the addresses.
+    let demo = cp
+        .kubectl(&[
+            "get",
+            "ips",
+            "-l",
+            "ovn.kubernetes.io/subnet=demo",
+            "-o",
+            "name",
+        ])
+        .expect("get ips -l")
+        .stdout;
+    assert_eq!(demo.lines().count(), 3, "{demo}");
+    let table = cp.kubectl(&["get", "ips"]).expect("get ips").stdout;
+    let web1 = annotation(&cp, "demo", "web-1", "ovn.kubernetes.io/ip_address");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web-1.demo ") && l.split_whitespace().any(|c| c == web1)),
+        "V4IP column: {table}"
+    );
+
+    // A pod's IP object goes with the pod.
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: brief\n  namespace: demo\nspec:\n  \
+         nodeName: lab-kernel\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n",
+    )
+    .expect("pod brief");
+    assert_within(Duration::from_secs(30), "IP object brief.demo", || {
+        ip_objects(&cp).contains_key("brief.demo")
+    });
+    cp.kubectl(&[
+        "-n",
+        "demo",
+        "delete",
+        "pod",
+        "brief",
+        "--grace-period=0",
+        "--force",
+    ])
+    .expect("delete pod brief");
+    assert_within(Duration::from_secs(30), "IP object brief.demo gone", || {
+        !ip_objects(&cp).contains_key("brief.demo")
+    });
+
+    // A restarted controller (empty state directory: all it knows is the cluster) changes
+    // nothing: no IP object is written (resourceVersions unchanged), no address moves.
+    let ips_before = resource_versions(&ip_objects(&cp));
+    let addresses_before: Vec<String> = PODS
+        .iter()
+        .map(|(ns, pod)| annotation(&cp, ns, pod, "ovn.kubernetes.io/ip_address"))
+        .collect();
+    let status = controller.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let tmp2 = tempfile::tempdir().expect("tmp");
+    controller = Controller::spawn(&sa, &central.nb_remote(), tmp2.path(), "ctrl-a", 6);
+    // A pod made after the restart is allocated in the first pass of the new controller (or
+    // a later one): once it has its IP object, the restart's write-back is done.
+    cp.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fresh\n  namespace: demo\nspec:\n  \
+         nodeName: lab-dpdk\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n",
+    )
+    .expect("pod fresh");
+    assert_within(Duration::from_secs(60), "IP object fresh.demo", || {
+        controller.assert_running();
+        ip_objects(&cp).contains_key("fresh.demo")
+    });
+    let mut ips_after = resource_versions(&ip_objects(&cp));
+    ips_after.remove("fresh.demo");
+    assert_eq!(ips_after, ips_before, "the restart rewrote IP objects");
+    let addresses_after: Vec<String> = PODS
+        .iter()
+        .map(|(ns, pod)| annotation(&cp, ns, pod, "ovn.kubernetes.io/ip_address"))
+        .collect();
+    assert_eq!(addresses_after, addresses_before, "an address moved");
+    let fresh = annotation(&cp, "demo", "fresh", "ovn.kubernetes.io/ip_address");
+    assert!(!addresses.contains(&fresh), "{fresh} handed out twice");
+    addresses.insert(fresh);
+    let log = controller.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "RBAC refused a request:\n{log}"
+    );
+    // Not even a refused create of an object that exists.
+    assert!(!log.contains("write-back: "), "a write failed:\n{log}");
 
     // The apiserver dies (SIGKILL) for longer than the renew deadline: watches are cut and the
     // Lease cannot be renewed. Once it is back the controller resyncs and leads again; the old
