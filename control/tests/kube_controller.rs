@@ -27,11 +27,18 @@ const SUBNET_STATUS: &str = "/apis/kubeovn.io/v1/subnets/ovn-default/status";
 const MERGE: Option<&str> = Some("application/merge-patch+json");
 const IPS: &str = "/apis/kubeovn.io/v1/ips";
 
-/// Writes other than to IP objects (annotations, statuses, Events).
+const SUBNETS: &str = "/apis/kubeovn.io/v1/subnets";
+
+/// The built-in join subnet's Subnet object: its create and its status.
+fn is_join_write(r: &Recorded) -> bool {
+    r.path == SUBNETS || r.path.starts_with(&format!("{SUBNETS}/join"))
+}
+
+/// Writes other than to IP objects and the join Subnet (annotations, statuses, Events).
 fn annotation_writes(fake: &FakeApi) -> Vec<Recorded> {
     fake.writes()
         .into_iter()
-        .filter(|r| !r.path.starts_with(IPS))
+        .filter(|r| !r.path.starts_with(IPS) && !is_join_write(r))
         .collect()
 }
 
@@ -169,6 +176,21 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
         s.pods_patched == 1 && s.nodes_patched == 1 && s.subnets_patched == 1 && s.ips_written == 2
     })
     .await;
+    // The built-in join subnet had no object (the fixtures have only ovn-default): it is
+    // created with just its CIDR, and the next pass writes its status.
+    r.wait("join Subnet created, its status written", |s| {
+        s.subnets_created == 1 && s.subnets_patched == 2
+    })
+    .await;
+    let join: Vec<Recorded> = fake.writes().into_iter().filter(is_join_write).collect();
+    assert_eq!(join.len(), 2, "{join:#?}");
+    assert_eq!((join[0].method.as_str(), join[0].status), ("POST", 201));
+    assert_eq!(
+        join[0].body.as_ref().unwrap()["spec"],
+        json!({"cidrBlock": "100.64.0.0/16"})
+    );
+    let join_status = fake.get("Subnet", "", "join").unwrap()["status"].clone();
+    assert_eq!(join_status["v4usingIPs"], 1, "the node's join address");
 
     let writes = annotation_writes(&fake);
     assert_eq!(writes.len(), 3, "{writes:#?}");
@@ -299,7 +321,7 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
     r.wait("a second pass", |s| s.passes > before + 1).await;
     assert_eq!(
         fake.writes().len(),
-        3 + 2,
+        3 + 2 + 2,
         "no new write: {:#?}",
         fake.writes()
     );
@@ -317,7 +339,7 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
         before + 1,
         "one pass for the burst: {after:?}"
     );
-    assert_eq!(s.subnets_patched, 2);
+    assert_eq!(s.subnets_patched, 3);
     let ips: Vec<String> = patches(&fake)
         .iter()
         .filter(|w| {
@@ -347,7 +369,7 @@ async fn new_pod_gets_one_merge_patch_and_nothing_more() {
 
     // A deleted pod's port goes; its address is free again for the next pod.
     fake.delete("Pod", "default", "web-3");
-    r.wait("released", |s| s.subnets_patched == 3).await;
+    r.wait("released", |s| s.subnets_patched == 4).await;
     let status = &patches(&fake)
         .iter()
         .rfind(|w| w.path == SUBNET_STATUS)

@@ -234,6 +234,26 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         "V4USED column: {table}"
     );
 
+    // The built-in join subnet had no object: the controller made one, and `kubectl get
+    // subnets` counts the two nodes' join addresses. The user's ovn-default is left as it was.
+    assert_within(
+        Duration::from_secs(30),
+        "join status v4usingIPs = 2",
+        || jsonpath(&cp, &["get", "subnet", "join"], "{.status.v4usingIPs}") == "2",
+    );
+    assert_eq!(
+        jsonpath(&cp, &["get", "subnet", "join"], "{.spec.cidrBlock}"),
+        "100.64.0.0/16"
+    );
+    assert_eq!(
+        jsonpath(
+            &cp,
+            &["get", "subnet", "ovn-default"],
+            "{.spec.natOutgoing}"
+        ),
+        "true"
+    );
+
     // It led through the Lease, and never hit a permission error.
     let holder = cp.jsonpath(
         &["-n", "kube-system", "get", "lease", "ferrovn-controller"],
@@ -245,6 +265,7 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
         !log.contains("forbidden") && !log.contains("Forbidden"),
         "RBAC refused a request:\n{log}"
     );
+    assert!(!log.contains("write-back: "), "a write failed:\n{log}");
 
     // One IP object per pod interface and per node's join address, saying what the pod
     // annotations say, labelled as Kube-OVN labels them.

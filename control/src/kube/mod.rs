@@ -7,11 +7,13 @@
 //!   relists replace, deletes are never lost;
 //! - [`writeback`]: the merge patches a pass calls for (pure) and the writer; recovery of
 //!   existing allocations from `allocated=true` annotations;
+//! - [`builtin`]: Subnet objects for the built-in `ovn-default` and `join` subnets;
 //! - [`ipobject`]: Kube-OVN's IP objects, one per allocated interface (pure planning);
 //! - [`lease`]: leader election, a pure state machine with an injected clock plus the shell;
 //! - [`run`]: the loop (watch → debounce → pass → write back) and its options;
 //! - [`cli`]: the `--kube` flags of `ferrovn-controller` and its entry point.
 
+pub mod builtin;
 pub mod cli;
 pub mod ipobject;
 pub mod lease;

@@ -22,6 +22,7 @@ use crate::manifest::Object;
 use ferrovn_api::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
 use ferrovn_api::nad::NetworkAttachmentDefinition;
 
+use super::builtin::plan_builtin_subnets;
 use super::ipobject::plan_ip_writes;
 use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};
@@ -83,6 +84,8 @@ pub struct Stats {
     /// IP objects created or patched, and deleted.
     pub ips_written: u64,
     pub ips_deleted: u64,
+    /// Subnet objects created for the built-in subnets.
+    pub subnets_created: u64,
     pub write_failures: u64,
     /// Writes planned by the last pass.
     pub last_pass_writes: usize,
@@ -278,6 +281,10 @@ impl Source {
         );
         writes.extend(plan_condition_writes(&self.store, &report.rejected, &now));
         writes.extend(plan_ip_writes(&self.store, ctl.last_records()));
+        writes.extend(plan_builtin_subnets(
+            &self.store,
+            &self.opts.controller.build,
+        ));
         // One Event per distinct rejection while it lasts; a fixed and re-broken object gets
         // a new one.
         let events = plan_events(&report.rejected, &now);
@@ -301,6 +308,7 @@ impl Source {
         self.stats.events_created += sent.events_created as u64;
         self.stats.ips_written += sent.ips_written as u64;
         self.stats.ips_deleted += sent.ips_deleted as u64;
+        self.stats.subnets_created += sent.subnets_created as u64;
         self.stats.write_failures += sent.failures.len() as u64;
         for f in sent.failures.iter().chain(&sent.event_failures) {
             tracing::warn!("write-back: {f}");
@@ -329,7 +337,9 @@ impl Source {
         for o in sent.updated {
             self.store.apply(Change::Applied(o));
         }
-        ok
+        // A Subnet object just created gets its status in the next pass, which its watch echo
+        // (no change) would not start.
+        ok && sent.subnets_created == 0
     }
 }
 

@@ -91,6 +91,10 @@ pub enum Target {
     IpDelete {
         name: String,
     },
+    /// A built-in subnet's missing Subnet object (`POST`, the body is the object).
+    SubnetCreate {
+        name: String,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -103,6 +107,7 @@ impl std::fmt::Display for Target {
             Target::Event { namespace, name } => write!(f, "Event {namespace}/{name}"),
             Target::IpCreate { name } | Target::Ip { name } => write!(f, "IP {name}"),
             Target::IpDelete { name } => write!(f, "IP {name} (delete)"),
+            Target::SubnetCreate { name } => write!(f, "Subnet {name} (create)"),
         }
     }
 }
@@ -527,6 +532,8 @@ pub struct WriteReport {
     /// IP objects created or patched.
     pub ips_written: usize,
     pub ips_deleted: usize,
+    /// Built-in subnets' Subnet objects created.
+    pub subnets_created: usize,
     /// The objects as the apiserver returned them (fresher than the watch may be yet).
     pub updated: Vec<Object>,
     /// One line per failed write (retried at the next pass).
@@ -597,6 +604,18 @@ impl Writer {
                     .await
                     .map(|o| Some(Object::Ip(Box::new(o))))
             }
+            Target::SubnetCreate { .. } => {
+                let subnet: Subnet =
+                    serde_json::from_value(w.body.clone()).map_err(kube::Error::SerdeError)?;
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                Api::<Subnet>::all(self.client.clone())
+                    .create(&params, &subnet)
+                    .await
+                    .map(|o| Some(Object::Subnet(Box::new(o))))
+            }
             Target::Ip { name } => Api::<Ip>::all(self.client.clone())
                 .patch(name, &params, &patch)
                 .await
@@ -645,6 +664,7 @@ impl Writer {
                         Target::Event { .. } => report.events_created += 1,
                         Target::IpCreate { .. } | Target::Ip { .. } => report.ips_written += 1,
                         Target::IpDelete { .. } => report.ips_deleted += 1,
+                        Target::SubnetCreate { .. } => report.subnets_created += 1,
                     }
                     report.updated.extend(o);
                 }
