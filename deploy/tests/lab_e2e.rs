@@ -263,6 +263,20 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         }),
         "no demo Subnet row with 3 addresses used:\n{out}"
     );
+    // The controller's IP objects: one per pod interface, with the pod's address; the
+    // built-in join subnet as an object too.
+    assert!(
+        out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&"ip.kubeovn.io/db-0.demo") && w.contains(&"10.66.0.20")
+        }),
+        "no IP object db-0.demo with its static address:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("subnet.kubeovn.io/join ") && l.contains("100.64.0.0/16")),
+        "no join Subnet row:\n{out}"
+    );
     // The controller runs in cluster mode and holds the leader-election Lease.
     let holder = kubectl(
         lab.state.path(),
