@@ -239,18 +239,14 @@ fn controller_as_its_service_account_allocates_writes_back_and_fills_the_nb() {
     assert_within(
         Duration::from_secs(30),
         "join status v4usingIPs = 2",
-        || jsonpath(&cp, &["get", "subnet", "join"], "{.status.v4usingIPs}") == "2",
+        || cp.jsonpath(&["get", "subnet", "join"], "{.status.v4usingIPs}") == "2",
     );
     assert_eq!(
-        jsonpath(&cp, &["get", "subnet", "join"], "{.spec.cidrBlock}"),
+        cp.jsonpath(&["get", "subnet", "join"], "{.spec.cidrBlock}"),
         "100.64.0.0/16"
     );
     assert_eq!(
-        jsonpath(
-            &cp,
-            &["get", "subnet", "ovn-default"],
-            "{.spec.natOutgoing}"
-        ),
+        cp.jsonpath(&["get", "subnet", "ovn-default"], "{.spec.natOutgoing}"),
         "true"
     );
 

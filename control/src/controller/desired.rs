@@ -182,6 +182,15 @@ fn implicit_subnet(name: &str, cidr: &str, nat_outgoing: bool) -> Subnet {
     s
 }
 
+/// The default and join subnets as the controller serves them when no Subnet object of that
+/// name exists. Kube-OVN's install creates `ovn-default` with `natOutgoing: true`.
+pub fn implicit_subnets(opts: &BuildOptions) -> [Subnet; 2] {
+    [
+        implicit_subnet(&opts.default_subnet, &opts.default_cidr, true),
+        implicit_subnet(&opts.join_subnet, &opts.join_cidr, false),
+    ]
+}
+
 /// Reads the objects of `manifest` into a [`Cluster`].
 pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
     let mut c = Cluster {
@@ -195,16 +204,10 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
 
     // Subnets, with the implicit default and join subnets unless the manifests define them.
     let mut subnets: Vec<Subnet> = manifest.subnets().cloned().collect();
-    // Kube-OVN's install creates `ovn-default` with `natOutgoing: true`.
-    for (name, cidr, nat) in [
-        (&opts.default_subnet, &opts.default_cidr, true),
-        (&opts.join_subnet, &opts.join_cidr, false),
-    ] {
-        if !subnets
-            .iter()
-            .any(|s| meta_name(&s.metadata) == name.as_str())
-        {
-            subnets.push(implicit_subnet(name, cidr, nat));
+    for implicit in implicit_subnets(opts) {
+        let name = meta_name(&implicit.metadata);
+        if !subnets.iter().any(|s| meta_name(&s.metadata) == name) {
+            subnets.push(implicit);
         }
     }
     // Vlans first: an underlay subnet needs its (valid) Vlan.

@@ -3,36 +3,53 @@
 //! `kubectl get subnets` lists them with their address counts.
 //!
 //! The controller serves these subnets whether or not an object exists (the implicit subnet of
-//! [`crate::controller::desired::read_cluster`]). The object it creates holds nothing but
-//! `spec.cidrBlock`, exactly what the implicit subnet has, so reading it back changes no
-//! allocation. It is only created (never patched or deleted): once it exists it is the user's
+//! [`crate::controller::desired::implicit_subnets`]). The object it creates holds exactly the
+//! implicit subnet's non-default fields (`cidrBlock`, and `natOutgoing: true` for
+//! `ovn-default`), so reading it back changes nothing. It is only created (never patched or deleted): once it exists it is the user's
 //! to edit, and a user's own `ovn-default` is never touched.
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::controller::BuildOptions;
+use crate::controller::desired::implicit_subnets;
+use ferrovn_api::crd::SubnetSpec;
 
 use super::store::{ClusterStore, Kind};
 use super::writeback::{PlannedWrite, Target};
 
+/// The fields of `spec` that differ from their defaults: what the object must say for the
+/// controller to read it back as exactly `spec`.
+fn non_default(spec: &SubnetSpec) -> Map<String, Value> {
+    let defaults = serde_json::to_value(SubnetSpec::default()).unwrap_or(Value::Null);
+    match serde_json::to_value(spec) {
+        Ok(Value::Object(m)) => m
+            .into_iter()
+            .filter(|(k, v)| defaults.get(k) != Some(v))
+            .collect(),
+        _ => Map::new(),
+    }
+}
+
 /// A create for each built-in subnet that has no Subnet object.
 pub fn plan_builtin_subnets(store: &ClusterStore, build: &BuildOptions) -> Vec<PlannedWrite> {
-    [
-        (&build.default_subnet, &build.default_cidr),
-        (&build.join_subnet, &build.join_cidr),
-    ]
-    .into_iter()
-    .filter(|(name, _)| store.get(Kind::Subnet, None, name).is_none())
-    .map(|(name, cidr)| PlannedWrite {
-        target: Target::SubnetCreate { name: name.clone() },
-        body: json!({
-            "apiVersion": ferrovn_api::crd::API_VERSION,
-            "kind": "Subnet",
-            "metadata": { "name": name },
-            "spec": { "cidrBlock": cidr },
-        }),
-    })
-    .collect()
+    implicit_subnets(build)
+        .into_iter()
+        .filter_map(|s| {
+            let name = s.metadata.name.clone()?;
+            if store.get(Kind::Subnet, None, &name).is_some() {
+                return None;
+            }
+            Some(PlannedWrite {
+                target: Target::SubnetCreate { name: name.clone() },
+                body: json!({
+                    "apiVersion": ferrovn_api::crd::API_VERSION,
+                    "kind": "Subnet",
+                    "metadata": { "name": name },
+                    "spec": non_default(&s.spec),
+                }),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
