@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod netpol;
+pub mod protocol;
 pub mod services;
 
 use std::collections::{BTreeMap, BTreeSet};

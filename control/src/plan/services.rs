@@ -51,34 +51,7 @@ pub struct ServiceInputs {
     pub endpoint_slices: Vec<EndpointSlice>,
 }
 
-/// An L4 protocol of a Service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// Kubernetes' spelling (`TCP`); unset means TCP.
-    pub fn parse(s: Option<&str>) -> Option<Protocol> {
-        match s.unwrap_or("TCP") {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            "SCTP" => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-
-    /// OVN's spelling (`tcp`).
-    pub fn ovn(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+pub use super::protocol::Protocol;
 
 /// `ip:port`, IPv6 in brackets, as OVN's `vips` keys and values are written.
 pub fn ip_port(ip: IpAddr, port: u16) -> String {

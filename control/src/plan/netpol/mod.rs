@@ -46,36 +46,7 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 // ---------------------------------------------------------------------------------------------
 // Input
 
-/// L4 protocols a NetworkPolicy can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
-
-    /// From the Kubernetes spelling (`TCP`); `None` (unset) is TCP.
-    pub fn parse(s: Option<&str>) -> Option<Self> {
-        match s {
-            None | Some("TCP") => Some(Protocol::Tcp),
-            Some("UDP") => Some(Protocol::Udp),
-            Some("SCTP") => Some(Protocol::Sctp),
-            Some(_) => None,
-        }
-    }
-
-    /// The OVN match symbol (`tcp`).
-    pub fn ovn(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+pub use super::protocol::Protocol;
 
 /// A named container port of a pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
