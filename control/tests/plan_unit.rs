@@ -10,8 +10,8 @@ use ferrovn_api::MacAddr;
 use ferrovn_api::names::router_port_mac;
 use ferrovn_control::plan::{
     AclIntent, DEFAULT_ROUTER, Desired, NodeIntent, OWNER_KEY, OWNER_VALUE, PlanIssue,
-    PolicyIntent, PortIntent, ROW_KEY, RouteIntent, RoutePolicy, SubnetIntent, VlanIntent,
-    VpcIntent, plan,
+    PolicyIntent, PortIntent, ROW_KEY, RouteIntent, RoutePolicy, SUBNET_ACL_TIER, SubnetIntent,
+    VlanIntent, VpcIntent, netpol::NETPOL_TIER, plan,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -277,6 +277,10 @@ fn private_subnet_gets_kube_ovn_acls() {
     );
     // no IPv6 allow rule for an IPv4 allowSubnet, no IPv6 join rule without an IPv6 join
     assert_eq!(acls.len(), 5);
+    // NetworkPolicy's tier (as in Kube-OVN): a policy's 2000 drop outranks the 1001
+    // same-subnet allow instead of running after it
+    assert!(acls.iter().all(|a| a.tier == 2), "{acls:#?}");
+    assert_eq!(SUBNET_ACL_TIER, NETPOL_TIER);
     // a public subnet has none
     assert!(out.switches["ovn-default"].acls.is_empty());
 }
@@ -294,6 +298,7 @@ fn subnet_spec_acls_are_planned() {
     let acl = out.switches["ovn-default"].acls.values().next().unwrap();
     assert_eq!(acl.direction, "from-lport");
     assert_eq!(acl.action, "drop");
+    assert_eq!(acl.tier, 2);
 }
 
 #[test]

@@ -192,6 +192,65 @@ async fn apply_is_idempotent_repairs_crashes_and_keeps_foreign_rows() {
     assert!(!show.contains("p1.ns"), "{show}");
 }
 
+/// `(uuid, tier)` of every ACL, sorted by uuid.
+fn acl_tiers(c: &OvnCentral) -> Vec<(String, String)> {
+    let out = nbctl(
+        c,
+        &[
+            "--bare",
+            "--columns=_uuid,tier",
+            "--format=csv",
+            "list",
+            "ACL",
+        ],
+    );
+    let mut v: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| l.split_once(','))
+        .map(|(u, t)| (u.to_string(), t.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_zero_acls_of_an_older_controller_move_to_tier_two_in_place() {
+    let central = OvnCentral::start().expect("OVN central");
+    let sync = NbSync::connect(&central.nb_remote(), 100)
+        .await
+        .expect("NB");
+
+    // what a controller without the tier column left behind: the same ACLs in tier 0
+    let now = cluster(&[(1, 5)], true);
+    let mut old = now.clone();
+    for sw in old.switches.values_mut() {
+        for a in sw.acls.values_mut() {
+            a.tier = 0;
+        }
+    }
+    sync.sync(&old).await.expect("old controller");
+    let before = acl_tiers(&central);
+    // private s1: the drop, the same-subnet allow and the join allow
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.iter().all(|(_, t)| t == "0"), "{before:?}");
+
+    // the upgraded controller's first pass: only updates, one per ACL
+    let (d, _) = sync.sync(&now).await.expect("upgraded controller");
+    assert_eq!(d.counts(), (0, before.len(), 0), "{:#?}", d.changes);
+    let after = acl_tiers(&central);
+    assert_eq!(
+        after.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+        before.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+        "same rows, updated in place"
+    );
+    assert!(after.iter().all(|(_, t)| t == "2"), "{after:?}");
+
+    // a second restart changes nothing
+    let (d, report) = sync.sync(&now).await.expect("second restart");
+    assert!(d.is_empty(), "{:#?}", d.changes);
+    assert_eq!(report.operations, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn northd_builds_flows_from_planned_rows() {
     let central = OvnCentral::start().expect("OVN central");

@@ -4,7 +4,7 @@ use ipnet::IpNet;
 
 use super::{
     PRIVATE_ALLOW_PRIORITY, PRIVATE_DROP_PRIORITY, PRIVATE_NODE_ALLOW_PRIORITY, PlannedAcl,
-    SubnetIntent, owned_ids,
+    SUBNET_ACL_TIER, SubnetIntent, owned_ids,
 };
 
 fn af(net: &IpNet) -> &'static str {
@@ -26,6 +26,7 @@ fn acl(
     PlannedAcl {
         direction: direction.into(),
         priority,
+        tier: SUBNET_ACL_TIER,
         action: action.into(),
         log,
         severity: log.then(|| "warning".to_string()),
@@ -37,7 +38,8 @@ fn acl(
 
 /// The ACLs of `subnet`'s switch. A private subnet drops all IP traffic towards its ports
 /// except from itself, from the node join subnet (so kubelet probes work) and from
-/// `allowSubnets`, as Kube-OVN does (priorities 1000 / 1001 / 3000, stateful allows).
+/// `allowSubnets`, as Kube-OVN does (priorities 1000 / 1001 / 3000, stateful allows, all in
+/// tier [`SUBNET_ACL_TIER`]).
 pub(super) fn subnet_acls(subnet: &SubnetIntent, join: Option<&SubnetIntent>) -> Vec<PlannedAcl> {
     let name = subnet.name.as_str();
     let mut out = Vec::new();

@@ -48,6 +48,10 @@ pub const GATEWAY_POLICY_PRIORITY: i64 = 29000;
 pub const PRIVATE_DROP_PRIORITY: i64 = 1000;
 pub const PRIVATE_ALLOW_PRIORITY: i64 = 1001;
 pub const PRIVATE_NODE_ALLOW_PRIORITY: i64 = 3000;
+/// OVN ACL tier of subnet ACLs (`private`, `allowSubnets`, `spec.acls`): Kube-OVN's tier 2, the
+/// tier of NetworkPolicy ([`netpol::NETPOL_TIER`]), so both compete by priority in one tier
+/// instead of the subnet's same-subnet allow being final in tier 0 before any policy runs.
+pub const SUBNET_ACL_TIER: i64 = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Input
@@ -337,6 +341,8 @@ pub struct PlannedSwitchPort {
 pub struct PlannedAcl {
     pub direction: String,
     pub priority: i64,
+    /// OVN ACL tier (NB schema 7.11); [`SUBNET_ACL_TIER`] for every planned switch ACL.
+    pub tier: i64,
     pub match_: String,
     pub action: String,
     pub log: bool,

@@ -114,6 +114,7 @@ impl Table {
             Table::Acl => &[
                 "direction",
                 "priority",
+                "tier",
                 "match",
                 "action",
                 "log",
@@ -286,6 +287,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             let mut c = ColumnValues::new();
             c.insert("direction".into(), s(&a.direction));
             c.insert("priority".into(), a.priority.to_datum());
+            c.insert("tier".into(), a.tier.to_datum());
             c.insert("match".into(), s(&a.match_));
             c.insert("action".into(), s(&a.action));
             c.insert("log".into(), a.log.to_datum());
