@@ -9,6 +9,8 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -17,9 +19,7 @@ use ferrovn_api::names::{router_port_mac, router_port_name};
 use ferrovn_control::plan::netpol::{
     NamedPort, PolicyInput, PolicyNamespace, PolicyPlan, PolicyPod, Protocol, plan_network_policies,
 };
-use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, StrMap, SubnetIntent, VpcIntent, plan,
-};
+use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, StrMap, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use std::process::Command;
@@ -65,26 +65,7 @@ fn mac(i: u8) -> MacAddr {
 }
 
 fn desired() -> Desired {
-    let mut d = Desired {
-        vpcs: vec![VpcIntent {
-            name: DEFAULT_ROUTER.into(),
-            ..Default::default()
-        }],
-        join_subnet: Some("join".into()),
-        ..Default::default()
-    };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
-    d.subnets.push(SubnetIntent::overlay(
-        "ovn-default",
-        DEFAULT_ROUTER,
-        Some("10.16.0.0/16".parse().unwrap()),
-        None,
-    ));
+    let mut d = common::default_cluster("10.16.0.0/16", None);
     d.nodes.push(NodeIntent {
         name: "n1".into(),
         join_ips: vec!["100.64.0.2".parse().unwrap()],

@@ -4,6 +4,8 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -21,26 +23,11 @@ fn desired(
     nodes: Vec<u8>,
     private: Vec<bool>,
 ) -> Desired {
-    let mut d = Desired {
-        vpcs: vec![
-            VpcIntent {
-                name: DEFAULT_ROUTER.into(),
-                ..Default::default()
-            },
-            VpcIntent {
-                name: "vpc-x".into(),
-                ..Default::default()
-            },
-        ],
-        join_subnet: Some("join".into()),
+    let mut d = common::default_vpc_with_join();
+    d.vpcs.push(VpcIntent {
+        name: "vpc-x".into(),
         ..Default::default()
-    };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
+    });
     for i in 0..n_subnets {
         let vpc = if i % 3 == 2 { "vpc-x" } else { DEFAULT_ROUTER };
         let mut s = SubnetIntent::overlay(

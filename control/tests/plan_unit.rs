@@ -4,6 +4,8 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::IpAddr;
 
 use ferrovn_api::MacAddr;
@@ -22,35 +24,8 @@ fn mac(last: u8) -> MacAddr {
     MacAddr([0x0e, 0, 0, 0, 0, last])
 }
 
-fn default_vpc() -> VpcIntent {
-    VpcIntent {
-        name: DEFAULT_ROUTER.into(),
-        ..VpcIntent::default()
-    }
-}
-
 fn base() -> Desired {
-    Desired {
-        vpcs: vec![default_vpc()],
-        subnets: vec![
-            SubnetIntent::overlay(
-                "ovn-default",
-                DEFAULT_ROUTER,
-                Some("10.16.0.0/16".parse().unwrap()),
-                None,
-            ),
-            SubnetIntent::overlay(
-                "join",
-                DEFAULT_ROUTER,
-                Some("100.64.0.0/16".parse().unwrap()),
-                None,
-            ),
-        ],
-        nodes: vec![],
-        ports: vec![],
-        join_subnet: Some("join".into()),
-        ..Default::default()
-    }
+    common::default_cluster("10.16.0.0/16", None)
 }
 
 fn pod(name: &str, ns: &str, subnet: &str, ips: &[&str], m: u8) -> PortIntent {
@@ -288,7 +263,8 @@ fn private_subnet_gets_kube_ovn_acls() {
 #[test]
 fn subnet_spec_acls_are_planned() {
     let mut d = base();
-    d.subnets[0].acls.push(AclIntent {
+    let ovn_default = d.subnets.iter_mut().find(|s| s.name == "ovn-default");
+    ovn_default.unwrap().acls.push(AclIntent {
         direction: "from-lport".into(),
         priority: 1200,
         match_: "ip4.dst == 8.8.8.8".into(),

@@ -6,13 +6,13 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ferrovn_api::MacAddr;
-use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, NbPlan, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
-};
+use ferrovn_control::plan::{NbPlan, NodeIntent, PortIntent, plan};
 use ferrovn_control::reconcile::{
     ActualRow, Change, Conflict, NbSnapshot, Table, desired_rows, diff, to_transactions,
 };
@@ -203,30 +203,8 @@ fn mac(k: usize) -> MacAddr {
 }
 
 fn cluster(pods: &[(usize, u8)], private: bool, nodes: usize) -> NbPlan {
-    let mut d = Desired {
-        vpcs: vec![VpcIntent {
-            name: DEFAULT_ROUTER.into(),
-            ..Default::default()
-        }],
-        join_subnet: Some("join".into()),
-        ..Default::default()
-    };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
-    for i in 0..3u8 {
-        let mut s = SubnetIntent::overlay(
-            format!("s{i}"),
-            DEFAULT_ROUTER,
-            Some(format!("10.{}.0.0/24", i + 1).parse().unwrap()),
-            None,
-        );
-        s.private = private && i == 1;
-        d.subnets.push(s);
-    }
+    let mut d = common::default_vpc_with_join();
+    common::add_numbered_subnets(&mut d, 3, private);
     for (k, (subnet, host)) in pods.iter().enumerate() {
         let subnet = subnet % 3;
         d.ports.push(PortIntent {

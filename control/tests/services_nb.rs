@@ -7,13 +7,13 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
 use ferrovn_control::controller::{Controller, ControllerOptions};
-use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, LbAttach, NbPlan, ServiceInputs, SubnetIntent, VpcIntent, plan,
-};
+use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, LbAttach, NbPlan, ServiceInputs, plan};
 use ferrovn_control::reconcile::{Change, NbSync, Table};
 use ferrovn_testkit::ovsdb::OvnCentral;
 use k8s_openapi::api::core::v1::Service;
@@ -55,36 +55,14 @@ fn slice(service: &str, hosts: &[u8]) -> EndpointSlice {
 
 fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>, attach: LbAttach) -> NbPlan {
     let mut d = Desired {
-        vpcs: vec![VpcIntent {
-            name: DEFAULT_ROUTER.into(),
-            ..Default::default()
-        }],
-        join_subnet: Some("join".into()),
         lb_attach: attach,
         services: ServiceInputs {
             services,
             endpoint_slices: slices,
         },
-        ..Default::default()
+        ..common::default_cluster("10.16.0.0/16", None)
     };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
-    d.subnets.push(SubnetIntent::overlay(
-        "ovn-default",
-        DEFAULT_ROUTER,
-        Some("10.16.0.0/16".parse().unwrap()),
-        None,
-    ));
-    let mut quiet = SubnetIntent::overlay(
-        "dpdk",
-        DEFAULT_ROUTER,
-        Some("10.17.0.0/16".parse().unwrap()),
-        None,
-    );
+    let mut quiet = common::overlay("dpdk", "10.17.0.0/16");
     quiet.enable_lb = false;
     d.subnets.push(quiet);
     plan(&d)

@@ -5,11 +5,13 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, LbAttach, NbPlan, NodeIntent, PlanIssue, PlannedLoadBalancer,
-    ServiceInputs, SubnetIntent, VpcIntent, plan,
+    ServiceInputs, plan,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,32 +27,8 @@ fn slice(v: Value) -> EndpointSlice {
 }
 
 fn base(nodes: &[&str]) -> Desired {
-    let mut d = Desired {
-        vpcs: vec![VpcIntent {
-            name: DEFAULT_ROUTER.into(),
-            ..Default::default()
-        }],
-        join_subnet: Some("join".into()),
-        ..Default::default()
-    };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
-    d.subnets.push(SubnetIntent::overlay(
-        "ovn-default",
-        DEFAULT_ROUTER,
-        Some("10.16.0.0/16".parse().unwrap()),
-        Some("fd00:10:16::/64".parse().unwrap()),
-    ));
-    let mut dpdk = SubnetIntent::overlay(
-        "dpdk",
-        DEFAULT_ROUTER,
-        Some("10.17.0.0/16".parse().unwrap()),
-        None,
-    );
+    let mut d = common::default_cluster("10.16.0.0/16", Some("fd00:10:16::/64"));
+    let mut dpdk = common::overlay("dpdk", "10.17.0.0/16");
     dpdk.enable_lb = false;
     d.subnets.push(dpdk);
     for (i, ip) in nodes.iter().enumerate() {

@@ -8,14 +8,14 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovn_api::MacAddr;
-use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, PortIntent, ServiceInputs, SubnetIntent, VpcIntent, plan,
-};
+use ferrovn_control::plan::{Desired, PortIntent, ServiceInputs, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::netns::Netns;
@@ -51,26 +51,7 @@ const PODS: [Pod; 3] = [
 ];
 
 fn desired() -> Desired {
-    let mut d = Desired {
-        vpcs: vec![VpcIntent {
-            name: DEFAULT_ROUTER.into(),
-            ..Default::default()
-        }],
-        join_subnet: Some("join".into()),
-        ..Default::default()
-    };
-    d.subnets.push(SubnetIntent::overlay(
-        "join",
-        DEFAULT_ROUTER,
-        Some("100.64.0.0/16".parse().unwrap()),
-        None,
-    ));
-    d.subnets.push(SubnetIntent::overlay(
-        "ovn-default",
-        DEFAULT_ROUTER,
-        Some("10.16.0.0/24".parse().unwrap()),
-        None,
-    ));
+    let mut d = common::default_cluster("10.16.0.0/24", None);
     for p in &PODS {
         d.ports.push(PortIntent {
             pod: p.name.into(),
