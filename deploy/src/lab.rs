@@ -1244,6 +1244,11 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         ))
     })?;
 
+    step("outside world: a netns behind both nodes' uplinks", || {
+        let note = crate::outside::start(&opts.prefix, &records, &nodes, &paths.root)?;
+        Ok(((), note))
+    })?;
+
     let s = sys::Step::begin(format!(
         "Kubernetes {} control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler; deploy/ installed, Nodes registered",
         ferrovn_testkit::kube::pinned_version("K8S_VERSION").unwrap_or("?")
@@ -2326,6 +2331,8 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
             plan.left_out_pairs
         );
     }
+    // the node and outside rows are their own table; the pod pairs' summary stays the last line
+    crate::outside::print_rows(&lab, &pods, &paths.controller());
     println!("{}", summary_line(reachable, total));
     Ok((reachable, total))
 }

@@ -9,5 +9,6 @@ pub mod docs;
 pub mod forward;
 pub mod lab;
 pub mod model;
+pub mod outside;
 pub mod plan;
 pub mod sys;

@@ -197,6 +197,20 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         ),
         "no datapath version line:\n{out}"
     );
+    // node -> every pod, every kernel pod -> its own node, the other node and the outside
+    // (docs/node-connectivity.md): all reachable
+    let node_rows = out
+        .lines()
+        .find_map(|l| l.strip_prefix("node/outside rows: "))
+        .and_then(|r| r.strip_suffix(" reachable"))
+        .and_then(|r| r.split_once('/'))
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("no node/outside rows:\n{out}"));
+    assert!(node_rows.1 >= 8, "too few node/outside rows:\n{out}");
+    assert_eq!(
+        node_rows.0, node_rows.1,
+        "node/outside rows unreachable:\n{out}"
+    );
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
