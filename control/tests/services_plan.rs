@@ -10,8 +10,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, LbAttach, NbPlan, NodeIntent, PlanIssue, PlannedLoadBalancer,
-    ServiceInputs, plan,
+    DEFAULT_ROUTER, Desired, LbAttach, NbPlan, NodeIntent, PlanCache, PlanIssue,
+    PlannedLoadBalancer, ServiceInputs, plan, plan_cached,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -675,4 +675,174 @@ fn the_model_is_not_trivial() {
     let (s, sl) = objects(0, &g);
     let p = with(base(&["172.18.0.2"]), vec![s], sl);
     assert_eq!(implied(&p), m);
+}
+
+/// One step of a change sequence for the cache property.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Nothing changes: the cached pass must plan no Service afresh.
+    Nothing,
+    /// Service `i` (modulo the count) is replaced.
+    Replace(usize, GenService),
+    /// Only the EndpointSlices of service `i` change.
+    Endpoints(usize, GenService),
+    Remove(usize),
+    Add(GenService),
+    /// A second Service with the name and addresses of service `i`, other content.
+    Twin(usize, GenService),
+    /// A Service of another name claiming service `i`'s addresses.
+    Clash(usize, GenService),
+    Nodes(usize),
+}
+
+fn gen_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => Just(Step::Nothing),
+        3 => (any::<usize>(), gen_service()).prop_map(|(i, g)| Step::Replace(i, g)),
+        4 => (any::<usize>(), gen_service()).prop_map(|(i, g)| Step::Endpoints(i, g)),
+        1 => any::<usize>().prop_map(Step::Remove),
+        2 => gen_service().prop_map(Step::Add),
+        1 => (any::<usize>(), gen_service()).prop_map(|(i, g)| Step::Twin(i, g)),
+        1 => (any::<usize>(), gen_service()).prop_map(|(i, g)| Step::Clash(i, g)),
+        1 => (0usize..4).prop_map(Step::Nodes),
+    ]
+}
+
+/// Objects of generated service `addr` (its addresses) under the name `s<name>`.
+fn objects_named(addr: usize, name: usize, g: &GenService) -> (Service, Vec<EndpointSlice>) {
+    let (mut svc, mut slices) = objects(addr, g);
+    svc.metadata.name = Some(format!("s{name}"));
+    for (k, sl) in slices.iter_mut().enumerate() {
+        sl.metadata.name = Some(format!("s{name}-{addr}-{k}"));
+        sl.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("kubernetes.io/service-name".into(), format!("s{name}"));
+    }
+    (svc, slices)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The plan cache is only an optimisation: along any sequence of Service, endpoint and
+    /// node changes, the cached planner's output equals the uncached planner's, and a pass
+    /// with no change plans nothing afresh.
+    #[test]
+    fn cached_plans_equal_uncached_plans_along_change_sequences(
+        initial in prop::collection::vec(gen_service(), 0..5),
+        steps in prop::collection::vec(gen_step(), 1..12),
+    ) {
+        let node_ips = ["172.18.0.2", "172.18.0.3", "172.18.0.4"];
+        // (address index, name index, generator)
+        let mut svcs: Vec<(usize, usize, GenService)> =
+            initial.into_iter().enumerate().map(|(i, g)| (i, i, g)).collect();
+        let mut next = svcs.len();
+        let mut nodes = 2;
+        let mut cache = PlanCache::default();
+        for (n, step) in std::iter::once(Step::Nothing).chain(steps).enumerate() {
+            let unchanged = n > 0 && matches!(step, Step::Nothing);
+            let len = svcs.len().max(1);
+            match step {
+                Step::Nothing => {}
+                Step::Replace(i, g) => {
+                    if let Some(s) = svcs.get_mut(i % len) {
+                        s.2 = g;
+                    }
+                }
+                Step::Endpoints(i, g) => {
+                    if let Some(s) = svcs.get_mut(i % len) {
+                        s.2.slices = g.slices;
+                    }
+                }
+                Step::Remove(i) => {
+                    if !svcs.is_empty() {
+                        svcs.remove(i % len);
+                    }
+                }
+                Step::Add(g) => {
+                    svcs.push((next, next, g));
+                    next += 1;
+                }
+                Step::Twin(i, g) => {
+                    if let Some(&(a, nm, _)) = svcs.get(i % len) {
+                        svcs.push((a, nm, g));
+                    }
+                }
+                Step::Clash(i, g) => {
+                    if let Some(&(a, _, _)) = svcs.get(i % len) {
+                        svcs.push((a, next, g));
+                        next += 1;
+                    }
+                }
+                Step::Nodes(k) => nodes = k,
+            }
+            let mut d = base(&node_ips[..nodes]);
+            for (a, nm, g) in &svcs {
+                let (s, sl) = objects_named(*a, *nm, g);
+                d.services.services.push(s);
+                d.services.endpoint_slices.extend(sl);
+            }
+            let cached = plan_cached(&d, &mut cache);
+            prop_assert_eq!(&cached, &plan(&d), "after step {}", n);
+            if unchanged {
+                prop_assert_eq!(cache.services.last_misses(), 0, "step {} changed nothing", n);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_endpoint_change_replans_one_service() {
+    let services: Vec<GenService> = (0..4)
+        .map(|i| GenService {
+            kind: if i % 2 == 0 { "ClusterIP" } else { "NodePort" },
+            dual: false,
+            external: false,
+            ports: vec![GenPort {
+                proto: "TCP",
+                affinity: None,
+            }],
+            slices: vec![GenSlice {
+                v6: false,
+                targets: vec![Some(1000), None, None],
+                endpoints: vec![GenEndpoint {
+                    host: 1,
+                    ready: None,
+                    serving: None,
+                    terminating: None,
+                }],
+            }],
+        })
+        .collect();
+    let build = |services: &[GenService], nodes: &[&str]| {
+        let mut d = base(nodes);
+        for (i, g) in services.iter().enumerate() {
+            let (s, sl) = objects(i, g);
+            d.services.services.push(s);
+            d.services.endpoint_slices.extend(sl);
+        }
+        d
+    };
+    let mut cache = PlanCache::default();
+    let first = plan_cached(&build(&services, &["172.18.0.2"]), &mut cache);
+    assert_eq!(cache.services.last_misses(), 4);
+    assert_eq!(first, plan(&build(&services, &["172.18.0.2"])));
+
+    let mut changed = services.clone();
+    changed[2].slices[0].endpoints[0].host = 2;
+    let d = build(&changed, &["172.18.0.2"]);
+    let second = plan_cached(&d, &mut cache);
+    assert_eq!(
+        cache.services.last_misses(),
+        1,
+        "only the changed Service is planned"
+    );
+    assert_eq!(second, plan(&d));
+    assert_ne!(second, first);
+
+    // Node addresses feed every NodePort: all are planned afresh.
+    let d = build(&changed, &["172.18.0.2", "172.18.0.3"]);
+    assert_eq!(plan_cached(&d, &mut cache), plan(&d));
+    assert_eq!(cache.services.last_misses(), 4);
 }

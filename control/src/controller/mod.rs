@@ -115,6 +115,9 @@ pub struct Controller {
     nb_changes: Option<ferrovn_ovsdb::ChangeStream>,
     /// The manifest directory as of the last successful pass of `pass_if_changed`.
     last_fingerprint: Option<u64>,
+    /// Per-Service load balancer plans of earlier passes: an endpoint change re-plans one
+    /// Service, not all of them.
+    plan_cache: plan::PlanCache,
     last_full: Option<Instant>,
     /// Subnets the IPAM holds, to drop those deleted from the source.
     ipam_subnets: std::collections::BTreeSet<String>,
@@ -134,6 +137,7 @@ impl Controller {
             last_records: Vec::new(),
             nb_changes: None,
             last_fingerprint: None,
+            plan_cache: plan::PlanCache::default(),
             last_full: None,
             ipam_subnets: Default::default(),
         })
@@ -278,7 +282,7 @@ impl Controller {
         self.last_records = records;
 
         let desired = desired::desired(&cluster, &allocated);
-        let planned = plan::plan(&desired);
+        let planned = plan::plan_cached(&desired, &mut self.plan_cache);
         report
             .issues
             .extend(planned.issues.iter().map(ToString::to_string));

@@ -473,6 +473,22 @@ pub fn owned_ids(key: &str, extra: &[(&str, &str)]) -> StrMap {
 /// Plans the NB rows for `desired`. Pure and deterministic: the result depends only on the
 /// content of `desired`, not on the order of its lists.
 pub fn plan(desired: &Desired) -> NbPlan {
+    plan_with(desired, None)
+}
+
+/// What a long-running planner keeps between passes so a small input change costs work
+/// proportional to what it touches (today: every Service's own load balancer plan).
+#[derive(Debug, Clone, Default)]
+pub struct PlanCache {
+    pub services: services::ServicePlanCache,
+}
+
+/// [`plan`] through `cache`: the same result (the cache only saves work).
+pub fn plan_cached(desired: &Desired, cache: &mut PlanCache) -> NbPlan {
+    plan_with(desired, Some(cache))
+}
+
+fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     let mut out = NbPlan::default();
 
     // Routers, one per VPC.
@@ -558,7 +574,7 @@ pub fn plan(desired: &Desired) -> NbPlan {
 
     plan_nodes(desired, &by_name, &mut out);
     plan_pod_ports(desired, &by_name, &mut out);
-    plan_load_balancers(desired, &by_name, &mut out);
+    plan_load_balancers(desired, &by_name, &mut out, cache);
     plan_gateways(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
@@ -572,18 +588,28 @@ fn plan_load_balancers(
     desired: &Desired,
     subnets: &BTreeMap<&str, &SubnetIntent>,
     out: &mut NbPlan,
+    cache: Option<&mut PlanCache>,
 ) {
     let node_ips: Vec<IpAddr> = desired
         .nodes
         .iter()
         .flat_map(|n| n.internal_ips.iter().copied())
         .collect();
-    let mut groups = services::plan_services(
-        &desired.services,
-        DEFAULT_ROUTER,
-        &node_ips,
-        &mut out.issues,
-    );
+    let mut groups = match cache {
+        Some(c) => services::plan_services_cached(
+            &mut c.services,
+            &desired.services,
+            DEFAULT_ROUTER,
+            &node_ips,
+            &mut out.issues,
+        ),
+        None => services::plan_services(
+            &desired.services,
+            DEFAULT_ROUTER,
+            &node_ips,
+            &mut out.issues,
+        ),
+    };
     for (name, group) in std::mem::take(&mut groups) {
         let vpc = group
             .load_balancers

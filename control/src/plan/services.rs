@@ -20,11 +20,16 @@
 //! load balanced. Hairpin (a pod reaching itself through its Service) is OVN's default
 //! behaviour for switch load balancers: the hairpinned packet is SNATed to the VIP.
 //!
+//! A long-running controller plans through a [`ServicePlanCache`]. It keeps each Service's own
+//! plan and recomputes it only when that Service, its EndpointSlices, the default VPC or the
+//! node addresses change. VIP ownership between Services is decided afresh on every pass, so
+//! the output is exactly [`plan_services`]'s.
+//!
 //! Not yet: `internalTrafficPolicy: Local` / `externalTrafficPolicy: Local` need per-chassis
 //! backends (OVN template load balancers); until then their VIPs are left out with an issue,
 //! never silently served by remote endpoints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -80,7 +85,7 @@ pub struct PlannedLbGroup {
 }
 
 /// The `namespace/name` of a Service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceRef {
     pub namespace: String,
     pub name: String,
@@ -137,14 +142,7 @@ fn validate(
     node_ips: &[IpAddr],
     issues: &mut Vec<PlanIssue>,
 ) -> Option<ValidService> {
-    let id = ServiceRef {
-        namespace: svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        name: svc.metadata.name.clone().unwrap_or_default(),
-    };
+    let id = service_ref(svc);
     let spec = svc.spec.as_ref()?;
     let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
     if !matches!(
@@ -392,67 +390,49 @@ fn backends(
     (ready, terminating)
 }
 
-/// The Service load balancers, grouped per VPC (group name → group). `default_vpc` holds
-/// Services without a `ovn.kubernetes.io/vpc` annotation; `node_ips` are the addresses a
-/// NodePort listens on. Pure: the same inputs in any order give the same rows.
-pub fn plan_services(
-    inputs: &ServiceInputs,
+/// What one Service plans to on its own, before VIPs are claimed against other Services.
+/// Depends only on the Service, its EndpointSlices, the default VPC and the node addresses,
+/// which is what makes it cacheable ([`ServicePlanCache`]).
+#[derive(Debug, Clone, PartialEq)]
+struct SoloPlan {
+    /// `None`: the Service is left out (`validate_issues` say why).
+    service: Option<SoloService>,
+    validate_issues: Vec<PlanIssue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct SoloService {
+    id: ServiceRef,
+    vpc: String,
+    /// Per VIP, in the Service's order: protocol, `ip:port`, backends (the `vips` value).
+    vips: Vec<(Protocol, String, String)>,
+    backend_issues: Vec<PlanIssue>,
+    /// The load balancer of each protocol with VIPs, its `vips` still empty.
+    lbs: BTreeMap<Protocol, PlannedLoadBalancer>,
+}
+
+fn plan_one(
+    svc: &Service,
+    own_slices: &[&EndpointSlice],
     default_vpc: &str,
     node_ips: &[IpAddr],
-    issues: &mut Vec<PlanIssue>,
-) -> BTreeMap<String, PlannedLbGroup> {
-    let mut node_ips: Vec<IpAddr> = node_ips.to_vec();
-    node_ips.sort();
-    node_ips.dedup();
-
-    let mut services: Vec<&Service> = inputs.services.iter().collect();
-    services.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for s in &inputs.endpoint_slices {
-        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-        if let Some(svc) = s
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        {
-            slices.entry((ns, svc.as_str())).or_default().push(s);
-        }
-    }
-    for v in slices.values_mut() {
-        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    }
-
-    let mut groups: BTreeMap<String, PlannedLbGroup> = BTreeMap::new();
-    // (vpc, protocol, vip) → the Service holding it: one VIP, one owner.
-    let mut claimed: BTreeMap<(String, Protocol, String), ServiceRef> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for svc in services {
-        let Some(v) = validate(svc, default_vpc, &node_ips, issues) else {
-            continue;
+) -> SoloPlan {
+    let mut validate_issues = Vec::new();
+    let Some(v) = validate(svc, default_vpc, node_ips, &mut validate_issues) else {
+        return SoloPlan {
+            service: None,
+            validate_issues,
         };
-        if !seen.insert(v.id.clone()) {
-            issues.push(PlanIssue::ServiceInvalid {
-                service: v.id.to_string(),
-                field: "metadata.name".into(),
-                reason: "defined twice".into(),
-            });
-            continue;
-        }
-        if v.vips.is_empty() {
-            continue;
-        }
-        let own_slices = slices
-            .get(&(v.id.namespace.as_str(), v.id.name.as_str()))
-            .map_or(&[][..], Vec::as_slice);
-        let mut lbs: BTreeMap<Protocol, PlannedLoadBalancer> = BTreeMap::new();
+    };
+    let mut backend_issues = Vec::new();
+    let mut vips = Vec::with_capacity(v.vips.len());
+    let mut lbs = BTreeMap::new();
+    if !v.vips.is_empty() {
         // kube-proxy runs one proxier per IP family: the "none ready" fallback is decided per
         // port and family.
         let mut port_backends = Vec::with_capacity(v.ports.len());
         for p in &v.ports {
-            let (ready, terminating) = backends(&v, p, own_slices, issues);
+            let (ready, terminating) = backends(&v, p, own_slices, &mut backend_issues);
             let pick = |v4: bool| -> Backends {
                 let r: Backends = ready
                     .iter()
@@ -474,29 +454,245 @@ pub fn plan_services(
             port_backends.push(both);
         }
         for vip in &v.vips {
-            let port = &v.ports[vip.service_port];
-            let key = ip_port(vip.ip, vip.port);
-            let claim = (v.vpc.clone(), port.protocol, key.clone());
-            if let Some(holder) = claimed.get(&claim) {
-                if *holder != v.id {
-                    issues.push(PlanIssue::ServiceVipTaken {
-                        service: v.id.to_string(),
-                        vip: format!("{key}/{}", port.protocol.ovn()),
-                        holder: holder.to_string(),
-                    });
-                }
-                continue;
-            }
-            claimed.insert(claim, v.id.clone());
+            let protocol = v.ports[vip.service_port].protocol;
             let value: Vec<String> = port_backends[vip.service_port]
                 .iter()
                 .filter(|(ip, _)| ip.is_ipv4() == vip.ip.is_ipv4())
                 .map(|(ip, p)| ip_port(*ip, *p))
                 .collect();
-            let lb = lbs
-                .entry(port.protocol)
-                .or_insert_with(|| new_lb(&v, port.protocol));
-            lb.vips.insert(key, value.join(","));
+            vips.push((protocol, ip_port(vip.ip, vip.port), value.join(",")));
+            lbs.entry(protocol).or_insert_with(|| new_lb(&v, protocol));
+        }
+    }
+    SoloPlan {
+        service: Some(SoloService {
+            id: v.id,
+            vpc: v.vpc,
+            vips,
+            backend_issues,
+            lbs,
+        }),
+        validate_issues,
+    }
+}
+
+/// The identity of a Service as the planner sees it.
+fn service_ref(svc: &Service) -> ServiceRef {
+    ServiceRef {
+        namespace: svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Services in planning order and each one's EndpointSlices.
+fn sorted_inputs(inputs: &ServiceInputs) -> Vec<(&Service, Vec<&EndpointSlice>)> {
+    let mut services: Vec<&Service> = inputs.services.iter().collect();
+    services.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &inputs.endpoint_slices {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(svc) = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            slices.entry((ns, svc.as_str())).or_default().push(s);
+        }
+    }
+    for v in slices.values_mut() {
+        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    }
+    services
+        .into_iter()
+        .map(|svc| {
+            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let own = slices.get(&(ns, name)).cloned().unwrap_or_default();
+            (svc, own)
+        })
+        .collect()
+}
+
+fn sorted_node_ips(node_ips: &[IpAddr]) -> Vec<IpAddr> {
+    let mut node_ips: Vec<IpAddr> = node_ips.to_vec();
+    node_ips.sort();
+    node_ips.dedup();
+    node_ips
+}
+
+/// The Service load balancers, grouped per VPC (group name → group). `default_vpc` holds
+/// Services without a `ovn.kubernetes.io/vpc` annotation; `node_ips` are the addresses a
+/// NodePort listens on. Pure: the same inputs in any order give the same rows.
+pub fn plan_services(
+    inputs: &ServiceInputs,
+    default_vpc: &str,
+    node_ips: &[IpAddr],
+    issues: &mut Vec<PlanIssue>,
+) -> BTreeMap<String, PlannedLbGroup> {
+    let node_ips = sorted_node_ips(node_ips);
+    let solos: Vec<SoloPlan> = sorted_inputs(inputs)
+        .iter()
+        .map(|(svc, own)| plan_one(svc, own, default_vpc, &node_ips))
+        .collect();
+    merge(solos.iter(), issues)
+}
+
+/// Every Service's own plan, kept between passes: a pass re-plans only the Services whose
+/// inputs (the Service, its EndpointSlices, the default VPC and node addresses) changed, so an
+/// endpoint change costs one Service's planning instead of all of them. The output is exactly
+/// [`plan_services`]'s; the cache is only an optimisation.
+#[derive(Debug, Clone, Default)]
+pub struct ServicePlanCache {
+    /// The default VPC and node addresses the entries were planned with.
+    context: Option<(String, Vec<IpAddr>)>,
+    /// By identity and occurrence (a Service defined twice has two entries).
+    entries: HashMap<(ServiceRef, usize), CacheEntry>,
+    /// Services planned afresh by the last pass (for tests and benchmarks).
+    last_misses: usize,
+}
+
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    service: Service,
+    slices: Vec<EndpointSlice>,
+    plan: SoloPlan,
+}
+
+impl ServicePlanCache {
+    pub fn new() -> ServicePlanCache {
+        ServicePlanCache::default()
+    }
+
+    /// How many Services the last pass planned afresh.
+    pub fn last_misses(&self) -> usize {
+        self.last_misses
+    }
+
+    /// Services held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// [`plan_services`] through `cache`: the same result, with unchanged Services taken from the
+/// cache.
+pub fn plan_services_cached(
+    cache: &mut ServicePlanCache,
+    inputs: &ServiceInputs,
+    default_vpc: &str,
+    node_ips: &[IpAddr],
+    issues: &mut Vec<PlanIssue>,
+) -> BTreeMap<String, PlannedLbGroup> {
+    let node_ips = sorted_node_ips(node_ips);
+    // NodePort VIPs and unannotated Services depend on these: a change re-plans everything
+    // (node addresses change rarely; endpoints change all the time).
+    let context_same = cache
+        .context
+        .as_ref()
+        .is_some_and(|(vpc, ips)| vpc == default_vpc && *ips == node_ips);
+    if !context_same {
+        cache.entries.clear();
+        cache.context = Some((default_vpc.to_string(), node_ips.clone()));
+    }
+    let sorted = sorted_inputs(inputs);
+    let mut occurrences: HashMap<ServiceRef, usize> = HashMap::new();
+    let mut keys = Vec::with_capacity(sorted.len());
+    let mut misses = 0;
+    for (svc, own) in &sorted {
+        let id = service_ref(svc);
+        let n = occurrences.entry(id.clone()).or_insert(0);
+        let key = (id, *n);
+        *n += 1;
+        let fresh = cache.entries.get(&key).is_some_and(|e| {
+            e.service == **svc
+                && e.slices.len() == own.len()
+                && e.slices.iter().zip(own).all(|(a, b)| a == *b)
+        });
+        if !fresh {
+            misses += 1;
+            cache.entries.insert(
+                key.clone(),
+                CacheEntry {
+                    service: (*svc).clone(),
+                    slices: own.iter().map(|s| (*s).clone()).collect(),
+                    plan: plan_one(svc, own, default_vpc, &node_ips),
+                },
+            );
+        }
+        keys.push(key);
+    }
+    // Deleted Services leave the cache.
+    if cache.entries.len() > keys.len() {
+        let live: HashSet<&(ServiceRef, usize)> = keys.iter().collect();
+        cache.entries.retain(|k, _| live.contains(k));
+    }
+    cache.last_misses = misses;
+    let entries = &cache.entries;
+    merge(
+        keys.iter().filter_map(|k| entries.get(k).map(|e| &e.plan)),
+        issues,
+    )
+}
+
+/// Claims VIPs (one VIP, one owner: the first Service in planning order) and groups the load
+/// balancers per VPC.
+fn merge<'a>(
+    solos: impl Iterator<Item = &'a SoloPlan>,
+    issues: &mut Vec<PlanIssue>,
+) -> BTreeMap<String, PlannedLbGroup> {
+    let mut groups: BTreeMap<String, PlannedLbGroup> = BTreeMap::new();
+    // (vpc, protocol, vip) → the Service holding it.
+    let mut claimed: HashMap<(&str, Protocol, &str), &ServiceRef> = HashMap::new();
+    let mut seen = HashSet::new();
+    for solo in solos {
+        issues.extend(solo.validate_issues.iter().cloned());
+        let Some(v) = &solo.service else {
+            continue;
+        };
+        if !seen.insert(&v.id) {
+            issues.push(PlanIssue::ServiceInvalid {
+                service: v.id.to_string(),
+                field: "metadata.name".into(),
+                reason: "defined twice".into(),
+            });
+            continue;
+        }
+        if v.vips.is_empty() {
+            continue;
+        }
+        issues.extend(v.backend_issues.iter().cloned());
+        let mut lbs: BTreeMap<Protocol, PlannedLoadBalancer> = BTreeMap::new();
+        for (protocol, key, value) in &v.vips {
+            let claim = (v.vpc.as_str(), *protocol, key.as_str());
+            if let Some(holder) = claimed.get(&claim) {
+                if **holder != v.id {
+                    issues.push(PlanIssue::ServiceVipTaken {
+                        service: v.id.to_string(),
+                        vip: format!("{key}/{}", protocol.ovn()),
+                        holder: holder.to_string(),
+                    });
+                }
+                continue;
+            }
+            claimed.insert(claim, &v.id);
+            let Some(template) = v.lbs.get(protocol) else {
+                continue;
+            };
+            lbs.entry(*protocol)
+                .or_insert_with(|| template.clone())
+                .vips
+                .insert(key.clone(), value.clone());
         }
         let group = groups
             .entry(lb_group_name(&v.vpc))
