@@ -113,16 +113,8 @@ fn bench() -> Bench {
     let cp = ControlPlane::start().expect("control plane (make kube-bins)");
     eprintln!("control plane up in {:?}", cp.startup_time());
     let deploy = deploy();
-    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
-        .expect("CRDs");
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .expect("CRDs established");
+    cp.apply_crds(&deploy.join("crds"))
+        .expect("CRDs applied and Established");
     for f in ["rbac.yaml", "node-rbac.yaml", "node-admission-policy.yaml"] {
         cp.kubectl(&["apply", "-f", path(&deploy.join(f))])
             .unwrap_or_else(|e| panic!("deploy/{f}: {e}"));

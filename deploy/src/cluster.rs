@@ -75,15 +75,8 @@ pub fn apply(cp: &ControlPlane, path: &Path, within: Duration) -> anyhow::Result
 /// deploy/'s CRDs (waited for until Established), RBAC and the node admission policy.
 pub fn install(cp: &ControlPlane, deploy: &Path) -> anyhow::Result<()> {
     let crds = deploy.join(INSTALL[0]);
-    apply(cp, &crds, Duration::ZERO)?;
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .context("CRDs Established")?;
+    cp.apply_crds(&crds)
+        .with_context(|| format!("CRDs in {} applied and Established", crds.display()))?;
     for f in &INSTALL[1..] {
         apply(cp, &deploy.join(f), Duration::ZERO)?;
     }

@@ -24,16 +24,8 @@ pub fn path(p: &Path) -> &str {
 /// returns the deploy/ directory.
 pub fn install_crds_and_rbac(cp: &ControlPlane) -> PathBuf {
     let deploy = repo().join("deploy");
-    cp.kubectl(&["apply", "-f", path(&deploy.join("crds"))])
-        .expect("CRDs");
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .expect("CRDs established");
+    cp.apply_crds(&deploy.join("crds"))
+        .expect("CRDs applied and Established");
     cp.kubectl(&["apply", "-f", path(&deploy.join("rbac.yaml"))])
         .expect("deploy/rbac.yaml");
     deploy

@@ -688,6 +688,21 @@ impl ControlPlane {
         self.kubectl_as(&self.admin_kubeconfig, args, None)
     }
 
+    /// `kubectl apply -f <dir>` of CustomResourceDefinitions as admin, then waits (60 s) until
+    /// every CRD of the cluster is Established, so objects of those kinds can be created next.
+    pub fn apply_crds(&self, dir: &Path) -> Result<(), KubeError> {
+        let dir = dir.to_string_lossy();
+        self.kubectl(&["apply", "-f", &dir])?;
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])?;
+        Ok(())
+    }
+
     /// `kubectl <args> -o jsonpath=<expr>` as admin: its output. A failing kubectl fails the
     /// calling test, naming the command and its stderr.
     pub fn jsonpath(&self, args: &[&str], expr: &str) -> String {
