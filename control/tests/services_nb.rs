@@ -59,6 +59,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>, attach: LbAttach)
         services: ServiceInputs {
             services,
             endpoint_slices: slices,
+            ..Default::default()
         },
         ..common::default_cluster("10.16.0.0/16", None)
     };

@@ -83,6 +83,7 @@ fn desired() -> Desired {
     d.services = ServiceInputs {
         services: vec![svc("web", "10.96.0.10"), svc("empty", "10.96.0.11")],
         endpoint_slices: vec![slice],
+        ..Default::default()
     };
     d
 }

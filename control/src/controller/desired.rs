@@ -198,6 +198,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
         services: crate::plan::ServiceInputs {
             services: manifest.services().cloned().collect(),
             endpoint_slices: manifest.endpoint_slices().cloned().collect(),
+            node_chassis: BTreeMap::new(),
         },
         ..Cluster::default()
     };
@@ -334,6 +335,19 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             })
             .unwrap_or_default();
         c.nodes.insert(name.clone(), ips);
+        // The agent publishes its chassis (Kube-OVN's annotation): Services with a `Local`
+        // traffic policy install each node's endpoints on that chassis.
+        if let Some(chassis) = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NodeNetwork::CHASSIS))
+            .filter(|c| !c.is_empty())
+        {
+            c.services
+                .node_chassis
+                .insert(name.clone(), chassis.clone());
+        }
         c.interfaces.push(Interface {
             kind: InterfaceKind::Node,
             owner: node_owner(&name),
