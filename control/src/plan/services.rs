@@ -442,7 +442,7 @@ fn endpoints(
             let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            if !is_ready && !(is_serving && is_terminating) {
+            if !(is_ready || (is_serving && is_terminating)) {
                 continue;
             }
             for a in &ep.addresses {
