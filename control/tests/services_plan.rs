@@ -1021,3 +1021,24 @@ fn an_endpoint_change_replans_one_service() {
     assert_eq!(plan_cached(&d, &mut cache), plan(&d));
     assert_eq!(cache.services.last_misses(), 4);
 }
+
+/// Host processes reach ClusterIPs through `ovn0` only if the agent routes the Service CIDR
+/// there: the controller publishes it on every Node when configured, and not otherwise (so
+/// existing Nodes keep exactly their annotations).
+#[test]
+fn the_service_cidr_is_published_on_nodes_only_when_configured() {
+    use ferrovn_control::controller::Cluster;
+    use ferrovn_control::controller::desired::node_network_annotations;
+    let key = ferrovn_api::annotations::NodeNetwork::SERVICE_CIDRS;
+    let none = node_network_annotations(&Cluster::default());
+    assert!(!none.contains_key(key), "{none:?}");
+    let c = Cluster {
+        service_cidrs: vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "fd00:96::/108".parse().unwrap(),
+        ],
+        ..Cluster::default()
+    };
+    let a = node_network_annotations(&c);
+    assert_eq!(a[key], "10.96.0.0/12,fd00:96::/108");
+}
