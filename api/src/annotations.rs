@@ -654,6 +654,9 @@ impl<'a> NodeNetwork<'a> {
     pub const POD_CIDRS: &'static str = "ferrovn.io/pod-cidrs";
     /// FerrOVN: the CIDRs of the default VPC's `natOutgoing: true` subnets (comma-separated).
     pub const NAT_OUTGOING_CIDRS: &'static str = "ferrovn.io/nat-outgoing-cidrs";
+    /// FerrOVN: the Service CIDR(s) (comma-separated), which the node also routes through its
+    /// join port so that host processes reach ClusterIPs through OVN's load balancers.
+    pub const SERVICE_CIDRS: &'static str = "ferrovn.io/service-cidrs";
 
     pub fn new(annotations: &'a Annotations, labels: &'a Annotations) -> Self {
         NodeNetwork {
@@ -692,6 +695,11 @@ impl<'a> NodeNetwork<'a> {
     /// [`Self::NAT_OUTGOING_CIDRS`]; empty when absent.
     pub fn nat_outgoing_cidrs(&self) -> Result<Vec<IpNet>, AnnotationError> {
         self.cidr_list(Self::NAT_OUTGOING_CIDRS)
+    }
+
+    /// [`Self::SERVICE_CIDRS`]; empty when absent.
+    pub fn service_cidrs(&self) -> Result<Vec<IpNet>, AnnotationError> {
+        self.cidr_list(Self::SERVICE_CIDRS)
     }
 
     fn cidr_list(&self, key: &str) -> Result<Vec<IpNet>, AnnotationError> {

@@ -120,6 +120,7 @@ fn main() -> Result {
     d.services = ServiceInputs {
         services,
         endpoint_slices: slices,
+        ..Default::default()
     };
 
     // The controller keeps one plan cache for its lifetime: the first pass fills it.

@@ -59,6 +59,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>, attach: LbAttach)
         services: ServiceInputs {
             services,
             endpoint_slices: slices,
+            ..Default::default()
         },
         ..common::default_cluster("10.16.0.0/16", None)
     };
@@ -356,4 +357,169 @@ async fn controller_restart_over_services_changes_nothing() {
     let r = c.pass().await.expect("pass after restart");
     assert_eq!(r.nb_operations, 0, "{r:?}");
     assert!(r.is_noop(), "{r:?}");
+}
+
+/// `internalTrafficPolicy: Local` against a real NB + northd: the template load balancer and
+/// one Chassis_Template_Var row per chassis land, northd turns the template into flows and
+/// copies the variables to the SB, an endpoint moving on one node rewrites exactly that
+/// chassis' row, and a restarted controller changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_policy_is_a_template_and_an_endpoint_change_is_one_chassis_row() {
+    let central = OvnCentral::start().expect("OVN central");
+    central.wait_northd_active().expect("northd");
+    let sync = NbSync::connect(&central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    let local: Service = serde_json::from_value(json!({
+        "metadata": {"name": "local", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.7.1", "internalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let local_slice = |node1: &[u8]| -> EndpointSlice {
+        let mut eps = vec![json!({"addresses": ["10.16.0.5"], "nodeName": "n0"})];
+        eps.extend(
+            node1
+                .iter()
+                .map(|h| json!({"addresses": [format!("10.16.0.{h}")], "nodeName": "n1"})),
+        );
+        serde_json::from_value(json!({
+            "metadata": {"name": "local-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "local"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps,
+        }))
+        .unwrap()
+    };
+    let build = |node1: Option<&[u8]>| {
+        let (mut services, mut slices) = many(3, &[5, 6]);
+        if let Some(node1) = node1 {
+            services.push(local.clone());
+            slices.push(local_slice(node1));
+        }
+        let mut d = Desired {
+            services: ServiceInputs {
+                services,
+                endpoint_slices: slices,
+                node_chassis: [("n0", "chassis-0"), ("n1", "chassis-1")]
+                    .into_iter()
+                    .map(|(n, c)| (n.to_string(), c.to_string()))
+                    .collect(),
+            },
+            ..common::default_cluster("10.16.0.0/16", None)
+        };
+        d.lb_attach = LbAttach::Switches;
+        plan(&d)
+    };
+    let with = |node1: &[u8]| build(Some(node1));
+    let a = with(&[6]);
+    assert!(a.issues.is_empty(), "{:?}", a.issues);
+    let (d, _) = sync.sync(&a).await.expect("sync");
+    assert_eq!(d.counts(), (a.row_count(), 0, 0));
+    let opts = nbctl(
+        &central,
+        &[
+            "get",
+            "Load_Balancer",
+            "svc:default/local:tcp:local4",
+            "options",
+        ],
+    );
+    assert!(
+        opts.contains("template=\"true\"") && opts.contains("address-family=ipv4"),
+        "{opts}"
+    );
+    let vars = |c: &str| {
+        nbctl(
+            &central,
+            &[
+                "--bare",
+                "--columns=variables",
+                "find",
+                "Chassis_Template_Var",
+                &format!("chassis={c}"),
+            ],
+        )
+    };
+    assert!(
+        vars("chassis-0").contains("=10.16.0.5:8080"),
+        "{}",
+        vars("chassis-0")
+    );
+    assert!(
+        vars("chassis-1").contains("=10.16.0.6:8080"),
+        "{}",
+        vars("chassis-1")
+    );
+    assert!(
+        vars("chassis-0").contains("=10.96.7.1"),
+        "{}",
+        vars("chassis-0")
+    );
+
+    // northd: the template is a switch load balancer whose backends are the variable, and the
+    // variables reach the SB for ovn-controller to expand.
+    central.sync_sb().expect("northd caught up");
+    let flows = sbctl(&central, &["lflow-list", "ovn-default"]);
+    assert!(
+        flows
+            .lines()
+            .any(|l| l.contains("ls_in_lb") && l.contains("ct_lb_mark(backends=^fvn")),
+        "template LB flows on the switch"
+    );
+    let sb_vars = sbctl(
+        &central,
+        &[
+            "--columns=chassis,variables",
+            "list",
+            "Chassis_Template_Var",
+        ],
+    );
+    assert!(
+        sb_vars.contains("chassis-1") && sb_vars.contains("10.16.0.6:8080"),
+        "{sb_vars}"
+    );
+
+    // A second endpoint on n1: one update, of chassis-1's variables only.
+    let b = with(&[6, 7]);
+    let (d, report) = sync.sync(&b).await.expect("endpoint change");
+    assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
+    match &d.changes[0] {
+        Change::Update {
+            table: Table::ChassisTemplateVar,
+            key,
+            columns,
+            ..
+        } => {
+            assert_eq!(key, "ctv/chassis-1");
+            assert_eq!(columns.keys().collect::<Vec<_>>(), vec!["variables"]);
+        }
+        other => panic!("unexpected change {other:?}"),
+    }
+    assert_eq!(report.operations, 1);
+    assert!(
+        vars("chassis-1").contains("=10.16.0.6:8080,10.16.0.7:8080"),
+        "{}",
+        vars("chassis-1")
+    );
+
+    // Restart: nothing to do. The Service gone: its rows go, the variables with them.
+    drop(sync);
+    let again = NbSync::connect(&central.nb_remote(), 500)
+        .await
+        .expect("NB again");
+    assert!(again.diff(&b).is_empty(), "{:#?}", again.diff(&b).changes);
+    let (d, _) = again.sync(&build(None)).await.expect("delete");
+    assert_eq!(d.counts(), (0, 0, 3), "{:#?}", d.changes);
+    let left = nbctl(
+        &central,
+        &[
+            "--bare",
+            "--columns=chassis",
+            "list",
+            "Chassis_Template_Var",
+        ],
+    );
+    assert!(left.trim().is_empty(), "{left}");
 }

@@ -38,6 +38,9 @@ fn base(nodes: &[&str]) -> Desired {
             join_mac: Some(ferrovn_api::MacAddr([0x0e, 0, 0, 0, 1, i as u8])),
             internal_ips: vec![ip.parse().unwrap()],
         });
+        d.services
+            .node_chassis
+            .insert(format!("node{i}"), format!("ch{i}"));
     }
     d
 }
@@ -46,6 +49,7 @@ fn with(mut d: Desired, services: Vec<Service>, slices: Vec<EndpointSlice>) -> N
     d.services = ServiceInputs {
         services,
         endpoint_slices: slices,
+        node_chassis: std::mem::take(&mut d.services.node_chassis),
     };
     plan(&d)
 }
@@ -162,6 +166,9 @@ fn node_port_on_every_node_address_for_each_protocol_plus_external_and_ingress_i
         vips(udp),
         vec![
             ("10.96.0.53:53", "10.16.0.9:1053"),
+            // each node's join address (ovn0): other nodes reach its node port through OVN
+            ("100.64.0.2:30053", "10.16.0.9:1053"),
+            ("100.64.0.3:30053", "10.16.0.9:1053"),
             ("172.18.0.2:30053", "10.16.0.9:1053"),
             ("172.18.0.3:30053", "10.16.0.9:1053"),
             ("192.0.2.7:53", "10.16.0.9:1053"),
@@ -173,7 +180,7 @@ fn node_port_on_every_node_address_for_each_protocol_plus_external_and_ingress_i
         Some("true")
     );
     let tcp = lb(&p, "svc:kube-system/dns:tcp");
-    assert_eq!(tcp.vips.len(), 5);
+    assert_eq!(tcp.vips.len(), 7);
     assert_eq!(tcp.options.get("ct_flush"), None);
     let sctp = lb(&p, "svc:kube-system/dns:sctp");
     assert_eq!(
@@ -307,26 +314,122 @@ fn headless_and_external_name_are_untouched_and_a_bad_service_is_left_out_alone(
     );
 }
 
+/// The `vips` a client on `chassis` sees through a template load balancer: its keys and values
+/// with that chassis' variables substituted.
+fn expand(p: &NbPlan, l: &PlannedLoadBalancer, chassis: &str) -> Vec<(String, String)> {
+    let vars = &p.chassis_vars[chassis].variables;
+    l.vips
+        .iter()
+        .map(|(k, v)| {
+            let (var, port) = k.trim_start_matches('^').split_once(':').unwrap();
+            (
+                format!("{}:{port}", vars[var]),
+                vars[v.trim_start_matches('^')].clone(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn local_traffic_policies_are_never_served_by_remote_endpoints() {
     let svc = service(json!({
         "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "externalIPs": ["192.0.2.10"],
                  "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local",
                  "ports": [{"port": 80, "nodePort": 30080}]},
     }));
-    let p = with(base(&["172.18.0.2"]), vec![svc], vec![]);
-    assert!(
-        p.lb_groups.values().all(|g| g.load_balancers.is_empty()),
-        "{:#?}",
-        p.lb_groups
+    let eps = |node1: Value| {
+        let mut v = vec![json!({"addresses": ["10.16.0.5"], "nodeName": "node0"})];
+        v.extend(node1.as_array().unwrap().iter().cloned());
+        web_slice("web-1", "IPv4", "", 8080, Value::Array(v))
+    };
+    let both = eps(json!([
+        {"addresses": ["10.16.0.6"], "nodeName": "node1"},
+        {"addresses": ["10.16.0.7"], "nodeName": "node1",
+         "conditions": {"ready": false, "serving": true, "terminating": true}},
+        {"addresses": ["10.16.0.8"]}
+    ]));
+    let p = with(
+        base(&["172.18.0.2", "172.18.0.3"]),
+        vec![svc.clone()],
+        vec![both],
     );
-    assert_eq!(p.issues.len(), 2, "{:?}", p.issues);
-    assert!(
-        p.issues
-            .iter()
-            .all(|i| matches!(i, PlanIssue::ServiceUnsupported { .. }))
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    // A node's node port serves that node's endpoints, from wherever the client is.
+    assert_eq!(
+        vips(lb(&p, "svc:default/web:tcp")),
+        vec![
+            ("100.64.0.2:30080", "10.16.0.5:8080"),
+            ("100.64.0.3:30080", "10.16.0.6:8080"),
+            ("172.18.0.2:30080", "10.16.0.5:8080"),
+            ("172.18.0.3:30080", "10.16.0.6:8080"),
+        ]
     );
+    // ClusterIP (internal Local) and externalIP (external Local): the client's node's own.
+    let local = lb(&p, "svc:default/web:tcp:local4");
+    assert_eq!(
+        local.options.get("template").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        local.options.get("address-family").map(String::as_str),
+        Some("ipv4")
+    );
+    let on = |ch: &str, ep: &str| {
+        vec![
+            ("10.96.0.10:80".to_string(), ep.to_string()),
+            ("192.0.2.10:80".to_string(), ep.to_string()),
+        ]
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+            == expand(&p, local, ch).into_iter().collect::<BTreeSet<_>>()
+    };
+    assert!(
+        on("ch0", "10.16.0.5:8080"),
+        "{:?}",
+        expand(&p, local, "ch0")
+    );
+    assert!(
+        on("ch1", "10.16.0.6:8080"),
+        "{:?}",
+        expand(&p, local, "ch1")
+    );
+
+    // node1 has only a terminating endpoint left: it serves, no fallback to node0.
+    let terminating = eps(json!([
+        {"addresses": ["10.16.0.7"], "nodeName": "node1",
+         "conditions": {"ready": false, "serving": true, "terminating": true}}
+    ]));
+    let p = with(
+        base(&["172.18.0.2", "172.18.0.3"]),
+        vec![svc.clone()],
+        vec![terminating],
+    );
+    let local = lb(&p, "svc:default/web:tcp:local4");
+    assert!(on_p(&p, local, "ch1", "10.16.0.7:8080"));
+    assert_eq!(
+        lb(&p, "svc:default/web:tcp").vips["172.18.0.3:30080"],
+        "10.16.0.7:8080"
+    );
+
+    // node1 has none: its VIPs reject (empty backends), node0's endpoint is not borrowed.
+    let p = with(
+        base(&["172.18.0.2", "172.18.0.3"]),
+        vec![svc],
+        vec![eps(json!([]))],
+    );
+    let local = lb(&p, "svc:default/web:tcp:local4");
+    assert!(on_p(&p, local, "ch1", ""));
+    assert!(on_p(&p, local, "ch0", "10.16.0.5:8080"));
+    assert_eq!(lb(&p, "svc:default/web:tcp").vips["172.18.0.3:30080"], "");
+    assert_eq!(
+        local.options.get("reject").map(String::as_str),
+        Some("true")
+    );
+}
+
+fn on_p(p: &NbPlan, l: &PlannedLoadBalancer, chassis: &str, ep: &str) -> bool {
+    expand(p, l, chassis).iter().all(|(_, b)| b == ep) && !l.vips.is_empty()
 }
 
 #[test]
@@ -371,6 +474,8 @@ struct GenEndpoint {
     ready: Option<bool>,
     serving: Option<bool>,
     terminating: Option<bool>,
+    /// `nodeName`: node index (0..3, maybe beyond the nodes present) or unset.
+    node: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -388,16 +493,21 @@ struct GenService {
     external: bool,
     ports: Vec<GenPort>,
     slices: Vec<GenSlice>,
+    internal_local: bool,
+    external_local: bool,
 }
 
 fn gen_endpoint() -> impl Strategy<Value = GenEndpoint> {
     let b = || prop_oneof![Just(None), Just(Some(true)), Just(Some(false))];
-    (1u8..6, b(), b(), b()).prop_map(|(host, ready, serving, terminating)| GenEndpoint {
-        host,
-        ready,
-        serving,
-        terminating,
-    })
+    (1u8..6, b(), b(), b(), prop::option::of(0usize..3)).prop_map(
+        |(host, ready, serving, terminating, node)| GenEndpoint {
+            host,
+            ready,
+            serving,
+            terminating,
+            node,
+        },
+    )
 }
 
 fn gen_service() -> impl Strategy<Value = GenService> {
@@ -424,21 +534,27 @@ fn gen_service() -> impl Strategy<Value = GenService> {
             ),
             0..4,
         ),
+        any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(kind, dual, external, ports, slices)| GenService {
-            kind,
-            dual,
-            external,
-            ports,
-            slices: slices
-                .into_iter()
-                .map(|(v6, targets, endpoints)| GenSlice {
-                    v6,
-                    targets,
-                    endpoints,
-                })
-                .collect(),
-        })
+        .prop_map(
+            |(kind, dual, external, ports, slices, internal_local, external_local)| GenService {
+                kind,
+                dual,
+                external,
+                internal_local,
+                external_local,
+                ports,
+                slices: slices
+                    .into_iter()
+                    .map(|(v6, targets, endpoints)| GenSlice {
+                        v6,
+                        targets,
+                        endpoints,
+                    })
+                    .collect(),
+            },
+        )
 }
 
 fn v4(i: usize, host: u8) -> String {
@@ -480,6 +596,12 @@ fn objects(i: usize, g: &GenService) -> (Service, Vec<EndpointSlice>) {
     if g.external {
         spec["externalIPs"] = json!([format!("192.0.2.{}", i + 1)]);
     }
+    if g.internal_local {
+        spec["internalTrafficPolicy"] = json!("Local");
+    }
+    if g.external_local {
+        spec["externalTrafficPolicy"] = json!("Local");
+    }
     // Affinity is per Service: the first port's draw decides.
     if let Some(t) = g.ports[0].affinity {
         spec["sessionAffinity"] = json!("ClientIP");
@@ -519,7 +641,11 @@ fn objects(i: usize, g: &GenService) -> (Service, Vec<EndpointSlice>) {
                             c.insert(name.into(), json!(v));
                         }
                     }
-                    json!({"addresses": [addr], "conditions": c})
+                    let mut ep = json!({"addresses": [addr], "conditions": c});
+                    if let Some(n) = e.node {
+                        ep["nodeName"] = json!(format!("node{n}"));
+                    }
+                    ep
                 })
                 .collect();
             slice(json!({
@@ -534,79 +660,120 @@ fn objects(i: usize, g: &GenService) -> (Service, Vec<EndpointSlice>) {
     (svc, slices)
 }
 
-type Model = BTreeMap<(String, String), BTreeSet<String>>;
+/// (client's chassis, protocol, VIP) → backends.
+type Model = BTreeMap<(String, String, String), BTreeSet<String>>;
 
-/// kube-proxy's view, written from the generator's terms (not from the k8s objects).
+/// Which endpoints serve a VIP in the model: all, or those of one node index.
+fn model_backends(
+    g: &GenService,
+    i: usize,
+    j: usize,
+    want_v6: bool,
+    node: Option<usize>,
+) -> BTreeSet<String> {
+    let mut ready = BTreeSet::new();
+    let mut fallback = BTreeSet::new();
+    for s in g.slices.iter().filter(|s| s.v6 == want_v6) {
+        let Some(Some(target)) = s.targets.get(j) else {
+            continue;
+        };
+        for e in &s.endpoints {
+            if node.is_some() && e.node != node {
+                continue;
+            }
+            let addr = if s.v6 {
+                format!("[{}]:{target}", v6(i, e.host))
+            } else {
+                format!("{}:{target}", v4(i, e.host))
+            };
+            let is_ready = e.ready != Some(false);
+            let serving = e.serving.unwrap_or(is_ready);
+            if is_ready {
+                ready.insert(addr);
+            } else if serving && e.terminating == Some(true) {
+                fallback.insert(addr);
+            }
+        }
+    }
+    if ready.is_empty() { fallback } else { ready }
+}
+
+/// kube-proxy's view from a client on each node, written from the generator's terms (not
+/// from the k8s objects). Node `k` has InternalIP `node_ips[k]`, join address 100.64.0.(k+2)
+/// and chassis `ch<k>`.
 fn model(services: &[GenService], node_ips: &[&str]) -> Model {
     let mut m = Model::new();
-    for (i, g) in services.iter().enumerate() {
-        if g.kind == "Headless" {
-            continue;
-        }
-        for (j, p) in g.ports.iter().enumerate() {
-            let proto = p.proto.to_lowercase();
-            let port = 80 + j;
-            let mut vips: Vec<(String, bool)> = vec![(format!("10.96.0.{}:{port}", i + 1), false)];
-            if g.dual {
-                vips.push((format!("[fd00:96::{:x}]:{port}", i + 1), true));
+    for (client, _) in node_ips.iter().enumerate() {
+        let chassis = format!("ch{client}");
+        for (i, g) in services.iter().enumerate() {
+            if g.kind == "Headless" {
+                continue;
             }
-            if g.external {
-                vips.push((format!("192.0.2.{}:{port}", i + 1), false));
-            }
-            if g.kind == "LoadBalancer" {
-                vips.push((format!("198.51.100.{}:{port}", i + 1), false));
-            }
-            if g.kind != "ClusterIP" {
-                for n in node_ips {
-                    vips.push((format!("{n}:{}", 30000 + i * 10 + j), false));
+            for (j, p) in g.ports.iter().enumerate() {
+                let proto = p.proto.to_lowercase();
+                let port = 80 + j;
+                let internal = g.internal_local.then_some(client);
+                let external = g.external_local.then_some(client);
+                // (vip, v6, the node whose endpoints serve it, or all)
+                let mut vips: Vec<(String, bool, Option<usize>)> =
+                    vec![(format!("10.96.0.{}:{port}", i + 1), false, internal)];
+                if g.dual {
+                    vips.push((format!("[fd00:96::{:x}]:{port}", i + 1), true, internal));
                 }
-            }
-            for (vip, want_v6) in vips {
-                let mut ready = BTreeSet::new();
-                let mut fallback = BTreeSet::new();
-                for s in g.slices.iter().filter(|s| s.v6 == want_v6) {
-                    let Some(Some(target)) = s.targets.get(j) else {
-                        continue;
-                    };
-                    for e in &s.endpoints {
-                        let addr = if s.v6 {
-                            format!("[{}]:{target}", v6(i, e.host))
-                        } else {
-                            format!("{}:{target}", v4(i, e.host))
-                        };
-                        let is_ready = e.ready != Some(false);
-                        let serving = e.serving.unwrap_or(is_ready);
-                        if is_ready {
-                            ready.insert(addr);
-                        } else if serving && e.terminating == Some(true) {
-                            fallback.insert(addr);
-                        }
+                if g.external {
+                    vips.push((format!("192.0.2.{}:{port}", i + 1), false, external));
+                }
+                if g.kind == "LoadBalancer" {
+                    vips.push((format!("198.51.100.{}:{port}", i + 1), false, external));
+                }
+                if g.kind != "ClusterIP" {
+                    for (k, n) in node_ips.iter().enumerate() {
+                        let owner = g.external_local.then_some(k);
+                        let np = 30000 + i * 10 + j;
+                        vips.push((format!("{n}:{np}"), false, owner));
+                        vips.push((format!("100.64.0.{}:{np}", k + 2), false, owner));
                     }
                 }
-                m.insert(
-                    (proto.clone(), vip),
-                    if ready.is_empty() { fallback } else { ready },
-                );
+                for (vip, want_v6, node) in vips {
+                    m.insert(
+                        (chassis.clone(), proto.clone(), vip),
+                        model_backends(g, i, j, want_v6, node),
+                    );
+                }
             }
         }
     }
     m
 }
 
-fn implied(p: &NbPlan) -> Model {
+/// What the planned rows mean to a client on each chassis: plain load balancers alike
+/// everywhere, template ones through that chassis' variables.
+fn implied(p: &NbPlan, chassis: &[String]) -> Model {
     let mut m = Model::new();
     for l in p.lb_groups.values().flat_map(|g| g.load_balancers.values()) {
-        for (vip, backends) in &l.vips {
-            let set: BTreeSet<String> = backends
-                .split(',')
-                .filter(|b| !b.is_empty())
-                .map(str::to_string)
-                .collect();
-            let old = m.insert((l.protocol.ovn().to_string(), vip.clone()), set);
-            assert!(old.is_none(), "VIP {vip} in two load balancers");
+        let template = l.options.get("template").map(String::as_str) == Some("true");
+        for c in chassis {
+            let entries: Vec<(String, String)> = if template {
+                expand(p, l, c)
+            } else {
+                l.vips.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            for (vip, backends) in entries {
+                let set: BTreeSet<String> = backends
+                    .split(',')
+                    .filter(|b| !b.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                let old = m.insert((c.clone(), l.protocol.ovn().to_string(), vip.clone()), set);
+                assert!(old.is_none(), "VIP {vip} in two load balancers");
+            }
         }
     }
     m
+}
+
+fn chassis_names(n: usize) -> Vec<String> {
+    (0..n).map(|k| format!("ch{k}")).collect()
 }
 
 proptest! {
@@ -615,7 +782,7 @@ proptest! {
     #[test]
     fn planned_rows_imply_the_model(
         services in prop::collection::vec(gen_service(), 0..6),
-        n_nodes in 0usize..3,
+        n_nodes in 1usize..4,
         shuffle in any::<u64>(),
     ) {
         let node_ips = ["172.18.0.2", "172.18.0.3", "172.18.0.4"];
@@ -634,7 +801,7 @@ proptest! {
         }
         let p = with(base(node_ips), svcs, slices);
         prop_assert!(p.issues.is_empty(), "{:?}", p.issues);
-        prop_assert_eq!(implied(&p), model(&services, node_ips));
+        prop_assert_eq!(implied(&p, &chassis_names(n_nodes)), model(&services, node_ips));
         // One load balancer per Service and protocol, with the Service's affinity.
         for l in p.lb_groups.values().flat_map(|g| g.load_balancers.values()) {
             let i: usize = l.name.trim_start_matches("svc:ns/s").split(':').next().unwrap().parse().unwrap();
@@ -652,6 +819,8 @@ fn the_model_is_not_trivial() {
         kind: "NodePort",
         dual: true,
         external: false,
+        internal_local: false,
+        external_local: false,
         ports: vec![GenPort {
             proto: "TCP",
             affinity: None,
@@ -664,17 +833,20 @@ fn the_model_is_not_trivial() {
                 ready: None,
                 serving: None,
                 terminating: None,
+                node: None,
             }],
         }],
     };
     let m = model(std::slice::from_ref(&g), &["172.18.0.2"]);
     let want: BTreeSet<String> = ["10.16.0.3:1000".to_string()].into();
-    assert_eq!(m[&("tcp".into(), "10.96.0.1:80".into())], want);
-    assert!(m[&("tcp".into(), "[fd00:96::1]:80".into())].is_empty());
-    assert_eq!(m[&("tcp".into(), "172.18.0.2:30000".into())], want);
+    let at = |vip: &str| m[&("ch0".to_string(), "tcp".to_string(), vip.to_string())].clone();
+    assert_eq!(at("10.96.0.1:80"), want);
+    assert!(at("[fd00:96::1]:80").is_empty());
+    assert_eq!(at("172.18.0.2:30000"), want);
+    assert_eq!(at("100.64.0.2:30000"), want);
     let (s, sl) = objects(0, &g);
     let p = with(base(&["172.18.0.2"]), vec![s], sl);
-    assert_eq!(implied(&p), m);
+    assert_eq!(implied(&p, &chassis_names(1)), m);
 }
 
 /// One step of a change sequence for the cache property.
@@ -799,6 +971,8 @@ fn an_endpoint_change_replans_one_service() {
             kind: if i % 2 == 0 { "ClusterIP" } else { "NodePort" },
             dual: false,
             external: false,
+            internal_local: false,
+            external_local: false,
             ports: vec![GenPort {
                 proto: "TCP",
                 affinity: None,
@@ -811,6 +985,7 @@ fn an_endpoint_change_replans_one_service() {
                     ready: None,
                     serving: None,
                     terminating: None,
+                    node: None,
                 }],
             }],
         })
@@ -845,4 +1020,25 @@ fn an_endpoint_change_replans_one_service() {
     let d = build(&changed, &["172.18.0.2", "172.18.0.3"]);
     assert_eq!(plan_cached(&d, &mut cache), plan(&d));
     assert_eq!(cache.services.last_misses(), 4);
+}
+
+/// Host processes reach ClusterIPs through `ovn0` only if the agent routes the Service CIDR
+/// there: the controller publishes it on every Node when configured, and not otherwise (so
+/// existing Nodes keep exactly their annotations).
+#[test]
+fn the_service_cidr_is_published_on_nodes_only_when_configured() {
+    use ferrovn_control::controller::Cluster;
+    use ferrovn_control::controller::desired::node_network_annotations;
+    let key = ferrovn_api::annotations::NodeNetwork::SERVICE_CIDRS;
+    let none = node_network_annotations(&Cluster::default());
+    assert!(!none.contains_key(key), "{none:?}");
+    let c = Cluster {
+        service_cidrs: vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "fd00:96::/108".parse().unwrap(),
+        ],
+        ..Cluster::default()
+    };
+    let a = node_network_annotations(&c);
+    assert_eq!(a[key], "10.96.0.0/12,fd00:96::/108");
 }

@@ -11,15 +11,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovn_api::MacAddr;
-use ferrovn_control::plan::{Desired, PortIntent, ServiceInputs, plan};
+use ferrovn_control::plan::{Desired, NodeIntent, PortIntent, ServiceInputs, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, POD_MTU, TwoNodes};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
 struct Pod {
@@ -83,6 +85,7 @@ fn desired() -> Desired {
     d.services = ServiceInputs {
         services: vec![svc("web", "10.96.0.10"), svc("empty", "10.96.0.11")],
         endpoint_slices: vec![slice],
+        ..Default::default()
     };
     d
 }
@@ -257,6 +260,465 @@ async fn cluster_ip_reaches_both_backends_hairpins_and_rejects_without_endpoints
         start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
+    );
+
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every Service kind on the wire: TCP and UDP, node ports from pods and from nodes, host →
+// ClusterIP, session affinity, Local policies, reject, and a scale-down under a running client.
+
+/// Answers `"<name> <client address>"` over HTTP on :8080 and over UDP on :8081.
+const SERVER: &str = r#"
+import socket, sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+name = sys.argv[1]
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{name} {self.client_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 8081))
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(f"{name} {a[0]}".encode(), a)
+threading.Thread(target=udp, daemon=True).start()
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"#;
+
+/// One UDP request: prints the answer, `refused` (ICMP port unreachable) or `timeout`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+try:
+    s.send(b"hi")
+    print(s.recv(2048).decode())
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#;
+
+const PODS2: [Pod; 4] = [
+    Pod {
+        name: "web-a",
+        ip: "10.16.0.21",
+        mac: MacAddr([0x0e, 0, 0, 0, 0, 0x21]),
+        node: 0,
+    },
+    Pod {
+        name: "web-b",
+        ip: "10.16.0.22",
+        mac: MacAddr([0x0e, 0, 0, 0, 0, 0x22]),
+        node: 1,
+    },
+    Pod {
+        name: "client",
+        ip: "10.16.0.23",
+        mac: MacAddr([0x0e, 0, 0, 0, 0, 0x23]),
+        node: 0,
+    },
+    Pod {
+        name: "client2",
+        ip: "10.16.0.24",
+        mac: MacAddr([0x0e, 0, 0, 0, 0, 0x24]),
+        node: 1,
+    },
+];
+
+/// Node `i`: InternalIP = its underlay address, join address 100.64.0.(i+2).
+const NODE_IPS: [&str; 2] = ["192.168.100.1", "192.168.100.2"];
+const JOIN_IPS: [&str; 2] = ["100.64.0.2", "100.64.0.3"];
+
+fn join_mac(i: usize) -> MacAddr {
+    MacAddr([0x0e, 0, 0, 0, 1, i as u8])
+}
+
+fn desired2(chassis: [&str; 2], scaled_hosts: &[&str]) -> Desired {
+    let mut d = common::default_cluster("10.16.0.0/24", None);
+    for p in &PODS2 {
+        d.ports.push(PortIntent {
+            pod: p.name.into(),
+            namespace: "default".into(),
+            provider: "ovn".into(),
+            subnet: "ovn-default".into(),
+            node: format!("n{}", p.node),
+            mac: p.mac,
+            ips: vec![p.ip.parse().unwrap()],
+            port_security: true,
+        });
+    }
+    for i in 0..2 {
+        d.nodes.push(NodeIntent {
+            name: format!("n{i}"),
+            join_ips: vec![JOIN_IPS[i].parse().unwrap()],
+            join_mac: Some(join_mac(i)),
+            internal_ips: vec![NODE_IPS[i].parse().unwrap()],
+        });
+        d.services
+            .node_chassis
+            .insert(format!("n{i}"), chassis[i].to_string());
+    }
+    let ports = json!([
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080},
+        {"name": "dns", "port": 81, "targetPort": "dns", "protocol": "UDP", "nodePort": 30081},
+    ]);
+    let svc = |name: &str, spec: serde_json::Value| -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let slice = |svc: &str, hosts: &[&str]| -> EndpointSlice {
+        let eps: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let p = PODS2.iter().find(|p| p.name == *h).unwrap();
+                json!({"addresses": [p.ip], "nodeName": format!("n{}", p.node),
+                       "conditions": {"ready": true}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{svc}-1"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                      {"name": "dns", "port": 8081, "protocol": "UDP"}],
+            "endpoints": eps,
+        }))
+        .unwrap()
+    };
+    let both = ["web-a", "web-b"];
+    d.services.services = vec![
+        svc(
+            "web",
+            json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": ports}),
+        ),
+        svc(
+            "empty",
+            json!({"clusterIP": "10.96.0.11", "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 81, "protocol": "UDP"}]}),
+        ),
+        svc(
+            "sticky",
+            json!({"clusterIP": "10.96.0.12", "sessionAffinity": "ClientIP",
+                   "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 3}},
+                   "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+        ),
+        svc(
+            "local",
+            json!({"type": "NodePort", "clusterIP": "10.96.0.13",
+                   "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local",
+                   "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30090}]}),
+        ),
+        svc(
+            "scaled",
+            json!({"clusterIP": "10.96.0.14", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+        ),
+    ];
+    d.services.endpoint_slices = vec![
+        slice("web", &both),
+        slice("sticky", &both),
+        slice("local", &both),
+        slice("scaled", scaled_hosts),
+    ];
+    d
+}
+
+/// The node's own interface into OVN, as the agent makes it (docs/node-connectivity.md):
+/// an internal port bound to `node-<node>`, the join address, and routes to the pod subnet
+/// and the Service CIDR via the join gateway.
+fn plumb_ovn0(node: &Node, i: usize) {
+    node.vsctl([
+        "add-port",
+        "br-int",
+        "ovn0",
+        "--",
+        "set",
+        "Interface",
+        "ovn0",
+        "type=internal",
+        &format!("external_ids:iface-id=node-n{i}"),
+    ])
+    .expect("ovn0");
+    let ns = node.netns();
+    ns.ip(["link", "set", "ovn0", "address", &join_mac(i).to_string()])
+        .unwrap();
+    ns.ip(["link", "set", "ovn0", "mtu", &POD_MTU.to_string()])
+        .unwrap();
+    ns.ip(["addr", "add", &format!("{}/16", JOIN_IPS[i]), "dev", "ovn0"])
+        .unwrap();
+    ns.ip(["link", "set", "ovn0", "up"]).unwrap();
+    for cidr in ["10.16.0.0/24", "10.96.0.0/12"] {
+        ns.ip(["route", "add", cidr, "via", "100.64.0.1", "dev", "ovn0"])
+            .unwrap();
+    }
+    ns.run(10, "ethtool", ["-K", "ovn0", "tx", "off"])
+        .expect("ethtool");
+    node.wait_ovn_installed("ovn0", Duration::from_secs(60))
+        .expect("ovn0 bound");
+}
+
+fn serve2(ns: &Netns, name: &str) -> Child {
+    ns.command("python3")
+        .args(["-c", SERVER, name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server")
+}
+
+/// `curl` from `ns`: `Some("<backend> <client ip seen>")`, `None` on failure.
+fn get(ns: &Netns, url: &str) -> Option<(String, String)> {
+    let (code, body) = curl(ns, url);
+    if code != 0 {
+        return None;
+    }
+    let (name, ip) = body.split_once(' ')?;
+    Some((name.to_string(), ip.to_string()))
+}
+
+fn udp(ns: &Netns, ip: &str, port: u16) -> String {
+    let out = ns
+        .command("python3")
+        .args(["-c", UDP_CLIENT, ip, &port.to_string()])
+        .output()
+        .expect("udp client");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Asks until every backend of `want` answered or `within` passed: the backends seen.
+fn backends_seen(
+    within: Duration,
+    want: &[&str],
+    mut ask: impl FnMut() -> Option<String>,
+) -> BTreeSet<String> {
+    let start = Instant::now();
+    let mut seen = BTreeSet::new();
+    while start.elapsed() < within && !want.iter().all(|w| seen.contains(*w)) {
+        if let Some(b) = ask() {
+            seen.insert(b);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_udp_affinity_local_policies_and_scale_down_on_the_wire() {
+    let tb = TwoNodes::start().expect("two nodes");
+    let chassis = [tb.nodes[0].name(), tb.nodes[1].name()];
+    let sync = NbSync::connect(&tb.central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    let p = plan(&desired2(chassis, &["web-a", "web-b"]));
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    sync.sync(&p).await.expect("sync");
+
+    let tag = unique_tag();
+    let pods: Vec<Netns> = PODS2
+        .iter()
+        .map(|p| plumb(&tb.nodes[p.node], p, &tag))
+        .collect();
+    for (i, n) in tb.nodes.iter().enumerate() {
+        plumb_ovn0(n, i);
+    }
+    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+    tb.central
+        .nbctl(&["--wait=hv", "sync"])
+        .expect("flows on both nodes");
+    let mut servers = vec![serve2(&pods[0], "web-a"), serve2(&pods[1], "web-b")];
+    let (client, client_b) = (&pods[2], &pods[3]);
+    let (node0, node1) = (tb.nodes[0].netns(), tb.nodes[1].netns());
+    let both = ["web-a", "web-b"];
+    let t = Duration::from_secs(60);
+
+    // Pods and servers work at all.
+    let direct = backends_seen(t, &["web-b"], || {
+        get(client, "http://10.16.0.22:8080/").map(|r| r.0)
+    });
+    assert!(
+        direct.contains("web-b"),
+        "client -> web-b direct: {direct:?}"
+    );
+
+    // ClusterIP, TCP and UDP: both backends.
+    let tcp = backends_seen(t, &both, || get(client, "http://10.96.0.10/").map(|r| r.0));
+    assert_eq!(tcp.len(), 2, "TCP ClusterIP: {tcp:?}");
+    let udp_seen = backends_seen(t, &both, || {
+        udp(client, "10.96.0.10", 81)
+            .split(' ')
+            .next()
+            .map(str::to_string)
+            .filter(|b| b.starts_with("web-"))
+    });
+    assert_eq!(udp_seen.len(), 2, "UDP ClusterIP: {udp_seen:?}");
+
+    // No endpoints: TCP refused and UDP port unreachable, both at once.
+    let start = Instant::now();
+    let (code, _) = curl(client, "http://10.96.0.11/");
+    assert_eq!(code, 7, "TCP connection refused, not {code}");
+    assert_eq!(udp(client, "10.96.0.11", 81), "refused");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Node ports from a pod: a node's InternalIP and its join address, TCP and UDP.
+    for ip in [NODE_IPS[1], JOIN_IPS[1], JOIN_IPS[0]] {
+        let seen = backends_seen(t, &both, || {
+            get(client, &format!("http://{ip}:30080/")).map(|r| r.0)
+        });
+        assert_eq!(seen.len(), 2, "pod -> {ip}:30080: {seen:?}");
+        let u = udp(client, ip, 30081);
+        assert!(u.starts_with("web-"), "pod -> {ip}:30081/udp: {u}");
+    }
+    // From the nodes themselves: host -> ClusterIP through ovn0, TCP and UDP. (A node port
+    // on another node's join address is not reachable from a node: the address is on the
+    // node's own join subnet, and OVN switch load balancers only serve VIPs reached through
+    // the router, docs/services.md.)
+    let host = backends_seen(t, &both, || get(node0, "http://10.96.0.10/").map(|r| r.0));
+    assert_eq!(host.len(), 2, "node0 -> ClusterIP: {host:?}");
+    let u = udp(node1, "10.96.0.10", 81);
+    assert!(u.starts_with("web-"), "node1 -> ClusterIP/udp: {u}");
+
+    // internalTrafficPolicy: Local: each client only ever reaches its own node's endpoint.
+    for (ns, want) in [(client, "web-a"), (client_b, "web-b")] {
+        for _ in 0..10 {
+            let r = get(ns, "http://10.96.0.13/").expect("local ClusterIP answers");
+            assert_eq!(r.0, want, "internalTrafficPolicy: Local");
+        }
+    }
+    // externalTrafficPolicy: Local: node1's node port serves node1's endpoint, whoever asks,
+    // and the backend sees the client's own address (no SNAT).
+    for _ in 0..10 {
+        let r = get(client, &format!("http://{}:30090/", JOIN_IPS[1])).expect("answers");
+        assert_eq!(r, ("web-b".to_string(), "10.16.0.23".to_string()));
+        let r = get(client, &format!("http://{}:30090/", NODE_IPS[0])).expect("answers");
+        assert_eq!(r, ("web-a".to_string(), "10.16.0.23".to_string()));
+    }
+    // A host process is a client on its node too.
+    for (ns, i, want) in [(node0, 0, "web-a"), (node1, 1, "web-b")] {
+        let r = get(ns, "http://10.96.0.13/").expect("node -> local ClusterIP");
+        assert_eq!(r, (want.to_string(), JOIN_IPS[i].to_string()));
+    }
+
+    // Session affinity (timeoutSeconds: 3): the same backend while the client keeps asking
+    // within the timeout...
+    // OVN 25.03 drops the packet that creates a client's affinity entry (ovn-kubernetes
+    // #4066 says so), and here the whole connection that carried it never completes, while
+    // every later connection of the window works. So each window is opened by a short probe
+    // that may fail (counted, reported in docs/services.md), then used.
+    let open_window = || {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                client.name(),
+                "curl",
+                "-s",
+                "--max-time",
+                "1",
+            ])
+            .arg("http://10.96.0.12/")
+            .output()
+            .expect("curl")
+            .status
+            .success();
+        get(client, "http://10.96.0.12/").map(|r| (r.0, ok))
+    };
+    let start = Instant::now();
+    let mut opened = None;
+    while opened.is_none() && start.elapsed() < t {
+        opened = open_window();
+    }
+    let (first, _) = opened.expect("the affinity Service answers");
+    // Within the window (3 s), every connection goes to the same backend.
+    for _ in 0..10 {
+        assert_eq!(get(client, "http://10.96.0.12/").expect("sticky").0, first);
+    }
+    // After it expired, a fresh choice: within a deadline the other backend answers.
+    let start = Instant::now();
+    let mut other = None;
+    let mut probes = (0, 0);
+    while other.is_none() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_secs(4));
+        if let Some((b, ok)) = open_window() {
+            probes.0 += 1;
+            probes.1 += usize::from(ok);
+            if b != first {
+                other = Some(b);
+            }
+        }
+    }
+    assert!(other.is_some(), "affinity never expired: always {first}");
+    eprintln!(
+        "affinity windows opened: {}, opening connection answered in {} of them",
+        probes.0, probes.1
+    );
+
+    // Scale down while a client runs: after the change is applied on the nodes, no new
+    // connection reaches the removed endpoint.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        let client = client.name().to_string();
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &client, "curl", "-s", "--max-time", "3"])
+                    .arg("http://10.96.0.14/")
+                    .output()
+                    .expect("curl");
+                let body = String::from_utf8_lossy(&out.stdout).to_string();
+                let backend = out
+                    .status
+                    .success()
+                    .then(|| body.split(' ').next().unwrap_or_default().to_string());
+                log.push((started, backend));
+            }
+            log
+        })
+    };
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let p = plan(&desired2(chassis, &["web-a"]));
+    let (d, _) = sync.sync(&p).await.expect("scale down");
+    assert_eq!(d.changes.len(), 1, "one row: {:#?}", d.changes);
+    tb.central
+        .nbctl(&["--wait=hv", "sync"])
+        .expect("applied on both nodes");
+    let applied = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = runner.join().unwrap();
+    let before: BTreeSet<_> = log
+        .iter()
+        .filter(|(t, _)| *t < applied)
+        .filter_map(|(_, b)| b.clone())
+        .collect();
+    let after: Vec<_> = log.iter().filter(|(t, _)| *t >= applied).collect();
+    assert_eq!(before.len(), 2, "both served before: {before:?}");
+    assert!(
+        after.len() >= 3 && after.iter().all(|(_, b)| b.as_deref() == Some("web-a")),
+        "after the change only web-a, every request answered: {after:?}"
     );
 
     for s in &mut servers {

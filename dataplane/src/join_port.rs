@@ -167,7 +167,11 @@ pub fn spec_from_node(
         }
     }
     let mut routes = BTreeSet::new();
-    for dst in n.pod_cidrs().map_err(bad)? {
+    // Pod CIDRs, and the Service CIDRs: a host process's packet to a ClusterIP enters OVN on
+    // the join switch, whose load balancers DNAT it.
+    let mut dsts = n.pod_cidrs().map_err(bad)?;
+    dsts.extend(n.service_cidrs().map_err(bad)?);
+    for dst in dsts {
         let dst = dst.trunc();
         let Some(via) = gateway
             .addrs()
@@ -813,6 +817,30 @@ mod tests {
         assert_eq!(s.external_ids()["iface-id"], "node-a");
         assert_eq!(s.external_ids()["ip"], "100.64.0.2");
         assert_eq!(s.external_ids()[ROLE_KEY], ROLE_VALUE);
+    }
+
+    #[test]
+    fn service_cidrs_are_routed_through_the_join_port_too() {
+        let a = allocated(&[
+            (NodeNetwork::POD_CIDRS, "10.16.0.0/16"),
+            (NodeNetwork::SERVICE_CIDRS, "10.96.0.0/12"),
+        ]);
+        let s = spec_from_node("a", &a, 1400).unwrap().unwrap();
+        let routes: Vec<String> = s
+            .routes
+            .iter()
+            .map(|r| format!("{} via {:?}", r.dst, r.via))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "10.16.0.0/16 via Some(100.64.0.1)",
+                "10.96.0.0/12 via Some(100.64.0.1)"
+            ]
+        );
+        let a = allocated(&[(NodeNetwork::SERVICE_CIDRS, "10.96.0.0/40")]);
+        let e = spec_from_node("a", &a, 1400).unwrap_err().to_string();
+        assert!(e.contains("ferrovn.io/service-cidrs"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,11 @@ struct Args {
     /// CIDR of the implicit node join subnet `join`.
     #[arg(long, default_value = "100.64.0.0/16")]
     join_cidr: String,
+    /// The Service CIDR(s), comma-separated (kube-apiserver's `--service-cluster-ip-range`):
+    /// published on every Node so that its agent routes them into OVN through `ovn0` and host
+    /// processes reach ClusterIPs. Unset: no route.
+    #[arg(long, value_delimiter = ',')]
+    service_cluster_ip_range: Vec<ipnet::IpNet>,
     /// Cluster mode (`--kube`): watchers, write-back to pods, leader election.
     #[command(flatten)]
     kube_args: ferrovn_control::kube::cli::KubeArgs,
@@ -93,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
     options.build = BuildOptions {
         default_cidr: args.default_cidr.clone(),
         join_cidr: args.join_cidr.clone(),
+        service_cidrs: args.service_cluster_ip_range.clone(),
         ..BuildOptions::default()
     };
     if args.kube_args.kube {

@@ -36,6 +36,9 @@ pub struct BuildOptions {
     pub default_cidr: String,
     pub join_subnet: String,
     pub join_cidr: String,
+    /// The Service CIDR(s) (kube-apiserver's `--service-cluster-ip-range`), published on each
+    /// Node for its join port routes; empty: none published.
+    pub service_cidrs: Vec<IpNet>,
 }
 
 impl Default for BuildOptions {
@@ -45,6 +48,7 @@ impl Default for BuildOptions {
             default_cidr: "10.16.0.0/16".into(),
             join_subnet: "join".into(),
             join_cidr: "100.64.0.0/16".into(),
+            service_cidrs: Vec::new(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct Cluster {
     pub pools: Vec<ipam::IpPoolSpec>,
     pub vlans: BTreeMap<String, (u16, String)>,
     pub join_subnet: String,
+    /// The Service CIDR(s) routed through every node's join port.
+    pub service_cidrs: Vec<IpNet>,
     /// Services and EndpointSlices, validated by the planner (a bad Service is left out there).
     pub services: crate::plan::ServiceInputs,
     /// Problems found, one line each (rejected objects' errors among them).
@@ -195,9 +201,11 @@ pub fn implicit_subnets(opts: &BuildOptions) -> [Subnet; 2] {
 pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
     let mut c = Cluster {
         join_subnet: opts.join_subnet.clone(),
+        service_cidrs: opts.service_cidrs.clone(),
         services: crate::plan::ServiceInputs {
             services: manifest.services().cloned().collect(),
             endpoint_slices: manifest.endpoint_slices().cloned().collect(),
+            node_chassis: BTreeMap::new(),
         },
         ..Cluster::default()
     };
@@ -334,6 +342,19 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             })
             .unwrap_or_default();
         c.nodes.insert(name.clone(), ips);
+        // The agent publishes its chassis (Kube-OVN's annotation): Services with a `Local`
+        // traffic policy install each node's endpoints on that chassis.
+        if let Some(chassis) = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NodeNetwork::CHASSIS))
+            .filter(|c| !c.is_empty())
+        {
+            c.services
+                .node_chassis
+                .insert(name.clone(), chassis.clone());
+        }
         c.interfaces.push(Interface {
             kind: InterfaceKind::Node,
             owner: node_owner(&name),
@@ -749,8 +770,9 @@ pub fn allocation_of(c: &Cluster, a: &Allocated) -> Option<ferrovn_api::Allocati
 /// The Kube-OVN annotations describing one allocation (`<provider>.kubernetes.io/...`).
 /// What a node needs to know about the default VPC besides its own join allocation: the CIDRs
 /// its join port routes to ([`NodeNetwork::POD_CIDRS`]: every overlay subnet of the default VPC
-/// that reaches its router, the join subnet itself excepted, as Kube-OVN's daemon routes them)
-/// and those of them with `natOutgoing` ([`NodeNetwork::NAT_OUTGOING_CIDRS`]).
+/// that reaches its router, the join subnet itself excepted, as Kube-OVN's daemon routes them),
+/// those of them with `natOutgoing` ([`NodeNetwork::NAT_OUTGOING_CIDRS`]) and the Service
+/// CIDR(s) when configured ([`NodeNetwork::SERVICE_CIDRS`]).
 pub fn node_network_annotations(c: &Cluster) -> Annotations {
     let mut pod = Vec::new();
     let mut nat = Vec::new();
@@ -768,11 +790,21 @@ pub fn node_network_annotations(c: &Cluster) -> Annotations {
             }
         }
     }
-    [
+    let mut out: Annotations = [
         (NodeNetwork::POD_CIDRS.to_string(), pod.join(",")),
         (NodeNetwork::NAT_OUTGOING_CIDRS.to_string(), nat.join(",")),
     ]
-    .into()
+    .into();
+    // Only when configured: existing Nodes keep exactly their annotations otherwise.
+    if !c.service_cidrs.is_empty() {
+        let svc: Vec<String> = c
+            .service_cidrs
+            .iter()
+            .map(|n| n.trunc().to_string())
+            .collect();
+        out.insert(NodeNetwork::SERVICE_CIDRS.to_string(), svc.join(","));
+    }
+    out
 }
 
 pub fn allocation_annotations(c: &Cluster, a: &Allocated) -> Annotations {

@@ -21,7 +21,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::ipam::MacAddr;
 
-pub use services::{PlannedLbGroup, PlannedLoadBalancer, Protocol, ServiceInputs};
+pub use services::{
+    PlannedChassisVars, PlannedLbGroup, PlannedLoadBalancer, Protocol, ServiceInputs, ServiceNode,
+};
 
 use ferrovn_api::names::{
     join_port_name, lb_group_name, localnet_port_name, lsp_name, router_port_mac, router_port_name,
@@ -278,6 +280,8 @@ pub struct NbPlan {
     pub routers: BTreeMap<String, PlannedRouter>,
     /// Load balancer groups (by name) with their load balancers.
     pub lb_groups: BTreeMap<String, PlannedLbGroup>,
+    /// Chassis_Template_Var rows (by chassis) of chassis-local Service VIPs.
+    pub chassis_vars: BTreeMap<String, PlannedChassisVars>,
     /// Inputs the planner could not place (they are left out of the plan).
     pub issues: Vec<PlanIssue>,
 }
@@ -299,6 +303,7 @@ impl NbPlan {
                 .values()
                 .map(|g| 1 + g.load_balancers.len())
                 .sum::<usize>()
+            + self.chassis_vars.len()
     }
 
     /// The pod port named `name`, with its switch.
@@ -590,26 +595,33 @@ fn plan_load_balancers(
     out: &mut NbPlan,
     cache: Option<&mut PlanCache>,
 ) {
-    let node_ips: Vec<IpAddr> = desired
+    // A node port listens on the node's InternalIPs and on its join address (ovn0), the
+    // address other nodes reach it by through OVN.
+    let nodes: Vec<ServiceNode> = desired
         .nodes
         .iter()
-        .flat_map(|n| n.internal_ips.iter().copied())
+        .map(|n| ServiceNode {
+            name: n.name.clone(),
+            ips: n
+                .internal_ips
+                .iter()
+                .chain(n.join_ips.iter())
+                .copied()
+                .collect(),
+        })
         .collect();
-    let mut groups = match cache {
+    let planned = match cache {
         Some(c) => services::plan_services_cached(
             &mut c.services,
             &desired.services,
             DEFAULT_ROUTER,
-            &node_ips,
+            &nodes,
             &mut out.issues,
         ),
-        None => services::plan_services(
-            &desired.services,
-            DEFAULT_ROUTER,
-            &node_ips,
-            &mut out.issues,
-        ),
+        None => services::plan_services(&desired.services, DEFAULT_ROUTER, &nodes, &mut out.issues),
     };
+    out.chassis_vars = planned.chassis_vars;
+    let mut groups = planned.groups;
     for (name, group) in std::mem::take(&mut groups) {
         let vpc = group
             .load_balancers

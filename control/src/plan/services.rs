@@ -25,9 +25,20 @@
 //! node addresses change. VIP ownership between Services is decided afresh on every pass, so
 //! the output is exactly [`plan_services`]'s.
 //!
-//! Not yet: `internalTrafficPolicy: Local` / `externalTrafficPolicy: Local` need per-chassis
-//! backends (OVN template load balancers); until then their VIPs are left out with an issue,
-//! never silently served by remote endpoints.
+//! `internalTrafficPolicy: Local` and `externalTrafficPolicy: Local` are strict: a VIP served
+//! "locally" only ever gets the endpoints of one node, never a fallback to remote ones.
+//! - A node port of node N (every address of N, its InternalIPs and join address) with
+//!   `externalTrafficPolicy: Local` is a plain VIP whose backends are N's endpoints: whichever
+//!   chassis the client is on, the node address names the node.
+//! - ClusterIPs with `internalTrafficPolicy: Local`, and externalIPs / ingress IPs with
+//!   `externalTrafficPolicy: Local`, mean "the endpoints of the node the client is on". That
+//!   differs per chassis, so they go into a template load balancer (`options:template=true`,
+//!   one per Service, protocol and family) whose VIP and backends are `Chassis_Template_Var`
+//!   variables: each chassis' row holds that node's local endpoints (the node → chassis
+//!   mapping is the Node annotation `ovn.kubernetes.io/chassis` the agent publishes). A chassis
+//!   without local endpoints gets empty backends and rejects.
+//! - No SNAT is involved on the switch load balancer path, so the backend sees the client's
+//!   address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -54,6 +65,46 @@ pub const MAX_OVN_AFFINITY_TIMEOUT: i32 = 65535;
 pub struct ServiceInputs {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// Node name → its OVN chassis name (the Node annotation `ovn.kubernetes.io/chassis`):
+    /// where a `Local` traffic policy's per-node backends are installed.
+    pub node_chassis: BTreeMap<String, String>,
+}
+
+/// A node as Services see it: the addresses its node ports listen on (InternalIPs and its
+/// join address).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceNode {
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The Service rows of a plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServicePlan {
+    /// Load balancer groups by name.
+    pub groups: BTreeMap<String, PlannedLbGroup>,
+    /// `Chassis_Template_Var` rows by chassis (only for chassis when some Service uses a
+    /// `Local` traffic policy).
+    pub chassis_vars: BTreeMap<String, PlannedChassisVars>,
+}
+
+/// A Chassis_Template_Var row: the template variables of one chassis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChassisVars {
+    pub chassis: String,
+    pub variables: StrMap,
+    pub external_ids: StrMap,
+}
+
+/// Which of a Service's load balancers (per protocol) a VIP lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LbSlot {
+    /// The plain load balancer `svc:<ns>/<name>:<proto>`.
+    Plain,
+    /// The template load balancer of chassis-local IPv4 VIPs, `…:<proto>:local4`.
+    Local4,
+    /// The same for IPv6, `…:<proto>:local6`.
+    Local6,
 }
 
 pub use super::protocol::Protocol;
@@ -104,6 +155,18 @@ struct Vip {
     port: u16,
     /// The Service port it serves (backends are resolved through its name and protocol).
     service_port: usize,
+    scope: Scope,
+}
+
+/// Which endpoints serve a VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    /// All of them.
+    Cluster,
+    /// Those on this node (a node port with `externalTrafficPolicy: Local`).
+    Node(String),
+    /// Those on the client's node (a template VIP).
+    ClientNode,
 }
 
 /// A Service after validation: what the planner needs, nothing else.
@@ -139,7 +202,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 fn validate(
     svc: &Service,
     default_vpc: &str,
-    node_ips: &[IpAddr],
+    nodes: &[ServiceNode],
     issues: &mut Vec<PlanIssue>,
 ) -> Option<ValidService> {
     let id = service_ref(svc);
@@ -228,11 +291,12 @@ fn validate(
             name: p.name.clone().unwrap_or_default(),
             protocol,
         });
-        let mut push = |ip: IpAddr, port: u16| {
+        let mut push = |ip: IpAddr, port: u16, scope: Scope| {
             out.vips.push(Vip {
                 ip,
                 port,
                 service_port: i,
+                scope,
             })
         };
         for (k, ip) in cluster_ips.iter().enumerate() {
@@ -247,10 +311,15 @@ fn validate(
                 ));
                 return None;
             };
-            if internal_local {
-                continue;
-            }
-            push(ip, port);
+            push(
+                ip,
+                port,
+                if internal_local {
+                    Scope::ClientNode
+                } else {
+                    Scope::Cluster
+                },
+            );
         }
         let mut external = Vec::new();
         for (k, ip) in spec.external_ips.iter().flatten().enumerate() {
@@ -285,33 +354,31 @@ fn validate(
                 external.push(ip);
             }
         }
-        if !external_local {
-            for ip in external {
-                push(ip, port);
-            }
-            if matches!(type_, "NodePort" | "LoadBalancer")
-                && let Some(np) = node_port
-            {
-                for ip in node_ips {
-                    push(*ip, np);
+        for ip in external {
+            push(
+                ip,
+                port,
+                if external_local {
+                    Scope::ClientNode
+                } else {
+                    Scope::Cluster
+                },
+            );
+        }
+        if matches!(type_, "NodePort" | "LoadBalancer")
+            && let Some(np) = node_port
+        {
+            for node in nodes {
+                for ip in &node.ips {
+                    let scope = if external_local {
+                        Scope::Node(node.name.clone())
+                    } else {
+                        Scope::Cluster
+                    };
+                    push(*ip, np, scope);
                 }
             }
         }
-    }
-    if internal_local {
-        issues.push(PlanIssue::ServiceUnsupported {
-            service: id.to_string(),
-            what: "internalTrafficPolicy: Local (its cluster IPs are not load balanced yet)".into(),
-        });
-    }
-    let has_external_ips = spec.external_ips.as_ref().is_some_and(|v| !v.is_empty());
-    if external_local && (type_ != "ClusterIP" || has_external_ips) {
-        issues.push(PlanIssue::ServiceUnsupported {
-            service: id.to_string(),
-            what: "externalTrafficPolicy: Local (its node ports, external and ingress IPs are \
-                   not load balanced yet)"
-                .into(),
-        });
     }
 
     if spec.session_affinity.as_deref() == Some("ClientIP") {
@@ -337,16 +404,24 @@ fn validate(
 /// `(ip, target port)` backends.
 type Backends = BTreeSet<(IpAddr, u16)>;
 
-/// Backends of one Service port from the Service's EndpointSlices: (ready, serving and
-/// terminating).
-fn backends(
+/// One endpoint address of one Service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Endpoint {
+    ip: IpAddr,
+    port: u16,
+    node: Option<String>,
+    /// Ready (`true`), or serving and terminating (`false`); others are never collected.
+    ready: bool,
+}
+
+/// The endpoints of one Service port from the Service's EndpointSlices.
+fn endpoints(
     svc: &ValidService,
     port: &ValidPort,
     slices: &[&EndpointSlice],
     issues: &mut Vec<PlanIssue>,
-) -> (Backends, Backends) {
-    let mut ready = BTreeSet::new();
-    let mut terminating = BTreeSet::new();
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
     for slice in slices {
         if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
             continue; // FQDN slices carry no addresses OVN can use
@@ -367,6 +442,9 @@ fn backends(
             let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
             let is_terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            if !(is_ready || (is_serving && is_terminating)) {
+                continue;
+            }
             for a in &ep.addresses {
                 let Some(ip) = parse_ip(a) else {
                     issues.push(PlanIssue::EndpointAddressInvalid {
@@ -379,20 +457,47 @@ fn backends(
                 if ip.is_ipv4() != (slice.address_type == "IPv4") {
                     continue;
                 }
-                if is_ready {
-                    ready.insert((ip, target));
-                } else if is_serving && is_terminating {
-                    terminating.insert((ip, target));
-                }
+                out.push(Endpoint {
+                    ip,
+                    port: target,
+                    node: ep.node_name.clone().filter(|n| !n.is_empty()),
+                    ready: is_ready,
+                });
             }
         }
     }
-    (ready, terminating)
+    out
+}
+
+/// kube-proxy's choice among `eps` of one family: the ready ones, or when there are none, the
+/// serving-and-terminating ones. `on_node` restricts both to one node's endpoints first, so a
+/// `Local` policy never falls back to a remote endpoint.
+fn pick(eps: &[Endpoint], v4: bool, on_node: Option<&str>) -> Backends {
+    let candidates = || {
+        eps.iter()
+            .filter(move |e| e.ip.is_ipv4() == v4)
+            .filter(move |e| on_node.is_none_or(|n| e.node.as_deref() == Some(n)))
+    };
+    let ready: Backends = candidates()
+        .filter(|e| e.ready)
+        .map(|e| (e.ip, e.port))
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    candidates().map(|e| (e.ip, e.port)).collect()
+}
+
+fn backends_value(b: &Backends) -> String {
+    b.iter()
+        .map(|(ip, p)| ip_port(*ip, *p))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What one Service plans to on its own, before VIPs are claimed against other Services.
-/// Depends only on the Service, its EndpointSlices, the default VPC and the node addresses,
-/// which is what makes it cacheable ([`ServicePlanCache`]).
+/// Depends only on the Service, its EndpointSlices, the default VPC and the nodes, which is
+/// what makes it cacheable ([`ServicePlanCache`]).
 #[derive(Debug, Clone, PartialEq)]
 struct SoloPlan {
     /// `None`: the Service is left out (`validate_issues` say why).
@@ -400,25 +505,51 @@ struct SoloPlan {
     validate_issues: Vec<PlanIssue>,
 }
 
+/// One VIP as planned: what it claims, and what it writes where.
+#[derive(Debug, Clone, PartialEq)]
+struct SoloVip {
+    protocol: Protocol,
+    /// `ip:port`: one owner per VPC, protocol and claim.
+    claim: String,
+    slot: LbSlot,
+    /// The `vips` key and value (template variables for a chassis-local VIP).
+    key: String,
+    value: String,
+    /// Chassis → (variable, value) for a chassis-local VIP.
+    vars: Vec<(String, String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct SoloService {
     id: ServiceRef,
     vpc: String,
-    /// Per VIP, in the Service's order: protocol, `ip:port`, backends (the `vips` value).
-    vips: Vec<(Protocol, String, String)>,
+    /// In the Service's order.
+    vips: Vec<SoloVip>,
     backend_issues: Vec<PlanIssue>,
-    /// The load balancer of each protocol with VIPs, its `vips` still empty.
-    lbs: BTreeMap<Protocol, PlannedLoadBalancer>,
+    /// The load balancer of each protocol and slot with VIPs, its `vips` still empty.
+    lbs: BTreeMap<(Protocol, LbSlot), PlannedLoadBalancer>,
+}
+
+/// A template variable name for `what` of Service `id`: stable across passes (the NB diff of an
+/// unchanged Service stays empty) and a valid OVN lexer identifier.
+fn var_name(id: &ServiceRef, what: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.to_string().bytes().chain([0]).chain(what.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fvn{h:016x}")
 }
 
 fn plan_one(
     svc: &Service,
     own_slices: &[&EndpointSlice],
     default_vpc: &str,
-    node_ips: &[IpAddr],
+    nodes: &[ServiceNode],
+    node_chassis: &BTreeMap<String, String>,
 ) -> SoloPlan {
     let mut validate_issues = Vec::new();
-    let Some(v) = validate(svc, default_vpc, node_ips, &mut validate_issues) else {
+    let Some(v) = validate(svc, default_vpc, nodes, &mut validate_issues) else {
         return SoloPlan {
             service: None,
             validate_issues,
@@ -428,40 +559,69 @@ fn plan_one(
     let mut vips = Vec::with_capacity(v.vips.len());
     let mut lbs = BTreeMap::new();
     if !v.vips.is_empty() {
-        // kube-proxy runs one proxier per IP family: the "none ready" fallback is decided per
-        // port and family.
-        let mut port_backends = Vec::with_capacity(v.ports.len());
-        for p in &v.ports {
-            let (ready, terminating) = backends(&v, p, own_slices, &mut backend_issues);
-            let pick = |v4: bool| -> Backends {
-                let r: Backends = ready
-                    .iter()
-                    .filter(|b| b.0.is_ipv4() == v4)
-                    .copied()
-                    .collect();
-                if r.is_empty() {
-                    terminating
-                        .iter()
-                        .filter(|b| b.0.is_ipv4() == v4)
-                        .copied()
-                        .collect()
-                } else {
-                    r
-                }
-            };
-            let mut both = pick(true);
-            both.extend(pick(false));
-            port_backends.push(both);
+        let port_eps: Vec<Vec<Endpoint>> = v
+            .ports
+            .iter()
+            .map(|p| endpoints(&v, p, own_slices, &mut backend_issues))
+            .collect();
+        // Every chassis gets every variable (a chassis without the variable would read it
+        // as a literal and lose the VIP); its own nodes' endpoints are its local ones.
+        let mut chassis_nodes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (node, chassis) in node_chassis {
+            chassis_nodes
+                .entry(chassis.as_str())
+                .or_default()
+                .push(node.as_str());
         }
         for vip in &v.vips {
             let protocol = v.ports[vip.service_port].protocol;
-            let value: Vec<String> = port_backends[vip.service_port]
-                .iter()
-                .filter(|(ip, _)| ip.is_ipv4() == vip.ip.is_ipv4())
-                .map(|(ip, p)| ip_port(*ip, *p))
-                .collect();
-            vips.push((protocol, ip_port(vip.ip, vip.port), value.join(",")));
-            lbs.entry(protocol).or_insert_with(|| new_lb(&v, protocol));
+            let eps = &port_eps[vip.service_port];
+            let v4 = vip.ip.is_ipv4();
+            let claim = ip_port(vip.ip, vip.port);
+            let solo = match &vip.scope {
+                Scope::Cluster | Scope::Node(_) => {
+                    let node = match &vip.scope {
+                        Scope::Node(n) => Some(n.as_str()),
+                        _ => None,
+                    };
+                    SoloVip {
+                        protocol,
+                        claim: claim.clone(),
+                        slot: LbSlot::Plain,
+                        key: claim,
+                        value: backends_value(&pick(eps, v4, node)),
+                        vars: Vec::new(),
+                    }
+                }
+                Scope::ClientNode => {
+                    let vip_var = var_name(&v.id, &format!("vip/{}", vip.ip));
+                    let ep_var = var_name(&v.id, &format!("ep/{}/{claim}", protocol.ovn()));
+                    let vip_text = match vip.ip {
+                        IpAddr::V4(a) => a.to_string(),
+                        IpAddr::V6(a) => format!("[{a}]"),
+                    };
+                    let mut vars = Vec::new();
+                    for (chassis, its_nodes) in &chassis_nodes {
+                        let mut local = Backends::new();
+                        for n in its_nodes {
+                            local.extend(pick(eps, v4, Some(n)));
+                        }
+                        vars.push((chassis.to_string(), vip_var.clone(), vip_text.clone()));
+                        vars.push((chassis.to_string(), ep_var.clone(), backends_value(&local)));
+                    }
+                    SoloVip {
+                        protocol,
+                        claim,
+                        slot: if v4 { LbSlot::Local4 } else { LbSlot::Local6 },
+                        key: format!("^{vip_var}:{}", vip.port),
+                        value: format!("^{ep_var}"),
+                        vars,
+                    }
+                }
+            };
+            lbs.entry((protocol, solo.slot))
+                .or_insert_with(|| new_lb(&v, protocol, solo.slot));
+            vips.push(solo);
         }
     }
     SoloPlan {
@@ -520,43 +680,61 @@ fn sorted_inputs(inputs: &ServiceInputs) -> Vec<(&Service, Vec<&EndpointSlice>)>
         .collect()
 }
 
-fn sorted_node_ips(node_ips: &[IpAddr]) -> Vec<IpAddr> {
-    let mut node_ips: Vec<IpAddr> = node_ips.to_vec();
-    node_ips.sort();
-    node_ips.dedup();
-    node_ips
+fn sorted_nodes(nodes: &[ServiceNode]) -> Vec<ServiceNode> {
+    let mut nodes: Vec<ServiceNode> = nodes
+        .iter()
+        .map(|n| {
+            let mut ips = n.ips.clone();
+            ips.sort();
+            ips.dedup();
+            ServiceNode {
+                name: n.name.clone(),
+                ips,
+            }
+        })
+        .collect();
+    nodes.sort();
+    // An address listed by two nodes serves the first one's node ports only.
+    let mut seen = HashSet::new();
+    for n in &mut nodes {
+        n.ips.retain(|ip| seen.insert(*ip));
+    }
+    nodes
 }
 
-/// The Service load balancers, grouped per VPC (group name → group). `default_vpc` holds
-/// Services without a `ovn.kubernetes.io/vpc` annotation; `node_ips` are the addresses a
-/// NodePort listens on. Pure: the same inputs in any order give the same rows.
+/// The Service load balancers, grouped per VPC, and the template variables of chassis-local
+/// VIPs. `default_vpc` holds Services without a `ovn.kubernetes.io/vpc` annotation; `nodes`
+/// carry the addresses a NodePort listens on. Pure: the same inputs in any order give the
+/// same rows.
 pub fn plan_services(
     inputs: &ServiceInputs,
     default_vpc: &str,
-    node_ips: &[IpAddr],
+    nodes: &[ServiceNode],
     issues: &mut Vec<PlanIssue>,
-) -> BTreeMap<String, PlannedLbGroup> {
-    let node_ips = sorted_node_ips(node_ips);
+) -> ServicePlan {
+    let nodes = sorted_nodes(nodes);
     let solos: Vec<SoloPlan> = sorted_inputs(inputs)
         .iter()
-        .map(|(svc, own)| plan_one(svc, own, default_vpc, &node_ips))
+        .map(|(svc, own)| plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis))
         .collect();
     merge(solos.iter(), issues)
 }
 
 /// Every Service's own plan, kept between passes: a pass re-plans only the Services whose
-/// inputs (the Service, its EndpointSlices, the default VPC and node addresses) changed, so an
-/// endpoint change costs one Service's planning instead of all of them. The output is exactly
-/// [`plan_services`]'s; the cache is only an optimisation.
+/// inputs (the Service, its EndpointSlices, the default VPC, the nodes and their chassis)
+/// changed, so an endpoint change costs one Service's planning instead of all of them. The
+/// output is exactly [`plan_services`]'s; the cache is only an optimisation.
 #[derive(Debug, Clone, Default)]
 pub struct ServicePlanCache {
-    /// The default VPC and node addresses the entries were planned with.
-    context: Option<(String, Vec<IpAddr>)>,
+    /// The default VPC, nodes and chassis the entries were planned with.
+    context: Option<CacheContext>,
     /// By identity and occurrence (a Service defined twice has two entries).
     entries: HashMap<(ServiceRef, usize), CacheEntry>,
     /// Services planned afresh by the last pass (for tests and benchmarks).
     last_misses: usize,
 }
+
+type CacheContext = (String, Vec<ServiceNode>, BTreeMap<String, String>);
 
 #[derive(Debug, Clone)]
 struct CacheEntry {
@@ -591,19 +769,22 @@ pub fn plan_services_cached(
     cache: &mut ServicePlanCache,
     inputs: &ServiceInputs,
     default_vpc: &str,
-    node_ips: &[IpAddr],
+    nodes: &[ServiceNode],
     issues: &mut Vec<PlanIssue>,
-) -> BTreeMap<String, PlannedLbGroup> {
-    let node_ips = sorted_node_ips(node_ips);
-    // NodePort VIPs and unannotated Services depend on these: a change re-plans everything
-    // (node addresses change rarely; endpoints change all the time).
-    let context_same = cache
-        .context
-        .as_ref()
-        .is_some_and(|(vpc, ips)| vpc == default_vpc && *ips == node_ips);
+) -> ServicePlan {
+    let nodes = sorted_nodes(nodes);
+    // NodePort VIPs, Local backends and unannotated Services depend on these: a change
+    // re-plans everything (nodes change rarely; endpoints change all the time).
+    let context_same = cache.context.as_ref().is_some_and(|(vpc, n, ch)| {
+        vpc == default_vpc && *n == nodes && *ch == inputs.node_chassis
+    });
     if !context_same {
         cache.entries.clear();
-        cache.context = Some((default_vpc.to_string(), node_ips.clone()));
+        cache.context = Some((
+            default_vpc.to_string(),
+            nodes.clone(),
+            inputs.node_chassis.clone(),
+        ));
     }
     let sorted = sorted_inputs(inputs);
     let mut occurrences: HashMap<ServiceRef, usize> = HashMap::new();
@@ -626,7 +807,7 @@ pub fn plan_services_cached(
                 CacheEntry {
                     service: (*svc).clone(),
                     slices: own.iter().map(|s| (*s).clone()).collect(),
-                    plan: plan_one(svc, own, default_vpc, &node_ips),
+                    plan: plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis),
                 },
             );
         }
@@ -645,13 +826,14 @@ pub fn plan_services_cached(
     )
 }
 
-/// Claims VIPs (one VIP, one owner: the first Service in planning order) and groups the load
-/// balancers per VPC.
+/// Claims VIPs (one VIP, one owner: the first Service in planning order), groups the load
+/// balancers per VPC and gathers the template variables per chassis.
 fn merge<'a>(
     solos: impl Iterator<Item = &'a SoloPlan>,
     issues: &mut Vec<PlanIssue>,
-) -> BTreeMap<String, PlannedLbGroup> {
+) -> ServicePlan {
     let mut groups: BTreeMap<String, PlannedLbGroup> = BTreeMap::new();
+    let mut chassis_vars: BTreeMap<String, StrMap> = BTreeMap::new();
     // (vpc, protocol, vip) → the Service holding it.
     let mut claimed: HashMap<(&str, Protocol, &str), &ServiceRef> = HashMap::new();
     let mut seen = HashSet::new();
@@ -672,27 +854,33 @@ fn merge<'a>(
             continue;
         }
         issues.extend(v.backend_issues.iter().cloned());
-        let mut lbs: BTreeMap<Protocol, PlannedLoadBalancer> = BTreeMap::new();
-        for (protocol, key, value) in &v.vips {
-            let claim = (v.vpc.as_str(), *protocol, key.as_str());
+        let mut lbs: BTreeMap<(Protocol, LbSlot), PlannedLoadBalancer> = BTreeMap::new();
+        for vip in &v.vips {
+            let claim = (v.vpc.as_str(), vip.protocol, vip.claim.as_str());
             if let Some(holder) = claimed.get(&claim) {
                 if **holder != v.id {
                     issues.push(PlanIssue::ServiceVipTaken {
                         service: v.id.to_string(),
-                        vip: format!("{key}/{}", protocol.ovn()),
+                        vip: format!("{}/{}", vip.claim, vip.protocol.ovn()),
                         holder: holder.to_string(),
                     });
                 }
                 continue;
             }
             claimed.insert(claim, &v.id);
-            let Some(template) = v.lbs.get(protocol) else {
+            let Some(template) = v.lbs.get(&(vip.protocol, vip.slot)) else {
                 continue;
             };
-            lbs.entry(*protocol)
+            lbs.entry((vip.protocol, vip.slot))
                 .or_insert_with(|| template.clone())
                 .vips
-                .insert(key.clone(), value.clone());
+                .insert(vip.key.clone(), vip.value.clone());
+            for (chassis, var, value) in &vip.vars {
+                chassis_vars
+                    .entry(chassis.clone())
+                    .or_default()
+                    .insert(var.clone(), value.clone());
+            }
         }
         let group = groups
             .entry(lb_group_name(&v.vpc))
@@ -709,10 +897,23 @@ fn merge<'a>(
             group.load_balancers.insert(key, lb);
         }
     }
-    groups
+    ServicePlan {
+        groups,
+        chassis_vars: chassis_vars
+            .into_iter()
+            .map(|(chassis, variables)| {
+                let row = PlannedChassisVars {
+                    external_ids: owned_ids(&format!("ctv/{chassis}"), &[]),
+                    chassis: chassis.clone(),
+                    variables,
+                };
+                (chassis, row)
+            })
+            .collect(),
+    }
 }
 
-fn new_lb(v: &ValidService, protocol: Protocol) -> PlannedLoadBalancer {
+fn new_lb(v: &ValidService, protocol: Protocol, slot: LbSlot) -> PlannedLoadBalancer {
     let mut options = StrMap::new();
     options.insert("reject".into(), "true".into());
     if let Some(t) = v.affinity_timeout {
@@ -721,14 +922,35 @@ fn new_lb(v: &ValidService, protocol: Protocol) -> PlannedLoadBalancer {
     if protocol == Protocol::Udp {
         options.insert("ct_flush".into(), "true".into());
     }
+    let suffix = match slot {
+        LbSlot::Plain => "",
+        LbSlot::Local4 => ":local4",
+        LbSlot::Local6 => ":local6",
+    };
+    if slot != LbSlot::Plain {
+        options.insert("template".into(), "true".into());
+        let family = if slot == LbSlot::Local4 {
+            "ipv4"
+        } else {
+            "ipv6"
+        };
+        options.insert("address-family".into(), family.into());
+    }
     let service = v.id.to_string();
     PlannedLoadBalancer {
-        name: service_lb_name(&v.id.namespace, &v.id.name, protocol.ovn()),
+        name: format!(
+            "{}{suffix}",
+            service_lb_name(&v.id.namespace, &v.id.name, protocol.ovn())
+        ),
         protocol,
         vips: StrMap::new(),
         options,
         external_ids: owned_ids(
-            &format!("lb/{service}/{}", protocol.ovn()),
+            &format!(
+                "lb/{service}/{}{}",
+                protocol.ovn(),
+                suffix.replace(':', "/")
+            ),
             &[
                 ("service", &service),
                 ("protocol", protocol.ovn()),

@@ -40,10 +40,11 @@ pub enum Table {
     Policy,
     LoadBalancerGroup,
     LoadBalancer,
+    ChassisTemplateVar,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -53,6 +54,7 @@ impl Table {
         Table::Policy,
         Table::LoadBalancerGroup,
         Table::LoadBalancer,
+        Table::ChassisTemplateVar,
     ];
 
     /// The OVSDB table name.
@@ -67,6 +69,7 @@ impl Table {
             Table::Policy => "Logical_Router_Policy",
             Table::LoadBalancerGroup => "Load_Balancer_Group",
             Table::LoadBalancer => "Load_Balancer",
+            Table::ChassisTemplateVar => "Chassis_Template_Var",
         }
     }
 
@@ -74,7 +77,10 @@ impl Table {
     pub fn is_root(self) -> bool {
         matches!(
             self,
-            Table::LogicalSwitch | Table::LogicalRouter | Table::LoadBalancerGroup
+            Table::LogicalSwitch
+                | Table::LogicalRouter
+                | Table::LoadBalancerGroup
+                | Table::ChassisTemplateVar
         )
     }
 
@@ -134,6 +140,7 @@ impl Table {
             Table::Policy => &["priority", "match", "action", "nexthops", "external_ids"],
             Table::LoadBalancerGroup => &["name"],
             Table::LoadBalancer => &["name", "vips", "protocol", "options", "external_ids"],
+            Table::ChassisTemplateVar => &["chassis", "variables", "external_ids"],
         }
     }
 
@@ -219,6 +226,20 @@ fn key_of(ids: &StrMap) -> String {
 /// roots that reference them, parents before children.
 pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
     let mut out = Vec::with_capacity(plan.row_count());
+    for v in plan.chassis_vars.values() {
+        let mut c = ColumnValues::new();
+        c.insert("chassis".into(), s(&v.chassis));
+        c.insert("variables".into(), map(&v.variables));
+        c.insert("external_ids".into(), map(&v.external_ids));
+        out.push(DesiredRow {
+            table: Table::ChassisTemplateVar,
+            key: key_of(&v.external_ids),
+            name: None,
+            columns: c,
+            parent: None,
+            links: Vec::new(),
+        });
+    }
     for g in plan.lb_groups.values() {
         let mut c = ColumnValues::new();
         c.insert("name".into(), s(&g.name));
