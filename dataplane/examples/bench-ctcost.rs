@@ -248,7 +248,7 @@ impl<'a> Nb<'a> {
             "ferrovn_ctbypass",
             "from-lport",
             "32000",
-            "inport == @ferrovn_ctbypass && ip4 && ip4.dst == $ferrovn_podnets_bench_v4",
+            "inport == @ferrovn_ctbypass && ip4 && ip4.dst == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.dst <= 5200 || (tcp.dst >= 5202 && tcp.dst <= 8079) || tcp.dst >= 8081)) || (udp && (udp.dst <= 8 || udp.dst >= 10)) || sctp)",
             "allow-stateless",
         ])?;
         self.nb(&[

@@ -5,15 +5,24 @@
 //! packet of a switch with load balancers through conntrack twice (ingress in the sender's zone,
 //! egress in the receiver's zone; ovn-northd(8) Pre-LB), which cut DPDK pod↔pod to about a quarter
 //! in `bench-ctcost`. Packets marked by an `allow-stateless` ACL skip both Pre-ACL and Pre-LB
-//! (`REGBIT_ACL_STATELESS`), and so conntrack. The marks must spare exactly what needs conntrack:
-//! - **ingress** (from-lport at the sender): a packet to a VIP needs the DNAT. VIPs are never in
-//!   a pod subnet, so the mark is `ip4.dst == {pod subnets of the VPC}` (a subnet holding a VIP is
-//!   left out, so its traffic keeps conntrack);
-//! - **egress** (to-lport at the receiver): a backend's reply must be un-DNATed in the client's
-//!   zone. Its source port is the Service's target port, so the mark is `ip4.src == {pod subnets}`
-//!   and a source port that is no target port of that protocol in the VPC (ranges around the
-//!   target ports); other IP protocols (ICMP errors for a Service connection) keep conntrack.
-//!   Hairpinned packets come from the VIP, not a pod subnet, and keep it too.
+//! (`REGBIT_ACL_STATELESS`), and so conntrack. The marks must spare exactly what needs conntrack,
+//! and must treat both legs of a connection alike in each zone (conntrack calls a SYN-ACK whose
+//! SYN it never saw invalid, and OVN drops it). A pod's zone sees its outgoing packets in the
+//! ingress pipeline and its incoming ones in the egress pipeline, so a packet is marked when its
+//! **peer** is a pod address on a port no Service targets:
+//! - **ingress** (from-lport): `ip4.dst == {pod subnets of the VPC}` and the destination port is
+//!   no target port of that protocol. A VIP is never in a pod subnet (a subnet holding one is
+//!   left out), so traffic to a VIP keeps its DNAT;
+//! - **egress** (to-lport): `ip4.src == {pod subnets}` and the source port is no target port.
+//!   A backend's reply comes from its target port, so it keeps conntrack and is un-DNATed in the
+//!   client's zone, and the client's zone saw the request (to the VIP, or directly to the
+//!   target port) on the way out. A hairpinned packet (a pod reaching itself through its
+//!   Service) is SNATed to the VIP by a `ct(commit, nat)` that does not recirculate, so the
+//!   egress pipeline still matches the pod's own address: `!flags.loopback` (set by
+//!   `ls_in_hairpin`) keeps it in conntrack, where the pod's zone must see it for the reply.
+//!
+//! Other IP protocols (ICMP: echo, and errors about Service connections) keep conntrack both
+//! ways.
 //!
 //! Every match is positive: OVN expands `!=` against a set into the product of per-bit
 //! mismatches, which with 1,000 VIPs never finished (`ovn-nbctl --wait=hv` timed out).
@@ -114,22 +123,30 @@ fn family_matches(
         .map(|n| n.trunc().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let l4: Vec<String> = Protocol::ALL
-        .into_iter()
-        .map(|proto| {
-            let name = proto.ovn();
-            let taken = ports.get(&proto).cloned().unwrap_or_default();
-            match free_ranges(&format!("{name}.src"), &taken) {
-                None => name.to_string(),
-                Some(free) => format!("({name} && ({free}))"),
-            }
-        })
-        .collect();
+    // The peer's port: the destination port on the way out of a pod, the source port on the
+    // way in. Both legs of one connection then decide alike in each zone (see the module doc).
+    let l4 = |dir: &str| -> String {
+        Protocol::ALL
+            .into_iter()
+            .map(|proto| {
+                let name = proto.ovn();
+                let taken = ports.get(&proto).cloned().unwrap_or_default();
+                match free_ranges(&format!("{name}.{dir}"), &taken) {
+                    None => name.to_string(),
+                    Some(free) => format!("({name} && ({free}))"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
     Some((
-        format!("inport == {{{port_list}}} && {af}.dst == {{{nets}}}"),
         format!(
-            "outport == {{{port_list}}} && {af}.src == {{{nets}}} && ({})",
-            l4.join(" || ")
+            "inport == {{{port_list}}} && {af}.dst == {{{nets}}} && ({})",
+            l4("dst")
+        ),
+        format!(
+            "outport == {{{port_list}}} && !flags.loopback && {af}.src == {{{nets}}} && ({})",
+            l4("src")
         ),
     ))
 }
@@ -307,17 +324,26 @@ mod tests {
             vec![
                 (
                     "from-lport",
-                    format!("inport == {ports} && ip4.dst == {{10.16.0.0/16, 10.17.0.0/16}}")
-                        .as_str()
+                    format!(
+                        "inport == {ports} && ip4.dst == {{10.16.0.0/16, 10.17.0.0/16}} && \
+                         ((tcp && (tcp.dst <= 8079 || tcp.dst >= 8081)) || \
+                         (udp && (udp.dst <= 5352 || udp.dst >= 5354)) || sctp)"
+                    )
+                    .as_str()
                 ),
                 (
                     "from-lport",
-                    format!("inport == {ports} && ip6.dst == {{fd00:10:16::/64}}").as_str()
+                    format!(
+                        "inport == {ports} && ip6.dst == {{fd00:10:16::/64}} && \
+                         ((tcp && (tcp.dst <= 8079 || tcp.dst >= 8081)) || \
+                         (udp && (udp.dst <= 5352 || udp.dst >= 5354)) || sctp)"
+                    )
+                    .as_str()
                 ),
                 (
                     "to-lport",
                     format!(
-                        "outport == {ports} && ip4.src == {{10.16.0.0/16, 10.17.0.0/16}} && \
+                        "outport == {ports} && !flags.loopback && ip4.src == {{10.16.0.0/16, 10.17.0.0/16}} && \
                      ((tcp && (tcp.src <= 8079 || tcp.src >= 8081)) || \
                      (udp && (udp.src <= 5352 || udp.src >= 5354)) || sctp)"
                     )
@@ -326,7 +352,7 @@ mod tests {
                 (
                     "to-lport",
                     format!(
-                        "outport == {ports} && ip6.src == {{fd00:10:16::/64}} && \
+                        "outport == {ports} && !flags.loopback && ip6.src == {{fd00:10:16::/64}} && \
                      ((tcp && (tcp.src <= 8079 || tcp.src >= 8081)) || \
                      (udp && (udp.src <= 5352 || udp.src >= 5354)) || sctp)"
                     )
