@@ -135,24 +135,21 @@ impl<'a> Nb<'a> {
                     })
                     .collect();
                 let bes: Vec<String> = bes.iter().map(|b| format!("{b}:8080")).collect();
-                args.extend(
-                    [
-                        "--".to_string(),
-                        format!("--id=@l{i}"),
-                        "create".into(),
-                        "Load_Balancer".into(),
-                        format!("name=svc-{i}"),
-                        "protocol=tcp".into(),
-                        format!("vips:\"{vip}:80\"=\"{}\"", bes.join(",")),
-                        "--".into(),
-                        "add".into(),
-                        "Load_Balancer_Group".into(),
-                        group1k.clone(),
-                        "load_balancer".into(),
-                        format!("@l{i}"),
-                    ]
-                    .into_iter(),
-                );
+                args.extend([
+                    "--".to_string(),
+                    format!("--id=@l{i}"),
+                    "create".into(),
+                    "Load_Balancer".into(),
+                    format!("name=svc-{i}"),
+                    "protocol=tcp".into(),
+                    format!("vips:\"{vip}:80\"=\"{}\"", bes.join(",")),
+                    "--".into(),
+                    "add".into(),
+                    "Load_Balancer_Group".into(),
+                    group1k.clone(),
+                    "load_balancer".into(),
+                    format!("@l{i}"),
+                ]);
             }
             let a: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
             nbctl(central, &a)?;
@@ -256,7 +253,7 @@ impl<'a> Nb<'a> {
             "ferrovn_ctbypass",
             "to-lport",
             "32000",
-            "outport == @ferrovn_ctbypass && ip4 && ip4.src == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.src <= 5200 || (tcp.src >= 5202 && tcp.src <= 8079) || tcp.src >= 8081)) || (udp && (udp.src <= 8 || udp.src >= 10)) || sctp)",
+            "outport == @ferrovn_ctbypass && !flags.loopback && ip4 && ip4.src == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.src <= 5200 || (tcp.src >= 5202 && tcp.src <= 8079) || tcp.src >= 8081)) || (udp && (udp.src <= 8 || udp.src >= 10)) || sctp)",
             "allow-stateless",
         ])?;
         Ok(())
@@ -389,36 +386,58 @@ fn shapes() -> Vec<String> {
     }
 }
 
+/// Raw values per shape, and per shape its **paired** ratios: each measurement of a shape sits
+/// between two measurements of `none`, and is divided by their mean, so a load swing of the
+/// shared machine hits both sides of a ratio alike.
+struct Measured {
+    raw: Samples,
+    paired: Samples,
+}
+
 fn rounds<F>(
     label: &str,
     nb: &Nb<'_>,
     node: &Node,
     trace: &dyn Fn(&str) -> String,
     mut measure: F,
-) -> Result<Samples>
+) -> Result<Measured>
 where
     F: FnMut(&str) -> Result<f64>,
 {
-    let mut out = Samples::new();
+    let mut m = Measured {
+        raw: Samples::new(),
+        paired: Samples::new(),
+    };
     let n = env_usize("BENCH_ROUNDS", 3);
+    let mut run = |shape: &str, first: bool, m: &mut Measured| -> Result<f64> {
+        nb.apply(shape)?;
+        let v = measure(shape)?;
+        if first {
+            println!(
+                "{label} {shape:<26} {v:>8.3}  trace: {}; dpif: {}",
+                trace(shape),
+                ct_flows(node)
+            );
+        } else {
+            println!("{label} {shape:<26} {v:>8.3}  (load {})", load());
+        }
+        m.raw.entry(shape.to_string()).or_default().push(v);
+        Ok(v)
+    };
     for r in 0..n {
-        for shape in shapes() {
-            nb.apply(&shape)?;
-            let v = measure(&shape)?;
-            if r == 0 {
-                println!(
-                    "{label} {shape:<26} {v:>8.3}  trace: {}; dpif: {}",
-                    trace(&shape),
-                    ct_flows(node)
-                );
-            } else {
-                println!("{label} {shape:<26} {v:>8.3}  (round {r}, load {})", load());
+        let mut before = run("none", r == 0, &mut m)?;
+        for shape in shapes().iter().filter(|s| *s != "none") {
+            let v = run(shape, r == 0, &mut m)?;
+            let after = run("none", false, &mut m)?;
+            let base = (before + after) / 2.0;
+            if base > 0.0 {
+                m.paired.entry(shape.clone()).or_default().push(v / base);
             }
-            out.entry(shape).or_default().push(v);
+            before = after;
         }
     }
     nb.clear()?;
-    Ok(out)
+    Ok(m)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,7 +449,7 @@ fn dpdk_phase(
     rnd: &str,
     mem: &PodMemory,
     huge: Option<&Path>,
-) -> Result<Samples> {
+) -> Result<Measured> {
     let _ovs_run = DpdkRuntimeDir::new(&format!("fvcovs{rnd}"));
     let vhost_dir =
         SharedDir::create(Path::new(&format!("/tmp/fvcv{rnd}"))).map_err(anyhow::Error::msg)?;
@@ -641,7 +660,7 @@ fn iperf_gbps(client: &Netns, server: &Netns, dst: &str, port: &str) -> Result<f
         .context("iperf3 JSON without end.sum_received")
 }
 
-fn kernel_phase(work: &Path, tag: &str) -> Result<Samples> {
+fn kernel_phase(work: &Path, tag: &str) -> Result<Measured> {
     let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
     let sb = central.sb_remote();
     let allocs_dir = work.join("allocs-veth");
@@ -711,24 +730,44 @@ fn kernel_phase(work: &Path, tag: &str) -> Result<Samples> {
     Ok(out)
 }
 
-fn report(label: &str, s: &Samples) {
+fn report(label: &str, m: &Measured) {
     println!("\n{label}: medians over rounds (load now {})", load());
-    for (shape, v) in s {
-        let none = s.get("none").map(|n| median(n)).unwrap_or(f64::NAN);
+    for (shape, v) in &m.raw {
+        let paired = m.paired.get(shape);
         println!(
-            "  {shape:<26} median {:>8.3}  vs none {:>5.2}  samples {:?}",
+            "  {shape:<26} median {:>8.3}  paired vs none {:>5}  samples {:?}  paired {:?}",
             median(v),
-            median(v) / none,
+            paired
+                .map(|p| format!("{:.2}", median(p)))
+                .unwrap_or("1".into()),
             v.iter()
                 .map(|x| (x * 1000.0).round() / 1000.0)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            paired
+                .map(|p| p
+                    .iter()
+                    .map(|x| (x * 100.0).round() / 100.0)
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()
         );
     }
 }
 
-fn ratio(s: &Samples, a: &str, b: &str) -> String {
-    match (s.get(a), s.get(b)) {
-        (Some(x), Some(y)) if median(y) > 0.0 => format!("{:.2}", median(x) / median(y)),
+/// Median of the paired ratios of `a` (against the `none` around it).
+fn ratio(m: &Measured, a: &str) -> String {
+    match m.paired.get(a) {
+        Some(x) if !x.is_empty() => format!("{:.2}", median(x)),
+        _ => "na".into(),
+    }
+}
+
+/// Median over rounds of (paired ratio of `a`) / (paired ratio of `b`).
+fn ratio_of(m: &Measured, a: &str, b: &str) -> String {
+    match (m.paired.get(a), m.paired.get(b)) {
+        (Some(x), Some(y)) if !x.is_empty() && x.len() == y.len() => {
+            let r: Vec<f64> = x.iter().zip(y).map(|(p, q)| p / q).collect();
+            format!("{:.2}", median(&r))
+        }
         _ => "na".into(),
     }
 }
@@ -742,7 +781,11 @@ fn main() -> Result<()> {
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "dpdk,kernel".into());
     let work = tempfile::Builder::new().prefix("fvc-").tempdir_in("/tmp")?;
     println!("ctcost-bench: load at start {}", load());
-    let mut dpdk = Samples::new();
+    let empty = || Measured {
+        raw: Samples::new(),
+        paired: Samples::new(),
+    };
+    let mut dpdk = empty();
     if phases.contains("dpdk") {
         let huge_dir = PathBuf::from(format!("/tmp/fvch{rnd}"));
         let lease = HugepageLease::acquire(&format!("bench-ctcost-{tag}"), 640, &huge_dir).ok();
@@ -765,24 +808,29 @@ fn main() -> Result<()> {
         )?;
         report("dpdk Mpps (64 B, both directions)", &dpdk);
     }
-    let mut kernel = Samples::new();
+    let mut kernel = empty();
     if phases.contains("kernel") {
         kernel = kernel_phase(work.path(), &tag)?;
         report("kernel TCP Gbit/s", &kernel);
     }
     println!(
-        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_nobackend_nofix_ratio={} podpod_nobackend_bypass_ratio={} vip_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_tcp_gbps_none={:.2} load={}",
-        ratio(&dpdk, "group1k_bypass", "none"),
-        ratio(&dpdk, "group1k", "none"),
-        ratio(&dpdk, "group1k_nobackend", "none"),
-        ratio(&dpdk, "group1k_nobackend_bypass", "none"),
-        ratio(&dpdk, "vip1k_bypass", "group1k_bypass"),
-        ratio(&dpdk, "acl", "none"),
-        ratio(&dpdk, "acl_other", "none"),
-        ratio(&dpdk, "acl_other_bypass", "none"),
-        ratio(&kernel, "group1k", "none"),
-        ratio(&kernel, "group1k_bypass", "none"),
-        kernel.get("none").map(|v| median(v)).unwrap_or(f64::NAN),
+        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_group0_ratio={} vip_vs_direct_ratio={} vip_nofix_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_acl_ratio={} kernel_tcp_gbps_none={:.2} load={}",
+        ratio(&dpdk, "group1k_bypass"),
+        ratio(&dpdk, "group1k"),
+        ratio(&dpdk, "group0"),
+        ratio_of(&dpdk, "vip1k_bypass", "group1k_bypass"),
+        ratio_of(&dpdk, "vip1k", "group1k"),
+        ratio(&dpdk, "acl"),
+        ratio(&dpdk, "acl_other"),
+        ratio(&dpdk, "acl_other_bypass"),
+        ratio(&kernel, "group1k"),
+        ratio(&kernel, "group1k_bypass"),
+        ratio(&kernel, "acl"),
+        kernel
+            .raw
+            .get("none")
+            .map(|v| median(v))
+            .unwrap_or(f64::NAN),
         load()
     );
     Ok(())

@@ -48,6 +48,9 @@ pub const CT_BYPASS_PRIORITY: i64 = 1;
 /// (2); BANP (3) shares it and, like every policy, selects only excluded ports.
 pub const CT_BYPASS_TIER: i64 = 3;
 
+/// Per protocol, the ports Services target.
+type TargetPorts = BTreeMap<Protocol, BTreeSet<u16>>;
+
 /// A disjunction of `field` ranges holding exactly the ports not in `taken`: `None` when every
 /// port is free (no condition needed), `Some("0")` (OVN's false) when none is.
 fn free_ranges(field: &str, taken: &BTreeSet<u16>) -> Option<String> {
@@ -82,16 +85,14 @@ fn free_ranges(field: &str, taken: &BTreeSet<u16>) -> Option<String> {
 }
 
 /// VIP addresses and, per protocol, the backend (target) ports of a VPC's load balancers.
-fn vips_and_target_ports(
-    group: &PlannedLbGroup,
-) -> (BTreeSet<IpAddr>, BTreeMap<Protocol, BTreeSet<u16>>) {
+fn vips_and_target_ports(group: &PlannedLbGroup) -> (BTreeSet<IpAddr>, TargetPorts) {
     let split = |s: &str| -> Option<(IpAddr, u16)> {
         let (ip, port) = s.rsplit_once(':')?;
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
         Some((ip.parse().ok()?, port.parse().ok()?))
     };
     let mut vips = BTreeSet::new();
-    let mut ports: BTreeMap<Protocol, BTreeSet<u16>> = BTreeMap::new();
+    let mut ports = TargetPorts::new();
     for lb in group.load_balancers.values() {
         for (vip, backends) in &lb.vips {
             if let Some((ip, _)) = split(vip) {
@@ -112,7 +113,7 @@ fn vips_and_target_ports(
 fn family_matches(
     af: &str,
     nets: &[IpNet],
-    ports: &BTreeMap<Protocol, BTreeSet<u16>>,
+    ports: &TargetPorts,
     port_list: &str,
 ) -> Option<(String, String)> {
     if nets.is_empty() {
@@ -158,8 +159,7 @@ pub(super) fn plan_ct_bypass(
     subnets: &BTreeMap<&str, &SubnetIntent>,
     excluded: &BTreeSet<String>,
 ) {
-    let mut per_vpc: BTreeMap<String, (Vec<IpNet>, BTreeMap<Protocol, BTreeSet<u16>>)> =
-        BTreeMap::new();
+    let mut per_vpc: BTreeMap<String, (Vec<IpNet>, TargetPorts)> = BTreeMap::new();
     for vpc in out.routers.keys() {
         let Some(group) = out.lb_groups.get(&lb_group_name(vpc)) else {
             continue;
