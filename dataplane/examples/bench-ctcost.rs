@@ -11,8 +11,9 @@
 //!   Service whose backend is pod 2 (so pod 2 is a Service backend, as most pods are);
 //! - `acl`: one stateful ACL (`allow-related`) on the switch, no load balancer;
 //! - `acl_other`: a stateful ACL selecting only a third port: pods 1 and 2 are not selected;
-//! - `*_bypass`: the same plus FerrOVN's conntrack bypass (two `allow-stateless` ACLs on the port
-//!   group of the pods no policy selects, keyed on the VPC's VIP and backend address sets:
+//! - `*_bypass`: the same plus FerrOVN's conntrack bypass (two `allow-stateless` ACLs; switch-wide
+//!   for the Services shapes, as planned by default; on the port
+//!   group of the pods no policy selects, keyed on the VPC's pod subnets and target ports:
 //!   control/src/plan/ctbypass.rs); `group1k_bypass` is the Services fix, `acl_other_bypass` the
 //!   policy one;
 //! - `vip1k` / `vip1k_bypass`: pod 1 → the test Service's VIP (backend pod 2) with the group of
@@ -233,29 +234,34 @@ impl<'a> Nb<'a> {
         Ok(())
     }
 
-    /// FerrOVN's conntrack bypass as control/src/plan/ctbypass.rs plans it for this VPC: pod
-    /// subnets {10.16.0.0/16}; Service target ports tcp {5201, 8080}, udp {9}.
-    fn bypass(&self) -> Result<()> {
+    /// FerrOVN's conntrack bypass as control/src/plan/ctbypass.rs plans it for this VPC (pod
+    /// subnets {10.16.0.0/16}; Service target ports tcp {5201, 8080}, udp {9}). `named`: the form
+    /// for a switch with ports a policy selects, where the eligible pods are named (here through
+    /// a port group); otherwise the switch-wide form the planner uses by default.
+    fn bypass(&self, named: bool) -> Result<()> {
+        const FROM: &str = "ip4 && ip4.dst == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.dst <= 5200 || (tcp.dst >= 5202 && tcp.dst <= 8079) || tcp.dst >= 8081)) || (udp && (udp.dst <= 8 || udp.dst >= 10)) || sctp)";
+        const TO: &str = "!flags.loopback && ip4 && ip4.src == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.src <= 5200 || (tcp.src >= 5202 && tcp.src <= 8079) || tcp.src >= 8081)) || (udp && (udp.src <= 8 || udp.src >= 10)) || sctp)";
+        if !named {
+            self.nb(&["acl-add", "ls1", "from-lport", "1", FROM, "allow-stateless"])?;
+            self.nb(&["acl-add", "ls1", "to-lport", "1", TO, "allow-stateless"])?;
+            return Ok(());
+        }
         let ports: Vec<&str> = self.pods.iter().map(String::as_str).collect();
         let mut args = vec!["pg-set-ports", "ferrovn_ctbypass"];
         args.extend(ports);
         self.nb(&args)?;
-        self.nb(&[
-            "acl-add",
-            "ferrovn_ctbypass",
-            "from-lport",
-            "32000",
-            "inport == @ferrovn_ctbypass && ip4 && ip4.dst == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.dst <= 5200 || (tcp.dst >= 5202 && tcp.dst <= 8079) || tcp.dst >= 8081)) || (udp && (udp.dst <= 8 || udp.dst >= 10)) || sctp)",
-            "allow-stateless",
-        ])?;
-        self.nb(&[
-            "acl-add",
-            "ferrovn_ctbypass",
-            "to-lport",
-            "32000",
-            "outport == @ferrovn_ctbypass && !flags.loopback && ip4 && ip4.src == $ferrovn_podnets_bench_v4 && ((tcp && (tcp.src <= 5200 || (tcp.src >= 5202 && tcp.src <= 8079) || tcp.src >= 8081)) || (udp && (udp.src <= 8 || udp.src >= 10)) || sctp)",
-            "allow-stateless",
-        ])?;
+        let from = format!("inport == @ferrovn_ctbypass && {FROM}");
+        let to = format!("outport == @ferrovn_ctbypass && {TO}");
+        for (dir, m) in [("from-lport", from), ("to-lport", to)] {
+            self.nb(&[
+                "acl-add",
+                "ferrovn_ctbypass",
+                dir,
+                "1",
+                &m,
+                "allow-stateless",
+            ])?;
+        }
         Ok(())
     }
 
@@ -272,7 +278,7 @@ impl<'a> Nb<'a> {
             "group1k_bypass" | "vip1k_bypass" => {
                 group(&self.group1k)?;
                 group(&self.group_test)?;
-                self.bypass()?;
+                self.bypass(false)?;
             }
             "acl" => {
                 self.nb(&[
@@ -291,7 +297,7 @@ impl<'a> Nb<'a> {
                 let m = format!("outport == \"{}\" && ip4", self.other);
                 self.nb(&["acl-add", "ls1", "to-lport", "1000", &m, "allow-related"])?;
                 if shape == "acl_other_bypass" {
-                    self.bypass()?;
+                    self.bypass(true)?;
                 }
             }
             other => bail!("unknown shape {other}"),

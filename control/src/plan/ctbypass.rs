@@ -28,8 +28,9 @@
 //! mismatches, which with 1,000 VIPs never finished (`ovn-nbctl --wait=hv` timed out).
 //!
 //! An `allow-stateless` verdict would also bypass stateful allows and drops on the same packet,
-//! so the marks name ports: only pod ports on switches without ACLs of their own, minus every port
-//! the caller excludes (the ports any NetworkPolicy / AdminNetworkPolicy / security group selects).
+//! so only switches without ACLs of their own get the marks, and when the caller excludes ports
+//! of a switch (the ports any NetworkPolicy / AdminNetworkPolicy / security group selects), the
+//! marks name the switch's other pod ports instead of covering the whole switch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -114,7 +115,7 @@ fn family_matches(
     af: &str,
     nets: &[IpNet],
     ports: &TargetPorts,
-    port_list: &str,
+    port_list: Option<&str>,
 ) -> Option<(String, String)> {
     if nets.is_empty() {
         return None;
@@ -142,18 +143,25 @@ fn family_matches(
     };
     Some((
         format!(
-            "inport == {{{port_list}}} && {af}.dst == {{{nets}}} && ({})",
+            "{}{af}.dst == {{{nets}}} && ({})",
+            port_list
+                .map(|l| format!("inport == {{{l}}} && "))
+                .unwrap_or_default(),
             l4("dst")
         ),
         format!(
-            "outport == {{{port_list}}} && !flags.loopback && {af}.src == {{{nets}}} && ({})",
+            "{}!flags.loopback && {af}.src == {{{nets}}} && ({})",
+            port_list
+                .map(|l| format!("outport == {{{l}}} && "))
+                .unwrap_or_default(),
             l4("src")
         ),
     ))
 }
 
 /// Adds the bypass ACLs to every switch of `out` that references its VPC's load balancer group,
-/// has no ACL of its own and holds pod ports not in `excluded`.
+/// has no ACL of its own and holds pod ports not in `excluded`. The ACLs name the eligible pod
+/// ports only when some port of the switch is excluded.
 pub(super) fn plan_ct_bypass(
     out: &mut NbPlan,
     subnets: &BTreeMap<&str, &SubnetIntent>,
@@ -193,14 +201,22 @@ pub(super) fn plan_ct_bypass(
         if pods.is_empty() {
             continue;
         }
-        let port_list = pods.join(", ");
+        // Without an excluded port on the switch the marks need no port list: a pod add or
+        // delete then rewrites nothing (router and localnet ports meet no conntrack here
+        // anyway, ovn-northd(8) Pre-LB priority 110). With one, the eligible pods are named.
+        let list = pods.join(", ");
+        let port_list = sw
+            .ports
+            .keys()
+            .any(|p| excluded.contains(p))
+            .then_some(list.as_str());
         for (af, want_v4) in [("ip4", true), ("ip6", false)] {
             let fam: Vec<IpNet> = nets
                 .iter()
                 .filter(|n| matches!(n, IpNet::V4(_)) == want_v4)
                 .copied()
                 .collect();
-            let Some((from, to)) = family_matches(af, &fam, ports, &port_list) else {
+            let Some((from, to)) = family_matches(af, &fam, ports, port_list) else {
                 continue;
             };
             for (direction, match_) in [("from-lport", from), ("to-lport", to)] {
@@ -318,45 +334,33 @@ mod tests {
             .iter()
             .map(|a| (a.direction.as_str(), a.match_.as_str()))
             .collect();
-        let ports = r#"{"a.default", "b.default"}"#;
+
         assert_eq!(
             got,
             vec![
                 (
                     "from-lport",
-                    format!(
-                        "inport == {ports} && ip4.dst == {{10.16.0.0/16, 10.17.0.0/16}} && \
+                    "ip4.dst == {10.16.0.0/16, 10.17.0.0/16} && \
                          ((tcp && (tcp.dst <= 8079 || tcp.dst >= 8081)) || \
                          (udp && (udp.dst <= 5352 || udp.dst >= 5354)) || sctp)"
-                    )
-                    .as_str()
                 ),
                 (
                     "from-lport",
-                    format!(
-                        "inport == {ports} && ip6.dst == {{fd00:10:16::/64}} && \
+                    "ip6.dst == {fd00:10:16::/64} && \
                          ((tcp && (tcp.dst <= 8079 || tcp.dst >= 8081)) || \
                          (udp && (udp.dst <= 5352 || udp.dst >= 5354)) || sctp)"
-                    )
-                    .as_str()
                 ),
                 (
                     "to-lport",
-                    format!(
-                        "outport == {ports} && !flags.loopback && ip4.src == {{10.16.0.0/16, 10.17.0.0/16}} && \
+                    "!flags.loopback && ip4.src == {10.16.0.0/16, 10.17.0.0/16} && \
                      ((tcp && (tcp.src <= 8079 || tcp.src >= 8081)) || \
                      (udp && (udp.src <= 5352 || udp.src >= 5354)) || sctp)"
-                    )
-                    .as_str()
                 ),
                 (
                     "to-lport",
-                    format!(
-                        "outport == {ports} && !flags.loopback && ip6.src == {{fd00:10:16::/64}} && \
+                    "!flags.loopback && ip6.src == {fd00:10:16::/64} && \
                      ((tcp && (tcp.src <= 8079 || tcp.src >= 8081)) || \
                      (udp && (udp.src <= 5352 || udp.src >= 5354)) || sctp)"
-                    )
-                    .as_str()
                 ),
             ]
         );
