@@ -38,7 +38,7 @@ use std::net::IpAddr;
 use ferrovn_api::names::lb_group_name;
 use ipnet::IpNet;
 
-use super::services::PlannedLbGroup;
+use super::services::{PlannedChassisVars, PlannedLbGroup};
 use super::{NbPlan, PlannedAcl, Protocol, SubnetIntent, owned_ids};
 
 /// Priority of the bypass ACLs (OVN puts stateless ACLs in Pre-ACL at priority + 1000, above
@@ -86,27 +86,50 @@ fn free_ranges(field: &str, taken: &BTreeSet<u16>) -> Option<String> {
 }
 
 /// VIP addresses and, per protocol, the backend (target) ports of a VPC's load balancers.
-fn vips_and_target_ports(group: &PlannedLbGroup) -> (BTreeSet<IpAddr>, TargetPorts) {
+/// Template load balancers (Local traffic policies) write `^VARIABLE` for the VIP address and
+/// the backends; their values come from every chassis' `Chassis_Template_Var` row. `None` when
+/// a template variable has no value anywhere or an address does not parse: then the VPC's
+/// VIPs are not known for sure, and it gets no bypass.
+fn vips_and_target_ports(
+    group: &PlannedLbGroup,
+    chassis_vars: &BTreeMap<String, PlannedChassisVars>,
+) -> Option<(BTreeSet<IpAddr>, TargetPorts)> {
     let split = |s: &str| -> Option<(IpAddr, u16)> {
         let (ip, port) = s.rsplit_once(':')?;
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
         Some((ip.parse().ok()?, port.parse().ok()?))
     };
+    // `^NAME` (optionally followed by `:port`) → every chassis' value of NAME
+    let expand = |s: &str| -> Option<Vec<String>> {
+        let Some(rest) = s.strip_prefix('^') else {
+            return Some(vec![s.to_string()]);
+        };
+        let (name, tail) = match rest.split_once(':') {
+            Some((n, port)) => (n, format!(":{port}")),
+            None => (rest, String::new()),
+        };
+        let values: Vec<String> = chassis_vars
+            .values()
+            .filter_map(|c| c.variables.get(name))
+            .map(|v| format!("{v}{tail}"))
+            .collect();
+        (!values.is_empty()).then_some(values)
+    };
     let mut vips = BTreeSet::new();
     let mut ports = TargetPorts::new();
     for lb in group.load_balancers.values() {
         for (vip, backends) in &lb.vips {
-            if let Some((ip, _)) = split(vip) {
-                vips.insert(ip);
+            for key in expand(vip)? {
+                vips.insert(split(&key)?.0);
             }
-            for b in backends.split(',').filter(|b| !b.is_empty()) {
-                if let Some((_, port)) = split(b) {
-                    ports.entry(lb.protocol).or_default().insert(port);
+            for value in expand(backends)? {
+                for b in value.split(',').filter(|b| !b.is_empty()) {
+                    ports.entry(lb.protocol).or_default().insert(split(b)?.1);
                 }
             }
         }
     }
-    (vips, ports)
+    Some((vips, ports))
 }
 
 /// The two matches (from-lport, to-lport) of one address family, or `None` when the VPC has no
@@ -172,7 +195,9 @@ pub(super) fn plan_ct_bypass(
         let Some(group) = out.lb_groups.get(&lb_group_name(vpc)) else {
             continue;
         };
-        let (vips, ports) = vips_and_target_ports(group);
+        let Some((vips, ports)) = vips_and_target_ports(group, &out.chassis_vars) else {
+            continue;
+        };
         let nets: Vec<IpNet> = subnets
             .values()
             .filter(|s| s.vpc == *vpc)
@@ -311,6 +336,7 @@ mod tests {
                 }))
                 .unwrap(),
             ],
+            ..Default::default()
         };
         d
     }
@@ -396,6 +422,56 @@ mod tests {
             acls.iter().all(|a| !a.match_.contains("b.default")),
             "{acls:?}"
         );
+    }
+
+    /// A Local-policy Service is a template load balancer: its target port comes from the
+    /// chassis variables, so replies from its backends keep conntrack too.
+    #[test]
+    fn template_backends_keep_their_target_port_in_conntrack() {
+        let mut d = desired();
+        d.nodes.push(crate::plan::NodeIntent {
+            name: "n0".into(),
+            join_ips: vec![],
+            join_mac: None,
+            internal_ips: vec!["172.18.0.2".parse().unwrap()],
+        });
+        d.services.node_chassis = [("n0".to_string(), "ch0".to_string())].into();
+        d.services.services.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "local", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.20", "internalTrafficPolicy": "Local",
+                         "ports": [{"port": 80, "targetPort": 9090}]},
+            }))
+            .unwrap(),
+        );
+        d.services.endpoint_slices.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "local-1", "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "local"}},
+                "addressType": "IPv4",
+                "ports": [{"port": 9090, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.16.0.5"], "nodeName": "n0"}],
+            }))
+            .unwrap(),
+        );
+        let p = plan(&d);
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
+        assert!(
+            p.lb_groups.values().any(|g| g
+                .load_balancers
+                .values()
+                .any(|lb| lb.vips.keys().any(|k| k.starts_with('^')))),
+            "the Local Service is a template load balancer"
+        );
+        let acls = bypass_acls(&p, "ovn-default");
+        assert!(!acls.is_empty());
+        for a in &acls {
+            assert!(
+                a.match_.contains("<= 8079") && a.match_.contains("<= 9089"),
+                "9090 (template backend) and 8080 keep conntrack: {}",
+                a.match_
+            );
+        }
     }
 
     #[test]
