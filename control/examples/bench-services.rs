@@ -8,8 +8,9 @@
 //! p50/p99 of that latency are reported.
 //!
 //! The last line is `services-bench apply_10k_s=… endpoint_p99_ms=… podpod_with_lbs_ratio=…
-//! vip_vs_direct_ratio=… kubeproxy_sync_10k_s=…`; the datapath and kube-proxy keys are not
-//! measured here and read `na` (docs/services.md).
+//! vip_vs_direct_ratio=… kubeproxy_sync_10k_s=…`. The two datapath keys come from the DPDK part
+//! of `bench-ctcost` (run as root with `BENCH_DATAPATH=1`, else `na`); kube-proxy's sync time
+//! is not measured here and reads `na` (docs/services.md).
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -222,14 +223,68 @@ fn main() -> Result {
         ms(percentile(&plan_sorted, 0.5)),
         ms(percentile(&plan_sorted, 0.99))
     );
+    let (podpod, vip) = datapath_ratios();
     println!(
-        "not measured here: podpod_with_lbs_ratio, vip_vs_direct_ratio (datapath part), \
-         kubeproxy_sync_10k_s (needs the real-Kubernetes kube-proxy build)"
+        "not measured here: kubeproxy_sync_10k_s (needs the real-Kubernetes kube-proxy build)"
     );
     println!(
-        "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={:.1} podpod_with_lbs_ratio=na \
-         vip_vs_direct_ratio=na kubeproxy_sync_10k_s=na",
+        "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={:.1} podpod_with_lbs_ratio={podpod} \
+         vip_vs_direct_ratio={vip} kubeproxy_sync_10k_s=na",
         ms(percentile(&sorted, 0.99))
     );
     Ok(())
+}
+
+/// The datapath keys, from the DPDK part of `bench-ctcost` (ferrovn-dataplane, run as root, in
+/// the same profile as this bench) when `BENCH_DATAPATH=1`: vhost-user pod↔pod Mpps with 1,000
+/// Services (and the conntrack bypass the planner adds) against none, and pod → VIP against
+/// pod → pod IP, both as medians of ratios paired against neighbouring runs. `na` otherwise,
+/// with the reason on stderr.
+fn datapath_ratios() -> (String, String) {
+    let na = || ("na".to_string(), "na".to_string());
+    if std::env::var_os("BENCH_DATAPATH").is_none() {
+        eprintln!("datapath keys: set BENCH_DATAPATH=1 (root, hugepages) to measure them");
+        return na();
+    }
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args([
+        "run",
+        "-q",
+        "-p",
+        "ferrovn-dataplane",
+        "--example",
+        "bench-ctcost",
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    cmd.env("BENCH_PHASES", "dpdk")
+        .env("BENCH_SHAPES", "none,group1k,group1k_bypass,vip1k_bypass")
+        .stderr(std::process::Stdio::inherit());
+    let out = match cmd.output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            eprintln!(
+                "bench-ctcost failed: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            return na();
+        }
+        Err(e) => {
+            eprintln!("bench-ctcost: {e}");
+            return na();
+        }
+    };
+    print!("{out}");
+    let key = |k: &str| -> String {
+        out.lines()
+            .rev()
+            .find(|l| l.starts_with("ctcost-bench "))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+            })
+            .unwrap_or_else(|| "na".into())
+    };
+    (key("podpod_with_lbs_ratio"), key("vip_vs_direct_ratio"))
 }

@@ -10,6 +10,7 @@
 //! for attachments), node join port `node-<node>` (all in [`ferrovn_api::names`]).
 
 mod acl;
+pub mod ctbypass;
 pub mod netpol;
 pub mod protocol;
 pub mod services;
@@ -71,6 +72,9 @@ pub struct Desired {
     pub services: ServiceInputs,
     /// Where the Service load balancer groups attach.
     pub lb_attach: LbAttach,
+    /// Turns the conntrack bypass off (plan::ctbypass: pod↔pod traffic on switches with load
+    /// balancers skips conntrack). On by default; off only to measure it or to rule it out.
+    pub ct_bypass_off: bool,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -580,6 +584,11 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     plan_nodes(desired, &by_name, &mut out);
     plan_pod_ports(desired, &by_name, &mut out);
     plan_load_balancers(desired, &by_name, &mut out, cache);
+    // After every planner that adds ACLs or port-group members: the bypass must not cover a
+    // port any policy selects (NetworkPolicy ports go into `excluded` when they are planned).
+    if !desired.ct_bypass_off {
+        ctbypass::plan_ct_bypass(&mut out, &by_name, &BTreeSet::new());
+    }
     plan_gateways(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
