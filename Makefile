@@ -64,8 +64,9 @@ ferrovn-image: deps ovs-ovn
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(FERROVN_IMAGE_BINS)
 	bash deploy/images/ferrovn/build.sh
 
-## test: install what is needed, check formatting and lints, run every test
-test: lint ovs-ovn kube-bins kube-node-bins
+## test: install what is needed, check formatting and lints, run every test (kube-e2e-bins: the agnhost
+## image of deploy/tests/kube_pods.rs)
+test: lint ovs-ovn kube-bins kube-node-bins kube-e2e-bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
