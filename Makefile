@@ -17,7 +17,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootst
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-node-bins
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-node-bins ferrovn-image
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -56,8 +56,17 @@ kube-e2e-bins: kube-bins deps
 kube-node-bins: deps
 	bash deploy/kube/build.sh node
 
-## test: install what is needed, check formatting and lints, run every test
-test: lint ovs-ovn kube-bins kube-node-bins
+## ferrovn-image: FerrOVN's own image (controller, node agent, CNI plugin, vhost helper on the OVS/OVN
+## rootfs) as an OCI tar in $(FERROVN_CACHE)/images/ferrovn.tar, named ferrovn.invalid/ferrovn:dev
+## (docs/kubernetes.md); release binaries without debug info; a no-op while the binaries are unchanged
+FERROVN_IMAGE_BINS := --bin ferrovn-controller --bin ferrovn-node --bin ferrovn-cni --bin ferrovn-vhost
+ferrovn-image: deps ovs-ovn
+	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(FERROVN_IMAGE_BINS)
+	bash deploy/images/ferrovn/build.sh
+
+## test: install what is needed, check formatting and lints, run every test (kube-e2e-bins: the agnhost
+## image of deploy/tests/kube_pods.rs)
+test: lint ovs-ovn kube-bins kube-node-bins kube-e2e-bins
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 

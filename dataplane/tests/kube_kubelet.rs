@@ -266,12 +266,11 @@ fn kubelet_pod_gets_its_network_from_ferrovn_and_serves_http() {
     let mut b = bench();
     let node = b.node.name().to_string();
 
-    // A web server whose readiness is checked from inside the pod (an HTTP probe from the node
-    // needs the node's own port into the pod network, which FerrOVN does not have yet).
-    // (Debian 12's static busybox crashes on `wget -T`: time limits come from the probe and
-    // from `timeout`.)
-    let probe = "    readinessProbe:\n      exec: {command: [wget, -q, -O, /dev/null, \
-                 'http://127.0.0.1:8080/index.html']}\n      periodSeconds: 1\n      timeoutSeconds: 5\n";
+    // A web server whose readiness the kubelet probes over HTTP from the node: node -> the
+    // join port ovn0 (the agent made it from the Node's join allocation) -> OVN -> the pod
+    // (docs/node-connectivity.md). Without FerrOVN's node port the pod never goes Ready.
+    let probe = "    readinessProbe:\n      httpGet: {path: /index.html, port: 8080}\n      \
+                 periodSeconds: 1\n      timeoutSeconds: 2\n";
     b.cp.kubectl_stdin(
         &["apply", "-f", "-"],
         &busybox_pod(
@@ -283,13 +282,28 @@ fn kubelet_pod_gets_its_network_from_ferrovn_and_serves_http() {
         ),
     )
     .expect("create pod web");
-    wait_for(&mut b, Duration::from_secs(120), "pod web Ready", |b| {
-        pod_field(
-            &b.cp,
-            "web",
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
+    wait_for(
+        &mut b,
+        Duration::from_secs(120),
+        "pod web Ready by the kubelet's HTTP probe",
+        |b| {
+            pod_field(
+                &b.cp,
+                "web",
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+        },
+    );
+    // The probe came from the node, through its join port.
+    let ovn0 = b
+        .node
+        .run_in(&["ip", "-4", "-o", "addr", "show", "dev", "ovn0"])
+        .expect("ovn0 on the node");
+    assert!(
+        ovn0.stdout.contains("100.64."),
+        "ovn0 has the node's join address: {}",
+        ovn0.stdout
+    );
 
     // The address the kubelet reports is the one the controller allocated.
     let ip = pod_field(&b.cp, "web", "{.status.podIP}");

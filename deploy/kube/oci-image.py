@@ -2,7 +2,12 @@
 """Write a single-layer OCI image layout as a tar, with no daemon and no registry.
 
     oci-image.py --ref NAME:TAG --out image.tar [--entrypoint JSON] [--cmd JSON] [--user U]
-                 [--file SRC:DST[:MODE]]... [--busybox-applets DIR] [--symlink DST:TARGET]...
+                 [--tree DIR [--exclude PATH]...] [--file SRC:DST[:MODE]]...
+                 [--busybox-applets DIR] [--symlink DST:TARGET]...
+
+--tree adds a whole root filesystem (directories, files, symlinks; modes and owners kept,
+device nodes and sockets left out: the runtime provides /dev); later --file and --symlink
+entries replace what the tree has at the same path.
 
 `ctr -n k8s.io images import image.tar` names the image after the io.containerd.image.name
 annotation of index.json (the full reference). The layer is an uncompressed tar with every
@@ -14,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -25,47 +31,81 @@ def fail(msg):
 
 
 class Layer:
-    """A layer tar built in memory: directories are added once, parents before children."""
+    """A layer tar built in memory: one entry per path (a later one replaces an earlier one in
+    place), parents before children."""
 
     def __init__(self):
-        self.buf = io.BytesIO()
-        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
-        self.dirs = set()
+        self.entries = {}
 
-    def _info(self, name, kind, mode):
+    def _info(self, name, kind, mode, uid=0, gid=0):
         ti = tarfile.TarInfo(name)
         ti.type = kind
         ti.mode = mode
         ti.mtime = 0
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = "root"
+        ti.uid, ti.gid = uid, gid
+        ti.uname = ti.gname = "root" if uid == 0 and gid == 0 else ""
         return ti
 
-    def dir(self, path, mode=0o755):
+    def has(self, path):
+        return path.strip("/") in self.entries
+
+    def dir(self, path, mode=0o755, uid=0, gid=0):
         path = path.strip("/")
-        if not path or path in self.dirs:
+        if not path:
+            return
+        if path in self.entries and self.entries[path][0].type == tarfile.DIRTYPE:
             return
         self.dir(os.path.dirname(path))
-        self.dirs.add(path)
-        self.tar.addfile(self._info(path, tarfile.DIRTYPE, mode))
+        self.entries[path] = (self._info(path, tarfile.DIRTYPE, mode, uid, gid), None)
 
-    def file(self, path, data, mode):
+    def file(self, path, data, mode, uid=0, gid=0):
         path = path.strip("/")
         self.dir(os.path.dirname(path))
-        ti = self._info(path, tarfile.REGTYPE, mode)
+        ti = self._info(path, tarfile.REGTYPE, mode, uid, gid)
         ti.size = len(data)
-        self.tar.addfile(ti, io.BytesIO(data))
+        self.entries[path] = (ti, data)
 
-    def symlink(self, path, target):
+    def symlink(self, path, target, uid=0, gid=0):
         path = path.strip("/")
         self.dir(os.path.dirname(path))
-        ti = self._info(path, tarfile.SYMTYPE, 0o777)
+        ti = self._info(path, tarfile.SYMTYPE, 0o777, uid, gid)
         ti.linkname = target
-        self.tar.addfile(ti)
+        self.entries[path] = (ti, None)
+
+    def tree(self, root, excludes):
+        """Every directory, regular file and symlink under `root`, in sorted order."""
+        excl = [e.strip("/") for e in excludes]
+
+        def excluded(rel):
+            return any(rel == e or rel.startswith(e + "/") for e in excl)
+
+        for cur, dirs, files in os.walk(root):
+            dirs.sort()
+            rel_dir = os.path.relpath(cur, root)
+            rel_dir = "" if rel_dir == "." else rel_dir
+            for name in sorted(dirs + files):
+                full = os.path.join(cur, name)
+                rel = os.path.join(rel_dir, name)
+                if excluded(rel):
+                    if name in dirs:
+                        dirs.remove(name)
+                    continue
+                st = os.lstat(full)
+                mode = stat.S_IMODE(st.st_mode)
+                if stat.S_ISLNK(st.st_mode):
+                    self.symlink(rel, os.readlink(full), st.st_uid, st.st_gid)
+                elif stat.S_ISDIR(st.st_mode):
+                    self.dir(rel, mode, st.st_uid, st.st_gid)
+                elif stat.S_ISREG(st.st_mode):
+                    with open(full, "rb") as f:
+                        self.file(rel, f.read(), mode, st.st_uid, st.st_gid)
 
     def finish(self):
-        self.tar.close()
-        return self.buf.getvalue()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for ti, data in self.entries.values():
+                tar.addfile(ti, io.BytesIO(data) if data is not None else None)
+        return buf.getvalue()
 
 
 def blob(out, data):
@@ -84,6 +124,8 @@ def main():
     ap.add_argument("--entrypoint", default=None, help="JSON list")
     ap.add_argument("--cmd", default=None, help="JSON list")
     ap.add_argument("--user", default=None)
+    ap.add_argument("--tree", default=None, help="a root filesystem directory to start from")
+    ap.add_argument("--exclude", action="append", default=[], help="a path in --tree to leave out")
     ap.add_argument("--file", action="append", default=[], help="SRC:DST[:MODE(octal)]")
     ap.add_argument("--symlink", action="append", default=[], help="DST:TARGET")
     ap.add_argument(
@@ -98,10 +140,16 @@ def main():
         fail(f"--ref {a.ref!r}: want NAME:TAG")
 
     layer = Layer()
+    if a.tree is not None:
+        if not os.path.isdir(a.tree):
+            fail(f"--tree {a.tree!r}: not a directory")
+        layer.tree(a.tree, a.exclude)
     layer.dir("tmp", 0o1777)
     layer.dir("etc")
-    layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)
-    layer.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+    if not layer.has("etc/passwd"):
+        layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)
+    if not layer.has("etc/group"):
+        layer.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
     for spec in a.file:
         parts = spec.split(":")
         if len(parts) not in (2, 3):

@@ -191,7 +191,7 @@ fn workloads_as_installed(cp: &ControlPlane) {
             "ferrovn-controller",
             "{.spec.template.spec.serviceAccountName} {.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].imagePullPolicy}"
         ),
-        "ferrovn-controller 2 ferrovn/ferrovn:dev Never"
+        "ferrovn-controller 2 ferrovn.invalid/ferrovn:dev Never"
     );
     for (ds, operator) in [
         ("ferrovn-node-kernel", "NotIn"),

@@ -552,8 +552,24 @@ pub struct OvnCentral {
 impl OvnCentral {
     /// Starts NB, SB and ovn-northd; returns once northd is connected and active.
     pub fn start() -> Result<OvnCentral> {
-        let nb = OvsdbServer::start(nb_schema())?;
-        let sb = OvsdbServer::start(sb_schema())?;
+        OvnCentral::start_with(false)
+    }
+
+    /// Like [`OvnCentral::start`], with NB and SB also on TCP 127.0.0.1 ([`OvnCentral::nb_tcp_remote`]):
+    /// for clients in another mount namespace (a pod), reached through a loopback relay.
+    pub fn start_tcp() -> Result<OvnCentral> {
+        OvnCentral::start_with(true)
+    }
+
+    fn start_with(tcp: bool) -> Result<OvnCentral> {
+        let nb = OvsdbServer::start_with(ServerOptions {
+            schemas: vec![nb_schema()],
+            tcp,
+        })?;
+        let sb = OvsdbServer::start_with(ServerOptions {
+            schemas: vec![sb_schema()],
+            tcp,
+        })?;
         let northd_ctl = nb.dir().join("northd.ctl");
         let northd_log = nb.dir().join("northd.log");
         let args = vec![
@@ -592,6 +608,14 @@ impl OvnCentral {
     /// `unix:` remote of the Southbound database.
     pub fn sb_remote(&self) -> String {
         self.sb.remote()
+    }
+    /// `tcp:127.0.0.1:<port>` of the Northbound database ([`OvnCentral::start_tcp`] only).
+    pub fn nb_tcp_remote(&self) -> Option<String> {
+        self.nb.tcp_remote()
+    }
+    /// `tcp:127.0.0.1:<port>` of the Southbound database ([`OvnCentral::start_tcp`] only).
+    pub fn sb_tcp_remote(&self) -> Option<String> {
+        self.sb.tcp_remote()
     }
     /// ovn-northd's log file.
     pub fn northd_log_path(&self) -> &Path {

@@ -93,7 +93,7 @@ struct Args {
     pod_annotations_dir: Option<PathBuf>,
     /// OVS datapath type of br-int; defaults from the profile (kernel: system, dpdk: netdev).
     /// Use `netdev` on kernel-profile nodes without the OVS kernel module.
-    #[arg(long)]
+    #[arg(long, env = "FERROVN_DATAPATH_TYPE")]
     datapath_type: Option<String>,
     #[arg(long, default_value = "br-int")]
     bridge: String,

@@ -21,6 +21,7 @@
 //! println!("{} took {:?} to start", sa.display(), cp.startup_time());
 //! ```
 
+mod ferrovn_image;
 mod forward;
 mod node;
 mod pki;
@@ -31,9 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use ferrovn_image::{FERROVN_IMAGE, ferrovn_image_tar};
 pub use forward::LoopbackRelay;
 pub use node::{
-    IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image,
+    HostPaths, IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image,
     check_node_binaries, image_tar, pause_image,
 };
 pub use pki::{APISERVER_SANS, CertPair, Pki};

@@ -188,6 +188,8 @@ pub struct KubeletNode {
     containerd: Component,
     holder: Component,
     relay: Option<LoopbackRelay>,
+    extra_relays: Vec<LoopbackRelay>,
+    host_paths: bool,
     cgroup: String,
     netns: PathBuf,
     bin: PathBuf,
@@ -203,19 +205,93 @@ const ENTER: &str = "cg=$1; mnt=$2; net=$3; shift 3; echo $$ > \"$cg\" && \
 
 /// The holder: in the node's pids cgroup and network namespace, a new mount namespace whose
 /// mounts stay inside it; `$3` marks it ready.
-const HOLDER: &str = "cg=$1; net=$2; ready=$3; echo $$ > \"$cg\" && \
+/// `$4` is more set-up run inside (the well-known paths of [`HostPaths`], or nothing).
+const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; echo $$ > \"$cg\" && \
     exec nsenter --net=\"$net\" -- unshare --mount --propagation private -- sh -c '\
     mount --make-rshared / && mkdir -p /run/containerd && \
     mount -t tmpfs -o mode=0755 ferrovn-node /run/containerd && \
     mount -t tmpfs -o mode=0755 ferrovn-node /var/log && \
-    touch \"$0\" && exec sleep 2147483647' \"$ready\"";
+    eval \"$1\" && touch \"$0\" && exec sleep 2147483647' \"$ready\" \"$extra\"";
+
+/// The well-known node paths a DaemonSet's `hostPath` volumes name, made real inside the
+/// node's mount namespace ([`KubeletNode::start_with_host_paths`]), as on a real node:
+///
+/// | path | is |
+/// |---|---|
+/// | `/run` | a tmpfs of the node (so `/run/ferrovn`, `/run/netns` are the node's own) |
+/// | `/run/netns` | where containerd mounts the pods' network namespaces |
+/// | `/run/openvswitch` | [`HostPaths::openvswitch`] (the node's OVS run dir: `db.sock`, pid files) |
+/// | `/etc/cni/net.d`, `/opt/cni/bin` | the node's CNI config and plugin dirs |
+/// | `/var/lib/kubelet` | the kubelet's root dir |
+///
+/// Each is a bind mount of the node's temp dir (or a dir in its `/run`): nothing is written to
+/// the host's paths. `/etc/cni/net.d` and `/opt/cni/bin` are created on the host as empty
+/// mount points if missing (the one trace left, like `/run/containerd`).
+#[derive(Debug, Clone, Default)]
+pub struct HostPaths {
+    /// The node's OVS run directory, bound onto `/run/openvswitch`.
+    pub openvswitch: Option<PathBuf>,
+}
+
+/// `'s'` for `sh`, with `'` escaped.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl HostPaths {
+    /// The holder's extra set-up for a node whose temp dir is `d`.
+    fn script(&self, d: &Path) -> String {
+        let q = |p: &Path| sh_quote(&p.display().to_string());
+        let mut s = String::from(
+            "mount -t tmpfs -o mode=0755 ferrovn-node-run /run && \
+             mkdir -p /run/containerd /run/netns /run/ferrovn /run/openvswitch",
+        );
+        let _ = write!(
+            s,
+            " && mount --bind {} /etc/cni/net.d && mount --bind {} /opt/cni/bin \
+             && mount --bind {} /var/lib/kubelet",
+            q(&d.join("cni/net.d")),
+            q(&d.join("cni/bin")),
+            q(&d.join("kubelet")),
+        );
+        if let Some(ovs) = &self.openvswitch {
+            let _ = write!(s, " && mount --bind {} /run/openvswitch", q(ovs));
+        }
+        s
+    }
+}
 
 impl KubeletNode {
     /// Starts containerd (importing the images) and the kubelet of `spec` against `cp`; returns
     /// once the kubelet has registered the Node. The Node is NotReady until a CNI config is
     /// installed ([`KubeletNode::install_cni`]).
     pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<KubeletNode, KubeError> {
+        KubeletNode::start_inner(cp, spec, None)
+    }
+
+    /// Like [`KubeletNode::start`], with the well-known node paths of [`HostPaths`] in the
+    /// node's mount namespace, so DaemonSet pods with `hostPath` volumes (FerrOVN's agent and
+    /// install-cni, deploy/ferrovn.yaml) see the node as on a real one; containerd mounts pod
+    /// network namespaces under `/run/netns`.
+    pub fn start_with_host_paths(
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        paths: &HostPaths,
+    ) -> Result<KubeletNode, KubeError> {
+        KubeletNode::start_inner(cp, spec, Some(paths))
+    }
+
+    fn start_inner(
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        host_paths: Option<&HostPaths>,
+    ) -> Result<KubeletNode, KubeError> {
         let t0 = Instant::now();
+        if host_paths.is_some() {
+            for p in ["/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet"] {
+                std::fs::create_dir_all(p).map_err(io_err(format!("mount point {p}")))?;
+            }
+        }
         check_node_binaries()?;
         let bin = bin_dir();
         let pause = image_tar("pause.tar")?;
@@ -255,6 +331,7 @@ impl KubeletNode {
                 s(&procs),
                 s(&spec.netns),
                 s(&ready),
+                host_paths.map(|h| h.script(&d)).unwrap_or_default(),
             ],
             &[],
             d.join("logs/holder.log"),
@@ -273,6 +350,8 @@ impl KubeletNode {
             containerd: Component::idle("containerd"),
             holder,
             relay: None,
+            extra_relays: Vec::new(),
+            host_paths: host_paths.is_some(),
             cgroup,
             netns: spec.netns.clone(),
             bin,
@@ -492,6 +571,14 @@ impl KubeletNode {
         run(Path::new("timeout"), &all, None)
     }
 
+    /// Makes `127.0.0.1:port` of the test's namespace (e.g. OVN NB/SB on TCP) reachable at the
+    /// same address inside the node, for the node's pods with `hostNetwork` (until drop).
+    pub fn relay_loopback_port(&mut self, port: u16) -> Result<(), KubeError> {
+        self.extra_relays
+            .push(LoopbackRelay::start(&self.netns, port)?);
+        Ok(())
+    }
+
     /// Kills the kubelet (SIGKILL) and starts it again with the same flags; returns at once.
     pub fn restart_kubelet(&mut self) -> Result<(), KubeError> {
         self.kubelet.kill();
@@ -531,7 +618,7 @@ impl KubeletNode {
     fn start_containerd(&mut self) -> Result<(), KubeError> {
         let d = self.dir.path().to_path_buf();
         let config = d.join("containerd.toml");
-        std::fs::write(&config, containerd_config(&d, &self.bin))
+        std::fs::write(&config, containerd_config(&d, &self.bin, !self.host_paths))
             .map_err(io_err(format!("write {}", config.display())))?;
         let mut args = self.enter_args();
         args.extend([
@@ -681,6 +768,7 @@ impl Drop for KubeletNode {
             restore_sysctls();
         }
         self.relay = None;
+        self.extra_relays.clear();
     }
 }
 
@@ -708,7 +796,7 @@ fn path_with(bin: &Path) -> String {
 /// no AppArmor, no hugetlb controller (it is on the v2 mount only), netns mounts under the
 /// state dir (the node agent, in the same mount namespace, opens them), the loopback
 /// interface brought up by containerd itself (no `loopback` plugin binary needed).
-fn containerd_config(d: &Path, bin: &Path) -> String {
+fn containerd_config(d: &Path, bin: &Path, netns_under_state: bool) -> String {
     let p = |s: &str| d.join(s).display().to_string();
     format!(
         r#"version = 3
@@ -729,7 +817,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   disable_apparmor = true
   tolerate_missing_hugetlb_controller = true
   disable_hugetlb_controller = true
-  netns_mounts_under_state_dir = true
+  netns_mounts_under_state_dir = {netns_under_state}
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
