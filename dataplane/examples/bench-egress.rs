@@ -131,6 +131,21 @@ fn kernel_udp(lab: &EgressLab, pod: &ferrovn_testkit::netns::Netns) -> Result<f6
     r
 }
 
+/// `avg processing cycles per packet` of the (first) PMD in `dpif-netdev/pmd-stats-show`.
+fn pmd_cycles_per_packet(stats: &str) -> f64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("avg processing cycles per packet:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
     t.command("start tx_first 8")?;
     sleep(2.0);
@@ -222,6 +237,7 @@ fn main() -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    lab.discard_udp(9)?;
     if !kp.ping_until(OUTSIDE_IP, Duration::from_secs(20)) {
         bail!("kernel pod cannot reach the outside");
     }
@@ -229,6 +245,7 @@ fn main() -> Result<()> {
 
     let (mut tcp, mut udp, mut dk, mut dovn, mut pp) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kcyc, mut ocyc) = (Vec::new(), Vec::new());
     for rep in 0..reps() {
         let g = kernel_tcp(&kp)?;
         let u = kernel_udp(&lab, &kp)?;
@@ -264,22 +281,40 @@ fn main() -> Result<()> {
         } else {
             [true, false]
         };
-        let (mut k, mut o) = (0.0, 0.0);
+        let (mut k, mut o, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0);
         for via_ovn in order {
             ovn_path(via_ovn)?;
+            let _ = lab.node.appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
             let r = outside_rate(&lab, via_ovn)?;
+            let stats = lab
+                .node
+                .appctl_vswitchd(["dpif-netdev/pmd-stats-show"])
+                .unwrap_or_default();
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!(
+                    "via_ovn={via_ovn}: {stats}\n{}",
+                    lab.node
+                        .appctl_vswitchd(["dpctl/dump-flows"])
+                        .unwrap_or_default()
+                );
+            }
+            let c = pmd_cycles_per_packet(&stats);
             if via_ovn {
                 o = r;
+                oc = c;
             } else {
                 k = r;
+                kc = c;
             }
         }
         let offered = t.pps("Tx", 3) / 1e6;
         t.stop();
         println!(
-            "rep {rep}: DPDK pod -> outside: kernel path {k:.3} Mpps, OVN gateway router {o:.3} Mpps (x{:.1}; testpmd offered {offered:.3} Mpps)",
+            "rep {rep}: DPDK pod -> outside: kernel path {k:.3} Mpps, OVN gateway router {o:.3} Mpps (x{:.1}; testpmd offered {offered:.3} Mpps; PMD cycles/packet kernel {kc:.0}, OVN {oc:.0})",
             o / k.max(1e-9)
         );
+        kcyc.push(kc);
+        ocyc.push(oc);
         dk.push(k);
         dovn.push(o);
 
@@ -331,6 +366,11 @@ fn main() -> Result<()> {
         ratios.join(", x")
     );
     println!("  DPDK pod <-> pod, same node          {p:.3} Mpps");
+    println!(
+        "  OVS PMD cycles per egress packet (TSC, includes time the PMD lost to other load): kernel path {:.0}, OVN gateway router {:.0}",
+        median(&kcyc),
+        median(&ocyc)
+    );
     println!("load average: start {load_start}, end {}", loadavg());
     drop(dp1);
     drop(dp2);

@@ -542,6 +542,21 @@ impl EgressLab {
         })
     }
 
+    /// Makes the outside a cheap sink for UDP to `port` (the discard port, 9: testpmd's
+    /// default): dropped at the ingress of both uplink peers, after their rx counters. The
+    /// outside's receive work runs on the sending CPU (veth), which here is the node's; a real
+    /// outside is another machine, so a benchmark must not charge its IP stack to the node.
+    pub fn discard_udp(&self, port: u16) -> Result<()> {
+        let mut script = String::from("table netdev fvsink {\n");
+        for (chain, dev) in [("k", OUTSIDE_KERNEL_PEER), ("d", OUTSIDE_DPDK_PEER)] {
+            script.push_str(&format!(
+                "  chain {chain} {{\n    type filter hook ingress device \"{dev}\" priority 0; policy accept;\n    udp dport {port} drop\n  }}\n"
+            ));
+        }
+        script.push_str("}\n");
+        nft_in(&self.outside, &script)
+    }
+
     /// An OVS Interface statistic (e.g. `tx_packets` of the uplink).
     pub fn iface_stat(&self, iface: &str, key: &str) -> Result<u64> {
         let col = format!("statistics:{key}");
