@@ -48,7 +48,13 @@ pub enum UplinkError {
     #[error("uplink {port}: OVS reports {error}")]
     PortError { port: String, error: String },
     #[error(transparent)]
-    Ovs(#[from] OvsError),
+    Ovs(Box<OvsError>),
+}
+
+impl From<OvsError> for UplinkError {
+    fn from(e: OvsError) -> Self {
+        UplinkError::Ovs(Box::new(e))
+    }
 }
 
 /// What carries the uplink.
@@ -311,7 +317,7 @@ async fn read_state(
         .first()
         .copied()
         .ok_or_else(|| {
-            UplinkError::Ovs(OvsError::Unexpected {
+            UplinkError::from(OvsError::Unexpected {
                 remote: ovs.remote().to_string(),
                 what: "no Open_vSwitch row".into(),
             })
