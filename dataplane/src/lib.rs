@@ -13,6 +13,7 @@ pub mod kube_api;
 pub mod nat_outgoing;
 pub mod netns;
 pub mod offload;
+pub mod ovn_egress;
 pub mod ovs;
 pub mod plumbing;
 pub mod profile;

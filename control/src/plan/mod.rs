@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod ctbypass;
+pub mod gateway_router;
 pub mod netpol;
 pub mod protocol;
 pub mod services;

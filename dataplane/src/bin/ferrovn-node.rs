@@ -114,6 +114,15 @@ struct Args {
     /// Pod MTU when the netconf does not give one.
     #[arg(long, default_value_t = 1400)]
     mtu: u32,
+    /// OVN-native egress (DPDK nodes): the node's uplink as an OVS-DPDK port,
+    /// `af_packet:<interface>`, `tap:<name>` or `pci:<address>`, on `--egress-bridge`, mapped to
+    /// `--egress-physnet` for the gateway router's localnet port (docs/node-connectivity.md).
+    #[arg(long)]
+    egress_uplink: Option<ferrovn_dataplane::ovn_egress::UplinkDevice>,
+    #[arg(long, default_value = "br-ext")]
+    egress_bridge: String,
+    #[arg(long, default_value = "ext")]
+    egress_physnet: String,
     #[arg(long, default_value_t = 30)]
     allocation_timeout_secs: u64,
     #[arg(long, default_value_t = 30)]
@@ -277,6 +286,38 @@ async fn spawn_join_port(
         ),
     }
     Ok(())
+}
+
+/// Plumbs the OVN-native egress uplink, retrying until OVSDB takes it (DPDK may still be
+/// initialising), then reports OVS-DPDK's verdict on the device once.
+async fn keep_egress_uplink(ovs_db: String, spec: ferrovn_dataplane::ovn_egress::UplinkSpec) {
+    use ferrovn_dataplane::ovn_egress::{ensure_uplink, uplink_error};
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let ovs = match ferrovn_dataplane::ovs::OvsClient::connect(&ovs_db).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "egress uplink: OVSDB not reachable yet");
+                continue;
+            }
+        };
+        match ensure_uplink(&ovs, &spec).await {
+            Ok(changes) => {
+                tracing::info!(?changes, bridge = %spec.bridge, physnet = %spec.physnet, "egress uplink configured");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match uplink_error(&ovs, &spec.port).await {
+                    Ok(Some(e)) => {
+                        tracing::error!(port = %spec.port, error = %e, "egress uplink refused by OVS-DPDK")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "egress uplink: reading its error column"),
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "egress uplink: retrying"),
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -493,6 +534,20 @@ async fn main() -> anyhow::Result<()> {
 
     if args.join_port_interval_secs > 0 {
         spawn_join_port(&args, &name, kube_client.as_ref()).await?;
+    }
+    if let Some(device) = args.egress_uplink.clone() {
+        let spec = ferrovn_dataplane::ovn_egress::UplinkSpec {
+            bridge: args.egress_bridge.clone(),
+            physnet: args.egress_physnet.clone(),
+            port: "uplink".into(),
+            device,
+            pmd_threads: decision
+                .settings
+                .as_ref()
+                .map_or(1, |s| s.pmd_cpus.len().max(1) as u32),
+        };
+        spec.validate()?;
+        tokio::spawn(keep_egress_uplink(args.ovs_db.clone(), spec));
     }
 
     if args.gc_interval_secs > 0 {

@@ -1,0 +1,385 @@
+//! Egress benchmark (run as root):
+//! `cargo run --release -p ferrovn-dataplane --example bench-egress`.
+//!
+//! One DPDK node (OVS-DPDK, 1 PMD on cpu1) with both egress paths to an outside namespace
+//! (testkit::egress): the kernel path (join port ovn0 → kernel forwarding → nftables
+//! masquerade → veth uplink) and the OVN path (the node's gateway router from the controller's
+//! planner: SNAT in OVS-DPDK → localnet → OVS-DPDK `net_af_packet` uplink). Rows, each repeated
+//! `BENCH_REPS` times (default 3), kernel and OVN windows interleaved in every repetition so
+//! the machine's load hits both alike; medians printed:
+//! - kernel pod → outside, kernel path: TCP (iperf3, Gbit/s) and UDP 64 B (iperf3 `-u -b 0`,
+//!   Mpps counted at the outside end);
+//! - DPDK pod → outside: testpmd `txonly` (64 B UDP, pod address → outside address, to the pod
+//!   gateway's MAC, cpu0) for a window through the kernel path and one through the OVN gateway
+//!   router, the same running testpmd, the path switched by the cluster router's reroute;
+//!   counted as frames received at the outside end of the uplink the path uses;
+//! - DPDK pod ↔ pod on the same node: the two pods' vhost ports in one testpmd (macswap loop,
+//!   `start tx_first 8`), the rate OVS-DPDK delivers (both directions summed, as bench-dpdk's
+//!   vhost loop).
+//!
+//! Last line: `egress-bench kernel_gbps=X dpdk_kernel_mpps=X dpdk_ovn_mpps=X
+//! dpdk_pod_pod_mpps=X ovn_vs_kernel=X`. `BENCH_SECS` (default 5) sets each window.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrovn_control::plan::gateway_router::{
+    GatewayRouterInputs, NodeEgress, POLICY_PRIORITY, nbctl_commands, plan_gateway_routers,
+};
+use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
+use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec, last_pps};
+use ferrovn_testkit::egress::{
+    CLUSTER_ROUTER, DpdkPod, EXTERNAL_PREFIX, EgressLab, OUTSIDE_IP, OVN_EXTERNAL_IP, PHYSNET,
+    POD_GATEWAY_MAC, POD_NET,
+};
+use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::wait::wait_until;
+
+fn secs() -> u64 {
+    std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn reps() -> usize {
+    std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+fn sleep(s: f64) {
+    std::thread::sleep(Duration::from_secs_f64(s));
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn inputs(chassis: &str, pod_ips: &[&str]) -> Result<GatewayRouterInputs> {
+    Ok(GatewayRouterInputs {
+        cluster_router: CLUSTER_ROUTER.into(),
+        transit: "100.65.0.0/16".parse()?,
+        cluster_transit_ip: "100.65.0.1".parse()?,
+        cluster_cidrs: vec![POD_NET.cidr.parse()?],
+        nodes: vec![NodeEgress {
+            node: chassis.into(),
+            chassis: chassis.into(),
+            transit_ip: "100.65.0.2".parse()?,
+            external: format!("{OVN_EXTERNAL_IP}/{EXTERNAL_PREFIX}").parse()?,
+            next_hop: OUTSIDE_IP.parse()?,
+            physnet: PHYSNET.into(),
+            snat_cidrs: vec![POD_NET.cidr.parse()?],
+            pod_ips: pod_ips
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, _>>()?,
+        }],
+    })
+}
+
+/// Frames per second the outside receives on one uplink's peer over a window. Mpps.
+fn outside_rate(lab: &EgressLab, dpdk_uplink: bool) -> Result<f64> {
+    let (r0, t0) = (lab.outside_rx(dpdk_uplink)?, Instant::now());
+    sleep(secs() as f64);
+    let (r1, t1) = (lab.outside_rx(dpdk_uplink)?, Instant::now());
+    Ok(r1.saturating_sub(r0) as f64 / (t1 - t0).as_secs_f64() / 1e6)
+}
+
+/// iperf3 from the kernel pod to the outside: TCP Gbit/s (receiver side).
+fn kernel_tcp(pod: &ferrovn_testkit::netns::Netns) -> Result<f64> {
+    let t = secs().to_string();
+    let out = pod.run(
+        (secs() + 20) as u32,
+        "iperf3",
+        ["-c", OUTSIDE_IP, "-t", &t, "-J"],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J")?;
+    Ok(v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9)
+}
+
+/// iperf3 UDP, 64 B payloads, unlimited: frames per second at the outside end. Mpps.
+fn kernel_udp(lab: &EgressLab, pod: &ferrovn_testkit::netns::Netns) -> Result<f64> {
+    let t = (secs() + 2).to_string();
+    let mut c = pod
+        .command("iperf3")
+        .args(["-c", OUTSIDE_IP, "-u", "-b", "0", "-l", "64", "-t", &t])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    sleep(1.0);
+    let r = outside_rate(lab, false);
+    let _ = c.wait();
+    r
+}
+
+/// `avg processing cycles per packet` of the (first) PMD in `dpif-netdev/pmd-stats-show`.
+fn pmd_cycles_per_packet(stats: &str) -> f64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("avg processing cycles per packet:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
+    t.command("start tx_first 8")?;
+    sleep(2.0);
+    t.command("show port stats all")?;
+    sleep(secs() as f64);
+    t.command("show port stats all")?;
+    sleep(1.0);
+    let _ = t.command("stop");
+    let _ = t.command("quit");
+    wait_until(Duration::from_secs(10), || !t.is_running());
+    Ok(last_pps(&t.log_text(), "Rx", 2) / 1e6)
+}
+
+fn wait_vhost_up(lab: &EgressLab, pods: &[&DpdkPod]) -> bool {
+    wait_until(Duration::from_secs(30), || {
+        pods.iter().all(|p| {
+            lab.node
+                .vsctl(["get", "Interface", &p.info.ovs_port, "link_state"])
+                .map(|s| s.trim() == "up")
+                .unwrap_or(false)
+        })
+    })
+}
+
+fn main() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("run as root (hugepages, namespaces, OVS)");
+    }
+    for tool in ["iperf3", "nft", "ethtool", "dpdk-testpmd"] {
+        if ferrovn_testkit::process::which(tool).is_none() {
+            bail!("{tool} missing (apt-get install iperf3 nftables ethtool dpdk-dev)");
+        }
+    }
+    let load_start = loadavg();
+    let tag = unique_tag();
+    let rnd = short_rand();
+    let work = tempfile::Builder::new()
+        .prefix("fvbe-")
+        .tempdir_in("/tmp")?;
+    let huge_dir = PathBuf::from(format!("/tmp/fvbeh{rnd}"));
+    let lease = HugepageLease::acquire(&format!("bench-egress-{tag}"), 512, &huge_dir)
+        .map_err(anyhow::Error::msg)?;
+    let mem = PodMemory::Hugepages {
+        dir: huge_dir.clone(),
+        mib: 256,
+    };
+    let lab = EgressLab::start(
+        &tag,
+        &rnd,
+        work.path(),
+        &agent_binary()?,
+        &cni_plugin_binary()?,
+        Some(lease.mount()),
+    )?;
+    println!(
+        "egress-bench: {}s windows, {} repetitions, 64 B frames, cores: pod cpu0 + OVS PMD cpu1; load average at start {load_start}",
+        secs(),
+        reps()
+    );
+
+    let kp = lab.add_kernel_pod("kp", "10.16.0.11", "0a:58:0a:10:00:0b")?;
+    let dp1 = lab.add_dpdk_pod("dp1", "10.16.0.21", "0a:58:0a:10:00:15", 1)?;
+    let dp2 = lab.add_dpdk_pod("dp2", "10.16.0.22", "0a:58:0a:10:00:16", 2)?;
+    // kernel path for every pod; the gateway router's reroute (29500) for dp1, toggled
+    lab.set_kernel_reroute(&["10.16.0.11", "10.16.0.21"])?;
+    let plan = plan_gateway_routers(&inputs(lab.chassis(), &["10.16.0.21"])?);
+    if !plan.issues.is_empty() {
+        bail!("gateway plan: {:?}", plan.issues);
+    }
+    let cmds = nbctl_commands(&plan, CLUSTER_ROUTER);
+    let (policy, rest): (Vec<Vec<String>>, Vec<Vec<String>>) = cmds
+        .into_iter()
+        .partition(|c| c.first().is_some_and(|w| w == "lr-policy-add"));
+    lab.apply_nbctl(&rest)?;
+    let ovn_path = |on: bool| -> Result<()> {
+        lab.del_policies(POLICY_PRIORITY)?;
+        if on {
+            lab.apply_nbctl(&policy)?;
+        }
+        sleep(1.0);
+        Ok(())
+    };
+    ovn_path(false)?;
+
+    let mut server = lab
+        .outside
+        .command("iperf3")
+        .args(["-s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    lab.discard_udp(9)?;
+    if !kp.ping_until(OUTSIDE_IP, Duration::from_secs(20)) {
+        bail!("kernel pod cannot reach the outside");
+    }
+    sleep(1.0);
+
+    let (mut tcp, mut udp, mut dk, mut dovn, mut pp) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut kcyc, mut ocyc) = (Vec::new(), Vec::new());
+    for rep in 0..reps() {
+        let g = kernel_tcp(&kp)?;
+        let u = kernel_udp(&lab, &kp)?;
+        println!(
+            "rep {rep}: kernel pod -> outside, kernel path: TCP {g:.2} Gbit/s, UDP 64 B {u:.3} Mpps"
+        );
+        tcp.push(g);
+        udp.push(u);
+
+        // one txonly testpmd in dp1, the path switched under it
+        let mut t = Testpmd::start(&TestpmdSpec {
+            prefix: format!("fvbe{rnd}"),
+            netns: Some(&dp1.netns),
+            cpu: 0,
+            memory: mem.clone(),
+            vdevs: vec![dp1.vdev(0)],
+            forward_mode: "txonly".into(),
+            app_args: vec![
+                "--txpkts=64".into(),
+                format!("--eth-peer=0,{POD_GATEWAY_MAC}"),
+                format!("--tx-ip={},{OUTSIDE_IP}", dp1.ip),
+            ],
+            log: work.path().join(format!("txonly-{rep}.log")),
+            interactive: false,
+        })?;
+        if !wait_vhost_up(&lab, &[&dp1]) {
+            bail!("dp1 vhost port not up: {}", t.log_text());
+        }
+        sleep(2.0);
+        // the order alternates: neither path always runs first
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let (mut k, mut o, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0);
+        for via_ovn in order {
+            ovn_path(via_ovn)?;
+            let _ = lab.node.appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
+            let r = outside_rate(&lab, via_ovn)?;
+            let stats = lab
+                .node
+                .appctl_vswitchd(["dpif-netdev/pmd-stats-show"])
+                .unwrap_or_default();
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                eprintln!(
+                    "via_ovn={via_ovn}: {stats}\n{}",
+                    lab.node
+                        .appctl_vswitchd(["dpctl/dump-flows"])
+                        .unwrap_or_default()
+                );
+            }
+            let c = pmd_cycles_per_packet(&stats);
+            if via_ovn {
+                o = r;
+                oc = c;
+            } else {
+                k = r;
+                kc = c;
+            }
+        }
+        let offered = t.pps("Tx", 3) / 1e6;
+        t.stop();
+        println!(
+            "rep {rep}: DPDK pod -> outside: kernel path {k:.3} Mpps, OVN gateway router {o:.3} Mpps (x{:.1}; testpmd offered {offered:.3} Mpps; PMD cycles/packet kernel {kc:.0}, OVN {oc:.0})",
+            o / k.max(1e-9)
+        );
+        kcyc.push(kc);
+        ocyc.push(oc);
+        dk.push(k);
+        dovn.push(o);
+
+        let mut t = Testpmd::start(&TestpmdSpec {
+            prefix: format!("fvbl{rnd}"),
+            netns: Some(&dp1.netns),
+            cpu: 0,
+            memory: mem.clone(),
+            vdevs: vec![dp1.vdev(0), dp2.vdev(1)],
+            forward_mode: "macswap".into(),
+            app_args: vec![
+                "--port-topology=loop".into(),
+                "--txpkts=64".into(),
+                format!("--eth-peer=0,{}", dp2.info.mac),
+                format!("--eth-peer=1,{}", dp1.info.mac),
+            ],
+            log: work.path().join(format!("loop-{rep}.log")),
+            interactive: true,
+        })?;
+        if !wait_vhost_up(&lab, &[&dp1, &dp2]) {
+            bail!("vhost ports not up: {}", t.log_text());
+        }
+        let m = pod_loop_rate(&mut t)?;
+        t.stop();
+        println!("rep {rep}: DPDK pod <-> pod, same node: {m:.3} Mpps delivered");
+        pp.push(m);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let (g, u, k, o, p) = (
+        median(&tcp),
+        median(&udp),
+        median(&dk),
+        median(&dovn),
+        median(&pp),
+    );
+    let ratios: Vec<String> = dk
+        .iter()
+        .zip(&dovn)
+        .map(|(k, o)| format!("{:.1}", o / k.max(1e-9)))
+        .collect();
+    println!();
+    println!("medians of {} repetitions ({}s windows):", reps(), secs());
+    println!("  kernel pod -> outside, kernel path   TCP {g:.2} Gbit/s   UDP 64 B {u:.3} Mpps");
+    println!("  DPDK pod -> outside, kernel path     {k:.3} Mpps");
+    println!(
+        "  DPDK pod -> outside, OVN gw router   {o:.3} Mpps   (per repetition x{})",
+        ratios.join(", x")
+    );
+    println!("  DPDK pod <-> pod, same node          {p:.3} Mpps");
+    println!(
+        "  OVS PMD cycles per egress packet (TSC, includes time the PMD lost to other load): kernel path {:.0}, OVN gateway router {:.0}",
+        median(&kcyc),
+        median(&ocyc)
+    );
+    println!("load average: start {load_start}, end {}", loadavg());
+    drop(dp1);
+    drop(dp2);
+    drop(kp);
+    drop(lab);
+    drop(lease);
+    println!(
+        "egress-bench kernel_gbps={g:.2} dpdk_kernel_mpps={k:.3} dpdk_ovn_mpps={o:.3} dpdk_pod_pod_mpps={p:.3} ovn_vs_kernel={:.2}",
+        o / k.max(1e-9)
+    );
+    Ok(())
+}
