@@ -17,7 +17,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootst
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-node-bins
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-node-bins testpmd-image
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -74,7 +74,15 @@ LAB_STATE ?= /run/ferrovn-lab
 ## lab: the whole fabric on this machine (root), on a real Kubernetes control plane (docs/lab.md):
 ## deps, build, up, status; last line `lab: R/T pod pairs reachable`
 # No debug info for the lab's build: ~580 CPU-seconds from scratch instead of ~700-800 (2 cores).
-lab: deps ovs-ovn kube-bins
+## testpmd-image: the DPDK pods' image (Debian's dpdk-testpmd and its libraries, an OCI tar in
+## $(FERROVN_CACHE)/testpmd; a no-op once built)
+testpmd-image: deps
+	@bash deploy/images/testpmd/build.sh
+
+# The lab's nodes run containerd and a kubelet (kube-node-bins) with busybox, agnhost
+# (kube-e2e-bins) and testpmd images; `up` prints the wall time since make started.
+lab: export FERROVN_LAB_T0 := $(shell date +%s)
+lab: deps ovs-ovn kube-bins kube-node-bins kube-e2e-bins testpmd-image
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
 

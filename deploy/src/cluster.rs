@@ -15,9 +15,8 @@ use serde_json::{Value, json};
 
 use crate::model::{NodeState, Profile};
 
-/// No kubelet heartbeats the lab's Nodes: the node lifecycle controller would mark them
-/// NotReady after 40 s and evict every pod five minutes later.
-pub const DISABLED_CONTROLLERS: [&str; 1] = ["node-lifecycle-controller"];
+/// Every controller runs: the lab's kubelets heartbeat their Nodes.
+pub const DISABLED_CONTROLLERS: [&str; 0] = [];
 
 /// Validity of the controller's and agents' ServiceAccount tokens: a lab may stay up for weeks.
 pub const TOKEN_DURATION: &str = "720h";
@@ -29,9 +28,6 @@ pub const INSTALL: [&str; 4] = [
     "node-rbac.yaml",
     "node-admission-policy.yaml",
 ];
-
-/// The taint the apiserver puts on every new Node until its kubelet reports Ready.
-const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready:NoSchedule-";
 
 /// What `up` needs before it starts anything: the binaries of `make kube-bins`.
 pub fn preflight() -> anyhow::Result<PathBuf> {
@@ -135,22 +131,6 @@ pub fn pod_status(host_ip: &str, pod_ips: &[String]) -> Value {
     })
 }
 
-fn machine() -> (u64, u64) {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u64)
-        .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0);
-    (cpus, mem)
-}
-
 /// How often a status write is tried again after a conflict (the controller patches the same
 /// objects' annotations meanwhile).
 const STATUS_ATTEMPTS: usize = 8;
@@ -218,28 +198,9 @@ pub fn kubelet_kubeconfig(cp: &ControlPlane, node: &str) -> anyhow::Result<PathB
 /// Registers the lab's Nodes from `nodes_yaml` (deploy/examples/00-nodes.yaml) and reports
 /// each Ready with its capacity, as its kubelet would; lifts the not-ready taint the apiserver
 /// put on them (the node lifecycle controller, which would, is off).
-pub fn register_nodes(
-    cp: &ControlPlane,
-    nodes_yaml: &Path,
-    nodes: &[NodeState],
-    hugepages_mib: u64,
-) -> anyhow::Result<()> {
+pub fn register_nodes(cp: &ControlPlane, nodes_yaml: &Path) -> anyhow::Result<()> {
+    // The kubelets find them registered (labels, InternalIP) and take over their status.
     apply(cp, nodes_yaml, Duration::ZERO)?;
-    let (cpus, mem) = machine();
-    for n in nodes {
-        let kc = kubelet_kubeconfig(cp, &n.name)?;
-        let status = node_status(n, cpus, mem, hugepages_mib);
-        put_status(
-            cp,
-            &kc,
-            &["get", "node", &n.name],
-            &format!("/api/v1/nodes/{}/status", n.name),
-            &status["status"],
-        )
-        .with_context(|| format!("Node {} status as system:node:{}", n.name, n.name))?;
-        // absent when the apiserver did not add it: nothing to lift
-        let _ = cp.kubectl(&["taint", "node", &n.name, NOT_READY_TAINT]);
-    }
     Ok(())
 }
 

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 pub use forward::LoopbackRelay;
 pub use node::{
-    IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image,
-    check_node_binaries, image_tar, pause_image,
+    IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, NodeStopReport, agnhost_image,
+    busybox_image, check_node_binaries, image_tar, pause_image,
 };
 pub use pki::{APISERVER_SANS, CertPair, Pki};
 use process::{Component, log_tail, stop_pid_file};
