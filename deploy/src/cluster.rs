@@ -43,11 +43,13 @@ pub fn preflight() -> anyhow::Result<PathBuf> {
     Ok(binary("kubectl")?)
 }
 
-/// Starts the persistent control plane in `dir`.
-pub fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
+/// Starts the persistent control plane in `dir`; its connections to the kubelets (`kubectl
+/// exec`, `logs`) go through the lab's egress proxy on `egress` (egress.rs).
+pub fn start(dir: &Path, egress: &Path) -> anyhow::Result<ControlPlane> {
     let options = Options {
         disabled_controllers: DISABLED_CONTROLLERS.iter().map(|s| s.to_string()).collect(),
         token_duration: Some(TOKEN_DURATION.into()),
+        cluster_egress_uds: Some(egress.to_path_buf()),
         ..Default::default()
     };
     Ok(ControlPlane::start_persistent(dir, &options)?)

@@ -975,6 +975,46 @@ fn start_vhost_helper(
     Ok(sock)
 }
 
+/// The apiserver's `cluster` egress proxy socket (next to the control plane's directory).
+fn egress_socket(kube_dir: &Path) -> PathBuf {
+    kube_dir.with_file_name("egress.sock")
+}
+
+/// The egress proxy (egress.rs): the apiserver reaches each node's kubelet at its
+/// InternalIP through it.
+fn start_egress_proxy(paths: &Paths, records: &Records, nodes: &[NodeState]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding ferrovn-lab itself")?;
+    let sock = egress_socket(&paths.kube());
+    let log = paths.root.join("egress-proxy.log");
+    let mut args = vec![
+        format!("--state-dir={}", paths.root.display()),
+        "egress-proxy".into(),
+        format!("--socket={}", sock.display()),
+    ];
+    for n in nodes {
+        args.push(format!("--map={}={}", n.name, n.netns));
+        args.push(format!("--map={}={}", n.encap_ip, n.netns));
+    }
+    let pid = spawn_daemon(
+        records,
+        "egress-proxy",
+        Place::Root,
+        &[],
+        &exe.display().to_string(),
+        &args,
+        &log,
+        &marker(paths),
+        false,
+    )?;
+    wait_socket(
+        "the egress proxy",
+        &sock,
+        pid,
+        &log,
+        Duration::from_secs(10),
+    )
+}
+
 /// The taint a new Node carries until it is Ready.
 const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready:NoSchedule-";
 
@@ -1084,7 +1124,7 @@ fn start_kube(
     examples: Option<&Path>,
     nodes: &[NodeState],
 ) -> anyhow::Result<Kube> {
-    let cp = cluster::start(dir)?;
+    let cp = cluster::start(dir, &egress_socket(dir))?;
     cluster::install(&cp, deploy)?;
     // the examples' Nodes when the lab applies examples, else deploy/'s
     let nodes_yaml = examples
@@ -1434,6 +1474,13 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             },
         )?;
     }
+    step(
+        "egress proxy: the API server reaches the kubelets (exec, logs) in their namespaces",
+        || {
+            start_egress_proxy(&paths, &records, &nodes)?;
+            Ok(((), String::new()))
+        },
+    )?;
     let cp = ControlPlane::open(&kube.state.dir)?;
     let mut kubelets = step(
         "containerd + kubelet on each node (own mount namespace and cgroup; images imported; Nodes registered)",
@@ -2143,9 +2190,25 @@ fn warm_tunnel_neighbors(nodes: &[NodeState]) {
     }
 }
 
-fn probe(netns: &str, ip: IpAddr, attempts: u32) -> Outcome {
+/// A ping from inside the pod's container, as `kubectl exec` runs it (through the apiserver,
+/// the egress proxy and the pod's kubelet).
+fn probe(cp: &ControlPlane, pod: &PodState, ip: IpAddr, attempts: u32) -> Outcome {
     for _ in 0..attempts {
-        if run_in(netns, 4, "ping", ["-c1", "-W1", &ip.to_string()]).is_ok() {
+        let ok = cp
+            .kubectl(&[
+                "exec",
+                "-n",
+                &pod.namespace,
+                &pod.name,
+                "--request-timeout=20s",
+                "--",
+                "ping",
+                "-c1",
+                "-W1",
+                &ip.to_string(),
+            ])
+            .is_ok();
+        if ok {
             return Outcome::Reachable;
         }
     }
@@ -2390,10 +2453,16 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let mut results = BTreeMap::new();
     for pair in &plan.pairs {
         let src = &pods[pair.from];
-        results.insert((pair.from, pair.to), probe(&src.netns, pair.to_ip, 3));
+        let outcome = match &cp {
+            Ok(cp) => probe(cp, src, pair.to_ip, 3),
+            Err(_) => Outcome::Unreachable,
+        };
+        results.insert((pair.from, pair.to), outcome);
     }
     println!();
-    println!("CONNECTIVITY (ping from kernel pods; DPDK pods answer with testpmd icmpecho)");
+    println!(
+        "CONNECTIVITY (kubectl exec ... ping from kernel pods; DPDK pods answer with testpmd icmpecho)"
+    );
     print!("{}", render_matrix(&pods, &plan, &results));
     let reachable = results
         .values()
