@@ -14,10 +14,10 @@ export FERROVN_DPDK_VSWITCHD ?= $(FERROVN_OVS_DIR)/bin/ovs-vswitchd-dpdk
 # What stays on the Debian 12 host: DPDK 22.11 (the vhost helper links it; testpmd lives in
 # dpdk-dev), headers for our bindings, debootstrap for the OVS/OVN rootfs, and network tools.
 APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootstrap \
-	iproute2 iputils-ping iperf3 tcpdump ethtool curl python3 \
+	iproute2 iputils-ping iperf3 tcpdump ethtool curl netcat-openbsd python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins ferrovn-image
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins ferrovn-image testpmd-image e2e-network
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -88,9 +88,26 @@ LAB_STATE ?= /run/ferrovn-lab
 ## lab: the whole fabric on this machine (root), on a real Kubernetes control plane (docs/lab.md):
 ## deps, build, up, status; last line `lab: R/T pod pairs reachable`
 # No debug info for the lab's build: ~580 CPU-seconds from scratch instead of ~700-800 (2 cores).
-lab: deps ovs-ovn kube-bins
+## testpmd-image: the DPDK pods' image (Debian's dpdk-testpmd and its libraries, an OCI tar in
+## $(FERROVN_CACHE)/testpmd; a no-op once built)
+testpmd-image: deps
+	@bash deploy/images/testpmd/build.sh
+
+# The lab's nodes run containerd and a kubelet (kube-node-bins) with busybox, agnhost
+# (kube-agnhost) and testpmd images; `up` prints the wall time since make started.
+lab: export FERROVN_LAB_T0 := $(shell date +%s)
+lab: deps ovs-ovn kube-bins kube-node-bins kube-agnhost testpmd-image
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
+
+## e2e-network: the upstream network e2e suite (e2e-network.test) against the lab's cluster,
+## bringing the lab up first if it is not; FOCUS and SKIP are ginkgo regexes (docs/conformance.md).
+## Last line: `e2e-network passed=N failed=N skipped=N`
+FOCUS ?= \[sig-network\] Networking Granular Checks: Pods
+SKIP ?= \[Feature:SCTPConnectivity\]
+e2e-network: kube-e2e-bins
+	@if [ ! -f $(LAB_STATE)/lab.json ]; then $(MAKE) lab; fi
+	bash deploy/kube/e2e-network.sh $(LAB_STATE) '$(FOCUS)' '$(SKIP)'
 
 ## lab-down: remove every process (the control plane's too), namespace, mount and hugepage setting the lab made
 lab-down:

@@ -84,7 +84,7 @@ bins_up_to_date() {
     for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
 # Images are written from the binaries in seconds: a missing one alone rebuilds no binary.
-IMAGE_RECIPE="$RECIPE prefix=$IMAGE_PREFIX pause=$PAUSE_VERSION agnhost=$AGNHOST_TAG busybox=$BUSYBOX_TAG/$(busybox_version) writer=$(sha256sum "$HERE/oci-image.py" | cut -c1-12)"
+IMAGE_RECIPE="$RECIPE tools=curl,nc.openbsd,dash prefix=$IMAGE_PREFIX pause=$PAUSE_VERSION agnhost=$AGNHOST_TAG busybox=$BUSYBOX_TAG/$(busybox_version) writer=$(sha256sum "$HERE/oci-image.py" | cut -c1-12)"
 images_up_to_date() {
     local b
     for b in "${WANT_IMAGES[@]}"; do [ -f "$IMAGES/$b.stamp" ] && [ "$(cat "$IMAGES/$b.stamp")" = "$IMAGE_RECIPE" ] || return 1; done
@@ -284,9 +284,35 @@ agnhost_image() {
         exit 1
     fi
     mkdir -p "$IMAGES"
+    # The e2e suite execs `curl` and `nc -u` (OpenBSD netcat) in agnhost pods through
+    # `/bin/sh -c`, as upstream's alpine-based image has them: Debian's, with their shared
+    # libraries, in /usr/bin, and Debian's dash as /bin/sh (busybox's sh runs its own applets
+    # before anything on PATH, and its nc has no -u).
+    local tools=() lib real
+    for t in /usr/bin/curl /bin/nc.openbsd /usr/bin/dash; do
+        if [ ! -x "$t" ]; then
+            echo "build.sh: the agnhost image needs $t (apt-get install curl netcat-openbsd)" >&2
+            exit 1
+        fi
+    done
+    tools+=(--file "/usr/bin/curl:/usr/bin/curl" --file "/bin/nc.openbsd:/usr/bin/nc"
+        --file "/usr/bin/dash:/bin/sh")
+    declare -A seen=()
+    for lib in $(ldd /usr/bin/curl /bin/nc.openbsd /usr/bin/dash | awk '/=> \// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u); do
+        real=$(readlink -f "$lib")
+        [ -n "${seen[$lib]:-}" ] && continue
+        seen[$lib]=1
+        if [ "$real" = "$lib" ]; then
+            tools+=(--file "$lib:$lib:0755")
+        else
+            [ -z "${seen[$real]:-}" ] && tools+=(--file "$real:${lib%/*}/${real##*/}:0755")
+            seen[$real]=1
+            [ "${lib##*/}" != "${real##*/}" ] && tools+=(--symlink "$lib:${real##*/}")
+        fi
+    done
     python3 "$HERE/oci-image.py" --ref "$IMAGE_PREFIX/e2e-test-images/agnhost:$AGNHOST_TAG" \
         --out "$IMAGES/agnhost.tar" --file "$BIN/agnhost:/agnhost" --symlink /agnhost-2:/agnhost \
-        --file "$BUSYBOX:/bin/busybox" --busybox-applets /bin \
+        --file "$BUSYBOX:/bin/busybox" --busybox-applets /bin "${tools[@]}" \
         --entrypoint '["/agnhost"]' --cmd '["pause"]'
     for b in "${WANT_IMAGES[@]}"; do echo "$IMAGE_RECIPE" >"$IMAGES/$b.stamp"; done
 }

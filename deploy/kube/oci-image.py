@@ -168,9 +168,13 @@ def main():
         applets = subprocess.run(
             [bb[0].split(":")[0], "--list"], check=True, capture_output=True, text=True
         ).stdout.split()
+        # an explicit --file or --symlink wins over the applet of the same path
+        explicit = {f.split(":")[1].strip("/") for f in a.file}
+        explicit |= {s.partition(":")[0].strip("/") for s in a.symlink}
         for app in applets:
-            if app != "busybox":
-                layer.symlink(f"{a.busybox_applets.strip('/')}/{app}", "/bin/busybox")
+            path = f"{a.busybox_applets.strip('/')}/{app}"
+            if app != "busybox" and path not in explicit:
+                layer.symlink(path, "/bin/busybox")
     for spec in a.symlink:
         dst, _, target = spec.partition(":")
         if not target:

@@ -1,8 +1,8 @@
 //! The lab's Kubernetes: a real control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler from `make kube-bins`) that outlives `ferrovn-lab up`, deploy/ installed with
-//! kubectl, the two Nodes registered, and what a kubelet would write until real kubelets run on
-//! the lab nodes (issue 14): the Node's status (capacity, addresses, Ready) and each pod's status
-//! once its network is plumbed. The control plane itself is testkit's (`ferrovn_testkit::kube`).
+//! kubectl, the two Nodes registered (their kubelets take them over), the components'
+//! kubeconfigs, the pods as the API server has them. The control plane itself is testkit's
+//! (`ferrovn_testkit::kube`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ferrovn_control::manifest::{self, Manifest};
 use ferrovn_testkit::kube::{ControlPlane, Options, binary};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::model::{NodeState, Profile};
+use crate::model::NodeState;
 
-/// No kubelet heartbeats the lab's Nodes: the node lifecycle controller would mark them
-/// NotReady after 40 s and evict every pod five minutes later.
-pub const DISABLED_CONTROLLERS: [&str; 1] = ["node-lifecycle-controller"];
+/// Every controller runs: the lab's kubelets heartbeat their Nodes.
+pub const DISABLED_CONTROLLERS: [&str; 0] = [];
 
 /// Validity of the controller's and agents' ServiceAccount tokens: a lab may stay up for weeks.
 pub const TOKEN_DURATION: &str = "720h";
@@ -29,9 +28,6 @@ pub const INSTALL: [&str; 4] = [
     "node-rbac.yaml",
     "node-admission-policy.yaml",
 ];
-
-/// The taint the apiserver puts on every new Node until its kubelet reports Ready.
-const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready:NoSchedule-";
 
 /// What `up` needs before it starts anything: the binaries of `make kube-bins`.
 pub fn preflight() -> anyhow::Result<PathBuf> {
@@ -47,11 +43,13 @@ pub fn preflight() -> anyhow::Result<PathBuf> {
     Ok(binary("kubectl")?)
 }
 
-/// Starts the persistent control plane in `dir`.
-pub fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
+/// Starts the persistent control plane in `dir`; its connections to the kubelets (`kubectl
+/// exec`, `logs`) go through the lab's egress proxy on `egress` (egress.rs).
+pub fn start(dir: &Path, egress: &Path) -> anyhow::Result<ControlPlane> {
     let options = Options {
         disabled_controllers: DISABLED_CONTROLLERS.iter().map(|s| s.to_string()).collect(),
         token_duration: Some(TOKEN_DURATION.into()),
+        cluster_egress_uds: Some(egress.to_path_buf()),
         ..Default::default()
     };
     Ok(ControlPlane::start_persistent(dir, &options)?)
@@ -83,163 +81,12 @@ pub fn install(cp: &ControlPlane, deploy: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Node status a kubelet posts: capacity and allocatable (the scheduler fits pods by
-/// them), the node's address (its tunnel endpoint, the only address a lab node has) and Ready.
-pub fn node_status(node: &NodeState, cpus: u64, memory_kib: u64, hugepages_mib: u64) -> Value {
-    let mut capacity = json!({
-        "cpu": cpus.to_string(),
-        "memory": format!("{memory_kib}Ki"),
-        "pods": "110",
-    });
-    if node.profile == Profile::Dpdk && hugepages_mib > 0 {
-        capacity["hugepages-2Mi"] = json!(format!("{hugepages_mib}Mi"));
-    }
-    json!({
-        "status": {
-            "capacity": capacity,
-            "allocatable": capacity,
-            "addresses": [
-                {"type": "InternalIP", "address": node.encap_ip},
-                {"type": "Hostname", "address": node.name},
-            ],
-            "conditions": [{
-                "type": "Ready",
-                "status": "True",
-                "reason": "FerrOVNLab",
-                "message": "ferrovn-lab stands in for the kubelet: the node's OVS, ovn-controller and ferrovn-node run",
-            }],
-        }
-    })
-}
-
-/// The pod status a kubelet writes once the sandbox's network is up: Running, the primary
-/// interface's address as podIP/podIPs, the node's address as hostIP, and the conditions.
-/// No containerStatuses: no container runs (issue 14 brings the kubelet and containerd).
-pub fn pod_status(host_ip: &str, pod_ips: &[String]) -> Value {
-    let condition = |t: &str| json!({"type": t, "status": "True"});
-    json!({
-        "status": {
-            "phase": "Running",
-            "hostIP": host_ip,
-            "hostIPs": [{"ip": host_ip}],
-            "podIP": pod_ips.first().cloned().unwrap_or_default(),
-            "podIPs": pod_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-            "conditions": [
-                condition("PodReadyToStartContainers"),
-                condition("Initialized"),
-                condition("ContainersReady"),
-                condition("Ready"),
-                condition("PodScheduled"),
-            ],
-        }
-    })
-}
-
-fn machine() -> (u64, u64) {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u64)
-        .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0);
-    (cpus, mem)
-}
-
-/// How often a status write is tried again after a conflict (the controller patches the same
-/// objects' annotations meanwhile).
-const STATUS_ATTEMPTS: usize = 8;
-
-/// Writes `status` (merged into the object's, key by key) through the object's `status`
-/// subresource as the user of `kubeconfig`: a GET of the object and a PUT of `<path>/status`.
-/// (`kubectl patch --subresource=status` would first GET the status subresource, which the
-/// Node authorizer does not grant a kubelet.)
-fn put_status(
-    cp: &ControlPlane,
-    kubeconfig: &Path,
-    get: &[&str],
-    path: &str,
-    status: &Value,
-) -> anyhow::Result<()> {
-    let mut last = None;
-    for _ in 0..STATUS_ATTEMPTS {
-        let mut args = get.to_vec();
-        args.extend(["-o", "json"]);
-        let current = cp.kubectl_as(kubeconfig, &args, None)?;
-        let mut object: Value =
-            serde_json::from_str(&current.stdout).context("kubectl get -o json")?;
-        if let (Some(have), Some(want)) = (
-            object
-                .as_object_mut()
-                .map(|o| o.entry("status").or_insert_with(|| json!({}))),
-            status.as_object(),
-        ) && let Some(have) = have.as_object_mut()
-        {
-            for (k, v) in want {
-                have.insert(k.clone(), v.clone());
-            }
-        }
-        let body = object.to_string();
-        match cp.kubectl_as(
-            kubeconfig,
-            &["replace", "--raw", path, "-f", "-"],
-            Some(&body),
-        ) {
-            Ok(_) => return Ok(()),
-            // stale resourceVersion: read again
-            Err(e) if e.to_string().contains("Conflict") || e.to_string().contains("modified") => {
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match last {
-        Some(e) => Err(anyhow::Error::new(e).context(format!("{STATUS_ATTEMPTS} conflicts"))),
-        None => bail!("no attempt made"),
-    }
-}
-
-/// The kubeconfig of a node's kubelet identity (`system:node:<name>` in `system:nodes`): the
-/// Node authorizer and NodeRestriction let it write only its own Node and its own pods.
-pub fn kubelet_kubeconfig(cp: &ControlPlane, node: &str) -> anyhow::Result<PathBuf> {
-    let path = cp.dir().join(format!("user-system_node_{node}.kubeconfig"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    Ok(cp.client_kubeconfig(&format!("system:node:{node}"), &["system:nodes"])?)
-}
-
 /// Registers the lab's Nodes from `nodes_yaml` (deploy/examples/00-nodes.yaml) and reports
 /// each Ready with its capacity, as its kubelet would; lifts the not-ready taint the apiserver
 /// put on them (the node lifecycle controller, which would, is off).
-pub fn register_nodes(
-    cp: &ControlPlane,
-    nodes_yaml: &Path,
-    nodes: &[NodeState],
-    hugepages_mib: u64,
-) -> anyhow::Result<()> {
+pub fn register_nodes(cp: &ControlPlane, nodes_yaml: &Path) -> anyhow::Result<()> {
+    // The kubelets find them registered (labels, InternalIP) and take over their status.
     apply(cp, nodes_yaml, Duration::ZERO)?;
-    let (cpus, mem) = machine();
-    for n in nodes {
-        let kc = kubelet_kubeconfig(cp, &n.name)?;
-        let status = node_status(n, cpus, mem, hugepages_mib);
-        put_status(
-            cp,
-            &kc,
-            &["get", "node", &n.name],
-            &format!("/api/v1/nodes/{}/status", n.name),
-            &status["status"],
-        )
-        .with_context(|| format!("Node {} status as system:node:{}", n.name, n.name))?;
-        // absent when the apiserver did not add it: nothing to lift
-        let _ = cp.kubectl(&["taint", "node", &n.name, NOT_READY_TAINT]);
-    }
     Ok(())
 }
 
@@ -342,57 +189,6 @@ pub fn list_pods(cp: &ControlPlane) -> anyhow::Result<ApiPods> {
     parse_pods(&out.stdout)
 }
 
-/// Writes a pod's status as its node's kubelet.
-pub fn write_pod_status(
-    cp: &ControlPlane,
-    node: &str,
-    namespace: &str,
-    name: &str,
-    host_ip: &str,
-    pod_ips: &[String],
-) -> anyhow::Result<()> {
-    let kc = kubelet_kubeconfig(cp, node)?;
-    let status = pod_status(host_ip, pod_ips);
-    put_status(
-        cp,
-        &kc,
-        &["-n", namespace, "get", "pod", name],
-        &format!("/api/v1/namespaces/{namespace}/pods/{name}/status"),
-        &status["status"],
-    )
-    .with_context(|| format!("status of Pod {namespace}/{name} as system:node:{node}"))?;
-    Ok(())
-}
-
-/// The kubelet's last word on a deleted pod once its sandbox is gone: the object goes
-/// (grace period 0).
-pub fn finish_deletion(
-    cp: &ControlPlane,
-    node: &str,
-    namespace: &str,
-    name: &str,
-) -> anyhow::Result<()> {
-    let args = [
-        "-n",
-        namespace,
-        "delete",
-        "pod",
-        name,
-        "--grace-period=0",
-        "--force",
-        "--wait=false",
-        "--ignore-not-found",
-    ];
-    match kubelet_kubeconfig(cp, node).map(|kc| cp.kubectl_as(&kc, &args, None)) {
-        Ok(Ok(_)) => Ok(()),
-        // a pod on no lab node has no kubelet here: the lab removes it as the admin
-        _ => cp
-            .kubectl(&args)
-            .map(|_| ())
-            .with_context(|| format!("deleting Pod {namespace}/{name}")),
-    }
-}
-
 /// `kubectl get nodes,subnets,ips` (our printer columns) and the pods, for the status.
 pub fn describe(cp: &ControlPlane) -> String {
     let mut out = String::new();
@@ -412,49 +208,6 @@ pub fn describe(cp: &ControlPlane) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(profile: Profile) -> NodeState {
-        NodeState {
-            name: "lab-dpdk".into(),
-            netns: "x-lab-dpdk".into(),
-            profile,
-            reason: String::new(),
-            dir: PathBuf::from("/tmp/x"),
-            encap_ip: "192.168.100.1".into(),
-            cni_socket: PathBuf::from("/tmp/x/cni.sock"),
-            vhost_socket: None,
-            vhost_dir: PathBuf::from("/tmp/x/vhu"),
-        }
-    }
-
-    #[test]
-    fn node_status_is_ready_with_capacity_and_the_tunnel_address() {
-        let s = node_status(&node(Profile::Dpdk), 2, 1024, 384);
-        assert_eq!(s["status"]["capacity"]["cpu"], "2");
-        assert_eq!(s["status"]["capacity"]["memory"], "1024Ki");
-        assert_eq!(s["status"]["allocatable"]["hugepages-2Mi"], "384Mi");
-        assert_eq!(s["status"]["addresses"][0]["address"], "192.168.100.1");
-        assert_eq!(s["status"]["conditions"][0]["type"], "Ready");
-        assert_eq!(s["status"]["conditions"][0]["status"], "True");
-        let k = node_status(&node(Profile::Kernel), 2, 1024, 384);
-        assert!(k["status"]["capacity"].get("hugepages-2Mi").is_none());
-    }
-
-    #[test]
-    fn pod_status_is_running_ready_with_the_primary_address() {
-        let s = pod_status("192.168.100.2", &["10.66.0.20".into()]);
-        assert_eq!(s["status"]["phase"], "Running");
-        assert_eq!(s["status"]["podIP"], "10.66.0.20");
-        assert_eq!(s["status"]["podIPs"], json!([{"ip": "10.66.0.20"}]));
-        assert_eq!(s["status"]["hostIP"], "192.168.100.2");
-        let ready = s["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .unwrap();
-        assert_eq!(ready["status"], "True");
-    }
 
     #[test]
     fn parse_pods_keeps_uid_node_deletion_and_annotations() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ferrovn_api::Allocation;
 use ferrovn_testkit::cni::{CniCall, run_cni};
-use ferrovn_testkit::kube::ControlPlane;
+use ferrovn_testkit::kube::{ControlPlane, KubeletNode, NodeSpec, image_tar};
 use ferrovn_testkit::ovs_paths::{
     nb_schema, sb_schema, vswitch_schema, vswitchd_dpdk, vswitchd_plain,
 };
@@ -27,7 +27,8 @@ use crate::sys::{
     wait_until,
 };
 
-pub const TESTPMD: &str = "dpdk-testpmd";
+/// The DPDK pods' image (deploy/images/testpmd/build.sh, `make testpmd-image`).
+pub const TESTPMD_IMAGE: &str = "ferrovn.invalid/ferrovn/dpdk-testpmd:22.11";
 /// Hugepage memory the DPDK node needs: OVS-DPDK's socket memory + one testpmd pod.
 pub const OVS_SOCKET_MEM_MIB: u64 = 256;
 pub const POD_HUGE_MIB: u64 = 128;
@@ -80,8 +81,10 @@ impl Paths {
     pub fn kube(&self) -> PathBuf {
         self.root.join("kube")
     }
-    pub fn kubelet(&self) -> PathBuf {
-        self.root.join("kubelet")
+    /// A node's containerd and kubelet (testkit's persistent KubeletNode): logs, kubelet root,
+    /// containerd root and state, CNI config, PID files.
+    pub fn kubelet_node(&self, node: &str) -> PathBuf {
+        self.node(node).join("k")
     }
     pub fn pods(&self) -> PathBuf {
         self.root.join("pods")
@@ -91,13 +94,6 @@ impl Paths {
     }
     pub fn pod_file(&self, ns: &str, name: &str) -> PathBuf {
         self.pods().join(ns).join(format!("{name}.json"))
-    }
-    pub fn volume_dir(&self, uid: &str, volume: &str) -> PathBuf {
-        self.kubelet()
-            .join("pods")
-            .join(uid)
-            .join("volumes/kubernetes.io~empty-dir")
-            .join(volume)
     }
 }
 
@@ -334,36 +330,6 @@ fn ensure_free_hugepages(records: &Records, need_mib: u64) -> anyhow::Result<boo
         }
     }
     Ok(sys::hugepages_now().1 * 2 >= need_mib)
-}
-
-/// A cgroup bounding the DPDK pods' CPU (busy-polling apps on a 2-core machine).
-fn pod_cgroup(opts: &Options, records: &Records) -> Option<PathBuf> {
-    let name = format!("ferrovn-lab-{}", opts.prefix);
-    let quota = (opts.pod_cpu_percent.clamp(1, 100) as u64) * 1000;
-    // cgroup v2 (Debian 12 default)
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
-    if std::fs::read_to_string(v2).is_ok_and(|c| c.split_whitespace().any(|x| x == "cpu")) {
-        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
-        let dir = Path::new("/sys/fs/cgroup").join(&name);
-        if std::fs::create_dir_all(&dir).is_ok()
-            && std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).is_ok()
-        {
-            let _ = records.add(&Resource::Cgroup { path: dir.clone() });
-            return Some(dir);
-        }
-    }
-    let v1 = Path::new("/sys/fs/cgroup/cpu");
-    if v1.join("cpu.cfs_quota_us").exists() {
-        let dir = v1.join(&name);
-        if std::fs::create_dir_all(&dir).is_ok()
-            && std::fs::write(dir.join("cpu.cfs_period_us"), "100000").is_ok()
-            && std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).is_ok()
-        {
-            let _ = records.add(&Resource::Cgroup { path: dir.clone() });
-            return Some(dir);
-        }
-    }
-    None
 }
 
 struct DbCluster {
@@ -779,7 +745,14 @@ fn agent_extra_args(
             out.push(format!("{flag}={value}"));
         }
     };
-    add("--kubelet-root", paths.kubelet().display().to_string());
+    add(
+        "--kubelet-root",
+        paths
+            .kubelet_node(&node.name)
+            .join("kubelet")
+            .display()
+            .to_string(),
+    );
     add("--vhost-dir", node.vhost_dir.display().to_string());
     add("--state-dir", node.dir.display().to_string());
     if let Some(c) = dpdk_config {
@@ -810,11 +783,18 @@ fn write_dpdk_config(opts: &Options, paths: &Paths, node: &NodeState) -> anyhow:
     Ok(path)
 }
 
+/// The node agent as its DaemonSet pod would run it: in the node's network and mount
+/// namespaces and cgroup (it opens the sandboxes' netns files containerd mounts there), its
+/// vhost-user bind mounts made in the machine's mount namespace (`host_mnt`), where
+/// ovs-vswitchd and the vhost helper see them.
+#[allow(clippy::too_many_arguments)]
 fn start_agent(
     opts: &Options,
     paths: &Paths,
     records: &Records,
     node: &NodeState,
+    kn: &mut KubeletNode,
+    host_mnt: &Path,
     sb: &str,
     kubeconfig: &Path,
 ) -> anyhow::Result<()> {
@@ -834,6 +814,7 @@ fn start_agent(
         // token bound to this Node (node-rbac.yaml, node-admission-policy.yaml)
         "--kube".into(),
         format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--host-mount-ns={}", host_mnt.display()),
     ];
     let dpdk_config = match node.profile {
         Profile::Dpdk => Some(write_dpdk_config(opts, paths, node)?),
@@ -850,18 +831,16 @@ fn start_agent(
         "FERROVN_DPDK_VSWITCHD".into(),
         vswitchd_dpdk().display().to_string(),
     ));
-    let log = node.dir.join("ferrovn-node.log");
-    let pid = spawn_daemon(
-        records,
-        &format!("ferrovn-node@{}", node.name),
-        Place::NetOnly(&node.netns),
-        &env,
-        &bin.display().to_string(),
-        &args,
-        &log,
-        &marker(paths),
-        false,
-    )?;
+    let pid = kn.spawn_daemon("ferrovn-node", &bin, &args, &env)?;
+    let log = kn.log_path("ferrovn-node");
+    // where it always was, for whoever looks for it
+    let _ = std::os::unix::fs::symlink(&log, node.dir.join("ferrovn-node.log"));
+    records.add(&Resource::Process {
+        name: format!("ferrovn-node@{}", node.name),
+        pid,
+        marker: paths.kubelet_node(&node.name).display().to_string(),
+        interrupt: false,
+    })?;
     wait_socket(
         &format!("ferrovn-node on {}", node.name),
         &node.cni_socket,
@@ -877,7 +856,7 @@ fn start_forwarder(
     records: &Records,
     node: &NodeState,
     port: u16,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("finding ferrovn-lab itself")?;
     let log = node.dir.join("apiserver-forward.log");
     let args = vec![
@@ -908,7 +887,7 @@ fn start_forwarder(
             sys::log_tail(&log, 5)
         );
     }
-    Ok(())
+    Ok(pid)
 }
 
 fn start_ovn_controller(paths: &Paths, records: &Records, node: &NodeState) -> anyhow::Result<()> {
@@ -996,6 +975,140 @@ fn start_vhost_helper(
     Ok(sock)
 }
 
+/// The apiserver's `cluster` egress proxy socket (next to the control plane's directory).
+fn egress_socket(kube_dir: &Path) -> PathBuf {
+    kube_dir.with_file_name("egress.sock")
+}
+
+/// The egress proxy (egress.rs): the apiserver reaches each node's kubelet at its
+/// InternalIP through it.
+fn start_egress_proxy(paths: &Paths, records: &Records, nodes: &[NodeState]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding ferrovn-lab itself")?;
+    let sock = egress_socket(&paths.kube());
+    let log = paths.root.join("egress-proxy.log");
+    let mut args = vec![
+        format!("--state-dir={}", paths.root.display()),
+        "egress-proxy".into(),
+        format!("--socket={}", sock.display()),
+    ];
+    for n in nodes {
+        args.push(format!("--map={}={}", n.name, n.netns));
+        args.push(format!("--map={}={}", n.encap_ip, n.netns));
+    }
+    let pid = spawn_daemon(
+        records,
+        "egress-proxy",
+        Place::Root,
+        &[],
+        &exe.display().to_string(),
+        &args,
+        &log,
+        &marker(paths),
+        false,
+    )?;
+    wait_socket(
+        "the egress proxy",
+        &sock,
+        pid,
+        &log,
+        Duration::from_secs(10),
+    )
+}
+
+/// The taint a new Node carries until it is Ready.
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready:NoSchedule-";
+
+/// The images every lab node's containerd gets: busybox and agnhost (`make kube-node-bins
+/// kube-e2e-bins`) and the DPDK pods' testpmd image (`make testpmd-image`), when built.
+fn node_images() -> (Vec<PathBuf>, Vec<String>) {
+    let mut images = Vec::new();
+    let mut missing = Vec::new();
+    for f in ["busybox.tar", "agnhost.tar"] {
+        match image_tar(f) {
+            Ok(p) => images.push(p),
+            Err(e) => missing.push(e.to_string()),
+        }
+    }
+    let testpmd = testpmd_tar();
+    if testpmd.is_file() {
+        images.push(testpmd);
+    } else {
+        missing.push(format!(
+            "{} missing (make testpmd-image): DPDK pods cannot start",
+            testpmd.display()
+        ));
+    }
+    (images, missing)
+}
+
+/// The testpmd image tar deploy/images/testpmd/build.sh writes.
+pub fn testpmd_tar() -> PathBuf {
+    PathBuf::from(std::env::var("FERROVN_CACHE").unwrap_or_else(|_| "/var/cache/ferrovn".into()))
+        .join("testpmd/testpmd.tar")
+}
+
+/// containerd and a kubelet on every node, persistent in `<node dir>/k`, both nodes at once.
+fn start_kubelets(
+    paths: &Paths,
+    records: &Records,
+    cp: &ControlPlane,
+    nodes: &[NodeState],
+) -> anyhow::Result<Vec<KubeletNode>> {
+    let (images, missing) = node_images();
+    for m in &missing {
+        println!("    warning: {m}");
+    }
+    for n in nodes {
+        records.add(&Resource::KubeletNode {
+            dir: paths.kubelet_node(&n.name),
+        })?;
+    }
+    let started: Vec<anyhow::Result<KubeletNode>> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let spec = NodeSpec {
+                    name: n.name.clone(),
+                    netns: PathBuf::from("/var/run/netns").join(&n.netns),
+                    // the underlay address the namespace has: the Node's InternalIP
+                    node_ip: n.encap_ip.clone(),
+                    labels: Vec::new(),
+                    images: images.clone(),
+                };
+                let dir = paths.kubelet_node(&n.name);
+                s.spawn(move || {
+                    KubeletNode::start_persistent(cp, &spec, &dir)
+                        .with_context(|| format!("kubelet node {}", spec.name))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("kubelet start panicked")))
+            })
+            .collect()
+    });
+    started.into_iter().collect()
+}
+
+/// The CNI config containerd reads: ferrovn-cni, talking to this node's agent.
+fn install_cni(opts: &Options, node: &NodeState, kn: &KubeletNode) -> anyhow::Result<()> {
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": "ferrovn",
+        "plugins": [{"type": "ferrovn-cni", "server_socket": node.cni_socket}],
+    });
+    let plugin = opts.bin_dir.join("ferrovn-cni");
+    kn.install_cni(
+        "10-ferrovn.conflist",
+        &conflist.to_string(),
+        &[("ferrovn-cni", &plugin)],
+    )?;
+    Ok(())
+}
+
 /// The Kubernetes side of `up`, and what the controller and agents authenticate with.
 struct Kube {
     state: KubeState,
@@ -1010,16 +1123,15 @@ fn start_kube(
     deploy: &Path,
     examples: Option<&Path>,
     nodes: &[NodeState],
-    hugepages_mib: u64,
 ) -> anyhow::Result<Kube> {
-    let cp = cluster::start(dir)?;
+    let cp = cluster::start(dir, &egress_socket(dir))?;
     cluster::install(&cp, deploy)?;
     // the examples' Nodes when the lab applies examples, else deploy/'s
     let nodes_yaml = examples
         .map(|e| e.join("00-nodes.yaml"))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| deploy.join("examples").join("00-nodes.yaml"));
-    cluster::register_nodes(&cp, &nodes_yaml, nodes, hugepages_mib)?;
+    cluster::register_nodes(&cp, &nodes_yaml)?;
     let (controller, agents) = cluster::component_kubeconfigs(&cp, nodes)?;
     Ok(Kube {
         state: KubeState {
@@ -1083,7 +1195,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .with_context(|| format!("creating state dir {}", paths.root.display()))?;
-    for d in [paths.controller(), paths.kubelet(), paths.pods()] {
+    for d in [paths.controller(), paths.pods()] {
         std::fs::create_dir_all(&d)?;
     }
     println!(
@@ -1113,7 +1225,8 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             "DPDK pods there are served by the vhost helper instead of OVS-DPDK.".into(),
         ]);
     }
-    let cgroup = pod_cgroup(opts, &records);
+    // the DPDK pods' CPU is bounded by their containers' limits (the kubelet's cgroups)
+    let cgroup = None;
 
     let mut nodes = Vec::new();
     for (i, name) in [NODE_DPDK, NODE_KERNEL].iter().enumerate() {
@@ -1145,14 +1258,8 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let kube_thread = {
         let (kube_dir, deploy, nodes) = (paths.kube(), opts.deploy_dir.clone(), nodes.clone());
         let examples = opts.examples.clone();
-        let huge_mib = if dpdk_profile == Profile::Dpdk {
-            HUGE_NEED_MIB
-        } else {
-            0
-        };
-        std::thread::spawn(move || {
-            start_kube(&kube_dir, &deploy, examples.as_deref(), &nodes, huge_mib)
-        })
+
+        std::thread::spawn(move || start_kube(&kube_dir, &deploy, examples.as_deref(), &nodes))
     };
 
     let (nb, sb) = step(
@@ -1353,6 +1460,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         .next()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no port in {}", kube.state.server))?;
+    let mut forwarders = BTreeMap::new();
     for node in &nodes {
         step(
             &format!(
@@ -1360,12 +1468,33 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
                 node.netns
             ),
             || {
-                start_forwarder(&paths, &records, node, api_port)?;
+                let pid = start_forwarder(&paths, &records, node, api_port)?;
+                forwarders.insert(node.name.clone(), pid);
                 Ok(((), String::new()))
             },
         )?;
     }
-    for node in &nodes {
+    step(
+        "egress proxy: the API server reaches the kubelets (exec, logs) in their namespaces",
+        || {
+            start_egress_proxy(&paths, &records, &nodes)?;
+            Ok(((), String::new()))
+        },
+    )?;
+    let cp = ControlPlane::open(&kube.state.dir)?;
+    let mut kubelets = step(
+        "containerd + kubelet on each node (own mount namespace and cgroup; images imported; Nodes registered)",
+        || {
+            let k = start_kubelets(&paths, &records, &cp, &nodes)?;
+            let note = k
+                .iter()
+                .map(|n| format!("{} {:.1}s", n.name(), n.startup_time().as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok((k, note))
+        },
+    )?;
+    for (node, kn) in nodes.iter().zip(kubelets.iter_mut()) {
         step(
             &format!(
                 "ferrovn-node --kube on {} ({} profile, token bound to Node {}), CNI socket",
@@ -1377,7 +1506,14 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
                 let kubeconfig = kube.agents.get(&node.name).ok_or_else(|| {
                     anyhow::anyhow!("no kubeconfig for the agent of {}", node.name)
                 })?;
-                start_agent(opts, &paths, &records, node, &sb.remote, kubeconfig)?;
+                // the forwarder runs in this machine's mount namespace as long as the lab
+                let host_mnt = forwarders
+                    .get(&node.name)
+                    .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
+                    .ok_or_else(|| anyhow::anyhow!("no forwarder for {}", node.name))?;
+                start_agent(
+                    opts, &paths, &records, node, kn, &host_mnt, &sb.remote, kubeconfig,
+                )?;
                 Ok(((), String::new()))
             },
         )?;
@@ -1396,6 +1532,20 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         }
         Ok(((), String::new()))
     })?;
+    step(
+        "CNI config installed on each node (ferrovn-cni → the agent's socket), Nodes Ready",
+        || {
+            for (node, kn) in nodes.iter().zip(kubelets.iter_mut()) {
+                install_cni(opts, node, kn)?;
+            }
+            for kn in kubelets.iter_mut() {
+                kn.wait_ready(&cp, Duration::from_secs(120))?;
+                // the node lifecycle controller lifts it too; scheduling need not wait for it
+                let _ = cp.kubectl(&["taint", "node", kn.name(), NOT_READY_TAINT]);
+            }
+            Ok(((), String::new()))
+        },
+    )?;
 
     let lab = LabState {
         version: STATE_VERSION,
@@ -1427,36 +1577,23 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     if let Some(ex) = &opts.examples {
         apply(&paths.root, ex)?;
     }
+    println!("  lab up in {:.1}s", t0.elapsed().as_secs_f64());
+    // `make lab` passes its start time: the wall time of build + up (status follows)
+    if let Some(t) = std::env::var("FERROVN_LAB_T0")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        && let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+    {
+        println!(
+            "  make lab wall time to here (build + up): {}s",
+            now.as_secs().saturating_sub(t)
+        );
+    }
     Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------------
 // pods
-
-fn short_hex(seed: &str, len: usize) -> String {
-    // FNV-1a over the seed and the current time: unique enough for container ids in one lab
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut out = String::new();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut round = 0u64;
-    while out.len() < len {
-        for b in seed
-            .bytes()
-            .chain(nanos.to_le_bytes())
-            .chain(round.to_le_bytes())
-        {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-        out.push_str(&format!("{h:016x}"));
-        round += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 fn load_pod_states(paths: &Paths) -> Vec<PodState> {
     let mut out = Vec::new();
@@ -1533,7 +1670,8 @@ fn cni_call(
 ) -> anyhow::Result<ferrovn_testkit::cni::CniOutput> {
     let plugin = lab.bin_dir.join("ferrovn-cni");
     let stdin = serde_json::to_vec(conf)?;
-    let netns = format!("/var/run/netns/{}", pod.netns);
+    // the path the agent sees: it runs in the node's mount namespace, as containerd does
+    let netns = pod.sandbox_netns.clone();
     let args = cni_args(pod);
     run_cni(
         &plugin,
@@ -1549,14 +1687,56 @@ fn cni_call(
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Creates one pod as a runtime would: sandbox netns, CNI ADD per interface (Multus order),
-/// then the pod's DPDK app on its vhost-user socket; once every interface is plumbed, writes
-/// the pod's status as its node's kubelet would.
-fn create_pod(
+/// How long the kubelet may take to make a new pod's sandbox (CNI ADD of eth0 included).
+const SANDBOX_WAIT: Duration = Duration::from_secs(120);
+
+/// The ready sandbox the node's kubelet made for `ns/name`: (id, its netns path as containerd
+/// named it, the PID of its pause process).
+fn sandbox(kn: &KubeletNode, ns: &str, name: &str) -> Option<(String, String, u32)> {
+    let ids = kn
+        .crictl(&[
+            "pods",
+            "--namespace",
+            ns,
+            "--name",
+            name,
+            "--state",
+            "ready",
+            "-q",
+        ])
+        .ok()?;
+    // --name is a regular expression: the exact name is checked below
+    for id in ids.stdout.split_whitespace() {
+        let Ok(o) = kn.crictl(&["inspectp", id]) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&o.stdout) else {
+            continue;
+        };
+        if v["status"]["metadata"]["name"].as_str() != Some(name) {
+            continue;
+        }
+        let pid = v["info"]["pid"].as_u64()? as u32;
+        let netns = v["info"]["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()?
+            .iter()
+            .find(|n| n["type"].as_str() == Some("network"))?["path"]
+            .as_str()?
+            .to_string();
+        return Some((id.to_string(), netns, pid));
+    }
+    None
+}
+
+/// Takes a pod the node's kubelet runs into the lab's view: waits for its sandbox (the
+/// kubelet's CNI ADD plumbed eth0), names its network namespace `<prefix>-<ns>-<pod>` for the
+/// probes, and does Multus's part for its attachments (`k8s.v1.cni.cncf.io/networks`): CNI ADD
+/// of each (`net1`, ...) into the sandbox with its NAD's config, as the kubelet's own ADD would
+/// through a meta plugin.
+fn adopt_pod(
     lab: &LabState,
     paths: &Paths,
     records: &Records,
-    cp: &ControlPlane,
     plan: &PodPlan,
     meta: &PodMeta,
 ) -> anyhow::Result<PodState> {
@@ -1570,13 +1750,9 @@ fn create_pod(
             sanitize(&plan.namespace),
             sanitize(&plan.name)
         ),
-        container_id: short_hex(&plan.key(), 64),
-        // the kubelet's pod directory and the CNI's K8S_POD_UID are the API object's uid
-        uid: if meta.uid.is_empty() {
-            short_hex(&format!("uid{}", plan.key()), 12)
-        } else {
-            meta.uid.clone()
-        },
+        container_id: String::new(),
+        sandbox_netns: String::new(),
+        uid: meta.uid.clone(),
         dpdk: plan.is_dpdk(),
         interfaces: Vec::new(),
         app_pid: None,
@@ -1593,11 +1769,35 @@ fn create_pod(
         write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
         return Ok(pod);
     }
-    run(10, "ip", ["netns", "add", &pod.netns])?;
+    let kn = KubeletNode::open(&paths.kubelet_node(&node.name))
+        .with_context(|| format!("the kubelet node of {}", node.name))?;
+    let start = Instant::now();
+    let found = loop {
+        if let Some(s) = sandbox(&kn, &plan.namespace, &plan.name) {
+            break Some(s);
+        }
+        if start.elapsed() > SANDBOX_WAIT {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let Some((id, sandbox_netns, pid)) = found else {
+        pod.problem = Some(format!(
+            "the kubelet made no sandbox within {}s (kubectl describe pod -n {} {}; {})",
+            SANDBOX_WAIT.as_secs(),
+            plan.namespace,
+            plan.name,
+            kn.log_path("kubelet").display()
+        ));
+        write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
+        return Ok(pod);
+    };
+    pod.container_id = id;
+    pod.sandbox_netns = sandbox_netns;
+    run(10, "ip", ["netns", "attach", &pod.netns, &pid.to_string()])?;
     records.add(&Resource::Netns {
         name: pod.netns.clone(),
     })?;
-    run(10, "ip", ["-n", &pod.netns, "link", "set", "lo", "up"])?;
     write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
 
     for ifp in &plan.interfaces {
@@ -1606,9 +1806,6 @@ fn create_pod(
             (Some(_), Profile::Dpdk) => IfKind::VhostUser,
             (Some(_), Profile::Kernel) => IfKind::Helper,
         };
-        if let Some(v) = &ifp.vhost {
-            std::fs::create_dir_all(paths.volume_dir(&pod.uid, &v.volume))?;
-        }
         let alloc = Allocation::parse(&meta.annotations, &ifp.provider)
             .ok()
             .flatten();
@@ -1620,6 +1817,11 @@ fn create_pod(
             mac: alloc.as_ref().map(|a| a.mac.to_string()),
             status: IfStatus::Ready,
         };
+        if ifp.ifname == "eth0" {
+            // plumbed by the kubelet's own CNI ADD
+            pod.interfaces.push(st);
+            continue;
+        }
         if kind == IfKind::Helper && node.vhost_socket.is_none() {
             st.status = IfStatus::Unavailable {
                 reason: "not available yet: the vhost helper is not running on this node".into(),
@@ -1650,167 +1852,17 @@ fn create_pod(
         pod.interfaces.push(st);
         write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
     }
-
-    // the DPDK app: testpmd answering ARP and ping on its vhost-user socket (server mode)
-    if let Some((ifp, st)) = plan
-        .interfaces
-        .iter()
-        .zip(pod.interfaces.clone())
-        .find(|(p, s)| p.vhost.is_some() && s.status == IfStatus::Ready)
-    {
-        match start_testpmd(lab, paths, records, &pod, &node, ifp, &st) {
-            Ok((pid, m)) => {
-                pod.app_pid = Some(pid);
-                pod.app_marker = Some(m);
-            }
-            Err(e) => {
-                if let Some(s) = pod.interfaces.iter_mut().find(|s| s.ifname == st.ifname) {
-                    s.status = IfStatus::Unavailable {
-                        reason: format!("testpmd did not start: {e:#}"),
-                    };
-                }
-            }
-        }
-    }
     write_json(&paths.pod_file(&pod.namespace, &pod.name), &pod)?;
-    if pod.interfaces.iter().all(|i| i.status == IfStatus::Ready) {
-        // podIPs: the primary network's addresses, as the controller allocated them (the CNI
-        // result's); attachments (net1...) are not pod IPs
-        let ips: Vec<String> = Allocation::parse(&meta.annotations, "ovn")
-            .ok()
-            .flatten()
-            .map(|a| a.ip.addrs().map(|ip| ip.to_string()).collect())
-            .unwrap_or_default();
-        if let Err(e) = cluster::write_pod_status(
-            cp,
-            &node.name,
-            &pod.namespace,
-            &pod.name,
-            &node.encap_ip,
-            &ips,
-        ) {
-            println!("    pod status not written: {e:#}");
-        }
-    }
     Ok(pod)
 }
 
-/// A short path to a pod's vhost-user volume. In a cluster the container sees the volume at
-/// its mount path (`/var/run/vhost`); the lab's testpmd runs on the host, where the kubelet
-/// path with the pod's uid is longer than a unix socket path may be (108 bytes).
-fn short_volume_link(paths: &Paths, pod: &PodState) -> PathBuf {
-    paths.root.join("v").join(format!(
-        "{}-{}",
-        sanitize(&pod.namespace),
-        sanitize(&pod.name)
-    ))
-}
-
-fn start_testpmd(
-    lab: &LabState,
-    paths: &Paths,
-    records: &Records,
-    pod: &PodState,
-    node: &NodeState,
-    ifp: &IfPlan,
-    st: &IfState,
-) -> anyhow::Result<(u32, String)> {
-    if which(TESTPMD).is_none() {
-        bail!("{TESTPMD} not installed (package dpdk-dev)");
-    }
-    let Some(v) = &ifp.vhost else {
-        bail!("no vhost-user request");
-    };
-    let link = short_volume_link(paths, pod);
-    if let Some(parent) = link.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(paths.volume_dir(&pod.uid, &v.volume), &link)
-        .with_context(|| format!("symlink {}", link.display()))?;
-    let sock = link.join(&v.socket);
-    let sock_s = sock.display().to_string();
-    if sock_s.len() > 107 {
-        bail!("socket path {sock_s} is longer than 107 bytes: use a shorter --state-dir");
-    }
-    let mac = st
-        .mac
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no MAC allocated for {}", st.ifname))?;
-    let file_prefix = format!("{}-{}", lab.prefix, short_hex(&pod.key(), 8));
-    records.add(&Resource::DpdkPrefix {
-        prefix: file_prefix.clone(),
-    })?;
-    let cpu = &lab.pod_cpus;
-    let mut args = vec![format!("--file-prefix={file_prefix}")];
-    // hugepages are a machine-wide pool: top it up for this pod, else run the pod on plain
-    // memory (vhost-user shares it all the same, just slower)
-    let huge_ok = lab.hugetlbfs.is_some()
-        && node.profile == Profile::Dpdk
-        && ensure_free_hugepages(records, POD_HUGE_MIB).unwrap_or(false);
-    match (&lab.hugetlbfs, huge_ok) {
-        (Some(h), true) => {
-            args.push(format!("--huge-dir={}", h.display()));
-            args.push(format!("-m{POD_HUGE_MIB}"));
-            // vhost-user allows 8 memory regions
-            args.push("--single-file-segments".into());
-        }
-        _ => {
-            args.push("--no-huge".into());
-            args.push("-m256".into());
-        }
-    }
-    args.extend([
-        "--iova-mode=va".to_string(),
-        "--no-pci".into(),
-        format!("--lcores=0@{cpu},1@{cpu}"),
-        format!("--vdev=net_virtio_user0,path={sock_s},server=1,queues=1,mac={mac}"),
-        "--".into(),
-        "--nb-cores=1".into(),
-        "--total-num-mbufs=8192".into(),
-        "--forward-mode=icmpecho".into(),
-        // non-interactive testpmd exits at stdin EOF unless it prints periodic stats
-        "--stats-period=60".into(),
-    ]);
-    let log = paths
-        .pods()
-        .join(&pod.namespace)
-        .join(format!("{}.testpmd.log", pod.name));
-    let pid = spawn_daemon(
-        records,
-        &format!("testpmd {}", pod.key()),
-        Place::Netns(&pod.netns),
-        &[],
-        TESTPMD,
-        &args,
-        &log,
-        &sock_s,
-        true,
-    )?;
-    if let Some(cg) = &lab.pod_cgroup {
-        let _ = std::fs::write(cg.join("cgroup.procs"), pid.to_string());
-    }
-    // below the fabric's daemons when the CPU is contended
-    let _ = run(5, "renice", ["-n", "10", "-p", &pid.to_string()]);
-    let ok = wait_until(Duration::from_secs(20), || {
-        sock.exists() || !sys::alive(pid)
-    });
-    if !ok || !sys::alive(pid) {
-        bail!(
-            "testpmd did not open {sock_s}; {}:\n{}",
-            log.display(),
-            sys::log_tail(&log, 6)
-        );
-    }
-    Ok((pid, sock_s))
-}
-
+/// The lab's part of a pod's end: CNI DEL of its attachments (the kubelet's DEL covers eth0),
+/// the probe name of its network namespace.
 fn delete_pod(lab: &LabState, paths: &Paths, pod: &PodState, plan: Option<&PodPlan>) {
-    if let (Some(pid), Some(m)) = (pod.app_pid, &pod.app_marker) {
-        sys::stop_process(pid, m, true, Duration::from_secs(3));
-    }
-    if let Some(node) = lab.node(&pod.node) {
-        for st in pod.interfaces.iter().rev() {
+    if let Some(node) = lab.node(&pod.node)
+        && !pod.sandbox_netns.is_empty()
+    {
+        for st in pod.interfaces.iter().rev().filter(|i| i.ifname != "eth0") {
             let conf = plan
                 .and_then(|p| p.interfaces.iter().find(|i| i.ifname == st.ifname))
                 .map(|i| netconf_for(i, node))
@@ -1823,10 +1875,57 @@ fn delete_pod(lab: &LabState, paths: &Paths, pod: &PodState, plan: Option<&PodPl
             let _ = cni_call(lab, pod, "DEL", &st.ifname, &conf);
         }
     }
-    let _ = run(10, "ip", ["netns", "del", &pod.netns]);
-    let _ = std::fs::remove_dir_all(paths.kubelet().join("pods").join(&pod.uid));
-    let _ = std::fs::remove_file(short_volume_link(paths, pod));
+    if sys::netns_list().contains(&pod.netns) {
+        let _ = run(10, "ip", ["netns", "del", &pod.netns]);
+    }
     let _ = std::fs::remove_file(paths.pod_file(&pod.namespace, &pod.name));
+}
+
+/// Waits until every pod in `keys` is Ready (its containers run; the kubelet says so), up to
+/// `within`; returns those that are not.
+fn wait_pods_ready(cp: &ControlPlane, keys: &[String], within: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let ready = pods_ready(cp);
+        let waiting: Vec<String> = keys
+            .iter()
+            .filter(|k| !ready.get(*k).copied().unwrap_or(false))
+            .cloned()
+            .collect();
+        if waiting.is_empty() || start.elapsed() > within {
+            return waiting;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every pod's Ready condition, by `namespace/name`.
+fn pods_ready(cp: &ControlPlane) -> BTreeMap<String, bool> {
+    let Ok(o) = cp.kubectl(&["get", "pods", "-A", "-o", "json"]) else {
+        return BTreeMap::new();
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&o.stdout) else {
+        return BTreeMap::new();
+    };
+    v["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|p| {
+            let key = format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap_or(""),
+                p["metadata"]["name"].as_str().unwrap_or("")
+            );
+            let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"].as_str() == Some("Ready") && c["status"].as_str() == Some("True")
+                })
+            });
+            (key, ready)
+        })
+        .collect()
 }
 
 /// How long a new pod may wait for the scheduler, and for the controller's allocation.
@@ -1892,13 +1991,6 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::R
         s.done("");
     }
     let existing = load_pod_states(paths);
-    for (key, m) in api.meta.iter().filter(|(_, m)| m.terminating) {
-        if let Some((ns, name)) = key.split_once('/')
-            && !existing.iter().any(|e| &e.key() == key)
-        {
-            cluster::finish_deletion(cp, &m.node, ns, name)?;
-        }
-    }
     let new: Vec<PodPlan> = planned(&api)
         .into_iter()
         .filter(|p| {
@@ -1947,7 +2039,7 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::R
             }
         ));
         let meta = api.meta.get(&plan.key()).cloned().unwrap_or_default();
-        match create_pod(lab, paths, &records, cp, plan, &meta) {
+        match adopt_pod(lab, paths, &records, plan, &meta) {
             Ok(pod) => {
                 let mut notes = Vec::new();
                 for i in &pod.interfaces {
@@ -1975,7 +2067,7 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::R
                         }
                     }
                 } else {
-                    s.done(&format!("{}; status Running", notes.join(", ")));
+                    s.done(&format!("{}; sandbox by the kubelet", notes.join(", ")));
                 }
             }
             Err(e) => {
@@ -1984,8 +2076,30 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::R
             }
         }
     }
+    let keys: Vec<String> = load_pod_states(paths)
+        .iter()
+        .filter(|p| p.problem.is_none() && new.iter().any(|n| n.key() == p.key()))
+        .map(PodState::key)
+        .collect();
+    if !keys.is_empty() {
+        let s = sys::Step::begin(format!("kubelets: {} pod(s) Ready", keys.len()));
+        let waiting = wait_pods_ready(cp, &keys, POD_READY_WAIT);
+        if waiting.is_empty() {
+            s.done("");
+        } else {
+            s.fail();
+            println!(
+                "    not Ready within {}s: {} (kubectl describe pod)",
+                POD_READY_WAIT.as_secs(),
+                waiting.join(", ")
+            );
+        }
+    }
     Ok(())
 }
+
+/// How long new pods' containers may take to become Ready once their sandboxes exist.
+const POD_READY_WAIT: Duration = Duration::from_secs(120);
 
 fn require_lab(state_dir: &Path) -> anyhow::Result<(Paths, LabState)> {
     let paths = Paths {
@@ -2046,7 +2160,18 @@ pub fn delete(state_dir: &Path, path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("kubectl delete -f {p}"))?;
     println!("kubectl delete -f {p}");
     print!("{}", indented(&out.stdout));
-    reconcile_pods(&lab, &paths, &cp)
+    reconcile_pods(&lab, &paths, &cp)?;
+    // the kubelets stop the containers, CNI DEL eth0 and remove the objects
+    cp.kubectl(&[
+        "delete",
+        "-f",
+        &p,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+    ])
+    .with_context(|| format!("waiting for the objects of {p} to go"))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2065,9 +2190,25 @@ fn warm_tunnel_neighbors(nodes: &[NodeState]) {
     }
 }
 
-fn probe(netns: &str, ip: IpAddr, attempts: u32) -> Outcome {
+/// A ping from inside the pod's container, as `kubectl exec` runs it (through the apiserver,
+/// the egress proxy and the pod's kubelet).
+fn probe(cp: &ControlPlane, pod: &PodState, ip: IpAddr, attempts: u32) -> Outcome {
     for _ in 0..attempts {
-        if run_in(netns, 4, "ping", ["-c1", "-W1", &ip.to_string()]).is_ok() {
+        let ok = cp
+            .kubectl(&[
+                "exec",
+                "-n",
+                &pod.namespace,
+                &pod.name,
+                "--request-timeout=20s",
+                "--",
+                "ping",
+                "-c1",
+                "-W1",
+                &ip.to_string(),
+            ])
+            .is_ok();
+        if ok {
             return Outcome::Reachable;
         }
     }
@@ -2230,8 +2371,11 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let pods = load_pod_states(&paths);
     println!();
     println!("PODS");
+    // Ready as the pods' kubelets report it
+    let ready = cp.as_ref().map(pods_ready).unwrap_or_default();
     let mut rows = Vec::new();
     for (i, p) in pods.iter().enumerate() {
+        let pod_ready = ready.get(&p.key()).copied().unwrap_or(false);
         if p.interfaces.is_empty() {
             rows.push(vec![
                 format!("{}", i + 1),
@@ -2246,13 +2390,10 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
         for (j, f) in p.interfaces.iter().enumerate() {
             let state = match &f.status {
                 IfStatus::Ready => {
-                    if f.kind != IfKind::Veth {
-                        match (p.app_pid, &p.app_marker) {
-                            (Some(pid), Some(m)) if sys::ours(pid, m) => {
-                                "ready (testpmd icmpecho)".to_string()
-                            }
-                            _ => "app DOWN".to_string(),
-                        }
+                    if !pod_ready {
+                        "pod not Ready (kubectl describe pod)".to_string()
+                    } else if f.kind != IfKind::Veth {
+                        "ready (testpmd icmpecho)".to_string()
                     } else {
                         "ready".to_string()
                     }
@@ -2312,10 +2453,16 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let mut results = BTreeMap::new();
     for pair in &plan.pairs {
         let src = &pods[pair.from];
-        results.insert((pair.from, pair.to), probe(&src.netns, pair.to_ip, 3));
+        let outcome = match &cp {
+            Ok(cp) => probe(cp, src, pair.to_ip, 3),
+            Err(_) => Outcome::Unreachable,
+        };
+        results.insert((pair.from, pair.to), outcome);
     }
     println!();
-    println!("CONNECTIVITY (ping from kernel pods; DPDK pods answer with testpmd icmpecho)");
+    println!(
+        "CONNECTIVITY (kubectl exec ... ping from kernel pods; DPDK pods answer with testpmd icmpecho)"
+    );
     print!("{}", render_matrix(&pods, &plan, &results));
     let reachable = results
         .values()
@@ -2369,15 +2516,43 @@ pub fn down(state_dir: &Path, keep_state: bool) -> anyhow::Result<DownReport> {
     }
     let lab = read_lab(&paths).ok().flatten();
 
-    // 1. pods: the app, then CNI DEL while the agents still run (ports, bind mounts)
+    // 1. pods: the attachments' CNI DEL while the agents still run (ports, bind mounts)
     if let Some(lab) = &lab {
         let pods = load_pod_states(&paths);
         if !pods.is_empty() {
-            let s = sys::Step::begin(format!("{} pod(s): stop apps, CNI DEL", pods.len()));
+            let s = sys::Step::begin(format!("{} pod(s): attachments' CNI DEL", pods.len()));
             for p in &pods {
                 delete_pod(lab, &paths, p, None);
             }
             s.done("");
+        }
+    }
+    // 2. the kubelets, every sandbox through the CRI (the kubelets' CNI DEL reaches the agents,
+    // which are the nodes' daemons and stop next), containerd, what is left in the nodes'
+    // cgroups; their mounts go with their mount namespaces
+    for r in all.iter().rev() {
+        if let Resource::KubeletNode { dir } = r {
+            let s = sys::Step::begin(format!("kubelet node {}", dir.display()));
+            match KubeletNode::stop_persistent(dir) {
+                Ok(k) => {
+                    rep.processes += k.processes;
+                    rep.leftovers.extend(k.leftovers.iter().cloned());
+                    s.done(&format!(
+                        "{} processes{}",
+                        k.processes,
+                        if k.sandboxes_removed {
+                            ", sandboxes removed"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                Err(e) => {
+                    s.fail();
+                    rep.leftovers
+                        .push(format!("kubelet node in {}: {e}", dir.display()));
+                }
+            }
         }
     }
     let s = sys::Step::begin("daemons");

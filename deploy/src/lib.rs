@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod docs;
+pub mod egress;
 pub mod forward;
 pub mod lab;
 pub mod model;

@@ -96,6 +96,15 @@ enum Command {
         #[arg(long)]
         port: u16,
     },
+    /// (internal) The API server's `cluster` egress: an HTTP CONNECT proxy on a unix socket
+    /// into the nodes' namespaces (IP=NETNS per node).
+    #[command(hide = true)]
+    EgressProxy {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        map: Vec<String>,
+    },
     /// Nodes, the cluster (kubectl get nodes,subnets,ips; pods), a connectivity matrix.
     Status,
     /// Remove every process (the control plane's too), namespace, mount and hugepage setting
@@ -201,6 +210,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Forward { netns, port } => {
             ferrovn_lab::forward::run(&netns, port)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EgressProxy { socket, map } => {
+            ferrovn_lab::egress::run(&socket, &map)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {

@@ -135,6 +135,12 @@ pub enum Resource {
     KubeControlPlane {
         dir: PathBuf,
     },
+    /// A lab node's containerd and kubelet, persistent in `dir` (testkit's KubeletNode: PID
+    /// files, its own mount namespace and cgroup): its pods removed through the CRI, its
+    /// processes stopped by PID, its cgroups and `dir` removed.
+    KubeletNode {
+        dir: PathBuf,
+    },
     /// `/var/run/dpdk/<prefix>` and hugetlbfs `<prefix>map_*` files.
     DpdkPrefix {
         prefix: String,
@@ -224,14 +230,20 @@ pub struct IfState {
     pub status: IfStatus,
 }
 
-/// A pod the lab created: a network namespace plus what the CNI ADDs gave it.
+/// A pod on a lab node as the lab sees it: the sandbox its kubelet made (named in /var/run/netns
+/// for the probes), its interfaces and their addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodState {
     pub namespace: String,
     pub name: String,
     pub node: String,
     pub netns: String,
+    /// The pod sandbox's id (containerd's, as the kubelet's CNI ADD had it).
     pub container_id: String,
+    /// The sandbox's network namespace as containerd named it (inside its node's mount
+    /// namespace): the CNI_NETNS of the lab's attachment ADD/DEL.
+    #[serde(default)]
+    pub sandbox_netns: String,
     pub uid: String,
     pub dpdk: bool,
     pub interfaces: Vec<IfState>,
@@ -475,6 +487,7 @@ mod tests {
             node: NODE_KERNEL.into(),
             netns: format!("x-{name}"),
             container_id: "c".into(),
+            sandbox_netns: String::new(),
             uid: "u".into(),
             dpdk,
             interfaces: vec![IfState {

@@ -1,10 +1,12 @@
 //! The lab end to end, for real (as root): `up` (a real Kubernetes control plane, OVN,
-//! OVS-DPDK + kernel nodes, controller and agents in cluster mode, vhost helper, the example
-//! pods taken from the API server and made through the built CNI plugin) → every expected pod
-//! pair reachable, `kubectl get nodes,subnets,ips` in the output with our columns, each pod's
-//! status written back with its allocated address → `up` again is harmless → `apply -f` of a pod
-//! the scheduler places / `delete -f` → `down` → nothing left behind. A private state dir and
-//! name prefix keep it apart from other tests and from a user's running lab.
+//! OVS-DPDK + kernel nodes each with containerd and a kubelet, controller and agents in cluster
+//! mode, vhost helper, the example pods run as containers by the kubelets, their networks from
+//! the built CNI plugin, DPDK pods' testpmd in a container) → every expected pod pair reachable,
+//! `kubectl get nodes,subnets,ips` in the output with our columns, each pod Running and Ready
+//! with its allocated address as the kubelet reports it → `up` again is harmless → `apply -f` of a
+//! pod the scheduler places / `delete -f` → `down` → nothing left behind (processes, namespaces,
+//! mounts, the kubelets' cgroups). A private state dir and name prefix keep it apart from other
+//! tests and from a user's running lab.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -59,7 +61,8 @@ fn kubectl(state: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// (phase, status.podIP, hostIP, the controller's ovn.kubernetes.io/ip_address, node) of a pod.
+/// (phase, status.podIP, hostIP, the controller's ovn.kubernetes.io/ip_address, node, the
+/// container's ready flag) of a pod.
 fn pod_view(state: &Path, ns: &str, pod: &str) -> Vec<String> {
     let out = kubectl(
         state,
@@ -70,7 +73,7 @@ fn pod_view(state: &Path, ns: &str, pod: &str) -> Vec<String> {
             "pod",
             pod,
             "-o",
-            "jsonpath={.status.phase}|{.status.podIP}|{.status.hostIP}|{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}|{.spec.nodeName}",
+            "jsonpath={.status.phase}|{.status.podIP}|{.status.hostIP}|{.metadata.annotations.ovn\\.kubernetes\\.io/ip_address}|{.spec.nodeName}|{.status.containerStatuses[0].ready}",
         ],
     )
     .unwrap_or_else(|e| panic!("kubectl get pod {ns}/{pod}: {e}"));
@@ -158,10 +161,26 @@ metadata:
   name: extra
   namespace: demo
 spec:
+  terminationGracePeriodSeconds: 2
   containers:
   - name: c
-    image: docker.io/library/busybox:1.36
+    image: ferrovn.invalid/e2e-test-images/busybox:1.37.0-2
+    imagePullPolicy: Never
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
+
+/// The kubelet nodes' cgroups (testkit KubeletNode records them in the node's directory).
+fn kubelet_cgroups(state: &Path) -> Vec<String> {
+    ["lab-dpdk", "lab-kernel"]
+        .iter()
+        .filter_map(|n| {
+            let f = state.join("nodes").join(n).join("k/kubelet-node.json");
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(f).ok()?).ok()?;
+            Some(v["cgroup"].as_str()?.to_string())
+        })
+        .collect()
+}
 
 #[test]
 fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
@@ -178,6 +197,12 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let lab = Lab { state, prefix };
     let state_s = lab.state.path().display().to_string();
     let hugepages_before = nr_hugepages();
+    // the DPDK pods' image (a no-op when built)
+    let image = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("images/testpmd/build.sh"))
+        .output()
+        .expect("running deploy/images/testpmd/build.sh");
+    assert!(image.status.success(), "testpmd image: {}", text(&image));
 
     let up = lab.cmd(&[
         "up",
@@ -248,13 +273,28 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     // every pod available: 4 kernel pods probe the 5 others
     assert_eq!(t, 20, "pairs counted:\n{out}");
 
-    // The status reads the cluster: both Nodes registered (and Ready, as the lab reports for
-    // their kubelets), the Subnets with our printer columns and the controller's counts.
+    // The status reads the cluster: both Nodes registered and Ready (their kubelets, on
+    // containerd), the Subnets with our printer columns and the controller's counts.
     for node in ["node/lab-dpdk", "node/lab-kernel"] {
         assert!(
             out.lines()
                 .any(|l| l.split_whitespace().take(2).eq([node, "Ready"])),
             "{node} not registered and Ready in `kubectl get nodes`:\n{out}"
+        );
+        let runtime = kubectl(
+            lab.state.path(),
+            &[
+                "get",
+                node,
+                "-o",
+                "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}",
+            ],
+        );
+        assert!(
+            runtime
+                .as_ref()
+                .is_ok_and(|r| r.starts_with("v1.37") && r.contains("containerd://")),
+            "{node}: not a kubelet on containerd: {runtime:?}"
         );
     }
     assert!(
@@ -305,8 +345,8 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         ],
     );
     assert_eq!(holder.as_deref(), Ok("ferrovn-lab"), "{out}");
-    // Every pod's status, written back as its node's kubelet: Running, on its node's address,
-    // with the address the controller allocated (the pod's annotation).
+    // Every pod's status as its node's kubelet reports it: Running, its container ready, on
+    // its node's address, with the address the controller allocated (the pod's annotation).
     for (ns, pod) in [
         ("demo", "web-1"),
         ("demo", "web-2"),
@@ -317,6 +357,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     ] {
         let v = pod_view(lab.state.path(), ns, pod);
         assert_eq!(v[0], "Running", "{ns}/{pod} phase: {v:?}");
+        assert_eq!(v[5], "true", "{ns}/{pod} container not ready: {v:?}");
         assert!(!v[1].is_empty(), "{ns}/{pod} has no status.podIP: {v:?}");
         assert_eq!(v[1], v[3], "{ns}/{pod}: status.podIP vs annotation: {v:?}");
         let host = if v[4] == "lab-dpdk" {
@@ -357,7 +398,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let ap = lab.cmd(&["apply", "-f", &f.display().to_string()]);
     assert!(ap.status.success(), "{}", text(&ap));
     let pod_ns = format!("{}-demo-extra", lab.prefix);
-    // no spec.nodeName: the scheduler placed it, the lab made its sandbox there
+    // no spec.nodeName: the scheduler placed it, that node's kubelet made its sandbox
     let v = pod_view(lab.state.path(), "demo", "extra");
     assert!(
         ["lab-dpdk", "lab-kernel"].contains(&v[4].as_str()),
@@ -388,7 +429,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         "{}",
         text(&del)
     );
-    // the sandbox went first, then the object (no kubelet would have finished the deletion)
+    // the kubelet removed the sandbox, then the object
     let gone = kubectl(lab.state.path(), &["-n", "demo", "get", "pod", "extra"]);
     assert!(
         gone.as_ref().is_err_and(|e| e.contains("NotFound")),
@@ -397,6 +438,13 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     );
 
     // down: nothing left
+    let cgroups = kubelet_cgroups(lab.state.path());
+    assert_eq!(cgroups.len(), 2, "the kubelet nodes' records");
+    // whether the lab raised vm.nr_hugepages (its own record says so): the pool is
+    // machine-wide, and other tests on this machine may change it meanwhile
+    let raised = std::fs::read_to_string(lab.state.path().join("resources.jsonl"))
+        .unwrap_or_default()
+        .contains(r#""kind":"hugepages""#);
     let down = lab.cmd(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert!(
@@ -416,6 +464,12 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     assert!(!mounts.contains(&state_s), "mounts left under {state_s}");
     let left = processes_mentioning(&state_s);
     assert!(left.is_empty(), "processes left: {left:?}");
+    for cg in &cgroups {
+        assert!(
+            !Path::new("/sys/fs/cgroup/pids").join(cg).exists(),
+            "the kubelet node's cgroup {cg} is left"
+        );
+    }
     assert!(!lab.state.path().join("lab.json").exists());
     let dpdk_dirs: Vec<String> = std::fs::read_dir("/var/run/dpdk")
         .map(|d| {
@@ -432,7 +486,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     // the hugepages the lab raised are given back (unless someone else changed them since)
     let hp = nr_hugepages();
     assert!(
-        hp == hugepages_before || text(&down).contains("changed by someone else"),
+        !raised || hp == hugepages_before || text(&down).contains("changed by someone else"),
         "nr_hugepages {hugepages_before} before up, {hp} after down:\n{}",
         text(&down)
     );

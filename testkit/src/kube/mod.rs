@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 pub use ferrovn_image::{FERROVN_IMAGE, ferrovn_image_tar};
 pub use forward::LoopbackRelay;
 pub use node::{
-    HostPaths, IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, agnhost_image, busybox_image,
-    check_node_binaries, image_tar, pause_image,
+    HostPaths, IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, NodeStopReport, agnhost_image,
+    busybox_image, check_node_binaries, image_tar, pause_image,
 };
 pub use pki::{APISERVER_SANS, CertPair, Pki};
 use process::{Component, log_tail, stop_pid_file};
@@ -79,6 +79,11 @@ pub struct Options {
     /// Validity of the ServiceAccount tokens it mints (`kubectl create token --duration`);
     /// default one hour.
     pub token_duration: Option<String>,
+    /// The apiserver's connections into the cluster (to kubelets: `exec`, `logs`,
+    /// `port-forward`; to pods and services) go through an HTTP CONNECT proxy listening on this
+    /// unix socket (its `cluster` egress selection): kubelets in network namespaces of their
+    /// own are reachable that way while the apiserver stays on the machine's loopback.
+    pub cluster_egress_uds: Option<PathBuf>,
 }
 
 /// Where a control plane lives.
@@ -428,33 +433,53 @@ impl ControlPlane {
             pid_file("etcd"),
         )?;
 
+        let mut egress = Vec::new();
+        if let Some(uds) = &options.cluster_egress_uds {
+            let path = d.join("egress-selector.yaml");
+            std::fs::write(
+                &path,
+                format!(
+                    "apiVersion: apiserver.k8s.io/v1beta1\nkind: EgressSelectorConfiguration\n\
+                     egressSelections:\n- name: cluster\n  connection:\n    \
+                     proxyProtocol: HTTPConnect\n    transport:\n      uds:\n        \
+                     udsName: {}\n",
+                    uds.display()
+                ),
+            )
+            .map_err(io_err(format!("write {}", path.display())))?;
+            egress.push(format!("--egress-selector-config-file={}", s(&path)));
+        }
         let apiserver = Component::spawn(
             "kube-apiserver",
             &apiserver_bin,
-            vec![
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // The `kubernetes` Service's Endpoints may not hold a loopback address (1.37
-                // refuses to start); nothing in a loopback-only cluster could use them anyway.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={api_port}"),
-                format!("--tls-cert-file={}", s(&serving.cert)),
-                format!("--tls-private-key-file={}", s(&serving.key)),
-                format!("--client-ca-file={}", s(&pki.ca.cert)),
-                format!("--kubelet-client-certificate={}", s(&kubelet_client.cert)),
-                format!("--kubelet-client-key={}", s(&kubelet_client.key)),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", s(&pki.sa_pub)),
-                format!("--service-account-signing-key-file={}", s(&pki.sa_key)),
-                "--authorization-mode=Node,RBAC".into(),
-                "--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy".into(),
-                "--allow-privileged=true".into(),
-                format!("--cert-dir={}", s(&d.join("apiserver-certs"))),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ],
+            [
+                egress,
+                vec![
+                    format!("--etcd-servers={etcd_url}"),
+                    "--bind-address=127.0.0.1".into(),
+                    "--advertise-address=127.0.0.1".into(),
+                    // The `kubernetes` Service's Endpoints may not hold a loopback address (1.37
+                    // refuses to start); nothing in a loopback-only cluster could use them anyway.
+                    "--endpoint-reconciler-type=none".into(),
+                    format!("--secure-port={api_port}"),
+                    format!("--tls-cert-file={}", s(&serving.cert)),
+                    format!("--tls-private-key-file={}", s(&serving.key)),
+                    format!("--client-ca-file={}", s(&pki.ca.cert)),
+                    format!("--kubelet-client-certificate={}", s(&kubelet_client.cert)),
+                    format!("--kubelet-client-key={}", s(&kubelet_client.key)),
+                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                    format!("--service-account-key-file={}", s(&pki.sa_pub)),
+                    format!("--service-account-signing-key-file={}", s(&pki.sa_key)),
+                    "--authorization-mode=Node,RBAC".into(),
+                    "--enable-admission-plugins=NodeRestriction,ValidatingAdmissionPolicy".into(),
+                    "--allow-privileged=true".into(),
+                    format!("--cert-dir={}", s(&d.join("apiserver-certs"))),
+                    "--profiling=false".into(),
+                    "--v=1".into(),
+                ],
+            ]
+            .concat(),
             logs.join("kube-apiserver.log"),
             pid_file("kube-apiserver"),
         )?;

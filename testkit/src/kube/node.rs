@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::forward::LoopbackRelay;
-use super::process::{Component, log_tail};
+use super::process::{Component, alive, log_tail, read_pid, stop_pid_file, terminate};
 use super::{ControlPlane, KubeError, Output, bin_dir, binary, io_err, pinned_version, run};
 
 /// The binaries [`KubeletNode::start`] needs from the kube cache.
@@ -193,9 +193,49 @@ pub struct KubeletNode {
     cgroup: String,
     netns: PathBuf,
     bin: PathBuf,
-    dir: tempfile::TempDir,
+    dir: Home,
     startup: Duration,
     sysctls_saved: bool,
+}
+
+/// Where a node lives: a private temp dir (a test's node, gone with the handle) or a directory
+/// of the caller's (a persistent node: detached processes with PID files, see
+/// [`KubeletNode::start_persistent`]).
+#[derive(Debug)]
+enum Home {
+    Scoped(tempfile::TempDir),
+    Persistent(PathBuf),
+}
+
+impl Home {
+    fn path(&self) -> &Path {
+        match self {
+            Home::Scoped(t) => t.path(),
+            Home::Persistent(p) => p,
+        }
+    }
+    fn persistent(&self) -> bool {
+        matches!(self, Home::Persistent(_))
+    }
+}
+
+/// A persistent node's record in its directory: what [`KubeletNode::open`] and
+/// [`KubeletNode::stop_persistent`] need besides the PID files.
+const NODE_STATE_FILE: &str = "kubelet-node.json";
+
+/// What [`KubeletNode::stop_persistent`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStopReport {
+    /// Pod sandboxes removed through the CRI (their CNI DEL ran).
+    pub sandboxes_removed: bool,
+    /// Processes of the node's cgroup that were stopped (runtime, kubelet, daemons, pods).
+    pub processes: usize,
+    /// What could not be removed (a process or cgroup left), if anything.
+    pub leftovers: Vec<String>,
+}
+
+fn node_pid_file(dir: &Path, component: &str) -> PathBuf {
+    dir.join("run").join(format!("{component}.pid"))
 }
 
 /// `sh -c` that puts itself into the node's pids cgroup, then runs the rest of its arguments
@@ -266,7 +306,11 @@ impl KubeletNode {
     /// once the kubelet has registered the Node. The Node is NotReady until a CNI config is
     /// installed ([`KubeletNode::install_cni`]).
     pub fn start(cp: &ControlPlane, spec: &NodeSpec) -> Result<KubeletNode, KubeError> {
-        KubeletNode::start_inner(cp, spec, None)
+        let dir = tempfile::Builder::new()
+            .prefix("ferrovn-kubelet-")
+            .tempdir()
+            .map_err(io_err("temp dir"))?;
+        Self::start_in(cp, spec, Home::Scoped(dir), None)
     }
 
     /// Like [`KubeletNode::start`], with the well-known node paths of [`HostPaths`] in the
@@ -278,12 +322,51 @@ impl KubeletNode {
         spec: &NodeSpec,
         paths: &HostPaths,
     ) -> Result<KubeletNode, KubeError> {
-        KubeletNode::start_inner(cp, spec, Some(paths))
+        let dir = tempfile::Builder::new()
+            .prefix("ferrovn-kubelet-")
+            .tempdir()
+            .map_err(io_err("temp dir"))?;
+        Self::start_in(cp, spec, Home::Scoped(dir), Some(paths))
     }
 
-    fn start_inner(
+    /// Like [`KubeletNode::start`], persistent in `dir` (created; must hold no running node):
+    /// every process of the node (the mount-namespace holder, containerd, the kubelet, the
+    /// daemons of [`KubeletNode::spawn_daemon`]) is detached with a PID file under `dir/run`,
+    /// outlives this process and the handle, and is stopped by
+    /// [`KubeletNode::stop_persistent`]; [`KubeletNode::open`] attaches from another process.
+    /// No API relay is started (it would die with this process): the caller keeps the
+    /// apiserver's `127.0.0.1:<port>` reachable inside the node's namespace. On failure what was
+    /// started is stopped again.
+    pub fn start_persistent(
         cp: &ControlPlane,
         spec: &NodeSpec,
+        dir: &Path,
+    ) -> Result<KubeletNode, KubeError> {
+        if let Some(pid) = ["kubelet", "containerd", "holder"]
+            .iter()
+            .filter_map(|c| read_pid(&node_pid_file(dir, c)))
+            .find(|p| alive(*p))
+        {
+            return Err(KubeError::Io {
+                what: format!("start a kubelet node in {}", dir.display()),
+                reason: format!(
+                    "PID {pid} of an earlier one still runs there (stop it with KubeletNode::stop_persistent)"
+                ),
+            });
+        }
+        std::fs::create_dir_all(dir.join("run"))
+            .map_err(io_err(format!("mkdir {}", dir.join("run").display())))?;
+        let started = Self::start_in(cp, spec, Home::Persistent(dir.to_path_buf()), None);
+        if started.is_err() {
+            let _ = Self::stop_persistent(dir);
+        }
+        started
+    }
+
+    fn start_in(
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        dir: Home,
         host_paths: Option<&HostPaths>,
     ) -> Result<KubeletNode, KubeError> {
         let t0 = Instant::now();
@@ -295,10 +378,6 @@ impl KubeletNode {
         check_node_binaries()?;
         let bin = bin_dir();
         let pause = image_tar("pause.tar")?;
-        let dir = tempfile::Builder::new()
-            .prefix("ferrovn-kubelet-")
-            .tempdir()
-            .map_err(io_err("temp dir"))?;
         let d = dir.path().to_path_buf();
         for sub in [
             "logs",
@@ -312,6 +391,10 @@ impl KubeletNode {
         }
         let tag = crate::names::unique_tag();
         let cgroup = format!("ferrovn-{tag}");
+        if dir.persistent() {
+            // written first: a stop after a failed start finds the cgroup
+            write_node_state(&d, &spec.name, &spec.netns, &cgroup, &[], Duration::ZERO)?;
+        }
         create_cgroups(&cgroup)?;
         let procs = Path::new(CGROUP_ROOT)
             .join("pids")
@@ -321,21 +404,34 @@ impl KubeletNode {
 
         // From here on, a failure drops what was started so far (the holder first of all).
         let ready = d.join("holder.ready");
-        let holder = Component::spawn_with_env(
-            "mount-namespace holder",
-            Path::new("/bin/sh"),
-            vec![
-                "-c".into(),
-                HOLDER.into(),
-                "sh".into(),
-                s(&procs),
-                s(&spec.netns),
-                s(&ready),
-                host_paths.map(|h| h.script(&d)).unwrap_or_default(),
-            ],
-            &[],
-            d.join("logs/holder.log"),
-        );
+        let holder_args = vec![
+            "-c".into(),
+            HOLDER.into(),
+            "sh".into(),
+            s(&procs),
+            s(&spec.netns),
+            s(&ready),
+            host_paths.map(|h| h.script(&d)).unwrap_or_default(),
+        ];
+        let holder_log = d.join("logs/holder.log");
+        let holder = if dir.persistent() {
+            Component::spawn_detached_with_env(
+                "mount-namespace holder",
+                Path::new("/bin/sh"),
+                holder_args,
+                &[],
+                holder_log,
+                node_pid_file(&d, "holder"),
+            )
+        } else {
+            Component::spawn_with_env(
+                "mount-namespace holder",
+                Path::new("/bin/sh"),
+                holder_args,
+                &[],
+                holder_log,
+            )
+        };
         let holder = match holder {
             Ok(h) => h,
             Err(e) => {
@@ -364,16 +460,25 @@ impl KubeletNode {
         })?;
         node.holder.check_alive()?;
 
-        node.run_in(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/32", spec.node_ip),
-            "dev",
-            "lo",
-        ])?;
-        let port = server_port(cp.server())?;
-        node.relay = Some(LoopbackRelay::start(&spec.netns, port)?);
+        // A node IP the namespace has already (e.g. a lab node's underlay address) stays where
+        // it is.
+        let has_ip = node
+            .run_in(&["ip", "-o", "addr", "show"])
+            .is_ok_and(|o| o.stdout.contains(&format!("inet {}/", spec.node_ip)));
+        if !has_ip {
+            node.run_in(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/32", spec.node_ip),
+                "dev",
+                "lo",
+            ])?;
+        }
+        if !node.dir.persistent() {
+            let port = server_port(cp.server())?;
+            node.relay = Some(LoopbackRelay::start(&spec.netns, port)?);
+        }
 
         node.start_containerd()?;
         for image in std::iter::once(&pause).chain(&spec.images) {
@@ -382,12 +487,161 @@ impl KubeletNode {
 
         let kubeconfig =
             cp.client_kubeconfig(&format!("system:node:{}", spec.name), &["system:nodes"])?;
-        save_sysctls();
-        node.sysctls_saved = true;
+        if node.dir.persistent() {
+            // this node's kubelet changes them: its stop puts back what was there before it
+            write_node_state(
+                &d,
+                &spec.name,
+                &spec.netns,
+                &node.cgroup,
+                &read_sysctls(),
+                Duration::ZERO,
+            )?;
+        } else {
+            save_sysctls();
+            node.sysctls_saved = true;
+        }
         node.start_kubelet(cp, spec, &kubeconfig)?;
         node.wait_for_node(cp, "registered", |_| true)?;
         node.startup = t0.elapsed();
+        if node.dir.persistent() {
+            let saved = read_node_state(&d)?;
+            write_node_state(
+                &d,
+                &spec.name,
+                &spec.netns,
+                &node.cgroup,
+                &saved.sysctls,
+                node.startup,
+            )?;
+        }
         Ok(node)
+    }
+
+    /// Attaches to the persistent node in `dir` (started by [`KubeletNode::start_persistent`],
+    /// maybe by another process). Dropping the handle leaves it running. `Err` if `dir` holds
+    /// none or its mount-namespace holder is gone.
+    pub fn open(dir: &Path) -> Result<KubeletNode, KubeError> {
+        let st = read_node_state(dir)?;
+        let logs = dir.join("logs");
+        let adopt = |c: &str, log: &str| {
+            Component::adopt(c, node_pid_file(dir, c), logs.join(format!("{log}.log")))
+        };
+        let mut node = KubeletNode {
+            name: st.name,
+            kubelet: adopt("kubelet", "kubelet"),
+            daemons: Vec::new(),
+            containerd: adopt("containerd", "containerd"),
+            holder: adopt("holder", "holder"),
+            relay: None,
+            extra_relays: Vec::new(),
+            host_paths: false,
+            cgroup: st.cgroup,
+            netns: st.netns,
+            bin: bin_dir(),
+            dir: Home::Persistent(dir.to_path_buf()),
+            startup: st.startup,
+            sysctls_saved: false,
+        };
+        node.holder.check_alive()?;
+        Ok(node)
+    }
+
+    /// Stops the persistent node in `dir`: the kubelet (it would recreate what goes next), every
+    /// pod sandbox through the CRI while containerd and the node's daemons (the CNI's agent)
+    /// still run, the daemons, containerd, then whatever is left in the node's cgroup by PID
+    /// (shims, container processes, the mount-namespace holder: every mount of the node goes
+    /// with it); removes the cgroups, puts the sysctls its kubelet changed back and removes
+    /// `dir`. Nothing there: nothing to do.
+    pub fn stop_persistent(dir: &Path) -> Result<NodeStopReport, KubeError> {
+        let mut rep = NodeStopReport::default();
+        let Ok(st) = read_node_state(dir) else {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(io_err(format!("remove {}", dir.display())))?;
+            }
+            return Ok(rep);
+        };
+        let marker = dir.display().to_string();
+        let stop = |c: &str| stop_pid_file(&node_pid_file(dir, c), &marker).unwrap_or(false);
+        if stop("kubelet") {
+            rep.processes += 1;
+        }
+        let containerd_up = read_pid(&node_pid_file(dir, "containerd")).is_some_and(alive);
+        let holder_up = read_pid(&node_pid_file(dir, "holder")).is_some_and(alive);
+        if containerd_up
+            && holder_up
+            && let Ok(node) = Self::open(dir)
+        {
+            rep.sandboxes_removed = node.crictl(&["rmp", "--force", "--all"]).is_ok();
+        }
+        // daemons, newest first, then containerd
+        let mut daemons: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir.join("run"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e
+                            .file_name()
+                            .to_string_lossy()
+                            .strip_suffix(".pid")?
+                            .to_string();
+                        let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                        (!["kubelet", "containerd", "holder"].contains(&name.as_str()))
+                            .then_some((t, name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        daemons.sort();
+        for (_, d) in daemons.iter().rev() {
+            if stop(d) {
+                rep.processes += 1;
+            }
+        }
+        if stop("containerd") {
+            rep.processes += 1;
+        }
+        // Whatever is left, by PID, from the node's own cgroup; the holder last.
+        let pids_dir = Path::new(CGROUP_ROOT).join("pids").join(&st.cgroup);
+        let holder = read_pid(&node_pid_file(dir, "holder"));
+        let start = Instant::now();
+        loop {
+            let others: Vec<u32> = cgroup_pids(&pids_dir)
+                .into_iter()
+                .filter(|p| Some(*p) != holder)
+                .collect();
+            if others.is_empty() || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            for pid in others {
+                rep.processes += 1;
+                terminate(pid, Duration::ZERO);
+            }
+        }
+        if let Some(h) = holder
+            && cgroup_pids(&pids_dir).contains(&h)
+        {
+            terminate(h, Duration::ZERO);
+            rep.processes += 1;
+        }
+        remove_cgroups(&st.cgroup);
+        for h in hierarchies() {
+            if h.join(&st.cgroup).exists() {
+                rep.leftovers
+                    .push(format!("cgroup {}", h.join(&st.cgroup).display()));
+            }
+        }
+        let left = cgroup_pids(&pids_dir);
+        if !left.is_empty() {
+            rep.leftovers.push(format!("processes {left:?}"));
+        }
+        for (path, value) in &st.sysctls {
+            let _ = std::fs::write(path, value);
+        }
+        if rep.leftovers.is_empty() {
+            std::fs::remove_dir_all(dir).map_err(io_err(format!("remove {}", dir.display())))?;
+        }
+        Ok(rep)
     }
 
     /// How long [`KubeletNode::start`] took, to the Node's registration.
@@ -519,8 +773,18 @@ impl KubeletNode {
         let mut all = self.enter_args();
         all.push(program.display().to_string());
         all.extend(args.iter().cloned());
-        let c =
-            Component::spawn_with_env(name, Path::new("/bin/sh"), all, env, self.log_path(name))?;
+        let c = if self.dir.persistent() {
+            Component::spawn_detached_with_env(
+                name,
+                Path::new("/bin/sh"),
+                all,
+                env,
+                self.log_path(name),
+                node_pid_file(self.dir.path(), name),
+            )?
+        } else {
+            Component::spawn_with_env(name, Path::new("/bin/sh"), all, env, self.log_path(name))?
+        };
         let pid = c.pid().unwrap_or(0);
         self.daemons.push(c);
         Ok(pid)
@@ -615,6 +879,24 @@ impl KubeletNode {
         ]
     }
 
+    /// containerd or the kubelet: `sh -c ENTER` with the kube binaries first on PATH; detached
+    /// with a PID file on a persistent node.
+    fn spawn_component(&self, name: &str, args: Vec<String>) -> Result<Component, KubeError> {
+        let env = [("PATH".to_string(), path_with(&self.bin))];
+        if self.dir.persistent() {
+            Component::spawn_detached_with_env(
+                name,
+                Path::new("/bin/sh"),
+                args,
+                &env,
+                self.log_path(name),
+                node_pid_file(self.dir.path(), name),
+            )
+        } else {
+            Component::spawn_with_env(name, Path::new("/bin/sh"), args, &env, self.log_path(name))
+        }
+    }
+
     fn start_containerd(&mut self) -> Result<(), KubeError> {
         let d = self.dir.path().to_path_buf();
         let config = d.join("containerd.toml");
@@ -625,13 +907,7 @@ impl KubeletNode {
             self.bin.join("containerd").display().to_string(),
             format!("--config={}", config.display()),
         ]);
-        self.containerd = Component::spawn_with_env(
-            "containerd",
-            Path::new("/bin/sh"),
-            args,
-            &[("PATH".into(), path_with(&self.bin))],
-            self.log_path("containerd"),
-        )?;
+        self.containerd = self.spawn_component("containerd", args)?;
         self.wait("containerd's CRI", START_TIMEOUT, |n| {
             n.containerd.check_alive().is_err() || n.crictl(&["info"]).is_ok()
         })?;
@@ -672,13 +948,7 @@ impl KubeletNode {
                 .collect();
             args.push(format!("--node-labels={}", labels.join(",")));
         }
-        self.kubelet = Component::spawn_with_env(
-            "kubelet",
-            Path::new("/bin/sh"),
-            args,
-            &[("PATH".into(), path_with(&self.bin))],
-            self.log_path("kubelet"),
-        )?;
+        self.kubelet = self.spawn_component("kubelet", args)?;
         Ok(())
     }
 
@@ -730,6 +1000,10 @@ impl KubeletNode {
 
 impl Drop for KubeletNode {
     fn drop(&mut self) {
+        // A persistent node outlives its handle: KubeletNode::stop_persistent ends it.
+        if self.dir.persistent() {
+            return;
+        }
         // The kubelet first: it would recreate what is removed next.
         self.kubelet.stop();
         // Pods through the CRI while containerd and the node agent run: each sandbox's CNI DEL
@@ -948,4 +1222,90 @@ fn remove_cgroups(cgroup: &str) {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+/// A persistent node's record ([`NODE_STATE_FILE`]).
+#[derive(Debug)]
+struct NodeState {
+    name: String,
+    netns: PathBuf,
+    cgroup: String,
+    /// The machine-wide sysctls before this node's kubelet started.
+    sysctls: Vec<(PathBuf, String)>,
+    startup: Duration,
+}
+
+fn write_node_state(
+    dir: &Path,
+    name: &str,
+    netns: &Path,
+    cgroup: &str,
+    sysctls: &[(PathBuf, String)],
+    startup: Duration,
+) -> Result<(), KubeError> {
+    let body = serde_json::json!({
+        "name": name,
+        "netns": netns,
+        "cgroup": cgroup,
+        "sysctls": sysctls.iter().map(|(p, v)| serde_json::json!([p, v])).collect::<Vec<_>>(),
+        "startup_ms": startup.as_millis() as u64,
+    });
+    let path = dir.join(NODE_STATE_FILE);
+    std::fs::write(&path, body.to_string()).map_err(io_err(format!("write {}", path.display())))
+}
+
+fn read_node_state(dir: &Path) -> Result<NodeState, KubeError> {
+    let path = dir.join(NODE_STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(format!(
+        "read {} (no kubelet node was started there)",
+        path.display()
+    )))?;
+    let bad = |reason: &str| KubeError::Io {
+        what: format!("parse {}", path.display()),
+        reason: reason.into(),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(&format!("no {k}")))
+    };
+    let sysctls = v
+        .get("sysctls")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    Some((
+                        PathBuf::from(e.get(0)?.as_str()?),
+                        e.get(1)?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(NodeState {
+        name: field("name")?,
+        netns: PathBuf::from(field("netns")?),
+        cgroup: field("cgroup")?,
+        sysctls,
+        startup: Duration::from_millis(
+            v.get("startup_ms")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+        ),
+    })
+}
+
+/// The current values of [`KUBELET_SYSCTLS`].
+fn read_sysctls() -> Vec<(PathBuf, String)> {
+    KUBELET_SYSCTLS
+        .iter()
+        .map(|k| Path::new("/proc/sys").join(k))
+        .filter_map(|p| {
+            let v = std::fs::read_to_string(&p).ok()?;
+            Some((p, v.trim().to_string()))
+        })
+        .collect()
 }

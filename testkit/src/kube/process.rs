@@ -79,6 +79,30 @@ impl Component {
         Ok(c)
     }
 
+    /// Like [`Component::spawn_with_env`], detached (see [`Component::spawn`] with a PID file):
+    /// it outlives this process and is stopped by PID.
+    pub(crate) fn spawn_detached_with_env(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        env: &[(String, String)],
+        log: PathBuf,
+        pid_file: PathBuf,
+    ) -> Result<Component, KubeError> {
+        let mut c = Component {
+            name: name.into(),
+            program: program.into(),
+            args,
+            env: env.to_vec(),
+            log,
+            child: None,
+            pid_file: Some(pid_file),
+            adopted: None,
+        };
+        c.start()?;
+        Ok(c)
+    }
+
     /// A component not started yet (its place in a struct until it is).
     pub(crate) fn idle(name: &str) -> Component {
         Component {
@@ -250,7 +274,7 @@ impl Drop for Component {
     }
 }
 
-fn read_pid(pid_file: &Path) -> Option<u32> {
+pub(crate) fn read_pid(pid_file: &Path) -> Option<u32> {
     std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
 }
 
@@ -278,7 +302,7 @@ fn cmdline_contains(pid: u32, marker: &str) -> bool {
 
 /// SIGTERM (none when `grace` is zero), SIGKILL after `grace`; waits until the process is gone
 /// (it may be another process's child: then its parent, or init, reaps it).
-fn terminate(pid: u32, grace: Duration) {
+pub(crate) fn terminate(pid: u32, grace: Duration) {
     let Ok(p) = libc::pid_t::try_from(pid) else {
         return;
     };
