@@ -77,8 +77,12 @@ fn cluster(n: usize) -> Desired {
 #[test]
 fn centralized_subnet_is_one_reroute_to_its_active_gateway() {
     let mut d = cluster(3);
-    d.subnets
-        .push(centralized("c", "10.20.0.0/16", "n1, n2:203.0.113.7", false));
+    d.subnets.push(centralized(
+        "c",
+        "10.20.0.0/16",
+        "n1, n2:203.0.113.7",
+        false,
+    ));
     d.ports.push(pod("p", "c", "10.20.0.5", "n0", 1));
     let out = plan(&d);
     assert!(out.issues.is_empty(), "{:?}", out.issues);
@@ -138,8 +142,10 @@ fn ecmp_reroutes_to_every_live_gateway() {
 #[test]
 fn bad_or_unknown_gateway_nodes_are_issues_naming_the_field() {
     let mut d = cluster(1);
-    d.subnets.push(centralized("c", "10.20.0.0/16", "n0:x", false));
-    d.subnets.push(centralized("e", "10.21.0.0/16", "ghost", false));
+    d.subnets
+        .push(centralized("c", "10.20.0.0/16", "n0:x", false));
+    d.subnets
+        .push(centralized("e", "10.21.0.0/16", "ghost", false));
     let out = plan(&d);
     let text: Vec<String> = out.issues.iter().map(ToString::to_string).collect();
     assert!(
@@ -164,7 +170,8 @@ fn switching_gateway_type_replaces_the_rows() {
     assert_eq!(before.len(), 1);
     assert_eq!(before[0].match_, "ip4.src == {10.20.0.5}");
     d.subnets.pop();
-    d.subnets.push(centralized("c", "10.20.0.0/16", "n1", false));
+    d.subnets
+        .push(centralized("c", "10.20.0.0/16", "n1", false));
     let after = reroutes(&d);
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].match_, "ip4.src == 10.20.0.0/16");
@@ -201,10 +208,7 @@ fn case() -> impl Strategy<Value = Case> {
     (1usize..6, 1usize..6).prop_flat_map(|(nodes, subnets)| {
         (
             proptest::collection::vec(
-                proptest::option::of((
-                    proptest::collection::vec(0..nodes, 1..4),
-                    any::<bool>(),
-                )),
+                proptest::option::of((proptest::collection::vec(0..nodes, 1..4), any::<bool>())),
                 subnets,
             ),
             proptest::collection::vec((0..subnets, 0..nodes), 0..30),

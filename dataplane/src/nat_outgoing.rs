@@ -294,7 +294,10 @@ mod tests {
         assert!(snat < masq, "{s}");
         // a gateway-only node (no distributed natOutgoing subnet) still gets its table
         let mut only = node("");
-        only.insert(NodeNetwork::GATEWAY_SNAT.into(), "10.19.0.0/16=203.0.113.7".into());
+        only.insert(
+            NodeNetwork::GATEWAY_SNAT.into(),
+            "10.19.0.0/16=203.0.113.7".into(),
+        );
         assert!(!plan_from_node(&only).unwrap().is_empty());
     }
 

@@ -193,11 +193,9 @@ fn start_fabric_with(
     extra: impl Fn(&str) -> Vec<String>,
 ) -> (TwoNodes, ManifestController, Vec<String>, String) {
     let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
-    let ctrl = ManifestController::start_with(
-        &tb.central.nb_remote(),
-        &extra(&tb.central.sb_remote()),
-    )
-    .expect("controller");
+    let ctrl =
+        ManifestController::start_with(&tb.central.nb_remote(), &extra(&tb.central.sb_remote()))
+            .expect("controller");
     let names: Vec<String> = tb.nodes.iter().map(|n| n.name().to_string()).collect();
     for (name, ip) in names.iter().zip(NODE_IPS) {
         ctrl.apply(&format!("node-{name}"), &node_yaml(name, ip))
@@ -741,9 +739,8 @@ fn centralized_gateway_egress_snat_and_failover() {
         return;
     }
     // the controller probes the gateway chassis through the SB; 3 s of silence is a death
-    let (mut tb, ctrl, names, sb) = start_fabric_with(|sb| {
-        vec![format!("--sb={sb}"), "--gateway-dead-after=3".to_string()]
-    });
+    let (mut tb, ctrl, names, sb) =
+        start_fabric_with(|sb| vec![format!("--sb={sb}"), "--gateway-dead-after=3".to_string()]);
     let (a, b) = (names[0].clone(), names[1].clone());
     let tag = ferrovn_testkit::names::unique_tag();
     let world = World2::attach(&tb.nodes, &tag);
@@ -793,7 +790,11 @@ fn centralized_gateway_egress_snat_and_failover() {
         tb.nodes[0]
             .netns()
             .run(5, "nft", ["list", "table", "inet", "ferrovn"])
-            .is_ok_and(|t| t.contains(&format!("ip saddr 10.18.0.0/16 ip daddr != @cluster4 snat ip to {SNAT_A}")))
+            .is_ok_and(|t| {
+                t.contains(&format!(
+                    "ip saddr 10.18.0.0/16 ip daddr != @cluster4 snat ip to {SNAT_A}"
+                ))
+            })
     });
 
     // ECMP: both gateway nodes carry connections (each GET is a new 5-tuple)

@@ -832,10 +832,7 @@ pub fn node_network_annotations(c: &Cluster, node: &str) -> Annotations {
 
 /// `node`'s entry in `gatewayNode`: `Some(snat address)` when listed. An unreadable
 /// `gatewayNode` lists nobody (the planner reports it).
-fn gateway_entry(
-    gateway_node: &str,
-    node: &str,
-) -> Option<Option<std::net::IpAddr>> {
+fn gateway_entry(gateway_node: &str, node: &str) -> Option<Option<std::net::IpAddr>> {
     crate::plan::parse_gateway_nodes(gateway_node)
         .ok()?
         .into_iter()

@@ -33,7 +33,12 @@ impl Seen {
     fn update(slot: &mut Option<Seen>, value: i64, now: Instant) {
         match slot {
             Some(s) if s.value == value => {}
-            _ => *slot = Some(Seen { value, changed: now }),
+            _ => {
+                *slot = Some(Seen {
+                    value,
+                    changed: now,
+                })
+            }
         }
     }
 }
@@ -166,9 +171,8 @@ impl GatewayHealth {
     }
 
     async fn read(&self, nodes: &BTreeSet<String>) -> Result<Reading, HealthError> {
-        let bump = Transaction::new("OVN_Northbound").with(
-            Operation::mutate("NB_Global").mutation("nb_cfg", Mutator::Add, 1i64),
-        );
+        let bump = Transaction::new("OVN_Northbound")
+            .with(Operation::mutate("NB_Global").mutation("nb_cfg", Mutator::Add, 1i64));
         self.nb.transact(&bump).await.map_err(err)?;
         let mut t = Transaction::new("OVN_Southbound");
         t.push(Operation::select("SB_Global").columns(["nb_cfg"]));
@@ -176,7 +180,10 @@ impl GatewayHealth {
         for n in nodes {
             t.push(
                 Operation::select("Port_Binding")
-                    .where_eq("logical_port", ferrovn_api::names::join_port_name(n).as_str())
+                    .where_eq(
+                        "logical_port",
+                        ferrovn_api::names::join_port_name(n).as_str(),
+                    )
                     .columns(["chassis"]),
             );
         }
@@ -231,11 +238,18 @@ mod tests {
         let s = Duration::from_secs(1);
         let mut h = HealthCore::new(Duration::from_secs(3));
         let b = [("a", Some(1)), ("b", Some(2)), ("c", None)];
-        assert_eq!(h.observe(&reading(1, &[(1, 1), (2, 1)], &b), t0), set(&["a", "b"]));
+        assert_eq!(
+            h.observe(&reading(1, &[(1, 1), (2, 1)], &b), t0),
+            set(&["a", "b"])
+        );
         // a stops at 2
         for i in 2..=4 {
             let r = reading(i, &[(1, 2), (2, i)], &b);
-            assert_eq!(h.observe(&r, t0 + s * (i as u32 - 1)), set(&["a", "b"]), "{i}");
+            assert_eq!(
+                h.observe(&r, t0 + s * (i as u32 - 1)),
+                set(&["a", "b"]),
+                "{i}"
+            );
         }
         let r = reading(6, &[(1, 2), (2, 6)], &b);
         assert_eq!(h.observe(&r, t0 + s * 5), set(&["b"]));

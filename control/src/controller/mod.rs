@@ -142,6 +142,7 @@ pub struct Controller {
     liveness: plan::GatewayLiveness,
     /// The nodes carrying each centralized subnet's egress, as of the last plan.
     active_gateways: std::collections::BTreeMap<String, Vec<String>>,
+    planned_once: bool,
 }
 
 impl Controller {
@@ -177,6 +178,7 @@ impl Controller {
             gateway_nodes: Default::default(),
             liveness: Default::default(),
             active_gateways: Default::default(),
+            planned_once: false,
         })
     }
 
@@ -200,6 +202,26 @@ impl Controller {
         tracing::info!(alive = ?alive, "gateway liveness changed");
         self.liveness.alive = alive;
         true
+    }
+
+    /// The active gateway of each centralized subnet as FerrOVN's rows in the NB say
+    /// (`external_ids:active-gateway` of its 29000 reroute).
+    fn active_gateways_in_nb(&self) -> std::collections::BTreeMap<String, String> {
+        self.nb.replica.read(|r| {
+            r.rows("Logical_Router_Policy")
+                .filter_map(|(_, row)| {
+                    let ids = row.get("external_ids")?.as_map()?;
+                    let get = |k: &str| ids.get_str(k).and_then(|a| a.as_str());
+                    if get(plan::OWNER_KEY) != Some(plan::OWNER_VALUE)
+                        || get("gateway") != Some("centralized")
+                    {
+                        return None;
+                    }
+                    let node = get("active-gateway")?.split(',').next()?.to_string();
+                    Some((get("subnet")?.to_string(), node))
+                })
+                .collect()
+        })
     }
 
     /// The nodes carrying each centralized subnet's egress (`status.activateGateway`).
@@ -355,6 +377,11 @@ impl Controller {
             .flatten()
             .map(|g| g.node)
             .collect();
+        if !self.planned_once {
+            // a restarted controller (or a new leader) keeps the active gateways the NB has
+            self.liveness.previous_active = self.active_gateways_in_nb();
+            self.planned_once = true;
+        }
         desired.gateway_liveness = self.liveness.clone();
         let planned = plan::plan_cached(&desired, &mut self.plan_cache);
         // active-backup keeps its node while it lives: the next plan starts from this one

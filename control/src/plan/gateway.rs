@@ -86,10 +86,7 @@ pub fn choose(
     previous: Option<&str>,
     liveness: &GatewayLiveness,
 ) -> Vec<String> {
-    let alive: Vec<&String> = candidates
-        .iter()
-        .filter(|c| liveness.is_alive(c))
-        .collect();
+    let alive: Vec<&String> = candidates.iter().filter(|c| liveness.is_alive(c)).collect();
     if ecmp {
         let pick: Vec<&String> = if alive.is_empty() {
             candidates.iter().collect()

@@ -1066,7 +1066,15 @@ fn plan_gateways(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out
             add_policy(router, &p, &[("subnet", &s.name)]);
         }
     }
-    plan_centralized(desired, &in_vpc, join, &node_join, router, &mut out.issues, &mut out.active_gateways);
+    plan_centralized(
+        desired,
+        &in_vpc,
+        join,
+        &node_join,
+        router,
+        &mut out.issues,
+        &mut out.active_gateways,
+    );
     for ((node, v4), ips) in sources {
         let Some(nexthop) = node_join
             .get(node)
