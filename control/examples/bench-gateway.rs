@@ -123,7 +123,7 @@ async fn run(remote: &str) -> Result {
         let owner = OwnerKey::new(format!("ns-{subnet}"), format!("pod-{i}"), "ovn");
         let a = ipam.allocate(&AllocationRequest::dynamic(
             owner.clone(),
-            &format!("s{subnet}"),
+            format!("s{subnet}"),
         ))?;
         if subnet >= CENTRALIZED {
             pairs.insert((subnet, node));
