@@ -657,6 +657,11 @@ impl<'a> NodeNetwork<'a> {
     /// FerrOVN: the Service CIDR(s) (comma-separated), which the node also routes through its
     /// join port so that host processes reach ClusterIPs through OVN's load balancers.
     pub const SERVICE_CIDRS: &'static str = "ferrovn.io/service-cidrs";
+    /// FerrOVN: the centralized-gateway subnets this node may carry egress for, with
+    /// `natOutgoing: true` (comma-separated `<cidr>` = masquerade to the node's address, or
+    /// `<cidr>=<ip>` = SNAT to `<ip>`, `gatewayNode`'s `node:ip` form). Only on the nodes named
+    /// in the subnet's `gatewayNode`; those subnets are not in [`Self::NAT_OUTGOING_CIDRS`].
+    pub const GATEWAY_SNAT: &'static str = "ferrovn.io/gateway-snat";
 
     pub fn new(annotations: &'a Annotations, labels: &'a Annotations) -> Self {
         NodeNetwork {
@@ -700,6 +705,34 @@ impl<'a> NodeNetwork<'a> {
     /// [`Self::SERVICE_CIDRS`]; empty when absent.
     pub fn service_cidrs(&self) -> Result<Vec<IpNet>, AnnotationError> {
         self.cidr_list(Self::SERVICE_CIDRS)
+    }
+
+    /// [`Self::GATEWAY_SNAT`]: each CIDR with its SNAT address (`None`: masquerade); empty when
+    /// absent.
+    pub fn gateway_snat(&self) -> Result<Vec<(IpNet, Option<IpAddr>)>, AnnotationError> {
+        let key = Self::GATEWAY_SNAT;
+        let Some(v) = self.text(key) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                let bad = |e: String| AnnotationError::new(key, v, format!("{entry:?}: {e}"));
+                let (cidr, ip) = match entry.split_once('=') {
+                    Some((c, ip)) => (c.trim(), Some(ip.trim())),
+                    None => (entry, None),
+                };
+                let cidr = cidr.parse::<IpNet>().map_err(|e| bad(e.to_string()))?;
+                let ip = ip
+                    .map(|ip| ip.parse::<IpAddr>().map_err(|e| bad(e.to_string())))
+                    .transpose()?;
+                if ip.is_some_and(|ip| ip.is_ipv4() != cidr.addr().is_ipv4()) {
+                    return Err(bad("SNAT address and CIDR of different families".into()));
+                }
+                Ok((cidr, ip))
+            })
+            .collect()
     }
 
     fn cidr_list(&self, key: &str) -> Result<Vec<IpNet>, AnnotationError> {
@@ -788,6 +821,31 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn gateway_snat_entries_masquerade_or_snat_and_name_the_bad_entry() {
+        let labels = Annotations::new();
+        let a = ann(&[(
+            NodeNetwork::GATEWAY_SNAT,
+            "10.18.0.0/16, 10.19.0.0/16=203.0.113.7,",
+        )]);
+        let got = NodeNetwork::new(&a, &labels).gateway_snat().unwrap();
+        assert_eq!(
+            got,
+            [
+                ("10.18.0.0/16".parse().unwrap(), None),
+                (
+                    "10.19.0.0/16".parse().unwrap(),
+                    Some("203.0.113.7".parse().unwrap())
+                )
+            ]
+        );
+        for bad in ["10.18.0.0/16=fd00::1", "10.18.0.0/16=nope", "10.18/99"] {
+            let a = ann(&[(NodeNetwork::GATEWAY_SNAT, bad)]);
+            let e = NodeNetwork::new(&a, &labels).gateway_snat().unwrap_err();
+            assert_eq!(e.key, NodeNetwork::GATEWAY_SNAT, "{bad}");
+        }
     }
 
     #[test]

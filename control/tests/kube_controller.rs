@@ -422,6 +422,8 @@ async fn allocated_pod_is_adopted_without_a_patch() {
         // what FerrOVN's controller adds for the node's join port routes and natOutgoing
         ("ferrovn.io/pod-cidrs", "10.16.0.0/16"),
         ("ferrovn.io/nat-outgoing-cidrs", "10.16.0.0/16"),
+        // no centralized gateway duty (always written, so a duty that ends is cleared)
+        ("ferrovn.io/gateway-snat", ""),
     ] {
         node["metadata"]["annotations"][k] = json!(v);
     }

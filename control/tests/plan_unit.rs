@@ -525,6 +525,7 @@ fn distributed_gateway_is_one_reroute_per_node_and_one_allow_per_subnet() {
         None,
     );
     central.centralized_gateway = true;
+    central.gateway_node = "node2".into();
     d.subnets.push(SubnetIntent::overlay(
         "team-a",
         DEFAULT_ROUTER,
@@ -574,9 +575,14 @@ fn distributed_gateway_is_one_reroute_per_node_and_one_allow_per_subnet() {
         .collect();
     reroutes.sort();
     // node1's pods of every distributed subnet in one row; the centralized subnet's pod in none
+    // of them: its whole CIDR goes to its gateway node
     assert_eq!(
         reroutes,
         [
+            (
+                "ip4.src == 10.20.0.0/16".to_string(),
+                vec!["100.64.0.3".to_string()]
+            ),
             (
                 "ip4.src == {10.16.0.5, 10.66.0.5}".to_string(),
                 vec!["100.64.0.2".to_string()]

@@ -1030,7 +1030,7 @@ fn the_service_cidr_is_published_on_nodes_only_when_configured() {
     use ferrovn_control::controller::Cluster;
     use ferrovn_control::controller::desired::node_network_annotations;
     let key = ferrovn_api::annotations::NodeNetwork::SERVICE_CIDRS;
-    let none = node_network_annotations(&Cluster::default());
+    let none = node_network_annotations(&Cluster::default(), "node-a");
     assert!(!none.contains_key(key), "{none:?}");
     let c = Cluster {
         service_cidrs: vec![
@@ -1039,6 +1039,6 @@ fn the_service_cidr_is_published_on_nodes_only_when_configured() {
         ],
         ..Cluster::default()
     };
-    let a = node_network_annotations(&c);
+    let a = node_network_annotations(&c, "node-a");
     assert_eq!(a[key], "10.96.0.0/12,fd00:96::/108");
 }

@@ -10,10 +10,16 @@
 //! subnets are not masqueraded: their pods' addresses are routed (the outside needs a route to
 //! them via the node).
 //!
+//! A centralized-gateway subnet (`gatewayType: centralized`) is masqueraded only on the nodes of
+//! its `gatewayNode` (the controller lists it in `ferrovn.io/gateway-snat` there, not in
+//! `ferrovn.io/nat-outgoing-cidrs` anywhere); the `node:ip` form becomes an `snat` to that
+//! address, ahead of the masquerade.
+//!
 //! The node must forward IPv4 (`net.ipv4.ip_forward=1`), which Kubernetes nodes do already;
 //! the agent does not turn it on.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -41,11 +47,13 @@ pub struct NatPlan {
     pub nat: BTreeSet<IpNet>,
     /// Every CIDR of the default VPC, the join subnet included: traffic to them stays routed.
     pub cluster: BTreeSet<IpNet>,
+    /// Centralized-gateway subnets with a fixed source address (`gatewayNode` `node:ip`).
+    pub snat: BTreeSet<(IpNet, IpAddr)>,
 }
 
 impl NatPlan {
     pub fn is_empty(&self) -> bool {
-        self.nat.is_empty()
+        self.nat.is_empty() && self.snat.is_empty()
     }
 }
 
@@ -60,12 +68,23 @@ pub fn plan_from_node(annotations: &Annotations) -> Result<NatPlan, NatError> {
     if let Some(join) = n.join().cidr()? {
         cluster.extend(join.nets().map(|c| c.trunc()));
     }
-    let nat = n
+    let mut nat: BTreeSet<IpNet> = n
         .nat_outgoing_cidrs()?
         .into_iter()
         .map(|c| c.trunc())
         .collect();
-    Ok(NatPlan { nat, cluster })
+    let mut snat = BTreeSet::new();
+    for (cidr, ip) in n.gateway_snat()? {
+        match ip {
+            Some(ip) => {
+                snat.insert((cidr.trunc(), ip));
+            }
+            None => {
+                nat.insert(cidr.trunc());
+            }
+        }
+    }
+    Ok(NatPlan { nat, cluster, snat })
 }
 
 fn set(name: &str, v4: bool, nets: &BTreeSet<IpNet>) -> String {
@@ -94,6 +113,16 @@ pub fn ruleset(plan: &NatPlan) -> String {
     s.push_str(&set("cluster6", false, &plan.cluster));
     s.push_str("  chain postrouting {\n");
     s.push_str("    type nat hook postrouting priority srcnat; policy accept;\n");
+    for (cidr, ip) in &plan.snat {
+        let (af, cl) = if cidr.addr().is_ipv4() {
+            ("ip", "@cluster4")
+        } else {
+            ("ip6", "@cluster6")
+        };
+        s.push_str(&format!(
+            "    {af} saddr {cidr} {af} daddr != {cl} snat {af} to {ip} fully-random\n"
+        ));
+    }
     s.push_str("    ip saddr @nat_outgoing4 ip daddr != @cluster4 masquerade fully-random\n");
     s.push_str("    ip6 saddr @nat_outgoing6 ip6 daddr != @cluster6 masquerade fully-random\n");
     s.push_str("  }\n}\n");
@@ -246,6 +275,30 @@ mod tests {
             s.contains("ip saddr @nat_outgoing4 ip daddr != @cluster4 masquerade"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn gateway_subnets_snat_to_their_address_before_the_masquerade() {
+        let mut a = node("10.16.0.0/16");
+        a.insert(
+            NodeNetwork::GATEWAY_SNAT.into(),
+            "10.18.0.0/16,10.19.0.0/16=203.0.113.7".into(),
+        );
+        let p = plan_from_node(&a).unwrap();
+        assert!(p.nat.contains(&"10.18.0.0/16".parse().unwrap()));
+        let s = ruleset(&p);
+        let snat = s
+            .find("ip saddr 10.19.0.0/16 ip daddr != @cluster4 snat ip to 203.0.113.7")
+            .expect(&s);
+        let masq = s.find("masquerade").expect(&s);
+        assert!(snat < masq, "{s}");
+        // a gateway-only node (no distributed natOutgoing subnet) still gets its table
+        let mut only = node("");
+        only.insert(
+            NodeNetwork::GATEWAY_SNAT.into(),
+            "10.19.0.0/16=203.0.113.7".into(),
+        );
+        assert!(!plan_from_node(&only).unwrap().is_empty());
     }
 
     #[test]

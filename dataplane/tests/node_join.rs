@@ -4,7 +4,9 @@
 //! real agent binds `node-<node>` as ovn0 from the controller's node record, and the built CNI
 //! plugin plumbs kernel pods. Then: node → pod HTTP (a kubelet probe's shape) and ping, pod →
 //! own node, pod → other node and its join address; an agent restart keeps ovn0 untouched; a
-//! removed Node loses its ovn0.
+//! removed Node loses its ovn0. Egress: distributed (masqueraded or routed) and centralized
+//! (through `gatewayNode`, SNAT with the `node:ip` address, failover when the active gateway's
+//! ovn-controller and agent die, measured).
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -183,8 +185,17 @@ fn start_agent(node: &mut Node, sb: &str, ctrl: &ManifestController) -> PathBuf 
 /// Two nodes, the controller with both Node manifests (InternalIP = underlay address), the
 /// agents (join port from the controller's node record, 1 s passes) and ovn-controllers.
 fn start_fabric() -> (TwoNodes, ManifestController, Vec<String>, String) {
+    start_fabric_with(|_| Vec::new())
+}
+
+/// [`start_fabric`] with controller flags made from the SB remote.
+fn start_fabric_with(
+    extra: impl Fn(&str) -> Vec<String>,
+) -> (TwoNodes, ManifestController, Vec<String>, String) {
     let mut tb = TwoNodes::start_ovs_only().expect("two nodes");
-    let ctrl = ManifestController::start(&tb.central.nb_remote()).expect("controller");
+    let ctrl =
+        ManifestController::start_with(&tb.central.nb_remote(), &extra(&tb.central.sb_remote()))
+            .expect("controller");
     let names: Vec<String> = tb.nodes.iter().map(|n| n.name().to_string()).collect();
     for (name, ip) in names.iter().zip(NODE_IPS) {
         ctrl.apply(&format!("node-{name}"), &node_yaml(name, ip))
@@ -605,4 +616,245 @@ fn pod_egress_through_its_own_node_masqueraded_or_routed() {
         seen_source(&pr.netns).as_deref() == Some(pr.ip.as_str())
     });
     drop(world);
+}
+
+/// "The internet" behind BOTH nodes' uplinks: a bridge in the outside namespace holding
+/// 203.0.113.10 and agnhost, node A's uplink 203.0.113.1 (+ 203.0.113.11, its `node:ip` SNAT
+/// address), node B's 203.0.113.2. Nothing on eth0.
+struct World2 {
+    netns: Netns,
+    server: std::process::Child,
+}
+
+const UPLINK_B: &str = "203.0.113.2";
+const SNAT_A: &str = "203.0.113.11";
+
+impl World2 {
+    fn attach(nodes: &[Node], tag: &str) -> World2 {
+        let netns = Netns::create(&format!("fvw2-{tag}")).expect("world netns");
+        netns.ip(["link", "set", "lo", "up"]).expect("lo");
+        netns
+            .ip(["link", "add", "br0", "type", "bridge"])
+            .expect("bridge");
+        netns.ip(["link", "set", "br0", "up"]).expect("bridge up");
+        netns
+            .ip(["addr", "add", &format!("{WORLD_IP}/24"), "dev", "br0"])
+            .expect("world addr");
+        for (i, (node, addrs)) in nodes
+            .iter()
+            .zip([vec![UPLINK_IP, SNAT_A], vec![UPLINK_B]])
+            .enumerate()
+        {
+            let peer = format!("fvww{i}");
+            ferrovn_testkit::process::run_cmd(
+                "world veth",
+                10,
+                "ip",
+                [
+                    "link",
+                    "add",
+                    "fvwn",
+                    "netns",
+                    node.netns().name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &peer,
+                    "netns",
+                    netns.name(),
+                ],
+            )
+            .expect("veth");
+            netns
+                .ip(["link", "set", &peer, "master", "br0"])
+                .expect("enslave");
+            netns.ip(["link", "set", &peer, "up"]).expect("peer up");
+            let n = node.netns();
+            for a in addrs {
+                n.ip(["addr", "add", &format!("{a}/24"), "dev", "fvwn"])
+                    .expect("uplink addr");
+            }
+            n.ip(["link", "set", "fvwn", "up"]).expect("uplink up");
+            n.run(5, "sysctl", ["-qw", "net.ipv4.ip_forward=1"])
+                .expect("ip_forward in the node netns");
+        }
+        let server = netns
+            .command(ferrovn_testkit::kube::bin_dir().join("agnhost"))
+            .args(["netexec", "--http-port=8080", "--udp-port=-1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agnhost netexec");
+        World2 { netns, server }
+    }
+}
+
+impl Drop for World2 {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = self.netns.ip(["link", "del", "br0"]);
+        for i in 0..2 {
+            let _ = self.netns.ip(["link", "del", &format!("fvww{i}")]);
+        }
+    }
+}
+
+fn central_subnet_yaml(gateway: Option<(&str, bool)>) -> String {
+    let gw = match gateway {
+        None => "  gatewayType: distributed\n".to_string(),
+        Some((nodes, ecmp)) => format!(
+            "  gatewayType: centralized\n  gatewayNode: \"{nodes}\"\n  enableEcmp: {ecmp}\n"
+        ),
+    };
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: central\n---\napiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata:\n  name: central\nspec:\n  cidrBlock: 10.18.0.0/16\n  natOutgoing: true\n  namespaces: [central]\n{gw}"
+    )
+}
+
+/// The 29000 policies of ovn-cluster (for failure messages and row checks).
+fn gateway_policies(tb: &TwoNodes) -> String {
+    tb.central
+        .nbctl(&["lr-policy-list", "ovn-cluster"])
+        .unwrap_or_default()
+}
+
+#[test]
+fn centralized_gateway_egress_snat_and_failover() {
+    let agnhost = ferrovn_testkit::kube::bin_dir().join("agnhost");
+    if !require(
+        "centralized_gateway_egress_snat_and_failover",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("nft"),
+            Need::Program(agnhost),
+        ],
+    ) {
+        return;
+    }
+    // the controller probes the gateway chassis through the SB; 3 s of silence is a death
+    let (mut tb, ctrl, names, sb) =
+        start_fabric_with(|sb| vec![format!("--sb={sb}"), "--gateway-dead-after=3".to_string()]);
+    let (a, b) = (names[0].clone(), names[1].clone());
+    let tag = ferrovn_testkit::names::unique_tag();
+    let world = World2::attach(&tb.nodes, &tag);
+    ctrl.apply("central", &central_subnet_yaml(None))
+        .expect("subnet");
+    ctrl.apply("pods", &pod_yaml_in("central", "pc", &a))
+        .expect("pod");
+    ctrl.wait_record(
+        &ctrl.allocations_dir().join("central").join("pc.json"),
+        Duration::from_secs(30),
+    )
+    .expect("pod record");
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pc = add_pod_in(&plugin, &tb.nodes[0], "central", "pc", &tag);
+    assert!(pc.ip.starts_with("10.18."), "{}", pc.ip);
+
+    // distributed: the pod's own node A masquerades to its uplink address
+    let seen = wait_for("pc reaches the outside", Duration::from_secs(30), || {
+        seen_source(&pc.netns)
+    })
+    .unwrap_or_else(|e| panic!("{e}; NB: {}", gateway_policies(&tb)));
+    assert_eq!(seen, UPLINK_IP, "distributed egress leaves through node A");
+
+    // centralized, B first (active-backup), A with the node:ip form: the pod on A leaves
+    // through B, masqueraded to B's address, without a restart
+    let gw = format!("{b}, {a}:{SNAT_A}");
+    ctrl.apply("central", &central_subnet_yaml(Some((&gw, false))))
+        .expect("centralized");
+    let switched = Instant::now();
+    assert_within(
+        Duration::from_secs(30),
+        "pc leaves through gateway node B",
+        || seen_source(&pc.netns).as_deref() == Some(UPLINK_B),
+    );
+    println!(
+        "distributed -> centralized: egress through B after {:?}",
+        switched.elapsed()
+    );
+    let policies = gateway_policies(&tb);
+    assert!(
+        policies.contains("ip4.src == 10.18.0.0/16"),
+        "one CIDR reroute for the centralized subnet: {policies}"
+    );
+    // both gateway nodes hold the subnet's NAT (the standby too: failover needs no agent);
+    // A's with its own SNAT address
+    assert_within(Duration::from_secs(20), "A's SNAT rule", || {
+        tb.nodes[0]
+            .netns()
+            .run(5, "nft", ["list", "table", "inet", "ferrovn"])
+            .is_ok_and(|t| {
+                t.contains(&format!(
+                    "ip saddr 10.18.0.0/16 ip daddr != @cluster4 snat ip to {SNAT_A}"
+                ))
+            })
+    });
+
+    // ECMP: both gateway nodes carry connections (each GET is a new 5-tuple)
+    ctrl.apply("central", &central_subnet_yaml(Some((&gw, true))))
+        .expect("ecmp");
+    let mut sources = std::collections::BTreeSet::new();
+    assert_within(Duration::from_secs(60), "ECMP over both gateways", || {
+        if let Some(s) = seen_source(&pc.netns) {
+            sources.insert(s);
+        }
+        sources.contains(UPLINK_B) && sources.contains(SNAT_A)
+    });
+    println!("ecmp: sources seen {sources:?}");
+    // back to active-backup: B again
+    ctrl.apply("central", &central_subnet_yaml(Some((&gw, false))))
+        .expect("active-backup");
+    assert_within(Duration::from_secs(30), "back on B", || {
+        (0..5).all(|_| seen_source(&pc.netns).as_deref() == Some(UPLINK_B))
+    });
+
+    // failover: node B's agents die (ovn-controller SIGKILL, as a crash leaves it, and the
+    // FerrOVN agent). The controller sees B's chassis stop answering and moves the subnet to
+    // A, which SNATs to its node:ip address.
+    let killed = Instant::now();
+    tb.nodes[1].kill_ovn_controller();
+    tb.nodes[1].stop_agent();
+    let took = wait_for("failover to A", Duration::from_secs(60), || {
+        (seen_source(&pc.netns).as_deref() == Some(SNAT_A)).then(|| killed.elapsed())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; NB: {}; controller log: {}",
+            gateway_policies(&tb),
+            ctrl.log()
+        )
+    });
+    println!("centralized gateway failover (active-backup, dead-after 3 s): {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "failover within 30 s, took {took:?}"
+    );
+    assert!(
+        ctrl.log().contains("gateway liveness changed"),
+        "the controller logged why"
+    );
+
+    // back to distributed, still the same pod: A's own masquerade, and the centralized row
+    // and A's SNAT rule are gone
+    ctrl.apply("central", &central_subnet_yaml(None))
+        .expect("distributed again");
+    assert_within(Duration::from_secs(30), "distributed again", || {
+        seen_source(&pc.netns).as_deref() == Some(UPLINK_IP)
+    });
+    assert_within(Duration::from_secs(20), "rows and rules cleaned", || {
+        !gateway_policies(&tb).contains("ip4.src == 10.18.0.0/16")
+            && tb.nodes[0]
+                .netns()
+                .run(5, "nft", ["list", "table", "inet", "ferrovn"])
+                .is_ok_and(|t| !t.contains("snat"))
+    });
+    drop(world);
+    let _ = sb;
 }

@@ -24,6 +24,11 @@ pub struct ManifestController {
 impl ManifestController {
     /// Builds (on first use) and starts the controller against `nb_remote`.
     pub fn start(nb_remote: &str) -> Result<Self> {
+        Self::start_with(nb_remote, &[])
+    }
+
+    /// [`ManifestController::start`] with `extra_args` appended (e.g. `--sb=...`).
+    pub fn start_with(nb_remote: &str, extra_args: &[String]) -> Result<Self> {
         let bin = controller_binary()?;
         let manifests = tempdir("fv-manifests-")?;
         let state = tempdir("fv-ctrl-state-")?;
@@ -34,6 +39,8 @@ impl ManifestController {
             format!("--state-dir={}", state.path().display()),
             "--interval=1".into(),
         ];
+        let mut args = args;
+        args.extend(extra_args.iter().cloned());
         let env = vec![(
             "RUST_LOG".to_string(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -415,6 +415,14 @@ impl Node {
         Ok(())
     }
 
+    /// Kills this node's ovn-controller at once (SIGKILL by PID, as a crash or a power loss
+    /// leaves it: no chassis cleanup, the flows it installed stay in OVS).
+    pub fn kill_ovn_controller(&mut self) {
+        if let Some(mut d) = self.controller.take() {
+            d.kill();
+        }
+    }
+
     /// The CNI socket of this node's agent (in the node's run dir).
     pub fn agent_socket(&self) -> PathBuf {
         self.dir.path().join("cni.sock")

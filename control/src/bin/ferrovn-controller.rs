@@ -46,6 +46,13 @@ struct Args {
     /// processes reach ClusterIPs. Unset: no route.
     #[arg(long, value_delimiter = ',')]
     service_cluster_ip_range: Vec<ipnet::IpNet>,
+    /// OVN Southbound database: with it, centralized gateways (`gatewayType: centralized`) fail
+    /// over when a gateway node's ovn-controller stops answering (docs/node-connectivity.md).
+    #[arg(long, env = "FERROVN_SB")]
+    sb: Option<String>,
+    /// Seconds a gateway node's chassis may stay silent before its subnets fail over.
+    #[arg(long, default_value_t = 6.0)]
+    gateway_dead_after: f64,
     /// Cluster mode (`--kube`): watchers, write-back to pods, leader election.
     #[command(flatten)]
     kube_args: ferrovn_control::kube::cli::KubeArgs,
@@ -95,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
     let mut options = ControllerOptions::new(&args.nb, &manifests, &args.state_dir);
     options.batch = args.batch.max(1);
     options.mac_seed = args.mac_seed;
+    options.sb = args.sb.clone();
+    options.gateway_dead_after = Duration::from_secs_f64(args.gateway_dead_after.max(0.5));
     options.build = BuildOptions {
         default_cidr: args.default_cidr.clone(),
         join_cidr: args.join_cidr.clone(),

@@ -719,8 +719,9 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
             vlan,
             logical_gateway: s.spec.logical_gateway,
             enable_lb: s.spec.enable_lb.unwrap_or(true),
-            centralized_gateway: s.spec.gateway_type
-                == Some(ferrovn_api::crd::GatewayType::Centralized),
+            centralized_gateway: is_centralized(s),
+            gateway_node: s.spec.gateway_node.clone(),
+            gateway_ecmp: s.spec.enable_ecmp,
         });
     }
     for a in allocated {
@@ -748,6 +749,10 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
     d
 }
 
+fn is_centralized(s: &ClusterSubnet) -> bool {
+    s.spec.gateway_type == Some(ferrovn_api::crd::GatewayType::Centralized)
+}
+
 /// The allocation contract of one allocated interface: what the controller writes onto the pod
 /// (or node) and the node agent reads back. `None` when its subnet is no longer in the cluster
 /// (the allocation then goes with the next pass).
@@ -771,11 +776,15 @@ pub fn allocation_of(c: &Cluster, a: &Allocated) -> Option<ferrovn_api::Allocati
 /// What a node needs to know about the default VPC besides its own join allocation: the CIDRs
 /// its join port routes to ([`NodeNetwork::POD_CIDRS`]: every overlay subnet of the default VPC
 /// that reaches its router, the join subnet itself excepted, as Kube-OVN's daemon routes them),
-/// those of them with `natOutgoing` ([`NodeNetwork::NAT_OUTGOING_CIDRS`]) and the Service
-/// CIDR(s) when configured ([`NodeNetwork::SERVICE_CIDRS`]).
-pub fn node_network_annotations(c: &Cluster) -> Annotations {
+/// those of them with `natOutgoing` ([`NodeNetwork::NAT_OUTGOING_CIDRS`]), distributed ones
+/// only, and the Service CIDR(s) when configured ([`NodeNetwork::SERVICE_CIDRS`]). A
+/// centralized subnet's egress never reaches a node outside its `gatewayNode`; the nodes named
+/// there get it in [`NodeNetwork::GATEWAY_SNAT`] (with the `node:ip` address), the standby ones
+/// too, so a failover is one NB change and waits for no node agent.
+pub fn node_network_annotations(c: &Cluster, node: &str) -> Annotations {
     let mut pod = Vec::new();
     let mut nat = Vec::new();
+    let mut snat = Vec::new();
     for (name, s) in &c.subnets {
         let routed = s.validated.vpc == DEFAULT_VPC
             && s.validated.overlap_domain() == DEFAULT_VPC
@@ -783,16 +792,30 @@ pub fn node_network_annotations(c: &Cluster) -> Annotations {
         if !routed || *name == c.join_subnet {
             continue;
         }
+        let centralized = is_centralized(s);
+        let gateway = if centralized && s.spec.nat_outgoing {
+            gateway_entry(&s.spec.gateway_node, node)
+        } else {
+            None
+        };
         for net in s.validated.cidr.nets() {
             pod.push(net.to_string());
-            if s.spec.nat_outgoing {
+            if s.spec.nat_outgoing && !centralized {
                 nat.push(net.to_string());
+            }
+            match gateway {
+                Some(Some(ip)) if ip.is_ipv4() == net.addr().is_ipv4() => {
+                    snat.push(format!("{net}={ip}"))
+                }
+                Some(_) => snat.push(net.to_string()),
+                None => {}
             }
         }
     }
     let mut out: Annotations = [
         (NodeNetwork::POD_CIDRS.to_string(), pod.join(",")),
         (NodeNetwork::NAT_OUTGOING_CIDRS.to_string(), nat.join(",")),
+        (NodeNetwork::GATEWAY_SNAT.to_string(), snat.join(",")),
     ]
     .into();
     // Only when configured: existing Nodes keep exactly their annotations otherwise.
@@ -805,6 +828,16 @@ pub fn node_network_annotations(c: &Cluster) -> Annotations {
         out.insert(NodeNetwork::SERVICE_CIDRS.to_string(), svc.join(","));
     }
     out
+}
+
+/// `node`'s entry in `gatewayNode`: `Some(snat address)` when listed. An unreadable
+/// `gatewayNode` lists nobody (the planner reports it).
+fn gateway_entry(gateway_node: &str, node: &str) -> Option<Option<std::net::IpAddr>> {
+    crate::plan::parse_gateway_nodes(gateway_node)
+        .ok()?
+        .into_iter()
+        .find(|g| g.node == node)
+        .map(|g| g.snat)
 }
 
 pub fn allocation_annotations(c: &Cluster, a: &Allocated) -> Annotations {

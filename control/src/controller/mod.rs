@@ -7,6 +7,7 @@
 //! moves no address.
 
 pub mod desired;
+pub mod gateway_health;
 pub mod recover;
 pub mod state;
 
@@ -35,6 +36,10 @@ pub struct ControllerOptions {
     /// Seed of generated MACs (keep it per cluster).
     pub mac_seed: u64,
     pub build: BuildOptions,
+    /// The SB remote: with it, centralized gateways fail over (see [`gateway_health`]).
+    pub sb: Option<String>,
+    /// A gateway node whose chassis did not answer for this long is dead.
+    pub gateway_dead_after: Duration,
 }
 
 impl ControllerOptions {
@@ -50,9 +55,15 @@ impl ControllerOptions {
             batch: 1000,
             mac_seed: DEFAULT_MAC_SEED,
             build: BuildOptions::default(),
+            sb: None,
+            gateway_dead_after: DEFAULT_GATEWAY_DEAD_AFTER,
         }
     }
 }
+
+/// How long a gateway chassis may stay silent before its subnets fail over: a few probe
+/// periods, so one slow `ovn-controller` iteration on a loaded node is not a death.
+pub const DEFAULT_GATEWAY_DEAD_AFTER: Duration = Duration::from_secs(6);
 
 /// The default MAC seed (any fixed value works; it only has to stay the same).
 pub const DEFAULT_MAC_SEED: u64 = 0x4665_7272_4f56_4e00;
@@ -66,6 +77,8 @@ pub enum ControllerError {
     Nb(#[from] ApplyError),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("{0}")]
+    Gateway(String),
 }
 
 /// What one pass did.
@@ -121,6 +134,15 @@ pub struct Controller {
     last_full: Option<Instant>,
     /// Subnets the IPAM holds, to drop those deleted from the source.
     ipam_subnets: std::collections::BTreeSet<String>,
+    /// The centralized gateways' liveness probe (with an SB to ask).
+    gateway_health: Option<gateway_health::GatewayHealth>,
+    /// The nodes named by centralized subnets' `gatewayNode` as of the last pass.
+    gateway_nodes: std::collections::BTreeSet<String>,
+    /// The last probe's answer and the last plan's active gateways.
+    liveness: plan::GatewayLiveness,
+    /// The nodes carrying each centralized subnet's egress, as of the last plan.
+    active_gateways: std::collections::BTreeMap<String, Vec<String>>,
+    planned_once: bool,
 }
 
 impl Controller {
@@ -128,6 +150,18 @@ impl Controller {
     pub async fn connect(options: ControllerOptions) -> Result<Controller, ControllerError> {
         let nb = NbSync::connect(&options.nb, options.batch).await?;
         let files = StateFiles::new(options.state_dir.clone());
+        let gateway_health = match &options.sb {
+            Some(sb) => Some(
+                gateway_health::GatewayHealth::connect(
+                    nb.client.clone(),
+                    sb,
+                    options.gateway_dead_after,
+                )
+                .await
+                .map_err(|e| ControllerError::Gateway(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Controller {
             options,
             nb,
@@ -140,7 +174,59 @@ impl Controller {
             plan_cache: plan::PlanCache::default(),
             last_full: None,
             ipam_subnets: Default::default(),
+            gateway_health,
+            gateway_nodes: Default::default(),
+            liveness: Default::default(),
+            active_gateways: Default::default(),
+            planned_once: false,
         })
+    }
+
+    /// One liveness probe of the gateway nodes (a no-op without centralized subnets or without an SB in
+    /// [`ControllerOptions::sb`]). True when the answer changed: a pass is due.
+    pub async fn probe_gateways(&mut self) -> bool {
+        let Some(h) = self.gateway_health.as_mut() else {
+            return false;
+        };
+        if self.gateway_nodes.is_empty() {
+            return false;
+        }
+        // blind: keep the last answer (nothing moves on a probe's own failure)
+        let Some(alive) = h.probe(&self.gateway_nodes).await else {
+            return false;
+        };
+        let alive = Some(alive);
+        if alive == self.liveness.alive {
+            return false;
+        }
+        tracing::info!(alive = ?alive, "gateway liveness changed");
+        self.liveness.alive = alive;
+        true
+    }
+
+    /// The active gateway of each centralized subnet as FerrOVN's rows in the NB say
+    /// (`external_ids:active-gateway` of its 29000 reroute).
+    fn active_gateways_in_nb(&self) -> std::collections::BTreeMap<String, String> {
+        self.nb.replica.read(|r| {
+            r.rows("Logical_Router_Policy")
+                .filter_map(|(_, row)| {
+                    let ids = row.get("external_ids")?.as_map()?;
+                    let get = |k: &str| ids.get_str(k).and_then(|a| a.as_str());
+                    if get(plan::OWNER_KEY) != Some(plan::OWNER_VALUE)
+                        || get("gateway") != Some("centralized")
+                    {
+                        return None;
+                    }
+                    let node = get("active-gateway")?.split(',').next()?.to_string();
+                    Some((get("subnet")?.to_string(), node))
+                })
+                .collect()
+        })
+    }
+
+    /// The nodes carrying each centralized subnet's egress (`status.activateGateway`).
+    pub fn active_gateways(&self) -> &std::collections::BTreeMap<String, Vec<String>> {
+        &self.active_gateways
     }
 
     /// The IPAM (after the first pass).
@@ -175,7 +261,8 @@ impl Controller {
         }
         let fp = manifest_fingerprint(&self.options.manifests);
         let due = self.last_full.is_none_or(|t| t.elapsed() >= resync);
-        if !nb_changed && !due && self.last_fingerprint == Some(fp) {
+        let gateways_moved = self.probe_gateways().await;
+        if !nb_changed && !due && !gateways_moved && self.last_fingerprint == Some(fp) {
             return Ok(None);
         }
         let report = self.pass().await?;
@@ -281,8 +368,29 @@ impl Controller {
         report.records_removed = st.removed;
         self.last_records = records;
 
-        let desired = desired::desired(&cluster, &allocated);
+        let mut desired = desired::desired(&cluster, &allocated);
+        self.gateway_nodes = desired
+            .subnets
+            .iter()
+            .filter(|s| s.centralized_gateway)
+            .filter_map(|s| plan::parse_gateway_nodes(&s.gateway_node).ok())
+            .flatten()
+            .map(|g| g.node)
+            .collect();
+        if !self.planned_once {
+            // a restarted controller (or a new leader) keeps the active gateways the NB has
+            self.liveness.previous_active = self.active_gateways_in_nb();
+            self.planned_once = true;
+        }
+        desired.gateway_liveness = self.liveness.clone();
         let planned = plan::plan_cached(&desired, &mut self.plan_cache);
+        // active-backup keeps its node while it lives: the next plan starts from this one
+        self.liveness.previous_active = planned
+            .active_gateways
+            .iter()
+            .filter_map(|(s, nodes)| Some((s.clone(), nodes.first()?.clone())))
+            .collect();
+        self.active_gateways = planned.active_gateways.clone();
         report
             .issues
             .extend(planned.issues.iter().map(ToString::to_string));
@@ -325,7 +433,7 @@ pub fn record_of(cluster: &Cluster, a: &Allocated) -> AllocationRecord {
         annotations: match i.kind {
             InterfaceKind::Node => {
                 let mut ann = desired::allocation_annotations(cluster, a);
-                ann.extend(desired::node_network_annotations(cluster));
+                ann.extend(desired::node_network_annotations(cluster, &i.name));
                 ann
             }
             InterfaceKind::Pod => desired::allocation_annotations(cluster, a),

@@ -30,6 +30,10 @@ use super::writeback::{
     Target, Writer, existing_allocations, plan_condition_writes, plan_events, plan_writes,
 };
 
+/// How often the centralized gateway nodes are probed (kube mode; manifest mode probes every
+/// `--interval`).
+const GATEWAY_PROBE_PERIOD: Duration = Duration::from_secs(1);
+
 /// How long after a failed pass (or failed writes) the next one starts.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -274,6 +278,7 @@ impl Source {
         let mut writes = plan_writes(
             &self.store,
             ctl.last_records(),
+            ctl.active_gateways(),
             |s| ctl.ipam().and_then(|i| i.counts(s)),
             &report.issues,
             true,
@@ -391,6 +396,9 @@ pub async fn run(
         },
         opts,
     };
+    // the centralized gateways' liveness probe (a no-op without them or without an SB)
+    let mut gateway_probe = tokio::time::interval(GATEWAY_PROBE_PERIOD);
+    gateway_probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let result = loop {
         let deadline = debounce.deadline();
@@ -434,6 +442,14 @@ pub async fn run(
                 }
             }
             _ = resync.tick() => debounce.touch(Instant::now()),
+            _ = gateway_probe.tick() => {
+                if *leader.borrow()
+                    && let Some(c) = src.controller.as_mut()
+                    && c.probe_gateways().await
+                {
+                    debounce.touch(Instant::now());
+                }
+            }
             _ = &mut shutdown => break Ok(()),
         }
         stats.send_replace(src.stats.clone());

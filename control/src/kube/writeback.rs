@@ -229,6 +229,7 @@ pub fn subnet_status_patch(current: &SubnetStatus, desired: &SubnetStatus) -> Op
             s.v6_available_ips,
             s.v6_using_ips,
             s.conditions.clone(),
+            s.activate_gateway.clone(),
         )
     };
     if managed(current) == managed(desired) {
@@ -242,6 +243,7 @@ pub fn subnet_status_patch(current: &SubnetStatus, desired: &SubnetStatus) -> Op
             "v6availableIPs": desired.v6_available_ips,
             "v6usingIPs": desired.v6_using_ips,
             "conditions": conditions,
+            "activateGateway": desired.activate_gateway,
         }
     }))
 }
@@ -264,9 +266,12 @@ fn mentions_subnet(issue: &str, name: &str) -> bool {
 
 /// Every write a pass calls for: pods and nodes whose annotations differ from their
 /// allocation, subnets whose status differs. `routed`: the pass applied the NB.
+/// `active_gateways`: the nodes carrying each centralized subnet's egress
+/// (`status.activateGateway`, comma-separated in ECMP mode).
 pub fn plan_writes(
     store: &ClusterStore,
     records: &[AllocationRecord],
+    active_gateways: &BTreeMap<String, Vec<String>>,
     counts: impl Fn(&str) -> Option<Counts>,
     issues: &[String],
     routed: bool,
@@ -309,7 +314,11 @@ pub fn plan_writes(
             .map(String::as_str)
             .filter(|i| mentions_subnet(i, name))
             .collect();
-        let desired = desired_subnet_status(&current, counts(name), &problems, now);
+        let mut desired = desired_subnet_status(&current, counts(name), &problems, now);
+        desired.activate_gateway = active_gateways
+            .get(name)
+            .map(|n| n.join(","))
+            .unwrap_or_default();
         if let Some(body) = subnet_status_patch(&current, &desired) {
             out.push(PlannedWrite {
                 target: Target::SubnetStatus {

@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod ctbypass;
+pub mod gateway;
 pub mod gateway_router;
 pub mod netpol;
 pub mod protocol;
@@ -23,6 +24,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::ipam::MacAddr;
 
+pub use gateway::{GatewayLiveness, GatewayNode, parse_gateway_nodes};
 pub use services::{
     PlannedChassisVars, PlannedLbGroup, PlannedLoadBalancer, Protocol, ServiceInputs, ServiceNode,
 };
@@ -76,6 +78,8 @@ pub struct Desired {
     /// Turns the conntrack bypass off (plan::ctbypass: pod↔pod traffic on switches with load
     /// balancers skips conntrack). On by default; off only to measure it or to rule it out.
     pub ct_bypass_off: bool,
+    /// Which centralized gateway nodes live, and the last active ones.
+    pub gateway_liveness: GatewayLiveness,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -159,9 +163,13 @@ pub struct SubnetIntent {
     /// Kube-OVN's `spec.enableLb` (default true): the switch references its VPC's Service
     /// load balancers. Off, its pods pay no conntrack for load balancing but reach no VIP.
     pub enable_lb: bool,
-    /// `gatewayType: centralized`: no distributed egress reroute for its pods (the centralized
-    /// gateway is not planned yet).
+    /// `gatewayType: centralized`: its pods' egress leaves through `gateway_node`, not through
+    /// their own nodes.
     pub centralized_gateway: bool,
+    /// `gatewayNode` as written (`node` or `node:ip`, comma-separated).
+    pub gateway_node: String,
+    /// `enableEcmp`: a centralized subnet's egress over every live gateway node instead of one.
+    pub gateway_ecmp: bool,
 }
 
 impl SubnetIntent {
@@ -188,6 +196,8 @@ impl SubnetIntent {
             logical_gateway: false,
             enable_lb: true,
             centralized_gateway: false,
+            gateway_node: String::new(),
+            gateway_ecmp: false,
         }
     }
 
@@ -289,6 +299,9 @@ pub struct NbPlan {
     pub chassis_vars: BTreeMap<String, PlannedChassisVars>,
     /// Inputs the planner could not place (they are left out of the plan).
     pub issues: Vec<PlanIssue>,
+    /// The nodes carrying each centralized subnet's egress (one in active-backup), in
+    /// `gatewayNode` order: `status.activateGateway`, and the next plan's stickiness.
+    pub active_gateways: BTreeMap<String, Vec<String>>,
 }
 
 impl NbPlan {
@@ -462,6 +475,18 @@ pub enum PlanIssue {
     },
     #[error("service {service}: VPC {vpc} is not defined")]
     ServiceUnknownVpc { service: String, vpc: String },
+    #[error("subnet {subnet}: {error} (its pods have no egress)")]
+    GatewayNodeInvalid { subnet: String, error: String },
+    #[error(
+        "subnet {subnet}: gatewayType centralized: no node of gatewayNode {listed:?} has a join port (its pods have no egress)"
+    )]
+    NoGatewayNode { subnet: String, listed: String },
+    #[error("subnet {subnet}: no live gateway node among {listed:?}; egress stays on {kept:?}")]
+    NoLiveGateway {
+        subnet: String,
+        listed: String,
+        kept: Vec<String>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1042,6 +1067,15 @@ fn plan_gateways(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out
             add_policy(router, &p, &[("subnet", &s.name)]);
         }
     }
+    plan_centralized(
+        desired,
+        &in_vpc,
+        join,
+        &node_join,
+        router,
+        &mut out.issues,
+        &mut out.active_gateways,
+    );
     for ((node, v4), ips) in sources {
         let Some(nexthop) = node_join
             .get(node)
@@ -1067,6 +1101,95 @@ fn plan_gateways(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, out
             &p,
             &[("node", node), ("gateway", "distributed")],
         );
+    }
+}
+
+/// Per centralized subnet and family ONE 29000 reroute of the whole CIDR to the join address(es)
+/// of the chosen gateway node(s) (Kube-OVN's row; ECMP: several next hops).
+fn plan_centralized(
+    desired: &Desired,
+    in_vpc: &[&SubnetIntent],
+    join: &SubnetIntent,
+    node_join: &BTreeMap<&str, Vec<IpAddr>>,
+    router: &mut PlannedRouter,
+    issues: &mut Vec<PlanIssue>,
+    active: &mut BTreeMap<String, Vec<String>>,
+) {
+    for s in in_vpc
+        .iter()
+        .filter(|s| s.centralized_gateway && s.name != join.name)
+    {
+        let listed = match parse_gateway_nodes(&s.gateway_node) {
+            Ok(l) => l,
+            Err(e) => {
+                issues.push(PlanIssue::GatewayNodeInvalid {
+                    subnet: s.name.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let nets = s.nets();
+        // a candidate needs a join address of every family the subnet has
+        let candidates: Vec<String> = listed
+            .iter()
+            .filter(|g| {
+                node_join.get(g.node.as_str()).is_some_and(|j| {
+                    nets.iter()
+                        .all(|n| j.iter().any(|ip| ip.is_ipv4() == n.addr().is_ipv4()))
+                })
+            })
+            .map(|g| g.node.clone())
+            .collect();
+        if candidates.is_empty() {
+            issues.push(PlanIssue::NoGatewayNode {
+                subnet: s.name.clone(),
+                listed: s.gateway_node.clone(),
+            });
+            continue;
+        }
+        let lv = &desired.gateway_liveness;
+        let previous = lv.previous_active.get(&s.name).map(String::as_str);
+        let chosen = gateway::choose(&candidates, s.gateway_ecmp, previous, lv);
+        if !candidates.iter().any(|c| lv.is_alive(c)) {
+            issues.push(PlanIssue::NoLiveGateway {
+                subnet: s.name.clone(),
+                listed: s.gateway_node.clone(),
+                kept: chosen.clone(),
+            });
+        }
+        for net in &nets {
+            let v4 = net.addr().is_ipv4();
+            let nexthops: Vec<String> = chosen
+                .iter()
+                .filter_map(|n| node_join.get(n.as_str()))
+                .filter_map(|j| j.iter().find(|ip| ip.is_ipv4() == v4))
+                .map(ToString::to_string)
+                .collect();
+            let af = if v4 { "ip4" } else { "ip6" };
+            let p = PolicyIntent {
+                priority: GATEWAY_POLICY_PRIORITY,
+                match_: format!("{af}.src == {}", net.trunc()),
+                action: "reroute".into(),
+                nexthops,
+            };
+            let key = format!(
+                "lrp-policy/{}/{GATEWAY_POLICY_PRIORITY}/centralized/{}/{af}",
+                router.name, s.name
+            );
+            let gateways = chosen.join(",");
+            insert_policy(
+                router,
+                key,
+                &p,
+                &[
+                    ("subnet", &s.name),
+                    ("gateway", "centralized"),
+                    ("active-gateway", &gateways),
+                ],
+            );
+        }
+        active.insert(s.name.clone(), chosen);
     }
 }
 
