@@ -398,6 +398,7 @@ impl EgressLab {
                 JOIN_CIDR.parse().map_err(setup)?,
             ]
             .into(),
+            snat: Default::default(),
         };
         let mut script = ruleset(&plan);
         script.push_str(
