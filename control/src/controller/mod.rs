@@ -7,6 +7,7 @@
 //! moves no address.
 
 pub mod desired;
+pub mod netpol;
 pub mod recover;
 pub mod state;
 
