@@ -247,7 +247,11 @@ async fn netpol_rows_reconciled_minimal_and_idempotent() {
             "name=np.y.broken",
         ])
         .unwrap();
-    assert_eq!(pg_acls.split_whitespace().count(), 2, "drop + one allow");
+    assert_eq!(
+        pg_acls.split_whitespace().count(),
+        3,
+        "drop + one allow + the node allow (stateful replies)"
+    );
 
     // Converged, and a new connection (a restarted controller) finds nothing to do.
     assert!(sync.diff(&p1).is_empty(), "{:?}", sync.diff(&p1).changes);
@@ -336,7 +340,7 @@ async fn netpol_rows_reconciled_minimal_and_idempotent() {
         .unwrap()
         .split_whitespace()
         .count();
-    assert_eq!(acl_count, 2);
+    assert_eq!(acl_count, 3);
     assert!(address_set(&central, &front).is_empty());
     assert!(
         !central

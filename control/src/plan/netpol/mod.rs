@@ -8,8 +8,11 @@
 //! - per isolated direction, a default drop ([`DROP_PRIORITY`]) on that port group;
 //! - per rule, one `allow-related` ACL ([`ALLOW_PRIORITY`]) on that port group, so any policy's
 //!   allow beats any policy's drop (the union of policies) and replies pass through conntrack;
-//! - ingress-isolated pods accept traffic from the nodes' join addresses ([`NODE_PRIORITY`]), so
-//!   kubelet probes keep working;
+//! - every selected pod accepts traffic from the nodes' join addresses ([`NODE_PRIORITY`]), so
+//!   kubelet probes keep working. Also on egress-only policies, where it changes no verdict: it
+//!   is what makes the switch stateful (OVN commits new connections to conntrack only on a
+//!   datapath with an `allow-related` ACL), so the replies of connections *into* a pod whose
+//!   egress is isolated pass instead of hitting its egress drop;
 //! - address sets are shared: one per distinct peer selector and family
 //!   (`np.peer.<hash>.ip4`), one per named container port (`np.port.<name>.<proto>.<n>.ip4`),
 //!   one for the nodes (`np.nodes.ip4`). No ACL depends on a pod label, so a label change
@@ -38,7 +41,7 @@ pub const NETPOL_TIER: i64 = 2;
 pub const DROP_PRIORITY: i64 = 2000;
 /// A rule's allow.
 pub const ALLOW_PRIORITY: i64 = 2001;
-/// Node → pod (kubelet probes) on ingress-isolated pods, as Kube-OVN's `NodeAllowPriority`.
+/// Node → pod (kubelet probes) on every selected pod, as Kube-OVN's `NodeAllowPriority`.
 pub const NODE_PRIORITY: i64 = 3000;
 /// The label the API server puts on every Namespace; added here when a manifest lacks it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -697,7 +700,9 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 "drop",
             );
             acls.insert(k, a);
-            if dir == Dir::Ingress {
+            if dir == Dir::Ingress || !dirs.contains(&Dir::Ingress) {
+                let dir = Dir::Ingress;
+                let port = dir.port();
                 let parts: Vec<String> = [Family::V4, Family::V6]
                     .iter()
                     .filter(|f| input.node_ips.iter().any(|ip| family(ip) == **f))
