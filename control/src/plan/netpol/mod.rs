@@ -274,8 +274,10 @@ type Rule = (
 );
 
 struct Ctx<'a> {
-    input: &'a PolicyInput,
     ns_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
+    /// Namespace → its pods: a selector is matched against the pods of the namespaces in its
+    /// scope only (1,000 policies over 5,000 pods: 50 pods per policy, not 5,000).
+    by_ns: BTreeMap<&'a str, Vec<&'a PolicyPod>>,
     /// Families any pod has: peer sets exist for these, whatever the labels.
     families: BTreeSet<Family>,
     /// Named port → (protocol, number) → family → addresses.
@@ -318,9 +320,13 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+        let mut by_ns: BTreeMap<&str, Vec<&PolicyPod>> = BTreeMap::new();
+        for p in &input.pods {
+            by_ns.entry(p.namespace.as_str()).or_default().push(p);
+        }
         Ctx {
-            input,
             ns_labels,
+            by_ns,
             families,
             named,
             peers: BTreeSet::new(),
@@ -341,14 +347,27 @@ impl<'a> Ctx<'a> {
         self.ns_labels.get(ns).is_some_and(|l| sel.matches(l))
     }
 
-    fn peer_pods(&self, peer: &PodPeer) -> impl Iterator<Item = &'a PolicyPod> {
-        self.input.pods.iter().filter(move |p| {
-            let in_scope = match &peer.scope {
-                Scope::Namespace(ns) => p.namespace == *ns,
-                Scope::Namespaces(sel) => self.ns_matches(sel, &p.namespace),
-            };
-            in_scope && peer.pods.matches(&p.labels)
-        })
+    /// The pods of namespace `ns`.
+    fn pods_in(&self, ns: &str) -> &[&'a PolicyPod] {
+        self.by_ns.get(ns).map_or(&[], Vec::as_slice)
+    }
+
+    /// The pods a peer selects: only the namespaces in scope are scanned.
+    fn peer_pods(&self, peer: &PodPeer) -> Vec<&'a PolicyPod> {
+        let namespaces: Vec<&str> = match &peer.scope {
+            Scope::Namespace(ns) => vec![ns.as_str()],
+            Scope::Namespaces(sel) => self
+                .by_ns
+                .keys()
+                .copied()
+                .filter(|ns| self.ns_matches(sel, ns))
+                .collect(),
+        };
+        namespaces
+            .into_iter()
+            .flat_map(|ns| self.pods_in(ns).iter().copied())
+            .filter(|p| peer.pods.matches(&p.labels))
+            .collect()
     }
 
     /// `ip4.<side> == $set || ip6.<side> == $set` for a selector peer.
@@ -653,10 +672,10 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 Selector::default()
             }
         };
-        let ports: BTreeSet<String> = input
-            .pods
+        let ports: BTreeSet<String> = cx
+            .pods_in(ns)
             .iter()
-            .filter(|p| p.namespace == *ns && selected.matches(&p.labels))
+            .filter(|p| selected.matches(&p.labels))
             .map(|p| p.port.clone())
             .collect();
 
