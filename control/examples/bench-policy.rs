@@ -165,7 +165,7 @@ fn policy_input(d: &Desired) -> Result<PolicyInput> {
     Ok(input)
 }
 
-/// Kube-OVN's rows for the same input (docs: ../shared research, section 5.2): per policy one
+/// Kube-OVN's rows for the same input (its documented NetworkPolicy rows): per policy one
 /// port group; per direction with rules, per rule and family an `allow` and an `except`
 /// address set; a drop per isolated direction; per rule and family one allow ACL per port
 /// (at least one) for selector peers and another per port for ipBlock peers; two node ACLs per
