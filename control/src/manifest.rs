@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -51,6 +52,7 @@ pub enum Object {
     ProviderNetwork(Box<ProviderNetwork>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
+    NetworkPolicy(Box<NetworkPolicy>),
 }
 
 impl Object {
@@ -69,6 +71,7 @@ impl Object {
             Object::ProviderNetwork(_) => "ProviderNetwork",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
 
@@ -86,6 +89,7 @@ impl Object {
             Object::ProviderNetwork(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -103,6 +107,7 @@ impl Object {
             Object::ProviderNetwork(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
+            Object::NetworkPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -115,7 +120,7 @@ impl Object {
         self.metadata().namespace.as_deref()
     }
 
-    /// True for Pods, NADs, Services and EndpointSlices.
+    /// True for Pods, NADs, Services, EndpointSlices and NetworkPolicies.
     pub fn is_namespaced(&self) -> bool {
         matches!(
             self,
@@ -123,6 +128,7 @@ impl Object {
                 | Object::NetworkAttachmentDefinition(_)
                 | Object::Service(_)
                 | Object::EndpointSlice(_)
+                | Object::NetworkPolicy(_)
         )
     }
 }
@@ -199,6 +205,7 @@ impl Manifest {
     accessor!(provider_networks, ProviderNetwork, ProviderNetwork);
     accessor!(services, Service, Service);
     accessor!(endpoint_slices, EndpointSlice, EndpointSlice);
+    accessor!(network_policies, NetworkPolicy, NetworkPolicy);
 
     /// Appends another manifest; the same object (kind, namespace, name) twice is an error.
     pub fn merge(&mut self, other: Manifest) -> Result<(), ManifestError> {
@@ -361,6 +368,9 @@ fn load_value(
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             decode(value, &location, &kind, &name).map(Object::EndpointSlice)?
         }
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            decode(value, &location, &kind, &name).map(Object::NetworkPolicy)?
+        }
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => {
             decode(value, &location, &kind, &name).map(Object::NetworkAttachmentDefinition)?
         }
@@ -408,7 +418,7 @@ fn load_value(
 fn object_is_namespaced(kind: &str) -> bool {
     matches!(
         kind,
-        "Pod" | "NetworkAttachmentDefinition" | "Service" | "EndpointSlice"
+        "Pod" | "NetworkAttachmentDefinition" | "Service" | "EndpointSlice" | "NetworkPolicy"
     )
 }
 

@@ -17,16 +17,15 @@ use std::net::IpAddr;
 use ferrovn_api::MacAddr;
 use ferrovn_api::names::{router_port_mac, router_port_name};
 use ferrovn_control::plan::netpol::{
-    NamedPort, PolicyInput, PolicyNamespace, PolicyPlan, PolicyPod, Protocol, plan_network_policies,
+    NamedPort, PolicyInput, PolicyNamespace, PolicyPod, Protocol, plan_network_policies,
 };
-use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, StrMap, plan};
+use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use std::process::Command;
 
 use ferrovn_testkit::process::output_of;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use serde_json::{Value, json};
 
 const POLICY: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -84,6 +83,9 @@ fn desired() -> Desired {
             port_security: true,
         });
     }
+    // Through the planner and the reconciler: policy-selected ports keep conntrack (no
+    // ct bypass for them), as in the controller.
+    d.network_policy = policy_input();
     d
 }
 
@@ -114,67 +116,6 @@ fn policy_input() -> PolicyInput {
         }],
         node_ips: vec!["100.64.0.2".parse().unwrap()],
     }
-}
-
-fn map(m: &StrMap) -> Value {
-    json!([
-        "map",
-        m.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
-    ])
-}
-
-/// One transaction inserting every row of `plan`, the way a reconciler's first pass would.
-fn insert_ops(plan: &PolicyPlan, lsp: &BTreeMap<String, String>) -> Vec<Value> {
-    let mut ops = Vec::new();
-    for s in plan.address_sets.values() {
-        ops.push(json!({"op": "insert", "table": "Address_Set", "row": {
-            "name": s.name,
-            "addresses": ["set", s.addresses.iter().collect::<Vec<_>>()],
-            "external_ids": map(&s.external_ids),
-        }}));
-    }
-    for (pi, pg) in plan.port_groups.values().enumerate() {
-        let mut acl_refs = Vec::new();
-        for (ai, a) in pg.acls.values().enumerate() {
-            let id = format!("acl{pi}x{ai}");
-            ops.push(
-                json!({"op": "insert", "table": "ACL", "uuid-name": id, "row": {
-                    "direction": a.direction,
-                    "priority": a.priority,
-                    "tier": a.tier,
-                    "match": a.match_,
-                    "action": a.action,
-                    "name": ["set", a.name.iter().collect::<Vec<_>>()],
-                    "options": map(&a.options),
-                    "external_ids": map(&a.external_ids),
-                }}),
-            );
-            acl_refs.push(json!(["named-uuid", id]));
-        }
-        let ports: Vec<Value> = pg
-            .ports
-            .iter()
-            .map(|p| json!(["uuid", lsp.get(p).unwrap_or_else(|| panic!("no LSP {p}"))]))
-            .collect();
-        ops.push(json!({"op": "insert", "table": "Port_Group", "row": {
-            "name": pg.name,
-            "ports": ["set", ports],
-            "acls": ["set", acl_refs],
-            "external_ids": map(&pg.external_ids),
-        }}));
-    }
-    ops
-}
-
-fn transact(central: &OvnCentral, ops: Vec<Value>) -> Vec<Value> {
-    let mut req = vec![json!("OVN_Northbound")];
-    req.extend(ops);
-    let reply = central.nb().transact(&Value::Array(req)).expect("transact");
-    let results = reply.as_array().expect("result array").clone();
-    for r in &results {
-        assert!(r.get("error").is_none(), "NB refused a row: {reply}");
-    }
-    results
 }
 
 /// `ovn-trace` of the first packet of a new connection from `src` to `dst`; true when it
@@ -229,28 +170,8 @@ async fn netpol_rows_accepted_compiled_and_traced() {
         .expect("NB");
     sync.sync(&plan(&desired())).await.expect("sync cluster");
 
-    let sel = transact(
-        &central,
-        vec![
-            json!({"op": "select", "table": "Logical_Switch_Port", "where": [],
-                    "columns": ["_uuid", "name"]}),
-        ],
-    );
-    let lsp: BTreeMap<String, String> = sel[0]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["_uuid"][1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-
     let np = plan_network_policies(&policy_input());
     assert!(np.issues.is_empty(), "{:?}", np.issues);
-    transact(&central, insert_ops(&np, &lsp));
     central.sync_sb().expect("northd caught up");
 
     let flows = central

@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrovn_control::plan::netpol::{
-    NETPOL_TIER, NamedPort, PolicyInput, PolicyNamespace, PolicyPlan, PolicyPod, Protocol,
-    plan_network_policies,
+    NETPOL_TIER, NamedPort, PolicyNamespace, PolicyPlan, PolicyPod, Protocol, plan_network_policies,
 };
 use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{
@@ -27,6 +26,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
+
+mod netpol_model;
+use netpol_model::{Endpoint, World};
 
 // =============================================================================================
 // The OVN side: parse and evaluate matches.
@@ -330,207 +332,6 @@ fn stage_allows(
         }
     }
     true
-}
-
-// =============================================================================================
-// The model: Kubernetes semantics read directly.
-
-fn model_labels_match(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let ml = sel.match_labels.clone().unwrap_or_default();
-    if !ml.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        return false;
-    }
-    sel.match_expressions.iter().flatten().all(|r| {
-        let vals = r.values.clone().unwrap_or_default();
-        let v = labels.get(&r.key);
-        match r.operator.as_str() {
-            "In" => v.is_some_and(|v| vals.contains(v)),
-            "NotIn" => !v.is_some_and(|v| vals.contains(v)),
-            "Exists" => v.is_some(),
-            "DoesNotExist" => v.is_none(),
-            _ => unreachable!(),
-        }
-    })
-}
-
-#[derive(Debug, Clone)]
-enum Endpoint {
-    Pod(usize),
-    External,
-    Node,
-}
-
-#[derive(Debug, Clone)]
-struct World {
-    namespaces: Vec<PolicyNamespace>,
-    pods: Vec<PolicyPod>,
-    policies: Vec<NetworkPolicy>,
-    node_ips: Vec<IpAddr>,
-}
-
-impl World {
-    fn ns_labels(&self, ns: &str) -> BTreeMap<String, String> {
-        let mut l = self
-            .namespaces
-            .iter()
-            .find(|n| n.name == ns)
-            .map(|n| n.labels.clone())
-            .unwrap_or_default();
-        l.insert("kubernetes.io/metadata.name".into(), ns.into());
-        l
-    }
-
-    fn peer_matches(
-        &self,
-        policy_ns: &str,
-        peer: &NetworkPolicyPeer,
-        ep: &Endpoint,
-        ip: IpAddr,
-    ) -> bool {
-        if let Some(b) = &peer.ip_block {
-            let cidr: IpNet = b.cidr.parse().unwrap();
-            return cidr.contains(&ip)
-                && !b
-                    .except
-                    .iter()
-                    .flatten()
-                    .any(|e| e.parse::<IpNet>().unwrap().contains(&ip));
-        }
-        let Endpoint::Pod(i) = ep else { return false };
-        let pod = &self.pods[*i];
-        let ns_ok = match &peer.namespace_selector {
-            Some(s) => model_labels_match(s, &self.ns_labels(&pod.namespace)),
-            None => pod.namespace == policy_ns,
-        };
-        let pod_ok = peer
-            .pod_selector
-            .as_ref()
-            .is_none_or(|s| model_labels_match(s, &pod.labels));
-        ns_ok && pod_ok
-    }
-
-    fn port_matches(
-        ports: &Option<Vec<NetworkPolicyPort>>,
-        dst: &Endpoint,
-        w: &World,
-        proto: Protocol,
-        port: u16,
-    ) -> bool {
-        let ports = ports.clone().unwrap_or_default();
-        if ports.is_empty() {
-            return true;
-        }
-        ports.iter().any(|p| {
-            let pp = match p.protocol.as_deref() {
-                None | Some("TCP") => Protocol::Tcp,
-                Some("UDP") => Protocol::Udp,
-                _ => Protocol::Sctp,
-            };
-            if pp != proto {
-                return false;
-            }
-            match &p.port {
-                None => true,
-                Some(IntOrString::Int(n)) => {
-                    let lo = *n as u16;
-                    let hi = p.end_port.map(|e| e as u16).unwrap_or(lo);
-                    port >= lo && port <= hi
-                }
-                Some(IntOrString::String(name)) => match dst {
-                    Endpoint::Pod(i) => w.pods[*i]
-                        .named_ports
-                        .iter()
-                        .any(|np| np.name == *name && np.protocol == proto && np.port == port),
-                    _ => false,
-                },
-            }
-        })
-    }
-
-    fn types(spec: &NetworkPolicySpec) -> (bool, bool) {
-        match &spec.policy_types {
-            Some(t) if !t.is_empty() => (
-                t.iter().any(|x| x == "Ingress"),
-                t.iter().any(|x| x == "Egress"),
-            ),
-            _ => (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty())),
-        }
-    }
-
-    fn selects(&self, pol: &NetworkPolicy, pod: &PolicyPod) -> bool {
-        pol.metadata.namespace.as_deref() == Some(pod.namespace.as_str())
-            && pol
-                .spec
-                .as_ref()
-                .and_then(|s| s.pod_selector.as_ref())
-                .is_none_or(|s| model_labels_match(s, &pod.labels))
-    }
-
-    /// Kubernetes: is a new connection src → dst allowed?
-    fn allowed(
-        &self,
-        src: &Endpoint,
-        sip: IpAddr,
-        dst: &Endpoint,
-        dip: IpAddr,
-        proto: Protocol,
-        port: u16,
-    ) -> bool {
-        let egress_ok = match src {
-            Endpoint::Pod(i) => {
-                let pod = &self.pods[*i];
-                let pols: Vec<&NetworkPolicy> = self
-                    .policies
-                    .iter()
-                    .filter(|p| self.selects(p, pod) && World::types(p.spec.as_ref().unwrap()).1)
-                    .collect();
-                pols.is_empty()
-                    || pols.iter().any(|p| {
-                        let ns = p.metadata.namespace.as_deref().unwrap();
-                        p.spec.as_ref().unwrap().egress.iter().flatten().any(|r| {
-                            let peers = r.to.clone().unwrap_or_default();
-                            (peers.is_empty()
-                                || peers.iter().any(|pe| self.peer_matches(ns, pe, dst, dip)))
-                                && World::port_matches(&r.ports, dst, self, proto, port)
-                        })
-                    })
-            }
-            _ => true,
-        };
-        let ingress_ok = match (dst, src) {
-            // Kubelet probes: the node reaches its pods whatever the policies say.
-            (Endpoint::Pod(_), Endpoint::Node) => true,
-            (Endpoint::Pod(i), _) => {
-                let pod = &self.pods[*i];
-                let pols: Vec<&NetworkPolicy> = self
-                    .policies
-                    .iter()
-                    .filter(|p| self.selects(p, pod) && World::types(p.spec.as_ref().unwrap()).0)
-                    .collect();
-                pols.is_empty()
-                    || pols.iter().any(|p| {
-                        let ns = p.metadata.namespace.as_deref().unwrap();
-                        p.spec.as_ref().unwrap().ingress.iter().flatten().any(|r| {
-                            let peers = r.from.clone().unwrap_or_default();
-                            (peers.is_empty()
-                                || peers.iter().any(|pe| self.peer_matches(ns, pe, src, sip)))
-                                && World::port_matches(&r.ports, dst, self, proto, port)
-                        })
-                    })
-            }
-            _ => true,
-        };
-        egress_ok && ingress_ok
-    }
-
-    fn input(&self) -> PolicyInput {
-        PolicyInput {
-            policies: self.policies.clone(),
-            pods: self.pods.clone(),
-            namespaces: self.namespaces.clone(),
-            node_ips: self.node_ips.clone(),
-        }
-    }
 }
 
 // =============================================================================================

@@ -83,6 +83,24 @@ impl Nb {
         {
             self.rows_mut(*t).retain(|r| referenced.contains(&r.uuid));
         }
+        // Weak references to collected ports go with them (a port group's ports).
+        let ports: BTreeSet<Uuid> = self
+            .snap
+            .rows(Table::LogicalSwitchPort)
+            .iter()
+            .map(|r| r.uuid)
+            .collect();
+        for g in self.rows_mut(Table::PortGroup).clone() {
+            let held: Vec<Uuid> = g
+                .columns
+                .get("ports")
+                .and_then(Datum::as_atoms)
+                .map(|a| a.iter().filter_map(Atom::as_uuid).collect())
+                .unwrap_or_default();
+            for u in held.into_iter().filter(|u| !ports.contains(u)) {
+                self.set_edit(Table::PortGroup, g.uuid, "ports", u, false);
+            }
+        }
     }
 
     /// Applies changes as ovsdb-server would (one transaction per call).

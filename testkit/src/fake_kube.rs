@@ -100,6 +100,14 @@ const TYPES: &[ResourceType] = &[
         core: true,
     },
     ResourceType {
+        prefix: "/apis/networking.k8s.io/v1",
+        plural: "networkpolicies",
+        kind: "NetworkPolicy",
+        api_version: "networking.k8s.io/v1",
+        namespaced: true,
+        core: true,
+    },
+    ResourceType {
         prefix: "/apis/coordination.k8s.io/v1",
         plural: "leases",
         kind: "Lease",

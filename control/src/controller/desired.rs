@@ -107,6 +107,8 @@ pub struct Cluster {
     pub service_cidrs: Vec<IpNet>,
     /// Services and EndpointSlices, validated by the planner (a bad Service is left out there).
     pub services: crate::plan::ServiceInputs,
+    /// NetworkPolicies and what they select by.
+    pub network_policy: super::netpol::PolicySource,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -207,6 +209,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             endpoint_slices: manifest.endpoint_slices().cloned().collect(),
             node_chassis: BTreeMap::new(),
         },
+        network_policy: super::netpol::read(manifest),
         ..Cluster::default()
     };
 
@@ -746,6 +749,7 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
             InterfaceKind::Pod => {}
         }
     }
+    d.network_policy = super::netpol::input(&c.network_policy, &d.ports, &d.nodes);
     d
 }
 

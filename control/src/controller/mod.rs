@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod gateway_health;
+pub mod netpol;
 pub mod recover;
 pub mod state;
 

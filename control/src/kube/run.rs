@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -193,6 +194,9 @@ pub fn watch_all(client: &Client, kinds: &[Kind]) -> impl Stream<Item = Change> 
             Kind::Service => kind_stream::<Service>(client, kind, |o| Object::Service(Box::new(o))),
             Kind::EndpointSlice => {
                 kind_stream::<EndpointSlice>(client, kind, |o| Object::EndpointSlice(Box::new(o)))
+            }
+            Kind::NetworkPolicy => {
+                kind_stream::<NetworkPolicy>(client, kind, |o| Object::NetworkPolicy(Box::new(o)))
             }
         })
         .collect();

@@ -31,10 +31,11 @@ pub enum Kind {
     ProviderNetwork,
     Service,
     EndpointSlice,
+    NetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Node,
@@ -47,6 +48,7 @@ impl Kind {
         Kind::ProviderNetwork,
         Kind::Service,
         Kind::EndpointSlice,
+        Kind::NetworkPolicy,
     ];
 
     /// The Kubernetes kind name.
@@ -64,6 +66,7 @@ impl Kind {
             Kind::ProviderNetwork => "ProviderNetwork",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -82,6 +85,7 @@ impl Kind {
             Object::ProviderNetwork(_) => Kind::ProviderNetwork,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
         }
     }
 }
@@ -171,6 +175,7 @@ fn metadata_mut(o: &mut Object) -> &mut ObjectMeta {
         Object::ProviderNetwork(x) => &mut x.metadata,
         Object::Service(x) => &mut x.metadata,
         Object::EndpointSlice(x) => &mut x.metadata,
+        Object::NetworkPolicy(x) => &mut x.metadata,
     }
 }
 

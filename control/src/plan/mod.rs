@@ -80,6 +80,8 @@ pub struct Desired {
     pub ct_bypass_off: bool,
     /// Which centralized gateway nodes live, and the last active ones.
     pub gateway_liveness: GatewayLiveness,
+    /// NetworkPolicies with the pods, namespaces and node addresses they select from.
+    pub network_policy: netpol::PolicyInput,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -297,6 +299,10 @@ pub struct NbPlan {
     pub lb_groups: BTreeMap<String, PlannedLbGroup>,
     /// Chassis_Template_Var rows (by chassis) of chassis-local Service VIPs.
     pub chassis_vars: BTreeMap<String, PlannedChassisVars>,
+    /// NetworkPolicy port groups (by name) with their ACLs.
+    pub port_groups: BTreeMap<String, netpol::PlannedPortGroup>,
+    /// NetworkPolicy address sets (by name).
+    pub address_sets: BTreeMap<String, netpol::PlannedAddressSet>,
     /// Inputs the planner could not place (they are left out of the plan).
     pub issues: Vec<PlanIssue>,
     /// The nodes carrying each centralized subnet's egress (one in active-backup), in
@@ -322,6 +328,12 @@ impl NbPlan {
                 .map(|g| 1 + g.load_balancers.len())
                 .sum::<usize>()
             + self.chassis_vars.len()
+            + self
+                .port_groups
+                .values()
+                .map(|g| 1 + g.acls.len())
+                .sum::<usize>()
+            + self.address_sets.len()
     }
 
     /// The pod port named `name`, with its switch.
@@ -487,6 +499,10 @@ pub enum PlanIssue {
         listed: String,
         kept: Vec<String>,
     },
+    /// A NetworkPolicy field that could not be used (the rest of the policy, and every other
+    /// policy, is applied; the bad part fails closed).
+    #[error(transparent)]
+    NetworkPolicy(#[from] netpol::PolicyIssue),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,8 +628,20 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     plan_load_balancers(desired, &by_name, &mut out, cache);
     // After every planner that adds ACLs or port-group members: the bypass must not cover a
     // port any policy selects (NetworkPolicy ports go into `excluded` when they are planned).
+    if !desired.network_policy.policies.is_empty() {
+        let np = netpol::plan_network_policies(&desired.network_policy);
+        out.port_groups = np.port_groups;
+        out.address_sets = np.address_sets;
+        out.issues
+            .extend(np.issues.into_iter().map(PlanIssue::NetworkPolicy));
+    }
     if !desired.ct_bypass_off {
-        ctbypass::plan_ct_bypass(&mut out, &by_name, &BTreeSet::new());
+        let excluded: BTreeSet<String> = out
+            .port_groups
+            .values()
+            .flat_map(|g| g.ports.iter().cloned())
+            .collect();
+        ctbypass::plan_ct_bypass(&mut out, &by_name, &excluded);
     }
     plan_gateways(desired, &by_name, &mut out);
     out.issues.sort();

@@ -41,10 +41,12 @@ pub enum Table {
     LoadBalancerGroup,
     LoadBalancer,
     ChassisTemplateVar,
+    PortGroup,
+    AddressSet,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 12] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -55,6 +57,8 @@ impl Table {
         Table::LoadBalancerGroup,
         Table::LoadBalancer,
         Table::ChassisTemplateVar,
+        Table::PortGroup,
+        Table::AddressSet,
     ];
 
     /// The OVSDB table name.
@@ -70,6 +74,8 @@ impl Table {
             Table::LoadBalancerGroup => "Load_Balancer_Group",
             Table::LoadBalancer => "Load_Balancer",
             Table::ChassisTemplateVar => "Chassis_Template_Var",
+            Table::PortGroup => "Port_Group",
+            Table::AddressSet => "Address_Set",
         }
     }
 
@@ -81,6 +87,8 @@ impl Table {
                 | Table::LogicalRouter
                 | Table::LoadBalancerGroup
                 | Table::ChassisTemplateVar
+                | Table::PortGroup
+                | Table::AddressSet
         )
     }
 
@@ -99,6 +107,8 @@ impl Table {
             Table::LogicalSwitch | Table::LogicalRouter => {
                 &[("load_balancer_group", Table::LoadBalancerGroup)]
             }
+            // Weak references to (FerrOVN's) pod ports.
+            Table::PortGroup => &[("ports", Table::LogicalSwitchPort)],
             _ => &[],
         }
     }
@@ -126,6 +136,7 @@ impl Table {
                 "log",
                 "severity",
                 "name",
+                "options",
                 "external_ids",
             ],
             Table::LogicalRouter => &["name", "external_ids"],
@@ -141,20 +152,31 @@ impl Table {
             Table::LoadBalancerGroup => &["name"],
             Table::LoadBalancer => &["name", "vips", "protocol", "options", "external_ids"],
             Table::ChassisTemplateVar => &["chassis", "variables", "external_ids"],
+            Table::PortGroup => &["name", "external_ids"],
+            Table::AddressSet => &["name", "addresses", "external_ids"],
         }
     }
 
-    /// The parent relation of a child table: (parent table, column of the parent).
-    pub fn parent(self) -> Option<(Table, &'static str)> {
+    /// The parent relations of a child table: (parent table, column of the parent). An ACL
+    /// belongs to a switch (subnet ACLs) or to a port group (NetworkPolicy).
+    pub fn parents(self) -> &'static [(Table, &'static str)] {
         match self {
-            Table::LogicalSwitchPort => Some((Table::LogicalSwitch, "ports")),
-            Table::Acl => Some((Table::LogicalSwitch, "acls")),
-            Table::LogicalRouterPort => Some((Table::LogicalRouter, "ports")),
-            Table::StaticRoute => Some((Table::LogicalRouter, "static_routes")),
-            Table::Policy => Some((Table::LogicalRouter, "policies")),
-            Table::LoadBalancer => Some((Table::LoadBalancerGroup, "load_balancer")),
-            _ => None,
+            Table::LogicalSwitchPort => &[(Table::LogicalSwitch, "ports")],
+            Table::Acl => &[(Table::LogicalSwitch, "acls"), (Table::PortGroup, "acls")],
+            Table::LogicalRouterPort => &[(Table::LogicalRouter, "ports")],
+            Table::StaticRoute => &[(Table::LogicalRouter, "static_routes")],
+            Table::Policy => &[(Table::LogicalRouter, "policies")],
+            Table::LoadBalancer => &[(Table::LoadBalancerGroup, "load_balancer")],
+            _ => &[],
         }
+    }
+
+    /// The column of `parent` that holds rows of this table.
+    pub fn parent_column(self, parent: Table) -> Option<&'static str> {
+        self.parents()
+            .iter()
+            .find(|(t, _)| *t == parent)
+            .map(|(_, c)| *c)
     }
 
     /// Child set columns of a root table.
@@ -163,6 +185,7 @@ impl Table {
             Table::LogicalSwitch => &["ports", "acls"],
             Table::LogicalRouter => &["ports", "static_routes", "policies"],
             Table::LoadBalancerGroup => &["load_balancer"],
+            Table::PortGroup => &["acls"],
             _ => &[],
         }
     }
@@ -176,6 +199,8 @@ impl Table {
                 | Table::LogicalRouter
                 | Table::LogicalRouterPort
                 | Table::LoadBalancerGroup
+                | Table::PortGroup
+                | Table::AddressSet
         )
     }
 
@@ -202,6 +227,8 @@ pub struct DesiredRow {
     pub name: Option<String>,
     pub columns: ColumnValues,
     pub parent: Option<String>,
+    /// The table of `parent` (one of [`Table::parents`]).
+    pub parent_table: Option<Table>,
     /// For roots: the FerrOVN rows its link columns must reference (column, target key).
     pub links: Vec<(&'static str, String)>,
 }
@@ -237,9 +264,17 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: None,
             columns: c,
             parent: None,
+            parent_table: None,
             links: Vec::new(),
         });
     }
+    // Port name → row identity, for port groups' links.
+    let port_keys: HashMap<&str, &str> = plan
+        .switches
+        .values()
+        .flat_map(|s| s.ports.values())
+        .filter_map(|p| Some((p.name.as_str(), p.external_ids.get(ROW_KEY)?.as_str())))
+        .collect();
     for g in plan.lb_groups.values() {
         let mut c = ColumnValues::new();
         c.insert("name".into(), s(&g.name));
@@ -249,6 +284,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: Some(g.name.clone()),
             columns: c,
             parent: None,
+            parent_table: None,
             links: Vec::new(),
         });
         for lb in g.load_balancers.values() {
@@ -264,6 +300,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(g.name.clone()),
+                parent_table: Some(Table::LoadBalancerGroup),
                 links: Vec::new(),
             });
         }
@@ -280,6 +317,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: Some(sw.name.clone()),
             columns: c,
             parent: None,
+            parent_table: None,
             links: sw
                 .lb_groups
                 .iter()
@@ -301,6 +339,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: Some(p.name.clone()),
                 columns: c,
                 parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalSwitch),
                 links: Vec::new(),
             });
         }
@@ -314,6 +353,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             c.insert("log".into(), a.log.to_datum());
             c.insert("severity".into(), set(&a.severity));
             c.insert("name".into(), set(&a.name));
+            c.insert("options".into(), Datum::empty_map());
             c.insert("external_ids".into(), map(&a.external_ids));
             out.push(DesiredRow {
                 table: Table::Acl,
@@ -321,6 +361,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalSwitch),
                 links: Vec::new(),
             });
         }
@@ -336,6 +377,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             name: Some(r.name.clone()),
             columns: c,
             parent: None,
+            parent_table: None,
             links: r
                 .lb_groups
                 .iter()
@@ -354,6 +396,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: Some(p.name.clone()),
                 columns: c,
                 parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalRouter),
                 links: Vec::new(),
             });
         }
@@ -370,6 +413,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalRouter),
                 links: Vec::new(),
             });
         }
@@ -386,6 +430,66 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalRouter),
+                links: Vec::new(),
+            });
+        }
+    }
+    // NetworkPolicy: address sets (referenced by name from ACL matches only), then port groups
+    // (their `ports` link to pod ports, set once those exist) with their ACLs.
+    for a in plan.address_sets.values() {
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&a.name));
+        c.insert("addresses".into(), set(&a.addresses));
+        c.insert("external_ids".into(), map(&a.external_ids));
+        out.push(DesiredRow {
+            table: Table::AddressSet,
+            key: key_of(&a.external_ids),
+            name: Some(a.name.clone()),
+            columns: c,
+            parent: None,
+            parent_table: None,
+            links: Vec::new(),
+        });
+    }
+    for pg in plan.port_groups.values() {
+        let key = key_of(&pg.external_ids);
+        let mut c = ColumnValues::new();
+        c.insert("name".into(), s(&pg.name));
+        c.insert("external_ids".into(), map(&pg.external_ids));
+        out.push(DesiredRow {
+            table: Table::PortGroup,
+            key: key.clone(),
+            name: Some(pg.name.clone()),
+            columns: c,
+            parent: None,
+            parent_table: None,
+            links: pg
+                .ports
+                .iter()
+                .filter_map(|p| port_keys.get(p.as_str()))
+                .map(|k| ("ports", (*k).to_string()))
+                .collect(),
+        });
+        for a in pg.acls.values() {
+            let mut c = ColumnValues::new();
+            c.insert("direction".into(), s(&a.direction));
+            c.insert("priority".into(), a.priority.to_datum());
+            c.insert("tier".into(), a.tier.to_datum());
+            c.insert("match".into(), s(&a.match_));
+            c.insert("action".into(), s(&a.action));
+            c.insert("log".into(), false.to_datum());
+            c.insert("severity".into(), Datum::empty_set());
+            c.insert("name".into(), set(&a.name));
+            c.insert("options".into(), map(&a.options));
+            c.insert("external_ids".into(), map(&a.external_ids));
+            out.push(DesiredRow {
+                table: Table::Acl,
+                key: key_of(&a.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(key.clone()),
+                parent_table: Some(Table::PortGroup),
                 links: Vec::new(),
             });
         }
@@ -478,7 +582,8 @@ pub struct ParentRef {
 /// One change to the NB.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// A new row. Roots carry the UUID chosen for them; children the parent set to join.
+    /// A new row. Roots carry the UUID chosen for them; children the parent set to join, and
+    /// a chosen UUID too when a root links to them (a pod port in a port group).
     Insert {
         table: Table,
         key: String,
@@ -672,14 +777,12 @@ pub fn diff(
     // Which child UUIDs exist in which child table (a parent's `ports` column holds both
     // LSPs and, for routers, LRPs: the relation is decided by the child's table).
     let relation_parents = |table: Table, uuid: Uuid| -> Vec<ParentRef> {
-        let Some((pt, col)) = table.parent() else {
-            return Vec::new();
-        };
+        let relations = table.parents();
         let mut v: Vec<ParentRef> = parents_of
             .get(&uuid)
             .map(|v| {
                 v.iter()
-                    .filter(|p| p.table == pt && p.column == col)
+                    .filter(|p| relations.contains(&(p.table, p.column)))
                     .copied()
                     .collect()
             })
@@ -723,10 +826,13 @@ pub fn diff(
                 }
                 let uuid = new_uuid();
                 root_uuid.insert((row.table, row.key.as_str()), uuid);
-                // A new root carries its links in the insert (link targets are planned, and
-                // inserted, before the rows that reference them).
+                // A new root carries its links to other roots in the insert (link targets are
+                // planned, and inserted, before the rows that reference them). Links to
+                // children (a port group's ports) follow as a [`Change::Link`] after the
+                // children's inserts: a weak reference to a row not yet there is dropped.
                 let mut columns = non_default(&row.columns);
-                for (column, target) in row.table.link_columns() {
+                for (column, target) in row.table.link_columns().iter().filter(|(_, t)| t.is_root())
+                {
                     let targets: BTreeSet<Uuid> = row
                         .links
                         .iter()
@@ -751,6 +857,32 @@ pub fn diff(
         }
     }
 
+    // Children that roots link to (pod ports in port groups) get their UUID here, chosen for
+    // new ones, so a link can name a port inserted in the same pass.
+    let child_targets: BTreeSet<Table> = Table::ALL
+        .iter()
+        .flat_map(|t| t.link_columns().iter().map(|(_, target)| *target))
+        .filter(|t| !t.is_root())
+        .collect();
+    let mut child_uuid: HashMap<(Table, &str), Uuid> = HashMap::new();
+    for row in desired
+        .iter()
+        .filter(|r| r.parent.is_some() && child_targets.contains(&r.table))
+    {
+        let uuid = match owned.get(&(row.table, row.key.as_str())) {
+            Some(have) => have.uuid,
+            None => new_uuid(),
+        };
+        child_uuid.insert((row.table, row.key.as_str()), uuid);
+    }
+    let target_uuid = |target: Table, key: &str| -> Option<Uuid> {
+        if target.is_root() {
+            root_uuid.get(&(target, key)).copied()
+        } else {
+            child_uuid.get(&(target, key)).copied()
+        }
+    };
+
     // Link columns of roots: only FerrOVN's own targets are added or removed.
     let owned_target: HashSet<(Table, Uuid)> =
         owned.iter().map(|((t, _), r)| (*t, r.uuid)).collect();
@@ -758,13 +890,15 @@ pub fn diff(
         let Some(&uuid) = root_uuid.get(&(row.table, row.key.as_str())) else {
             continue;
         };
-        // New roots got their links with the insert.
-        let Some(have) = owned.get(&(row.table, row.key.as_str())) else {
-            continue;
-        };
+        let have = owned.get(&(row.table, row.key.as_str()));
         for (column, target) in row.table.link_columns() {
+            // New roots got their links to roots with the insert.
+            if have.is_none() && target.is_root() {
+                continue;
+            }
             let current: BTreeSet<Uuid> = have
-                .uuids(column)
+                .map(|h| h.uuids(column))
+                .unwrap_or_default()
                 .into_iter()
                 .filter(|u| owned_target.contains(&(*target, *u)))
                 .collect();
@@ -772,7 +906,7 @@ pub fn diff(
                 .links
                 .iter()
                 .filter(|(c, _)| c == column)
-                .filter_map(|(_, k)| root_uuid.get(&(*target, k.as_str())).copied())
+                .filter_map(|(_, k)| target_uuid(*target, k))
                 .collect();
             let add: Vec<Uuid> = want.difference(&current).copied().collect();
             let remove: Vec<Uuid> = current.difference(&want).copied().collect();
@@ -790,10 +924,10 @@ pub fn diff(
     }
 
     for row in desired.iter() {
-        let Some(parent_key) = &row.parent else {
+        let (Some(parent_key), Some(parent_table)) = (&row.parent, row.parent_table) else {
             continue;
         };
-        let Some((parent_table, column)) = row.table.parent() else {
+        let Some(column) = row.table.parent_column(parent_table) else {
             continue;
         };
         // A parent that could not be created takes its children with it (already reported).
@@ -840,7 +974,7 @@ pub fn diff(
                 out.changes.push(Change::Insert {
                     table: row.table,
                     key: row.key.clone(),
-                    uuid: None,
+                    uuid: child_uuid.get(&(row.table, row.key.as_str())).copied(),
                     columns: non_default(&row.columns),
                     parent: Some(want_parent),
                 });
@@ -998,7 +1132,11 @@ fn transaction(changes: &[Change], database: &str) -> Transaction {
             } => {
                 let op = Operation::insert_row(table.name(), columns.clone());
                 match (uuid, parent) {
-                    (Some(u), _) => {
+                    (Some(u), Some(p)) => {
+                        txn.push(op.with_uuid(*u));
+                        sets.entry(*p).or_default().0.push(Atom::Uuid(*u));
+                    }
+                    (Some(u), None) => {
                         txn.push(op.with_uuid(*u));
                     }
                     (None, Some(p)) => {

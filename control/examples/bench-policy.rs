@@ -1,0 +1,366 @@
+//! NetworkPolicy benchmark (control plane):
+//! `cargo run --release -p ferrovn-control --example bench-policy`.
+//!
+//! 5,000 pods in 100 namespaces on 10 nodes are applied into a fresh NB ovsdb-server (no
+//! northd); then 1,000 NetworkPolicies (10 per namespace, four shapes: pod selector + ports,
+//! namespace selector, egress ipBlock with except + DNS, default deny) are planned and applied
+//! on top: time end to end (plan, diff, batched transactions, replica settled), ACL and address
+//! set counts, and the same counts for Kube-OVN's layout of the same input (computed from its
+//! documented rows: one address set pair per rule and family, one ACL per port and family, a
+//! drop per policy and direction, two node ACLs per node). Then single pod label changes, each
+//! one full controller pass (plan, diff, transaction, replica settled): p50/p99.
+//!
+//! The last line is `policy-bench apply_1k_s=… label_p99_ms=… acls=… dpdk_policy_ratio=na`;
+//! the datapath ratio is measured elsewhere (docs/network-policy.md).
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ferrovn_control::plan::netpol::{PolicyInput, PolicyNamespace, PolicyPod};
+use ferrovn_control::plan::{
+    DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
+};
+use ferrovn_control::reconcile::{NbSync, Table};
+use ferrovn_testkit::ovs_paths::nb_schema;
+use ferrovn_testkit::ovsdb::OvsdbServer;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::json;
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
+
+const NAMESPACES: usize = 100;
+const PODS_PER_NS: usize = 50;
+const POLICIES_PER_NS: usize = 10;
+const NODES: usize = 10;
+const CHANGES: usize = 100;
+const BATCH: usize = 2_000;
+
+fn pod_labels(ns: usize, i: usize, generation: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), format!("app-{}", i % 10)),
+        ("role".to_string(), format!("role-{}", (i + generation) % 5)),
+        ("tier".to_string(), format!("t{}", (ns + i) % 3)),
+    ])
+}
+
+fn pod_ip(ns: usize, i: usize) -> IpAddr {
+    let n = ns * PODS_PER_NS + i + 10;
+    IpAddr::from([10, 16, (n / 250) as u8, (n % 250 + 1) as u8])
+}
+
+/// Policy `k` of namespace `ns`: one of four shapes.
+fn policy(ns: usize, k: usize) -> Result<NetworkPolicy> {
+    let meta = json!({"name": format!("np-{k}"), "namespace": format!("ns-{ns}")});
+    let app = format!("app-{k}");
+    let v = match k % 4 {
+        0 => json!({"metadata": meta, "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"role": format!("role-{}", k % 5)}}}],
+                 "ports": [{"port": 80}, {"port": 443}]},
+                {"from": [{"podSelector": {"matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["t0", "t1"]}]}}],
+                 "ports": [{"protocol": "UDP", "port": 5000, "endPort": 5100}]}]}}),
+        1 => json!({"metadata": meta, "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "ingress": [{"from": [
+                {"namespaceSelector": {"matchLabels": {"team": format!("team-{}", ns % 10)}}},
+                {"namespaceSelector": {"matchLabels": {"team": "monitoring"}},
+                 "podSelector": {"matchLabels": {"role": "role-0"}}}],
+                "ports": [{"port": 8080}]}]}}),
+        2 => json!({"metadata": meta, "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.16.0.0/16"]}}]},
+                {"to": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": "ns-0"}}}],
+                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [{"podSelector": {}}]}]}}),
+        _ => json!({"metadata": meta, "spec": {
+            "podSelector": {"matchLabels": {"tier": format!("t{}", k % 3)}},
+            "policyTypes": ["Ingress"]}}),
+    };
+    Ok(serde_json::from_value(v)?)
+}
+
+fn base() -> Result<Desired> {
+    let mut d = Desired {
+        vpcs: vec![VpcIntent {
+            name: DEFAULT_ROUTER.into(),
+            ..Default::default()
+        }],
+        join_subnet: Some("join".into()),
+        ..Default::default()
+    };
+    d.subnets.push(SubnetIntent::overlay(
+        "ovn-default",
+        DEFAULT_ROUTER,
+        Some("10.16.0.0/16".parse()?),
+        None,
+    ));
+    d.subnets.push(SubnetIntent::overlay(
+        "join",
+        DEFAULT_ROUTER,
+        Some("100.64.0.0/16".parse()?),
+        None,
+    ));
+    for n in 0..NODES {
+        d.nodes.push(NodeIntent {
+            name: format!("node-{n}"),
+            join_ips: vec![format!("100.64.0.{}", n + 2).parse()?],
+            join_mac: Some(ferrovn_api::MacAddr([0x0e, 0, 0, 0, 1, n as u8])),
+            internal_ips: vec![format!("172.18.0.{}", n + 2).parse()?],
+        });
+    }
+    for ns in 0..NAMESPACES {
+        for i in 0..PODS_PER_NS {
+            let n = ns * PODS_PER_NS + i;
+            d.ports.push(PortIntent {
+                pod: format!("pod-{i}"),
+                namespace: format!("ns-{ns}"),
+                provider: "ovn".into(),
+                subnet: "ovn-default".into(),
+                node: format!("node-{}", n % NODES),
+                mac: ferrovn_api::MacAddr([0x0e, 1, 0, 0, (n >> 8) as u8, n as u8]),
+                ips: vec![pod_ip(ns, i)],
+                port_security: true,
+            });
+        }
+    }
+    Ok(d)
+}
+
+fn policy_input(d: &Desired) -> Result<PolicyInput> {
+    let mut input = PolicyInput {
+        node_ips: d.nodes.iter().flat_map(|n| n.join_ips.clone()).collect(),
+        ..Default::default()
+    };
+    for ns in 0..NAMESPACES {
+        let team = if ns % 10 == 9 {
+            "monitoring".to_string()
+        } else {
+            format!("team-{}", ns % 10)
+        };
+        input.namespaces.push(PolicyNamespace {
+            name: format!("ns-{ns}"),
+            labels: BTreeMap::from([("team".to_string(), team)]),
+        });
+        for k in 0..POLICIES_PER_NS {
+            input.policies.push(policy(ns, k)?);
+        }
+        for i in 0..PODS_PER_NS {
+            input.pods.push(PolicyPod {
+                namespace: format!("ns-{ns}"),
+                name: format!("pod-{i}"),
+                labels: pod_labels(ns, i, 0),
+                port: format!("pod-{i}.ns-{ns}"),
+                ips: vec![pod_ip(ns, i)],
+                named_ports: Vec::new(),
+            });
+        }
+    }
+    Ok(input)
+}
+
+/// Kube-OVN's rows for the same input (its documented NetworkPolicy rows): per policy one
+/// port group; per direction with rules, per rule and family an `allow` and an `except`
+/// address set; a drop per isolated direction; per rule and family one allow ACL per port
+/// (at least one) for selector peers and another per port for ipBlock peers; two node ACLs per
+/// node. Address entries: every selector rule's own copy of its peers' addresses.
+fn kube_ovn_layout(input: &PolicyInput, families: usize) -> (usize, usize, usize) {
+    let (mut acls, mut sets, mut entries) = (0, 0, 0);
+    let ns_labels: BTreeMap<&str, &BTreeMap<String, String>> = input
+        .namespaces
+        .iter()
+        .map(|n| (n.name.as_str(), &n.labels))
+        .collect();
+    let matches = |sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+                   labels: &BTreeMap<String, String>| {
+        let Some(sel) = sel else { return true };
+        let ml = sel
+            .match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k) == Some(v));
+        let me = sel.match_expressions.iter().flatten().all(|e| {
+            let vals = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
+                "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
+                "Exists" => labels.contains_key(&e.key),
+                _ => !labels.contains_key(&e.key),
+            }
+        });
+        ml && me
+    };
+    for p in &input.policies {
+        let spec = p.spec.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let types = spec
+            .policy_types
+            .clone()
+            .unwrap_or_else(|| vec!["Ingress".into()]);
+        let mut rules: Vec<(bool, Vec<_>, usize)> = Vec::new();
+        for r in spec.ingress.iter().flatten() {
+            rules.push((
+                true,
+                r.from.clone().unwrap_or_default(),
+                r.ports.as_ref().map_or(0, Vec::len),
+            ));
+        }
+        for r in spec.egress.iter().flatten() {
+            rules.push((
+                false,
+                r.to.clone().unwrap_or_default(),
+                r.ports.as_ref().map_or(0, Vec::len),
+            ));
+        }
+        acls += types.len();
+        for (ingress, peers, ports) in &rules {
+            let _ = ingress;
+            sets += 2 * families;
+            let selector_peers: Vec<_> = peers.iter().filter(|x| x.ip_block.is_none()).collect();
+            let block_peers = peers.len() - selector_peers.len();
+            if !selector_peers.is_empty() || peers.is_empty() {
+                acls += families * (*ports).max(1);
+            }
+            if block_peers > 0 {
+                acls += families * (*ports).max(1);
+            }
+            for peer in selector_peers {
+                entries += input
+                    .pods
+                    .iter()
+                    .filter(|pod| {
+                        let ns_ok = match &peer.namespace_selector {
+                            None => pod.namespace == ns,
+                            Some(_) => ns_labels
+                                .get(pod.namespace.as_str())
+                                .is_some_and(|l| matches(&peer.namespace_selector, l)),
+                        };
+                        ns_ok && matches(&peer.pod_selector, &pod.labels)
+                    })
+                    .count();
+            }
+        }
+    }
+    acls += 2 * input.node_ips.len();
+    (acls, sets, entries)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> Result {
+    let server = OvsdbServer::start(nb_schema())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut d = base()?;
+    let input = policy_input(&d)?;
+    let sync = rt.block_on(NbSync::connect(&server.remote(), BATCH))?;
+
+    // The pods first (what a cluster has before anyone writes a policy).
+    let started = Instant::now();
+    rt.block_on(sync.sync(&plan(&d)))?;
+    println!(
+        "pods: {} pods in {NAMESPACES} namespaces on {NODES} nodes applied in {:.2} s",
+        d.ports.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    d.network_policy = input;
+    let started = Instant::now();
+    let p = plan(&d);
+    let planned = started.elapsed();
+    if !p.issues.is_empty() {
+        return Err(format!("plan issues: {:?}", &p.issues[..p.issues.len().min(3)]).into());
+    }
+    let (diff, report) = rt.block_on(sync.sync(&p))?;
+    let apply_s = started.elapsed().as_secs_f64();
+    let snap = sync.snapshot();
+    let acls = snap.rows(Table::Acl).len();
+    let sets = snap.rows(Table::AddressSet).len();
+    let pgs = snap.rows(Table::PortGroup).len();
+    let entries: usize = p.address_sets.values().map(|s| s.addresses.len()).sum();
+    println!(
+        "apply: {} policies: plan {:.2} s, apply {:.2} s ({} inserts, {} transactions, {} \
+         operations), total {apply_s:.2} s",
+        d.network_policy.policies.len(),
+        planned.as_secs_f64(),
+        report.elapsed.as_secs_f64(),
+        diff.counts().0,
+        report.transactions,
+        report.operations,
+    );
+    let (k_acls, k_sets, k_entries) = kube_ovn_layout(&d.network_policy, 1);
+    println!(
+        "NB rows: ferrovn {pgs} port groups, {acls} ACLs, {sets} address sets holding {entries} \
+         addresses; Kube-OVN's layout of the same input: {pgs} port groups, {k_acls} ACLs, \
+         {k_sets} address sets holding {k_entries} addresses"
+    );
+    if pgs != d.network_policy.policies.len() {
+        return Err(format!("expected one port group per policy, found {pgs}").into());
+    }
+
+    // Label changes: pod i of namespace i's role moves on by one.
+    let mut lat = Vec::with_capacity(CHANGES);
+    let mut plan_lat = Vec::with_capacity(CHANGES);
+    let mut ops = Vec::with_capacity(CHANGES);
+    for c in 0..CHANGES {
+        let ns = (c * 37) % NAMESPACES;
+        let i = (c * 13) % PODS_PER_NS;
+        let idx = ns * PODS_PER_NS + i;
+        d.network_policy.pods[idx].labels = pod_labels(ns, i, c + 1);
+        let started = Instant::now();
+        let p = plan(&d);
+        plan_lat.push(started.elapsed());
+        let (diff, report) = rt.block_on(sync.sync(&p))?;
+        lat.push(started.elapsed());
+        ops.push(report.operations);
+        if diff
+            .changes
+            .iter()
+            .any(|ch| !matches!(ch.table(), Table::AddressSet | Table::PortGroup))
+        {
+            return Err(format!("label change {c} touched more than sets and groups").into());
+        }
+    }
+    lat.sort();
+    plan_lat.sort();
+    ops.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "label change → NB updated (full pass over {} policies), {CHANGES} changes: p50 {:.1} \
+         ms, p99 {:.1} ms, max {:.1} ms; planning p50 {:.1} ms, p99 {:.1} ms; NB operations \
+         per change: median {}, max {}",
+        d.network_policy.policies.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(percentile(&lat, 1.0)),
+        ms(percentile(&plan_lat, 0.5)),
+        ms(percentile(&plan_lat, 0.99)),
+        ops[ops.len() / 2],
+        ops[ops.len() - 1],
+    );
+    println!(
+        "not measured here: flows on a node after a label change, dpdk_policy_ratio (the \
+         datapath part)"
+    );
+    println!(
+        "policy-bench apply_1k_s={apply_s:.2} label_p99_ms={:.1} acls={acls} \
+         dpdk_policy_ratio=na",
+        ms(percentile(&lat, 0.99))
+    );
+    Ok(())
+}
