@@ -13,7 +13,6 @@ use ferrovn_control::manifest::{self, Manifest};
 use ferrovn_testkit::kube::{ControlPlane, Options, binary};
 use serde_json::Value;
 
-
 /// Every controller runs: the lab's kubelets heartbeat their Nodes.
 pub const DISABLED_CONTROLLERS: [&str; 0] = [];
 

@@ -805,8 +805,7 @@ fn start_forwarder(
         false,
     )?;
     let ok = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.matches("forwarding").count() == ports.len())
+        std::fs::read_to_string(&log).is_ok_and(|l| l.matches("forwarding").count() == ports.len())
             || !sys::alive(pid)
     });
     if !ok || !sys::alive(pid) {

@@ -262,9 +262,10 @@ pub fn parse_pods(json_text: &str) -> Vec<FerrovnPod> {
             name: p["metadata"]["name"].as_str().unwrap_or("").to_string(),
             node: p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
             phase: p["status"]["phase"].as_str().unwrap_or("").to_string(),
-            ready: p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")),
+            ready: p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }),
             restarts: p["status"]["containerStatuses"]
                 .as_array()
                 .map(|cs| cs.iter().filter_map(|c| c["restartCount"].as_u64()).sum())
@@ -376,7 +377,11 @@ mod tests {
             ("Deployment", "ferrovn-controller"),
             ("ConfigMap", "ferrovn-cni"),
         ] {
-            assert_eq!(find(&before, kind, name), find(&after, kind, name), "{kind} {name}");
+            assert_eq!(
+                find(&before, kind, name),
+                find(&after, kind, name),
+                "{kind} {name}"
+            );
         }
         for name in ["ferrovn-node-kernel", "ferrovn-node-dpdk"] {
             let (b, a) = (
@@ -389,8 +394,12 @@ mod tests {
             assert!(aa.contains(
                 &"--kubelet-root=/run/ferrovn-lab/nodes/$(FERROVN_NODE_NAME)/k/kubelet".to_string()
             ));
-            assert!(aa.contains(&"--vhost-dir=/run/ferrovn-lab/nodes/$(FERROVN_NODE_NAME)/vhu".to_string()));
-            assert!(aa.contains(&"--state-dir=/run/ferrovn-lab/nodes/$(FERROVN_NODE_NAME)".to_string()));
+            assert!(aa.contains(
+                &"--vhost-dir=/run/ferrovn-lab/nodes/$(FERROVN_NODE_NAME)/vhu".to_string()
+            ));
+            assert!(
+                aa.contains(&"--state-dir=/run/ferrovn-lab/nodes/$(FERROVN_NODE_NAME)".to_string())
+            );
             // the arg expands: the env var is the container's
             assert!(
                 agent(a)["env"]
@@ -399,13 +408,25 @@ mod tests {
                     .iter()
                     .any(|e| e["name"] == "FERROVN_NODE_NAME")
             );
-            assert!(agent(a)["volumeMounts"].as_array().unwrap().iter().any(|m| {
-                m["name"] == "lab-state"
-                    && m["mountPath"] == "/run/ferrovn-lab"
-                    && m["mountPropagation"] == "HostToContainer"
-            }));
+            assert!(
+                agent(a)["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| {
+                        m["name"] == "lab-state"
+                            && m["mountPath"] == "/run/ferrovn-lab"
+                            && m["mountPropagation"] == "HostToContainer"
+                    })
+            );
             // node selection, image, security: as shipped
-            for key in ["affinity", "hostNetwork", "hostPID", "initContainers", "tolerations"] {
+            for key in [
+                "affinity",
+                "hostNetwork",
+                "hostPID",
+                "initContainers",
+                "tolerations",
+            ] {
                 assert_eq!(
                     b["spec"]["template"]["spec"][key], a["spec"]["template"]["spec"][key],
                     "{name}: {key}"
@@ -414,17 +435,26 @@ mod tests {
         }
         let dpdk = find(&after, "DaemonSet", "ferrovn-node-dpdk");
         assert!(args(dpdk).contains(&"--profile=dpdk".to_string()));
-        let vols = dpdk["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        let vols = dpdk["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
         let path_of = |n: &str| {
             vols.iter().find(|v| v["name"] == n).unwrap()["hostPath"]["path"]
                 .as_str()
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(path_of("dpdk-config"), "/run/ferrovn-lab/nodes/lab-dpdk/dpdk-config.json");
+        assert_eq!(
+            path_of("dpdk-config"),
+            "/run/ferrovn-lab/nodes/lab-dpdk/dpdk-config.json"
+        );
         assert_eq!(path_of("hugepages"), "/run/ferrovn-lab/hugepages");
         assert_eq!(path_of("dpdk-vswitchd"), "/cache/bin/ovs-vswitchd-dpdk");
-        assert!(!args(find(&after, "DaemonSet", "ferrovn-node-kernel")).iter().any(|a| a.starts_with("--profile=dpdk")));
+        assert!(
+            !args(find(&after, "DaemonSet", "ferrovn-node-kernel"))
+                .iter()
+                .any(|a| a.starts_with("--profile=dpdk"))
+        );
     }
 
     #[test]
@@ -437,7 +467,9 @@ mod tests {
     #[test]
     fn a_manifest_without_the_agents_is_refused_by_name() {
         let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ferrovn-config}\ndata: {}\n";
-        let e = overlay(text, &settings(Profile::Dpdk)).unwrap_err().to_string();
+        let e = overlay(text, &settings(Profile::Dpdk))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("agent DaemonSets"), "{e}");
     }
 

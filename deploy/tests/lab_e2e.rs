@@ -204,7 +204,8 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         .expect("running deploy/images/testpmd/build.sh");
     assert!(image.status.success(), "testpmd image: {}", text(&image));
     // FerrOVN's own image, from this test's binaries: the controller and agents run from it
-    let ferrovn_image = ferrovn_image_tar().expect("FerrOVN image (deploy/images/ferrovn/build.sh)");
+    let ferrovn_image =
+        ferrovn_image_tar().expect("FerrOVN image (deploy/images/ferrovn/build.sh)");
 
     let up = lab.cmd(&[
         "up",
@@ -468,16 +469,32 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     let old_agent = before.split_whitespace().next().unwrap().to_string();
     kubectl(
         lab.state.path(),
-        &["-n", "kube-system", "delete", "pod", &old_agent, "--wait=true", "--timeout=60s"],
+        &[
+            "-n",
+            "kube-system",
+            "delete",
+            "pod",
+            &old_agent,
+            "--wait=true",
+            "--timeout=60s",
+        ],
     )
     .unwrap_or_else(|e| panic!("kubectl delete pod {old_agent}: {e}"));
     let during = lab.cmd(&["status"]);
     let (rd, td) = summary(&last_line(&during)).unwrap_or_else(|| panic!("{}", text(&during)));
-    assert_eq!((rd, td), (t, t), "pairs while the agent restarts:\n{}", text(&during));
+    assert_eq!(
+        (rd, td),
+        (t, t),
+        "pairs while the agent restarts:\n{}",
+        text(&during)
+    );
     let start = std::time::Instant::now();
     loop {
         let now = agent_on("lab-kernel");
-        if now.lines().any(|l| !l.starts_with(&old_agent) && l.ends_with(" true")) {
+        if now
+            .lines()
+            .any(|l| !l.starts_with(&old_agent) && l.ends_with(" true"))
+        {
             break;
         }
         assert!(

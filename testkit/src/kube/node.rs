@@ -714,7 +714,7 @@ impl KubeletNode {
             .stdout
             .split_whitespace()
             .filter(|id| {
-                self.crictl(&["inspectp", id])
+                self.crictl(&["inspectp", *id])
                     .ok()
                     .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.stdout).ok())
                     .is_some_and(|v| !host_network(&v))
