@@ -1546,6 +1546,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             Ok(((), String::new()))
         },
     )?;
+    crate::dns::up_step(&cp, &kubelets, api_port);
 
     let lab = LabState {
         version: STATE_VERSION,

@@ -5,6 +5,7 @@
 //! namespaces by invoking the built CNI plugin exactly as a runtime does. See docs/lab.md.
 
 pub mod cluster;
+pub mod dns;
 pub mod docs;
 pub mod egress;
 pub mod forward;
