@@ -82,6 +82,8 @@ pub struct Desired {
     pub gateway_liveness: GatewayLiveness,
     /// NetworkPolicies with the pods, namespaces and node addresses they select from.
     pub network_policy: netpol::PolicyInput,
+    /// Nodes whose pods leave through their own OVN gateway router ([`gateway_router`]).
+    pub ovn_egress: gateway_router::OvnEgressIntent,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -320,7 +322,7 @@ impl NbPlan {
             + self
                 .routers
                 .values()
-                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len())
+                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len() + r.nat.len())
                 .sum::<usize>()
             + self
                 .lb_groups
@@ -390,7 +392,11 @@ pub struct PlannedAcl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRouter {
     pub name: String,
+    /// `chassis` makes it an l3 gateway router bound to that chassis; empty for VPC routers.
+    pub options: StrMap,
     pub external_ids: StrMap,
+    /// By identity ([`ROW_KEY`]).
+    pub nat: BTreeMap<String, PlannedNat>,
     pub ports: BTreeMap<String, PlannedRouterPort>,
     /// By identity ([`ROW_KEY`]).
     pub static_routes: BTreeMap<String, PlannedStaticRoute>,
@@ -416,6 +422,16 @@ pub struct PlannedStaticRoute {
     pub nexthop: String,
     pub policy: Option<String>,
     pub route_table: String,
+    pub external_ids: StrMap,
+}
+
+/// A Logical_Router NAT row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedNat {
+    /// `snat`.
+    pub type_: String,
+    pub logical_ip: String,
+    pub external_ip: String,
     pub external_ids: StrMap,
 }
 
@@ -503,6 +519,8 @@ pub enum PlanIssue {
     /// policy, is applied; the bad part fails closed).
     #[error(transparent)]
     NetworkPolicy(#[from] netpol::PolicyIssue),
+    #[error("OVN gateway router egress: {0}")]
+    GatewayRouter(#[from] gateway_router::GatewayRouterIssue),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,7 +569,9 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
         }
         let mut router = PlannedRouter {
             name: vpc.name.clone(),
+            options: StrMap::new(),
             external_ids: owned_ids(&format!("lr/{}", vpc.name), &[("vpc", &vpc.name)]),
+            nat: BTreeMap::new(),
             ports: BTreeMap::new(),
             static_routes: BTreeMap::new(),
             policies: BTreeMap::new(),
@@ -644,6 +664,7 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
         ctbypass::plan_ct_bypass(&mut out, &by_name, &excluded);
     }
     plan_gateways(desired, &by_name, &mut out);
+    gateway_router::plan_ovn_egress(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
     out
