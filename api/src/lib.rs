@@ -16,8 +16,8 @@
 //! - [`crdgen`]: the generated CRD manifests under `deploy/crds/`.
 
 pub mod allocation;
-pub mod anp;
 pub mod annotations;
+pub mod anp;
 pub mod crd;
 pub mod crdgen;
 pub mod nad;
