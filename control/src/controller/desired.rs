@@ -109,6 +109,8 @@ pub struct Cluster {
     pub services: crate::plan::ServiceInputs,
     /// NetworkPolicies and what they select by.
     pub network_policy: super::netpol::PolicySource,
+    /// AdminNetworkPolicies, the BaselineAdminNetworkPolicy and what they select by.
+    pub admin_policy: super::admin_policy::AdminPolicySource,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -210,6 +212,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             node_chassis: BTreeMap::new(),
         },
         network_policy: super::netpol::read(manifest),
+        admin_policy: super::admin_policy::read(manifest),
         ..Cluster::default()
     };
 
@@ -750,6 +753,7 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
         }
     }
     d.network_policy = super::netpol::input(&c.network_policy, &d.ports, &d.nodes);
+    d.admin_policy = super::admin_policy::input(&c.admin_policy, &d.ports, &d.nodes);
     d
 }
 
