@@ -565,13 +565,16 @@ fn check_banp(p: &BaselineAdminNetworkPolicy) -> Result<Policy, Vec<AdminPolicyI
 // ---------------------------------------------------------------------------------------------
 // Translation
 
+/// (protocol, number) → family → addresses of the pods whose port of one name is that.
+type NamedPortAddrs = BTreeMap<(Protocol, u16), BTreeMap<Family, BTreeSet<String>>>;
+
 struct Ctx<'a> {
     ns_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
     pods: &'a [PolicyPod],
     nodes: &'a [AdminNode],
     pod_families: BTreeSet<Family>,
     /// Named port → (protocol, number) → family → addresses.
-    named: BTreeMap<String, BTreeMap<(Protocol, u16), BTreeMap<Family, BTreeSet<String>>>>,
+    named: BTreeMap<String, NamedPortAddrs>,
     address_sets: BTreeMap<String, PlannedAddressSet>,
 }
 
@@ -589,8 +592,7 @@ impl<'a> Ctx<'a> {
                 .entry(NAMESPACE_NAME_LABEL.to_string())
                 .or_insert_with(|| name.to_string());
         }
-        let mut named: BTreeMap<_, BTreeMap<_, BTreeMap<Family, BTreeSet<String>>>> =
-            BTreeMap::new();
+        let mut named: BTreeMap<String, NamedPortAddrs> = BTreeMap::new();
         let mut pod_families = BTreeSet::new();
         for p in &input.pods {
             for ip in &p.ips {
