@@ -112,6 +112,8 @@ pub struct Cluster {
     /// Nodes whose pods leave through their OVN gateway router (from their labels and
     /// annotations, `plan::gateway_router::node_egress`).
     pub node_egress: Vec<crate::plan::gateway_router::NodeEgressIntent>,
+    /// AdminNetworkPolicies, the BaselineAdminNetworkPolicy and what they select by.
+    pub admin_policy: super::admin_policy::AdminPolicySource,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -213,6 +215,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             node_chassis: BTreeMap::new(),
         },
         network_policy: super::netpol::read(manifest),
+        admin_policy: super::admin_policy::read(manifest),
         ..Cluster::default()
     };
 
@@ -786,6 +789,7 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
             .map(|s| s.validated.name.clone())
             .collect(),
     };
+    d.admin_policy = super::admin_policy::input(&c.admin_policy, &d.ports, &d.nodes);
     d
 }
 

@@ -6,6 +6,7 @@
 //! first pass recovers the IPAM from the records on disk and the NB's own ports, so a restart
 //! moves no address.
 
+pub mod admin_policy;
 pub mod desired;
 pub mod gateway_health;
 pub mod netpol;

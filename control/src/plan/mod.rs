@@ -84,6 +84,8 @@ pub struct Desired {
     pub network_policy: netpol::PolicyInput,
     /// Nodes whose pods leave through their own OVN gateway router ([`gateway_router`]).
     pub ovn_egress: gateway_router::OvnEgressIntent,
+    /// AdminNetworkPolicies and the BaselineAdminNetworkPolicy with what they select from.
+    pub admin_policy: netpol::admin::AdminPolicyInput,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -521,6 +523,10 @@ pub enum PlanIssue {
     NetworkPolicy(#[from] netpol::PolicyIssue),
     #[error("OVN gateway router egress: {0}")]
     GatewayRouter(#[from] gateway_router::GatewayRouterIssue),
+    /// An AdminNetworkPolicy or BaselineAdminNetworkPolicy field that could not be used (that
+    /// policy is left out, every other is applied).
+    #[error(transparent)]
+    AdminNetworkPolicy(#[from] netpol::admin::AdminPolicyIssue),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +660,9 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
         out.address_sets = np.address_sets;
         out.issues
             .extend(np.issues.into_iter().map(PlanIssue::NetworkPolicy));
+    }
+    if !desired.admin_policy.is_empty() {
+        plan_admin_policies(&desired.admin_policy, &mut out);
     }
     if !desired.ct_bypass_off {
         let excluded: BTreeSet<String> = out
@@ -1339,4 +1348,14 @@ fn plan_pod_ports(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, ou
             },
         );
     }
+}
+
+/// AdminNetworkPolicy (tier 1) and BaselineAdminNetworkPolicy (tier 3) rows next to
+/// NetworkPolicy's: the names (`anp.*`, `banp.*`) never collide with `np.*`.
+fn plan_admin_policies(input: &netpol::admin::AdminPolicyInput, out: &mut NbPlan) {
+    let admin = netpol::admin::plan_admin_policies(input);
+    out.port_groups.extend(admin.port_groups);
+    out.address_sets.extend(admin.address_sets);
+    out.issues
+        .extend(admin.issues.into_iter().map(PlanIssue::AdminNetworkPolicy));
 }

@@ -21,6 +21,7 @@
 //! Invalid input (which the API server would reject, but a manifest may hold) is reported in
 //! [`PolicyPlan::issues`] naming the field and fails closed: the bad peer or port allows nothing.
 
+pub mod admin;
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
