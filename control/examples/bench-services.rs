@@ -262,7 +262,7 @@ fn kubeproxy_sync(rt: &tokio::runtime::Runtime) -> Result<String> {
             println!(
                 "kube-proxy {} nftables: first full sync of {SERVICES} services x {ENDPOINTS} \
                  endpoints {:.2} s (its kubeproxy_sync_full_proxy_rules_duration_seconds); \
-                 ruleset complete {:.2} s after its start ({} Service IPs, {} endpoint chains); \
+                 ruleset complete {:.2} s after its start ({} Service IPs, {} endpoint DNAT targets); \
                  objects created in {:.1} s",
                 a.version, a.sync_s, a.ready_s, a.cluster_ips, a.endpoint_chains, a.create_s
             );

@@ -6,7 +6,7 @@
 //! network namespace of its own, so its first sync sees all of them at once, like FerrOVN's
 //! first pass. The figure is kube-proxy's own `kubeproxy_sync_full_proxy_rules_duration_seconds`
 //! of that first full IPv4 sync, and it counts only once the namespace's ruleset is checked to
-//! hold every Service IP and every endpoint chain.
+//! hold every Service IP and every endpoint's DNAT target.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ pub struct Anchor {
     pub ready_s: f64,
     pub create_s: f64,
     pub cluster_ips: usize,
+    /// Endpoint DNAT targets in its Service chains.
     pub endpoint_chains: usize,
     pub version: &'static str,
 }
@@ -156,14 +157,9 @@ pub fn measure(rt: &tokio::runtime::Runtime, slices: Vec<EndpointSlice>) -> Resu
         let ready_s = started.elapsed().as_secs_f64();
         let sum = metric_value(&metrics, &format!("{full}_sum"), v4).unwrap_or(f64::NAN);
         let cluster_ips = set_elements(&kp, "cluster-ips")?;
-        let endpoint_chains = kp
-            // nft 1.0.6 lists chains per family only; the namespace holds no other ip table.
-            .nft(&["list", "chains", "ip"])?
-            .lines()
-            .filter(|l| l.trim_start().starts_with("chain endpoint-"))
-            .count();
+        let endpoint_chains = dnat_targets(&kp.nft(&["list", "table", "ip", "kube-proxy"])?);
         last = format!(
-            "after {count} full syncs: {cluster_ips} Service IPs, {endpoint_chains} endpoint chains"
+            "after {count} full syncs: {cluster_ips} Service IPs, {endpoint_chains} DNAT targets"
         );
         if cluster_ips < want_ips || endpoint_chains < endpoints {
             continue;
@@ -184,6 +180,31 @@ pub fn measure(rt: &tokio::runtime::Runtime, slices: Vec<EndpointSlice>) -> Resu
             version: pinned_version("K8S_VERSION").unwrap_or("unknown"),
         });
     }
+}
+
+/// Endpoint DNAT targets in a listing of kube-proxy's table: the `<n> : <ip> . <port>` entries
+/// of each Service chain's `numgen random mod N map`. kube-proxy 1.37 DNATs there directly and
+/// makes no per-endpoint chains when no masquerading is needed.
+fn dnat_targets(listing: &str) -> usize {
+    listing
+        .split(", ")
+        .flat_map(|part| part.split('{'))
+        .filter(|entry| {
+            let mut words = entry.split_whitespace();
+            let (Some(n), Some(":"), Some(ip), Some("."), Some(port)) = (
+                words.next(),
+                words.next(),
+                words.next(),
+                words.next(),
+                words.next(),
+            ) else {
+                return false;
+            };
+            n.parse::<u32>().is_ok()
+                && ip.parse::<std::net::IpAddr>().is_ok()
+                && port.trim_end_matches('}').trim().parse::<u16>().is_ok()
+        })
+        .count()
 }
 
 /// Elements of the set `name` in kube-proxy's `ip` table.
