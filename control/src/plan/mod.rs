@@ -654,10 +654,12 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     plan_load_balancers(desired, &by_name, &mut out, cache);
     // After every planner that adds ACLs or port-group members: the bypass must not cover a
     // port any policy selects (NetworkPolicy ports go into `excluded` when they are planned).
+    let mut open_peers = BTreeMap::new();
     if !desired.network_policy.policies.is_empty() {
         let np = netpol::plan_network_policies(&desired.network_policy);
         out.port_groups = np.port_groups;
         out.address_sets = np.address_sets;
+        open_peers = np.open_peers;
         out.issues
             .extend(np.issues.into_iter().map(PlanIssue::NetworkPolicy));
     }
@@ -671,6 +673,7 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
             .flat_map(|g| g.ports.iter().cloned())
             .collect();
         ctbypass::plan_ct_bypass(&mut out, &by_name, &excluded);
+        ctbypass::plan_policy_bypass(&mut out, &open_peers);
     }
     plan_gateways(desired, &by_name, &mut out);
     gateway_router::plan_ovn_egress(desired, &by_name, &mut out);
