@@ -259,6 +259,9 @@ pub struct IncrementalSync {
     last_full: Option<Instant>,
     /// Rows the last sync's transactions wrote: a change to any other row is someone else's.
     ours: HashSet<Uuid>,
+    /// Update batches the last sync's transactions are still to produce (one per
+    /// transaction): a further batch, even on our rows, is someone else's.
+    expected: usize,
     changes: ChangeStream,
     pub full_every: Duration,
 }
@@ -270,6 +273,7 @@ impl IncrementalSync {
             last: None,
             last_full: None,
             ours: HashSet::new(),
+            expected: 0,
             changes: nb.replica.subscribe(),
             full_every: FULL_DIFF_EVERY,
         }
@@ -280,11 +284,19 @@ impl IncrementalSync {
         self.last = None;
     }
 
-    /// True when someone other than the last sync changed the NB since.
+    /// True when someone other than the last sync changed the NB since: a batch that is not
+    /// one of the last sync's own (one per transaction, on the rows it wrote).
     fn foreign_changes(&mut self) -> bool {
         let mut foreign = false;
         while let Ok(batch) = self.changes.try_recv() {
-            foreign |= batch.resync || batch.changes.iter().any(|c| !self.ours.contains(&c.uuid));
+            let ours = !batch.resync
+                && self.expected > 0
+                && batch.changes.iter().all(|c| self.ours.contains(&c.uuid));
+            if ours {
+                self.expected -= 1;
+            } else {
+                foreign = true;
+            }
         }
         foreign
     }
@@ -317,6 +329,7 @@ impl IncrementalSync {
         times.diff = started.elapsed();
         let report = nb.apply_diff(&d, &mut times).await?;
         self.ours = touched(&d, &report);
+        self.expected = report.transactions;
         if times.mode == SyncMode::Full {
             self.last_full = Some(Instant::now());
         }
