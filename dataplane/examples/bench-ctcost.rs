@@ -17,7 +17,14 @@
 //!   control/src/plan/ctbypass.rs); `group1k_bypass` is the Services fix, `acl_other_bypass` the
 //!   policy one;
 //! - `vip1k` / `vip1k_bypass`: pod 1 → the test Service's VIP (backend pod 2) with the group of
-//!   1,000 Services, instead of pod 1 → pod 2's IP.
+//!   1,000 Services, instead of pod 1 → pod 2's IP;
+//! - `np_stateful`: a NetworkPolicy selecting both pods and allowing ingress from both (e.g.
+//!   "pods of this app talk to each other"), as FerrOVN planned it before the policy bypass: its
+//!   port group with a tier-2 drop and an `allow-related` from the peers' address set;
+//!   `np_sym`: the same plus the policy bypass FerrOVN now plans for it (plan::ctbypass,
+//!   `plan_policy_bypass`: both pods accept each other on every port and neither's egress is
+//!   isolated, so two tier-3 `allow-stateless` marks on the port group keep them out of
+//!   conntrack). `dpdk_policy_ratio` of bench-policy is `np_sym`.
 //!
 //! DPDK path: two vhost-user pods on OVS-DPDK (one PMD on cpu1), ONE testpmd (cpu0) driving both
 //! in `5tswap` (L2, L3 and L4 addresses swapped: every packet is a reply to the last one, so both
@@ -32,7 +39,8 @@
 //! `BENCH_PHASES=dpdk,kernel` (default both), `BENCH_SECS` (default 4) window,
 //! `BENCH_SHAPES=none,group1k,...` to restrict. Last line:
 //! `ctcost-bench podpod_with_lbs_ratio=X podpod_with_lbs_nofix_ratio=X vip_vs_direct_ratio=X
-//! dpdk_acl_ratio=X dpdk_acl_other_bypass_ratio=X kernel_with_lbs_ratio=X kernel_tcp_gbps_none=X`
+//! dpdk_acl_ratio=X dpdk_acl_other_bypass_ratio=X dpdk_np_stateful_ratio=X dpdk_policy_ratio=X
+//! kernel_with_lbs_ratio=X kernel_tcp_gbps_none=X` (abridged: every ratio of the shapes above)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +66,7 @@ use serde_json::json;
 
 const VIP: &str = "10.96.200.1";
 const SERVICES: usize = 1000;
-const SHAPES: [&str; 9] = [
+const SHAPES: [&str; 11] = [
     "none",
     "group0",
     "group1k",
@@ -68,6 +76,8 @@ const SHAPES: [&str; 9] = [
     "acl_other_bypass",
     "vip1k",
     "vip1k_bypass",
+    "np_stateful",
+    "np_sym",
 ];
 
 fn env_usize(var: &str, default: usize) -> usize {
@@ -192,6 +202,11 @@ impl<'a> Nb<'a> {
             .map_err(Into::into)
         };
         set("ferrovn_podnets_bench_v4", &["10.16.0.0/16".to_string()])?;
+        set(
+            "np_bench_peers",
+            &pod_ips.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?;
+        nbctl(central, &["pg-add", "np_bench"])?;
         nbctl(central, &["pg-add", "ferrovn_ctbypass"])?;
         let other = "other.default".to_string();
         nbctl(
@@ -225,6 +240,82 @@ impl<'a> Nb<'a> {
         self.nb(&["acl-del", "ls1"])?;
         self.nb(&["--type=port-group", "acl-del", "ferrovn_ctbypass"])?;
         self.nb(&["clear", "Port_Group", "ferrovn_ctbypass", "ports"])?;
+        self.nb(&["--type=port-group", "acl-del", "np_bench"])?;
+        self.nb(&["clear", "Port_Group", "np_bench", "ports"])?;
+        Ok(())
+    }
+
+    /// One ACL of port group `pg` with a tier (what the planner writes; `acl-add` has no tier).
+    fn pg_acl(
+        &self,
+        pg: &str,
+        direction: &str,
+        priority: u16,
+        tier: u8,
+        m: &str,
+        action: &str,
+    ) -> Result<()> {
+        self.nb(&[
+            "--id=@a",
+            "create",
+            "ACL",
+            &format!("direction={direction}"),
+            &format!("priority={priority}"),
+            &format!("tier={tier}"),
+            &format!("match=\"{m}\""),
+            &format!("action={action}"),
+            "--",
+            "add",
+            "Port_Group",
+            pg,
+            "acls",
+            "@a",
+        ])
+        .map(drop)
+    }
+
+    /// The NetworkPolicy of `np_*` as control/src/plan/netpol plans it (ingress of both pods
+    /// from both, every port), and with `bypass` the policy bypass of plan::ctbypass (no
+    /// Service load balancer on this switch in these shapes: every TCP/UDP/SCTP port is free).
+    fn np(&self, bypass: bool) -> Result<()> {
+        let mut args = vec!["pg-set-ports", "np_bench"];
+        args.extend(self.pods.iter().map(String::as_str));
+        self.nb(&args)?;
+        self.pg_acl(
+            "np_bench",
+            "to-lport",
+            2000,
+            2,
+            "outport == @np_bench && ip",
+            "drop",
+        )?;
+        self.pg_acl(
+            "np_bench",
+            "to-lport",
+            2001,
+            2,
+            "outport == @np_bench && ip && (ip4.src == $np_bench_peers)",
+            "allow-related",
+        )?;
+        if bypass {
+            self.pg_acl(
+                "np_bench",
+                "from-lport",
+                1,
+                3,
+                "inport == @np_bench && (ip4.dst == $np_bench_peers) && (tcp || udp || sctp)",
+                "allow-stateless",
+            )?;
+            self.pg_acl(
+                "np_bench",
+                "to-lport",
+                1,
+                3,
+                "outport == @np_bench && !flags.loopback && (ip4.src == $np_bench_peers) && \
+                 (tcp || udp || sctp)",
+                "allow-stateless",
+            )?;
+        }
         Ok(())
     }
 
@@ -294,6 +385,8 @@ impl<'a> Nb<'a> {
                     self.bypass(true)?;
                 }
             }
+            "np_stateful" => self.np(false)?,
+            "np_sym" => self.np(true)?,
             other => bail!("unknown shape {other}"),
         }
         self.nb(&["--wait=hv", "--timeout=120", "sync"])?;
@@ -724,7 +817,7 @@ fn main() -> Result<()> {
         report("kernel TCP Gbit/s", &kernel);
     }
     println!(
-        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_group0_ratio={} vip_vs_direct_ratio={} vip_nofix_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_acl_ratio={} kernel_tcp_gbps_none={:.2} load={}",
+        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_group0_ratio={} vip_vs_direct_ratio={} vip_nofix_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} dpdk_np_stateful_ratio={} dpdk_policy_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_acl_ratio={} kernel_tcp_gbps_none={:.2} load={}",
         ratio(&dpdk, "group1k_bypass"),
         ratio(&dpdk, "group1k"),
         ratio(&dpdk, "group0"),
@@ -733,6 +826,8 @@ fn main() -> Result<()> {
         ratio(&dpdk, "acl"),
         ratio(&dpdk, "acl_other"),
         ratio(&dpdk, "acl_other_bypass"),
+        ratio(&dpdk, "np_stateful"),
+        ratio(&dpdk, "np_sym"),
         ratio(&kernel, "group1k"),
         ratio(&kernel, "group1k_bypass"),
         ratio(&kernel, "acl"),

@@ -654,16 +654,33 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     plan_load_balancers(desired, &by_name, &mut out, cache);
     // After every planner that adds ACLs or port-group members: the bypass must not cover a
     // port any policy selects (NetworkPolicy ports go into `excluded` when they are planned).
+    let mut open_peers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     if !desired.network_policy.policies.is_empty() {
         let np = netpol::plan_network_policies(&desired.network_policy);
         out.port_groups = np.port_groups;
         out.address_sets = np.address_sets;
+        open_peers = np.open_peers;
         out.issues
             .extend(np.issues.into_iter().map(PlanIssue::NetworkPolicy));
     }
     if !desired.admin_policy.is_empty() {
         plan_admin_policies(&desired.admin_policy, &mut out);
     }
+    // The policy bypass assumes NetworkPolicy alone decides for the pods it marks: pods in
+    // any other kind's port group (AdminNetworkPolicy / BaselineAdminNetworkPolicy subjects)
+    // keep conntrack.
+    let admin_ports: BTreeSet<&String> = out
+        .port_groups
+        .iter()
+        .filter(|(n, _)| !n.starts_with("np."))
+        .flat_map(|(_, g)| g.ports.iter())
+        .collect();
+    open_peers.retain(|pg: &String, _| {
+        out.port_groups
+            .get(pg)
+            .is_some_and(|g| g.ports.iter().all(|p| !admin_ports.contains(p)))
+    });
+    drop(admin_ports);
     if !desired.ct_bypass_off {
         let excluded: BTreeSet<String> = out
             .port_groups
@@ -671,6 +688,7 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
             .flat_map(|g| g.ports.iter().cloned())
             .collect();
         ctbypass::plan_ct_bypass(&mut out, &by_name, &excluded);
+        ctbypass::plan_policy_bypass(&mut out, &open_peers);
     }
     plan_gateways(desired, &by_name, &mut out);
     gateway_router::plan_ovn_egress(desired, &by_name, &mut out);

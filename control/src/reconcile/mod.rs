@@ -17,6 +17,7 @@
 //! next pass: the diff of a converged NB is empty.
 
 mod apply;
+mod scoped;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -27,6 +28,9 @@ use ferrovn_ovsdb::{
 use crate::plan::{NbPlan, OWNER_KEY, OWNER_VALUE, ROW_KEY, StrMap};
 
 pub use apply::{ApplyError, ApplyReport, NbSync, apply, monitor_spec, snapshot};
+pub use scoped::{
+    FULL_DIFF_EVERY, IncrementalSync, PolicyScope, SyncMode, SyncTimes, policy_scope, scoped_diff,
+};
 
 /// The NB tables FerrOVN writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
