@@ -279,7 +279,8 @@ pub fn ruleset(plan: &NodePortPlan) -> String {
     s.push_str("  }\n");
     s.push_str(&chains);
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump node_ports\n  }\n");
-    s.push_str("  chain output {\n    type nat hook output priority dstnat; policy accept;\n    jump node_ports\n  }\n");
+    // nft 1.0.6 knows the name `dstnat` only at prerouting: -100 is its value
+    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump node_ports\n  }\n");
     s.push_str(&format!(
         "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & 0x{MASQUERADE_MARK:08x} == 0x{MASQUERADE_MARK:08x} masquerade fully-random\n  }}\n"
     ));
