@@ -1393,6 +1393,12 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
                 format!("--kubeconfig={}", kube.controller.display()),
                 "--identity=ferrovn-lab".into(),
                 format!("--state-dir={}", paths.controller().display()),
+                // the apiserver's Service CIDR: the agents route it through ovn0, so host
+                // processes on the nodes reach ClusterIPs (docs/services.md)
+                format!(
+                    "--service-cluster-ip-range={}",
+                    ferrovn_testkit::kube::SERVICE_CIDR
+                ),
             ];
             let pid = spawn_daemon(
                 &records,
@@ -2481,6 +2487,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     }
     // the node and outside rows are their own table; the pod pairs' summary stays the last line
     crate::outside::print_rows(&lab, &pods, &paths.controller());
+    crate::services::print_rows(&lab, &pods, cp.as_ref().ok());
     println!("{}", summary_line(reachable, total));
     Ok((reachable, total))
 }

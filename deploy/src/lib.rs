@@ -13,4 +13,5 @@ pub mod lab;
 pub mod model;
 pub mod outside;
 pub mod plan;
+pub mod services;
 pub mod sys;

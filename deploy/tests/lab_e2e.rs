@@ -413,6 +413,32 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         node_rows.0, node_rows.1,
         "node/outside rows unreachable:\n{out}"
     );
+    // SERVICES (docs/services.md): demo/web (NodePort) and demo/hello (ClusterIP) with a
+    // backend on each node, and demo/db, asked from a kernel pod, both nodes and the outside
+    // (node ports on both InternalIPs): every counted row reached
+    let svc_rows = out
+        .lines()
+        .find_map(|l| l.strip_prefix("services rows: "))
+        .and_then(|r| r.strip_suffix(" reachable"))
+        .and_then(|r| r.split_once('/'))
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("no services rows:\n{out}"));
+    assert!(svc_rows.1 >= 17, "too few services rows:\n{out}");
+    assert_eq!(svc_rows.0, svc_rows.1, "services rows not reached:\n{out}");
+    for (client, target) in [
+        ("outside", "192.168.100.1:30080"),
+        ("outside", "192.168.100.2:30080"),
+        ("node lab-dpdk", "192.168.100.2:30080"),
+        ("node lab-kernel", "10.96.0.81:80"),
+        ("pod default/client", "10.96.0.81:80"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(client)
+                && l.contains(target)
+                && l.contains("ok (web-1, web-2)")),
+            "{client} -> {target}: not answered by both backends:\n{out}"
+        );
+    }
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
