@@ -954,7 +954,6 @@ fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
 }
 
 #[test]
-#[ignore = "not yet seen passing: written on branch svclab, its runs there hit an nft error (fixed) and then the time box; run with --ignored"]
 fn node_ports_answer_other_nodes_and_the_outside() {
     let agnhost = ferrovn_testkit::kube::bin_dir().join("agnhost");
     if !require(
