@@ -17,7 +17,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootst
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl netcat-openbsd python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins ferrovn-image testpmd-image e2e-network
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins kube-coredns ferrovn-image testpmd-image e2e-network
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -61,6 +61,11 @@ kube-agnhost: kube-bins deps
 kube-node-bins: deps
 	bash deploy/kube/build.sh node
 
+## kube-coredns: CoreDNS (only the plugins the lab's Corefile uses) and its image, the lab's cluster DNS
+## kube-system/kube-dns on 10.96.0.10 (deploy/kube/coredns.yaml; same cache, a no-op once built)
+kube-coredns: deps
+	bash deploy/kube/build.sh coredns
+
 ## ferrovn-image: FerrOVN's own image (controller, node agent, CNI plugin, vhost helper on the OVS/OVN
 ## rootfs) as an OCI tar in $(FERROVN_CACHE)/images/ferrovn.tar, named ferrovn.invalid/ferrovn:dev
 ## (docs/kubernetes.md); release binaries without debug info; a no-op while the binaries are unchanged
@@ -70,8 +75,8 @@ ferrovn-image: deps ovs-ovn
 	bash deploy/images/ferrovn/build.sh
 
 ## test: install what is needed, check formatting and lints, run every test (kube-agnhost: the agnhost
-## image of deploy/tests/kube_pods.rs)
-test: lint ovs-ovn kube-bins kube-node-bins kube-agnhost
+## image of deploy/tests/kube_pods.rs; kube-coredns: the lab test's cluster DNS)
+test: lint ovs-ovn kube-bins kube-node-bins kube-agnhost kube-coredns
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
@@ -94,11 +99,12 @@ testpmd-image: deps
 	@bash deploy/images/testpmd/build.sh
 
 # The lab's nodes run containerd and a kubelet (kube-node-bins) with busybox, agnhost
-# (kube-agnhost), testpmd and FerrOVN's own image (what `make ferrovn-image` does, from the
-# release binaries just built: the controller and agents run as pods from it); `up` prints the
+# (kube-agnhost), testpmd, CoreDNS as cluster DNS (kube-coredns) and FerrOVN's own image (what
+# `make ferrovn-image` does, from the release binaries just built: the controller and agents
+# run as pods from it); `up` prints the
 # wall time since make started.
 lab: export FERROVN_LAB_T0 := $(shell date +%s)
-lab: deps ovs-ovn kube-bins kube-node-bins kube-agnhost testpmd-image
+lab: deps ovs-ovn kube-bins kube-node-bins kube-agnhost kube-coredns testpmd-image
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
 	bash deploy/images/ferrovn/build.sh
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up

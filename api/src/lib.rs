@@ -6,6 +6,7 @@
 //!   read by the node agent ([`Allocation::parse`]);
 //! - [`names`]: port names, router MACs, generated pod MACs and host interface names, all
 //!   stable across upgrades;
+//! - [`anp`]: AdminNetworkPolicy and BaselineAdminNetworkPolicy (`policy.networking.k8s.io`);
 //! - [`crd`]: the custom resources (Subnet, Vpc, IP, IPPool, Vlan, ProviderNetwork);
 //! - [`annotations`]: typed accessors for pod, namespace and node annotations;
 //! - [`nad`]: NetworkAttachmentDefinition and the Multus `k8s.v1.cni.cncf.io/networks` list;
@@ -16,6 +17,7 @@
 
 pub mod allocation;
 pub mod annotations;
+pub mod anp;
 pub mod crd;
 pub mod crdgen;
 pub mod nad;

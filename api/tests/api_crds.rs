@@ -70,6 +70,8 @@ fn crd_names_match_kube_ovn() {
             "ippools.kubeovn.io IPPool \"Cluster\"",
             "vlans.kubeovn.io Vlan \"Cluster\"",
             "provider-networks.kubeovn.io ProviderNetwork \"Cluster\"",
+            "adminnetworkpolicies.policy.networking.k8s.io AdminNetworkPolicy \"Cluster\"",
+            "baselineadminnetworkpolicies.policy.networking.k8s.io BaselineAdminNetworkPolicy \"Cluster\"",
         ]
     );
 }
@@ -134,6 +136,46 @@ fn schemas_are_structural_and_use_kube_ovn_field_names() {
         }
     }
     assert!(problems.is_empty(), "non-structural schema: {problems:#?}");
+    // The admin policies' rule and peer shapes are upstream's (v1alpha1, egress nodes/networks).
+    let anp = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "AdminNetworkPolicy")
+        .expect("ANP CRD");
+    let schema = serde_json::to_value(
+        anp.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("schema"),
+    )
+    .expect("schema serialises");
+    let rule = schema
+        .pointer("/properties/spec/properties/egress/items/properties")
+        .expect("egress rule");
+    for k in ["name", "action", "to", "ports"] {
+        assert!(rule.get(k).is_some(), "egress rule lacks {k}: {rule}");
+    }
+    let peer = rule.pointer("/to/items/properties").expect("egress peer");
+    for k in ["namespaces", "pods", "nodes", "networks"] {
+        assert!(peer.get(k).is_some(), "egress peer lacks {k}: {peer}");
+    }
+    let port = rule.pointer("/ports/items/properties").expect("port");
+    for k in ["portNumber", "namedPort", "portRange"] {
+        assert!(port.get(k).is_some(), "port lacks {k}: {port}");
+    }
+    assert_eq!(
+        schema.pointer("/properties/spec/required"),
+        Some(&serde_json::json!(["priority", "subject"]))
+    );
+    assert_eq!(
+        anp.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("api-approved.kubernetes.io"))
+            .map(String::as_str),
+        Some("https://github.com/kubernetes-sigs/network-policy-api/pull/30"),
+        "a *.k8s.io CRD without the approval mark is refused by the API server"
+    );
     for f in [
         "Subnet.spec.cidrBlock",
         "Subnet.spec.excludeIps",
@@ -165,6 +207,13 @@ fn schemas_are_structural_and_use_kube_ovn_field_names() {
         "ProviderNetwork.spec.customInterfaces",
         "ProviderNetwork.spec.excludeNodes",
         "ProviderNetwork.status.readyNodes",
+        "AdminNetworkPolicy.spec.priority",
+        "AdminNetworkPolicy.spec.subject",
+        "AdminNetworkPolicy.spec.ingress",
+        "AdminNetworkPolicy.spec.egress",
+        "BaselineAdminNetworkPolicy.spec.subject",
+        "BaselineAdminNetworkPolicy.spec.ingress",
+        "BaselineAdminNetworkPolicy.spec.egress",
     ] {
         assert!(fields.contains(f), "missing field {f}; have {fields:#?}");
     }

@@ -1,30 +1,45 @@
 //! NetworkPolicy benchmark (control plane):
-//! `cargo run --release -p ferrovn-control --example bench-policy`.
+//! `cargo run --release -p ferrovn-control --example bench-policy`
+//! (`BENCH_FLOWS=1`, as root: also until the flows on a node, see below).
 //!
-//! 5,000 pods in 100 namespaces on 10 nodes are applied into a fresh NB ovsdb-server (no
-//! northd); then 1,000 NetworkPolicies (10 per namespace, four shapes: pod selector + ports,
-//! namespace selector, egress ipBlock with except + DNS, default deny) are planned and applied
-//! on top: time end to end (plan, diff, batched transactions, replica settled), ACL and address
-//! set counts, and the same counts for Kube-OVN's layout of the same input (computed from its
+//! 5,000 pods in 100 namespaces on 10 nodes are applied into a fresh NB ovsdb-server; then
+//! 1,000 NetworkPolicies (10 per namespace, four shapes: pod selector + ports, namespace
+//! selector, egress ipBlock with except + DNS, default deny) are planned and applied on top:
+//! time end to end (plan, diff, batched transactions, replica settled), ACL and address set
+//! counts, and the same counts for Kube-OVN's layout of the same input (computed from its
 //! documented rows: one address set pair per rule and family, one ACL per port and family, a
-//! drop per policy and direction, two node ACLs per node). Then single pod label changes, each
-//! one full controller pass (plan, diff, transaction, replica settled): p50/p99.
+//! drop per policy and direction, two node ACLs per node).
 //!
-//! The last line is `policy-bench apply_1k_s=… label_p99_ms=… acls=… dpdk_policy_ratio=na`;
-//! the datapath ratio is measured elsewhere (docs/network-policy.md).
+//! Then single pod label changes, each one controller pass, timed per stage: plan (and, on the
+//! side, the NetworkPolicy translation alone), diff, transaction, replica. The same sequence
+//! runs twice: with a full diff per pass (every planned row against every NB row), then
+//! through `reconcile::IncrementalSync` as the controller runs it (the scoped diff of the rows
+//! the change touches). With `BENCH_FLOWS=1` the NB is an OVN central with ovn-northd, and
+//! node-0 runs OVS and ovn-controller with a few of its pods bound: each change is also timed
+//! until `ovn-nbctl --wait=hv sync` returns (northd and ovn-controller have it in the node's
+//! flows), and `label_p99_ms` is that end to end.
+//!
+//! The last line is `policy-bench apply_1k_s=… label_p99_ms=… acls=… dpdk_policy_ratio=na`
+//! (label_p99_ms: the scoped passes); the datapath ratio is measured by the ferrovn-dataplane
+//! example `bench-ctcost` (docs/network-policy.md).
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ferrovn_control::plan::netpol::{PolicyInput, PolicyNamespace, PolicyPod};
+use ferrovn_control::plan::netpol::{
+    PolicyInput, PolicyNamespace, PolicyPod, plan_network_policies,
+};
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
 };
-use ferrovn_control::reconcile::{NbSync, Table};
+use ferrovn_control::reconcile::{IncrementalSync, NbSync, SyncMode, Table};
+use ferrovn_testkit::cluster::wait_chassis_count;
+use ferrovn_testkit::names::short_rand;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig};
 use ferrovn_testkit::ovs_paths::nb_schema;
-use ferrovn_testkit::ovsdb::OvsdbServer;
+use ferrovn_testkit::ovsdb::{OvnCentral, OvsdbServer};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
@@ -259,16 +274,163 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Durations of one stage over all changes.
+#[derive(Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+    fn p(&self, q: f64) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        percentile(&v, q)
+    }
+    fn line(&self, what: &str) -> String {
+        if self.0.is_empty() {
+            return format!("{what} -");
+        }
+        format!("{what} {:.1}/{:.1}", ms(self.p(0.5)), ms(self.p(0.99)))
+    }
+}
+
+/// Per-stage times of the label changes of one mode.
+#[derive(Default)]
+struct Stages {
+    total: Samples,
+    plan: Samples,
+    netpol: Samples,
+    diff: Samples,
+    apply: Samples,
+    settle: Samples,
+    nb: Samples,
+    flows: Samples,
+    ops: Vec<usize>,
+    scoped: usize,
+}
+
+impl Stages {
+    fn print(&self, mode: SyncMode, policies: usize) {
+        let mut ops = self.ops.clone();
+        ops.sort();
+        println!(
+            "label change ({} diff, {} policies, {CHANGES} changes, {} scoped), ms p50/p99: \
+             {}; {} ({}); {}; {}; {}; {}; {}; NB operations per change: median {}, max {}",
+            match mode {
+                SyncMode::Full => "full",
+                SyncMode::Scoped => "scoped",
+            },
+            policies,
+            self.scoped,
+            self.total.line("total"),
+            self.plan.line("plan"),
+            self.netpol.line("of which NetworkPolicy"),
+            self.diff.line("diff"),
+            self.apply.line("transact"),
+            self.settle.line("replica"),
+            self.nb.line("= NB"),
+            self.flows.line("then flows on node-0"),
+            ops.get(ops.len() / 2).copied().unwrap_or(0),
+            ops.last().copied().unwrap_or(0),
+        );
+    }
+}
+
+/// northd plus one node's ovn-controller (BENCH_FLOWS=1, root): how long until a change is in
+/// the node's flows.
+struct Flows {
+    central: OvnCentral,
+    _node: Node,
+}
+
+/// Pods of node-0 bound to its OVS (so the switch is local there and ovn-controller installs
+/// its flows).
+const BOUND: usize = 5;
+
+impl Flows {
+    fn start(ports: &[PortIntent]) -> Result<Flows> {
+        let central = OvnCentral::start()?;
+        let mut node = Node::start(
+            &format!("fvbp{}", short_rand()),
+            &NodeConfig::plain("node-0"),
+        )?;
+        node.configure_ovn_with_vsctl(&central.sb_remote())?;
+        node.start_ovn_controller()?;
+        wait_chassis_count(&central, 1, Duration::from_secs(60))?;
+        for (k, p) in ports
+            .iter()
+            .filter(|p| p.node == "node-0")
+            .take(BOUND)
+            .enumerate()
+        {
+            let iface = format!("bp{k}");
+            node.vsctl([
+                "add-port".to_string(),
+                "br-int".into(),
+                iface.clone(),
+                "--".into(),
+                "set".into(),
+                "Interface".into(),
+                iface,
+                "type=internal".into(),
+                format!("external_ids:iface-id={}", p.port_name()),
+            ])?;
+        }
+        Ok(Flows {
+            central,
+            _node: node,
+        })
+    }
+
+    fn remote(&self) -> String {
+        self.central.nb_remote()
+    }
+
+    /// `ovn-nbctl --wait=hv sync`: returns once every chassis has the NB's current state in
+    /// its flows.
+    fn wait_hv(&self) -> Result {
+        let out = std::process::Command::new("ovn-nbctl")
+            .arg(format!("--db={}", self.central.nb_remote()))
+            .args(["--timeout=900", "--wait=hv", "sync"])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "ovn-nbctl --wait=hv sync: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
 fn main() -> Result {
-    let server = OvsdbServer::start(nb_schema())?;
+    let mut d = base()?;
+    let flows = match std::env::var("BENCH_FLOWS").as_deref() {
+        Ok("1") => Some(Flows::start(&d.ports)?),
+        _ => None,
+    };
+    let server = match &flows {
+        Some(_) => None,
+        None => Some(OvsdbServer::start(nb_schema())?),
+    };
+    let remote = match (&flows, &server) {
+        (Some(f), _) => f.remote(),
+        (None, Some(s)) => s.remote(),
+        (None, None) => return Err("no NB".into()),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
 
-    let mut d = base()?;
     let input = policy_input(&d)?;
-    let sync = rt.block_on(NbSync::connect(&server.remote(), BATCH))?;
+    let sync = rt.block_on(NbSync::connect(&remote, BATCH))?;
 
     // The pods first (what a cluster has before anyone writes a policy).
     let started = Instant::now();
@@ -291,7 +453,12 @@ fn main() -> Result {
     let snap = sync.snapshot();
     let acls = snap.rows(Table::Acl).len();
     let sets = snap.rows(Table::AddressSet).len();
-    let pgs = snap.rows(Table::PortGroup).len();
+    // The policies' port groups (the conntrack bypass of the unselected pods has one more).
+    let pgs = p
+        .port_groups
+        .keys()
+        .filter(|n| n.starts_with("np."))
+        .count();
     let entries: usize = p.address_sets.values().map(|s| s.addresses.len()).sum();
     println!(
         "apply: {} policies: plan {:.2} s, apply {:.2} s ({} inserts, {} transactions, {} \
@@ -313,54 +480,115 @@ fn main() -> Result {
         return Err(format!("expected one port group per policy, found {pgs}").into());
     }
 
-    // Label changes: pod i of namespace i's role moves on by one.
-    let mut lat = Vec::with_capacity(CHANGES);
-    let mut plan_lat = Vec::with_capacity(CHANGES);
-    let mut ops = Vec::with_capacity(CHANGES);
-    for c in 0..CHANGES {
-        let ns = (c * 37) % NAMESPACES;
-        let i = (c * 13) % PODS_PER_NS;
-        let idx = ns * PODS_PER_NS + i;
-        d.network_policy.pods[idx].labels = pod_labels(ns, i, c + 1);
-        let started = Instant::now();
-        let p = plan(&d);
-        plan_lat.push(started.elapsed());
-        let (diff, report) = rt.block_on(sync.sync(&p))?;
-        lat.push(started.elapsed());
-        ops.push(report.operations);
-        if diff
-            .changes
-            .iter()
-            .any(|ch| !matches!(ch.table(), Table::AddressSet | Table::PortGroup))
-        {
-            return Err(format!("label change {c} touched more than sets and groups").into());
+    let central_flows = match &flows {
+        Some(f) => {
+            let t = Instant::now();
+            f.wait_hv()?;
+            Some(t.elapsed())
         }
+        None => None,
+    };
+    if let Some(t) = central_flows {
+        println!(
+            "flows: northd and ovn-controller (node-0, {BOUND} bound pods) caught up with the \
+             1,000 policies in {:.2} s",
+            t.as_secs_f64()
+        );
     }
-    lat.sort();
-    plan_lat.sort();
-    ops.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
+    // Label changes: pod i of namespace ns moves on to another role. The same sequence twice:
+    // first every pass diffs in full (the reconciler before the scoped diff), then through
+    // IncrementalSync as the controller runs it.
+    let mut generation = 0;
+    let mut inc = IncrementalSync::new(&sync);
+    let mut results = Vec::new();
+    for mode in [SyncMode::Full, SyncMode::Scoped] {
+        let mut st = Stages::default();
+        // Roles cycle with period 5 and each round changes 100 pods once: shift the second
+        // round by one so every change is a real one.
+        generation += 1;
+        if mode == SyncMode::Scoped {
+            // The controller's pass before: a full diff (of nothing) that leaves the plan.
+            rt.block_on(inc.sync(&sync, plan(&d)))?;
+        }
+        for c in 0..CHANGES {
+            generation += 1;
+            let ns = (c * 37) % NAMESPACES;
+            let i = (c * 13) % PODS_PER_NS;
+            let idx = ns * PODS_PER_NS + i;
+            d.network_policy.pods[idx].labels = pod_labels(ns, i, generation);
+            let started = Instant::now();
+            let p = plan(&d);
+            st.plan.push(started.elapsed());
+            let (diff, report, times) = match mode {
+                SyncMode::Full => rt.block_on(sync.sync_timed(&p))?,
+                SyncMode::Scoped => rt.block_on(inc.sync(&sync, p))?,
+            };
+            st.nb.push(started.elapsed());
+            if let Some(f) = &flows {
+                let t = Instant::now();
+                f.wait_hv()?;
+                st.flows.push(t.elapsed());
+            }
+            st.total.push(started.elapsed());
+            st.diff.push(times.diff);
+            st.apply.push(times.apply);
+            st.settle.push(times.settle);
+            st.ops.push(report.operations);
+            if report.operations == 0 {
+                return Err(format!("label change {c} ({mode:?}) wrote nothing").into());
+            }
+            if times.mode == SyncMode::Scoped {
+                st.scoped += 1;
+            }
+            if diff
+                .changes
+                .iter()
+                .any(|ch| !matches!(ch.table(), Table::AddressSet | Table::PortGroup))
+            {
+                return Err(format!("label change {c} touched more than sets and groups").into());
+            }
+            // The NetworkPolicy translation alone, on the same input (not part of the pass
+            // time above: the pass planned it already).
+            let t = Instant::now();
+            let _ = plan_network_policies(&d.network_policy);
+            st.netpol.push(t.elapsed());
+        }
+        if mode == SyncMode::Scoped {
+            // Whatever the scoped passes did, a full diff now must find nothing left.
+            let left = sync.diff(&plan(&d));
+            if !left.is_empty() {
+                return Err(format!(
+                    "after the scoped passes a full diff still finds {} changes",
+                    left.changes.len()
+                )
+                .into());
+            }
+        }
+        st.print(mode, d.network_policy.policies.len());
+        results.push(st);
+    }
+    let before = &results[0];
+    let after = &results[1];
+    let label_p99 = after.total.p(0.99);
     println!(
-        "label change → NB updated (full pass over {} policies), {CHANGES} changes: p50 {:.1} \
-         ms, p99 {:.1} ms, max {:.1} ms; planning p50 {:.1} ms, p99 {:.1} ms; NB operations \
-         per change: median {}, max {}",
-        d.network_policy.policies.len(),
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.99)),
-        ms(percentile(&lat, 1.0)),
-        ms(percentile(&plan_lat, 0.5)),
-        ms(percentile(&plan_lat, 0.99)),
-        ops[ops.len() / 2],
-        ops[ops.len() - 1],
+        "label change p99: {:.1} ms with full diffs, {:.1} ms with scoped diffs ({})",
+        ms(before.total.p(0.99)),
+        ms(label_p99),
+        if flows.is_some() {
+            "until ovn-controller on node-0 caught up (ovn-nbctl --wait=hv)"
+        } else {
+            "until the NB replica showed the change; BENCH_FLOWS=1 (root) adds the flows"
+        }
     );
     println!(
-        "not measured here: flows on a node after a label change, dpdk_policy_ratio (the \
-         datapath part)"
+        "not measured here: dpdk_policy_ratio (the datapath part: the ferrovn-dataplane example \
+         bench-ctcost, docs/network-policy.md)"
     );
     println!(
         "policy-bench apply_1k_s={apply_s:.2} label_p99_ms={:.1} acls={acls} \
          dpdk_policy_ratio=na",
-        ms(percentile(&lat, 0.99))
+        ms(label_p99)
     );
     Ok(())
 }

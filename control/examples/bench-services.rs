@@ -9,8 +9,13 @@
 //!
 //! The last line is `services-bench apply_10k_s=… endpoint_p99_ms=… podpod_with_lbs_ratio=…
 //! vip_vs_direct_ratio=… kubeproxy_sync_10k_s=…`. The two datapath keys come from the DPDK part
-//! of `bench-ctcost` (run as root with `BENCH_DATAPATH=1`, else `na`); kube-proxy's sync time
-//! is not measured here and reads `na` (docs/services.md).
+//! of `bench-ctcost` (run as root with `BENCH_DATAPATH=1`, else `na`). `kubeproxy_sync_10k_s` is
+//! upstream kube-proxy's first full nftables sync of the same Services from a real apiserver
+//! (`support/kubeproxy_anchor.rs`; root and `make kube-bins`, `BENCH_KUBEPROXY=0` skips it,
+//! `BENCH_KUBEPROXY=only` runs it alone, `na` with the reason on stderr when it cannot run).
+
+#[path = "support/kubeproxy_anchor.rs"]
+mod kubeproxy_anchor;
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -105,11 +110,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() -> Result {
-    let server = OvsdbServer::start(nb_schema())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if std::env::var("BENCH_KUBEPROXY").is_ok_and(|v| v == "only") {
+        // The anchor alone (it measures kube-proxy, so this build's profile does not matter).
+        let kubeproxy = kubeproxy_sync(&rt)?;
+        println!(
+            "services-bench apply_10k_s=na endpoint_p99_ms=na podpod_with_lbs_ratio=na \
+             vip_vs_direct_ratio=na kubeproxy_sync_10k_s={kubeproxy}"
+        );
+        return Ok(());
+    }
+    let server = OvsdbServer::start(nb_schema())?;
 
     let mut d = base()?;
     let mut services = Vec::with_capacity(SERVICES);
@@ -224,15 +238,41 @@ fn main() -> Result {
         ms(percentile(&plan_sorted, 0.99))
     );
     let (podpod, vip) = datapath_ratios();
-    println!(
-        "not measured here: kubeproxy_sync_10k_s (needs the real-Kubernetes kube-proxy build)"
-    );
+    let kubeproxy = kubeproxy_sync(&rt)?;
     println!(
         "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={:.1} podpod_with_lbs_ratio={podpod} \
-         vip_vs_direct_ratio={vip} kubeproxy_sync_10k_s=na",
+         vip_vs_direct_ratio={vip} kubeproxy_sync_10k_s={kubeproxy}",
         ms(percentile(&sorted, 0.99))
     );
     Ok(())
+}
+
+/// kube-proxy's first full sync of the same Services × endpoints (the generation-0 slices), or
+/// `na` with the reason on stderr.
+fn kubeproxy_sync(rt: &tokio::runtime::Runtime) -> Result<String> {
+    if std::env::var("BENCH_KUBEPROXY").is_ok_and(|v| v == "0") {
+        eprintln!("kubeproxy_sync_10k_s: skipped (BENCH_KUBEPROXY=0)");
+        return Ok("na".into());
+    }
+    let slices = (0..SERVICES)
+        .map(|i| slice(i, 0, ENDPOINTS))
+        .collect::<Result<Vec<_>>>()?;
+    match kubeproxy_anchor::measure(rt, slices) {
+        Ok(a) => {
+            println!(
+                "kube-proxy {} nftables: first full sync of {SERVICES} services x {ENDPOINTS} \
+                 endpoints {:.2} s (its kubeproxy_sync_full_proxy_rules_duration_seconds); \
+                 ruleset complete {:.2} s after its start ({} Service IPs, {} endpoint DNAT targets); \
+                 objects created in {:.1} s",
+                a.version, a.sync_s, a.ready_s, a.cluster_ips, a.endpoint_chains, a.create_s
+            );
+            Ok(format!("{:.2}", a.sync_s))
+        }
+        Err(e) => {
+            eprintln!("kubeproxy_sync_10k_s: na: {e}");
+            Ok("na".into())
+        }
+    }
 }
 
 /// The datapath keys, from the DPDK part of `bench-ctcost` (ferrovn-dataplane, run as root, in

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use ferrovn_api::annotations::{
     Annotations, NamespaceNetwork, NodeNetwork, OVN_PROVIDER, PodKey, PodNetwork,
 };
+use ferrovn_api::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy, POLICY_API_VERSION};
 use ferrovn_api::crd::{API_VERSION, DEFAULT_VPC, Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
 use ferrovn_api::nad::{Attachment, NetworkAttachmentDefinition, VhostUserConsumption};
 use ferrovn_api::net::MacAddr;
@@ -53,6 +54,8 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     NetworkPolicy(Box<NetworkPolicy>),
+    AdminNetworkPolicy(Box<AdminNetworkPolicy>),
+    BaselineAdminNetworkPolicy(Box<BaselineAdminNetworkPolicy>),
 }
 
 impl Object {
@@ -72,6 +75,8 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
+            Object::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
         }
     }
 
@@ -90,6 +95,8 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
+            Object::AdminNetworkPolicy(o) => &o.metadata,
+            Object::BaselineAdminNetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -108,6 +115,8 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::NetworkPolicy(o) => &mut o.metadata,
+            Object::AdminNetworkPolicy(o) => &mut o.metadata,
+            Object::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -206,6 +215,16 @@ impl Manifest {
     accessor!(services, Service, Service);
     accessor!(endpoint_slices, EndpointSlice, EndpointSlice);
     accessor!(network_policies, NetworkPolicy, NetworkPolicy);
+    accessor!(
+        admin_network_policies,
+        AdminNetworkPolicy,
+        AdminNetworkPolicy
+    );
+    accessor!(
+        baseline_admin_network_policies,
+        BaselineAdminNetworkPolicy,
+        BaselineAdminNetworkPolicy
+    );
 
     /// Appends another manifest; the same object (kind, namespace, name) twice is an error.
     pub fn merge(&mut self, other: Manifest) -> Result<(), ManifestError> {
@@ -373,6 +392,12 @@ fn load_value(
         }
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => {
             decode(value, &location, &kind, &name).map(Object::NetworkAttachmentDefinition)?
+        }
+        (POLICY_API_VERSION, "AdminNetworkPolicy") => {
+            decode(value, &location, &kind, &name).map(Object::AdminNetworkPolicy)?
+        }
+        (POLICY_API_VERSION, "BaselineAdminNetworkPolicy") => {
+            decode(value, &location, &kind, &name).map(Object::BaselineAdminNetworkPolicy)?
         }
         (API_VERSION, "Subnet") => decode(value, &location, &kind, &name).map(Object::Subnet)?,
         (API_VERSION, "Vpc") => decode(value, &location, &kind, &name).map(Object::Vpc)?,

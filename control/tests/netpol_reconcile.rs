@@ -282,43 +282,38 @@ async fn netpol_rows_reconciled_minimal_and_idempotent() {
         BTreeSet::from(["10.16.0.11".to_string()])
     );
 
-    // A label change that moves a pod into a policy's selection: only that port group's
-    // ports (one Link change) move.
+    // A label change that moves a pod into a policy's selection: only port group members
+    // move: the pod joins that policy's port group and leaves the conntrack bypass's
+    // (plan::ctbypass), two Link changes and nothing else.
     let relabel = BTreeMap::from([
         ("front-2", vec![("role", "backend")]),
         ("front-1", vec![("role", "frontend"), ("app", "web")]),
     ]);
     let p3 = plan(&desired(&PODS, &relabel));
     let d3 = restarted.diff(&p3);
-    // The conntrack bypass (plan::ctbypass) must stop covering the newly selected pod: its
-    // switch-wide bypass ACLs are rewritten too, nothing else.
-    let (bypass, rest): (Vec<&Change>, Vec<&Change>) = d3
+    let links: Vec<(Table, &str, usize, usize)> = d3
         .changes
         .iter()
-        .partition(|c| c.key().starts_with("ctbypass/"));
-    assert!(
-        bypass
-            .iter()
-            .all(|c| c.table() == Table::Acl && matches!(c, Change::Update { .. })),
-        "{bypass:?}"
-    );
-    let rest: Vec<Change> = rest.into_iter().cloned().collect();
-    match rest.as_slice() {
-        [
+        .map(|c| match c {
             Change::Link {
                 table,
                 key,
                 add,
                 remove,
                 ..
-            },
-        ] => {
-            assert_eq!(*table, Table::PortGroup);
-            assert_eq!(key, "pg/np.x.web_from_frontend");
-            assert_eq!((add.len(), remove.len()), (1, 0));
-        }
-        other => panic!("expected one port group link change, got {other:?}"),
-    }
+            } => (*table, key.as_str(), add.len(), remove.len()),
+            other => panic!("expected port group link changes only, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        links,
+        vec![
+            (Table::PortGroup, "pg/ctbypass.ovn_default", 0, 1),
+            (Table::PortGroup, "pg/np.x.web_from_frontend", 1, 0),
+        ],
+        "{:?}",
+        d3.changes
+    );
     restarted.sync(&p3).await.expect("pod joins a port group");
     assert_eq!(
         port_groups(&central).get("np.x.web_from_frontend"),
@@ -347,7 +342,11 @@ async fn netpol_rows_reconciled_minimal_and_idempotent() {
     let p5 = plan(&d5);
     sync.sync(&p5).await.expect("policies deleted");
     let pgs = port_groups(&central);
-    assert_eq!(pgs.keys().collect::<Vec<_>>(), vec!["np.y.broken"]);
+    assert_eq!(
+        pgs.keys().collect::<Vec<_>>(),
+        vec!["ctbypass.ovn_default", "np.y.broken"],
+        "the policy's group, and the conntrack bypass's of the pods it does not select"
+    );
     let acl_count = central
         .nbctl(&["--bare", "--columns=_uuid", "find", "ACL", "tier=2"])
         .unwrap()

@@ -1042,3 +1042,36 @@ fn the_service_cidr_is_published_on_nodes_only_when_configured() {
     let a = node_network_annotations(&c, "node-a");
     assert_eq!(a[key], "10.96.0.0/12,fd00:96::/108");
 }
+
+/// The node agent's node-port steering keeps the client's address only for Services whose
+/// row carries `options:ferrovn_node_port_local=true`: exactly those with
+/// `externalTrafficPolicy: Local` and node ports (dataplane/src/nodeport.rs).
+#[test]
+fn external_local_node_ports_are_marked_for_the_node_agent() {
+    let mk = |name: &str, etp: &str, ty: &str| {
+        service(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": ty, "clusterIP": format!("10.96.0.{}", name.len()),
+                     "externalTrafficPolicy": etp,
+                     "ports": [{"port": 80, "targetPort": 8080, "nodePort": (30000 + name.len() as i32)}]},
+        }))
+    };
+    let p = with(
+        base(&["172.18.0.2"]),
+        vec![
+            mk("local", "Local", "NodePort"),
+            mk("cluster", "Cluster", "NodePort"),
+            mk("lb", "Local", "LoadBalancer"),
+        ],
+        vec![],
+    );
+    let marked = |n: &str| {
+        lb(&p, &format!("svc:default/{n}:tcp"))
+            .options
+            .get(ferrovn_control::plan::services::NODE_PORT_LOCAL_OPTION)
+            .map(String::as_str)
+    };
+    assert_eq!(marked("local"), Some("true"));
+    assert_eq!(marked("lb"), Some("true"));
+    assert_eq!(marked("cluster"), None);
+}

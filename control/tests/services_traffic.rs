@@ -447,6 +447,11 @@ const PODS2: [Pod; 4] = [
 const NODE_IPS: [&str; 2] = ["192.168.100.1", "192.168.100.2"];
 const JOIN_IPS: [&str; 2] = ["100.64.0.2", "100.64.0.3"];
 
+/// `web`'s externalIP and its LoadBalancer ingress IP: outside every subnet, so a pod's packet
+/// to them goes to its gateway, and only the switch's load balancer can answer it.
+const EXTERNAL_IP: &str = "192.0.2.10";
+const INGRESS_IP: &str = "198.51.100.10";
+
 fn join_mac(i: usize) -> MacAddr {
     MacAddr([0x0e, 0, 0, 0, 1, i as u8])
 }
@@ -506,11 +511,16 @@ fn desired2(chassis: [&str; 2], scaled_hosts: &[&str]) -> Desired {
         .unwrap()
     };
     let both = ["web-a", "web-b"];
+    // `web` is a LoadBalancer Service: its externalIP and its status ingress IP are VIPs too.
+    let web: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": ports,
+                 "externalIPs": [EXTERNAL_IP]},
+        "status": {"loadBalancer": {"ingress": [{"ip": INGRESS_IP}]}},
+    }))
+    .unwrap();
     d.services.services = vec![
-        svc(
-            "web",
-            json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": ports}),
-        ),
+        web,
         svc(
             "empty",
             json!({"clusterIP": "10.96.0.11", "ports": [
@@ -690,6 +700,17 @@ async fn node_ports_udp_affinity_local_policies_and_scale_down_on_the_wire() {
         assert_eq!(seen.len(), 2, "pod -> {ip}:30080: {seen:?}");
         let u = udp(client, ip, 30081);
         assert!(u.starts_with("web-"), "pod -> {ip}:30081/udp: {u}");
+    }
+    // externalIPs and LoadBalancer ingress IPs from a pod, TCP and UDP, on the Service port.
+    // Nothing routes these addresses (the router has no route for them): only the load
+    // balancer answers.
+    for ip in [EXTERNAL_IP, INGRESS_IP] {
+        let seen = backends_seen(t, &both, || {
+            get(client_b, &format!("http://{ip}/")).map(|r| r.0)
+        });
+        assert_eq!(seen.len(), 2, "pod -> {ip}:80: {seen:?}");
+        let u = udp(client_b, ip, 81);
+        assert!(u.starts_with("web-"), "pod -> {ip}:81/udp: {u}");
     }
     // From the nodes themselves: host -> ClusterIP through ovn0, TCP and UDP. (A node port
     // on another node's join address is not reachable from a node: the address is on the

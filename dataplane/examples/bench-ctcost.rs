@@ -17,7 +17,14 @@
 //!   control/src/plan/ctbypass.rs); `group1k_bypass` is the Services fix, `acl_other_bypass` the
 //!   policy one;
 //! - `vip1k` / `vip1k_bypass`: pod 1 → the test Service's VIP (backend pod 2) with the group of
-//!   1,000 Services, instead of pod 1 → pod 2's IP.
+//!   1,000 Services, instead of pod 1 → pod 2's IP;
+//! - `np_stateful`: a NetworkPolicy selecting both pods and allowing ingress from both (e.g.
+//!   "pods of this app talk to each other"), as FerrOVN planned it before the policy bypass: its
+//!   port group with a tier-2 drop and an `allow-related` from the peers' address set;
+//!   `np_sym`: the same plus the policy bypass FerrOVN now plans for it (plan::ctbypass,
+//!   `plan_policy_bypass`: both pods accept each other on every port and neither's egress is
+//!   isolated, so two tier-3 `allow-stateless` marks on the port group keep them out of
+//!   conntrack). `dpdk_policy_ratio` of bench-policy is `np_sym`.
 //!
 //! DPDK path: two vhost-user pods on OVS-DPDK (one PMD on cpu1), ONE testpmd (cpu0) driving both
 //! in `5tswap` (L2, L3 and L4 addresses swapped: every packet is a reply to the last one, so both
@@ -32,7 +39,8 @@
 //! `BENCH_PHASES=dpdk,kernel` (default both), `BENCH_SECS` (default 4) window,
 //! `BENCH_SHAPES=none,group1k,...` to restrict. Last line:
 //! `ctcost-bench podpod_with_lbs_ratio=X podpod_with_lbs_nofix_ratio=X vip_vs_direct_ratio=X
-//! dpdk_acl_ratio=X dpdk_acl_other_bypass_ratio=X kernel_with_lbs_ratio=X kernel_tcp_gbps_none=X`
+//! dpdk_acl_ratio=X dpdk_acl_other_bypass_ratio=X dpdk_np_stateful_ratio=X dpdk_policy_ratio=X
+//! kernel_with_lbs_ratio=X kernel_tcp_gbps_none=X` (abridged: every ratio of the shapes above)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,30 +49,24 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferrovn_dataplane::alloc::FileAllocations;
-use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
-use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
-use ferrovn_dataplane::ovs::OvsClient;
-use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::cluster::{
     POD_SUBNET, add_switch_with_router, allocate_pod, lsp_name, nbctl, wait_chassis_count,
 };
 use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni};
-use ferrovn_testkit::dpdk::{
-    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
-};
+use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec, last_pps};
+use ferrovn_testkit::dpdk_node::{DPDK_PROVIDER, DpdkNode, DpdkNodeSpec};
 use ferrovn_testkit::error::Error;
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig};
-use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::wait_until;
 use serde_json::json;
 
 const VIP: &str = "10.96.200.1";
 const SERVICES: usize = 1000;
-const SHAPES: [&str; 9] = [
+const SHAPES: [&str; 11] = [
     "none",
     "group0",
     "group1k",
@@ -74,6 +76,8 @@ const SHAPES: [&str; 9] = [
     "acl_other_bypass",
     "vip1k",
     "vip1k_bypass",
+    "np_stateful",
+    "np_sym",
 ];
 
 fn env_usize(var: &str, default: usize) -> usize {
@@ -198,6 +202,11 @@ impl<'a> Nb<'a> {
             .map_err(Into::into)
         };
         set("ferrovn_podnets_bench_v4", &["10.16.0.0/16".to_string()])?;
+        set(
+            "np_bench_peers",
+            &pod_ips.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?;
+        nbctl(central, &["pg-add", "np_bench"])?;
         nbctl(central, &["pg-add", "ferrovn_ctbypass"])?;
         let other = "other.default".to_string();
         nbctl(
@@ -231,6 +240,82 @@ impl<'a> Nb<'a> {
         self.nb(&["acl-del", "ls1"])?;
         self.nb(&["--type=port-group", "acl-del", "ferrovn_ctbypass"])?;
         self.nb(&["clear", "Port_Group", "ferrovn_ctbypass", "ports"])?;
+        self.nb(&["--type=port-group", "acl-del", "np_bench"])?;
+        self.nb(&["clear", "Port_Group", "np_bench", "ports"])?;
+        Ok(())
+    }
+
+    /// One ACL of port group `pg` with a tier (what the planner writes; `acl-add` has no tier).
+    fn pg_acl(
+        &self,
+        pg: &str,
+        direction: &str,
+        priority: u16,
+        tier: u8,
+        m: &str,
+        action: &str,
+    ) -> Result<()> {
+        self.nb(&[
+            "--id=@a",
+            "create",
+            "ACL",
+            &format!("direction={direction}"),
+            &format!("priority={priority}"),
+            &format!("tier={tier}"),
+            &format!("match=\"{m}\""),
+            &format!("action={action}"),
+            "--",
+            "add",
+            "Port_Group",
+            pg,
+            "acls",
+            "@a",
+        ])
+        .map(drop)
+    }
+
+    /// The NetworkPolicy of `np_*` as control/src/plan/netpol plans it (ingress of both pods
+    /// from both, every port), and with `bypass` the policy bypass of plan::ctbypass (no
+    /// Service load balancer on this switch in these shapes: every TCP/UDP/SCTP port is free).
+    fn np(&self, bypass: bool) -> Result<()> {
+        let mut args = vec!["pg-set-ports", "np_bench"];
+        args.extend(self.pods.iter().map(String::as_str));
+        self.nb(&args)?;
+        self.pg_acl(
+            "np_bench",
+            "to-lport",
+            2000,
+            2,
+            "outport == @np_bench && ip",
+            "drop",
+        )?;
+        self.pg_acl(
+            "np_bench",
+            "to-lport",
+            2001,
+            2,
+            "outport == @np_bench && ip && (ip4.src == $np_bench_peers)",
+            "allow-related",
+        )?;
+        if bypass {
+            self.pg_acl(
+                "np_bench",
+                "from-lport",
+                1,
+                3,
+                "inport == @np_bench && (ip4.dst == $np_bench_peers) && (tcp || udp || sctp)",
+                "allow-stateless",
+            )?;
+            self.pg_acl(
+                "np_bench",
+                "to-lport",
+                1,
+                3,
+                "outport == @np_bench && !flags.loopback && (ip4.src == $np_bench_peers) && \
+                 (tcp || udp || sctp)",
+                "allow-stateless",
+            )?;
+        }
         Ok(())
     }
 
@@ -300,6 +385,8 @@ impl<'a> Nb<'a> {
                     self.bypass(true)?;
                 }
             }
+            "np_stateful" => self.np(false)?,
+            "np_sym" => self.np(true)?,
             other => bail!("unknown shape {other}"),
         }
         self.nb(&["--wait=hv", "--timeout=120", "sync"])?;
@@ -456,117 +543,34 @@ fn dpdk_phase(
     mem: &PodMemory,
     huge: Option<&Path>,
 ) -> Result<Measured> {
-    let _ovs_run = DpdkRuntimeDir::new(&format!("fvcovs{rnd}"));
-    let vhost_dir =
-        SharedDir::create(Path::new(&format!("/tmp/fvcv{rnd}"))).map_err(anyhow::Error::msg)?;
-    let kubelet = tempfile::Builder::new().prefix("fvck").tempdir_in("/tmp")?;
-    let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
-    let sb = central.sb_remote();
-    let mut dcfg = DpdkNodeConfig::example();
-    dcfg.socket_mem_mib = vec![256];
-    dcfg.lcore_cpus = vec![0];
-    dcfg.pmd_cpus = vec![1];
-    dcfg.file_prefix = format!("fvcovs{rnd}");
-    match huge {
-        Some(h) => dcfg.huge_dir = Some(h.to_path_buf()),
-        None => {
-            dcfg.allow_no_huge = true;
-            dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
-        }
-    }
-    let cfg_path = work.join("dpdk.json");
-    std::fs::write(&cfg_path, serde_json::to_vec(&dcfg)?)?;
-    let labels = work.join("labels.json");
-    std::fs::write(&labels, r#"{"ovn.kubernetes.io/ovs_dp_type":"userspace"}"#)?;
-    let pre = dcfg.clone();
-    let mut node = Node::start_with(
-        &format!("fvc-{tag}-d"),
-        &NodeConfig {
-            name: format!("fvc-{tag}-d"),
-            vswitchd: vswitchd_dpdk(),
-            other_config: vec![],
+    let dir = work.join("dpdk");
+    std::fs::create_dir_all(&dir)?;
+    let lab = DpdkNode::start(
+        &DpdkNodeSpec {
+            prefix: "fvc",
+            tag,
+            rnd,
+            work: &dir,
+            agent: &agent_binary()?,
+            plugin: &cni_plugin_binary()?,
+            huge_dir: huge,
+            extra_agent_args: vec![],
         },
-        move |n| {
-            let err = |e: String| Error::Setup(e);
-            let i = gather_inputs(
-                &HostPaths {
-                    dpdk_vswitchd: vswitchd_dpdk(),
-                    ..HostPaths::default()
-                },
-                Some("userspace".into()),
-                Some(pre),
-                false,
-            )
-            .map_err(|e| err(e.to_string()))?;
-            let d = select_profile(&i).map_err(|e| err(e.to_string()))?;
-            let s = d.settings.ok_or_else(|| err(d.message.clone()))?;
-            let plan = plan_dpdk_node(&s);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| err(e.to_string()))?;
-            rt.block_on(async {
-                let ovs = OvsClient::connect(&n.db_remote()).await?;
-                apply_other_config(&ovs, &plan).await
-            })
-            .map_err(|e| err(e.to_string()))?;
-            Ok(())
-        },
+        |_| Ok(()),
     )?;
-    if !wait_until(Duration::from_secs(60), || {
-        node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
-            .map(|s| s.trim() == "true")
-            .unwrap_or(false)
-    }) {
-        bail!("DPDK did not initialise");
-    }
-    let allocs_dir = work.join("allocs-dpdk");
-    let allocs = FileAllocations::new(&allocs_dir);
-    let args = [
-        format!("--node-labels-file={}", labels.display()),
-        format!("--dpdk-config={}", cfg_path.display()),
-        format!("--vhost-dir={}", vhost_dir.path().display()),
-        format!("--kubelet-root={}", kubelet.path().display()),
-        format!("--host-mount-ns=/proc/{}/ns/mnt", std::process::id()),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    node.start_agent(&agent_binary()?, &sb, &allocs_dir, &args)?;
-    node.start_ovn_controller()?;
-    wait_chassis_count(&central, 1, Duration::from_secs(30))?;
-    add_switch_with_router(&central, &POD_SUBNET)?;
-    let plugin = cni_plugin_binary()?;
-    let provider = "dpdk.default.ovn";
+    let central = &lab.central;
+    add_switch_with_router(central, &POD_SUBNET)?;
+    let provider = DPDK_PROVIDER;
     let pods = [
         ("dp1", "10.16.0.21", "0a:58:0a:10:00:15"),
         ("dp2", "10.16.0.22", "0a:58:0a:10:00:16"),
     ];
-    let mut infos: Vec<(VhostUserInfo, PathBuf, Netns)> = Vec::new();
+    let mut infos = Vec::new();
     for (i, (pod, ip, mac)) in pods.iter().enumerate() {
-        allocate_pod(&central, &allocs, &POD_SUBNET, provider, pod, ip, mac)?;
-        let uid = format!("0000000{i}-0000-4000-8000-{:0>12}", rnd);
-        let vol = kubelet
-            .path()
-            .join("pods")
-            .join(&uid)
-            .join("volumes/kubernetes.io~empty-dir/vhu");
-        std::fs::create_dir_all(&vol)?;
-        let ns = Netns::create(&format!("fvc-{tag}-{pod}"))?;
-        cni_add(
-            &plugin,
-            &node,
-            pod,
-            &format!("cc{i}{}", tag.replace('x', "")),
-            &ns,
-            "net1",
-            &uid,
-            json!({"provider": provider, "vhost_user_socket_volume_name": "vhu", "vhost_user_socket_name": "sock"}),
-        )?;
-        let info: VhostUserInfo =
-            serde_json::from_slice(&std::fs::read(vol.join(info_file_name("net1")))?)?;
-        infos.push((info, vol, ns));
+        infos.push(lab.add_dpdk_pod(&POD_SUBNET, pod, ip, mac, i as u32)?);
     }
     let lsps = [lsp_name("dp1", provider), lsp_name("dp2", provider)];
-    let nb = Nb::setup(&central, lsps.clone(), ["10.16.0.21", "10.16.0.22"])?;
+    let nb = Nb::setup(central, lsps.clone(), ["10.16.0.21", "10.16.0.22"])?;
     let trace = |shape: &str| {
         let dst = if shape.starts_with("vip") {
             VIP
@@ -577,9 +581,9 @@ fn dpdk_phase(
             "eth.src == 0a:58:0a:10:00:15 && eth.dst == 0a:58:0a:10:00:16 && ip4.src == 10.16.0.21 && ip4.dst == {dst} && ip.ttl == 64 && udp && udp.src == {p} && udp.dst == {p}",
             p = if shape.starts_with("vip") { 9 } else { 7 }
         );
-        let fwd = trace_ct(&central, &lsps[0], &flow);
+        let fwd = trace_ct(central, &lsps[0], &flow);
         let flow = "eth.src == 0a:58:0a:10:00:16 && eth.dst == 0a:58:0a:10:00:15 && ip4.src == 10.16.0.22 && ip4.dst == 10.16.0.21 && ip.ttl == 64 && udp && udp.src == 7 && udp.dst == 7";
-        let back = trace_ct(&central, &lsps[1], flow);
+        let back = trace_ct(central, &lsps[1], flow);
         format!("p1->{dst}: {fwd}; p2->p1: {back}")
     };
     let measure = |shape: &str| -> Result<f64> {
@@ -591,11 +595,11 @@ fn dpdk_phase(
         let vdevs = infos
             .iter()
             .enumerate()
-            .map(|(i, (info, vol, _))| info.virtio_user_vdev(i as u32, &info.socket_in(vol)))
+            .map(|(i, p)| p.vdev(i as u32))
             .collect();
         let mut t = Testpmd::start(&TestpmdSpec {
             prefix: format!("fvcp{rnd}"),
-            netns: Some(&infos[0].2),
+            netns: Some(&infos[0].netns),
             cpu: 0,
             memory: mem.clone(),
             vdevs,
@@ -608,19 +612,13 @@ fn dpdk_phase(
                     "--tx-udp={p},{p}",
                     p = if shape.starts_with("vip") { 9 } else { 7 }
                 ),
-                format!("--eth-peer=0,{}", infos[1].0.mac),
-                format!("--eth-peer=1,{}", infos[0].0.mac),
+                format!("--eth-peer=0,{}", infos[1].info.mac),
+                format!("--eth-peer=1,{}", infos[0].info.mac),
             ],
             log: work.join(format!("vhost-{shape}.log")),
             interactive: true,
         })?;
-        let up = wait_until(Duration::from_secs(30), || {
-            infos.iter().all(|(i, _, _)| {
-                node.vsctl(["get", "Interface", &i.ovs_port, "link_state"])
-                    .map(|s| s.trim() == "up")
-                    .unwrap_or(false)
-            })
-        });
+        let up = lab.wait_vhost_up(&infos.iter().collect::<Vec<_>>(), Duration::from_secs(30));
         if !up {
             bail!("vhost ports not up: {}", t.log_text());
         }
@@ -639,9 +637,8 @@ fn dpdk_phase(
         sleep(1.0);
         Ok(mpps)
     };
-    let out = rounds("dpdk  ", &nb, &node, &trace, measure)?;
+    let out = rounds("dpdk  ", &nb, &lab.node, &trace, measure)?;
     drop(infos);
-    drop(node);
     Ok(out)
 }
 
@@ -820,7 +817,7 @@ fn main() -> Result<()> {
         report("kernel TCP Gbit/s", &kernel);
     }
     println!(
-        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_group0_ratio={} vip_vs_direct_ratio={} vip_nofix_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_acl_ratio={} kernel_tcp_gbps_none={:.2} load={}",
+        "ctcost-bench podpod_with_lbs_ratio={} podpod_with_lbs_nofix_ratio={} podpod_group0_ratio={} vip_vs_direct_ratio={} vip_nofix_vs_direct_ratio={} dpdk_acl_ratio={} dpdk_acl_other_ratio={} dpdk_acl_other_bypass_ratio={} dpdk_np_stateful_ratio={} dpdk_policy_ratio={} kernel_with_lbs_nofix_ratio={} kernel_with_lbs_ratio={} kernel_acl_ratio={} kernel_tcp_gbps_none={:.2} load={}",
         ratio(&dpdk, "group1k_bypass"),
         ratio(&dpdk, "group1k"),
         ratio(&dpdk, "group0"),
@@ -829,6 +826,8 @@ fn main() -> Result<()> {
         ratio(&dpdk, "acl"),
         ratio(&dpdk, "acl_other"),
         ratio(&dpdk, "acl_other_bypass"),
+        ratio(&dpdk, "np_stateful"),
+        ratio(&dpdk, "np_sym"),
         ratio(&kernel, "group1k"),
         ratio(&kernel, "group1k_bypass"),
         ratio(&kernel, "acl"),

@@ -33,21 +33,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ferrovn_api::net::MacAddr;
 use ferrovn_dataplane::alloc::FileAllocations;
-use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
-use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
-use ferrovn_dataplane::ovs::OvsClient;
-use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::cluster::{POD_SUBNET, add_switch, allocate_pod, wait_chassis_count};
 use ferrovn_testkit::cni::{CniCall, cni_netconf, run_cni, run_plugin_in};
-use ferrovn_testkit::dpdk::{
-    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, last_pps,
-};
+use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec, last_pps};
+use ferrovn_testkit::dpdk_node::{DpdkNode, DpdkNodeSpec};
 use ferrovn_testkit::error::Error;
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig};
-use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
 use ferrovn_testkit::ovsdb::OvnCentral;
 use ferrovn_testkit::wait::wait_until;
 use serde_json::json;
@@ -493,127 +487,40 @@ fn vhost_phase(
     mem: &PodMemory,
     huge: Option<&Path>,
 ) -> Result<BTreeMap<usize, f64>> {
-    let _ovs_run = DpdkRuntimeDir::new(&format!("fvbovs{rnd}"));
-    let vhost_dir =
-        SharedDir::create(Path::new(&format!("/tmp/fvbv{rnd}"))).map_err(anyhow::Error::msg)?;
-    let kubelet = tempfile::Builder::new().prefix("fvbk").tempdir_in("/tmp")?;
-    let central = OvnCentral::start().map_err(|e| Error::Setup(e.to_string()))?;
-    let sb = central.sb_remote();
-    let mut dcfg = DpdkNodeConfig::example();
-    dcfg.socket_mem_mib = vec![256];
-    dcfg.lcore_cpus = vec![0];
-    dcfg.pmd_cpus = vec![1];
-    dcfg.file_prefix = format!("fvbovs{rnd}");
-    match huge {
-        Some(h) => dcfg.huge_dir = Some(h.to_path_buf()),
-        None => {
-            dcfg.allow_no_huge = true;
-            dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
-        }
-    }
-    let cfg_path = work.join("dpdk.json");
-    std::fs::write(&cfg_path, serde_json::to_vec(&dcfg)?)?;
-    let labels = work.join("labels.json");
-    std::fs::write(&labels, r#"{"ovn.kubernetes.io/ovs_dp_type":"userspace"}"#)?;
-    let pre = dcfg.clone();
-    let node = Node::start_with(
-        &format!("fvb-{tag}-d"),
-        &NodeConfig {
-            name: format!("fvb-{tag}-d"),
-            vswitchd: vswitchd_dpdk(),
-            other_config: vec![],
+    let dir = work.join("dpdk");
+    std::fs::create_dir_all(&dir)?;
+    let lab = DpdkNode::start(
+        &DpdkNodeSpec {
+            prefix: "fvb",
+            tag,
+            rnd,
+            work: &dir,
+            agent: &agent_binary()?,
+            plugin: &cni_plugin_binary()?,
+            huge_dir: huge,
+            extra_agent_args: vec![],
         },
-        move |n| {
-            let err = |e: String| Error::Setup(e);
-            let i = gather_inputs(
-                &HostPaths {
-                    // the DPDK vswitchd of the OVS/OVN rootfs, not Debian's path on the host
-                    dpdk_vswitchd: vswitchd_dpdk(),
-                    ..HostPaths::default()
-                },
-                Some("userspace".into()),
-                Some(pre),
-                false,
-            )
-            .map_err(|e| err(e.to_string()))?;
-            let d = select_profile(&i).map_err(|e| err(e.to_string()))?;
-            let s = d.settings.ok_or_else(|| err(d.message.clone()))?;
-            let plan = plan_dpdk_node(&s);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| err(e.to_string()))?;
-            rt.block_on(async {
-                let ovs = OvsClient::connect(&n.db_remote()).await?;
-                apply_other_config(&ovs, &plan).await
-            })
-            .map_err(|e| err(e.to_string()))?;
-            Ok(())
-        },
+        |_| Ok(()),
     )?;
-    let mut node = node;
-    if !wait_until(Duration::from_secs(60), || {
-        node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
-            .map(|s| s.trim() == "true")
-            .unwrap_or(false)
-    }) {
-        bail!("DPDK did not initialise");
-    }
-    let allocs_dir = work.join("allocs-dpdk");
-    let allocs = FileAllocations::new(&allocs_dir);
-    let args = [
-        format!("--node-labels-file={}", labels.display()),
-        format!("--dpdk-config={}", cfg_path.display()),
-        format!("--vhost-dir={}", vhost_dir.path().display()),
-        format!("--kubelet-root={}", kubelet.path().display()),
-        format!("--host-mount-ns=/proc/{}/ns/mnt", std::process::id()),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    node.start_agent(&agent_binary()?, &sb, &allocs_dir, &args)?;
-    node.start_ovn_controller()?;
-    wait_chassis_count(&central, 1, Duration::from_secs(30))?;
-    add_switch(&central, &POD_SUBNET)?;
-    let plugin = cni_plugin_binary()?;
-    let provider = "dpdk.default.ovn";
+    add_switch(&lab.central, &POD_SUBNET)?;
     let pods = [
         ("dp1", "10.16.0.21", "0a:58:0a:10:00:15"),
         ("dp2", "10.16.0.22", "0a:58:0a:10:00:16"),
     ];
-    let mut infos: Vec<(VhostUserInfo, PathBuf, Netns)> = Vec::new();
+    let mut infos = Vec::new();
     for (i, (pod, ip, mac)) in pods.iter().enumerate() {
-        allocate_pod(&central, &allocs, &POD_SUBNET, provider, pod, ip, mac)?;
-        let uid = format!("0000000{i}-0000-4000-8000-{:0>12}", rnd);
-        let vol = kubelet
-            .path()
-            .join("pods")
-            .join(&uid)
-            .join("volumes/kubernetes.io~empty-dir/vhu");
-        std::fs::create_dir_all(&vol)?;
-        let ns = Netns::create(&format!("fvb-{tag}-{pod}"))?;
-        cni_add(
-            &plugin,
-            &node,
-            pod,
-            &format!("cd{i}{}", tag.replace('x', "")),
-            &ns,
-            "net1",
-            &uid,
-            json!({"provider": provider, "vhost_user_socket_volume_name": "vhu", "vhost_user_socket_name": "sock"}),
-        )?;
-        let info: VhostUserInfo =
-            serde_json::from_slice(&std::fs::read(vol.join(info_file_name("net1")))?)?;
-        infos.push((info, vol, ns));
+        infos.push(lab.add_dpdk_pod(&POD_SUBNET, pod, ip, mac, i as u32)?);
     }
     let mut out = BTreeMap::new();
     for size in SIZES {
         let vdevs = infos
             .iter()
             .enumerate()
-            .map(|(i, (info, vol, _))| info.virtio_user_vdev(i as u32, &info.socket_in(vol)))
+            .map(|(i, p)| p.vdev(i as u32))
             .collect();
         let mut t = Testpmd::start(&TestpmdSpec {
             prefix: format!("fvbp{rnd}"),
-            netns: Some(&infos[0].2),
+            netns: Some(&infos[0].netns),
             cpu: 0,
             memory: mem.clone(),
             vdevs,
@@ -621,19 +528,13 @@ fn vhost_phase(
             app_args: vec![
                 "--port-topology=loop".into(),
                 format!("--txpkts={size}"),
-                format!("--eth-peer=0,{}", infos[1].0.mac),
-                format!("--eth-peer=1,{}", infos[0].0.mac),
+                format!("--eth-peer=0,{}", infos[1].info.mac),
+                format!("--eth-peer=1,{}", infos[0].info.mac),
             ],
             log: work.join(format!("vhost-{size}.log")),
             interactive: true,
         })?;
-        let up = wait_until(Duration::from_secs(30), || {
-            infos.iter().all(|(i, _, _)| {
-                node.vsctl(["get", "Interface", &i.ovs_port, "link_state"])
-                    .map(|s| s.trim() == "up")
-                    .unwrap_or(false)
-            })
-        });
+        let up = lab.wait_vhost_up(&infos.iter().collect::<Vec<_>>(), Duration::from_secs(30));
         if !up {
             bail!("vhost ports not up: {}", t.log_text());
         }
@@ -648,7 +549,7 @@ fn vhost_phase(
         out.insert(size, mpps);
     }
     drop(infos);
-    drop(node);
+    drop(lab);
     Ok(out)
 }
 

@@ -30,8 +30,8 @@ use ferrovn_control::plan::gateway_router::{
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec, last_pps};
 use ferrovn_testkit::egress::{
-    CLUSTER_ROUTER, DpdkPod, EXTERNAL_PREFIX, EgressLab, OUTSIDE_IP, OVN_EXTERNAL_IP, PHYSNET,
-    POD_GATEWAY_MAC, POD_NET,
+    CLUSTER_ROUTER, DpdkPod, EXTERNAL_PREFIX, EgressLab, OUTSIDE_DPDK_PEER, OUTSIDE_IP,
+    OUTSIDE_KERNEL_PEER, OVN_EXTERNAL_IP, PHYSNET, POD_GATEWAY_MAC, POD_NET, UPLINK_PORT,
 };
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::wait::wait_until;
@@ -160,14 +160,251 @@ fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
 }
 
 fn wait_vhost_up(lab: &EgressLab, pods: &[&DpdkPod]) -> bool {
-    wait_until(Duration::from_secs(30), || {
-        pods.iter().all(|p| {
-            lab.node
-                .vsctl(["get", "Interface", &p.info.ovs_port, "link_state"])
-                .map(|s| s.trim() == "up")
-                .unwrap_or(false)
+    // a loaded machine takes its time to start a testpmd
+    lab.dpdk.wait_vhost_up(pods, Duration::from_secs(90))
+}
+
+/// Counters along both egress paths, read at the start and the end of a window, so each hop's
+/// rate shows where packets stop: what OVS takes from the pod's vhost-user queue, what it hands
+/// to ovn0 (kernel path) or to the uplink (OVN path) and drops there, what the node's kernel
+/// forwards, what the outside receives on each uplink's peer, and where cpu1 (the PMD's core)
+/// spends its time.
+struct Hops {
+    at: Instant,
+    pod_rx: u64,
+    ovn0_tx: u64,
+    ovn0_drop: u64,
+    uplink_tx: u64,
+    uplink_drop: u64,
+    uplink_rx: u64,
+    forwarded: u64,
+    out_kernel: u64,
+    out_dpdk: u64,
+    /// utime + stime of the PMD thread (clock ticks)
+    pmd_ticks: u64,
+    /// cpu1's user, system, softirq, idle (clock ticks)
+    cpu1: [u64; 4],
+}
+
+/// The PMD thread(s) of the node's ovs-vswitchd: (pid, tid).
+fn pmd_threads(lab: &EgressLab) -> Vec<(u32, u32)> {
+    let pidfile = lab.dpdk.node.dir().join("ovs-vswitchd.pid");
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return vec![];
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            comm.starts_with("pmd").then_some((pid, tid))
         })
-    })
+        .collect()
+}
+
+fn thread_ticks(pid: u32, tid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return 0;
+    };
+    // fields after the parenthesised comm; utime and stime are fields 14 and 15
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn cpu1_ticks() -> [u64; 4] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(l) = stat.lines().find(|l| l.starts_with("cpu1 ")) else {
+        return [0; 4];
+    };
+    let f: Vec<u64> = l
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let g = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user + nice, system, softirq, idle + iowait
+    [g(0) + g(1), g(2), g(6), g(3) + g(4)]
+}
+
+/// `dpctl/show -s`: (port, `rx_packets` | `rx_dropped` | `tx_packets` | `tx_dropped`) → count.
+fn port_counters(text: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut port = String::new();
+    for l in text.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("port ") {
+            // "port 3: uplink (dpdk: ...)"
+            port = rest
+                .split_once(':')
+                .map(|(_, r)| r.split_whitespace().next().unwrap_or("").to_string())
+                .unwrap_or_default();
+            continue;
+        }
+        let dir = if l.starts_with("RX packets:") {
+            "rx"
+        } else if l.starts_with("TX packets:") {
+            "tx"
+        } else {
+            continue;
+        };
+        for kv in l[3..].split_whitespace() {
+            let Some((k, v)) = kv.split_once(':') else {
+                continue;
+            };
+            if let (Ok(n), "packets" | "dropped") = (v.parse::<u64>(), k) {
+                out.insert((port.clone(), format!("{dir}_{k}")), n);
+            }
+        }
+    }
+    out
+}
+
+impl Hops {
+    fn read(lab: &EgressLab, pod: &DpdkPod, pmds: &[(u32, u32)]) -> Self {
+        // the datapath's live port counters (OVSDB's Interface statistics lag up to 5 s)
+        let ports = port_counters(
+            &lab.dpdk
+                .node
+                .appctl_vswitchd(["dpctl/show", "-s"])
+                .unwrap_or_default(),
+        );
+        let st = |iface: &str, key: &str| {
+            ports
+                .get(&(iface.to_string(), key.to_string()))
+                .copied()
+                .unwrap_or(0)
+        };
+        Hops {
+            at: Instant::now(),
+            pod_rx: st(&pod.info.ovs_port, "rx_packets"),
+            ovn0_tx: st("ovn0", "tx_packets"),
+            ovn0_drop: st("ovn0", "tx_dropped"),
+            uplink_tx: st(UPLINK_PORT, "tx_packets"),
+            uplink_drop: st(UPLINK_PORT, "tx_dropped"),
+            uplink_rx: st(UPLINK_PORT, "rx_packets"),
+            forwarded: lab.kernel_forwarded().unwrap_or(0),
+            out_kernel: lab.outside_rx(false).unwrap_or(0),
+            out_dpdk: lab.outside_rx(true).unwrap_or(0),
+            pmd_ticks: pmds.iter().map(|(p, t)| thread_ticks(*p, *t)).sum(),
+            cpu1: cpu1_ticks(),
+        }
+    }
+
+    /// One line: each hop's rate over the window (Mpps) and cpu1's split.
+    fn line(&self, end: &Hops) -> String {
+        let dt = (end.at - self.at).as_secs_f64().max(1e-9);
+        let r = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt / 1e6;
+        let hz = 100.0;
+        let cpu: Vec<f64> = (0..4)
+            .map(|i| end.cpu1[i].saturating_sub(self.cpu1[i]) as f64 / hz / dt * 100.0)
+            .collect();
+        format!(
+            "OVS rx from pod {:.3} | ovn0 tx {:.3} drop {:.3} | kernel forwarded {:.3} | uplink tx {:.3} drop {:.3} rx {:.3} | outside rx kernel-uplink {:.3} dpdk-uplink {:.3} (Mpps); PMD thread ran {:.0}% of the window; cpu1 user {:.0}% sys {:.0}% softirq {:.0}% idle {:.0}%",
+            r(self.pod_rx, end.pod_rx),
+            r(self.ovn0_tx, end.ovn0_tx),
+            r(self.ovn0_drop, end.ovn0_drop),
+            r(self.forwarded, end.forwarded),
+            r(self.uplink_tx, end.uplink_tx),
+            r(self.uplink_drop, end.uplink_drop),
+            r(self.uplink_rx, end.uplink_rx),
+            r(self.out_kernel, end.out_kernel),
+            r(self.out_dpdk, end.out_dpdk),
+            end.pmd_ticks.saturating_sub(self.pmd_ticks) as f64 / hz / dt * 100.0,
+            cpu[0],
+            cpu[1],
+            cpu[2],
+            cpu[3],
+        )
+    }
+}
+
+/// Experiment knobs, each printed when set:
+/// - `BENCH_RPS=<hex mask>`: RPS on both uplink peers in the outside, so the outside's receive
+///   work runs on those CPUs instead of the sending one (veth receives on the sender's CPU);
+/// - `BENCH_DEVARGS=<k=v,...>`: appended to the uplink's `dpdk-devargs` (af_packet `framesz`,
+///   `framecnt`, `blocksz`, `qdisc_bypass`, `qpairs`);
+/// - `BENCH_TX_FLUSH=<us>`: OVS `other_config:tx-flush-interval`;
+/// - `BENCH_DEBUG`: `pmd-perf-metrics=true` and the PMD's perf stats and datapath flows after
+///   every window.
+fn tune(lab: &EgressLab) -> Result<()> {
+    // A throughput benchmark polls: the agent's default pmd-maxsleep (500 us, an idle PMD
+    // sleeps instead of spinning) lets a PMD on a contended core sleep most iterations (85 %
+    // measured here) and wait for the scheduler after each sleep, which measures the sleep
+    // policy, not the datapath. `BENCH_PMD_MAXSLEEP` sets another value.
+    let maxsleep = std::env::var("BENCH_PMD_MAXSLEEP").unwrap_or_else(|_| "0".into());
+    lab.dpdk.node.vsctl([
+        "set",
+        "Open_vSwitch",
+        ".",
+        &format!("other_config:pmd-maxsleep={maxsleep}"),
+    ])?;
+    println!("tuning: pmd-maxsleep {maxsleep} us");
+    if let Ok(mask) = std::env::var("BENCH_RPS") {
+        for dev in [OUTSIDE_KERNEL_PEER, OUTSIDE_DPDK_PEER] {
+            lab.outside.run(
+                5,
+                "sh",
+                [
+                    "-c",
+                    &format!("echo {mask} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"),
+                ],
+            )?;
+        }
+        println!("tuning: RPS mask {mask} on the outside's uplink peers");
+    }
+    if let Ok(extra) = std::env::var("BENCH_DEVARGS") {
+        let cur = lab
+            .dpdk
+            .node
+            .vsctl(["get", "Interface", UPLINK_PORT, "options:dpdk-devargs"])?;
+        let devargs = format!("{},{extra}", cur.trim().trim_matches('"'));
+        lab.dpdk.node.vsctl([
+            "set",
+            "Interface",
+            UPLINK_PORT,
+            &format!("options:dpdk-devargs=\"{devargs}\""),
+        ])?;
+        if !wait_until(Duration::from_secs(30), || {
+            lab.dpdk
+                .node
+                .vsctl(["get", "Interface", UPLINK_PORT, "link_state"])
+                .is_ok_and(|s| s.trim() == "up")
+        }) {
+            bail!(
+                "uplink with {devargs} not up: {}",
+                lab.dpdk
+                    .node
+                    .vsctl(["get", "Interface", UPLINK_PORT, "error"])
+                    .unwrap_or_default()
+            );
+        }
+        println!("tuning: uplink dpdk-devargs {devargs}");
+    }
+    if let Ok(us) = std::env::var("BENCH_TX_FLUSH") {
+        lab.dpdk.node.vsctl([
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:tx-flush-interval={us}"),
+        ])?;
+        println!("tuning: tx-flush-interval {us} us");
+    }
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        lab.dpdk.node.vsctl([
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:pmd-perf-metrics=true",
+        ])?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -229,6 +466,8 @@ fn main() -> Result<()> {
         Ok(())
     };
     ovn_path(false)?;
+    tune(&lab)?;
+    let pmds = pmd_threads(&lab);
 
     let mut server = lab
         .outside
@@ -284,17 +523,33 @@ fn main() -> Result<()> {
         let (mut k, mut o, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0);
         for via_ovn in order {
             ovn_path(via_ovn)?;
-            let _ = lab.node.appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
+            let _ = lab
+                .dpdk
+                .node
+                .appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
+            let h0 = Hops::read(&lab, &dp1, &pmds);
             let r = outside_rate(&lab, via_ovn)?;
+            let h1 = Hops::read(&lab, &dp1, &pmds);
+            println!(
+                "rep {rep}: {} window: {}",
+                if via_ovn { "OVN" } else { "kernel" },
+                h0.line(&h1)
+            );
             let stats = lab
+                .dpdk
                 .node
                 .appctl_vswitchd(["dpif-netdev/pmd-stats-show"])
                 .unwrap_or_default();
             if std::env::var("BENCH_DEBUG").is_ok() {
                 eprintln!(
-                    "via_ovn={via_ovn}: {stats}\n{}",
-                    lab.node
-                        .appctl_vswitchd(["dpctl/dump-flows"])
+                    "via_ovn={via_ovn}: {stats}\n{}\n{}",
+                    lab.dpdk
+                        .node
+                        .appctl_vswitchd(["dpif-netdev/pmd-perf-show"])
+                        .unwrap_or_default(),
+                    lab.dpdk
+                        .node
+                        .appctl_vswitchd(["dpctl/dump-flows", "-m"])
                         .unwrap_or_default()
                 );
             }

@@ -858,3 +858,304 @@ fn centralized_gateway_egress_snat_and_failover() {
     drop(world);
     let _ = sb;
 }
+
+/// Answers `"<name> <client address>"` over HTTP on :8080 (the backend and the source it saw).
+const WHO: &str = r#"
+import sys
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+name = sys.argv[1]
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{name} {self.client_address[0]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"#;
+
+struct Who(std::process::Child);
+
+impl Who {
+    fn start(netns: &Netns, name: &str) -> Who {
+        Who(netns
+            .command("python3")
+            .args(["-c", WHO, name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 server"))
+    }
+}
+
+impl Drop for Who {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One GET from `from`: `(exit code, (backend, source it saw))`.
+fn who(from: &Netns, url: &str) -> (i32, Option<(String, String)>) {
+    let out = from
+        .command("curl")
+        .args(["-s", "-m", "3", url])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let parsed = body
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+    (out.status.code().unwrap_or(-1), parsed)
+}
+
+/// The backends seen from `from` at `url` within `within` (stops early once `want` all seen).
+fn backends(from: &Netns, url: &str, want: &[&str], within: Duration) -> Vec<(String, String)> {
+    let start = Instant::now();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    while start.elapsed() < within {
+        if let (0, Some(r)) = who(from, url)
+            && !seen.contains(&r)
+        {
+            seen.push(r);
+        }
+        if want.iter().all(|w| seen.iter().any(|(b, _)| b == w)) {
+            break;
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// NodePort Services: `web` (externalTrafficPolicy: Cluster, backends on both nodes),
+/// `local` (Local, the same two backends) and `empty` (no endpoints).
+fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
+    let svc = |name: &str, ip: &str, node_port: u16, etp: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: NodePort\n  clusterIP: {ip}\n  externalTrafficPolicy: {etp}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n    nodePort: {node_port}\n"
+        )
+    };
+    let slice = |name: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {}\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {}\n",
+            pa.0, pa.1, pb.0, pb.1
+        )
+    };
+    [
+        svc("web", "10.96.0.10", 30080, "Cluster"),
+        slice("web"),
+        svc("local", "10.96.0.13", 30090, "Local"),
+        slice("local"),
+        svc("empty", "10.96.0.11", 30091, "Cluster"),
+    ]
+    .join("---\n")
+}
+
+#[test]
+fn node_ports_answer_other_nodes_and_the_outside() {
+    let agnhost = ferrovn_testkit::kube::bin_dir().join("agnhost");
+    if !require(
+        "node_ports_answer_other_nodes_and_the_outside",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("nft"),
+            Need::Tool("python3"),
+            Need::Program(agnhost),
+        ],
+    ) {
+        return;
+    }
+    let (mut tb, ctrl, names, _sb) = start_fabric();
+    let tag = ferrovn_testkit::names::unique_tag();
+    let world = World2::attach(&tb.nodes, &tag);
+    // the upstream router: each node's InternalIP through that node's uplink
+    for (ip, via) in NODE_IPS.into_iter().zip([UPLINK_IP, UPLINK_B]) {
+        world
+            .netns
+            .ip(["route", "add", ip, "via", via])
+            .expect("route to a node address");
+    }
+    ctrl.apply(
+        "pods",
+        &format!(
+            "{}---\n{}---\n{}",
+            pod_yaml("pa", &names[0]),
+            pod_yaml("pb", &names[1]),
+            pod_yaml("pc", &names[1])
+        ),
+    )
+    .expect("pods");
+    for p in ["pa", "pb", "pc"] {
+        ctrl.wait_record(
+            &ctrl
+                .allocations_dir()
+                .join("default")
+                .join(format!("{p}.json")),
+            Duration::from_secs(30),
+        )
+        .expect("pod record");
+    }
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pa = add_pod(&plugin, &tb.nodes[0], "pa", &tag);
+    let pb = add_pod(&plugin, &tb.nodes[1], "pb", &tag);
+    let pc = add_pod(&plugin, &tb.nodes[1], "pc", &tag);
+    let _wa = Who::start(&pa.netns, "pa");
+    let _wb = Who::start(&pb.netns, "pb");
+    ctrl.apply(
+        "services",
+        &node_port_services_yaml(
+            (pa.ip.as_str(), names[0].as_str()),
+            (pb.ip.as_str(), names[1].as_str()),
+        ),
+    )
+    .expect("services");
+    let (node_a, node_b) = (tb.nodes[0].netns(), tb.nodes[1].netns());
+    let join_a = record_annotations(&ctrl.node_file(&names[0]))["ovn.kubernetes.io/ip_address"]
+        .as_str()
+        .expect("join ip")
+        .to_string();
+    let t = Duration::from_secs(60);
+    let both = ["pa", "pb"];
+    let names_of = |v: &[(String, String)]| -> Vec<String> {
+        let mut n: Vec<String> = v.iter().map(|(b, _)| b.clone()).collect();
+        n.dedup();
+        n
+    };
+
+    // the table lands in node A's namespace: one dispatch per node port of A's own address
+    wait_for("node A's node-port table", t, || {
+        node_a
+            .run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+            .ok()
+            .filter(|s| {
+                s.contains("ip daddr 192.168.100.1 tcp dport 30080")
+                    && s.contains("ip daddr 192.168.100.1 tcp dport 30091 reject")
+            })
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; nft: {:?}; SB load balancers: {:?}; agent log: {}; controller log: {}",
+            node_a.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"]),
+            std::process::Command::new("ovn-sbctl")
+                .arg(format!("--db={_sb}"))
+                .args(["list", "Load_Balancer"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string()),
+            tb.nodes[0]
+                .agent_log()
+                .lines()
+                .filter(|l| l.contains("node port") || l.contains("nodeport"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ctrl.log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+
+    // Cluster policy from the outside, through node A: both backends, masqueraded to A's join
+    // address (the backend on B answers A, and A un-NATs)
+    let url_a = format!("http://{}:30080/", NODE_IPS[0]);
+    let seen = backends(&world.netns, &url_a, &both, t);
+    assert_eq!(
+        names_of(&seen),
+        both,
+        "outside -> A:30080; {seen:?}; node A nft: {:?}; agent log: {}",
+        node_a.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"]),
+        tb.nodes[0].agent_log()
+    );
+    assert!(
+        seen.iter().all(|(_, src)| *src == join_a),
+        "Cluster: the backend sees node A's join address {join_a}: {seen:?}"
+    );
+    // ...through node B as well, and from node B to A, and from A's own host to A
+    let url_b = format!("http://{}:30080/", NODE_IPS[1]);
+    assert_eq!(
+        names_of(&backends(&world.netns, &url_b, &both, t)),
+        both,
+        "outside -> B:30080"
+    );
+    assert_eq!(
+        names_of(&backends(node_b, &url_a, &both, t)),
+        both,
+        "node B -> A:30080"
+    );
+    assert_eq!(
+        names_of(&backends(node_a, &url_a, &both, t)),
+        both,
+        "node A -> its own A:30080"
+    );
+    // pods reach node ports in OVN already (their switch's load balancer): still so
+    assert_eq!(
+        names_of(&backends(&pc.netns, &url_a, &both, t)),
+        both,
+        "pod -> A:30080"
+    );
+
+    // Local policy: only the node's own endpoint, and the outside client's address is kept
+    for (ip, want) in [(NODE_IPS[0], "pa"), (NODE_IPS[1], "pb")] {
+        for _ in 0..5 {
+            let (code, r) = who(&world.netns, &format!("http://{ip}:30090/"));
+            assert_eq!(code, 0, "outside -> {ip}:30090");
+            assert_eq!(
+                r,
+                Some((want.to_string(), WORLD_IP.to_string())),
+                "Local via {ip}: own endpoint, client address kept"
+            );
+        }
+    }
+    // a client that is a node is masqueraded even for Local (OVN would route the reply
+    // straight to that node)
+    let (code, r) = who(node_b, &format!("http://{}:30090/", NODE_IPS[0]));
+    assert_eq!(
+        (code, r),
+        (0, Some(("pa".to_string(), join_a.clone()))),
+        "node B -> A:30090"
+    );
+
+    // no endpoints: refused at once, not timed out
+    let start = Instant::now();
+    let (code, _) = who(&world.netns, &format!("http://{}:30091/", NODE_IPS[0]));
+    assert_eq!(code, 7, "outside -> A:30091 refused (curl exit 7)");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // an endpoint goes: the node port follows
+    ctrl.apply(
+        "services",
+        &node_port_services_yaml(
+            (pa.ip.as_str(), names[0].as_str()),
+            (pc.ip.as_str(), names[1].as_str()),
+        ),
+    )
+    .expect("services, pb replaced by pc (no server)");
+    assert_within(t, "A's table follows the endpoint change", || {
+        node_a
+            .run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+            .is_ok_and(|s| s.contains(&pc.ip) && !s.contains(&pb.ip))
+    });
+
+    // the agent stops: its table goes with it
+    tb.nodes[0].stop_agent();
+    assert!(
+        tb.nodes[0]
+            .netns()
+            .run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+            .is_err(),
+        "the node-port table is removed when the agent stops"
+    );
+    drop(world);
+}

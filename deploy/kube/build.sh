@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the tests and the lab run, from the Go module proxy only.
 #
-#   deploy/kube/build.sh [core|e2e|agnhost|node|print-bin-dir]
+#   deploy/kube/build.sh [core|e2e|agnhost|node|coredns|print-bin-dir]
 #
 #   core  etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 #         kubelet, kube-proxy                                   (make kube-bins)
@@ -10,6 +10,8 @@
 #         e2e binary is a 15-minute build make test does not need)
 #   node  the container runtime under the kubelet: containerd, containerd-shim-runc-v2, ctr,
 #         runc, crictl, and the static pause binary of the sandbox image (make kube-node-bins)
+#   coredns  the cluster DNS the lab deploys as kube-dns (make kube-coredns): CoreDNS from its
+#         own module at COREDNS_VERSION with only the plugins the lab's Corefile uses, and its image
 #
 # Output: ${FERROVN_CACHE:-/var/cache/ferrovn}/kube/<k8s version>/bin/, outside the repo and keyed
 # by version, with one stamp per set: a second run checks the stamp and exits, without calling go.
@@ -32,6 +34,10 @@ E2E_BINS=(e2e-network.test agnhost)
 NODE_BINS=(containerd containerd-shim-runc-v2 ctr runc crictl pause)
 
 IMAGES=$KDIR/images
+# The CoreDNS plugins compiled in: what deploy/kube/coredns.yaml's Corefile uses, plus log
+# (per-query logging when debugging). Upstream's binary compiles all ~60 (cloud DNS back ends,
+# tracing, ...): three times the dependencies for nothing the lab can use.
+COREDNS_PLUGINS=(errors log ready kubernetes cache reload loadbalance template)
 # The images of a set, built from that set's binaries (oci-image.py; no registry, no daemon).
 # The names live under ferrovn.invalid: nothing can ever be pulled for them, the containerd
 # config pins the sandbox image by this name, and the e2e run maps its registries here
@@ -52,12 +58,16 @@ node)
     WANT=("${NODE_BINS[@]}")
     WANT_IMAGES=(pause.tar busybox.tar)
     ;;
+coredns)
+    WANT=(coredns)
+    WANT_IMAGES=(coredns.tar)
+    ;;
 print-bin-dir)
     echo "$BIN"
     exit 0
     ;;
 *)
-    echo "build.sh: unknown set '$SET' (want core, e2e, agnhost, node or print-bin-dir)" >&2
+    echo "build.sh: unknown set '$SET' (want core, e2e, agnhost, node, coredns or print-bin-dir)" >&2
     exit 2
     ;;
 esac
@@ -76,6 +86,7 @@ busybox_version() {
 RECIPE="set=$SET k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${WANT[*]}"
 case $SET in
 node) RECIPE="set=$SET k8s=$K8S_VERSION containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION crictl=$CRICTL_VERSION bins=${WANT[*]}" ;;
+coredns) RECIPE="set=$SET coredns=$COREDNS_VERSION plugins=${COREDNS_PLUGINS[*]} bins=${WANT[*]}" ;;
 esac
 STAMP=$BIN/.stamp-$SET
 bins_up_to_date() {
@@ -366,6 +377,48 @@ build_node() {
     log_time total $((t4 - t0))
 }
 
+# CoreDNS as upstream's coredns.go builds it (coremain.Run), with a shorter plugin list: a
+# plugin is compiled in by importing it; the directive order is CoreDNS's own (dnsserver).
+build_coredns() {
+    local t0 t1 t2 p
+    t0=$(now)
+    mkdir -p "$SRC/coredns"
+    cd "$SRC/coredns"
+    if [ ! -f go.mod ] || ! grep -q "github.com/coredns/coredns $COREDNS_VERSION" go.mod; then
+        rm -f go.mod go.sum
+        printf 'module ferrovn.invalid/corednsbin\n\ngo 1.26\n' >go.mod
+    fi
+    {
+        echo '// CoreDNS with the plugins build.sh names (COREDNS_PLUGINS), nothing else.'
+        echo 'package main'
+        echo
+        echo 'import ('
+        echo '	"github.com/coredns/coredns/coremain"'
+        for p in "${COREDNS_PLUGINS[@]}"; do echo "	_ \"github.com/coredns/coredns/plugin/$p\""; done
+        echo ')'
+        echo
+        echo 'func main() { coremain.Run() }'
+    } >main.go
+    # a require, not `go get` of the module: that would resolve coredns's own main package,
+    # every plugin and cloud SDK included; tidy fetches only what main.go imports
+    go mod edit -require="github.com/coredns/coredns@$COREDNS_VERSION"
+    go mod tidy
+    t1=$(now)
+    log_time modules $((t1 - t0))
+    go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/coredns" .
+    t2=$(now)
+    log_time coredns-build $((t2 - t1))
+    log_time total $((t2 - t0))
+}
+
+# CoreDNS's image as upstream's: the static binary alone, ENTRYPOINT /coredns.
+coredns_image() {
+    mkdir -p "$IMAGES"
+    python3 "$HERE/oci-image.py" --ref "$IMAGE_PREFIX/coredns/coredns:$COREDNS_VERSION" \
+        --out "$IMAGES/coredns.tar" --file "$BIN/coredns:/coredns" --entrypoint '["/coredns"]'
+    for b in "${WANT_IMAGES[@]}"; do echo "$IMAGE_RECIPE" >"$IMAGES/$b.stamp"; done
+}
+
 node_images() {
     if [ "$(busybox_version)" = none ]; then
         echo "build.sh: the busybox image needs a static $BUSYBOX (apt-get install busybox-static)" >&2
@@ -387,6 +440,7 @@ if bins_up_to_date; then
     case $SET in
     e2e | agnhost) agnhost_image ;;
     node) node_images ;;
+    coredns) coredns_image ;;
     esac
 else
     echo "kube-bins ($SET): building $K8S_VERSION into $BIN, go -p $JOBS"
@@ -394,6 +448,7 @@ else
     core) build_core ;;
     e2e | agnhost) build_e2e && agnhost_image ;;
     node) build_node && node_images ;;
+    coredns) build_coredns && coredns_image ;;
     esac
 fi
 for b in "${WANT[@]}"; do

@@ -1470,6 +1470,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             Ok(((), format!("leader {holder}")))
         },
     )?;
+    crate::dns::up_step(&cp, &kubelets, api_port);
 
     let lab = LabState {
         version: STATE_VERSION,
@@ -2431,6 +2432,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     }
     // the node and outside rows are their own table; the pod pairs' summary stays the last line
     crate::outside::print_rows(&lab, &pods, &node_annotations);
+    crate::services::print_rows(&lab, &pods, cp.as_ref().ok());
     println!("{}", summary_line(reachable, total));
     Ok((reachable, total))
 }

@@ -5,6 +5,7 @@
 //! example pods are real containers networked by the built CNI plugin. See docs/lab.md.
 
 pub mod cluster;
+pub mod dns;
 pub mod docs;
 pub mod egress;
 pub mod forward;
@@ -13,4 +14,5 @@ pub mod model;
 pub mod outside;
 pub mod plan;
 pub mod pods;
+pub mod services;
 pub mod sys;

@@ -50,7 +50,8 @@ fn nad_netconf(nad_name: &str, config: &str) -> Result<Value, String> {
     Ok(conf)
 }
 
-/// Every pod of `manifest`, sorted by namespace/name.
+/// Every pod of `manifest` that has a network of its own (not `hostNetwork`), sorted by
+/// namespace/name.
 pub fn plan_pods(manifest: &Manifest) -> Vec<PodPlan> {
     let mut nads: BTreeMap<(String, String), Result<(Attachment, Value), String>> = BTreeMap::new();
     for nad in manifest.network_attachment_definitions() {
@@ -69,6 +70,11 @@ pub fn plan_pods(manifest: &Manifest) -> Vec<PodPlan> {
     }
     let mut out = Vec::new();
     for pod in manifest.pods() {
+        // the node's own network: the runtime makes no CNI call, the controller allocates
+        // nothing (CoreDNS, FerrOVN's own pods)
+        if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            continue;
+        }
         let namespace = pod
             .metadata
             .namespace
@@ -218,6 +224,22 @@ spec:
         );
         assert_eq!(net1.netconf["name"], "dpdk-net");
         assert_eq!(net1.netconf["cniVersion"], "0.3.1");
+    }
+
+    #[test]
+    fn host_network_pods_are_not_planned() {
+        let host = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: dns, namespace: kube-system}
+spec:
+  nodeName: lab-kernel
+  hostNetwork: true
+  containers: [{name: c, image: x}]
+"#;
+        let m = load_str(&format!("{DPDK}---{host}"), "t.yaml").unwrap();
+        let keys: Vec<String> = plan_pods(&m).iter().map(PodPlan::key).collect();
+        assert_eq!(keys, ["default/testpmd", "default/web"]);
     }
 
     #[test]

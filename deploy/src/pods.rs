@@ -179,6 +179,8 @@ pub fn overlay(manifest: &str, s: &LabSettings) -> anyhow::Result<String> {
                 d["data"]["sb"] = json!(s.sb);
                 // no openvswitch kernel module in the lab: br-int on the userspace datapath
                 d["data"]["datapath-type"] = json!("netdev");
+                // host processes on the nodes reach ClusterIPs through ovn0 (docs/services.md)
+                d["data"]["service-cidr"] = json!(ferrovn_testkit::kube::SERVICE_CIDR);
                 config = true;
             }
             ("DaemonSet", _) => {
@@ -372,6 +374,10 @@ mod tests {
         assert_eq!(cfg["data"]["nb"], "tcp:127.0.0.1:6641");
         assert_eq!(cfg["data"]["sb"], "tcp:127.0.0.1:6642");
         assert_eq!(cfg["data"]["datapath-type"], "netdev");
+        assert_eq!(
+            cfg["data"]["service-cidr"],
+            ferrovn_testkit::kube::SERVICE_CIDR
+        );
         // the controller, the CNI config and every other object: as shipped
         for (kind, name) in [
             ("Deployment", "ferrovn-controller"),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ferrovn_testkit::binaries::build_workspace_binary;
-use ferrovn_testkit::kube::{binary, ferrovn_image_tar};
+use ferrovn_testkit::kube::{agnhost_image, binary, ferrovn_image_tar};
 
 struct Lab {
     state: tempfile::TempDir,
@@ -182,6 +182,183 @@ fn kubelet_cgroups(state: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A Service of the web pods (labelled by the test, so the EndpointSlice controller fills it
+/// in), on a port other than theirs: reaching it proves the VIP's DNAT, not a direct hit. And a
+/// client on each node from the agnhost image: busybox's static wget cannot resolve names (it
+/// crashes in glibc's static resolver), agnhost's curl resolves through the pod's resolv.conf.
+const DNS_WEB_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: dns-web, namespace: demo}
+spec:
+  selector: {dnstest: web}
+  ports: [{name: http, port: 8080, targetPort: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dnsc-dpdk, namespace: default}
+spec:
+  nodeName: lab-dpdk
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: "@AGNHOST@", imagePullPolicy: Never, args: [pause]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dnsc-kernel, namespace: default}
+spec:
+  nodeName: lab-kernel
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: "@AGNHOST@", imagePullPolicy: Never, args: [pause]}]
+"#;
+
+/// `kubectl exec ns/pod -- cmd` until `ok(stdout)` holds or `within` is over; the last output.
+fn exec_until(
+    state: &Path,
+    ns: &str,
+    pod: &str,
+    cmd: &[&str],
+    within: std::time::Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut args = vec!["-n", ns, "exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        let r = kubectl(state, &args);
+        match &r {
+            Ok(o) if ok(o) => return r,
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(format!("{cmd:?} in {ns}/{pod}: {r:?}"));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The lab's cluster DNS (deploy/kube/coredns.yaml): a pod on each node resolves the
+/// apiserver's Service and a Service of the test by name, and a name that does not exist is
+/// NXDOMAIN (no forward); a client on each node reaches that Service by `<name>.<namespace>`
+/// through its resolv.conf's search path, both backends.
+fn cluster_dns_resolves_and_reaches_a_service_by_name(state: &Path, up_out: &str) {
+    let within = std::time::Duration::from_secs(60);
+    assert!(
+        up_out
+            .lines()
+            .any(|l| l.contains("cluster DNS") && l.contains("kube-dns 10.96.0.10")),
+        "no cluster DNS step with its endpoints in `up`:\n{up_out}"
+    );
+    kubectl(
+        state,
+        &[
+            "-n",
+            "demo",
+            "label",
+            "pod",
+            "web-1",
+            "web-2",
+            "dnstest=web",
+        ],
+    )
+    .unwrap();
+    let f = state.join("dns-web.yaml");
+    std::fs::write(&f, DNS_WEB_SERVICE.replace("@AGNHOST@", &agnhost_image())).unwrap();
+    kubectl(state, &["apply", "-f", &f.display().to_string()]).unwrap();
+    let vip = kubectl(
+        state,
+        &[
+            "-n",
+            "demo",
+            "get",
+            "svc",
+            "dns-web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    )
+    .unwrap();
+    assert!(vip.starts_with("10.96."), "dns-web clusterIP {vip:?}");
+    // client runs on lab-dpdk, db-0 on lab-kernel
+    for (ns, pod) in [("default", "client"), ("demo", "db-0")] {
+        exec_until(
+            state,
+            ns,
+            pod,
+            &["nslookup", "kubernetes.default.svc.cluster.local"],
+            within,
+            // the answer, not the server line (10.96.0.10)
+            |o| o.lines().any(|l| l.trim() == "Address: 10.96.0.1"),
+        )
+        .unwrap();
+        exec_until(
+            state,
+            ns,
+            pod,
+            &["nslookup", "dns-web.demo.svc.cluster.local"],
+            within,
+            |o| o.lines().any(|l| l.trim() == format!("Address: {vip}")),
+        )
+        .unwrap();
+        // busybox's nslookup exits 1 on NXDOMAIN, its message on stdout
+        let missing = exec_until(
+            state,
+            ns,
+            pod,
+            &[
+                "sh",
+                "-c",
+                "nslookup no-such-svc.demo.svc.cluster.local; true",
+            ],
+            within,
+            |o| o.contains("NXDOMAIN"),
+        );
+        assert!(
+            missing.is_ok(),
+            "{ns}/{pod}: a name that does not exist: {missing:?}"
+        );
+    }
+    kubectl(
+        state,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/dnsc-dpdk",
+            "pod/dnsc-kernel",
+            "--timeout=120s",
+        ],
+    )
+    .unwrap();
+    for pod in ["dnsc-dpdk", "dnsc-kernel"] {
+        // by its short name through the search path (`<name>.<ns>` + svc.cluster.local);
+        // several requests: the Service has two backends and kube-dns two endpoints
+        let mut served = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + within;
+        while served.len() < 2 && std::time::Instant::now() < deadline {
+            if let Ok(o) = exec_until(
+                state,
+                "default",
+                pod,
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "5",
+                    "http://dns-web.demo:8080/index.html",
+                ],
+                within,
+                |o| o.starts_with("web-"),
+            ) {
+                served.insert(o.trim().to_string());
+            }
+        }
+        assert_eq!(
+            served.into_iter().collect::<Vec<_>>(),
+            ["web-1", "web-2"],
+            "default/{pod}: http://dns-web.demo:8080 by name did not reach both backends"
+        );
+    }
+    kubectl(state, &["delete", "-f", &f.display().to_string()]).unwrap();
+}
+
 #[test]
 fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     assert!(
@@ -240,6 +417,32 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         node_rows.0, node_rows.1,
         "node/outside rows unreachable:\n{out}"
     );
+    // SERVICES (docs/services.md): demo/web (NodePort) and demo/hello (ClusterIP) with a
+    // backend on each node, and demo/db, asked from a kernel pod, both nodes and the outside
+    // (node ports on both InternalIPs): every counted row reached
+    let svc_rows = out
+        .lines()
+        .find_map(|l| l.strip_prefix("services rows: "))
+        .and_then(|r| r.strip_suffix(" reachable"))
+        .and_then(|r| r.split_once('/'))
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("no services rows:\n{out}"));
+    assert!(svc_rows.1 >= 17, "too few services rows:\n{out}");
+    assert_eq!(svc_rows.0, svc_rows.1, "services rows not reached:\n{out}");
+    for (client, target) in [
+        ("outside", "192.168.100.1:30080"),
+        ("outside", "192.168.100.2:30080"),
+        ("node lab-dpdk", "192.168.100.2:30080"),
+        ("node lab-kernel", "10.96.0.81:80"),
+        ("pod default/client", "10.96.0.81:80"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(client)
+                && l.contains(target)
+                && l.contains("ok (web-1, web-2)")),
+            "{client} -> {target}: not answered by both backends:\n{out}"
+        );
+    }
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
@@ -503,6 +706,8 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+
+    cluster_dns_resolves_and_reaches_a_service_by_name(lab.state.path(), &out);
 
     // up twice: harmless, says so
     let again = lab.cmd(&["up", &format!("--prefix={}", lab.prefix), "--no-status"]);

@@ -279,6 +279,7 @@ mod tests {
 
     const QUICK: &str = include_str!("../configs/quick.toml");
     const BAREMETAL: &str = include_str!("../configs/baremetal-example.toml");
+    const DPDK_AB: &str = include_str!("../configs/dpdk-ab.toml");
 
     #[test]
     fn shipped_configs_parse() {
@@ -291,6 +292,12 @@ mod tests {
         let fams = b.families_for(Some("dpdk-1")).expect("node");
         assert!(fams.contains(&Family::OvsDpdk));
         assert!(b.families_for(Some("nope")).is_err());
+        // The A/B config runs only the raw vhost baseline and the OVS-DPDK rows.
+        let ab = Config::parse(DPDK_AB, "dpdk-ab.toml").expect("dpdk-ab.toml");
+        assert_eq!(ab.mode, Mode::Quick);
+        let fams = ab.families_for(None).expect("all nodes");
+        assert!(fams.contains(&Family::OvsDpdk));
+        assert!(!fams.contains(&Family::OvsVeth));
     }
 
     #[test]

@@ -13,24 +13,17 @@
 //! default VPC shape built with `ovn-nbctl`; the gateway router rows come from the caller (the
 //! controller's planner).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use ferrovn_dataplane::alloc::FileAllocations;
-use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
-use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
 use ferrovn_dataplane::nat_outgoing::{NatPlan, ruleset};
-use ferrovn_dataplane::ovs::OvsClient;
-use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
 
-use crate::cluster::{Subnet, allocate_pod, nbctl, wait_chassis_count};
-use crate::cni::{CniCall, cni_netconf, run_cni};
-use crate::dpdk::{DpdkRuntimeDir, SharedDir};
+use crate::cluster::{Subnet, nbctl};
+pub use crate::dpdk_node::DpdkPod;
+use crate::dpdk_node::{DpdkNode, DpdkNodeSpec};
 use crate::error::{Error, Result};
 use crate::netns::Netns;
-use crate::ovs_node::{Node, NodeConfig};
-use crate::ovs_paths::vswitchd_dpdk;
-use crate::ovsdb::OvnCentral;
+use crate::ovs_node::Node;
 use crate::process::run_cmd;
 use crate::wait::wait_until;
 
@@ -67,30 +60,9 @@ pub const KERNEL_POLICY_PRIORITY: u32 = 29000;
 
 /// The lab.
 pub struct EgressLab {
-    pub central: OvnCentral,
-    pub node: Node,
+    /// OVN central and the DPDK node with its agent (`--egress-uplink=af_packet:fvd`).
+    pub dpdk: DpdkNode,
     pub outside: Netns,
-    pub allocs: FileAllocations,
-    kubelet: tempfile::TempDir,
-    _vhost_dir: SharedDir,
-    _ovs_run: DpdkRuntimeDir,
-    plugin: PathBuf,
-    tag: String,
-}
-
-/// A DPDK (vhost-user) pod: its attachment and where its socket is.
-pub struct DpdkPod {
-    pub info: VhostUserInfo,
-    pub volume: PathBuf,
-    pub netns: Netns,
-    pub ip: String,
-}
-
-impl DpdkPod {
-    pub fn vdev(&self, index: u32) -> String {
-        self.info
-            .virtio_user_vdev(index, &self.info.socket_in(&self.volume))
-    }
 }
 
 fn setup(e: impl std::fmt::Display) -> Error {
@@ -110,167 +82,35 @@ impl EgressLab {
         plugin: &Path,
         huge_dir: Option<&Path>,
     ) -> Result<Self> {
-        let ovs_run = DpdkRuntimeDir::new(&format!("fveovs{rnd}"));
-        let vhost_dir = SharedDir::create(Path::new(&format!("/tmp/fvev{rnd}"))).map_err(setup)?;
-        let kubelet = tempfile::Builder::new()
-            .prefix("fvek")
-            .tempdir_in("/tmp")
-            .map_err(setup)?;
-        let central = OvnCentral::start()?;
-        let sb = central.sb_remote();
-        let mut dcfg = DpdkNodeConfig::example();
-        dcfg.socket_mem_mib = vec![256];
-        dcfg.lcore_cpus = vec![0];
-        dcfg.pmd_cpus = vec![1];
-        dcfg.file_prefix = format!("fveovs{rnd}");
-        match huge_dir {
-            Some(h) => dcfg.huge_dir = Some(h.to_path_buf()),
-            None => {
-                dcfg.allow_no_huge = true;
-                dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
-            }
-        }
-        let cfg_path = work.join("dpdk.json");
-        std::fs::write(&cfg_path, serde_json::to_vec(&dcfg).map_err(setup)?).map_err(setup)?;
-        let labels = work.join("labels.json");
-        std::fs::write(&labels, r#"{"ovn.kubernetes.io/ovs_dp_type":"userspace"}"#)
-            .map_err(setup)?;
-        let name = format!("fve-{tag}");
-        let pre = dcfg.clone();
-        let mut node = Node::start_with(
-            &name,
-            &NodeConfig {
-                name: name.clone(),
-                vswitchd: vswitchd_dpdk(),
-                other_config: vec![],
-            },
-            move |n| {
-                let i = gather_inputs(
-                    &HostPaths {
-                        dpdk_vswitchd: vswitchd_dpdk(),
-                        ..HostPaths::default()
-                    },
-                    Some("userspace".into()),
-                    Some(pre),
-                    false,
-                )
-                .map_err(setup)?;
-                let d = select_profile(&i).map_err(setup)?;
-                let s = d.settings.ok_or_else(|| setup(d.message.clone()))?;
-                let plan = plan_dpdk_node(&s);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(setup)?;
-                rt.block_on(async {
-                    let ovs = OvsClient::connect(&n.db_remote()).await?;
-                    apply_other_config(&ovs, &plan).await
-                })
-                .map_err(setup)?;
-                Ok(())
-            },
-        )?;
-        if !wait_until(Duration::from_secs(60), || {
-            node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
-                .map(|s| s.trim() == "true")
-                .unwrap_or(false)
-        }) {
-            return Err(setup("OVS-DPDK did not initialise"));
-        }
-
-        // the outside and both uplinks (before the agent: its uplink port needs fvd)
         let outside = Netns::create(&format!("fvo-{tag}"))?;
-        for (mine, peer) in [
-            (KERNEL_UPLINK, OUTSIDE_KERNEL_PEER),
-            (DPDK_UPLINK, OUTSIDE_DPDK_PEER),
-        ] {
-            run_cmd(
-                "uplink veth",
-                10,
-                "ip",
-                [
-                    "link",
-                    "add",
-                    mine,
-                    "netns",
-                    node.netns().name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    peer,
-                    "netns",
-                    outside.name(),
-                ],
-            )?;
-            node.netns().ip(["link", "set", mine, "up"])?;
-        }
-        outside.ip(["link", "set", "lo", "up"])?;
-        outside.ip(["link", "add", "br-out", "type", "bridge"])?;
-        for p in [OUTSIDE_KERNEL_PEER, OUTSIDE_DPDK_PEER] {
-            outside.ip(["link", "set", p, "master", "br-out", "up"])?;
-        }
-        outside.ip(["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "br-out"])?;
-        outside.ip(["link", "set", "br-out", "up"])?;
-        // the outside's own answers leave with full checksums: a veth would leave them to
-        // "hardware", which a DPDK port reading the peer with af_packet never fills in (a real
-        // upstream network sends complete frames)
-        for dev in ["br-out", OUTSIDE_DPDK_PEER] {
-            outside.run(5, "ethtool", ["-K", dev, "tx", "off"])?;
-        }
-        // the kernel uplink: the node's address, forwarding on in the node's namespace only
-        let n = node.netns();
-        n.ip([
-            "addr",
-            "add",
-            &format!("{KERNEL_UPLINK_IP}/24"),
-            "dev",
-            KERNEL_UPLINK,
-        ])?;
-        n.run(5, "sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
-        // veth checksum offload would leave partial checksums on frames OVS-DPDK reads with
-        // af_packet; the outside answers with full ones
-        let _ = n.run(5, "ethtool", ["-K", DPDK_UPLINK, "tx", "off", "rx", "off"]);
-
-        let allocs_dir = work.join("allocs");
-        let allocs = FileAllocations::new(&allocs_dir);
-        let args = [
-            format!("--node-labels-file={}", labels.display()),
-            format!("--dpdk-config={}", cfg_path.display()),
-            format!("--vhost-dir={}", vhost_dir.path().display()),
-            format!("--kubelet-root={}", kubelet.path().display()),
-            format!("--host-mount-ns=/proc/{}/ns/mnt", std::process::id()),
-            format!("--egress-uplink=af_packet:{DPDK_UPLINK}"),
-            format!("--egress-bridge={UPLINK_BRIDGE}"),
-            format!("--egress-physnet={PHYSNET}"),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        node.start_agent(agent, &sb, &allocs_dir, &args)?;
-        node.start_ovn_controller()?;
-        wait_chassis_count(&central, 1, Duration::from_secs(30))?;
-
-        let lab = EgressLab {
-            central,
-            node,
-            outside,
-            allocs,
-            kubelet,
-            _vhost_dir: vhost_dir,
-            _ovs_run: ovs_run,
-            plugin: plugin.to_path_buf(),
-            tag: tag.to_string(),
+        let spec = DpdkNodeSpec {
+            prefix: "fve",
+            tag,
+            rnd,
+            work,
+            agent,
+            plugin,
+            huge_dir,
+            extra_agent_args: vec![
+                format!("--egress-uplink=af_packet:{DPDK_UPLINK}"),
+                format!("--egress-bridge={UPLINK_BRIDGE}"),
+                format!("--egress-physnet={PHYSNET}"),
+            ],
         };
+        // the outside and both uplinks before the agent: its uplink port needs fvd
+        let dpdk = DpdkNode::start(&spec, |node| uplinks(node, &outside))?;
+        let lab = EgressLab { dpdk, outside };
         lab.build_vpc()?;
         lab.kernel_path()?;
         Ok(lab)
     }
 
     pub fn chassis(&self) -> &str {
-        self.node.name()
+        self.dpdk.name()
     }
 
     fn nb(&self, args: &[&str]) -> Result<String> {
-        nbctl(&self.central, args)
+        nbctl(&self.dpdk.central, args)
     }
 
     /// Kube-OVN's default VPC: router, pod switch, join switch with the node's port, the
@@ -369,7 +209,7 @@ impl EgressLab {
     fn kernel_path(&self) -> Result<()> {
         let iface_id = format!("external_ids:iface-id=node-{}", self.chassis());
         let mac = format!("mac=\"{NODE_JOIN_MAC}\"");
-        self.node.vsctl([
+        self.dpdk.node.vsctl([
             "add-port",
             "br-int",
             "ovn0",
@@ -381,7 +221,7 @@ impl EgressLab {
             &iface_id,
             &mac,
         ])?;
-        let n = self.node.netns();
+        let n = self.dpdk.node.netns();
         if !wait_until(Duration::from_secs(20), || {
             n.ip(["link", "show", "ovn0"]).is_ok()
         }) {
@@ -409,10 +249,11 @@ impl EgressLab {
 
     /// Packets the node's kernel forwarded so far.
     pub fn kernel_forwarded(&self) -> Result<u64> {
-        let out =
-            self.node
-                .netns()
-                .run(5, "nft", ["list", "chain", "inet", "fvcount", "forwarded"])?;
+        let out = self.dpdk.node.netns().run(
+            5,
+            "nft",
+            ["list", "chain", "inet", "fvcount", "forwarded"],
+        )?;
         out.split_whitespace()
             .skip_while(|w| *w != "packets")
             .nth(1)
@@ -459,88 +300,15 @@ impl EgressLab {
         self.nb(&["--wait=hv", "--timeout=30", "sync"]).map(drop)
     }
 
-    fn cni_add(
-        &self,
-        pod: &str,
-        netns: &Netns,
-        ifname: &str,
-        uid: &str,
-        extra: serde_json::Value,
-    ) -> Result<serde_json::Value> {
-        let stdin = cni_netconf("1.1.0", "net", &self.node.agent_socket(), &extra);
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID={uid}"
-        );
-        let cid = format!("c{}{pod}", self.tag.replace('x', ""));
-        let out = run_cni(
-            &self.plugin,
-            &CniCall {
-                command: "ADD",
-                container_id: &cid,
-                netns: &netns.path().display().to_string(),
-                ifname,
-                args: &args,
-                stdin: &stdin,
-            },
-        )?;
-        if out.exit_code != 0 {
-            return Err(setup(format!(
-                "ADD {pod}: {} {}; agent: {}",
-                out.stdout,
-                out.stderr,
-                self.node.agent_log()
-            )));
-        }
-        Ok(out.json())
-    }
-
-    /// A kernel (veth) pod on the DPDK node.
+    /// A kernel (veth) pod of the pod subnet on the DPDK node.
     pub fn add_kernel_pod(&self, pod: &str, ip: &str, mac: &str) -> Result<Netns> {
-        allocate_pod(&self.central, &self.allocs, &POD_NET, "ovn", pod, ip, mac)?;
-        let ns = Netns::create(&format!("fve-{}-{pod}", self.tag))?;
-        self.cni_add(pod, &ns, "eth0", "u", serde_json::json!({"mtu": 1400}))?;
-        ns.ip(["link", "set", "lo", "up"])?;
-        Ok(ns)
+        self.dpdk.add_kernel_pod(&POD_NET, pod, ip, mac)
     }
 
-    /// A DPDK pod: a vhost-user attachment whose socket a testpmd in `netns` serves.
+    /// A DPDK pod of the pod subnet: a vhost-user attachment whose socket a testpmd in its
+    /// namespace serves.
     pub fn add_dpdk_pod(&self, pod: &str, ip: &str, mac: &str, n: u32) -> Result<DpdkPod> {
-        let provider = "dpdk.default.ovn";
-        allocate_pod(
-            &self.central,
-            &self.allocs,
-            &POD_NET,
-            provider,
-            pod,
-            ip,
-            mac,
-        )?;
-        let uid = format!("0000000{n}-0000-4000-8000-{:0>12}", self.tag.len());
-        let vol = self
-            .kubelet
-            .path()
-            .join("pods")
-            .join(&uid)
-            .join("volumes/kubernetes.io~empty-dir/vhu");
-        std::fs::create_dir_all(&vol).map_err(setup)?;
-        let ns = Netns::create(&format!("fve-{}-{pod}", self.tag))?;
-        self.cni_add(
-            pod,
-            &ns,
-            "net1",
-            &uid,
-            serde_json::json!({"provider": provider, "vhost_user_socket_volume_name": "vhu", "vhost_user_socket_name": "sock"}),
-        )?;
-        let info: VhostUserInfo = serde_json::from_slice(
-            &std::fs::read(vol.join(info_file_name("net1"))).map_err(setup)?,
-        )
-        .map_err(setup)?;
-        Ok(DpdkPod {
-            info,
-            volume: vol,
-            netns: ns,
-            ip: ip.to_string(),
-        })
+        self.dpdk.add_dpdk_pod(&POD_NET, pod, ip, mac, n)
     }
 
     /// Makes the outside a cheap sink for UDP to `port` (the discard port, 9: testpmd's
@@ -558,10 +326,41 @@ impl EgressLab {
         nft_in(&self.outside, &script)
     }
 
+    /// Counts UDP to `port` by source address at the ingress of both uplink peers (before
+    /// [`EgressLab::discard_udp`]'s drop): what [`EgressLab::udp_from`] reads.
+    pub fn count_udp_sources(&self, port: u16) -> Result<()> {
+        let mut script = String::from("table netdev fvsrc {\n");
+        for (chain, dev, src) in [
+            ("k", OUTSIDE_KERNEL_PEER, KERNEL_UPLINK_IP),
+            ("d", OUTSIDE_DPDK_PEER, OVN_EXTERNAL_IP),
+        ] {
+            script.push_str(&format!(
+                "  chain {chain} {{\n    type filter hook ingress device \"{dev}\" priority -1; policy accept;\n    ip saddr {src} udp dport {port} counter\n  }}\n"
+            ));
+        }
+        script.push_str("}\n");
+        nft_in(&self.outside, &script)
+    }
+
+    /// UDP packets the outside received from the kernel uplink's address on the kernel uplink
+    /// (`dpdk_uplink` false) or from the gateway router's address on the DPDK uplink (true),
+    /// counted since [`EgressLab::count_udp_sources`].
+    pub fn udp_from(&self, dpdk_uplink: bool) -> Result<u64> {
+        let chain = if dpdk_uplink { "d" } else { "k" };
+        let out = self
+            .outside
+            .run(5, "nft", ["list", "chain", "netdev", "fvsrc", chain])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| setup(format!("no counter in {out}")))
+    }
+
     /// An OVS Interface statistic (e.g. `tx_packets` of the uplink).
     pub fn iface_stat(&self, iface: &str, key: &str) -> Result<u64> {
         let col = format!("statistics:{key}");
-        let v = self.node.vsctl(["get", "Interface", iface, &col])?;
+        let v = self.dpdk.node.vsctl(["get", "Interface", iface, &col])?;
         v.trim()
             .trim_matches('"')
             .parse()
@@ -578,6 +377,62 @@ impl EgressLab {
         // the bridge port's rx: frames the node sent on that uplink
         self.outside.rx_packets(dev)
     }
+}
+
+/// The outside's bridge with both uplink veths, and the node's kernel uplink address.
+fn uplinks(node: &Node, outside: &Netns) -> Result<()> {
+    for (mine, peer) in [
+        (KERNEL_UPLINK, OUTSIDE_KERNEL_PEER),
+        (DPDK_UPLINK, OUTSIDE_DPDK_PEER),
+    ] {
+        run_cmd(
+            "uplink veth",
+            10,
+            "ip",
+            [
+                "link",
+                "add",
+                mine,
+                "netns",
+                node.netns().name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer,
+                "netns",
+                outside.name(),
+            ],
+        )?;
+        node.netns().ip(["link", "set", mine, "up"])?;
+    }
+    outside.ip(["link", "set", "lo", "up"])?;
+    outside.ip(["link", "add", "br-out", "type", "bridge"])?;
+    for p in [OUTSIDE_KERNEL_PEER, OUTSIDE_DPDK_PEER] {
+        outside.ip(["link", "set", p, "master", "br-out", "up"])?;
+    }
+    outside.ip(["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "br-out"])?;
+    outside.ip(["link", "set", "br-out", "up"])?;
+    // the outside's own answers leave with full checksums: a veth would leave them to
+    // "hardware", which a DPDK port reading the peer with af_packet never fills in (a real
+    // upstream network sends complete frames)
+    for dev in ["br-out", OUTSIDE_DPDK_PEER] {
+        outside.run(5, "ethtool", ["-K", dev, "tx", "off"])?;
+    }
+    // the kernel uplink: the node's address, forwarding on in the node's namespace only
+    let n = node.netns();
+    n.ip([
+        "addr",
+        "add",
+        &format!("{KERNEL_UPLINK_IP}/24"),
+        "dev",
+        KERNEL_UPLINK,
+    ])?;
+    n.run(5, "sysctl", ["-qw", "net.ipv4.ip_forward=1"])?;
+    // veth checksum offload would leave partial checksums on frames OVS-DPDK reads with
+    // af_packet; the outside answers with full ones
+    let _ = n.run(5, "ethtool", ["-K", DPDK_UPLINK, "tx", "off", "rx", "off"]);
+    Ok(())
 }
 
 fn nft_in(netns: &Netns, script: &str) -> Result<()> {

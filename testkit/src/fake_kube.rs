@@ -108,6 +108,22 @@ const TYPES: &[ResourceType] = &[
         core: true,
     },
     ResourceType {
+        prefix: "/apis/policy.networking.k8s.io/v1alpha1",
+        plural: "adminnetworkpolicies",
+        kind: "AdminNetworkPolicy",
+        api_version: "policy.networking.k8s.io/v1alpha1",
+        namespaced: false,
+        core: false,
+    },
+    ResourceType {
+        prefix: "/apis/policy.networking.k8s.io/v1alpha1",
+        plural: "baselineadminnetworkpolicies",
+        kind: "BaselineAdminNetworkPolicy",
+        api_version: "policy.networking.k8s.io/v1alpha1",
+        namespaced: false,
+        core: false,
+    },
+    ResourceType {
         prefix: "/apis/coordination.k8s.io/v1",
         plural: "leases",
         kind: "Lease",

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod cni;
 pub mod controller;
 pub mod dpdk;
+pub mod dpdk_node;
 pub mod egress;
 pub mod error;
 pub mod fake_kube;

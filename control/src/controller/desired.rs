@@ -109,6 +109,11 @@ pub struct Cluster {
     pub services: crate::plan::ServiceInputs,
     /// NetworkPolicies and what they select by.
     pub network_policy: super::netpol::PolicySource,
+    /// Nodes whose pods leave through their OVN gateway router (from their labels and
+    /// annotations, `plan::gateway_router::node_egress`).
+    pub node_egress: Vec<crate::plan::gateway_router::NodeEgressIntent>,
+    /// AdminNetworkPolicies, the BaselineAdminNetworkPolicy and what they select by.
+    pub admin_policy: super::admin_policy::AdminPolicySource,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -210,6 +215,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             node_chassis: BTreeMap::new(),
         },
         network_policy: super::netpol::read(manifest),
+        admin_policy: super::admin_policy::read(manifest),
         ..Cluster::default()
     };
 
@@ -345,6 +351,29 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
             })
             .unwrap_or_default();
         c.nodes.insert(name.clone(), ips);
+        let labels: BTreeMap<String, String> = node
+            .metadata
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let annotations: BTreeMap<String, String> = node
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        match crate::plan::gateway_router::node_egress(
+            &name,
+            &labels,
+            &annotations,
+            annotations.get(NodeNetwork::CHASSIS).map(String::as_str),
+        ) {
+            Ok(Some(e)) => c.node_egress.push(e),
+            Ok(None) => {}
+            // the node keeps the kernel path; the pass says why
+            Err(e) => c.issues.push(e.to_string()),
+        }
         // The agent publishes its chassis (Kube-OVN's annotation): Services with a `Local`
         // traffic policy install each node's endpoints on that chassis.
         if let Some(chassis) = node
@@ -750,6 +779,17 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
         }
     }
     d.network_policy = super::netpol::input(&c.network_policy, &d.ports, &d.nodes);
+    d.ovn_egress = crate::plan::gateway_router::OvnEgressIntent {
+        transit: None,
+        nodes: c.node_egress.clone(),
+        nat_outgoing_subnets: c
+            .subnets
+            .values()
+            .filter(|s| s.spec.nat_outgoing)
+            .map(|s| s.validated.name.clone())
+            .collect(),
+    };
+    d.admin_policy = super::admin_policy::input(&c.admin_policy, &d.ports, &d.nodes);
     d
 }
 

@@ -6,6 +6,7 @@
 //! first pass recovers the IPAM from the records on disk and the NB's own ports, so a restart
 //! moves no address.
 
+pub mod admin_policy;
 pub mod desired;
 pub mod gateway_health;
 pub mod netpol;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::ipam::{Ipam, Recovery};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::plan;
-use crate::reconcile::{ApplyError, NbSync};
+use crate::reconcile::{ApplyError, IncrementalSync, NbSync, SyncMode};
 
 pub use desired::{Allocated, BuildOptions, Cluster, Interface, InterfaceKind, Rejection};
 pub use state::{AllocationRecord, StateFiles};
@@ -95,6 +96,9 @@ pub struct PassReport {
     pub nb_removals: usize,
     pub nb_operations: usize,
     pub nb_transactions: usize,
+    /// True when the NB diff covered only the NetworkPolicy rows that changed since the last
+    /// pass (reconcile::scoped); false for a full diff.
+    pub nb_diff_scoped: bool,
     /// Problems: rejected objects, failed allocations, plan issues, NB conflicts.
     pub issues: Vec<String>,
     /// The invalid objects this pass left out (their errors are among `issues` too).
@@ -119,6 +123,9 @@ impl PassReport {
 pub struct Controller {
     pub options: ControllerOptions,
     pub nb: NbSync,
+    /// The last applied plan and the NB changes since: a pod label change diffs the rows it
+    /// touches, not all of them.
+    incremental: IncrementalSync,
     ipam: Option<Ipam>,
     files: StateFiles,
     /// Allocations found outside the state directory (a cluster's pod annotations), added to
@@ -163,9 +170,11 @@ impl Controller {
             ),
             None => None,
         };
+        let incremental = IncrementalSync::new(&nb);
         Ok(Controller {
             options,
             nb,
+            incremental,
             ipam: None,
             files,
             adopted: Vec::new(),
@@ -265,6 +274,10 @@ impl Controller {
         let gateways_moved = self.probe_gateways().await;
         if !nb_changed && !due && !gateways_moved && self.last_fingerprint == Some(fp) {
             return Ok(None);
+        }
+        if due {
+            // The resync is what repairs what no notification told about: diff everything.
+            self.incremental.invalidate();
         }
         let report = self.pass().await?;
         self.last_fingerprint = Some(fp);
@@ -395,7 +408,8 @@ impl Controller {
         report
             .issues
             .extend(planned.issues.iter().map(ToString::to_string));
-        let (diff, applied) = self.nb.sync(&planned).await?;
+        // The plan stays with `incremental` for the next pass's scoped diff.
+        let (diff, applied, times) = self.incremental.sync(&self.nb, planned).await?;
         report
             .issues
             .extend(diff.conflicts.iter().map(ToString::to_string));
@@ -404,7 +418,8 @@ impl Controller {
         report.nb_removals = applied.removals;
         report.nb_operations = applied.operations;
         report.nb_transactions = applied.transactions;
-        drop(planned);
+        report.nb_diff_scoped = times.mode == SyncMode::Scoped;
+        drop(diff);
         release_free_memory();
         report.elapsed = started.elapsed();
         Ok(report)

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
+use ferrovn_api::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 use futures::{Stream, StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -197,6 +198,14 @@ pub fn watch_all(client: &Client, kinds: &[Kind]) -> impl Stream<Item = Change> 
             }
             Kind::NetworkPolicy => {
                 kind_stream::<NetworkPolicy>(client, kind, |o| Object::NetworkPolicy(Box::new(o)))
+            }
+            Kind::AdminNetworkPolicy => kind_stream::<AdminNetworkPolicy>(client, kind, |o| {
+                Object::AdminNetworkPolicy(Box::new(o))
+            }),
+            Kind::BaselineAdminNetworkPolicy => {
+                kind_stream::<BaselineAdminNetworkPolicy>(client, kind, |o| {
+                    Object::BaselineAdminNetworkPolicy(Box::new(o))
+                })
             }
         })
         .collect();

@@ -32,10 +32,12 @@ pub enum Kind {
     Service,
     EndpointSlice,
     NetworkPolicy,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Node,
@@ -49,6 +51,8 @@ impl Kind {
         Kind::Service,
         Kind::EndpointSlice,
         Kind::NetworkPolicy,
+        Kind::AdminNetworkPolicy,
+        Kind::BaselineAdminNetworkPolicy,
     ];
 
     /// The Kubernetes kind name.
@@ -67,6 +71,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            Kind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         }
     }
 
@@ -86,6 +92,8 @@ impl Kind {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::AdminNetworkPolicy(_) => Kind::AdminNetworkPolicy,
+            Object::BaselineAdminNetworkPolicy(_) => Kind::BaselineAdminNetworkPolicy,
         }
     }
 }
@@ -176,6 +184,8 @@ fn metadata_mut(o: &mut Object) -> &mut ObjectMeta {
         Object::Service(x) => &mut x.metadata,
         Object::EndpointSlice(x) => &mut x.metadata,
         Object::NetworkPolicy(x) => &mut x.metadata,
+        Object::AdminNetworkPolicy(x) => &mut x.metadata,
+        Object::BaselineAdminNetworkPolicy(x) => &mut x.metadata,
     }
 }
 

@@ -30,7 +30,8 @@
 //! An `allow-stateless` verdict would also bypass stateful allows and drops on the same packet,
 //! so only switches without ACLs of their own get the marks, and when the caller excludes ports
 //! of a switch (the ports any NetworkPolicy / AdminNetworkPolicy / security group selects), the
-//! marks name the switch's other pod ports instead of covering the whole switch.
+//! marks move to a port group of the switch's other pod ports instead of covering the whole
+//! switch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -38,6 +39,7 @@ use std::net::IpAddr;
 use ferrovn_api::names::lb_group_name;
 use ipnet::IpNet;
 
+use super::netpol::{PlannedPgAcl, PlannedPortGroup};
 use super::services::{PlannedChassisVars, PlannedLbGroup};
 use super::{NbPlan, PlannedAcl, Protocol, SubnetIntent, owned_ids};
 
@@ -132,13 +134,31 @@ fn vips_and_target_ports(
     Some((vips, ports))
 }
 
+/// TCP, UDP or SCTP with the peer's port (`dir`: `dst` on the way out of a pod, `src` on the
+/// way in) no Service target port. Both legs of one connection then decide alike in each zone
+/// (see the module doc).
+fn peer_port_free(dir: &str, ports: &TargetPorts) -> String {
+    Protocol::ALL
+        .into_iter()
+        .map(|proto| {
+            let name = proto.ovn();
+            let taken = ports.get(&proto).cloned().unwrap_or_default();
+            match free_ranges(&format!("{name}.{dir}"), &taken) {
+                None => name.to_string(),
+                Some(free) => format!("({name} && ({free}))"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
 /// The two matches (from-lport, to-lport) of one address family, or `None` when the VPC has no
 /// pod subnet of that family free of VIPs.
 fn family_matches(
     af: &str,
     nets: &[IpNet],
     ports: &TargetPorts,
-    port_list: Option<&str>,
+    port_group: Option<&str>,
 ) -> Option<(String, String)> {
     if nets.is_empty() {
         return None;
@@ -148,43 +168,40 @@ fn family_matches(
         .map(|n| n.trunc().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    // The peer's port: the destination port on the way out of a pod, the source port on the
-    // way in. Both legs of one connection then decide alike in each zone (see the module doc).
-    let l4 = |dir: &str| -> String {
-        Protocol::ALL
-            .into_iter()
-            .map(|proto| {
-                let name = proto.ovn();
-                let taken = ports.get(&proto).cloned().unwrap_or_default();
-                match free_ranges(&format!("{name}.{dir}"), &taken) {
-                    None => name.to_string(),
-                    Some(free) => format!("({name} && ({free}))"),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" || ")
-    };
+    let l4 = |dir: &str| peer_port_free(dir, ports);
     Some((
         format!(
             "{}{af}.dst == {{{nets}}} && ({})",
-            port_list
-                .map(|l| format!("inport == {{{l}}} && "))
+            port_group
+                .map(|g| format!("inport == @{g} && "))
                 .unwrap_or_default(),
             l4("dst")
         ),
         format!(
             "{}!flags.loopback && {af}.src == {{{nets}}} && ({})",
-            port_list
-                .map(|l| format!("outport == {{{l}}} && "))
+            port_group
+                .map(|g| format!("outport == @{g} && "))
                 .unwrap_or_default(),
             l4("src")
         ),
     ))
 }
 
+/// The port group of the pods of `switch` that get the bypass when some pods of the switch do
+/// not (see [`plan_ct_bypass`]).
+pub fn bypass_port_group_name(switch: &str) -> String {
+    // OVN identifiers take no `-`; Kubernetes names have no `_`, so this stays injective.
+    format!("ctbypass.{}", switch.replace('-', "_"))
+}
+
 /// Adds the bypass ACLs to every switch of `out` that references its VPC's load balancer group,
-/// has no ACL of its own and holds pod ports not in `excluded`. The ACLs name the eligible pod
-/// ports only when some port of the switch is excluded.
+/// has no ACL of its own and holds pod ports not in `excluded`. Without an excluded port on the
+/// switch the ACLs are the switch's own and cover it whole. With one, they belong to a port
+/// group ([`bypass_port_group_name`]) of the switch's other pod ports: a pod entering or leaving
+/// a policy's selection then moves one port group member (a `mutate`, like the policy's own
+/// port group) instead of rewriting a match that lists every other pod of the switch, and a
+/// pod label change stays a change of port groups and address sets only
+/// (reconcile::scoped).
 pub(super) fn plan_ct_bypass(
     out: &mut NbPlan,
     subnets: &BTreeMap<&str, &SubnetIntent>,
@@ -206,6 +223,7 @@ pub(super) fn plan_ct_bypass(
             .collect();
         per_vpc.insert(vpc.clone(), (nets, ports));
     }
+    let mut groups = Vec::new();
     for sw in out.switches.values_mut() {
         let Some(subnet) = subnets.get(sw.name.as_str()) else {
             continue;
@@ -216,49 +234,168 @@ pub(super) fn plan_ct_bypass(
         let Some((nets, ports)) = per_vpc.get(&subnet.vpc) else {
             continue;
         };
-        let pods: Vec<String> = sw
+        let pods: BTreeSet<String> = sw
             .ports
             .values()
             .filter(|p| p.type_.is_empty() && p.external_ids.contains_key("pod"))
             .filter(|p| !excluded.contains(&p.name))
-            .map(|p| format!("\"{}\"", p.name))
+            .map(|p| p.name.clone())
             .collect();
         if pods.is_empty() {
             continue;
         }
-        // Without an excluded port on the switch the marks need no port list: a pod add or
-        // delete then rewrites nothing (router and localnet ports meet no conntrack here
-        // anyway, ovn-northd(8) Pre-LB priority 110). With one, the eligible pods are named.
-        let list = pods.join(", ");
-        let port_list = sw
-            .ports
-            .keys()
-            .any(|p| excluded.contains(p))
-            .then_some(list.as_str());
+        // Router and localnet ports meet no conntrack here anyway (ovn-northd(8) Pre-LB
+        // priority 110), so without an excluded pod the whole switch can carry the marks.
+        let pg_name = bypass_port_group_name(&sw.name);
+        let partial = sw.ports.keys().any(|p| excluded.contains(p));
+        let mut pg = PlannedPortGroup {
+            name: pg_name.clone(),
+            ports: pods,
+            acls: BTreeMap::new(),
+            external_ids: owned_ids(&format!("pg/{pg_name}"), &[("ctbypass", &sw.name)]),
+        };
         for (af, want_v4) in [("ip4", true), ("ip6", false)] {
             let fam: Vec<IpNet> = nets
                 .iter()
                 .filter(|n| matches!(n, IpNet::V4(_)) == want_v4)
                 .copied()
                 .collect();
-            let Some((from, to)) = family_matches(af, &fam, ports, port_list) else {
+            let Some((from, to)) =
+                family_matches(af, &fam, ports, partial.then_some(pg_name.as_str()))
+            else {
                 continue;
             };
             for (direction, match_) in [("from-lport", from), ("to-lport", to)] {
-                // keyed by switch, direction and family: a new pod rewrites the match in place
+                // keyed by switch, direction and family: a new pod changes nothing here
                 let key = format!("ctbypass/{}/{direction}/{af}", sw.name);
-                sw.acls.insert(
+                let external_ids = owned_ids(&key, &[("subnet", &sw.name)]);
+                if partial {
+                    pg.acls.insert(
+                        key,
+                        PlannedPgAcl {
+                            direction: direction.into(),
+                            priority: CT_BYPASS_PRIORITY,
+                            tier: CT_BYPASS_TIER,
+                            match_,
+                            action: "allow-stateless".into(),
+                            name: None,
+                            options: Default::default(),
+                            external_ids,
+                        },
+                    );
+                } else {
+                    sw.acls.insert(
+                        key,
+                        PlannedAcl {
+                            direction: direction.into(),
+                            priority: CT_BYPASS_PRIORITY,
+                            tier: CT_BYPASS_TIER,
+                            match_,
+                            action: "allow-stateless".into(),
+                            log: false,
+                            severity: None,
+                            name: None,
+                            external_ids,
+                        },
+                    );
+                }
+            }
+        }
+        if partial && !pg.acls.is_empty() {
+            groups.push(pg);
+        }
+    }
+    for pg in groups {
+        out.port_groups.insert(pg.name.clone(), pg);
+    }
+}
+
+/// Conntrack bypass for pods a policy selects, where their own zone has nothing to track:
+/// towards and from the peers of [`super::netpol::PolicyPlan::open_peers`] (every member accepts them on
+/// every port and protocol, and no member's egress is isolated) both directions pass the
+/// member's ACLs on their own merits, so the stateful verdicts need no connection state there.
+/// OVN's conntrack zones are per logical port: the peer's zone decides for itself (tracked, or
+/// bypassed on the same terms). Stateless packets still meet every ACL: an untracked packet
+/// matching `allow-related` is allowed without a commit, one matching a drop is dropped
+/// (ovn-northd(8), ACL hints), so the markers change no verdict; they sit in the last tier at
+/// the lowest priority, where they only decide what nothing else decided (and allow it, as
+/// the default would). Service traffic keeps conntrack exactly as in [`plan_ct_bypass`]
+/// (peer ports that are Service target ports, hairpin). `None` target ports (a template
+/// variable without a value) plan nothing, and neither does a group with a port on a switch
+/// with ACLs of its own (a private subnet's drops rely on conntrack for return traffic, as in
+/// [`plan_ct_bypass`]).
+///
+/// The callers' policies beyond NetworkPolicy (AdminNetworkPolicy, security groups) must leave
+/// their ports out of `open` (a tier-1 deny would make the open peers not open).
+pub(super) fn plan_policy_bypass(
+    out: &mut NbPlan,
+    open: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+) {
+    let mut ports = TargetPorts::new();
+    for group in out.lb_groups.values() {
+        let Some((_, p)) = vips_and_target_ports(group, &out.chassis_vars) else {
+            return;
+        };
+        for (proto, set) in p {
+            ports.entry(proto).or_default().extend(set);
+        }
+    }
+    let guarded: BTreeSet<&str> = out
+        .switches
+        .values()
+        .filter(|sw| sw.acls.keys().any(|k| !k.starts_with("ctbypass/")))
+        .flat_map(|sw| sw.ports.keys().map(String::as_str))
+        .collect();
+    let eligible: Vec<&String> = open
+        .keys()
+        .filter(|pg| {
+            out.port_groups
+                .get(*pg)
+                .is_some_and(|g| g.ports.iter().all(|p| !guarded.contains(p.as_str())))
+        })
+        .collect();
+    for pg_name in eligible {
+        let Some(families) = open.get(pg_name) else {
+            continue;
+        };
+        let Some(pg) = out.port_groups.get_mut(pg_name) else {
+            continue;
+        };
+        let key_base = pg
+            .external_ids
+            .get(super::ROW_KEY)
+            .cloned()
+            .unwrap_or_else(|| pg_name.clone());
+        for (af, sets) in families {
+            let any = |side: &str| {
+                sets.iter()
+                    .map(|s| format!("{af}.{side} == ${s}"))
+                    .collect::<Vec<_>>()
+                    .join(" || ")
+            };
+            let from = format!(
+                "inport == @{pg_name} && ({}) && ({})",
+                any("dst"),
+                peer_port_free("dst", &ports)
+            );
+            let to = format!(
+                "outport == @{pg_name} && !flags.loopback && ({}) && ({})",
+                any("src"),
+                peer_port_free("src", &ports)
+            );
+            for (direction, match_) in [("from-lport", from), ("to-lport", to)] {
+                let key = format!("ctbypass/{key_base}/{direction}/{af}");
+                pg.acls.insert(
                     key.clone(),
-                    PlannedAcl {
+                    PlannedPgAcl {
                         direction: direction.into(),
                         priority: CT_BYPASS_PRIORITY,
                         tier: CT_BYPASS_TIER,
                         match_,
                         action: "allow-stateless".into(),
-                        log: false,
-                        severity: None,
                         name: None,
-                        external_ids: owned_ids(&key, &[("subnet", &sw.name)]),
+                        options: Default::default(),
+                        external_ids: owned_ids(&key, &[("pg", pg_name)]),
                     },
                 );
             }
@@ -416,12 +553,32 @@ mod tests {
         let by_name: BTreeMap<&str, &SubnetIntent> =
             d.subnets.iter().map(|s| (s.name.as_str(), s)).collect();
         plan_ct_bypass(&mut p, &by_name, &["b.default".to_string()].into());
-        let acls = bypass_acls(&p, "ovn-default");
-        assert!(!acls.is_empty());
         assert!(
-            acls.iter().all(|a| !a.match_.contains("b.default")),
-            "{acls:?}"
+            bypass_acls(&p, "ovn-default").is_empty(),
+            "not switch-wide with a pod excluded"
         );
+        let pg = &p.port_groups[&bypass_port_group_name("ovn-default")];
+        assert_eq!(pg.ports, ["a.default".to_string()].into(), "b is excluded");
+        let got: Vec<(&str, &str)> = pg
+            .acls
+            .values()
+            .map(|a| (a.direction.as_str(), a.match_.as_str()))
+            .collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        for (direction, m) in got {
+            let port = if direction == "from-lport" {
+                "inport"
+            } else {
+                "outport"
+            };
+            assert!(
+                m.starts_with(&format!("{port} == @ctbypass.ovn_default && ")),
+                "{m}"
+            );
+        }
+        assert!(pg.acls.values().all(|a| a.action == "allow-stateless"
+            && a.tier == CT_BYPASS_TIER
+            && a.priority == CT_BYPASS_PRIORITY));
     }
 
     /// A Local-policy Service is a template load balancer: its target port comes from the
@@ -485,6 +642,121 @@ mod tests {
             "{acls:?}"
         );
         assert!(acls.iter().any(|a| a.match_.contains("10.16.0.0/16")));
+    }
+
+    /// `d` with one NetworkPolicy in `default` selecting pods a and b (`app: x`), ingress from
+    /// the same pods, `ports` if given; plus `extra` policies.
+    fn with_policy(ports: serde_json::Value, extra: Vec<serde_json::Value>) -> Desired {
+        use crate::plan::netpol::{PolicyInput, PolicyPod};
+        let mut d = desired();
+        let mut rule = json!({"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]});
+        if !ports.is_null() {
+            rule["ports"] = ports;
+        }
+        let mut policies = vec![json!({"metadata": {"name": "x", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "ingress": [rule]}})];
+        policies.extend(extra);
+        d.network_policy = PolicyInput {
+            policies: policies
+                .into_iter()
+                .map(|p| serde_json::from_value(p).unwrap())
+                .collect(),
+            pods: d
+                .ports
+                .iter()
+                .map(|p| PolicyPod {
+                    namespace: p.namespace.clone(),
+                    name: p.pod.clone(),
+                    labels: if p.pod == "c" {
+                        Default::default()
+                    } else {
+                        [("app".to_string(), "x".to_string())].into()
+                    },
+                    port: p.port_name(),
+                    ips: p.ips.clone(),
+                    named_ports: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        d
+    }
+
+    fn policy_marks(p: &NbPlan) -> Vec<(String, String)> {
+        p.port_groups["np.default.x"]
+            .acls
+            .values()
+            .filter(|a| a.action == "allow-stateless")
+            .map(|a| (a.direction.clone(), a.match_.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn pods_open_to_each_other_skip_conntrack_between_them() {
+        let p = plan(&with_policy(serde_json::Value::Null, Vec::new()));
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
+        let set = p.port_groups["np.default.x"]
+            .acls
+            .values()
+            .find(|a| a.action == "allow-related" && a.priority == 2001)
+            .map(|a| a.match_.clone())
+            .unwrap();
+        let set = set
+            .split('$')
+            .nth(1)
+            .unwrap()
+            .split([')', ' '])
+            .next()
+            .unwrap();
+        assert_eq!(
+            policy_marks(&p),
+            vec![
+                (
+                    "from-lport".to_string(),
+                    format!(
+                        "inport == @np.default.x && (ip4.dst == ${set}) && \
+                         ((tcp && (tcp.dst <= 8079 || tcp.dst >= 8081)) || \
+                         (udp && (udp.dst <= 5352 || udp.dst >= 5354)) || sctp)"
+                    )
+                ),
+                (
+                    "to-lport".to_string(),
+                    format!(
+                        "outport == @np.default.x && !flags.loopback && (ip4.src == ${set}) && \
+                         ((tcp && (tcp.src <= 8079 || tcp.src >= 8081)) || \
+                         (udp && (udp.src <= 5352 || udp.src >= 5354)) || sctp)"
+                    )
+                ),
+            ]
+        );
+        let acl = &p.port_groups["np.default.x"].acls;
+        assert!(
+            acl.values()
+                .filter(|a| a.action == "allow-stateless")
+                .all(|a| a.tier == CT_BYPASS_TIER && a.priority == CT_BYPASS_PRIORITY),
+            "the marks decide only what nothing else decided"
+        );
+    }
+
+    #[test]
+    fn no_policy_bypass_with_ports_egress_isolation_or_when_off() {
+        let p = plan(&with_policy(json!([{"port": 80}]), Vec::new()));
+        assert!(
+            policy_marks(&p).is_empty(),
+            "port 80 only: replies need conntrack"
+        );
+
+        let egress = json!({"metadata": {"name": "out", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Egress"]}});
+        let p = plan(&with_policy(serde_json::Value::Null, vec![egress]));
+        assert!(
+            policy_marks(&p).is_empty(),
+            "egress isolated: replies need conntrack"
+        );
+
+        let mut d = with_policy(serde_json::Value::Null, Vec::new());
+        d.ct_bypass_off = true;
+        assert!(policy_marks(&plan(&d)).is_empty());
     }
 
     /// Evaluates the disjunction `free_ranges` produced for one port, the way OVN reads it.

@@ -28,9 +28,10 @@ use ipnet::Ipv4Net;
 
 use ferrovn_api::names::router_port_mac;
 
+pub use super::PlannedNat;
 use super::{
-    PlannedPolicy, PlannedRouterPort, PlannedStaticRoute, PlannedSwitch, PlannedSwitchPort, StrMap,
-    owned_ids,
+    Desired, NbPlan, PlanIssue, PlannedPolicy, PlannedRouter, PlannedRouterPort,
+    PlannedStaticRoute, PlannedSwitch, PlannedSwitchPort, ROW_KEY, StrMap, SubnetIntent, owned_ids,
 };
 
 /// The join-like switch between the cluster router and every gateway router.
@@ -90,6 +91,21 @@ impl EgressMode {
     }
 }
 
+/// The node annotation with the node's address on its uplink network, with prefix (the SNAT
+/// address of its gateway router): `203.0.113.101/24`.
+pub const EXTERNAL_IP_ANNOTATION: &str = "ferrovn.io/egress-external-ip";
+/// The node annotation with the uplink's next hop (on-link in the external address's network).
+pub const NEXT_HOP_ANNOTATION: &str = "ferrovn.io/egress-next-hop";
+/// The node annotation naming the physnet of the node's uplink bridge (the agent's
+/// `--egress-physnet`); [`DEFAULT_PHYSNET`] when absent.
+pub const PHYSNET_ANNOTATION: &str = "ferrovn.io/egress-physnet";
+pub const DEFAULT_PHYSNET: &str = "ext";
+/// The node label of Kube-OVN's DPDK nodes (`userspace`).
+pub const DP_TYPE_LABEL: &str = "ovn.kubernetes.io/ovs_dp_type";
+/// The transit network when none is configured. A node's transit address has the offset its
+/// join address has in the join subnet, so it is stable and unique without an allocator.
+pub const DEFAULT_TRANSIT: &str = "100.65.0.0/16";
+
 /// Bad input, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayRouterError {
@@ -97,6 +113,115 @@ pub enum GatewayRouterError {
         "node {node}: annotation {EGRESS_ANNOTATION}={value:?}: expected \"kernel\" or \"ovn-gateway-router\""
     )]
     BadEgressAnnotation { node: String, value: String },
+    #[error("node {node}: annotation {annotation}={value:?}: {reason}")]
+    BadAnnotation {
+        node: String,
+        annotation: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("node {node}: {EGRESS_ANNOTATION}=ovn-gateway-router needs annotation {annotation}")]
+    MissingAnnotation {
+        node: String,
+        annotation: &'static str,
+    },
+}
+
+/// One node's choice of the OVN gateway router, as read from its Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEgressIntent {
+    pub node: String,
+    /// Its OVN chassis name (Kube-OVN's `ovn.kubernetes.io/chassis`, else the node name).
+    pub chassis: String,
+    pub external: Ipv4Net,
+    pub next_hop: Ipv4Addr,
+    pub physnet: String,
+}
+
+/// The planner's input for OVN-native egress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OvnEgressIntent {
+    /// The transit network; `None`: [`DEFAULT_TRANSIT`].
+    pub transit: Option<Ipv4Net>,
+    pub nodes: Vec<NodeEgressIntent>,
+    /// Subnets with `natOutgoing: true`: their CIDRs are SNATed by the gateway routers, the
+    /// others leave routed.
+    pub nat_outgoing_subnets: BTreeSet<String>,
+}
+
+/// A Node's egress choice from its labels and annotations: `Ok(None)` for the kernel path.
+/// A DPDK node (label [`DP_TYPE_LABEL`]`=userspace`) defaults to the gateway router when it
+/// says where its uplink is ([`EXTERNAL_IP_ANNOTATION`], [`NEXT_HOP_ANNOTATION`]) and stays on
+/// the kernel path otherwise; a node that asks for it explicitly must say so.
+pub fn node_egress(
+    node: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    chassis: Option<&str>,
+) -> Result<Option<NodeEgressIntent>, GatewayRouterError> {
+    let dpdk = labels.get(DP_TYPE_LABEL).is_some_and(|v| v == "userspace");
+    let asked = annotations.get(EGRESS_ANNOTATION).map(String::as_str);
+    let explicit = asked.is_some_and(|a| !a.trim().is_empty());
+    if egress_mode(node, dpdk, asked)? == EgressMode::Kernel {
+        return Ok(None);
+    }
+    let get = |a: &'static str| {
+        annotations
+            .get(a)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(ext), Some(hop)) = (get(EXTERNAL_IP_ANNOTATION), get(NEXT_HOP_ANNOTATION)) else {
+        if !explicit {
+            return Ok(None);
+        }
+        let annotation = if get(EXTERNAL_IP_ANNOTATION).is_none() {
+            EXTERNAL_IP_ANNOTATION
+        } else {
+            NEXT_HOP_ANNOTATION
+        };
+        return Err(GatewayRouterError::MissingAnnotation {
+            node: node.into(),
+            annotation,
+        });
+    };
+    let bad = |annotation: &'static str, value: &str, reason: &'static str| {
+        GatewayRouterError::BadAnnotation {
+            node: node.into(),
+            annotation,
+            value: value.into(),
+            reason,
+        }
+    };
+    let external: Ipv4Net = ext.parse().map_err(|_| {
+        bad(
+            EXTERNAL_IP_ANNOTATION,
+            ext,
+            "expected an IPv4 address with prefix, e.g. 203.0.113.101/24",
+        )
+    })?;
+    let next_hop: Ipv4Addr = hop
+        .parse()
+        .map_err(|_| bad(NEXT_HOP_ANNOTATION, hop, "expected an IPv4 address"))?;
+    let physnet = get(PHYSNET_ANNOTATION).unwrap_or(DEFAULT_PHYSNET);
+    if physnet.contains([',', ':', ' ']) {
+        return Err(bad(
+            PHYSNET_ANNOTATION,
+            physnet,
+            "contains one of , : or a space",
+        ));
+    }
+    Ok(Some(NodeEgressIntent {
+        node: node.into(),
+        chassis: chassis
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or(node)
+            .into(),
+        external,
+        next_hop,
+        physnet: physnet.into(),
+    }))
 }
 
 /// The egress path of a node: its annotation when set, else OVN-native on DPDK nodes (their
@@ -154,16 +279,6 @@ pub struct NodeEgress {
     pub snat_cidrs: Vec<Ipv4Net>,
     /// Addresses of the node's pods whose egress takes this gateway.
     pub pod_ips: Vec<Ipv4Addr>,
-}
-
-/// A Logical_Router NAT row.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PlannedNat {
-    /// `snat`.
-    pub type_: String,
-    pub logical_ip: String,
-    pub external_ip: String,
-    pub external_ids: StrMap,
 }
 
 /// One node's gateway router and its external switch.
@@ -484,9 +599,179 @@ pub fn plan_gateway_routers(inputs: &GatewayRouterInputs) -> GatewayRouterPlan {
     out
 }
 
+fn default_transit() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(100, 65, 0, 0), 16).unwrap_or_default()
+}
+
+/// `ip`'s offset in `from`, at the same offset in `to`; `None` when it does not fit.
+fn shift(ip: Ipv4Addr, from: Ipv4Net, to: Ipv4Net) -> Option<Ipv4Addr> {
+    let off = u32::from(ip).checked_sub(u32::from(from.network()))?;
+    let addr = Ipv4Addr::from(u32::from(to.network()).checked_add(off)?);
+    to.contains(&addr).then_some(addr)
+}
+
+/// The default VPC's gateway routers for the nodes of `desired.ovn_egress`, merged into `out`.
+/// Runs after the distributed gateway: it reads the planned join ports and pod ports. Each
+/// node's transit address is its join address moved into the transit network (the cluster
+/// router's is the join gateway's), so addresses never move when nodes come and go.
+pub(super) fn plan_ovn_egress(
+    desired: &Desired,
+    subnets: &BTreeMap<&str, &SubnetIntent>,
+    out: &mut NbPlan,
+) {
+    let eg = &desired.ovn_egress;
+    if eg.nodes.is_empty() {
+        return;
+    }
+    let Some(join) = desired
+        .join_subnet
+        .as_deref()
+        .and_then(|j| subnets.get(j).copied())
+    else {
+        return;
+    };
+    let (Some(join_net), Some(join_gw)) = (join.v4, join.v4_gateway) else {
+        return;
+    };
+    let transit = eg.transit.unwrap_or_else(default_transit);
+    let Some(cluster_transit_ip) = shift(join_gw, join_net, transit) else {
+        out.issues.push(PlanIssue::GatewayRouter(
+            GatewayRouterIssue::ClusterTransitOutside {
+                ip: join_gw,
+                transit,
+            },
+        ));
+        return;
+    };
+    let in_vpc: Vec<&SubnetIntent> = subnets
+        .values()
+        .copied()
+        .filter(|s| s.vpc == join.vpc && s.is_ovn() && s.needs_router())
+        .filter(|s| out.switches.contains_key(&s.name))
+        .collect();
+    let join_ports = out.switches.get(&join.name).map(|sw| &sw.ports);
+    let mut node_join: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+    for n in &desired.nodes {
+        let planned = join_ports
+            .is_some_and(|p| p.contains_key(&ferrovn_api::names::join_port_name(&n.name)));
+        let v4 = n.join_ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        });
+        if let (true, Some(a)) = (planned, v4) {
+            node_join.insert(n.name.as_str(), a);
+        }
+    }
+    let mut pods: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for p in &desired.ports {
+        let Some(s) = in_vpc.iter().find(|s| s.name == p.subnet) else {
+            continue;
+        };
+        let planned = out
+            .switches
+            .get(&s.name)
+            .is_some_and(|sw| sw.ports.contains_key(&p.port_name()));
+        if s.name == join.name || s.centralized_gateway || p.node.is_empty() || !planned {
+            continue;
+        }
+        for ip in &p.ips {
+            if let IpAddr::V4(a) = ip {
+                pods.entry(p.node.as_str()).or_default().push(*a);
+            }
+        }
+    }
+    let snat: Vec<Ipv4Net> = in_vpc
+        .iter()
+        .filter(|s| s.name != join.name && !s.centralized_gateway)
+        .filter(|s| eg.nat_outgoing_subnets.contains(&s.name))
+        .filter_map(|s| s.v4)
+        .collect();
+    let mut nodes = Vec::new();
+    for n in &eg.nodes {
+        // a node without a join port yet gets its gateway router with its join port
+        let Some(join_ip) = node_join.get(n.node.as_str()) else {
+            continue;
+        };
+        let Some(transit_ip) = shift(*join_ip, join_net, transit) else {
+            out.issues.push(PlanIssue::GatewayRouter(
+                GatewayRouterIssue::TransitOutside {
+                    node: n.node.clone(),
+                    ip: *join_ip,
+                    transit,
+                },
+            ));
+            continue;
+        };
+        nodes.push(NodeEgress {
+            node: n.node.clone(),
+            chassis: n.chassis.clone(),
+            transit_ip,
+            external: n.external,
+            next_hop: n.next_hop,
+            physnet: n.physnet.clone(),
+            snat_cidrs: snat.clone(),
+            pod_ips: pods.get(n.node.as_str()).cloned().unwrap_or_default(),
+        });
+    }
+    let inputs = GatewayRouterInputs {
+        cluster_router: join.vpc.clone(),
+        transit,
+        cluster_transit_ip,
+        cluster_cidrs: in_vpc.iter().filter_map(|s| s.v4).collect(),
+        nodes,
+    };
+    merge(plan_gateway_routers(&inputs), &inputs.cluster_router, out);
+}
+
+fn row_key(ids: &StrMap) -> String {
+    ids.get(ROW_KEY).cloned().unwrap_or_default()
+}
+
+/// Adds the gateway rows to the rest of the plan (a name the plan already uses keeps its row).
+fn merge(plan: GatewayRouterPlan, cluster_router: &str, out: &mut NbPlan) {
+    out.issues
+        .extend(plan.issues.into_iter().map(PlanIssue::GatewayRouter));
+    let Some(cluster) = out.routers.get_mut(cluster_router) else {
+        return;
+    };
+    if let Some(p) = plan.cluster_port {
+        cluster.ports.entry(p.name.clone()).or_insert(p);
+    }
+    for p in plan.cluster_policies {
+        cluster.policies.insert(row_key(&p.external_ids), p);
+    }
+    if let Some(t) = plan.transit {
+        out.switches.entry(t.name.clone()).or_insert(t);
+    }
+    for (name, r) in plan.routers {
+        out.switches
+            .entry(r.external_switch.name.clone())
+            .or_insert(r.external_switch);
+        out.routers.entry(name.clone()).or_insert(PlannedRouter {
+            name,
+            options: r.options,
+            external_ids: r.external_ids,
+            nat: r
+                .nat
+                .into_iter()
+                .map(|n| (row_key(&n.external_ids), n))
+                .collect(),
+            ports: r.ports,
+            static_routes: r
+                .static_routes
+                .into_iter()
+                .map(|x| (row_key(&x.external_ids), x))
+                .collect(),
+            policies: BTreeMap::new(),
+            lb_groups: BTreeSet::new(),
+        });
+    }
+}
+
 /// The plan as `ovn-nbctl` invocations (argument vectors, in order), for an NB that has the
-/// cluster router but none of these rows: what the tests, the benchmark and a by-hand setup use
-/// until the reconciler owns NAT rows and router options.
+/// cluster router but none of these rows: what the lab tests and the benchmark, which run no
+/// controller, and a by-hand setup use. The controller applies the same rows through its
+/// reconciler ([`plan_ovn_egress`]).
 pub fn nbctl_commands(plan: &GatewayRouterPlan, cluster_router: &str) -> Vec<Vec<String>> {
     let mut cmds: Vec<Vec<String>> = Vec::new();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
@@ -808,5 +1093,178 @@ mod tests {
             prop_assert_eq!(a.cluster_policies.len(), with_pods.len());
             prop_assert_eq!(a.row_count(), 1 + 6 + 1 + 5 * (1 + 2 + 1 + 3 + 3) + with_pods.len());
         }
+    }
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const DPDK: (&str, &str) = (DP_TYPE_LABEL, "userspace");
+    const EXT: (&str, &str) = (EXTERNAL_IP_ANNOTATION, "203.0.113.101/24");
+    const HOP: (&str, &str) = (NEXT_HOP_ANNOTATION, "203.0.113.10");
+
+    #[test]
+    fn node_settings_choose_the_gateway_router_only_with_an_uplink() {
+        // a DPDK node naming its uplink: the gateway router, chassis = node name, physnet ext
+        let e = node_egress("d", &map(&[DPDK]), &map(&[EXT, HOP]), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.chassis.as_str(), e.physnet.as_str()),
+            ("d", DEFAULT_PHYSNET)
+        );
+        assert_eq!(e.external, net("203.0.113.101/24"));
+        assert_eq!(e.next_hop, ip("203.0.113.10"));
+        // the published chassis and physnet are used
+        let e = node_egress(
+            "d",
+            &map(&[DPDK]),
+            &map(&[EXT, HOP, (PHYSNET_ANNOTATION, "up0")]),
+            Some("ch-1"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((e.chassis.as_str(), e.physnet.as_str()), ("ch-1", "up0"));
+        // a DPDK node without its uplink, a kernel node with one, a DPDK node opted out: kernel
+        assert_eq!(
+            node_egress("d", &map(&[DPDK]), &map(&[EXT]), None),
+            Ok(None)
+        );
+        assert_eq!(
+            node_egress("k", &map(&[]), &map(&[EXT, HOP]), None),
+            Ok(None)
+        );
+        let out = map(&[EXT, HOP, (EGRESS_ANNOTATION, "kernel")]);
+        assert_eq!(node_egress("d", &map(&[DPDK]), &out, None), Ok(None));
+        // a kernel node asking for it gets it
+        let ask = map(&[EXT, HOP, (EGRESS_ANNOTATION, "ovn-gateway-router")]);
+        assert!(node_egress("k", &map(&[]), &ask, None).unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_node_settings_name_the_node_and_the_annotation() {
+        let ask = (EGRESS_ANNOTATION, "ovn-gateway-router");
+        let e = node_egress("k", &map(&[]), &map(&[ask, EXT]), None).unwrap_err();
+        assert!(
+            e.to_string().contains("node k") && e.to_string().contains(NEXT_HOP_ANNOTATION),
+            "{e}"
+        );
+        let bad_ext = (EXTERNAL_IP_ANNOTATION, "203.0.113.101");
+        let e = node_egress("d", &map(&[DPDK]), &map(&[bad_ext, HOP]), None).unwrap_err();
+        assert!(
+            e.to_string().contains("node d")
+                && e.to_string().contains(EXTERNAL_IP_ANNOTATION)
+                && e.to_string().contains("203.0.113.101"),
+            "{e}"
+        );
+        let bad_hop = (NEXT_HOP_ANNOTATION, "gw");
+        let e = node_egress("d", &map(&[DPDK]), &map(&[EXT, bad_hop]), None).unwrap_err();
+        assert!(e.to_string().contains(NEXT_HOP_ANNOTATION), "{e}");
+        let bad_pn = (PHYSNET_ANNOTATION, "a:b");
+        let e = node_egress("d", &map(&[DPDK]), &map(&[EXT, HOP, bad_pn]), None).unwrap_err();
+        assert!(e.to_string().contains(PHYSNET_ANNOTATION), "{e}");
+    }
+
+    fn cluster_with_pods() -> Desired {
+        use crate::ipam::MacAddr;
+        use crate::plan::{NodeIntent, PortIntent, VpcIntent};
+        let mut d = Desired {
+            vpcs: vec![VpcIntent {
+                name: "ovn-cluster".into(),
+                ..Default::default()
+            }],
+            subnets: vec![
+                SubnetIntent::overlay("join", "ovn-cluster", Some(net("100.64.0.0/16")), None),
+                SubnetIntent::overlay(
+                    "ovn-default",
+                    "ovn-cluster",
+                    Some(net("10.16.0.0/16")),
+                    None,
+                ),
+                SubnetIntent::overlay("routed", "ovn-cluster", Some(net("10.17.0.0/16")), None),
+            ],
+            join_subnet: Some("join".into()),
+            ..Default::default()
+        };
+        for (i, n) in ["n1", "n2"].iter().enumerate() {
+            d.nodes.push(NodeIntent {
+                name: (*n).into(),
+                join_ips: vec![IpAddr::V4(Ipv4Addr::new(100, 64, 0, 7 + i as u8))],
+                join_mac: Some(MacAddr([0x0a, 0x58, 0x64, 0x40, 0, 7 + i as u8])),
+                internal_ips: vec![],
+            });
+        }
+        for (pod, node, subnet, addr, m) in [
+            ("a", "n1", "ovn-default", "10.16.0.5", 5),
+            ("b", "n2", "ovn-default", "10.16.0.6", 6),
+            ("c", "n1", "routed", "10.17.0.5", 7),
+        ] {
+            d.ports.push(PortIntent {
+                pod: pod.into(),
+                namespace: "default".into(),
+                provider: "ovn".into(),
+                subnet: subnet.into(),
+                node: node.into(),
+                mac: MacAddr([0x0a, 0x58, 0, 0, 0, m]),
+                ips: vec![IpAddr::V4(ip(addr))],
+                port_security: false,
+            });
+        }
+        d
+    }
+
+    #[test]
+    fn the_controller_plan_holds_the_gateway_router_of_each_chosen_node() {
+        let mut d = cluster_with_pods();
+        let before = crate::plan::plan(&d);
+        assert!(!before.routers.contains_key("gw-n1"));
+        d.ovn_egress = OvnEgressIntent {
+            transit: None,
+            nodes: vec![NodeEgressIntent {
+                node: "n1".into(),
+                chassis: "ch-n1".into(),
+                external: net("203.0.113.101/24"),
+                next_hop: ip("203.0.113.10"),
+                physnet: "ext".into(),
+            }],
+            nat_outgoing_subnets: ["ovn-default".to_string()].into(),
+        };
+        let p = crate::plan::plan(&d);
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
+        let gw = &p.routers["gw-n1"];
+        assert_eq!(gw.options["chassis"], "ch-n1");
+        // natOutgoing subnets are SNATed, `routed` leaves with its pod addresses
+        let nat: Vec<(&str, &str)> = gw
+            .nat
+            .values()
+            .map(|n| (n.logical_ip.as_str(), n.external_ip.as_str()))
+            .collect();
+        assert_eq!(nat, vec![("10.16.0.0/16", "203.0.113.101")]);
+        // transit address = join address at the same offset; the cluster router's = join gw's
+        assert_eq!(
+            gw.ports["gw-n1-transit"].networks,
+            vec!["100.65.0.7/16".to_string()]
+        );
+        let cluster = &p.routers["ovn-cluster"];
+        assert_eq!(
+            cluster.ports["ovn-cluster-transit"].networks,
+            vec!["100.65.0.1/16".to_string()]
+        );
+        let pol: Vec<&PlannedPolicy> = cluster
+            .policies
+            .values()
+            .filter(|p| p.priority == POLICY_PRIORITY)
+            .collect();
+        assert_eq!(pol.len(), 1);
+        assert_eq!(pol[0].match_, "ip4.src == {10.16.0.5, 10.17.0.5}");
+        assert_eq!(pol[0].nexthops, vec!["100.65.0.7".to_string()]);
+        assert!(p.switches.contains_key("ext-n1") && p.switches.contains_key(TRANSIT_SWITCH));
+        // n2 is not chosen: no router for it; every added row is FerrOVN's and counted
+        assert!(!p.routers.contains_key("gw-n2"));
+        assert!(p.row_count() > before.row_count());
+        // and the rest of the plan is what it was
+        assert_eq!(p.switches["ovn-default"], before.switches["ovn-default"]);
     }
 }

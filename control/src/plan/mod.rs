@@ -82,6 +82,10 @@ pub struct Desired {
     pub gateway_liveness: GatewayLiveness,
     /// NetworkPolicies with the pods, namespaces and node addresses they select from.
     pub network_policy: netpol::PolicyInput,
+    /// Nodes whose pods leave through their own OVN gateway router ([`gateway_router`]).
+    pub ovn_egress: gateway_router::OvnEgressIntent,
+    /// AdminNetworkPolicies and the BaselineAdminNetworkPolicy with what they select from.
+    pub admin_policy: netpol::admin::AdminPolicyInput,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -320,7 +324,7 @@ impl NbPlan {
             + self
                 .routers
                 .values()
-                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len())
+                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len() + r.nat.len())
                 .sum::<usize>()
             + self
                 .lb_groups
@@ -390,7 +394,11 @@ pub struct PlannedAcl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRouter {
     pub name: String,
+    /// `chassis` makes it an l3 gateway router bound to that chassis; empty for VPC routers.
+    pub options: StrMap,
     pub external_ids: StrMap,
+    /// By identity ([`ROW_KEY`]).
+    pub nat: BTreeMap<String, PlannedNat>,
     pub ports: BTreeMap<String, PlannedRouterPort>,
     /// By identity ([`ROW_KEY`]).
     pub static_routes: BTreeMap<String, PlannedStaticRoute>,
@@ -416,6 +424,16 @@ pub struct PlannedStaticRoute {
     pub nexthop: String,
     pub policy: Option<String>,
     pub route_table: String,
+    pub external_ids: StrMap,
+}
+
+/// A Logical_Router NAT row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedNat {
+    /// `snat`.
+    pub type_: String,
+    pub logical_ip: String,
+    pub external_ip: String,
     pub external_ids: StrMap,
 }
 
@@ -503,6 +521,12 @@ pub enum PlanIssue {
     /// policy, is applied; the bad part fails closed).
     #[error(transparent)]
     NetworkPolicy(#[from] netpol::PolicyIssue),
+    #[error("OVN gateway router egress: {0}")]
+    GatewayRouter(#[from] gateway_router::GatewayRouterIssue),
+    /// An AdminNetworkPolicy or BaselineAdminNetworkPolicy field that could not be used (that
+    /// policy is left out, every other is applied).
+    #[error(transparent)]
+    AdminNetworkPolicy(#[from] netpol::admin::AdminPolicyIssue),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,7 +575,9 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
         }
         let mut router = PlannedRouter {
             name: vpc.name.clone(),
+            options: StrMap::new(),
             external_ids: owned_ids(&format!("lr/{}", vpc.name), &[("vpc", &vpc.name)]),
+            nat: BTreeMap::new(),
             ports: BTreeMap::new(),
             static_routes: BTreeMap::new(),
             policies: BTreeMap::new(),
@@ -628,13 +654,33 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     plan_load_balancers(desired, &by_name, &mut out, cache);
     // After every planner that adds ACLs or port-group members: the bypass must not cover a
     // port any policy selects (NetworkPolicy ports go into `excluded` when they are planned).
+    let mut open_peers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     if !desired.network_policy.policies.is_empty() {
         let np = netpol::plan_network_policies(&desired.network_policy);
         out.port_groups = np.port_groups;
         out.address_sets = np.address_sets;
+        open_peers = np.open_peers;
         out.issues
             .extend(np.issues.into_iter().map(PlanIssue::NetworkPolicy));
     }
+    if !desired.admin_policy.is_empty() {
+        plan_admin_policies(&desired.admin_policy, &mut out);
+    }
+    // The policy bypass assumes NetworkPolicy alone decides for the pods it marks: pods in
+    // any other kind's port group (AdminNetworkPolicy / BaselineAdminNetworkPolicy subjects)
+    // keep conntrack.
+    let admin_ports: BTreeSet<&String> = out
+        .port_groups
+        .iter()
+        .filter(|(n, _)| !n.starts_with("np."))
+        .flat_map(|(_, g)| g.ports.iter())
+        .collect();
+    open_peers.retain(|pg: &String, _| {
+        out.port_groups
+            .get(pg)
+            .is_some_and(|g| g.ports.iter().all(|p| !admin_ports.contains(p)))
+    });
+    drop(admin_ports);
     if !desired.ct_bypass_off {
         let excluded: BTreeSet<String> = out
             .port_groups
@@ -642,8 +688,10 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
             .flat_map(|g| g.ports.iter().cloned())
             .collect();
         ctbypass::plan_ct_bypass(&mut out, &by_name, &excluded);
+        ctbypass::plan_policy_bypass(&mut out, &open_peers);
     }
     plan_gateways(desired, &by_name, &mut out);
+    gateway_router::plan_ovn_egress(desired, &by_name, &mut out);
     out.issues.sort();
     out.issues.dedup();
     out
@@ -1318,4 +1366,14 @@ fn plan_pod_ports(desired: &Desired, subnets: &BTreeMap<&str, &SubnetIntent>, ou
             },
         );
     }
+}
+
+/// AdminNetworkPolicy (tier 1) and BaselineAdminNetworkPolicy (tier 3) rows next to
+/// NetworkPolicy's: the names (`anp.*`, `banp.*`) never collide with `np.*`.
+fn plan_admin_policies(input: &netpol::admin::AdminPolicyInput, out: &mut NbPlan) {
+    let admin = netpol::admin::plan_admin_policies(input);
+    out.port_groups.extend(admin.port_groups);
+    out.address_sets.extend(admin.address_sets);
+    out.issues
+        .extend(admin.issues.into_iter().map(PlanIssue::AdminNetworkPolicy));
 }

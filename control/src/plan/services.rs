@@ -57,6 +57,12 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const VPC_ANNOTATION: &str = "ovn.kubernetes.io/vpc";
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
+/// Set on the plain row of a Service whose node ports have `externalTrafficPolicy: Local`:
+/// northd copies it to the Southbound, where the node agent's node-port steering
+/// (`ferrovn-dataplane` `nodeport::LOCAL_OPTION`) reads it to keep the client's address.
+/// OVN itself ignores options it does not know.
+pub const NODE_PORT_LOCAL_OPTION: &str = "ferrovn_node_port_local";
+
 /// The largest `options:affinity_timeout` OVN accepts (ovn-nb(5)).
 pub const MAX_OVN_AFFINITY_TIMEOUT: i32 = 65535;
 
@@ -921,6 +927,9 @@ fn new_lb(v: &ValidService, protocol: Protocol, slot: LbSlot) -> PlannedLoadBala
     }
     if protocol == Protocol::Udp {
         options.insert("ct_flush".into(), "true".into());
+    }
+    if slot == LbSlot::Plain && v.vips.iter().any(|vip| matches!(vip.scope, Scope::Node(_))) {
+        options.insert(NODE_PORT_LOCAL_OPTION.into(), "true".into());
     }
     let suffix = match slot {
         LbSlot::Plain => "",

@@ -8,7 +8,9 @@ use ferrovn_ovsdb::{
     Uuid,
 };
 
-use super::{ActualRow, Change, Diff, NbSnapshot, Table, desired_rows, diff, to_transactions};
+use super::{
+    ActualRow, Change, Diff, NbSnapshot, SyncTimes, Table, desired_rows, diff, to_transactions,
+};
 use crate::plan::NbPlan;
 
 /// The NB database name.
@@ -28,20 +30,29 @@ pub fn monitor_spec() -> MonitorSpec {
 pub fn snapshot(data: &ReplicaData) -> NbSnapshot {
     let mut out = NbSnapshot::default();
     for t in Table::ALL {
-        let cols = t.monitored_columns();
         let rows = data
             .rows(t.name())
-            .map(|(uuid, row)| ActualRow {
-                uuid: *uuid,
-                columns: cols
-                    .iter()
-                    .filter_map(|c| row.get(*c).map(|d| ((*c).to_string(), d.clone())))
-                    .collect::<ColumnValues>(),
-            })
+            .map(|(uuid, row)| actual_row(t, uuid, row))
             .collect();
         out.tables.insert(t, rows);
     }
     out
+}
+
+/// One replica row of `table` as the diff reads it (only the monitored columns).
+pub(super) fn actual_row(
+    table: Table,
+    uuid: &Uuid,
+    row: &std::collections::BTreeMap<std::sync::Arc<str>, ferrovn_ovsdb::Datum>,
+) -> ActualRow {
+    ActualRow {
+        uuid: *uuid,
+        columns: table
+            .monitored_columns()
+            .iter()
+            .filter_map(|c| row.get(*c).map(|d| ((*c).to_string(), d.clone())))
+            .collect::<ColumnValues>(),
+    }
 }
 
 /// Why applying failed.
@@ -170,14 +181,40 @@ impl NbSync {
     /// Makes the NB match `plan` and waits until the replica shows it, so the next diff
     /// starts from the truth.
     pub async fn sync(&self, plan: &NbPlan) -> Result<(Diff, ApplyReport), ApplyError> {
+        self.sync_timed(plan).await.map(|(d, r, _)| (d, r))
+    }
+
+    /// [`NbSync::sync`] (always a full diff), with where the time went.
+    pub async fn sync_timed(
+        &self,
+        plan: &NbPlan,
+    ) -> Result<(Diff, ApplyReport, SyncTimes), ApplyError> {
+        let started = Instant::now();
         let d = self.diff(plan);
+        let mut times = SyncTimes {
+            diff: started.elapsed(),
+            ..Default::default()
+        };
+        let report = self.apply_diff(&d, &mut times).await?;
+        Ok((d, report, times))
+    }
+
+    /// Applies `d` and waits until the replica shows it; records the time of both in `times`.
+    pub async fn apply_diff(
+        &self,
+        d: &Diff,
+        times: &mut SyncTimes,
+    ) -> Result<ApplyReport, ApplyError> {
         if d.is_empty() {
-            return Ok((d, ApplyReport::default()));
+            return Ok(ApplyReport::default());
         }
-        let txns = to_transactions(&d, NB_DATABASE, self.batch);
-        let report = apply(&self.client, &d, &txns).await?;
+        let txns = to_transactions(d, NB_DATABASE, self.batch);
+        let report = apply(&self.client, d, &txns).await?;
+        times.apply = report.elapsed;
+        let settling = Instant::now();
         self.settle(&report).await?;
-        Ok((d, report))
+        times.settle = settling.elapsed();
+        Ok(report)
     }
 
     /// Waits until the replica holds every row `report` created and none it removed.

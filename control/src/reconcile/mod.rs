@@ -17,6 +17,7 @@
 //! next pass: the diff of a converged NB is empty.
 
 mod apply;
+mod scoped;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -27,6 +28,9 @@ use ferrovn_ovsdb::{
 use crate::plan::{NbPlan, OWNER_KEY, OWNER_VALUE, ROW_KEY, StrMap};
 
 pub use apply::{ApplyError, ApplyReport, NbSync, apply, monitor_spec, snapshot};
+pub use scoped::{
+    FULL_DIFF_EVERY, IncrementalSync, PolicyScope, SyncMode, SyncTimes, policy_scope, scoped_diff,
+};
 
 /// The NB tables FerrOVN writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,10 +47,11 @@ pub enum Table {
     ChassisTemplateVar,
     PortGroup,
     AddressSet,
+    Nat,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -59,6 +64,7 @@ impl Table {
         Table::ChassisTemplateVar,
         Table::PortGroup,
         Table::AddressSet,
+        Table::Nat,
     ];
 
     /// The OVSDB table name.
@@ -76,6 +82,7 @@ impl Table {
             Table::ChassisTemplateVar => "Chassis_Template_Var",
             Table::PortGroup => "Port_Group",
             Table::AddressSet => "Address_Set",
+            Table::Nat => "NAT",
         }
     }
 
@@ -139,7 +146,8 @@ impl Table {
                 "options",
                 "external_ids",
             ],
-            Table::LogicalRouter => &["name", "external_ids"],
+            // `options:chassis` binds a gateway router; VPC routers have none planned
+            Table::LogicalRouter => &["name", "options", "external_ids"],
             Table::LogicalRouterPort => &["name", "mac", "networks", "external_ids"],
             Table::StaticRoute => &[
                 "ip_prefix",
@@ -154,6 +162,7 @@ impl Table {
             Table::ChassisTemplateVar => &["chassis", "variables", "external_ids"],
             Table::PortGroup => &["name", "external_ids"],
             Table::AddressSet => &["name", "addresses", "external_ids"],
+            Table::Nat => &["type", "logical_ip", "external_ip", "external_ids"],
         }
     }
 
@@ -166,6 +175,7 @@ impl Table {
             Table::LogicalRouterPort => &[(Table::LogicalRouter, "ports")],
             Table::StaticRoute => &[(Table::LogicalRouter, "static_routes")],
             Table::Policy => &[(Table::LogicalRouter, "policies")],
+            Table::Nat => &[(Table::LogicalRouter, "nat")],
             Table::LoadBalancer => &[(Table::LoadBalancerGroup, "load_balancer")],
             _ => &[],
         }
@@ -183,7 +193,7 @@ impl Table {
     pub fn child_columns(self) -> &'static [&'static str] {
         match self {
             Table::LogicalSwitch => &["ports", "acls"],
-            Table::LogicalRouter => &["ports", "static_routes", "policies"],
+            Table::LogicalRouter => &["ports", "static_routes", "policies", "nat"],
             Table::LoadBalancerGroup => &["load_balancer"],
             Table::PortGroup => &["acls"],
             _ => &[],
@@ -370,6 +380,7 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
         let key = key_of(&r.external_ids);
         let mut c = ColumnValues::new();
         c.insert("name".into(), s(&r.name));
+        c.insert("options".into(), map(&r.options));
         c.insert("external_ids".into(), map(&r.external_ids));
         out.push(DesiredRow {
             table: Table::LogicalRouter,
@@ -410,6 +421,22 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             out.push(DesiredRow {
                 table: Table::StaticRoute,
                 key: key_of(&rt.external_ids),
+                name: None,
+                columns: c,
+                parent: Some(key.clone()),
+                parent_table: Some(Table::LogicalRouter),
+                links: Vec::new(),
+            });
+        }
+        for n in r.nat.values() {
+            let mut c = ColumnValues::new();
+            c.insert("type".into(), s(&n.type_));
+            c.insert("logical_ip".into(), s(&n.logical_ip));
+            c.insert("external_ip".into(), s(&n.external_ip));
+            c.insert("external_ids".into(), map(&n.external_ids));
+            out.push(DesiredRow {
+                table: Table::Nat,
+                key: key_of(&n.external_ids),
                 name: None,
                 columns: c,
                 parent: Some(key.clone()),

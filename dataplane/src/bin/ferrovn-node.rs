@@ -170,6 +170,11 @@ struct Args {
     /// annotations (`ovn.kubernetes.io/chassis`, `tunnel_interface`).
     #[arg(long)]
     no_chassis_report: bool,
+    /// Seconds between looks at the Southbound's load balancers for node ports on this node's
+    /// addresses, steered into OVN with nftables (table `inet ferrovn-nodeport`, removed when
+    /// the agent stops; docs/services.md); 0: none.
+    #[arg(long, default_value_t = 3)]
+    node_port_interval_secs: u64,
 }
 
 /// The allocation source of the mode: files (lab, default) or Pod objects (`--kube`).
@@ -579,6 +584,19 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
+    // node ports from other nodes and the outside; told to stop (and remove its table) below
+    let node_ports = (args.node_port_interval_secs > 0).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ferrovn_dataplane::nodeport::run(
+            args.sb_remote.clone(),
+            Duration::from_secs(args.node_port_interval_secs),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        (tx, task)
+    });
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! {
@@ -604,6 +622,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => Err(anyhow::Error::new(e).context("accepting on the CNI socket")),
     };
+    if let Some((tx, task)) = node_ports {
+        let _ = tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
     // pods keep running; only the socket goes
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("ferrovn-node stopped");

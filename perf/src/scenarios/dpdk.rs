@@ -342,6 +342,12 @@ pub fn run_ovs(ctx: &mut Ctx) -> Result<()> {
         ("dpdk-init".into(), "true".into()),
         ("pmd-cpu-mask".into(), format!("0x{:x}", 1u64 << pmd_cpu)),
     ];
+    // The node agent turns userspace TSO on for every userspace-datapath node (kernel pods on a
+    // DPDK node need it); FERROVN_PERF_USERSPACE_TSO=false measures the vhost-user path without
+    // it, as OVS 3.1 nodes ran (their Geneve path broke with it), for before/after comparisons.
+    if let Ok(v) = std::env::var("FERROVN_PERF_USERSPACE_TSO") {
+        oc.push(("userspace-tso-enable".into(), v));
+    }
     match &mem {
         Memory::Huge(l) => {
             oc.push(("dpdk-socket-mem".into(), "512".into()));

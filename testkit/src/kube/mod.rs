@@ -23,6 +23,7 @@
 
 mod ferrovn_image;
 mod forward;
+mod kube_proxy;
 mod node;
 mod pki;
 mod process;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 pub use ferrovn_image::{FERROVN_IMAGE, ferrovn_image_tar};
 pub use forward::LoopbackRelay;
+pub use kube_proxy::{KubeProxy, metric_value};
 pub use node::{
     HostPaths, IMAGE_PREFIX, KubeletNode, NODE_BINARIES, NodeSpec, NodeStopReport, agnhost_image,
     busybox_image, check_node_binaries, image_tar, pause_image,

@@ -77,7 +77,7 @@ pub fn agnhost_image() -> String {
     )
 }
 
-/// The OCI tar `file` (`pause.tar`, `busybox.tar`, `agnhost.tar`) that build.sh wrote next to
+/// The OCI tar `file` (`pause.tar`, `busybox.tar`, `agnhost.tar`, `coredns.tar`) that build.sh wrote next to
 /// the binaries, or an error naming the make target that writes it.
 pub fn image_tar(file: &str) -> Result<PathBuf, KubeError> {
     let dir = bin_dir()
@@ -88,10 +88,10 @@ pub fn image_tar(file: &str) -> Result<PathBuf, KubeError> {
     if path.is_file() {
         Ok(path)
     } else {
-        let target = if file == "agnhost.tar" {
-            "kube-e2e-bins"
-        } else {
-            "kube-node-bins"
+        let target = match file {
+            "agnhost.tar" => "kube-e2e-bins",
+            "coredns.tar" => "kube-coredns",
+            _ => "kube-node-bins",
         };
         Err(KubeError::MissingNodePart {
             name: format!("image {file}"),

@@ -21,6 +21,7 @@
 //! Invalid input (which the API server would reject, but a manifest may hold) is reported in
 //! [`PolicyPlan::issues`] naming the field and fails closed: the bad peer or port allows nothing.
 
+pub mod admin;
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,6 +163,11 @@ pub struct PolicyPlan {
     /// By name.
     pub address_sets: BTreeMap<String, PlannedAddressSet>,
     pub issues: Vec<PolicyIssue>,
+    /// Port group → family (`ip4`, `ip6`) → address sets of peers that every member of the
+    /// group accepts on every port and protocol, for groups none of whose members is
+    /// egress-isolated. Towards and from those peers a member's own conntrack zone decides
+    /// nothing: both directions pass its ACLs on their own merits (plan::ctbypass).
+    pub open_peers: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl PolicyPlan {
@@ -285,6 +291,9 @@ struct Ctx<'a> {
     peers: BTreeSet<PodPeer>,
     named_used: BTreeSet<(String, Protocol, u16, Family)>,
     issues: Vec<PolicyIssue>,
+    /// The address sets the last selector peer clause named (what [`PolicyPlan::open_peers`]
+    /// is made of).
+    clause_sets: Vec<(Family, String)>,
 }
 
 impl<'a> Ctx<'a> {
@@ -332,6 +341,7 @@ impl<'a> Ctx<'a> {
             peers: BTreeSet::new(),
             named_used: BTreeSet::new(),
             issues: Vec::new(),
+            clause_sets: Vec::new(),
         }
     }
 
@@ -376,6 +386,11 @@ impl<'a> Ctx<'a> {
             .families
             .iter()
             .map(|f| format!("{}.{side} == ${}", f.ovn(), peer.set_name(*f)))
+            .collect();
+        self.clause_sets = self
+            .families
+            .iter()
+            .map(|f| (*f, peer.set_name(*f)))
             .collect();
         self.peers.insert(peer);
         (!parts.is_empty()).then(|| parts.join(" || "))
@@ -637,6 +652,8 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
 
     let mut policies: Vec<&NetworkPolicy> = input.policies.iter().collect();
     policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    // Ports of egress-isolated pods: their groups get no open peers.
+    let mut egress_isolated: BTreeSet<String> = BTreeSet::new();
 
     for pol in policies {
         let (Some(ns), Some(name)) = (&pol.metadata.namespace, &pol.metadata.name) else {
@@ -703,6 +720,10 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
             }
         }
 
+        if dirs.contains(&Dir::Egress) {
+            egress_isolated.extend(ports.iter().cloned());
+        }
+        let mut open: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut acls = BTreeMap::new();
         for dir in [Dir::Ingress, Dir::Egress] {
             if !dirs.contains(&dir) {
@@ -763,10 +784,13 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 let rule_field = format!("spec.{}[{i}]", dir.as_str());
                 let peers = peers.as_deref().unwrap_or_default();
                 let mut peer_parts = Vec::new();
+                let mut peer_sets = Vec::new();
                 for (j, p) in peers.iter().enumerate() {
                     let field = format!("{rule_field}.{peers_field}[{j}]");
+                    cx.clause_sets.clear();
                     if let Some(c) = cx.peer_clause(&key, ns, p, &field, dir.peer_side()) {
                         peer_parts.push(c);
+                        peer_sets.append(&mut cx.clause_sets);
                     }
                 }
                 if !peers.is_empty() && peer_parts.is_empty() {
@@ -782,6 +806,13 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 }
                 if !rule_ports.is_empty() && port_parts.is_empty() {
                     continue;
+                }
+                if dir == Dir::Ingress && rule_ports.is_empty() {
+                    // Every port and protocol from these pods: open in both directions as long
+                    // as the members' egress is not isolated (checked after every policy).
+                    for (f, set) in peer_sets {
+                        open.entry(f.ovn().to_string()).or_default().insert(set);
+                    }
                 }
                 let mut m = format!("{port} == @{pg_name} && ip");
                 if !peer_parts.is_empty() {
@@ -802,6 +833,9 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 acls.insert(k, a);
             }
         }
+        if !open.is_empty() {
+            out.open_peers.insert(pg_name.clone(), open);
+        }
         out.port_groups.insert(
             pg_name.clone(),
             PlannedPortGroup {
@@ -812,6 +846,12 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
             },
         );
     }
+
+    out.open_peers.retain(|pg, _| {
+        out.port_groups
+            .get(pg)
+            .is_some_and(|g| g.ports.iter().all(|p| !egress_isolated.contains(p)))
+    });
 
     // Address sets, each with the addresses of its current members.
     let peers = std::mem::take(&mut cx.peers);
