@@ -1386,6 +1386,11 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         dpdk_config: write_dpdk_config(opts, &paths, dpdk_node)?,
         hugetlbfs: paths.hugetlbfs(),
         dpdk_vswitchd: Some(vswitchd_dpdk()).filter(|p| p.is_file()),
+        // the egress proxy lives as long as the lab, in the machine's mount namespace
+        host_mount_ns: processes_by_name(&records)
+            .get("egress-proxy")
+            .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
+            .context("the lab's egress proxy is not running: no mount namespace for the agents")?,
     };
     // the DaemonSet's hostPath volume must exist also when the node runs the kernel profile
     std::fs::create_dir_all(&settings.hugetlbfs)?;

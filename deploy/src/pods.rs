@@ -71,6 +71,10 @@ pub struct LabSettings {
     pub hugetlbfs: PathBuf,
     /// None when this machine has none (the agent then decides the kernel profile).
     pub dpdk_vswitchd: Option<PathBuf>,
+    /// The machine's mount namespace as the agents open it (`--host-mount-ns`). The shipped
+    /// `/proc/1/ns/mnt` cannot be opened here (the machine's init refuses it, even to root), so
+    /// the lab names one of its own processes living in that namespace.
+    pub host_mount_ns: PathBuf,
 }
 
 /// A node's directory under the state dir, as the agent's args name it.
@@ -121,6 +125,14 @@ fn overlay_agent(spec: &mut Value, profile: &str, s: &LabSettings) -> anyhow::Re
             .find(|a| a.as_str().is_some_and(|a| a.starts_with("--profile=")))
             .context("deploy/ferrovn.yaml: the DPDK agent has no --profile")?;
         *p = json!(forced);
+    }
+    let mount_ns = format!("--host-mount-ns={}", s.host_mount_ns.display());
+    match args.iter_mut().find(|a| {
+        a.as_str()
+            .is_some_and(|a| a.starts_with("--host-mount-ns="))
+    }) {
+        Some(a) => *a = json!(mount_ns),
+        None => args.push(json!(mount_ns)),
     }
     for (flag, sub) in [
         ("--kubelet-root", "k/kubelet"),
@@ -332,6 +344,7 @@ mod tests {
             dpdk_config: "/run/ferrovn-lab/nodes/lab-dpdk/dpdk-config.json".into(),
             hugetlbfs: "/run/ferrovn-lab/hugepages".into(),
             dpdk_vswitchd: Some("/cache/bin/ovs-vswitchd-dpdk".into()),
+            host_mount_ns: "/proc/4242/ns/mnt".into(),
         }
     }
 
@@ -441,6 +454,12 @@ mod tests {
         }
         let dpdk = find(&after, "DaemonSet", "ferrovn-node-dpdk");
         assert!(args(dpdk).contains(&"--profile=dpdk".to_string()));
+        assert!(args(dpdk).contains(&"--host-mount-ns=/proc/4242/ns/mnt".to_string()));
+        assert!(
+            !args(dpdk)
+                .iter()
+                .any(|a| a == "--host-mount-ns=/proc/1/ns/mnt")
+        );
         let vols = dpdk["spec"]["template"]["spec"]["volumes"]
             .as_array()
             .unwrap();
