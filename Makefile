@@ -99,11 +99,14 @@ testpmd-image: deps
 	@bash deploy/images/testpmd/build.sh
 
 # The lab's nodes run containerd and a kubelet (kube-node-bins) with busybox, agnhost
-# (kube-agnhost) and testpmd images, and CoreDNS as cluster DNS (kube-coredns); `up` prints the
+# (kube-agnhost), testpmd, CoreDNS as cluster DNS (kube-coredns) and FerrOVN's own image (what
+# `make ferrovn-image` does, from the release binaries just built: the controller and agents
+# run as pods from it); `up` prints the
 # wall time since make started.
 lab: export FERROVN_LAB_T0 := $(shell date +%s)
 lab: deps ovs-ovn kube-bins kube-node-bins kube-agnhost kube-coredns testpmd-image
 	CARGO_PROFILE_RELEASE_DEBUG=false $(CARGO) build --release $(LAB_BINS)
+	bash deploy/images/ferrovn/build.sh
 	./target/release/ferrovn-lab --state-dir $(LAB_STATE) up
 
 ## e2e-network: the upstream network e2e suite (e2e-network.test) against the lab's cluster,

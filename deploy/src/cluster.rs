@@ -13,15 +13,14 @@ use ferrovn_control::manifest::{self, Manifest};
 use ferrovn_testkit::kube::{ControlPlane, Options, binary};
 use serde_json::Value;
 
-use crate::model::NodeState;
-
 /// Every controller runs: the lab's kubelets heartbeat their Nodes.
 pub const DISABLED_CONTROLLERS: [&str; 0] = [];
 
-/// Validity of the controller's and agents' ServiceAccount tokens: a lab may stay up for weeks.
+/// Validity of ServiceAccount tokens the control plane issues: a lab may stay up for weeks.
 pub const TOKEN_DURATION: &str = "720h";
 
-/// The files of deploy/ the lab installs (not ferrovn.yaml: its images are not built yet).
+/// The files of deploy/ the lab installs first (ferrovn.yaml follows with its lab overlay once
+/// the nodes run, pods.rs).
 pub const INSTALL: [&str; 4] = [
     "crds",
     "rbac.yaml",
@@ -88,23 +87,6 @@ pub fn register_nodes(cp: &ControlPlane, nodes_yaml: &Path) -> anyhow::Result<()
     // The kubelets find them registered (labels, InternalIP) and take over their status.
     apply(cp, nodes_yaml, Duration::ZERO)?;
     Ok(())
-}
-
-/// The controller's kubeconfig (ServiceAccount kube-system/ferrovn-controller of rbac.yaml)
-/// and each agent's (kube-system/ferrovn-node of node-rbac.yaml, its token bound to its Node).
-pub fn component_kubeconfigs(
-    cp: &ControlPlane,
-    nodes: &[NodeState],
-) -> anyhow::Result<(PathBuf, BTreeMap<String, PathBuf>)> {
-    let controller = cp.service_account_kubeconfig("kube-system", "ferrovn-controller")?;
-    let mut agents = BTreeMap::new();
-    for n in nodes {
-        agents.insert(
-            n.name.clone(),
-            cp.node_bound_service_account_kubeconfig("kube-system", "ferrovn-node", &n.name)?,
-        );
-    }
-    Ok((controller, agents))
 }
 
 /// One pod as the API server has it, beyond what [`Manifest`] keeps.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ferrovn_api::Allocation;
 use ferrovn_testkit::cni::{CniCall, run_cni};
-use ferrovn_testkit::kube::{ControlPlane, KubeletNode, NodeSpec, image_tar};
+use ferrovn_testkit::kube::{ControlPlane, HostPaths, KubeletNode, NodeSpec, image_tar};
 use ferrovn_testkit::ovs_paths::{
     nb_schema, sb_schema, vswitch_schema, vswitchd_dpdk, vswitchd_plain,
 };
@@ -50,12 +50,11 @@ pub struct Options {
     pub no_hugepages: bool,
     /// CPU of the OVS-DPDK PMD thread.
     pub pmd_cpu: u32,
-    /// CPU the DPDK pods' lcores are pinned to.
-    pub pod_cpu: u32,
     /// CPUs of the vhost helper's relay worker.
     pub helper_cores: String,
-    /// CPU share of the DPDK pods (cgroup quota, percent of one CPU).
-    pub pod_cpu_percent: u32,
+    /// FerrOVN's image (OCI tar of `ferrovn.invalid/ferrovn:dev`, `make ferrovn-image`),
+    /// imported into each node: the controller and agent pods run it.
+    pub ferrovn_image: PathBuf,
 }
 
 /// Paths inside the state dir.
@@ -73,9 +72,6 @@ impl Paths {
     }
     pub fn node(&self, name: &str) -> PathBuf {
         self.root.join("nodes").join(name)
-    }
-    pub fn controller(&self) -> PathBuf {
-        self.root.join("controller")
     }
     /// The Kubernetes control plane's directory.
     pub fn kube(&self) -> PathBuf {
@@ -222,6 +218,12 @@ fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
             bins.join(", ")
         );
     }
+    if !opts.ferrovn_image.is_file() {
+        bail!(
+            "FerrOVN's image {} missing (the controller and agents run as pods from it): run `make ferrovn-image` (or `make lab`, which builds it), or pass --ferrovn-image",
+            opts.ferrovn_image.display()
+        );
+    }
     let mut busy = Vec::new();
     if !opts.raft {
         for (what, p) in [("--nb-port", opts.nb_port), ("--sb-port", opts.sb_port)] {
@@ -239,7 +241,7 @@ fn preflight(opts: &Options, paths: &Paths) -> anyhow::Result<()> {
     }
     if !busy.is_empty() {
         bail!(
-            "TCP ports busy: {} — another OVN (system ovn-central?) or lab uses them; pass other ports, or --nb-port 0 --sb-port 0 for unix sockets only",
+            "TCP ports busy: {} — another OVN (system ovn-central?) or lab uses them; pass other ports, or --nb-port 0 --sb-port 0 for free ones",
             busy.join(", ")
         );
     }
@@ -334,7 +336,27 @@ fn ensure_free_hugepages(records: &Records, need_mib: u64) -> anyhow::Result<boo
 
 struct DbCluster {
     remote: String,
+    /// The TCP port asked for (`--nb-port`, `--sb-port`), for the user's ovn-nbctl.
     tcp: Option<u16>,
+    /// What FerrOVN's pods connect to: TCP on 127.0.0.1 (relayed into each node's namespace;
+    /// a unix socket of the machine is not theirs to open), one port per member.
+    pod_ports: Vec<u16>,
+}
+
+impl DbCluster {
+    fn pod_remote(&self) -> String {
+        self.pod_ports
+            .iter()
+            .map(|p| format!("tcp:127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A TCP port on 127.0.0.1 nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// One OVSDB database of OVN central.
@@ -363,6 +385,7 @@ fn start_db(
     let dir = paths.central();
     let members = if opts.raft { 3 } else { 1 };
     let mut socks = Vec::new();
+    let mut pod_ports = Vec::new();
     for i in 0..members {
         let member = if opts.raft {
             format!("{stem}{}", i + 1)
@@ -397,9 +420,13 @@ fn start_db(
             format!("--unixctl={}", dir.join(format!("{member}.ctl")).display()),
             format!("--pidfile={}", dir.join(format!("{member}.pid")).display()),
         ];
-        if !opts.raft && tcp_port != 0 {
-            args.push(format!("--remote=ptcp:{tcp_port}:127.0.0.1"));
-        }
+        let port = if !opts.raft && tcp_port != 0 {
+            tcp_port
+        } else {
+            free_port()?
+        };
+        args.push(format!("--remote=ptcp:{port}:127.0.0.1"));
+        pod_ports.push(port);
         let pid = spawn_daemon(
             records,
             &format!("ovsdb-server {member}"),
@@ -423,6 +450,7 @@ fn start_db(
     Ok(DbCluster {
         remote: socks.join(","),
         tcp: (!opts.raft && tcp_port != 0).then_some(tcp_port),
+        pod_ports,
     })
 }
 
@@ -544,6 +572,10 @@ fn start_node_ovs(
 ) -> anyhow::Result<()> {
     let d = node.dir.clone();
     std::fs::create_dir_all(&d)?;
+    // the node's /run/ferrovn (HostPaths::ferrovn): the CNI and vhost helper sockets
+    if let Some(run_dir) = node.cni_socket.parent() {
+        std::fs::create_dir_all(run_dir)?;
+    }
     run(10, "ip", ["netns", "add", &node.netns])?;
     records.add(&Resource::Netns {
         name: node.netns.clone(),
@@ -728,44 +760,6 @@ fn underlay_if(node: &NodeState) -> String {
     format!("{}u{n}", node.netns.split('-').next().unwrap_or("fv"))
 }
 
-/// Agent flags that exist in this build of `ferrovn-node` (parts land over time): each is
-/// passed only when `--help` lists it.
-fn agent_extra_args(
-    help: &str,
-    paths: &Paths,
-    node: &NodeState,
-    dpdk_config: Option<&Path>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut add = |flag: &str, value: String| {
-        let listed = help
-            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
-            .any(|w| w == flag);
-        if listed && !value.is_empty() {
-            out.push(format!("{flag}={value}"));
-        }
-    };
-    add(
-        "--kubelet-root",
-        paths
-            .kubelet_node(&node.name)
-            .join("kubelet")
-            .display()
-            .to_string(),
-    );
-    add("--vhost-dir", node.vhost_dir.display().to_string());
-    add("--state-dir", node.dir.display().to_string());
-    if let Some(c) = dpdk_config {
-        add("--dpdk-config", c.display().to_string());
-    }
-    if let Some(s) = &node.vhost_socket {
-        add("--vhost-helper-socket", s.display().to_string());
-        add("--vhost-socket", s.display().to_string());
-        add("--helper-socket", s.display().to_string());
-    }
-    out
-}
-
 /// The DPDK node's config file for the agent: exactly the settings OVS-DPDK was started with.
 fn write_dpdk_config(opts: &Options, paths: &Paths, node: &NodeState) -> anyhow::Result<PathBuf> {
     let path = node.dir.join("dpdk-config.json");
@@ -783,88 +777,22 @@ fn write_dpdk_config(opts: &Options, paths: &Paths, node: &NodeState) -> anyhow:
     Ok(path)
 }
 
-/// The node agent as its DaemonSet pod would run it: in the node's network and mount
-/// namespaces and cgroup (it opens the sandboxes' netns files containerd mounts there), its
-/// vhost-user bind mounts made in the machine's mount namespace (`host_mnt`), where
-/// ovs-vswitchd and the vhost helper see them.
-#[allow(clippy::too_many_arguments)]
-fn start_agent(
-    opts: &Options,
-    paths: &Paths,
-    records: &Records,
-    node: &NodeState,
-    kn: &mut KubeletNode,
-    host_mnt: &Path,
-    sb: &str,
-    kubeconfig: &Path,
-) -> anyhow::Result<()> {
-    let bin = opts.bin_dir.join("ferrovn-node");
-    let help = run(10, &bin.display().to_string(), ["--help"]).unwrap_or_default();
-    std::fs::create_dir_all(&node.vhost_dir)?;
-    let mut args = vec![
-        format!("--ovs-db=unix:{}", node.dir.join("db.sock").display()),
-        format!("--sb-remote={sb}"),
-        format!("--node-name={}", node.name),
-        format!("--encap-ip={}", node.encap_ip),
-        format!("--profile={}", node.profile.as_str()),
-        "--datapath-type=netdev".into(),
-        format!("--socket={}", node.cni_socket.display()),
-        // cluster mode: the Node's labels, the pods' allocations from the API server; the Node
-        // and Pod annotations written there, as ServiceAccount kube-system/ferrovn-node with a
-        // token bound to this Node (node-rbac.yaml, node-admission-policy.yaml)
-        "--kube".into(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--host-mount-ns={}", host_mnt.display()),
-    ];
-    let dpdk_config = match node.profile {
-        Profile::Dpdk => Some(write_dpdk_config(opts, paths, node)?),
-        Profile::Kernel => None,
-    };
-    args.extend(agent_extra_args(&help, paths, node, dpdk_config.as_deref()));
-    let mut env = ovs_env(&node.dir);
-    env.push((
-        "RUST_LOG".into(),
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-    ));
-    // the DPDK profile needs the DPDK vswitchd, which lives in the OVS/OVN rootfs here
-    env.push((
-        "FERROVN_DPDK_VSWITCHD".into(),
-        vswitchd_dpdk().display().to_string(),
-    ));
-    let pid = kn.spawn_daemon("ferrovn-node", &bin, &args, &env)?;
-    let log = kn.log_path("ferrovn-node");
-    // where it always was, for whoever looks for it
-    let _ = std::os::unix::fs::symlink(&log, node.dir.join("ferrovn-node.log"));
-    records.add(&Resource::Process {
-        name: format!("ferrovn-node@{}", node.name),
-        pid,
-        marker: paths.kubelet_node(&node.name).display().to_string(),
-        interrupt: false,
-    })?;
-    wait_socket(
-        &format!("ferrovn-node on {}", node.name),
-        &node.cni_socket,
-        pid,
-        &log,
-        Duration::from_secs(30),
-    )
-}
-
-/// The API server's port inside the node's namespace, where its agent runs (forward.rs).
+/// The API server's and OVN central's ports inside the node's namespace, where FerrOVN's
+/// pods (host network) and ovn-controller run (forward.rs).
 fn start_forwarder(
     paths: &Paths,
     records: &Records,
     node: &NodeState,
-    port: u16,
+    ports: &[u16],
 ) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("finding ferrovn-lab itself")?;
     let log = node.dir.join("apiserver-forward.log");
-    let args = vec![
+    let mut args = vec![
         format!("--state-dir={}", paths.root.display()),
         "forward".into(),
         format!("--netns={}", node.netns),
-        format!("--port={port}"),
     ];
+    args.extend(ports.iter().map(|p| format!("--port={p}")));
     let pid = spawn_daemon(
         records,
         &format!("apiserver-forward@{}", node.name),
@@ -877,7 +805,8 @@ fn start_forwarder(
         false,
     )?;
     let ok = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("forwarding")) || !sys::alive(pid)
+        std::fs::read_to_string(&log).is_ok_and(|l| l.matches("forwarding").count() == ports.len())
+            || !sys::alive(pid)
     });
     if !ok || !sys::alive(pid) {
         bail!(
@@ -942,7 +871,8 @@ fn start_vhost_helper(
     if !bin.is_file() {
         bail!("{} missing (run `make build`)", bin.display());
     }
-    let sock = node.dir.join("vhost.sock");
+    // the node's /run/ferrovn (HostPaths::ferrovn): the agent pod finds it at its default path
+    let sock = node.dir.join("run").join("vhost.sock");
     let log = node.dir.join("ferrovn-vhost.log");
     let prefix = format!("{}-vhost-{}", opts.prefix, node.name);
     records.add(&Resource::DpdkPrefix {
@@ -1015,6 +945,10 @@ fn start_egress_proxy(paths: &Paths, records: &Records, nodes: &[NodeState]) -> 
     )
 }
 
+/// How long FerrOVN's pods may take to start (image already imported: seconds, but the machine
+/// is shared).
+const AGENT_POD_WAIT: Duration = Duration::from_secs(180);
+
 /// The taint a new Node carries until it is Ready.
 const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready:NoSchedule-";
 
@@ -1049,12 +983,14 @@ pub fn testpmd_tar() -> PathBuf {
 
 /// containerd and a kubelet on every node, persistent in `<node dir>/k`, both nodes at once.
 fn start_kubelets(
+    opts: &Options,
     paths: &Paths,
     records: &Records,
     cp: &ControlPlane,
     nodes: &[NodeState],
 ) -> anyhow::Result<Vec<KubeletNode>> {
-    let (images, missing) = node_images();
+    let (mut images, missing) = node_images();
+    images.push(opts.ferrovn_image.clone());
     for m in &missing {
         println!("    warning: {m}");
     }
@@ -1076,8 +1012,15 @@ fn start_kubelets(
                     images: images.clone(),
                 };
                 let dir = paths.kubelet_node(&n.name);
+                // the paths deploy/ferrovn.yaml's hostPath volumes name, the node's own; the
+                // machine's /run stays visible (the lab's state dir may live there)
+                let host = HostPaths {
+                    openvswitch: Some(n.dir.clone()),
+                    ferrovn: n.cni_socket.parent().map(Path::to_path_buf),
+                    keep_run: true,
+                };
                 s.spawn(move || {
-                    KubeletNode::start_persistent(cp, &spec, &dir)
+                    KubeletNode::start_persistent_with_host_paths(cp, &spec, &dir, &host)
                         .with_context(|| format!("kubelet node {}", spec.name))
                 })
             })
@@ -1093,37 +1036,14 @@ fn start_kubelets(
     started.into_iter().collect()
 }
 
-/// The CNI config containerd reads: ferrovn-cni, talking to this node's agent.
-fn install_cni(opts: &Options, node: &NodeState, kn: &KubeletNode) -> anyhow::Result<()> {
-    let conflist = json!({
-        "cniVersion": "1.0.0",
-        "name": "ferrovn",
-        "plugins": [{"type": "ferrovn-cni", "server_socket": node.cni_socket}],
-    });
-    let plugin = opts.bin_dir.join("ferrovn-cni");
-    kn.install_cni(
-        "10-ferrovn.conflist",
-        &conflist.to_string(),
-        &[("ferrovn-cni", &plugin)],
-    )?;
-    Ok(())
-}
-
-/// The Kubernetes side of `up`, and what the controller and agents authenticate with.
+/// The Kubernetes side of `up`.
 struct Kube {
     state: KubeState,
-    controller: PathBuf,
-    agents: BTreeMap<String, PathBuf>,
 }
 
-/// The control plane (persistent, in `dir`), deploy/ installed, the Nodes registered and Ready,
-/// the controller's and agents' ServiceAccount kubeconfigs.
-fn start_kube(
-    dir: &Path,
-    deploy: &Path,
-    examples: Option<&Path>,
-    nodes: &[NodeState],
-) -> anyhow::Result<Kube> {
+/// The control plane (persistent, in `dir`), deploy/'s CRDs, RBAC and admission policy
+/// installed, the Nodes registered.
+fn start_kube(dir: &Path, deploy: &Path, examples: Option<&Path>) -> anyhow::Result<Kube> {
     let cp = cluster::start(dir, &egress_socket(dir))?;
     cluster::install(&cp, deploy)?;
     // the examples' Nodes when the lab applies examples, else deploy/'s
@@ -1132,7 +1052,6 @@ fn start_kube(
         .filter(|p| p.is_file())
         .unwrap_or_else(|| deploy.join("examples").join("00-nodes.yaml"));
     cluster::register_nodes(&cp, &nodes_yaml)?;
-    let (controller, agents) = cluster::component_kubeconfigs(&cp, nodes)?;
     Ok(Kube {
         state: KubeState {
             dir: dir.to_path_buf(),
@@ -1141,8 +1060,6 @@ fn start_kube(
             server: cp.server().to_string(),
             startup_ms: cp.startup_time().as_millis() as u64,
         },
-        controller,
-        agents,
     })
 }
 
@@ -1195,9 +1112,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&paths.root)
         .with_context(|| format!("creating state dir {}", paths.root.display()))?;
-    for d in [paths.controller(), paths.pods()] {
-        std::fs::create_dir_all(&d)?;
-    }
+    std::fs::create_dir_all(paths.pods())?;
     println!(
         "ferrovn-lab up: state {} prefix {}",
         paths.root.display(),
@@ -1225,8 +1140,6 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             "DPDK pods there are served by the vhost helper instead of OVS-DPDK.".into(),
         ]);
     }
-    // the DPDK pods' CPU is bounded by their containers' limits (the kubelet's cgroups)
-    let cgroup = None;
 
     let mut nodes = Vec::new();
     for (i, name) in [NODE_DPDK, NODE_KERNEL].iter().enumerate() {
@@ -1244,7 +1157,8 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             netns: format!("{}-{}", opts.prefix, name),
             profile,
             reason,
-            cni_socket: dir.join("cni.sock"),
+            // the node's /run/ferrovn (HostPaths::ferrovn), where the agent pod listens
+            cni_socket: dir.join("run").join("cni.sock"),
             vhost_socket: None,
             vhost_dir: dir.join("vhu"),
             dir,
@@ -1256,10 +1170,10 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     // the apiserver) while OVN and the nodes' OVS come up; the controller and agents need it.
     records.add(&Resource::KubeControlPlane { dir: paths.kube() })?;
     let kube_thread = {
-        let (kube_dir, deploy, nodes) = (paths.kube(), opts.deploy_dir.clone(), nodes.clone());
+        let (kube_dir, deploy) = (paths.kube(), opts.deploy_dir.clone());
         let examples = opts.examples.clone();
 
-        std::thread::spawn(move || start_kube(&kube_dir, &deploy, examples.as_deref(), &nodes))
+        std::thread::spawn(move || start_kube(&kube_dir, &deploy, examples.as_deref()))
     };
 
     let (nb, sb) = step(
@@ -1382,54 +1296,6 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         }
     };
 
-    step(
-        "ferrovn-controller --kube (ServiceAccount kube-system/ferrovn-controller)",
-        || {
-            let bin = opts.bin_dir.join("ferrovn-controller");
-            let log = paths.root.join("ferrovn-controller.log");
-            let args = vec![
-                format!("--nb={}", nb.remote),
-                "--kube".into(),
-                format!("--kubeconfig={}", kube.controller.display()),
-                "--identity=ferrovn-lab".into(),
-                format!("--state-dir={}", paths.controller().display()),
-                // the apiserver's Service CIDR: the agents route it through ovn0, so host
-                // processes on the nodes reach ClusterIPs (docs/services.md)
-                format!(
-                    "--service-cluster-ip-range={}",
-                    ferrovn_testkit::kube::SERVICE_CIDR
-                ),
-            ];
-            let pid = spawn_daemon(
-                &records,
-                "ferrovn-controller",
-                Place::Root,
-                &[(
-                    "RUST_LOG".into(),
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                )],
-                &bin.display().to_string(),
-                &args,
-                &log,
-                &marker(&paths),
-                false,
-            )?;
-            // it holds the leader-election Lease (its log says so)
-            let ok = wait_until(Duration::from_secs(30), || {
-                std::fs::read_to_string(&log).is_ok_and(|l| l.contains("became leader"))
-                    || !sys::alive(pid)
-            });
-            if !ok || !sys::alive(pid) {
-                bail!(
-                    "ferrovn-controller did not become leader; {}:\n{}",
-                    log.display(),
-                    sys::log_tail(&log, 8)
-                );
-            }
-            Ok(((), "leader".to_string()))
-        },
-    )?;
-
     // a vhost helper on every kernel-profile node, before its agent (the agent talks to it):
     // DPDK pods scheduled there are served by it
     for node in nodes.iter_mut() {
@@ -1466,16 +1332,24 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         .next()
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no port in {}", kube.state.server))?;
-    let mut forwarders = BTreeMap::new();
+    // the API server, NB and SB on the nodes' loopback: FerrOVN's pods and ovn-controller
+    // run in the nodes' namespaces
+    let mut ports = vec![api_port];
+    ports.extend(&nb.pod_ports);
+    ports.extend(&sb.pod_ports);
+    let port_list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     for node in &nodes {
         step(
             &format!(
-                "API server port 127.0.0.1:{api_port} inside {} (forwarder)",
+                "API server, NB, SB ports (127.0.0.1: {port_list}) inside {} (forwarder)",
                 node.netns
             ),
             || {
-                let pid = start_forwarder(&paths, &records, node, api_port)?;
-                forwarders.insert(node.name.clone(), pid);
+                start_forwarder(&paths, &records, node, &ports)?;
                 Ok(((), String::new()))
             },
         )?;
@@ -1491,7 +1365,7 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
     let mut kubelets = step(
         "containerd + kubelet on each node (own mount namespace and cgroup; images imported; Nodes registered)",
         || {
-            let k = start_kubelets(&paths, &records, &cp, &nodes)?;
+            let k = start_kubelets(opts, &paths, &records, &cp, &nodes)?;
             let note = k
                 .iter()
                 .map(|n| format!("{} {:.1}s", n.name(), n.startup_time().as_secs_f64()))
@@ -1500,30 +1374,56 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             Ok((k, note))
         },
     )?;
-    for (node, kn) in nodes.iter().zip(kubelets.iter_mut()) {
-        step(
-            &format!(
-                "ferrovn-node --kube on {} ({} profile, token bound to Node {}), CNI socket",
-                node.name,
-                node.profile.as_str(),
-                node.name
-            ),
-            || {
-                let kubeconfig = kube.agents.get(&node.name).ok_or_else(|| {
-                    anyhow::anyhow!("no kubeconfig for the agent of {}", node.name)
-                })?;
-                // the forwarder runs in this machine's mount namespace as long as the lab
-                let host_mnt = forwarders
-                    .get(&node.name)
-                    .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
-                    .ok_or_else(|| anyhow::anyhow!("no forwarder for {}", node.name))?;
-                start_agent(
-                    opts, &paths, &records, node, kn, &host_mnt, &sb.remote, kubeconfig,
-                )?;
-                Ok(((), String::new()))
-            },
-        )?;
-    }
+    let dpdk_node = nodes
+        .iter()
+        .find(|n| n.name == NODE_DPDK)
+        .ok_or_else(|| anyhow::anyhow!("no node {NODE_DPDK}"))?;
+    let settings = crate::pods::LabSettings {
+        state_root: paths.root.clone(),
+        nb: nb.pod_remote(),
+        sb: sb.pod_remote(),
+        dpdk_profile: dpdk_node.profile,
+        dpdk_config: write_dpdk_config(opts, &paths, dpdk_node)?,
+        hugetlbfs: paths.hugetlbfs(),
+        dpdk_vswitchd: Some(vswitchd_dpdk()).filter(|p| p.is_file()),
+        // the egress proxy lives as long as the lab, in the machine's mount namespace
+        host_mount_ns: processes_by_name(&records)
+            .get("egress-proxy")
+            .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
+            .context("the lab's egress proxy is not running: no mount namespace for the agents")?,
+    };
+    // the DaemonSet's hostPath volume must exist also when the node runs the kernel profile
+    std::fs::create_dir_all(&settings.hugetlbfs)?;
+    step(
+        "FerrOVN as pods: kubectl apply -f deploy/ferrovn.yaml (lab overlay): controller Deployment, agent DaemonSets ferrovn-node-kernel / ferrovn-node-dpdk",
+        || {
+            crate::pods::install(&cp, &opts.deploy_dir, api_port, &settings)?;
+            let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+            crate::pods::wait(
+                &cp,
+                "an agent pod Ready on every node",
+                AGENT_POD_WAIT,
+                |pods| names.iter().all(|n| crate::pods::agent_ready(pods, n)),
+            )?;
+            for node in &nodes {
+                let ok = wait_until(AGENT_POD_WAIT, || node.cni_socket.exists());
+                if !ok {
+                    bail!(
+                        "the agent pod on {} did not open its CNI socket {} (kubectl -n kube-system logs -l {})",
+                        node.name,
+                        node.cni_socket.display(),
+                        crate::pods::AGENT_SELECTOR
+                    );
+                }
+            }
+            let kubelets_note = kubelets
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(((), format!("agents Running on {kubelets_note}")))
+        },
+    )?;
     step("ovn-controller on both nodes, chassis registered", || {
         for node in &nodes {
             start_ovn_controller(&paths, &records, node)?;
@@ -1539,17 +1439,40 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         Ok(((), String::new()))
     })?;
     step(
-        "CNI config installed on each node (ferrovn-cni → the agent's socket), Nodes Ready",
+        "CNI config installed on each node by the agent pod's install-cni, Nodes Ready; a controller replica holds the Lease",
         || {
-            for (node, kn) in nodes.iter().zip(kubelets.iter_mut()) {
-                install_cni(opts, node, kn)?;
-            }
             for kn in kubelets.iter_mut() {
                 kn.wait_ready(&cp, Duration::from_secs(120))?;
                 // the node lifecycle controller lifts it too; scheduling need not wait for it
                 let _ = cp.kubectl(&["taint", "node", kn.name(), NOT_READY_TAINT]);
             }
-            Ok(((), String::new()))
+            let start = Instant::now();
+            let holder = loop {
+                let h = cp
+                    .kubectl(&[
+                        "-n",
+                        "kube-system",
+                        "get",
+                        "lease",
+                        "ferrovn-controller",
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ])
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
+                if h.starts_with("ferrovn-controller-") {
+                    break h;
+                }
+                if start.elapsed() > AGENT_POD_WAIT {
+                    bail!(
+                        "no ferrovn-controller pod holds the Lease kube-system/ferrovn-controller within {}s (kubectl -n kube-system logs -l {})",
+                        AGENT_POD_WAIT.as_secs(),
+                        crate::pods::CONTROLLER_SELECTOR
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            };
+            Ok(((), format!("leader {holder}")))
         },
     )?;
     crate::dns::up_step(&cp, &kubelets, api_port);
@@ -1564,8 +1487,6 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         sb_tcp: sb.tcp,
         raft: opts.raft,
         nodes,
-        pod_cpus: opts.pod_cpu.to_string(),
-        pod_cgroup: cgroup,
         hugetlbfs: (dpdk_profile == Profile::Dpdk).then(|| paths.hugetlbfs()),
         kube: Some(kube.state.clone()),
     };
@@ -2032,7 +1953,16 @@ fn reconcile_pods(lab: &LabState, paths: &Paths, cp: &ControlPlane) -> anyhow::R
             "  no allocation for {} after {}s; the controller says:\n{}",
             missing.join(", "),
             ALLOCATION_WAIT.as_secs(),
-            sys::log_tail(&paths.root.join("ferrovn-controller.log"), 6)
+            cp.kubectl(&[
+                "-n",
+                "kube-system",
+                "logs",
+                "-l",
+                crate::pods::CONTROLLER_SELECTOR,
+                "--tail=6",
+            ])
+            .map(|o| o.stdout)
+            .unwrap_or_else(|e| format!("(kubectl logs: {e})"))
         );
     }
     for plan in &new {
@@ -2230,6 +2160,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let running = |name: &str| procs.get(name).is_some_and(|(pid, m)| sys::ours(*pid, m));
     let ch = chassis(&lab.sb_remote);
     let cp = open_cluster(&lab);
+    let ferrovn_pods = cp.as_ref().map(crate::pods::list).unwrap_or_default();
     // the agents' own profile decisions, as they annotated their Nodes
     let node_annotations: BTreeMap<String, BTreeMap<String, String>> = cp
         .as_ref()
@@ -2266,17 +2197,15 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
         .nodes
         .iter()
         .map(|n| {
-            let daemons = [
-                "ovsdb-server",
-                "ovs-vswitchd",
-                "ovn-controller",
-                "ferrovn-node",
-            ];
-            let down: Vec<&str> = daemons
+            let daemons = ["ovsdb-server", "ovs-vswitchd", "ovn-controller"];
+            let mut down: Vec<&str> = daemons
                 .iter()
                 .filter(|d| !running(&format!("{d}@{}", n.name)))
                 .copied()
                 .collect();
+            if !crate::pods::agent_ready(&ferrovn_pods, &n.name) {
+                down.push("ferrovn-node pod");
+            }
             let mut extra = String::new();
             if n.profile == Profile::Kernel && n.name == NODE_KERNEL {
                 extra = if running(&format!("ferrovn-vhost@{}", n.name)) {
@@ -2345,24 +2274,45 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
             &rows
         )
     );
-    let central = ["ovn-northd", "ferrovn-controller"];
-    let down: Vec<&str> = central.iter().filter(|c| !running(c)).copied().collect();
+    let controllers = ferrovn_pods
+        .iter()
+        .filter(|p| p.name.starts_with("ferrovn-controller-") && p.ready)
+        .count();
     println!(
-        "central: NB {}{}, controller {}{}",
+        "central: NB {}{}, ovn-northd {}, controller pods Ready: {controllers}",
         lab.nb_remote,
         lab.nb_tcp
             .map(|p| format!(" (tcp:127.0.0.1:{p})"))
             .unwrap_or_default(),
-        if running("ferrovn-controller") {
-            "up"
-        } else {
-            "DOWN"
-        },
-        if down.is_empty() {
-            String::new()
-        } else {
-            format!("; DOWN: {}", down.join(", "))
-        }
+        if running("ovn-northd") { "up" } else { "DOWN" },
+    );
+
+    // where each component runs: FerrOVN's own as the kubelets' pods, OVS/OVN as processes
+    println!();
+    println!("FERROVN PODS (kubectl -n kube-system get pods)");
+    let rows: Vec<Vec<String>> = ferrovn_pods
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.node.clone(),
+                p.phase.clone(),
+                if p.ready { "yes" } else { "NO" }.into(),
+                p.restarts.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render_table(&["pod", "node", "phase", "ready", "restarts"], &rows)
+    );
+    println!(
+        "{}",
+        crate::pods::COMPONENTS
+            .iter()
+            .map(|(c, w)| format!("  {c}: {w}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // the cluster as kubectl shows it: Nodes, Subnets (our printer columns, the controller's
@@ -2486,7 +2436,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
         );
     }
     // the node and outside rows are their own table; the pod pairs' summary stays the last line
-    crate::outside::print_rows(&lab, &pods, &paths.controller());
+    crate::outside::print_rows(&lab, &pods, &node_annotations);
     crate::services::print_rows(&lab, &pods, cp.as_ref().ok());
     println!("{}", summary_line(reachable, total));
     Ok((reachable, total))

@@ -50,10 +50,10 @@ enum Command {
         /// NB and SB as 3-member Raft clusters.
         #[arg(long)]
         raft: bool,
-        /// NB TCP port on 127.0.0.1 for your ovn-nbctl (0: unix socket only).
+        /// NB TCP port on 127.0.0.1 for your ovn-nbctl (0: a free one; FerrOVN's pods use it).
         #[arg(long, default_value_t = 6641)]
         nb_port: u16,
-        /// SB TCP port on 127.0.0.1 (0: unix socket only).
+        /// SB TCP port on 127.0.0.1 (0: a free one).
         #[arg(long, default_value_t = 6642)]
         sb_port: u16,
         /// First of the six Raft ports (with --raft).
@@ -65,15 +65,13 @@ enum Command {
         /// CPU of OVS-DPDK's PMD thread.
         #[arg(long, default_value_t = 1)]
         pmd_cpu: u32,
-        /// CPU the DPDK pods' testpmd lcores are pinned to.
-        #[arg(long, default_value_t = 0)]
-        pod_cpu: u32,
         /// CPUs of the vhost helper's relay worker.
         #[arg(long, default_value = "1")]
         helper_cores: String,
-        /// CPU share of all DPDK pods together, percent of one CPU (a cgroup quota).
-        #[arg(long, default_value_t = 20)]
-        pod_cpu_percent: u32,
+        /// FerrOVN's image, an OCI tar (`make ferrovn-image`): the controller and agent pods
+        /// run it; default: the one `make ferrovn-image` writes.
+        #[arg(long)]
+        ferrovn_image: Option<PathBuf>,
         /// Skip the status table after up.
         #[arg(long)]
         no_status: bool,
@@ -88,13 +86,14 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
-    /// (internal) Relay 127.0.0.1:PORT inside a node's network namespace to the API server.
+    /// (internal) Relay 127.0.0.1:PORT (each --port) inside a node's network namespace to the
+    /// same port of the machine (the API server, OVN NB and SB).
     #[command(hide = true)]
     Forward {
         #[arg(long)]
         netns: String,
-        #[arg(long)]
-        port: u16,
+        #[arg(long, required = true)]
+        port: Vec<u16>,
     },
     /// (internal) The API server's `cluster` egress: an HTTP CONNECT proxy on a unix socket
     /// into the nodes' namespaces (IP=NETNS per node).
@@ -116,6 +115,14 @@ enum Command {
     },
 }
 
+/// Where `make ferrovn-image` (deploy/images/ferrovn/build.sh) writes the image.
+fn default_ferrovn_image() -> PathBuf {
+    std::env::var_os("FERROVN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ferrovn"))
+        .join("images/ferrovn.tar")
+}
+
 fn default_examples() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     p.is_dir().then_some(p)
@@ -135,9 +142,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             raft_port,
             no_hugepages,
             pmd_cpu,
-            pod_cpu,
             helper_cores,
-            pod_cpu_percent,
+            ferrovn_image,
             no_status,
         } => {
             validate_prefix(&prefix).map_err(anyhow::Error::msg)?;
@@ -176,9 +182,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 raft_port,
                 no_hugepages,
                 pmd_cpu,
-                pod_cpu,
                 helper_cores,
-                pod_cpu_percent,
+                ferrovn_image: ferrovn_image.unwrap_or_else(default_ferrovn_image),
             };
             lab::up(&opts).map_err(|e| {
                 if cli.state_dir.join("resources.jsonl").exists() {
@@ -209,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Forward { netns, port } => {
-            ferrovn_lab::forward::run(&netns, port)?;
+            ferrovn_lab::forward::run(&netns, &port)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::EgressProxy { socket, map } => {

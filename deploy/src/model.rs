@@ -63,10 +63,6 @@ pub struct LabState {
     pub sb_tcp: Option<u16>,
     pub raft: bool,
     pub nodes: Vec<NodeState>,
-    /// CPU set the busy-polling DPDK apps (testpmd pods) run on.
-    pub pod_cpus: String,
-    /// Cgroup bounding the DPDK pods' CPU, if the machine offers one.
-    pub pod_cgroup: Option<PathBuf>,
     pub hugetlbfs: Option<PathBuf>,
     /// The lab's Kubernetes control plane.
     #[serde(default)]

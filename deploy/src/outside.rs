@@ -3,12 +3,11 @@
 //! node, 203.0.113.0/24, TEST-NET-3), never through eth0; and the status rows node → pod,
 //! pod → own node, pod → other node, pod → outside (docs/node-connectivity.md).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
 use ferrovn_api::annotations::NodeNetwork;
-use ferrovn_control::controller::StateFiles;
 
 use ferrovn_testkit::process::which;
 
@@ -133,13 +132,13 @@ fn seen_source(netns: &str) -> Option<String> {
     out.trim().rsplit_once(':').map(|(ip, _)| ip.to_string())
 }
 
-/// The pod CIDRs without natOutgoing, from the controller's node records.
-fn routed_cidrs(controller_state: &Path) -> BTreeSet<String> {
-    let (records, _) = StateFiles::new(controller_state).read_all();
+/// The pod CIDRs without natOutgoing, from the Nodes' annotations the controller wrote (by
+/// Node name, as the API server has them).
+fn routed_cidrs(node_annotations: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let labels = ferrovn_api::annotations::Annotations::new();
-    for r in records.iter().filter(|r| r.kind == "node") {
-        let n = NodeNetwork::new(&r.annotations, &labels);
+    for annotations in node_annotations.values() {
+        let n = NodeNetwork::new(annotations, &labels);
         let nat: BTreeSet<String> = n
             .nat_outgoing_cidrs()
             .unwrap_or_default()
@@ -160,9 +159,13 @@ fn routed_cidrs(controller_state: &Path) -> BTreeSet<String> {
 /// route to every routed (`natOutgoing: false`) pod subnet via the first node's uplink, as the
 /// upstream router of a cluster with routed pod addresses is configured; answers to pods on
 /// other nodes go on from there through OVN.
-pub fn print_rows(lab: &LabState, pods: &[PodState], controller_state: &Path) -> (usize, usize) {
+pub fn print_rows(
+    lab: &LabState,
+    pods: &[PodState],
+    node_annotations: &BTreeMap<String, BTreeMap<String, String>>,
+) -> (usize, usize) {
     let ns = netns_name(&lab.prefix);
-    for cidr in routed_cidrs(controller_state) {
+    for cidr in routed_cidrs(node_annotations) {
         let _ = run_in(
             &ns,
             5,

@@ -111,10 +111,8 @@ spec:\n  protocol: IPv4\n  cidrBlock: 10.16.0.0/16\n  gateway: 10.16.0.1\n  excl
 default: true\n  provider: ovn\n  vpc: ovn-cluster\n  gatewayType: distributed\n  natOutgoing: true\n";
 
 /// deploy/ferrovn.yaml as a user edits it for this cluster: the ConfigMap pointed at this OVN
-/// central, br-int on the netdev datapath (no openvswitch kernel module here), and no
-/// `portmap` in the chain: this node's standard plugins are Debian 12's (1.1.1), which predate
-/// CNI 1.1 and fail its STATUS call, so containerd would never report the network ready
-/// (docs/kubernetes.md).
+/// central and br-int on the netdev datapath (no openvswitch kernel module here). The CNI
+/// config is the shipped one.
 fn ferrovn_yaml(nb: &str, sb: &str) -> String {
     let text = std::fs::read_to_string(deploy().join("ferrovn.yaml")).expect("deploy/ferrovn.yaml");
     let edits = [
@@ -129,10 +127,6 @@ fn ferrovn_yaml(nb: &str, sb: &str) -> String {
         (
             "# datapath-type: netdev",
             "datapath-type: netdev".to_string(),
-        ),
-        (
-            "\"provider\": \"ovn\"},\n        {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}",
-            "\"provider\": \"ovn\"}".to_string(),
         ),
     ];
     let mut out = text;
@@ -178,6 +172,7 @@ fn install(image: &Path) -> Bench {
         },
         &HostPaths {
             openvswitch: Some(ovs.dir().to_path_buf()),
+            ..HostPaths::default()
         },
     )
     .expect("kubelet node (make kube-node-bins)");

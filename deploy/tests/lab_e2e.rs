@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ferrovn_testkit::binaries::build_workspace_binary;
-use ferrovn_testkit::kube::{agnhost_image, binary};
+use ferrovn_testkit::kube::{agnhost_image, binary, ferrovn_image_tar};
 
 struct Lab {
     state: tempfile::TempDir,
@@ -380,6 +380,9 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         .output()
         .expect("running deploy/images/testpmd/build.sh");
     assert!(image.status.success(), "testpmd image: {}", text(&image));
+    // FerrOVN's own image, from this test's binaries: the controller and agents run from it
+    let ferrovn_image =
+        ferrovn_image_tar().expect("FerrOVN image (deploy/images/ferrovn/build.sh)");
 
     let up = lab.cmd(&[
         "up",
@@ -387,6 +390,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         &format!("--bin-dir={}", bins.display()),
         "--nb-port=0",
         "--sb-port=0",
+        &format!("--ferrovn-image={}", ferrovn_image.display()),
     ]);
     let out = text(&up);
     println!("{out}");
@@ -534,7 +538,55 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             .any(|l| l.starts_with("subnet.kubeovn.io/join ") && l.contains("100.64.0.0/16")),
         "no join Subnet row:\n{out}"
     );
-    // The controller runs in cluster mode and holds the leader-election Lease.
+    // FerrOVN runs as the kubelets' pods, from deploy/ferrovn.yaml: the agent DaemonSet of each
+    // profile on its node, the controller Deployment's replicas; the status table lists them.
+    for (ds, node) in [
+        ("ferrovn-node-kernel", "lab-kernel"),
+        ("ferrovn-node-dpdk", "lab-dpdk"),
+    ] {
+        let pods = kubectl(
+            lab.state.path(),
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=ferrovn-node",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.ownerReferences[0].name} {.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+            ],
+        )
+        .unwrap();
+        assert!(
+            pods.lines().any(|l| l == format!("{ds} {node} Running")),
+            "no Running pod of DaemonSet {ds} on {node}: {pods}\n{out}"
+        );
+        assert!(
+            out.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.first().is_some_and(|p| p.starts_with(&format!("{ds}-")))
+                    && w.get(1) == Some(&node)
+                    && w.get(2) == Some(&"Running")
+                    && w.get(3) == Some(&"yes")
+            }),
+            "no status row of the {ds} pod on {node}:\n{out}"
+        );
+    }
+    let ready_controllers = kubectl(
+        lab.state.path(),
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "deployment",
+            "ferrovn-controller",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+    );
+    assert_eq!(ready_controllers.as_deref(), Ok("2"), "{out}");
+    // The controller runs in cluster mode, one replica holds the leader-election Lease.
     let holder = kubectl(
         lab.state.path(),
         &[
@@ -547,7 +599,12 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             "jsonpath={.spec.holderIdentity}",
         ],
     );
-    assert_eq!(holder.as_deref(), Ok("ferrovn-lab"), "{out}");
+    assert!(
+        holder
+            .as_ref()
+            .is_ok_and(|h| h.starts_with("ferrovn-controller-")),
+        "Lease holder {holder:?}\n{out}"
+    );
     // Every pod's status as its node's kubelet reports it: Running, its container ready, on
     // its node's address, with the address the controller allocated (the pod's annotation).
     for (ns, pod) in [
@@ -588,6 +645,66 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             out.contains("runs the KERNEL profile"),
             "silent fallback:\n{out}"
         );
+    }
+
+    // The agent pod on lab-kernel deleted: its DaemonSet starts another; the running pods'
+    // connectivity is OVS's and OVN's and stays while the agent restarts (the status right after
+    // the delete probes every pair again).
+    let agent_on = |node: &str| {
+        kubectl(
+            lab.state.path(),
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=ferrovn-node",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready}{\"\\n\"}{end}",
+            ],
+        )
+        .unwrap_or_default()
+    };
+    let before = agent_on("lab-kernel");
+    let old_agent = before.split_whitespace().next().unwrap().to_string();
+    kubectl(
+        lab.state.path(),
+        &[
+            "-n",
+            "kube-system",
+            "delete",
+            "pod",
+            &old_agent,
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("kubectl delete pod {old_agent}: {e}"));
+    let during = lab.cmd(&["status"]);
+    let (rd, td) = summary(&last_line(&during)).unwrap_or_else(|| panic!("{}", text(&during)));
+    assert_eq!(
+        (rd, td),
+        (t, t),
+        "pairs while the agent restarts:\n{}",
+        text(&during)
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let now = agent_on("lab-kernel");
+        if now
+            .lines()
+            .any(|l| !l.starts_with(&old_agent) && l.ends_with(" true"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no new agent pod Ready on lab-kernel after deleting {old_agent}: {now}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 
     cluster_dns_resolves_and_reaches_a_service_by_name(lab.state.path(), &out);

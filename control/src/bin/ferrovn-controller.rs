@@ -43,8 +43,9 @@ struct Args {
     join_cidr: String,
     /// The Service CIDR(s), comma-separated (kube-apiserver's `--service-cluster-ip-range`):
     /// published on every Node so that its agent routes them into OVN through `ovn0` and host
-    /// processes reach ClusterIPs. Unset: no route.
-    #[arg(long, value_delimiter = ',')]
+    /// processes reach ClusterIPs. Unset: no route. In a pod: the optional `service-cidr` key of
+    /// ConfigMap ferrovn-config (deploy/ferrovn.yaml).
+    #[arg(long, value_delimiter = ',', env = "FERROVN_SERVICE_CLUSTER_IP_RANGE")]
     service_cluster_ip_range: Vec<ipnet::IpNet>,
     /// OVN Southbound database: with it, centralized gateways (`gatewayType: centralized`) fail
     /// over when a gateway node's ovn-controller stops answering (docs/node-connectivity.md).

@@ -234,6 +234,17 @@ pub struct NodeStopReport {
     pub leftovers: Vec<String>,
 }
 
+/// Whether `crictl inspectp` output is of a sandbox in the node's network namespace
+/// (`hostNetwork`): namespace mode NODE, as a number (2) or a name.
+fn host_network(inspect: &serde_json::Value) -> bool {
+    [
+        &inspect["status"]["linux"]["namespaces"]["options"]["network"],
+        &inspect["info"]["config"]["linux"]["security_context"]["namespace_options"]["network"],
+    ]
+    .iter()
+    .any(|mode| mode.as_u64() == Some(2) || mode.as_str() == Some("NODE"))
+}
+
 fn node_pid_file(dir: &Path, component: &str) -> PathBuf {
     dir.join("run").join(format!("{component}.pid"))
 }
@@ -267,10 +278,20 @@ const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; echo $$ > \"$cg\" && \
 /// Each is a bind mount of the node's temp dir (or a dir in its `/run`): nothing is written to
 /// the host's paths. `/etc/cni/net.d` and `/opt/cni/bin` are created on the host as empty
 /// mount points if missing (the one trace left, like `/run/containerd`).
+///
+/// With [`HostPaths::keep_run`] the machine's `/run` stays visible in the node (a node whose
+/// own directory lives under `/run`, like the lab's): only `/run/netns`, `/run/ferrovn`,
+/// `/run/openvswitch` and `/run/nri` become the node's own (a tmpfs each, or the directories given), their
+/// mount points created on the machine as empty directories if missing.
 #[derive(Debug, Clone, Default)]
 pub struct HostPaths {
     /// The node's OVS run directory, bound onto `/run/openvswitch`.
     pub openvswitch: Option<PathBuf>,
+    /// A directory bound onto `/run/ferrovn` (the agent's CNI socket), so processes outside
+    /// the node reach what the node's pods put there; default: the node's own tmpfs.
+    pub ferrovn: Option<PathBuf>,
+    /// Keep the machine's `/run` (see above) instead of a tmpfs over all of it.
+    pub keep_run: bool,
 }
 
 /// `'s'` for `sh`, with `'` escaped.
@@ -282,10 +303,30 @@ impl HostPaths {
     /// The holder's extra set-up for a node whose temp dir is `d`.
     fn script(&self, d: &Path) -> String {
         let q = |p: &Path| sh_quote(&p.display().to_string());
-        let mut s = String::from(
-            "mount -t tmpfs -o mode=0755 ferrovn-node-run /run && \
-             mkdir -p /run/containerd /run/netns /run/ferrovn /run/openvswitch",
-        );
+        let mut s = if self.keep_run {
+            // mount points on the machine's /run (empty directories), node-own mounts on them;
+            // /run/nri: containerd's NRI socket, one per node
+            let mut s = String::from(
+                "mkdir -p /run/netns /run/ferrovn /run/openvswitch /run/nri && \
+                 mount -t tmpfs -o mode=0755 ferrovn-node-netns /run/netns && \
+                 mount -t tmpfs -o mode=0755 ferrovn-node-nri /run/nri",
+            );
+            if self.ferrovn.is_none() {
+                s.push_str(" && mount -t tmpfs -o mode=0755 ferrovn-node-run /run/ferrovn");
+            }
+            if self.openvswitch.is_none() {
+                s.push_str(" && mount -t tmpfs -o mode=0755 ferrovn-node-ovs /run/openvswitch");
+            }
+            s
+        } else {
+            String::from(
+                "mount -t tmpfs -o mode=0755 ferrovn-node-run /run && \
+                 mkdir -p /run/containerd /run/netns /run/ferrovn /run/openvswitch",
+            )
+        };
+        if let Some(dir) = &self.ferrovn {
+            let _ = write!(s, " && mount --bind {} /run/ferrovn", q(dir));
+        }
         let _ = write!(
             s,
             " && mount --bind {} /etc/cni/net.d && mount --bind {} /opt/cni/bin \
@@ -342,6 +383,27 @@ impl KubeletNode {
         spec: &NodeSpec,
         dir: &Path,
     ) -> Result<KubeletNode, KubeError> {
+        Self::start_persistent_in(cp, spec, dir, None)
+    }
+
+    /// [`KubeletNode::start_persistent`] with the well-known node paths of [`HostPaths`]
+    /// ([`KubeletNode::start_with_host_paths`]): a persistent node that runs DaemonSet pods
+    /// with `hostPath` volumes (the lab's FerrOVN pods).
+    pub fn start_persistent_with_host_paths(
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        dir: &Path,
+        paths: &HostPaths,
+    ) -> Result<KubeletNode, KubeError> {
+        Self::start_persistent_in(cp, spec, dir, Some(paths))
+    }
+
+    fn start_persistent_in(
+        cp: &ControlPlane,
+        spec: &NodeSpec,
+        dir: &Path,
+        host_paths: Option<&HostPaths>,
+    ) -> Result<KubeletNode, KubeError> {
         if let Some(pid) = ["kubelet", "containerd", "holder"]
             .iter()
             .filter_map(|c| read_pid(&node_pid_file(dir, c)))
@@ -356,7 +418,7 @@ impl KubeletNode {
         }
         std::fs::create_dir_all(dir.join("run"))
             .map_err(io_err(format!("mkdir {}", dir.join("run").display())))?;
-        let started = Self::start_in(cp, spec, Home::Persistent(dir.to_path_buf()), None);
+        let started = Self::start_in(cp, spec, Home::Persistent(dir.to_path_buf()), host_paths);
         if started.is_err() {
             let _ = Self::stop_persistent(dir);
         }
@@ -573,7 +635,7 @@ impl KubeletNode {
             && holder_up
             && let Ok(node) = Self::open(dir)
         {
-            rep.sandboxes_removed = node.crictl(&["rmp", "--force", "--all"]).is_ok();
+            rep.sandboxes_removed = node.remove_sandboxes();
         }
         // daemons, newest first, then containerd
         let mut daemons: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir.join("run"))
@@ -642,6 +704,30 @@ impl KubeletNode {
             std::fs::remove_dir_all(dir).map_err(io_err(format!("remove {}", dir.display())))?;
         }
         Ok(rep)
+    }
+
+    /// Every pod sandbox through the CRI, those on the pod network first: their CNI DEL goes
+    /// to the node's agent, which may itself be a pod (on the host network), removed last.
+    fn remove_sandboxes(&self) -> bool {
+        let Ok(ids) = self.crictl(&["pods", "-q"]) else {
+            return false;
+        };
+        let pod_network: Vec<&str> = ids
+            .stdout
+            .split_whitespace()
+            .filter(|id| {
+                self.crictl(&["inspectp", *id])
+                    .ok()
+                    .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.stdout).ok())
+                    .is_some_and(|v| !host_network(&v))
+            })
+            .collect();
+        if !pod_network.is_empty() {
+            let mut args = vec!["rmp", "--force"];
+            args.extend(&pod_network);
+            let _ = self.crictl(&args);
+        }
+        self.crictl(&["rmp", "--force", "--all"]).is_ok()
     }
 
     /// How long [`KubeletNode::start`] took, to the Node's registration.
