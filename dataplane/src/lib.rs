@@ -12,6 +12,7 @@ pub mod join_port;
 pub mod kube_api;
 pub mod nat_outgoing;
 pub mod netns;
+pub mod nft;
 pub mod nodeport;
 pub mod offload;
 pub mod ovn_egress;

@@ -135,34 +135,7 @@ pub fn delete_script() -> String {
 }
 
 async fn nft(script: String) -> Result<(), NatError> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| NatError::Nft(format!("running nft: {e} (the node needs nftables)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| NatError::Nft(format!("writing to nft: {e}")))?;
-    }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| NatError::Nft("nft did not finish within 10 s".into()))?
-        .map_err(|e| NatError::Nft(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NatError::Nft(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    crate::nft::apply(&script).await.map_err(NatError::Nft)
 }
 
 /// Whether FerrOVN's table exists (a read; any failure counts as "no").

@@ -297,34 +297,7 @@ pub fn delete_script() -> String {
 
 /// Runs `nft -f -` with `script` in this process' network namespace.
 pub async fn nft(script: &str) -> Result<(), NodePortError> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| NodePortError::Nft(format!("running nft: {e} (the node needs nftables)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| NodePortError::Nft(format!("writing to nft: {e}")))?;
-    }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| NodePortError::Nft("nft did not finish within 10 s".into()))?
-        .map_err(|e| NodePortError::Nft(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NodePortError::Nft(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    crate::nft::apply(script).await.map_err(NodePortError::Nft)
 }
 
 /// FerrOVN's load balancers and the cluster's tunnel endpoints, read from the Southbound in
