@@ -280,8 +280,8 @@ const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; echo $$ > \"$cg\" && \
 /// mount points if missing (the one trace left, like `/run/containerd`).
 ///
 /// With [`HostPaths::keep_run`] the machine's `/run` stays visible in the node (a node whose
-/// own directory lives under `/run`, like the lab's): only `/run/netns`, `/run/ferrovn`,
-/// `/run/openvswitch` and `/run/nri` become the node's own (a tmpfs each, or the directories given), their
+/// own directory lives under `/run`, like the lab's): only `/run/netns`, `/run/ferrovn` and
+/// `/run/openvswitch` become the node's own (a tmpfs each, or the directories given), their
 /// mount points created on the machine as empty directories if missing.
 #[derive(Debug, Clone, Default)]
 pub struct HostPaths {
@@ -304,12 +304,10 @@ impl HostPaths {
     fn script(&self, d: &Path) -> String {
         let q = |p: &Path| sh_quote(&p.display().to_string());
         let mut s = if self.keep_run {
-            // mount points on the machine's /run (empty directories), node-own mounts on them;
-            // /run/nri: containerd's NRI socket, one per node
+            // mount points on the machine's /run (empty directories), node-own mounts on them
             let mut s = String::from(
-                "mkdir -p /run/netns /run/ferrovn /run/openvswitch /run/nri && \
-                 mount -t tmpfs -o mode=0755 ferrovn-node-netns /run/netns && \
-                 mount -t tmpfs -o mode=0755 ferrovn-node-nri /run/nri",
+                "mkdir -p /run/netns /run/ferrovn /run/openvswitch && \
+                 mount -t tmpfs -o mode=0755 ferrovn-node-netns /run/netns",
             );
             if self.ferrovn.is_none() {
                 s.push_str(" && mount -t tmpfs -o mode=0755 ferrovn-node-run /run/ferrovn");
@@ -1193,6 +1191,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+
+# NRI's default socket is the machine's /var/run/nri/nri.sock: two nodes' containerd would
+# fight over it (the second dies with "address already in use")
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "{nri}"
 "#,
         root = p("containerd/root"),
         state = p("containerd/state"),
@@ -1201,6 +1204,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         runc = bin.join("runc").display(),
         cni_bin = p("cni/bin"),
         cni_conf = p("cni/net.d"),
+        nri = p("nri.sock"),
     )
 }
 
