@@ -10,9 +10,12 @@
 //! - kernel pod → outside, kernel path: TCP (iperf3, Gbit/s) and UDP 64 B (iperf3 `-u -b 0`,
 //!   Mpps counted at the outside end);
 //! - DPDK pod → outside: testpmd `txonly` (64 B UDP, pod address → outside address, to the pod
-//!   gateway's MAC, cpu0) for a window through the kernel path and one through the OVN gateway
-//!   router, the same running testpmd, the path switched by the cluster router's reroute;
-//!   counted as frames received at the outside end of the uplink the path uses;
+//!   gateway's MAC, cpu0) for a window through the kernel path, one through the OVN gateway
+//!   router with an OVS-DPDK uplink port standing in for a DPDK NIC ([`UplinkSwitch`]; what
+//!   `dpdk_ovn_mpps` is) and one through the gateway router with the `net_af_packet` uplink;
+//!   the same running testpmd, the path switched by the cluster router's reroute; counted as
+//!   frames received at the outside end of the uplink the path uses (for the NIC stand-in:
+//!   frames OVS transmitted to it);
 //! - DPDK pod ↔ pod on the same node: the two pods' vhost ports in one testpmd (macswap loop,
 //!   `start tx_first 8`), the rate OVS-DPDK delivers (both directions summed, as bench-dpdk's
 //!   vhost loop).
@@ -28,6 +31,7 @@ use ferrovn_control::plan::gateway_router::{
     GatewayRouterInputs, NodeEgress, POLICY_PRIORITY, nbctl_commands, plan_gateway_routers,
 };
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
+use ferrovn_testkit::cluster::nbctl;
 use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec, last_pps};
 use ferrovn_testkit::egress::{
     CLUSTER_ROUTER, DpdkPod, EXTERNAL_PREFIX, EgressLab, OUTSIDE_DPDK_PEER, OUTSIDE_IP,
@@ -325,11 +329,134 @@ impl Hops {
     }
 }
 
+/// The windows of one repetition.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// ovn0 → the node's kernel (forwarding, nftables masquerade) → veth uplink.
+    Kernel,
+    /// The gateway router, out through an OVS-DPDK uplink port that transmits like a DPDK NIC.
+    OvnNic,
+    /// The gateway router, out through the `net_af_packet` uplink (a kernel veth).
+    OvnAfPacket,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Kernel => "kernel",
+            Path::OvnNic => "OVN (DPDK uplink)",
+            Path::OvnAfPacket => "OVN (af_packet uplink)",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Uplink {
+    Nic,
+    AfPacket,
+}
+
+/// Which device the OVS-DPDK uplink port is. This machine has no DPDK NIC: the stand-in is
+/// DPDK's `net_null` (its transmit frees the frames, as a NIC's does once they are on the wire;
+/// `no-rx=1`: it receives nothing), so the OVN path is measured the way a DPDK node with a NIC
+/// runs it, without the kernel transmit an `af_packet` socket adds; the `af_packet` uplink
+/// (what the functional tests use, frames reach the outside namespace) is measured beside it.
+struct UplinkSwitch {
+    af_packet: String,
+    nic: String,
+    now: Uplink,
+}
+
+impl UplinkSwitch {
+    /// `BENCH_DEVARGS=<k=v,...>` is appended to the `af_packet` devargs (`framesz`, `framecnt`,
+    /// `blocksz`, `qdisc_bypass`, `qpairs`); `BENCH_NIC_DEVARGS` replaces the stand-in's.
+    fn new(lab: &EgressLab) -> Result<Self> {
+        let cur = lab
+            .dpdk
+            .node
+            .vsctl(["get", "Interface", UPLINK_PORT, "options:dpdk-devargs"])?;
+        let mut af_packet = cur.trim().trim_matches('"').to_string();
+        if let Ok(extra) = std::env::var("BENCH_DEVARGS") {
+            af_packet = format!("{af_packet},{extra}");
+        }
+        let nic =
+            std::env::var("BENCH_NIC_DEVARGS").unwrap_or_else(|_| "net_null_uplink,no-rx=1".into());
+        let mut me = UplinkSwitch {
+            af_packet,
+            nic,
+            now: Uplink::Nic,
+        };
+        me.set(lab, Uplink::AfPacket)?;
+        println!(
+            "uplinks: DPDK NIC stand-in {}; af_packet {}",
+            me.nic, me.af_packet
+        );
+        Ok(me)
+    }
+
+    fn set(&mut self, lab: &EgressLab, to: Uplink) -> Result<()> {
+        if self.now == to {
+            return Ok(());
+        }
+        let devargs = match to {
+            Uplink::Nic => &self.nic,
+            Uplink::AfPacket => &self.af_packet,
+        };
+        lab.dpdk.node.vsctl([
+            "set",
+            "Interface",
+            UPLINK_PORT,
+            &format!("options:dpdk-devargs=\"{devargs}\""),
+        ])?;
+        if !wait_until(Duration::from_secs(30), || {
+            lab.dpdk
+                .node
+                .vsctl(["get", "Interface", UPLINK_PORT, "link_state"])
+                .is_ok_and(|s| s.trim() == "up")
+        }) {
+            bail!(
+                "uplink with {devargs} not up: {}",
+                lab.dpdk
+                    .node
+                    .vsctl(["get", "Interface", UPLINK_PORT, "error"])
+                    .unwrap_or_default()
+            );
+        }
+        self.now = to;
+        Ok(())
+    }
+}
+
+/// The outside's MAC as a static binding on the gateway router's external port: the NIC
+/// stand-in carries no ARP reply back (with a real NIC the next hop answers).
+fn pin_next_hop_mac(lab: &EgressLab) -> Result<()> {
+    let mac = lab.outside.run(
+        10,
+        "cat",
+        [format!("/sys/class/net/{OUTSIDE_DPDK_PEER}/address")],
+    )?;
+    let lrps = nbctl(
+        &lab.dpdk.central,
+        &["--bare", "--columns=name", "list", "Logical_Router_Port"],
+    )?;
+    let lrp = lrps
+        .split_whitespace()
+        .find(|n| n.starts_with("gw-") && n.ends_with("-ext"))
+        .with_context(|| format!("no gateway router external port among {lrps}"))?
+        .to_string();
+    lab.apply_nbctl(&[vec![
+        "static-mac-binding-add".into(),
+        lrp,
+        OUTSIDE_IP.into(),
+        mac.trim().into(),
+    ]])?;
+    Ok(())
+}
+
 /// Experiment knobs, each printed when set:
 /// - `BENCH_RPS=<hex mask>`: RPS on both uplink peers in the outside, so the outside's receive
 ///   work runs on those CPUs instead of the sending one (veth receives on the sender's CPU);
-/// - `BENCH_DEVARGS=<k=v,...>`: appended to the uplink's `dpdk-devargs` (af_packet `framesz`,
-///   `framecnt`, `blocksz`, `qdisc_bypass`, `qpairs`);
+/// - `BENCH_DEVARGS`, `BENCH_NIC_DEVARGS`: the uplinks' devargs ([`UplinkSwitch`]);
 /// - `BENCH_TX_FLUSH=<us>`: OVS `other_config:tx-flush-interval`;
 /// - `BENCH_DEBUG`: `pmd-perf-metrics=true` and the PMD's perf stats and datapath flows after
 ///   every window.
@@ -358,34 +485,6 @@ fn tune(lab: &EgressLab) -> Result<()> {
             )?;
         }
         println!("tuning: RPS mask {mask} on the outside's uplink peers");
-    }
-    if let Ok(extra) = std::env::var("BENCH_DEVARGS") {
-        let cur = lab
-            .dpdk
-            .node
-            .vsctl(["get", "Interface", UPLINK_PORT, "options:dpdk-devargs"])?;
-        let devargs = format!("{},{extra}", cur.trim().trim_matches('"'));
-        lab.dpdk.node.vsctl([
-            "set",
-            "Interface",
-            UPLINK_PORT,
-            &format!("options:dpdk-devargs=\"{devargs}\""),
-        ])?;
-        if !wait_until(Duration::from_secs(30), || {
-            lab.dpdk
-                .node
-                .vsctl(["get", "Interface", UPLINK_PORT, "link_state"])
-                .is_ok_and(|s| s.trim() == "up")
-        }) {
-            bail!(
-                "uplink with {devargs} not up: {}",
-                lab.dpdk
-                    .node
-                    .vsctl(["get", "Interface", UPLINK_PORT, "error"])
-                    .unwrap_or_default()
-            );
-        }
-        println!("tuning: uplink dpdk-devargs {devargs}");
     }
     if let Ok(us) = std::env::var("BENCH_TX_FLUSH") {
         lab.dpdk.node.vsctl([
@@ -467,6 +566,8 @@ fn main() -> Result<()> {
     };
     ovn_path(false)?;
     tune(&lab)?;
+    pin_next_hop_mac(&lab)?;
+    let mut uplink = UplinkSwitch::new(&lab)?;
     let pmds = pmd_threads(&lab);
 
     let mut server = lab
@@ -484,7 +585,7 @@ fn main() -> Result<()> {
 
     let (mut tcp, mut udp, mut dk, mut dovn, mut pp) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut kcyc, mut ocyc) = (Vec::new(), Vec::new());
+    let (mut kcyc, mut ocyc, mut daf) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps() {
         let g = kernel_tcp(&kp)?;
         let u = kernel_udp(&lab, &kp)?;
@@ -514,27 +615,31 @@ fn main() -> Result<()> {
             bail!("dp1 vhost port not up: {}", t.log_text());
         }
         sleep(2.0);
-        // the order alternates: neither path always runs first
-        let order = if rep % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        let (mut k, mut o, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0);
-        for via_ovn in order {
-            ovn_path(via_ovn)?;
+        // the order rotates: no path always runs first
+        let order = [Path::Kernel, Path::OvnNic, Path::OvnAfPacket];
+        let (mut k, mut o, mut a, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for i in 0..order.len() {
+            let path = order[(i + rep) % order.len()];
+            match path {
+                Path::OvnNic => uplink.set(&lab, Uplink::Nic)?,
+                Path::OvnAfPacket => uplink.set(&lab, Uplink::AfPacket)?,
+                Path::Kernel => {}
+            }
+            ovn_path(path != Path::Kernel)?;
             let _ = lab
                 .dpdk
                 .node
                 .appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
             let h0 = Hops::read(&lab, &dp1, &pmds);
-            let r = outside_rate(&lab, via_ovn)?;
+            let mut r = outside_rate(&lab, path == Path::OvnAfPacket)?;
             let h1 = Hops::read(&lab, &dp1, &pmds);
-            println!(
-                "rep {rep}: {} window: {}",
-                if via_ovn { "OVN" } else { "kernel" },
-                h0.line(&h1)
-            );
+            if path == Path::OvnNic {
+                // the discarding port has no far end: what OVS handed to it
+                r = h1.uplink_tx.saturating_sub(h0.uplink_tx) as f64
+                    / (h1.at - h0.at).as_secs_f64()
+                    / 1e6;
+            }
+            println!("rep {rep}: {} window: {}", path.name(), h0.line(&h1));
             let stats = lab
                 .dpdk
                 .node
@@ -542,7 +647,8 @@ fn main() -> Result<()> {
                 .unwrap_or_default();
             if std::env::var("BENCH_DEBUG").is_ok() {
                 eprintln!(
-                    "via_ovn={via_ovn}: {stats}\n{}\n{}",
+                    "{}: {stats}\n{}\n{}",
+                    path.name(),
                     lab.dpdk
                         .node
                         .appctl_vswitchd(["dpif-netdev/pmd-perf-show"])
@@ -554,24 +660,24 @@ fn main() -> Result<()> {
                 );
             }
             let c = pmd_cycles_per_packet(&stats);
-            if via_ovn {
-                o = r;
-                oc = c;
-            } else {
-                k = r;
-                kc = c;
+            match path {
+                Path::Kernel => (k, kc) = (r, c),
+                Path::OvnNic => (o, oc) = (r, c),
+                Path::OvnAfPacket => a = r,
             }
         }
         let offered = t.pps("Tx", 3) / 1e6;
         t.stop();
         println!(
-            "rep {rep}: DPDK pod -> outside: kernel path {k:.3} Mpps, OVN gateway router {o:.3} Mpps (x{:.1}; testpmd offered {offered:.3} Mpps; PMD cycles/packet kernel {kc:.0}, OVN {oc:.0})",
-            o / k.max(1e-9)
+            "rep {rep}: DPDK pod -> outside: kernel path {k:.3} Mpps, OVN gateway router {o:.3} Mpps with a DPDK uplink (x{:.1}), {a:.3} Mpps with the af_packet uplink (x{:.1}); testpmd offered {offered:.3} Mpps; PMD cycles/packet kernel {kc:.0}, OVN {oc:.0}",
+            o / k.max(1e-9),
+            a / k.max(1e-9)
         );
         kcyc.push(kc);
         ocyc.push(oc);
         dk.push(k);
         dovn.push(o);
+        daf.push(a);
 
         let mut t = Testpmd::start(&TestpmdSpec {
             prefix: format!("fvbl{rnd}"),
@@ -617,8 +723,13 @@ fn main() -> Result<()> {
     println!("  kernel pod -> outside, kernel path   TCP {g:.2} Gbit/s   UDP 64 B {u:.3} Mpps");
     println!("  DPDK pod -> outside, kernel path     {k:.3} Mpps");
     println!(
-        "  DPDK pod -> outside, OVN gw router   {o:.3} Mpps   (per repetition x{})",
+        "  DPDK pod -> outside, OVN gw router   {o:.3} Mpps   (DPDK uplink; per repetition x{})",
         ratios.join(", x")
+    );
+    println!(
+        "  DPDK pod -> outside, OVN gw router   {:.3} Mpps   (af_packet uplink, counted at the outside: x{:.2})",
+        median(&daf),
+        median(&daf) / k.max(1e-9)
     );
     println!("  DPDK pod <-> pod, same node          {p:.3} Mpps");
     println!(
