@@ -257,12 +257,64 @@ const ENTER: &str = "cg=$1; mnt=$2; net=$3; shift 3; echo $$ > \"$cg\" && \
 /// The holder: in the node's pids cgroup and network namespace, a new mount namespace whose
 /// mounts stay inside it; `$3` marks it ready.
 /// `$4` is more set-up run inside (the well-known paths of [`HostPaths`], or nothing).
-const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; echo $$ > \"$cg\" && \
+/// `$5`, `$6`, `$7`: the mount points' lock and list files and the mount points the node needs
+/// on the machine. The holder takes the lock shared for its life, then creates those missing
+/// (each directory it created appended to the list; another node may create the same one at the
+/// same moment): the last node to go ([`release_mount_points`]) gets the lock exclusively only
+/// when no node holds it, and removes them.
+const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; lock=$5; list=$6; mps=$7; \
+    echo $$ > \"$cg\" && exec 9>>\"$lock\" && flock -s 9 && \
+    for p in $mps; do q=$p; m=; while [ ! -e \"$q\" ]; do m=\"$q $m\"; q=$(dirname \"$q\"); done; \
+    for d in $m; do mkdir \"$d\" 2>/dev/null && echo \"$d\" >> \"$list\"; done; \
+    [ -d \"$p\" ] || exit 1; done && \
     exec nsenter --net=\"$net\" -- unshare --mount --propagation private -- sh -c '\
-    mount --make-rshared / && mkdir -p /run/containerd && \
+    mount --make-rshared / && \
     mount -t tmpfs -o mode=0755 ferrovn-node /run/containerd && \
     mount -t tmpfs -o mode=0755 ferrovn-node /var/log && \
     eval \"$1\" && touch \"$0\" && exec sleep 2147483647' \"$ready\" \"$extra\"";
+
+/// Where nodes record the mount points they created on the machine ([`HOLDER`]).
+const MOUNT_POINT_LOCK: &str = "/run/lock/ferrovn-node-mount-points.lock";
+const MOUNT_POINT_LIST: &str = "/run/lock/ferrovn-node-mount-points.list";
+
+/// Removes the (empty) mount points nodes created on the machine, once no node holds the lock
+/// any more (this one's holder is gone; another node's keeps it shared, and the last one to go
+/// removes them). A directory someone filled is left alone.
+fn release_mount_points() {
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(MOUNT_POINT_LOCK)
+    else {
+        return;
+    };
+    // the holder's lock goes when the process is reaped, a moment after the kill
+    let start = Instant::now();
+    while lock.try_lock().is_err() {
+        if start.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(list) = std::fs::read_to_string(MOUNT_POINT_LIST) {
+        for d in list.lines().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    let _ = std::fs::remove_file(MOUNT_POINT_LIST);
+}
+
+/// The mount points a node needs on the machine (created by its [`HOLDER`] when missing).
+fn mount_points(host_paths: Option<&HostPaths>) -> String {
+    let mut mps = vec!["/run/containerd", "/var/lib/kubelet"];
+    if let Some(h) = host_paths {
+        mps.extend(["/etc/cni/net.d", "/opt/cni/bin"]);
+        if h.keep_run {
+            mps.extend(["/run/netns", "/run/ferrovn", "/run/openvswitch"]);
+        }
+    }
+    mps.join(" ")
+}
 
 /// The well-known node paths a DaemonSet's `hostPath` volumes name, made real inside the
 /// node's mount namespace ([`KubeletNode::start_with_host_paths`]), as on a real node:
@@ -277,12 +329,14 @@ const HOLDER: &str = "cg=$1; net=$2; ready=$3; extra=$4; echo $$ > \"$cg\" && \
 ///
 /// Each is a bind mount of the node's temp dir (or a dir in its `/run`): nothing is written to
 /// the host's paths. `/etc/cni/net.d` and `/opt/cni/bin` are created on the host as empty
-/// mount points if missing (the one trace left, like `/run/containerd`).
+/// mount points if missing, like `/run/containerd` and `/var/lib/kubelet` for every node, and
+/// removed again when the last node is gone ([`HOLDER`]).
 ///
 /// With [`HostPaths::keep_run`] the machine's `/run` stays visible in the node (a node whose
 /// own directory lives under `/run`, like the lab's): only `/run/netns`, `/run/ferrovn` and
 /// `/run/openvswitch` become the node's own (a tmpfs each, or the directories given), their
-/// mount points created on the machine as empty directories if missing.
+/// mount points created on the machine as empty directories if missing (and removed with the
+/// last node).
 #[derive(Debug, Clone, Default)]
 pub struct HostPaths {
     /// The node's OVS run directory, bound onto `/run/openvswitch`.
@@ -305,10 +359,7 @@ impl HostPaths {
         let q = |p: &Path| sh_quote(&p.display().to_string());
         let mut s = if self.keep_run {
             // mount points on the machine's /run (empty directories), node-own mounts on them
-            let mut s = String::from(
-                "mkdir -p /run/netns /run/ferrovn /run/openvswitch && \
-                 mount -t tmpfs -o mode=0755 ferrovn-node-netns /run/netns",
-            );
+            let mut s = String::from("mount -t tmpfs -o mode=0755 ferrovn-node-netns /run/netns");
             if self.ferrovn.is_none() {
                 s.push_str(" && mount -t tmpfs -o mode=0755 ferrovn-node-run /run/ferrovn");
             }
@@ -430,11 +481,6 @@ impl KubeletNode {
         host_paths: Option<&HostPaths>,
     ) -> Result<KubeletNode, KubeError> {
         let t0 = Instant::now();
-        if host_paths.is_some() {
-            for p in ["/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet"] {
-                std::fs::create_dir_all(p).map_err(io_err(format!("mount point {p}")))?;
-            }
-        }
         check_node_binaries()?;
         let bin = bin_dir();
         let pause = image_tar("pause.tar")?;
@@ -471,7 +517,20 @@ impl KubeletNode {
             s(&procs),
             s(&spec.netns),
             s(&ready),
-            host_paths.map(|h| h.script(&d)).unwrap_or_default(),
+            host_paths.map_or_else(
+                // the kubelet writes some paths under /var/lib/kubelet whatever its --root-dir
+                // (device-plugins/kubelet.sock): the node's own, as with HostPaths
+                || {
+                    format!(
+                        "mount --bind {} /var/lib/kubelet",
+                        sh_quote(&s(&d.join("kubelet")))
+                    )
+                },
+                |h| h.script(&d),
+            ),
+            MOUNT_POINT_LOCK.into(),
+            MOUNT_POINT_LIST.into(),
+            mount_points(host_paths),
         ];
         let holder_log = d.join("logs/holder.log");
         let holder = if dir.persistent() {
@@ -685,6 +744,7 @@ impl KubeletNode {
             rep.processes += 1;
         }
         remove_cgroups(&st.cgroup);
+        release_mount_points();
         for h in hierarchies() {
             if h.join(&st.cgroup).exists() {
                 rep.leftovers
@@ -1122,6 +1182,7 @@ impl Drop for KubeletNode {
         // The mount namespace (and every mount in it) goes with its last process.
         self.holder.kill();
         remove_cgroups(&self.cgroup);
+        release_mount_points();
         if self.sysctls_saved {
             restore_sysctls();
         }
