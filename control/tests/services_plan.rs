@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ferrovn_control::plan::services::EXTERNAL_IPS_OPTION;
 use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, LbAttach, NbPlan, NodeIntent, PlanCache, PlanIssue,
     PlannedLoadBalancer, ServiceInputs, plan, plan_cached,
@@ -187,6 +188,15 @@ fn node_port_on_every_node_address_for_each_protocol_plus_external_and_ingress_i
         sctp.vips.get("172.18.0.3:30500").map(String::as_str),
         Some("10.16.0.9:5001")
     );
+    // the nodes learn which VIPs are external addresses they must steer into OVN
+    for row in [udp, tcp, sctp] {
+        assert_eq!(
+            row.options.get(EXTERNAL_IPS_OPTION).map(String::as_str),
+            Some("192.0.2.7,198.51.100.4"),
+            "{}",
+            row.name
+        );
+    }
 }
 
 #[test]
@@ -364,6 +374,13 @@ fn local_traffic_policies_are_never_served_by_remote_endpoints() {
             ("172.18.0.2:30080", "10.16.0.5:8080"),
             ("172.18.0.3:30080", "10.16.0.6:8080"),
         ]
+    );
+    // external Local: a template VIP, not one the nodes steer as Cluster traffic
+    assert_eq!(
+        lb(&p, "svc:default/web:tcp")
+            .options
+            .get(EXTERNAL_IPS_OPTION),
+        None
     );
     // ClusterIP (internal Local) and externalIP (external Local): the client's node's own.
     let local = lb(&p, "svc:default/web:tcp:local4");

@@ -8,7 +8,9 @@
 //! addresses (not the join address on `ovn0`, which OVN serves itself) is a node port of this
 //! node, and its backends are exactly the endpoints Kubernetes semantics allow there (for
 //! `externalTrafficPolicy: Local` the planner already kept only this node's). So the node needs
-//! no Service or EndpointSlice watch of its own, and both paths always agree.
+//! no Service or EndpointSlice watch of its own, and both paths always agree. A Service's
+//! externalIPs and LoadBalancer ingress IPs ([`EXTERNAL_IPS_OPTION`] on its row) are steered
+//! the same way on every node, whichever one the outside routes them to.
 //!
 //! Per node port, one table `inet ferrovn-nodeport` (FerrOVN's alone, replaced atomically):
 //! - `prerouting` / `output` (nat, dstnat): DNAT to one backend, picked at random
@@ -33,6 +35,10 @@ pub const TABLE: &str = "ferrovn-nodeport";
 /// The `Load_Balancer` option the controller sets on a Service with
 /// `externalTrafficPolicy: Local` (northd copies NB options to the SB row).
 pub const LOCAL_OPTION: &str = "ferrovn_node_port_local";
+/// The `Load_Balancer` option listing a Service's externalIPs and LoadBalancer ingress IPs
+/// (`externalTrafficPolicy: Cluster`): VIPs on those addresses are steered on every node, like
+/// node ports, whichever node the outside routes them to.
+pub const EXTERNAL_IPS_OPTION: &str = "ferrovn_external_ips";
 /// The packet mark bit that asks `postrouting` to masquerade (kube-proxy uses 0x4000,
 /// Kube-OVN 0x4000/0x20000; this bit is neither).
 pub const MASQUERADE_MARK: u32 = 0x0010_0000;
@@ -145,15 +151,23 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs) -> NodePortPlan {
             continue;
         };
         let keep_source = lb.options.get(LOCAL_OPTION).is_some_and(|v| v == "true");
+        let external: BTreeSet<IpAddr> = lb
+            .options
+            .get(EXTERNAL_IPS_OPTION)
+            .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+            .unwrap_or_default();
         for (vip, backends) in &lb.vips {
             let Ok(vip) = vip.parse::<SocketAddr>() else {
                 // a VIP without a port balances every port: no node port is like that
                 continue;
             };
             let addr = vip.ip();
-            if !addrs.local.contains(&addr) || addrs.ovn.contains(&addr) {
+            let node_port = addrs.local.contains(&addr) && !addrs.ovn.contains(&addr);
+            if !node_port && !external.contains(&addr) {
                 continue;
             }
+            // an external IP is Cluster policy: masqueraded like any Cluster node port
+            let keep_source = keep_source && node_port;
             let mut parsed = Vec::new();
             let mut bad = false;
             for b in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
@@ -766,10 +780,16 @@ mod tests {
                 "udp" => L4::Udp,
                 _ => L4::Sctp,
             };
+            let external: Vec<&str> = lb
+                .options
+                .get(EXTERNAL_IPS_OPTION)
+                .map(|v| v.split(',').collect())
+                .unwrap_or_default();
             for (k, v) in &lb.vips {
                 let (ip, port) = k.rsplit_once(':').unwrap();
-                let ip: IpAddr = ip.parse().unwrap();
-                if !a.local.contains(&ip) || a.ovn.contains(&ip) {
+                let own = a.local.iter().any(|l| l.to_string() == ip)
+                    && !a.ovn.iter().any(|o| o.to_string() == ip);
+                if !own && !external.contains(&ip) {
                     continue;
                 }
                 let b: BTreeSet<SocketAddr> = v
@@ -777,8 +797,8 @@ mod tests {
                     .filter(|s| !s.is_empty())
                     .map(|s| s.parse().unwrap())
                     .collect();
-                out.entry((ip, l4, port.parse().unwrap()))
-                    .or_insert((b, lb.options.contains_key(LOCAL_OPTION)));
+                out.entry((ip.parse().unwrap(), l4, port.parse().unwrap()))
+                    .or_insert((b, own && lb.options.contains_key(LOCAL_OPTION)));
             }
         }
         out
@@ -789,10 +809,10 @@ mod tests {
         fn planned_node_ports_match_the_model(
             rows in proptest::collection::vec(
                 (0usize..3, proptest::collection::btree_map(
-                    (0u8..4, 30000u16..30004),
+                    (0u8..5, 30000u16..30004),
                     proptest::collection::btree_set(1u8..6, 0..4),
                     0..6,
-                ), any::<bool>()),
+                ), any::<bool>(), proptest::collection::btree_set(3usize..5, 0..3)),
                 0..6,
             ),
         ) {
@@ -800,17 +820,24 @@ mod tests {
             let lbs: Vec<LbRow> = rows
                 .iter()
                 .enumerate()
-                .map(|(i, (p, vips, local))| {
+                .map(|(i, (p, vips, local, external))| {
+                    let pool = ["192.168.100.1", "192.168.100.2", "100.64.0.2", "10.96.0.1", "198.51.100.7"];
                     let vips: Vec<(String, String)> = vips
                         .iter()
                         .map(|((h, port), bs)| {
-                            let addr = ["192.168.100.1", "192.168.100.2", "100.64.0.2", "10.96.0.1"][*h as usize];
+                            let addr = pool[*h as usize];
                             let b: Vec<String> = bs.iter().map(|b| format!("10.16.0.{b}:8080")).collect();
                             (format!("{addr}:{port}"), b.join(","))
                         })
                         .collect();
                     let v: Vec<(&str, &str)> = vips.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-                    lb(&format!("svc:ns/s{i}:{}", protos[*p]), protos[*p], &v, *local)
+                    let mut row = lb(&format!("svc:ns/s{i}:{}", protos[*p]), protos[*p], &v, *local);
+                    // externalIPs the controller listed: a ClusterIP-looking and an outside one
+                    if !external.is_empty() {
+                        let e: Vec<&str> = external.iter().map(|k| pool[*k]).collect();
+                        row.options.insert(EXTERNAL_IPS_OPTION.into(), e.join(","));
+                    }
+                    row
                 })
                 .collect();
             let a = addrs();

@@ -931,6 +931,9 @@ fn backends(from: &Netns, url: &str, want: &[&str], within: Duration) -> Vec<(St
 
 /// NodePort Services: `web` (externalTrafficPolicy: Cluster, backends on both nodes),
 /// `local` (Local, the same two backends) and `empty` (no endpoints).
+/// A Service's externalIP: outside every cluster network; the outside routes it to node A.
+const EXTERNAL_IP: &str = "198.51.100.80";
+
 fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
     let svc = |name: &str, ip: &str, node_port: u16, etp: &str| {
         format!(
@@ -943,12 +946,17 @@ fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
             pa.0, pa.1, pb.0, pb.1
         )
     };
+    let external = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: default\nspec:\n  clusterIP: 10.96.0.14\n  externalIPs: [\"{EXTERNAL_IP}\"]\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
+    );
     [
         svc("web", "10.96.0.10", 30080, "Cluster"),
         slice("web"),
         svc("local", "10.96.0.13", 30090, "Local"),
         slice("local"),
         svc("empty", "10.96.0.11", 30091, "Cluster"),
+        external,
+        slice("ext"),
     ]
     .join("---\n")
 }
@@ -1100,6 +1108,40 @@ fn node_ports_answer_other_nodes_and_the_outside() {
         names_of(&backends(&pc.netns, &url_a, &both, t)),
         both,
         "pod -> A:30080"
+    );
+
+    // an externalIP the outside routes to node A: steered like a node port (Cluster policy,
+    // masqueraded), on every node; from A's own host too
+    world
+        .netns
+        .ip(["route", "add", EXTERNAL_IP, "via", UPLINK_IP])
+        .expect("route to the external IP");
+    let ext_rule = format!("ip daddr {EXTERNAL_IP} tcp dport 80");
+    for (n, node) in [node_a, node_b].into_iter().enumerate() {
+        assert_within(
+            t,
+            &format!("node {n}'s table steers the external IP"),
+            || {
+                node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+                    .is_ok_and(|s| s.contains(&ext_rule))
+            },
+        );
+    }
+    let url_ext = format!("http://{EXTERNAL_IP}/");
+    let seen = backends(&world.netns, &url_ext, &both, t);
+    assert_eq!(
+        names_of(&seen),
+        both,
+        "outside -> externalIP via A: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, src)| *src == join_a),
+        "externalIP, Cluster: the backend sees node A's join address {join_a}: {seen:?}"
+    );
+    assert_eq!(
+        names_of(&backends(&pc.netns, &url_ext, &both, t)),
+        both,
+        "pod -> externalIP (OVN's load balancer)"
     );
 
     // Local policy: only the node's own endpoint, and the outside client's address is kept

@@ -62,6 +62,10 @@ pub const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
 /// (`ferrovn-dataplane` `nodeport::LOCAL_OPTION`) reads it to keep the client's address.
 /// OVN itself ignores options it does not know.
 pub const NODE_PORT_LOCAL_OPTION: &str = "ferrovn_node_port_local";
+/// Set on the plain row of a Service with externalIPs or LoadBalancer ingress IPs (and
+/// `externalTrafficPolicy: Cluster`): those addresses, comma-separated, so a node that receives
+/// a packet for one of them from outside OVN steers it in as it does a node port.
+pub const EXTERNAL_IPS_OPTION: &str = "ferrovn_external_ips";
 
 /// The largest `options:affinity_timeout` OVN accepts (ovn-nb(5)).
 pub const MAX_OVN_AFFINITY_TIMEOUT: i32 = 65535;
@@ -183,6 +187,8 @@ struct ValidService {
     ports: Vec<ValidPort>,
     vips: Vec<Vip>,
     affinity_timeout: Option<i32>,
+    /// externalIPs and LoadBalancer ingress IPs (every port's VIPs on them are in `vips`).
+    external_ips: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +241,7 @@ fn validate(
         ports: Vec::new(),
         vips: Vec::new(),
         affinity_timeout: None,
+        external_ips: BTreeSet::new(),
     };
     let cluster_ips: Vec<&str> = match &spec.cluster_ips {
         Some(v) if !v.is_empty() => v.iter().map(String::as_str).collect(),
@@ -360,6 +367,7 @@ fn validate(
                 external.push(ip);
             }
         }
+        out.external_ips.extend(external.iter().copied());
         for ip in external {
             push(
                 ip,
@@ -930,6 +938,22 @@ fn new_lb(v: &ValidService, protocol: Protocol, slot: LbSlot) -> PlannedLoadBala
     }
     if slot == LbSlot::Plain && v.vips.iter().any(|vip| matches!(vip.scope, Scope::Node(_))) {
         options.insert(NODE_PORT_LOCAL_OPTION.into(), "true".into());
+    }
+    // the nodes steer these into OVN when they arrive from outside or from the host
+    // (dataplane nodeport); with externalTrafficPolicy: Local they are template VIPs instead
+    let external: Vec<String> = v
+        .external_ips
+        .iter()
+        .filter(|ip| {
+            slot == LbSlot::Plain
+                && v.vips
+                    .iter()
+                    .any(|vip| vip.ip == **ip && vip.scope == Scope::Cluster)
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !external.is_empty() {
+        options.insert(EXTERNAL_IPS_OPTION.into(), external.join(","));
     }
     let suffix = match slot {
         LbSlot::Plain => "",
