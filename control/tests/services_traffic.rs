@@ -172,7 +172,7 @@ fn serve(ns: &Netns, name: &str, dir: &std::path::Path) -> Child {
 fn curl(ns: &Netns, url: &str) -> (i32, String) {
     let out = ns
         .command("curl")
-        .args(["-s", "--max-time", "3", url])
+        .args(["-s", "-g", "--max-time", "3", url])
         .output()
         .expect("curl");
     (
@@ -845,6 +845,162 @@ async fn node_ports_udp_affinity_local_policies_and_scale_down_on_the_wire() {
     assert!(
         after.len() >= 3 && after.iter().all(|(_, b)| b.as_deref() == Some("web-a")),
         "after the change only web-a, every request answered: {after:?}"
+    );
+
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dual stack on the wire: one Service with an IPv4 and an IPv6 ClusterIP, EndpointSlices of both
+// families, dual-stack pods on two nodes (Geneve between them).
+
+const V6_NET: &str = "fd00:10:16::/64";
+const V6_GATEWAY: &str = "fd00:10:16::1";
+const V6_VIP: &str = "fd00:10:96::10";
+
+/// Each of [`PODS`]' IPv6 address: `fd00:10:16::<last octet of its IPv4>`.
+fn v6_of(p: &Pod) -> String {
+    let last = p.ip.rsplit('.').next().unwrap();
+    format!("fd00:10:16::{last}")
+}
+
+fn desired_dual() -> Desired {
+    let mut d = common::default_cluster("10.16.0.0/24", Some(V6_NET));
+    for p in &PODS {
+        d.ports.push(PortIntent {
+            pod: p.name.into(),
+            namespace: "default".into(),
+            provider: "ovn".into(),
+            subnet: "ovn-default".into(),
+            node: format!("n{}", p.node),
+            mac: p.mac,
+            ips: vec![p.ip.parse().unwrap(), v6_of(p).parse().unwrap()],
+            port_security: true,
+        });
+    }
+    let svc = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", V6_VIP],
+                 "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    let slice = |family: &str, addrs: [String; 2]| {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("web-{}", family.to_lowercase()), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": family,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [addrs[0]], "conditions": {"ready": true}},
+                          {"addresses": [addrs[1]], "conditions": {"ready": true}}],
+        }))
+        .unwrap()
+    };
+    d.services = ServiceInputs {
+        services: vec![svc],
+        endpoint_slices: vec![
+            slice("IPv4", [PODS[0].ip.to_string(), PODS[1].ip.to_string()]),
+            slice("IPv6", [v6_of(&PODS[0]), v6_of(&PODS[1])]),
+        ],
+        ..Default::default()
+    };
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_cluster_ip_answers_on_both_families_across_nodes() {
+    let tb = TwoNodes::start().expect("two nodes");
+    let sync = NbSync::connect(&tb.central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    let d = desired_dual();
+    let p = plan(&d);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    sync.sync(&p).await.expect("sync");
+
+    let tag = unique_tag();
+    let pods: Vec<Netns> = PODS
+        .iter()
+        .map(|p| {
+            let ns = plumb(&tb.nodes[p.node], p, &tag);
+            // the IPv6 side: no duplicate address detection (the address is OVN's to give),
+            // no router advertisements (the route is set)
+            for (k, v) in [("accept_ra", "0"), ("accept_dad", "0")] {
+                ns.run(5, "sysctl", ["-qw", &format!("net.ipv6.conf.eth0.{k}={v}")])
+                    .expect("sysctl");
+            }
+            ns.ip([
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", v6_of(p)),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .expect("IPv6 address");
+            ns.ip(["-6", "route", "add", "default", "via", V6_GATEWAY])
+                .expect("IPv6 default route");
+            ns
+        })
+        .collect();
+    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+    tb.central
+        .nbctl(&["--wait=hv", "sync"])
+        .expect("flows on both nodes");
+    let dir = tempfile::tempdir().unwrap();
+    // one server per backend on both families (`--bind ::` also accepts IPv4)
+    let mut servers: Vec<Child> = ["web-a", "web-b"]
+        .iter()
+        .zip(&pods)
+        .map(|(name, ns)| {
+            let root = dir.path().join(name);
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::write(root.join("index.html"), name).unwrap();
+            ns.command("python3")
+                .args(["-m", "http.server", "8080", "--bind", "::", "--directory"])
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("http server")
+        })
+        .collect();
+
+    let both = ["web-a".to_string(), "web-b".to_string()].into();
+    // direct over IPv6 first, across the tunnel: the pods and servers work at all
+    let direct = answers(
+        &pods[2],
+        &format!("http://[{}]:8080/", v6_of(&PODS[1])),
+        &["web-b"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        direct.contains("web-b"),
+        "client -> web-b over IPv6: {direct:?}"
+    );
+    let v6 = answers(
+        &pods[2],
+        &format!("http://[{V6_VIP}]/"),
+        &["web-a", "web-b"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        v6, both,
+        "client -> the IPv6 ClusterIP reaches both backends"
+    );
+    let v4 = answers(
+        &pods[2],
+        "http://10.96.0.10/",
+        &["web-a", "web-b"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        v4, both,
+        "client -> the IPv4 ClusterIP reaches both backends"
     );
 
     for s in &mut servers {
