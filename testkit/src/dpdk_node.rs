@@ -17,8 +17,9 @@ use crate::cluster::{Subnet, allocate_pod, wait_chassis_count};
 use crate::cni::{CniCall, cni_netconf, run_cni};
 use crate::dpdk::{DpdkRuntimeDir, SharedDir};
 use crate::error::{Error, Result};
+use crate::names::unique_tag;
 use crate::netns::Netns;
-use crate::ovs_node::{Node, NodeConfig};
+use crate::ovs_node::{Node, NodeConfig, TwoNodes};
 use crate::ovs_paths::vswitchd_dpdk;
 use crate::ovsdb::OvnCentral;
 use crate::wait::wait_until;
@@ -44,6 +45,61 @@ pub struct DpdkNodeSpec<'a> {
     pub huge_dir: Option<&'a Path>,
     /// Appended to the agent's DPDK flags (e.g. `--egress-uplink=...`).
     pub extra_agent_args: Vec<String>,
+}
+
+/// OVN central and two nodes joined by Geneve: node 0 on OVS-DPDK (one PMD on cpu1, idle
+/// PMD sleeps up to 500 µs; vhost-user ports via [`Node::add_vhost_user_client`]), node 1 on
+/// the plain userspace datapath, so kernel pods on both and DPDK pods on node 0 meet on the
+/// same node and across nodes. Both configured for OVN with ovn-controller running (no agent:
+/// the test owns the NB, e.g. through the planner).
+pub struct DpdkAndKernelNodes {
+    // dropped first: the nodes (and their vswitchd) go before the DPDK runtime dir
+    pub lab: TwoNodes,
+    _ovs_run: DpdkRuntimeDir,
+}
+
+impl DpdkAndKernelNodes {
+    /// `prefix` (short) and `rnd` (`names::short_rand`) make the DPDK file prefix unique;
+    /// `huge_dir`: a hugetlbfs for OVS-DPDK (e.g. a [`crate::dpdk::HugepageLease`]'s), `None`:
+    /// `--no-huge`.
+    pub fn start(prefix: &str, rnd: &str, huge_dir: Option<&Path>) -> Result<Self> {
+        let file_prefix = format!("{prefix}ovs{rnd}");
+        let ovs_run = DpdkRuntimeDir::new(&file_prefix);
+        let mut dcfg = DpdkNodeConfig::example();
+        dcfg.socket_mem_mib = vec![256];
+        dcfg.lcore_cpus = vec![0];
+        dcfg.pmd_cpus = vec![1];
+        dcfg.file_prefix = file_prefix;
+        match huge_dir {
+            Some(h) => dcfg.huge_dir = Some(h.to_path_buf()),
+            None => {
+                dcfg.allow_no_huge = true;
+                dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
+            }
+        }
+        let central = OvnCentral::start()?;
+        let tag = unique_tag();
+        let dpdk = start_ovs_dpdk(
+            &format!("{prefix}-{tag}-dpdk"),
+            &format!("{prefix}-{tag}-dpdk"),
+            &dcfg,
+        )?;
+        let kernel = Node::start(
+            &format!("{prefix}-{tag}-kern"),
+            &NodeConfig::plain(&format!("{prefix}-{tag}-kern")),
+        )?;
+        let mut lab = TwoNodes::join(central, [dpdk, kernel])?;
+        let sb = lab.central.sb_remote();
+        for n in lab.nodes.iter_mut() {
+            n.configure_ovn_with_vsctl(&sb)?;
+            n.start_ovn_controller()?;
+        }
+        wait_chassis_count(&lab.central, 2, Duration::from_secs(30))?;
+        Ok(DpdkAndKernelNodes {
+            lab,
+            _ovs_run: ovs_run,
+        })
+    }
 }
 
 /// The running node.
@@ -78,6 +134,56 @@ impl DpdkPod {
 
 fn setup(e: impl std::fmt::Display) -> Error {
     Error::Setup(e.to_string())
+}
+
+/// Starts OVS-DPDK (`ovs-vswitchd-dpdk`) in a new namespace `netns_name` for the OVN node
+/// `name`: the DPDK settings of `dcfg` go through the agent's own profile code into the
+/// database before ovs-vswitchd starts (lcores, PMD cores, memory, file prefix); returns once
+/// DPDK is initialised. No bridge, no agent, no ovn-controller yet.
+pub fn start_ovs_dpdk(netns_name: &str, name: &str, dcfg: &DpdkNodeConfig) -> Result<Node> {
+    let pre = dcfg.clone();
+    let node = Node::start_with(
+        netns_name,
+        &NodeConfig {
+            name: name.to_string(),
+            vswitchd: vswitchd_dpdk(),
+            other_config: vec![],
+        },
+        move |n| {
+            let i = gather_inputs(
+                &HostPaths {
+                    // the DPDK vswitchd of the OVS/OVN rootfs, not Debian's path on the host
+                    dpdk_vswitchd: vswitchd_dpdk(),
+                    ..HostPaths::default()
+                },
+                Some("userspace".into()),
+                Some(pre),
+                false,
+            )
+            .map_err(setup)?;
+            let d = select_profile(&i).map_err(setup)?;
+            let s = d.settings.ok_or_else(|| setup(d.message.clone()))?;
+            let plan = plan_dpdk_node(&s);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(setup)?;
+            rt.block_on(async {
+                let ovs = OvsClient::connect(&n.db_remote()).await?;
+                apply_other_config(&ovs, &plan).await
+            })
+            .map_err(setup)?;
+            Ok(())
+        },
+    )?;
+    if !wait_until(Duration::from_secs(60), || {
+        node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
+            .map(|s| s.trim() == "true")
+            .unwrap_or(false)
+    }) {
+        return Err(setup("OVS-DPDK did not initialise"));
+    }
+    Ok(node)
 }
 
 impl DpdkNode {
@@ -115,48 +221,7 @@ impl DpdkNode {
         std::fs::write(&labels, r#"{"ovn.kubernetes.io/ovs_dp_type":"userspace"}"#)
             .map_err(setup)?;
         let name = format!("{p}-{}", spec.tag);
-        let pre = dcfg.clone();
-        let mut node = Node::start_with(
-            &name,
-            &NodeConfig {
-                name: name.clone(),
-                vswitchd: vswitchd_dpdk(),
-                other_config: vec![],
-            },
-            move |n| {
-                let i = gather_inputs(
-                    &HostPaths {
-                        // the DPDK vswitchd of the OVS/OVN rootfs, not Debian's path on the host
-                        dpdk_vswitchd: vswitchd_dpdk(),
-                        ..HostPaths::default()
-                    },
-                    Some("userspace".into()),
-                    Some(pre),
-                    false,
-                )
-                .map_err(setup)?;
-                let d = select_profile(&i).map_err(setup)?;
-                let s = d.settings.ok_or_else(|| setup(d.message.clone()))?;
-                let plan = plan_dpdk_node(&s);
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(setup)?;
-                rt.block_on(async {
-                    let ovs = OvsClient::connect(&n.db_remote()).await?;
-                    apply_other_config(&ovs, &plan).await
-                })
-                .map_err(setup)?;
-                Ok(())
-            },
-        )?;
-        if !wait_until(Duration::from_secs(60), || {
-            node.vsctl(["get", "Open_vSwitch", ".", "dpdk_initialized"])
-                .map(|s| s.trim() == "true")
-                .unwrap_or(false)
-        }) {
-            return Err(setup("OVS-DPDK did not initialise"));
-        }
+        let mut node = start_ovs_dpdk(&name, &name, &dcfg)?;
         before_agent(&node)?;
         let allocs_dir = spec.work.join("allocs");
         let allocs = FileAllocations::new(&allocs_dir);

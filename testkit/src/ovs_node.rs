@@ -509,6 +509,25 @@ impl Node {
         std::fs::read_to_string(self.dir.path().join("ferrovn-node.log")).unwrap_or_default()
     }
 
+    /// Adds a vhost-user port `port` to br-int, bound to logical port `iface_id`, with OVS as
+    /// the vhost-user client of `socket` (a DPDK app's virtio-user PMD in server mode creates
+    /// it, as in a DPDK pod); OVS-DPDK only.
+    pub fn add_vhost_user_client(&self, port: &str, socket: &Path, iface_id: &str) -> Result<()> {
+        self.vsctl([
+            "add-port".to_string(),
+            "br-int".into(),
+            port.into(),
+            "--".into(),
+            "set".into(),
+            "Interface".into(),
+            port.into(),
+            "type=dpdkvhostuserclient".into(),
+            format!("options:vhost-server-path={}", socket.display()),
+            format!("external_ids:iface-id={iface_id}"),
+        ])
+        .map(drop)
+    }
+
     /// Waits until Interface `iface` has `external_ids:ovn-installed="true"`.
     pub fn wait_ovn_installed(&self, iface: &str, timeout: Duration) -> Result<()> {
         let ok = wait_until(timeout, || {
@@ -617,7 +636,13 @@ impl TwoNodes {
             &format!("fvt-{tag}-n2"),
             &NodeConfig::plain(&format!("fv-{tag}-n2")),
         )?;
-        let mut nodes = [n1, n2];
+        Self::join(central, [n1, n2])
+    }
+
+    /// Joins two started nodes (OVS running, nothing configured) with the underlay of
+    /// [`TwoNodes::start_ovs_only`]; e.g. an OVS-DPDK node and a plain one.
+    pub fn join(central: OvnCentral, nodes: [Node; 2]) -> Result<Self> {
+        let mut nodes = nodes;
         add_underlay_veth(&nodes[0], &nodes[1])?;
         nodes[0].setup_underlay("fvul1", "192.168.100.1/24")?;
         nodes[1].setup_underlay("fvul2", "192.168.100.2/24")?;

@@ -34,6 +34,45 @@ pub fn model_labels_match(sel: &LabelSelector, labels: &BTreeMap<String, String>
     })
 }
 
+/// The attachments a policy's `ovn.kubernetes.io/network_policy_for` names (`ovn`, or
+/// `<ns>/<nad>` = provider `<nad>.<ns>.ovn`); `None`: every attachment (no annotation, or no
+/// valid entry in it).
+pub fn model_policy_for(pol: &NetworkPolicy) -> Option<Vec<String>> {
+    let raw = pol
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("ovn.kubernetes.io/network_policy_for")?;
+    let mut out = Vec::new();
+    for e in raw.split(',') {
+        let e = e.trim();
+        if e.eq_ignore_ascii_case("ovn") {
+            out.push("ovn".to_string());
+        } else if let [ns, nad] = &e.split('/').collect::<Vec<_>>()[..]
+            && !ns.is_empty()
+            && !nad.is_empty()
+        {
+            out.push(format!("{nad}.{ns}.ovn"));
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Which attachment an interface is: its port is `<pod>.<ns>` (primary, `ovn`) or
+/// `<pod>.<ns>.<provider>`.
+pub fn model_provider(pod: &PolicyPod) -> String {
+    let primary = format!("{}.{}", pod.name, pod.namespace);
+    match pod.port.strip_prefix(&format!("{primary}.")) {
+        Some(p) if pod.port != primary => p.to_string(),
+        _ => "ovn".to_string(),
+    }
+}
+
+/// Whether `pol` applies to the interface `pod` (as the selected pod or as a peer).
+pub fn model_attached(pol: &NetworkPolicy, pod: &PolicyPod) -> bool {
+    model_policy_for(pol).is_none_or(|v| v.contains(&model_provider(pod)))
+}
+
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     Pod(usize),
@@ -90,6 +129,24 @@ impl World {
         ns_ok && pod_ok
     }
 
+    /// [`World::peer_matches`] for a peer of `pol`: a selector peer stands only for the
+    /// attachments `pol` applies to; an ipBlock for its addresses, whoever has them.
+    pub fn policy_peer_matches(
+        &self,
+        pol: &NetworkPolicy,
+        policy_ns: &str,
+        peer: &NetworkPolicyPeer,
+        ep: &Endpoint,
+        ip: IpAddr,
+    ) -> bool {
+        self.peer_matches(policy_ns, peer, ep, ip)
+            && (peer.ip_block.is_some()
+                || match ep {
+                    Endpoint::Pod(i) => model_attached(pol, &self.pods[*i]),
+                    _ => true,
+                })
+    }
+
     pub fn port_matches(
         ports: &Option<Vec<NetworkPolicyPort>>,
         dst: &Endpoint,
@@ -140,6 +197,7 @@ impl World {
 
     pub fn selects(&self, pol: &NetworkPolicy, pod: &PolicyPod) -> bool {
         pol.metadata.namespace.as_deref() == Some(pod.namespace.as_str())
+            && model_attached(pol, pod)
             && pol
                 .spec
                 .as_ref()
@@ -171,7 +229,9 @@ impl World {
                         p.spec.as_ref().unwrap().egress.iter().flatten().any(|r| {
                             let peers = r.to.clone().unwrap_or_default();
                             (peers.is_empty()
-                                || peers.iter().any(|pe| self.peer_matches(ns, pe, dst, dip)))
+                                || peers
+                                    .iter()
+                                    .any(|pe| self.policy_peer_matches(p, ns, pe, dst, dip)))
                                 && World::port_matches(&r.ports, dst, self, proto, port)
                         })
                     })
@@ -194,7 +254,9 @@ impl World {
                         p.spec.as_ref().unwrap().ingress.iter().flatten().any(|r| {
                             let peers = r.from.clone().unwrap_or_default();
                             (peers.is_empty()
-                                || peers.iter().any(|pe| self.peer_matches(ns, pe, src, sip)))
+                                || peers
+                                    .iter()
+                                    .any(|pe| self.policy_peer_matches(p, ns, pe, src, sip)))
                                 && World::port_matches(&r.ports, dst, self, proto, port)
                         })
                     })

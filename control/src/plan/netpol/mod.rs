@@ -16,12 +16,15 @@
 //! - address sets are shared: one per distinct peer selector and family
 //!   (`np.peer.<hash>.ip4`), one per named container port (`np.port.<name>.<proto>.<n>.ip4`),
 //!   one for the nodes (`np.nodes.ip4`). No ACL depends on a pod label, so a label change
-//!   rewrites only the address sets and port groups that gain or lose the pod.
+//!   rewrites only the address sets and port groups that gain or lose the pod;
+//! - a pod is one [`PolicyPod`] per OVN interface; Kube-OVN's `network_policy_for` annotation
+//!   ([`policy_for`]) limits a policy to some of them, as selected pods and as peers.
 //!
 //! Invalid input (which the API server would reject, but a manifest may hold) is reported in
 //! [`PolicyPlan::issues`] naming the field and fails closed: the bad peer or port allows nothing.
 
 pub mod admin;
+pub mod policy_for;
 mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +63,9 @@ pub struct NamedPort {
     pub port: u16,
 }
 
-/// A pod as NetworkPolicy sees it: its primary OVN interface.
+/// One OVN interface of a pod as NetworkPolicy sees it: the primary one (port `<pod>.<ns>`)
+/// or a secondary attachment's (`<pod>.<ns>.<provider>`, see [`policy_for`]). A pod with
+/// several interfaces is one `PolicyPod` per interface, with the same labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyPod {
     pub namespace: String,
@@ -245,11 +250,13 @@ enum Scope {
 struct PodPeer {
     scope: Scope,
     pods: Selector,
+    /// The attachments whose addresses count (`network_policy_for`); `None`: all.
+    providers: policy_for::Providers,
 }
 
 impl PodPeer {
     fn canonical(&self) -> String {
-        match &self.scope {
+        let base = match &self.scope {
             Scope::Namespace(ns) => format!("namespace={ns};pods={}", self.pods.canonical()),
             Scope::Namespaces(sel) => {
                 format!(
@@ -258,6 +265,14 @@ impl PodPeer {
                     self.pods.canonical()
                 )
             }
+        };
+        // Without the annotation the name stays what it was before the annotation existed.
+        match &self.providers {
+            None => base,
+            Some(p) => format!(
+                "{base};providers={}",
+                p.iter().cloned().collect::<Vec<_>>().join(",")
+            ),
         }
     }
 
@@ -294,6 +309,8 @@ struct Ctx<'a> {
     /// The address sets the last selector peer clause named (what [`PolicyPlan::open_peers`]
     /// is made of).
     clause_sets: Vec<(Family, String)>,
+    /// The attachments the policy being translated applies to.
+    providers: policy_for::Providers,
 }
 
 impl<'a> Ctx<'a> {
@@ -342,6 +359,7 @@ impl<'a> Ctx<'a> {
             named_used: BTreeSet::new(),
             issues: Vec::new(),
             clause_sets: Vec::new(),
+            providers: None,
         }
     }
 
@@ -377,6 +395,7 @@ impl<'a> Ctx<'a> {
             .into_iter()
             .flat_map(|ns| self.pods_in(ns).iter().copied())
             .filter(|p| peer.pods.matches(&p.labels))
+            .filter(|p| policy_for::applies(&peer.providers, p))
             .collect()
     }
 
@@ -473,7 +492,17 @@ impl<'a> Ctx<'a> {
             None => Ok(Scope::Namespace(ns.to_string())),
         };
         match (scope, pods) {
-            (Ok(scope), Ok(pods)) => self.pod_peer_clause(PodPeer { scope, pods }, side),
+            (Ok(scope), Ok(pods)) => {
+                let providers = self.providers.clone();
+                self.pod_peer_clause(
+                    PodPeer {
+                        scope,
+                        pods,
+                        providers,
+                    },
+                    side,
+                )
+            }
             (Err(e), _) | (_, Err(e)) => {
                 self.issue(key, e.field, e.reason);
                 None
@@ -689,10 +718,12 @@ pub fn plan_network_policies(input: &PolicyInput) -> PolicyPlan {
                 Selector::default()
             }
         };
+        cx.providers = policy_for::parse(pol, &key, &mut cx.issues);
         let ports: BTreeSet<String> = cx
             .pods_in(ns)
             .iter()
             .filter(|p| selected.matches(&p.labels))
+            .filter(|p| policy_for::applies(&cx.providers, p))
             .map(|p| p.port.clone())
             .collect();
 
