@@ -1,8 +1,8 @@
 //! OVN-native egress driven by the controller (docs/node-connectivity.md, "OVN gateway router
 //! egress"): a DPDK Node that names its uplink address and next hop gets its gateway router,
 //! NAT row, router options, external switch and the 29500 reroute of its pods in a real NB,
-//! through the reconciler, and ovn-northd turns them into an l3 gateway bound to the node's
-//! chassis; switching the Node to `ferrovn.io/egress: kernel` removes every one of those rows,
+//! through the reconciler, and ovn-northd turns its external port into a distributed gateway
+//! port (a chassis-redirect port) bound to the node's chassis; switching the Node to `ferrovn.io/egress: kernel` removes every one of those rows,
 //! and a bad annotation is reported naming the node and the annotation. Real OVN central (NB,
 //! SB, ovn-northd), the controller as a library in manifest mode.
 
@@ -10,8 +10,11 @@
 // only inside #[test] fns and #[cfg(test)] modules).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use ferrovn_control::controller::{Controller, ControllerOptions};
 use ferrovn_testkit::ovsdb::OvnCentral;
+use ferrovn_testkit::wait::wait_until;
 
 /// `dp-a`: a DPDK node with its uplink; `k-b`: a kernel node; one pod on each.
 fn manifest(dp_a_annotations: &str) -> String {
@@ -66,6 +69,15 @@ fn rows(c: &OvnCentral, table: &str, column: &str) -> Vec<String> {
     .collect()
 }
 
+/// `lrp-get-gateway-chassis` of dp-a's external port, one `<name> <priority>` per row.
+fn gateway_chassis(c: &OvnCentral) -> Vec<String> {
+    nb(c, &["lrp-get-gateway-chassis", "gw-dp-a-ext"])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// The pod's address from its allocation record in the controller's state.
 fn pod_ip(state: &std::path::Path, pod: &str) -> String {
     let path = state.join(format!("allocations/default/{pod}.json"));
@@ -92,14 +104,17 @@ async fn a_dpdk_node_with_an_uplink_gets_its_gateway_router_and_loses_it_with_th
     let r = c.pass().await.expect("first pass");
     assert!(r.issues.is_empty(), "{:?}", r.issues);
 
-    // the DPDK node's gateway router, bound to its chassis (no chassis annotation: the name)
+    // the DPDK node's gateway router: its external port is a gateway port on the node's
+    // chassis (no chassis annotation: the node's name); a distributed router (no
+    // options:chassis) whose SNAT is one conntrack commit (ct-commit-all)
     assert_eq!(
-        nb(
-            &central,
-            &["get", "Logical_Router", "gw-dp-a", "options:chassis"]
-        )
-        .trim_matches('"'),
-        "dp-a"
+        gateway_chassis(&central),
+        vec!["gw-dp-a-ext-dp-a 1".to_string()]
+    );
+    let options = nb(&central, &["get", "Logical_Router", "gw-dp-a", "options"]);
+    assert!(
+        options.contains("ct-commit-all=\"true\"") && !options.contains("chassis"),
+        "{options}"
     );
     // the kernel node has none: its annotations alone do not choose the gateway router
     assert!(
@@ -169,20 +184,29 @@ async fn a_dpdk_node_with_an_uplink_gets_its_gateway_router_and_loses_it_with_th
         "{pol}"
     );
 
-    // northd made an l3 gateway of it on dp-a's chassis
+    // northd made a chassis-redirect port of it whose HA group holds dp-a's chassis
+    central
+        .sbctl(&["chassis-add", "dp-a", "geneve", "127.0.0.1"])
+        .unwrap();
     central.sync_sb().expect("northd caught up");
-    let pb_opts = central
-        .sbctl(&[
+    let sb = |args: &[&str]| central.sbctl(args).unwrap().trim().to_string();
+    assert_eq!(
+        sb(&[
             "--bare",
-            "--columns=type,options",
+            "--columns=type",
             "find",
             "Port_Binding",
-            "logical_port=gw-dp-a-ext",
-        ])
-        .unwrap();
+            "logical_port=cr-gw-dp-a-ext",
+        ]),
+        "chassisredirect"
+    );
+    let dp_a = sb(&["--bare", "--columns=_uuid", "find", "Chassis", "name=dp-a"]);
     assert!(
-        pb_opts.contains("l3gateway") && pb_opts.contains("l3gateway-chassis=dp-a"),
-        "{pb_opts}"
+        wait_until(Duration::from_secs(20), || {
+            sb(&["--bare", "--columns=chassis", "list", "HA_Chassis"]).contains(&dp_a)
+        }),
+        "HA_Chassis of dp-a: {}",
+        sb(&["list", "HA_Chassis_Group"])
     );
 
     // a user's own NAT row on FerrOVN's cluster router is not FerrOVN's: kept as it is; and a
@@ -205,6 +229,10 @@ async fn a_dpdk_node_with_an_uplink_gets_its_gateway_router_and_loses_it_with_th
     );
 
     // the chassis moves (the node's agent publishes another system-id): updated in place
+    let gwc_uuid = nb(
+        &central,
+        &["--bare", "--columns=_uuid", "list", "Gateway_Chassis"],
+    );
     let uuid = nb(
         &central,
         &[
@@ -225,12 +253,15 @@ async fn a_dpdk_node_with_an_uplink_gets_its_gateway_router_and_loses_it_with_th
     let r = c.pass().await.expect("chassis pass");
     assert!(r.issues.is_empty(), "{:?}", r.issues);
     assert_eq!(
+        gateway_chassis(&central),
+        vec!["gw-dp-a-ext-ch-dp-a 1".to_string()]
+    );
+    assert_eq!(
         nb(
             &central,
-            &["get", "Logical_Router", "gw-dp-a", "options:chassis"]
-        )
-        .trim_matches('"'),
-        "ch-dp-a"
+            &["--bare", "--columns=_uuid", "list", "Gateway_Chassis"]
+        ),
+        gwc_uuid
     );
     assert_eq!(
         nb(
@@ -271,6 +302,7 @@ async fn a_dpdk_node_with_an_uplink_gets_its_gateway_router_and_loses_it_with_th
     assert!(r.issues.is_empty(), "{:?}", r.issues);
     let routers = rows(&central, "Logical_Router", "name");
     assert_eq!(routers, vec!["ovn-cluster".to_string()], "{routers:?}");
+    assert!(rows(&central, "Gateway_Chassis", "name").is_empty());
     assert_eq!(
         rows(&central, "NAT", "external_ip"),
         vec!["198.51.100.1".to_string()],

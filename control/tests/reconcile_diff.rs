@@ -66,22 +66,33 @@ impl Nb {
     }
 
     fn gc(&mut self) {
-        let mut referenced = BTreeSet::new();
-        for t in Table::ALL.into_iter().filter(|t| t.is_root()) {
-            for r in self.snap.rows(t) {
-                for c in t.child_columns() {
-                    if let Some(a) = r.columns.get(*c).and_then(Datum::as_atoms) {
-                        referenced.extend(a.iter().filter_map(Atom::as_uuid));
+        // Children of children (a router port's Gateway_Chassis rows) go with their parent:
+        // collect until nothing more goes.
+        loop {
+            let mut referenced = BTreeSet::new();
+            for t in Table::ALL
+                .into_iter()
+                .filter(|t| !t.child_columns().is_empty())
+            {
+                for r in self.snap.rows(t) {
+                    for c in t.child_columns() {
+                        if let Some(a) = r.columns.get(*c).and_then(Datum::as_atoms) {
+                            referenced.extend(a.iter().filter_map(Atom::as_uuid));
+                        }
                     }
                 }
             }
-        }
-        // Load_Balancer is a root of the schema (only weakly referenced): never collected.
-        for t in Table::ALL
-            .iter()
-            .filter(|t| !t.is_root() && **t != Table::LoadBalancer)
-        {
-            self.rows_mut(*t).retain(|r| referenced.contains(&r.uuid));
+            let before = self.snap.len();
+            // Load_Balancer is a root of the schema (only weakly referenced): never collected.
+            for t in Table::ALL
+                .iter()
+                .filter(|t| !t.is_root() && **t != Table::LoadBalancer)
+            {
+                self.rows_mut(*t).retain(|r| referenced.contains(&r.uuid));
+            }
+            if self.snap.len() == before {
+                break;
+            }
         }
         // Weak references to collected ports go with them (a port group's ports).
         let ports: BTreeSet<Uuid> = self
@@ -362,6 +373,111 @@ fn pod_moving_subnet_moves_its_port() {
             .any(|a| a.as_uuid() == Some(port))
     };
     assert!(!has(s0) && has(s1));
+}
+
+/// `p` plus an egress gateway router whose external port is a gateway port on `chassis`.
+fn with_gateway_port(mut p: NbPlan, chassis: &str) -> NbPlan {
+    use ferrovn_control::plan::{
+        PlannedGatewayChassis, PlannedRouter, PlannedRouterPort, owned_ids,
+    };
+    let port = PlannedRouterPort {
+        name: "gw-x-ext".into(),
+        mac: "0e:00:00:00:00:99".into(),
+        networks: vec!["203.0.113.101/24".into()],
+        external_ids: owned_ids("lrp/gw-x-ext", &[]),
+        gateway_chassis: vec![PlannedGatewayChassis {
+            name: format!("gw-x-ext-{chassis}"),
+            chassis_name: chassis.into(),
+            priority: 1,
+            external_ids: owned_ids("gwc/gw-x-ext", &[]),
+        }],
+    };
+    p.routers.insert(
+        "gw-x".into(),
+        PlannedRouter {
+            name: "gw-x".into(),
+            options: [("ct-commit-all".to_string(), "true".to_string())].into(),
+            external_ids: owned_ids("lr/gw-x", &[]),
+            nat: Default::default(),
+            ports: [("gw-x-ext".to_string(), port)].into(),
+            static_routes: Default::default(),
+            policies: Default::default(),
+            lb_groups: Default::default(),
+        },
+    );
+    p
+}
+
+#[test]
+fn gateway_chassis_rows_come_and_go_with_their_router_port() {
+    let base = cluster(&[(0, 5)], false, 0);
+    let p = with_gateway_port(base.clone(), "ch-a");
+    // in one transaction or one change per transaction: the port before its gateway chassis
+    for batch in [10_000, 1] {
+        let mut nb = Nb::new();
+        let d = nb.diff(&p);
+        assert_eq!(d.counts(), (p.row_count(), 0, 0));
+        let at = |t: Table| d.changes.iter().position(|c| c.table() == t).unwrap();
+        assert!(at(Table::LogicalRouterPort) < at(Table::GatewayChassis));
+        // the new port's UUID is chosen here, so its child can name it in any batch
+        let port_uuid = d.changes.iter().find_map(|c| match c {
+            Change::Insert {
+                table: Table::LogicalRouterPort,
+                key,
+                uuid,
+                ..
+            } if key == "lrp/gw-x-ext" => *uuid,
+            _ => None,
+        });
+        let gwc_parent = d.changes.iter().find_map(|c| match c {
+            Change::Insert {
+                table: Table::GatewayChassis,
+                parent,
+                ..
+            } => *parent,
+            _ => None,
+        });
+        assert_eq!(
+            gwc_parent.map(|p| (p.table, p.uuid, p.column)),
+            port_uuid.map(|u| (Table::LogicalRouterPort, u, "gateway_chassis"))
+        );
+        assert!(!to_transactions(&d, "OVN_Northbound", batch).is_empty());
+        nb.apply(&d.changes);
+        assert_eq!(nb.snap.rows(Table::GatewayChassis).len(), 1);
+        assert!(nb.diff(&p).is_empty(), "converged");
+    }
+
+    let mut nb = Nb::new();
+    let d = nb.diff(&p);
+    nb.apply(&d.changes);
+    let gwc = nb.snap.rows(Table::GatewayChassis)[0].uuid;
+    // another chassis: the row is updated in place
+    let moved = with_gateway_port(base.clone(), "ch-b");
+    let d = nb.diff(&moved);
+    assert_eq!(d.changes.len(), 1, "{:?}", d.changes);
+    assert!(
+        matches!(&d.changes[0], Change::Update { table: Table::GatewayChassis, uuid, .. } if *uuid == gwc)
+    );
+    nb.apply(&d.changes);
+    assert!(nb.diff(&moved).is_empty());
+    // the router goes: its port is detached and the gateway chassis goes with the port (no
+    // mutation of a port the same pass removes)
+    let d = nb.diff(&base);
+    assert!(
+        d.changes.iter().all(|c| c.table() != Table::GatewayChassis),
+        "{:?}",
+        d.changes
+    );
+    nb.apply(&d.changes);
+    assert!(nb.snap.rows(Table::GatewayChassis).is_empty());
+    assert!(nb.snap.rows(Table::LogicalRouterPort).iter().all(|r| {
+        r.columns
+            .get("name")
+            .and_then(Datum::as_atom)
+            .and_then(Atom::as_str)
+            != Some("gw-x-ext")
+    }));
+    assert!(nb.diff(&base).is_empty());
 }
 
 #[test]

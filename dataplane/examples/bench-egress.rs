@@ -20,15 +20,22 @@
 //!   `start tx_first 8`), the rate OVS-DPDK delivers (both directions summed, as bench-dpdk's
 //!   vhost loop).
 //!
+//! Every DPDK egress window also prints the datapath's work per egress packet: passes
+//! (`pmd-stats-show`), conntrack operations (each datapath flow's packets in the window times
+//! its `ct(` actions, over the packets OVS took from the pod) and PMD cycles.
+//!
 //! Last line: `egress-bench kernel_gbps=X dpdk_kernel_mpps=X dpdk_ovn_mpps=X
-//! dpdk_pod_pod_mpps=X ovn_vs_kernel=X`. `BENCH_SECS` (default 5) sets each window.
+//! dpdk_pod_pod_mpps=X ovn_vs_kernel=X`. `BENCH_SECS` (default 5) sets each window;
+//! `BENCH_GW_LAYOUT` rewrites the planner's gateway router for A/B runs (see [`relayout`]),
+//! `BENCH_EGRESS_ONLY=1` runs only the DPDK pod's egress windows, `BENCH_UPLINKS=nic` or
+//! `af_packet` only the OVN windows of that uplink.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrovn_control::plan::gateway_router::{
-    GatewayRouterInputs, NodeEgress, POLICY_PRIORITY, nbctl_commands, plan_gateway_routers,
+    GatewayRouterInputs, NodeEgress, POLICY_PRIORITY, names, nbctl_commands, plan_gateway_routers,
 };
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::cluster::nbctl;
@@ -150,6 +157,136 @@ fn pmd_cycles_per_packet(stats: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `avg. datapath passes per packet` of the (first) PMD in `dpif-netdev/pmd-stats-show`.
+fn pmd_passes_per_packet(stats: &str) -> f64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("avg. datapath passes per packet:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The datapath flows (`dpctl/dump-flows`): match → (packets, conntrack actions, actions).
+fn dp_flows(lab: &EgressLab) -> std::collections::BTreeMap<String, (u64, usize, String)> {
+    let text = lab
+        .dpdk
+        .node
+        .appctl_vswitchd(["dpctl/dump-flows"])
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (key, rest) = l.split_once(", packets:")?;
+            let packets = rest.split(',').next()?.trim().parse().ok()?;
+            let actions = rest.split_once("actions:").map_or("", |(_, a)| a);
+            Some((
+                key.trim().to_string(),
+                (packets, actions.matches("ct(").count(), actions.to_string()),
+            ))
+        })
+        .collect()
+}
+
+/// Per packet OVS took from the pod in a window: datapath flow hits (= passes) and conntrack
+/// operations, from the flows' packet counters at the window's start and end; with
+/// `BENCH_DEBUG` the flows that carried the window's packets.
+fn flow_work(
+    start: &std::collections::BTreeMap<String, (u64, usize, String)>,
+    end: &std::collections::BTreeMap<String, (u64, usize, String)>,
+    pod_packets: u64,
+) -> (f64, f64) {
+    let (mut hits, mut ct) = (0u64, 0u64);
+    let debug = std::env::var("BENCH_DEBUG").is_ok();
+    for (key, (p, n_ct, actions)) in end {
+        let d = p.saturating_sub(start.get(key).map_or(0, |s| s.0));
+        hits += d;
+        ct += d * *n_ct as u64;
+        if debug && d * 100 > pod_packets {
+            eprintln!("  flow {d} pkts: {key} actions:{actions}");
+        }
+    }
+    let n = pod_packets.max(1) as f64;
+    (hits as f64 / n, ct as f64 / n)
+}
+
+/// `BENCH_GW_LAYOUT`: the planner's gateway router rewritten into another layout before the
+/// windows, to measure what each costs per packet (the planner makes one of them):
+/// - `l3gateway`: `options:chassis` (an l3 gateway router: northd sends every packet of a
+///   router with NAT rows through its DNAT zone, looked up and committed, besides the SNAT);
+/// - `dgp`: a distributed router whose external port is a distributed gateway port on the
+///   chassis (`Gateway_Chassis`), no `ct-commit-all` (northd adds a SNAT-zone lookup before
+///   the SNAT commit);
+/// - `dgp-commit-all`: the same with `options:ct-commit-all=true` (the SNAT commit only);
+/// - any of them with `+nosnat`: the NAT rows removed (no conntrack at all: the bound of the
+///   OVN path on this uplink; the outside then sees pod addresses, which the discard sink
+///   does not mind).
+///
+/// A comma-separated list measures each layout in every repetition (one OVN window each,
+/// beside the same kernel window); the last line reports the first.
+fn relayout(lab: &EgressLab, layout: &str, nat: &[Vec<String>]) -> Result<()> {
+    let (base, nosnat) = match layout.strip_suffix("+nosnat") {
+        Some(b) => (b, true),
+        None => (layout, false),
+    };
+    let node = lab.chassis();
+    let router = names::router(node);
+    let ext = names::external_router_port(node);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let mut cmds = match base {
+        "l3gateway" => vec![
+            s(&["clear", "Logical_Router_Port", &ext, "gateway_chassis"]),
+            s(&[
+                "remove",
+                "Logical_Router",
+                &router,
+                "options",
+                "ct-commit-all",
+            ]),
+            s(&[
+                "set",
+                "Logical_Router",
+                &router,
+                &format!("options:chassis={node}"),
+            ]),
+        ],
+        "dgp" | "dgp-commit-all" => vec![
+            s(&["remove", "Logical_Router", &router, "options", "chassis"]),
+            s(&["lrp-set-gateway-chassis", &ext, node, "1"]),
+            if base == "dgp" {
+                s(&[
+                    "remove",
+                    "Logical_Router",
+                    &router,
+                    "options",
+                    "ct-commit-all",
+                ])
+            } else {
+                s(&[
+                    "set",
+                    "Logical_Router",
+                    &router,
+                    "options:ct-commit-all=true",
+                ])
+            },
+        ],
+        other => {
+            bail!("BENCH_GW_LAYOUT={other}: expected l3gateway, dgp or dgp-commit-all (+nosnat)")
+        }
+    };
+    cmds.push(s(&["lr-nat-del", &router, "snat"]));
+    if !nosnat {
+        cmds.extend(nat.iter().cloned());
+    }
+    lab.apply_nbctl(&cmds)?;
+    println!("tuning: gateway router layout {layout}");
+    Ok(())
+}
+
 fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
     t.command("start tx_first 8")?;
     sleep(2.0);
@@ -166,6 +303,18 @@ fn pod_loop_rate(t: &mut Testpmd) -> Result<f64> {
 fn wait_vhost_up(lab: &EgressLab, pods: &[&DpdkPod]) -> bool {
     // a loaded machine takes its time to start a testpmd
     lab.dpdk.wait_vhost_up(pods, Duration::from_secs(90))
+}
+
+/// What one DPDK egress window measured.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    mpps: f64,
+    /// datapath passes per packet (`pmd-stats-show`)
+    passes: f64,
+    /// conntrack actions executed per packet (datapath flow counters)
+    ct: f64,
+    /// PMD processing cycles per packet (`pmd-stats-show`)
+    cycles: f64,
 }
 
 /// Counters along both egress paths, read at the start and the end of a window, so each hop's
@@ -556,6 +705,25 @@ fn main() -> Result<()> {
         .into_iter()
         .partition(|c| c.first().is_some_and(|w| w == "lr-policy-add"));
     lab.apply_nbctl(&rest)?;
+    let nat: Vec<Vec<String>> = rest
+        .iter()
+        .filter(|c| c.iter().any(|w| w == "lr-nat-add"))
+        .cloned()
+        .collect();
+    // None: the layout as planned
+    let layouts: Vec<Option<String>> = match std::env::var("BENCH_GW_LAYOUT") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|l| Some(l.trim().to_string())).collect(),
+        _ => vec![None],
+    };
+    let label = |l: Option<usize>| match l.and_then(|i| layouts[i].clone()) {
+        Some(name) => format!("layout {name}"),
+        None => "layout as planned".to_string(),
+    };
+    let uplinks: Vec<Path> = match std::env::var("BENCH_UPLINKS").as_deref() {
+        Ok("nic") => vec![Path::OvnNic],
+        Ok("af_packet") => vec![Path::OvnAfPacket],
+        _ => vec![Path::OvnNic, Path::OvnAfPacket],
+    };
     let ovn_path = |on: bool| -> Result<()> {
         lab.del_policies(POLICY_PRIORITY)?;
         if on {
@@ -586,14 +754,26 @@ fn main() -> Result<()> {
     let (mut tcp, mut udp, mut dk, mut dovn, mut pp) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut kcyc, mut ocyc, mut daf) = (Vec::new(), Vec::new(), Vec::new());
+    // `BENCH_EGRESS_ONLY`: only the DPDK pod's egress windows (quick layout A/B runs; the
+    // kernel pod's and the pod <-> pod rows print 0)
+    let egress_only = std::env::var("BENCH_EGRESS_ONLY").is_ok();
+    // the windows of a repetition: the kernel path, and each uplink with each layout
+    let mut windows: Vec<(Path, Option<usize>)> = vec![(Path::Kernel, None)];
+    for i in 0..layouts.len() {
+        windows.extend(uplinks.iter().map(|p| (*p, Some(i))));
+    }
+    let mut per_window: Vec<Vec<Window>> = vec![Vec::new(); windows.len()];
+    let mut applied: Option<usize> = None;
     for rep in 0..reps() {
-        let g = kernel_tcp(&kp)?;
-        let u = kernel_udp(&lab, &kp)?;
-        println!(
-            "rep {rep}: kernel pod -> outside, kernel path: TCP {g:.2} Gbit/s, UDP 64 B {u:.3} Mpps"
-        );
-        tcp.push(g);
-        udp.push(u);
+        if !egress_only {
+            let g = kernel_tcp(&kp)?;
+            let u = kernel_udp(&lab, &kp)?;
+            println!(
+                "rep {rep}: kernel pod -> outside, kernel path: TCP {g:.2} Gbit/s, UDP 64 B {u:.3} Mpps"
+            );
+            tcp.push(g);
+            udp.push(u);
+        }
 
         // one txonly testpmd in dp1, the path switched under it
         let mut t = Testpmd::start(&TestpmdSpec {
@@ -616,10 +796,18 @@ fn main() -> Result<()> {
         }
         sleep(2.0);
         // the order rotates: no path always runs first
-        let order = [Path::Kernel, Path::OvnNic, Path::OvnAfPacket];
         let (mut k, mut o, mut a, mut kc, mut oc) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for i in 0..order.len() {
-            let path = order[(i + rep) % order.len()];
+        for i in 0..windows.len() {
+            let slot = (i + rep) % windows.len();
+            let (path, layout) = windows[slot];
+            if let Some(l) = layout
+                && applied != Some(l)
+            {
+                if let Some(name) = &layouts[l] {
+                    relayout(&lab, name, &nat)?;
+                }
+                applied = Some(l);
+            }
             match path {
                 Path::OvnNic => uplink.set(&lab, Uplink::Nic)?,
                 Path::OvnAfPacket => uplink.set(&lab, Uplink::AfPacket)?,
@@ -630,25 +818,42 @@ fn main() -> Result<()> {
                 .dpdk
                 .node
                 .appctl_vswitchd(["dpif-netdev/pmd-stats-clear"]);
+            let f0 = dp_flows(&lab);
             let h0 = Hops::read(&lab, &dp1, &pmds);
             let mut r = outside_rate(&lab, path == Path::OvnAfPacket)?;
             let h1 = Hops::read(&lab, &dp1, &pmds);
+            let f1 = dp_flows(&lab);
             if path == Path::OvnNic {
                 // the discarding port has no far end: what OVS handed to it
                 r = h1.uplink_tx.saturating_sub(h0.uplink_tx) as f64
                     / (h1.at - h0.at).as_secs_f64()
                     / 1e6;
             }
-            println!("rep {rep}: {} window: {}", path.name(), h0.line(&h1));
+            let name = match layout {
+                Some(_) => format!("{} {}", path.name(), label(layout)),
+                None => path.name().to_string(),
+            };
+            println!("rep {rep}: {name} window: {}", h0.line(&h1));
             let stats = lab
                 .dpdk
                 .node
                 .appctl_vswitchd(["dpif-netdev/pmd-stats-show"])
                 .unwrap_or_default();
+            let (hits, ct) = flow_work(&f0, &f1, h1.pod_rx.saturating_sub(h0.pod_rx));
+            let passes = pmd_passes_per_packet(&stats);
+            let c = pmd_cycles_per_packet(&stats);
+            println!(
+                "rep {rep}: {name} work per packet: datapath passes {passes:.2} (pmd-stats), flow hits {hits:.2}, conntrack ops {ct:.2}, PMD processing cycles {c:.0}; {r:.3} Mpps"
+            );
+            per_window[slot].push(Window {
+                mpps: r,
+                passes,
+                ct,
+                cycles: c,
+            });
             if std::env::var("BENCH_DEBUG").is_ok() {
                 eprintln!(
-                    "{}: {stats}\n{}\n{}",
-                    path.name(),
+                    "{name}: {stats}\n{}\n{}",
                     lab.dpdk
                         .node
                         .appctl_vswitchd(["dpif-netdev/pmd-perf-show"])
@@ -659,11 +864,12 @@ fn main() -> Result<()> {
                         .unwrap_or_default()
                 );
             }
-            let c = pmd_cycles_per_packet(&stats);
-            match path {
-                Path::Kernel => (k, kc) = (r, c),
-                Path::OvnNic => (o, oc) = (r, c),
-                Path::OvnAfPacket => a = r,
+            // the final line: the first layout
+            match (path, layout) {
+                (Path::Kernel, _) => (k, kc) = (r, c),
+                (Path::OvnNic, Some(0)) => (o, oc) = (r, c),
+                (Path::OvnAfPacket, Some(0)) => a = r,
+                _ => {}
             }
         }
         let offered = t.pps("Tx", 3) / 1e6;
@@ -679,6 +885,9 @@ fn main() -> Result<()> {
         dovn.push(o);
         daf.push(a);
 
+        if egress_only {
+            continue;
+        }
         let mut t = Testpmd::start(&TestpmdSpec {
             prefix: format!("fvbl{rnd}"),
             netns: Some(&dp1.netns),
@@ -737,6 +946,21 @@ fn main() -> Result<()> {
         median(&kcyc),
         median(&ocyc)
     );
+    println!("  per egress packet, every window (medians):");
+    for ((path, layout), w) in windows.iter().zip(&per_window) {
+        let m = |f: fn(&Window) -> f64| median(&w.iter().map(f).collect::<Vec<f64>>());
+        let name = match layout {
+            Some(_) => format!("{} {}", path.name(), label(*layout)),
+            None => path.name().to_string(),
+        };
+        println!(
+            "    {name}: {:.3} Mpps, datapath passes {:.2}, conntrack ops {:.2}, PMD cycles {:.0}",
+            m(|w| w.mpps),
+            m(|w| w.passes),
+            m(|w| w.ct),
+            m(|w| w.cycles),
+        );
+    }
     println!("load average: start {load_start}, end {}", loadavg());
     drop(dp1);
     drop(dp2);

@@ -3,8 +3,13 @@
 //! and never enters the node's kernel (no ovn0, no kernel forwarding, no nftables).
 //!
 //! Per such node `<n>` the planner makes (names in [`names`]):
-//! - router `gw-<n>` with `options:chassis=<system-id>` (an OVN "l3 gateway router": its
-//!   pipeline and its conntrack run on that chassis only, which is what SNAT needs);
+//! - router `gw-<n>`, a distributed router whose external port is a **distributed gateway
+//!   port** bound to the node's chassis (a `Gateway_Chassis` row): its SNAT runs on that
+//!   chassis, where the node's pods are anyway, and with `options:ct-commit-all=true` northd
+//!   makes the SNAT of a pod's packet ONE conntrack commit (two datapath passes). An l3 gateway
+//!   router (`options:chassis`) would send every packet through its DNAT zone as well (a lookup
+//!   plus a commit, northd does so for any router with NAT rows), and a gateway port without
+//!   `ct-commit-all` gets a SNAT-zone lookup before the commit: three passes either way;
 //! - its port `gw-<n>-transit` on the shared transit switch [`TRANSIT_SWITCH`] (a join-like
 //!   switch between the cluster router and every gateway router; the cluster router's port on
 //!   it is `ovn-cluster-transit`);
@@ -30,12 +35,23 @@ use ferrovn_api::names::router_port_mac;
 
 pub use super::PlannedNat;
 use super::{
-    Desired, NbPlan, PlanIssue, PlannedPolicy, PlannedRouter, PlannedRouterPort,
-    PlannedStaticRoute, PlannedSwitch, PlannedSwitchPort, ROW_KEY, StrMap, SubnetIntent, owned_ids,
+    Desired, NbPlan, PlanIssue, PlannedGatewayChassis, PlannedPolicy, PlannedRouter,
+    PlannedRouterPort, PlannedStaticRoute, PlannedSwitch, PlannedSwitchPort, ROW_KEY, StrMap,
+    SubnetIntent, owned_ids,
 };
 
 /// The join-like switch between the cluster router and every gateway router.
 pub const TRANSIT_SWITCH: &str = "ovn-gw-transit";
+/// Options of every gateway router: `ct-commit-all` drops the SNAT-zone lookup northd puts
+/// before the SNAT commit of a gateway port (OVN 25.03 `build_lrouter_out_snat_flow` /
+/// `build_dgp_lrouter_commit_all`): a pod's packet to the outside costs one conntrack
+/// operation. The price: a connection the outside opens to a pod of a SNATed subnet (the
+/// outside routing the pod CIDR to this node, which natOutgoing setups do not do) would have
+/// its answers SNATed; subnets without natOutgoing are not SNATed at all.
+pub const ROUTER_OPTIONS: [(&str, &str); 1] = [("ct-commit-all", "true")];
+/// Priority of a gateway router's one gateway chassis (there is no failover: the router
+/// serves the pods of its own node only).
+pub const GATEWAY_CHASSIS_PRIORITY: i64 = 1;
 /// Priority of the per-node reroute to its gateway router: it wins over the distributed
 /// gateway's reroute (29000) for the same pods and loses to traffic for nodes (30000) and for
 /// cluster subnets (31000), which must not leave through the gateway.
@@ -286,7 +302,7 @@ pub struct NodeEgress {
 pub struct GatewayRouter {
     pub name: String,
     pub node: String,
-    /// `chassis` (the binding).
+    /// [`ROUTER_OPTIONS`]; the binding to the chassis is the external port's gateway chassis.
     pub options: StrMap,
     pub external_ids: StrMap,
     pub ports: BTreeMap<String, PlannedRouterPort>,
@@ -321,6 +337,10 @@ impl GatewayRouterPlan {
                 .values()
                 .map(|r| {
                     1 + r.ports.len()
+                        + r.ports
+                            .values()
+                            .map(|p| p.gateway_chassis.len())
+                            .sum::<usize>()
                         + r.nat.len()
                         + r.static_routes.len()
                         + switch(&r.external_switch)
@@ -386,6 +406,7 @@ fn router_port(name: &str, net: Ipv4Net, extra: &[(&str, &str)]) -> PlannedRoute
         mac: router_port_mac(name).to_string(),
         networks: vec![net.to_string()],
         external_ids: owned_ids(&format!("lrp/{name}"), extra),
+        gateway_chassis: Vec::new(),
     }
 }
 
@@ -483,8 +504,10 @@ pub fn plan_gateway_routers(inputs: &GatewayRouterInputs) -> GatewayRouterPlan {
 
         let name = names::router(node);
         let tag: [(&str, &str); 2] = [("node", node), ("gateway", "ovn-gateway-router")];
-        let mut options = StrMap::new();
-        options.insert("chassis".into(), n.chassis.clone());
+        let options: StrMap = ROUTER_OPTIONS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut ports = BTreeMap::new();
         let lrp_transit = names::transit_router_port(node);
         let lrp_ext = names::external_router_port(node);
@@ -493,7 +516,15 @@ pub fn plan_gateway_routers(inputs: &GatewayRouterInputs) -> GatewayRouterPlan {
             lrp_transit.clone(),
             router_port(&lrp_transit, transit_net, &tag),
         );
-        ports.insert(lrp_ext.clone(), router_port(&lrp_ext, n.external, &tag));
+        let mut ext_port = router_port(&lrp_ext, n.external, &tag);
+        ext_port.gateway_chassis.push(PlannedGatewayChassis {
+            name: format!("{lrp_ext}-{}", n.chassis),
+            chassis_name: n.chassis.clone(),
+            priority: GATEWAY_CHASSIS_PRIORITY,
+            // keyed by port: a new chassis updates the row in place
+            external_ids: owned_ids(&format!("gwc/{lrp_ext}"), &tag),
+        });
+        ports.insert(lrp_ext.clone(), ext_port);
 
         let mut snat: Vec<Ipv4Net> = n.snat_cidrs.iter().map(|c| c.trunc()).collect();
         snat.sort();
@@ -803,11 +834,21 @@ pub fn nbctl_commands(plan: &GatewayRouterPlan, cluster_router: &str) -> Vec<Vec
     }
     for r in plan.routers.values() {
         cmds.push(s(&["--may-exist", "lr-add", &r.name]));
-        let mut c = s(&["set", "Logical_Router", &r.name]);
-        c.extend(r.options.iter().map(|(k, v)| format!("options:{k}={v}")));
-        cmds.push(c);
+        if !r.options.is_empty() {
+            let mut c = s(&["set", "Logical_Router", &r.name]);
+            c.extend(r.options.iter().map(|(k, v)| format!("options:{k}={v}")));
+            cmds.push(c);
+        }
         for p in r.ports.values() {
             add_lrp(&mut cmds, &r.name, p);
+            for g in &p.gateway_chassis {
+                cmds.push(s(&[
+                    "lrp-set-gateway-chassis",
+                    &p.name,
+                    &g.chassis_name,
+                    &g.priority.to_string(),
+                ]));
+            }
         }
         for n in &r.nat {
             cmds.push(s(&[
@@ -907,7 +948,21 @@ mod tests {
         let p = plan_gateway_routers(&inputs(vec![node("n1", 0)]));
         assert!(p.issues.is_empty(), "{:?}", p.issues);
         let r = &p.routers["gw-n1"];
-        assert_eq!(r.options["chassis"], "chassis-n1");
+        // a distributed router: bound through its external port's gateway chassis, with the
+        // option that makes its SNAT one conntrack commit
+        assert!(!r.options.contains_key("chassis"), "{:?}", r.options);
+        assert_eq!(r.options["ct-commit-all"], "true");
+        let gwc = &r.ports["gw-n1-ext"].gateway_chassis;
+        assert_eq!(gwc.len(), 1);
+        assert_eq!(
+            (
+                gwc[0].name.as_str(),
+                gwc[0].chassis_name.as_str(),
+                gwc[0].priority
+            ),
+            ("gw-n1-ext-chassis-n1", "chassis-n1", 1)
+        );
+        assert!(r.ports["gw-n1-transit"].gateway_chassis.is_empty());
         assert_eq!(r.ports["gw-n1-transit"].networks, vec!["100.65.0.2/16"]);
         assert_eq!(r.ports["gw-n1-ext"].networks, vec!["203.0.113.101/24"]);
         assert_eq!(
@@ -1022,9 +1077,19 @@ mod tests {
             .collect();
         let has = |s: &str| cmds.iter().any(|c| c.contains(s));
         assert!(
-            has("set Logical_Router gw-n1 options:chassis=chassis-n1"),
+            has("set Logical_Router gw-n1 options:ct-commit-all=true"),
             "{cmds:#?}"
         );
+        assert!(!has("options:chassis"), "{cmds:#?}");
+        assert!(has("lrp-set-gateway-chassis gw-n1-ext chassis-n1 1"));
+        // the port exists before its gateway chassis
+        let lrp = cmds
+            .iter()
+            .position(|c| c.contains("lrp-add gw-n1 gw-n1-ext"));
+        let gwc = cmds
+            .iter()
+            .position(|c| c.contains("lrp-set-gateway-chassis"));
+        assert!(lrp.unwrap() < gwc.unwrap());
         assert!(has("lr-nat-add gw-n1 snat 203.0.113.101 10.16.0.0/16"));
         assert!(has("lr-route-add gw-n1 0.0.0.0/0 203.0.113.254"));
         assert!(has("lsp-set-options ln-ext-n1 network_name=ext"));
@@ -1091,7 +1156,9 @@ mod tests {
             // rows: fixed per node, one policy per node with pods, never per pod
             let with_pods: BTreeSet<u8> = pods.iter().map(|(k, _)| *k).collect();
             prop_assert_eq!(a.cluster_policies.len(), with_pods.len());
-            prop_assert_eq!(a.row_count(), 1 + 6 + 1 + 5 * (1 + 2 + 1 + 3 + 3) + with_pods.len());
+            // per router: itself, 2 ports, 1 gateway chassis, 1 NAT, 3 routes, its switch + 2
+            // ports; once: the transit switch + 6 ports and the cluster router's port
+            prop_assert_eq!(a.row_count(), 1 + 6 + 1 + 5 * (1 + 2 + 1 + 1 + 3 + 3) + with_pods.len());
         }
     }
 
@@ -1234,7 +1301,10 @@ mod tests {
         let p = crate::plan::plan(&d);
         assert!(p.issues.is_empty(), "{:?}", p.issues);
         let gw = &p.routers["gw-n1"];
-        assert_eq!(gw.options["chassis"], "ch-n1");
+        assert_eq!(
+            gw.ports["gw-n1-ext"].gateway_chassis[0].chassis_name,
+            "ch-n1"
+        );
         // natOutgoing subnets are SNATed, `routed` leaves with its pod addresses
         let nat: Vec<(&str, &str)> = gw
             .nat

@@ -324,7 +324,16 @@ impl NbPlan {
             + self
                 .routers
                 .values()
-                .map(|r| 1 + r.ports.len() + r.static_routes.len() + r.policies.len() + r.nat.len())
+                .map(|r| {
+                    1 + r.ports.len()
+                        + r.ports
+                            .values()
+                            .map(|p| p.gateway_chassis.len())
+                            .sum::<usize>()
+                        + r.static_routes.len()
+                        + r.policies.len()
+                        + r.nat.len()
+                })
                 .sum::<usize>()
             + self
                 .lb_groups
@@ -394,7 +403,8 @@ pub struct PlannedAcl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRouter {
     pub name: String,
-    /// `chassis` makes it an l3 gateway router bound to that chassis; empty for VPC routers.
+    /// `chassis` would make it an l3 gateway router bound to that chassis (none planned);
+    /// `ct-commit-all` on the gateway routers of OVN-native egress; empty for VPC routers.
     pub options: StrMap,
     pub external_ids: StrMap,
     /// By identity ([`ROW_KEY`]).
@@ -414,6 +424,18 @@ pub struct PlannedRouterPort {
     pub name: String,
     pub mac: String,
     pub networks: Vec<String>,
+    pub external_ids: StrMap,
+    /// Non-empty: a distributed gateway port, its NAT and stateful work on these chassis.
+    pub gateway_chassis: Vec<PlannedGatewayChassis>,
+}
+
+/// A Gateway_Chassis row of a router port (a child of the port).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedGatewayChassis {
+    /// Unique in the NB: `<port>-<chassis>` (what `ovn-nbctl lrp-set-gateway-chassis` uses).
+    pub name: String,
+    pub chassis_name: String,
+    pub priority: i64,
     pub external_ids: StrMap,
 }
 
@@ -902,6 +924,7 @@ fn plan_switch(
                     &format!("lrp/{lrp_name}"),
                     &[("subnet", &s.name), ("vpc", &s.vpc)],
                 ),
+                gateway_chassis: Vec::new(),
             },
         );
         let mut options = StrMap::new();

@@ -48,10 +48,11 @@ pub enum Table {
     PortGroup,
     AddressSet,
     Nat,
+    GatewayChassis,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -65,6 +66,7 @@ impl Table {
         Table::PortGroup,
         Table::AddressSet,
         Table::Nat,
+        Table::GatewayChassis,
     ];
 
     /// The OVSDB table name.
@@ -83,6 +85,7 @@ impl Table {
             Table::PortGroup => "Port_Group",
             Table::AddressSet => "Address_Set",
             Table::Nat => "NAT",
+            Table::GatewayChassis => "Gateway_Chassis",
         }
     }
 
@@ -146,7 +149,7 @@ impl Table {
                 "options",
                 "external_ids",
             ],
-            // `options:chassis` binds a gateway router; VPC routers have none planned
+            // `options`: `ct-commit-all` of the egress gateway routers; VPC routers have none
             Table::LogicalRouter => &["name", "options", "external_ids"],
             Table::LogicalRouterPort => &["name", "mac", "networks", "external_ids"],
             Table::StaticRoute => &[
@@ -163,6 +166,7 @@ impl Table {
             Table::PortGroup => &["name", "external_ids"],
             Table::AddressSet => &["name", "addresses", "external_ids"],
             Table::Nat => &["type", "logical_ip", "external_ip", "external_ids"],
+            Table::GatewayChassis => &["name", "chassis_name", "priority", "external_ids"],
         }
     }
 
@@ -176,6 +180,7 @@ impl Table {
             Table::StaticRoute => &[(Table::LogicalRouter, "static_routes")],
             Table::Policy => &[(Table::LogicalRouter, "policies")],
             Table::Nat => &[(Table::LogicalRouter, "nat")],
+            Table::GatewayChassis => &[(Table::LogicalRouterPort, "gateway_chassis")],
             Table::LoadBalancer => &[(Table::LoadBalancerGroup, "load_balancer")],
             _ => &[],
         }
@@ -189,11 +194,13 @@ impl Table {
             .map(|(_, c)| *c)
     }
 
-    /// Child set columns of a root table.
+    /// Child set columns of a root table, and of the one child table with children of its own
+    /// (a router port's Gateway_Chassis rows).
     pub fn child_columns(self) -> &'static [&'static str] {
         match self {
             Table::LogicalSwitch => &["ports", "acls"],
             Table::LogicalRouter => &["ports", "static_routes", "policies", "nat"],
+            Table::LogicalRouterPort => &["gateway_chassis"],
             Table::LoadBalancerGroup => &["load_balancer"],
             Table::PortGroup => &["acls"],
             _ => &[],
@@ -211,6 +218,7 @@ impl Table {
                 | Table::LoadBalancerGroup
                 | Table::PortGroup
                 | Table::AddressSet
+                | Table::GatewayChassis
         )
     }
 
@@ -401,15 +409,32 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             c.insert("mac".into(), s(&p.mac));
             c.insert("networks".into(), set(&p.networks));
             c.insert("external_ids".into(), map(&p.external_ids));
+            let port_key = key_of(&p.external_ids);
             out.push(DesiredRow {
                 table: Table::LogicalRouterPort,
-                key: key_of(&p.external_ids),
+                key: port_key.clone(),
                 name: Some(p.name.clone()),
                 columns: c,
                 parent: Some(key.clone()),
                 parent_table: Some(Table::LogicalRouter),
                 links: Vec::new(),
             });
+            for g in &p.gateway_chassis {
+                let mut c = ColumnValues::new();
+                c.insert("name".into(), s(&g.name));
+                c.insert("chassis_name".into(), s(&g.chassis_name));
+                c.insert("priority".into(), g.priority.to_datum());
+                c.insert("external_ids".into(), map(&g.external_ids));
+                out.push(DesiredRow {
+                    table: Table::GatewayChassis,
+                    key: key_of(&g.external_ids),
+                    name: Some(g.name.clone()),
+                    columns: c,
+                    parent: Some(port_key.clone()),
+                    parent_table: Some(Table::LogicalRouterPort),
+                    links: Vec::new(),
+                });
+            }
         }
         for rt in r.static_routes.values() {
             let mut c = ColumnValues::new();
@@ -788,7 +813,10 @@ pub fn diff(
 
     // Child UUID → the parents (of the relation it belongs to) that reference it.
     let mut parents_of: HashMap<Uuid, Vec<ParentRef>> = HashMap::new();
-    for table in Table::ALL.into_iter().filter(|t| t.is_root()) {
+    for table in Table::ALL
+        .into_iter()
+        .filter(|t| !t.child_columns().is_empty())
+    {
         for r in actual.rows(table) {
             for column in table.child_columns() {
                 for child in r.uuids(column) {
@@ -886,9 +914,17 @@ pub fn diff(
 
     // Children that roots link to (pod ports in port groups) get their UUID here, chosen for
     // new ones, so a link can name a port inserted in the same pass.
+    // Children that are parents themselves (router ports of Gateway_Chassis rows) too: a new
+    // port and its new children travel with the port's UUID chosen here.
     let child_targets: BTreeSet<Table> = Table::ALL
         .iter()
         .flat_map(|t| t.link_columns().iter().map(|(_, target)| *target))
+        .chain(
+            Table::ALL
+                .iter()
+                .filter(|t| !t.is_root() && !t.child_columns().is_empty())
+                .copied(),
+        )
         .filter(|t| !t.is_root())
         .collect();
     let mut child_uuid: HashMap<(Table, &str), Uuid> = HashMap::new();
@@ -950,6 +986,9 @@ pub fn diff(
         }
     }
 
+    // Children not created (a name conflict, or their own parent was not): their children
+    // are not either.
+    let mut not_created: HashSet<(Table, &str)> = HashSet::new();
     for row in desired.iter() {
         let (Some(parent_key), Some(parent_table)) = (&row.parent, row.parent_table) else {
             continue;
@@ -958,7 +997,17 @@ pub fn diff(
             continue;
         };
         // A parent that could not be created takes its children with it (already reported).
-        let Some(&parent_uuid) = root_uuid.get(&(parent_table, parent_key.as_str())) else {
+        let parent_uuid = if parent_table.is_root() {
+            root_uuid.get(&(parent_table, parent_key.as_str())).copied()
+        } else if not_created.contains(&(parent_table, parent_key.as_str())) {
+            None
+        } else {
+            child_uuid
+                .get(&(parent_table, parent_key.as_str()))
+                .copied()
+        };
+        let Some(parent_uuid) = parent_uuid else {
+            not_created.insert((row.table, row.key.as_str()));
             continue;
         };
         let want_parent = ParentRef {
@@ -996,6 +1045,7 @@ pub fn diff(
                         name: name.clone(),
                         key: row.key.clone(),
                     });
+                    not_created.insert((row.table, row.key.as_str()));
                     continue;
                 }
                 out.changes.push(Change::Insert {
@@ -1017,6 +1067,13 @@ pub fn diff(
         .collect();
     unwanted.extend(surplus);
     unwanted.sort_by_key(|a| (a.0, a.1.uuid));
+    // A child whose parent is itself a child on its way out (a router port's Gateway_Chassis)
+    // goes with it: no mutation of a row the same pass removes.
+    let going: HashSet<Uuid> = unwanted
+        .iter()
+        .filter(|(t, _)| !t.is_root())
+        .map(|(_, r)| r.uuid)
+        .collect();
     let owned_uuids: BTreeSet<Uuid> = owned.values().map(|r| r.uuid).collect();
     for (table, row) in unwanted {
         let key = row.owned_key_in(table).unwrap_or_default().to_string();
@@ -1083,7 +1140,8 @@ pub fn diff(
                 uuid: row.uuid,
             });
         } else {
-            let parents = relation_parents(table, row.uuid);
+            let mut parents = relation_parents(table, row.uuid);
+            parents.retain(|p| p.table.is_root() || !going.contains(&p.uuid));
             if parents.is_empty() {
                 // Unreferenced: OVSDB already collects these; nothing to do.
                 continue;
