@@ -8,6 +8,7 @@ use kube::CustomResourceExt;
 
 use super::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy, POLICY_GROUP};
 use super::crd::{Ip, IpPool, ProviderNetwork, Subnet, Vlan, Vpc};
+use super::security_group::SecurityGroup;
 
 /// Where the manifests live, relative to the repository root.
 pub const CRD_DIR: &str = "deploy/crds";
@@ -37,6 +38,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         IpPool::crd(),
         Vlan::crd(),
         ProviderNetwork::crd(),
+        SecurityGroup::crd(),
     ];
     all.extend(admin);
     all
@@ -52,6 +54,8 @@ pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Er
     let body = serde_norway::to_string(crd)?;
     let source = if crd.spec.group == POLICY_GROUP {
         "api/src/anp.rs"
+    } else if crd.spec.names.kind == "SecurityGroup" {
+        "api/src/security_group.rs"
     } else {
         "api/src/crd.rs"
     };

@@ -13,6 +13,7 @@
 //! - [`net`]: parsing of CIDR blocks, IP lists, `a..b` ranges and MACs;
 //! - [`validate`]: pure validation with errors naming object, field and bad value;
 //! - [`resolve`]: which subnet serves a pod interface, which NADs a pod attaches to;
+//! - [`security_group`]: Kube-OVN's SecurityGroup (`kubeovn.io/v1`);
 //! - [`crdgen`]: the generated CRD manifests under `deploy/crds/`.
 
 pub mod allocation;
@@ -24,6 +25,7 @@ pub mod nad;
 pub mod names;
 pub mod net;
 pub mod resolve;
+pub mod security_group;
 pub mod validate;
 
 pub use allocation::{Allocation, AllocationError};

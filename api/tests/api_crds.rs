@@ -70,6 +70,7 @@ fn crd_names_match_kube_ovn() {
             "ippools.kubeovn.io IPPool \"Cluster\"",
             "vlans.kubeovn.io Vlan \"Cluster\"",
             "provider-networks.kubeovn.io ProviderNetwork \"Cluster\"",
+            "security-groups.kubeovn.io SecurityGroup \"Cluster\"",
             "adminnetworkpolicies.policy.networking.k8s.io AdminNetworkPolicy \"Cluster\"",
             "baselineadminnetworkpolicies.policy.networking.k8s.io BaselineAdminNetworkPolicy \"Cluster\"",
         ]
@@ -214,6 +215,11 @@ fn schemas_are_structural_and_use_kube_ovn_field_names() {
         "BaselineAdminNetworkPolicy.spec.subject",
         "BaselineAdminNetworkPolicy.spec.ingress",
         "BaselineAdminNetworkPolicy.spec.egress",
+        "SecurityGroup.spec.ingressRules",
+        "SecurityGroup.spec.egressRules",
+        "SecurityGroup.spec.allowSameGroupTraffic",
+        "SecurityGroup.spec.tier",
+        "SecurityGroup.status.portGroup",
     ] {
         assert!(fields.contains(f), "missing field {f}; have {fields:#?}");
     }

@@ -23,9 +23,10 @@
 //! (label_p99_ms: the scoped passes); the datapath ratio is measured by the ferrovn-dataplane
 //! example `bench-ctcost` (docs/network-policy.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ferrovn_control::plan::netpol::{
@@ -45,23 +46,81 @@ use serde_json::json;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
-const NAMESPACES: usize = 100;
-const PODS_PER_NS: usize = 50;
 const POLICIES_PER_NS: usize = 10;
 const NODES: usize = 10;
-const CHANGES: usize = 100;
 const BATCH: usize = 2_000;
+const ROLES: usize = 5;
 
-fn pod_labels(ns: usize, i: usize, generation: usize) -> BTreeMap<String, String> {
+/// The benchmark's size: 100 namespaces of 50 pods and 100 label changes, or what
+/// `BENCH_NAMESPACES`, `BENCH_PODS_PER_NS` and `BENCH_CHANGES` say (a quick check in a debug
+/// build; the numbers of the issue are the defaults).
+struct Size {
+    namespaces: usize,
+    pods_per_ns: usize,
+    changes: usize,
+}
+
+fn size() -> &'static Size {
+    static SIZE: OnceLock<Size> = OnceLock::new();
+    SIZE.get_or_init(|| {
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(d)
+        };
+        Size {
+            namespaces: env("BENCH_NAMESPACES", 100),
+            pods_per_ns: env("BENCH_PODS_PER_NS", 50),
+            changes: env("BENCH_CHANGES", 100),
+        }
+    })
+}
+
+fn pod_labels(ns: usize, i: usize) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app".to_string(), format!("app-{}", i % 10)),
-        ("role".to_string(), format!("role-{}", (i + generation) % 5)),
+        ("role".to_string(), role(i % ROLES)),
         ("tier".to_string(), format!("t{}", (ns + i) % 3)),
     ])
 }
 
+fn role(r: usize) -> String {
+    format!("role-{r}")
+}
+
+/// The role the first ingress peer of policy `k` (shape 0) selects.
+fn peer_role(k: usize) -> usize {
+    k % ROLES
+}
+
+/// Roles some peer selector distinguishes: role-0 (shape 1's monitoring peer) and the peer
+/// role of every shape-0 policy. A pod moving between two roles outside this set changes no
+/// address set, so no flow: such a move is not a label change worth timing.
+fn selected_roles() -> BTreeSet<usize> {
+    let mut roles = BTreeSet::from([0]);
+    roles.extend((0..POLICIES_PER_NS).filter(|k| k % 4 == 0).map(peer_role));
+    roles
+}
+
+/// The role a pod with role `current` moves to in change `c`: into a selected set when it is
+/// in none, otherwise out of its set (to an unselected role if there is one, else to another
+/// selected role). Either way some peer address set gains or loses the pod.
+fn next_role(current: usize, c: usize) -> usize {
+    let selected = selected_roles();
+    let unselected: Vec<usize> = (0..ROLES).filter(|r| !selected.contains(r)).collect();
+    if selected.contains(&current)
+        && let Some(r) = unselected.get(c % unselected.len().max(1))
+    {
+        return *r;
+    }
+    let others: Vec<usize> = selected.iter().copied().filter(|r| *r != current).collect();
+    others[c % others.len()]
+}
+
 fn pod_ip(ns: usize, i: usize) -> IpAddr {
-    let n = ns * PODS_PER_NS + i + 10;
+    let n = ns * size().pods_per_ns + i + 10;
     IpAddr::from([10, 16, (n / 250) as u8, (n % 250 + 1) as u8])
 }
 
@@ -73,7 +132,7 @@ fn policy(ns: usize, k: usize) -> Result<NetworkPolicy> {
         0 => json!({"metadata": meta, "spec": {
             "podSelector": {"matchLabels": {"app": app}},
             "ingress": [
-                {"from": [{"podSelector": {"matchLabels": {"role": format!("role-{}", k % 5)}}}],
+                {"from": [{"podSelector": {"matchLabels": {"role": role(peer_role(k))}}}],
                  "ports": [{"port": 80}, {"port": 443}]},
                 {"from": [{"podSelector": {"matchExpressions": [
                     {"key": "tier", "operator": "In", "values": ["t0", "t1"]}]}}],
@@ -130,9 +189,9 @@ fn base() -> Result<Desired> {
             internal_ips: vec![format!("172.18.0.{}", n + 2).parse()?],
         });
     }
-    for ns in 0..NAMESPACES {
-        for i in 0..PODS_PER_NS {
-            let n = ns * PODS_PER_NS + i;
+    for ns in 0..size().namespaces {
+        for i in 0..size().pods_per_ns {
+            let n = ns * size().pods_per_ns + i;
             d.ports.push(PortIntent {
                 pod: format!("pod-{i}"),
                 namespace: format!("ns-{ns}"),
@@ -153,7 +212,7 @@ fn policy_input(d: &Desired) -> Result<PolicyInput> {
         node_ips: d.nodes.iter().flat_map(|n| n.join_ips.clone()).collect(),
         ..Default::default()
     };
-    for ns in 0..NAMESPACES {
+    for ns in 0..size().namespaces {
         let team = if ns % 10 == 9 {
             "monitoring".to_string()
         } else {
@@ -166,11 +225,11 @@ fn policy_input(d: &Desired) -> Result<PolicyInput> {
         for k in 0..POLICIES_PER_NS {
             input.policies.push(policy(ns, k)?);
         }
-        for i in 0..PODS_PER_NS {
+        for i in 0..size().pods_per_ns {
             input.pods.push(PolicyPod {
                 namespace: format!("ns-{ns}"),
                 name: format!("pod-{i}"),
-                labels: pod_labels(ns, i, 0),
+                labels: pod_labels(ns, i),
                 port: format!("pod-{i}.ns-{ns}"),
                 ips: vec![pod_ip(ns, i)],
                 named_ports: Vec::new(),
@@ -319,13 +378,14 @@ impl Stages {
         let mut ops = self.ops.clone();
         ops.sort();
         println!(
-            "label change ({} diff, {} policies, {CHANGES} changes, {} scoped), ms p50/p99: \
+            "label change ({} diff, {} policies, {} changes, {} scoped), ms p50/p99: \
              {}; {} ({}); {}; {}; {}; {}; {}; NB operations per change: median {}, max {}",
             match mode {
                 SyncMode::Full => "full",
                 SyncMode::Scoped => "scoped",
             },
             policies,
+            self.total.0.len(),
             self.scoped,
             self.total.line("total"),
             self.plan.line("plan"),
@@ -436,8 +496,9 @@ fn main() -> Result {
     let started = Instant::now();
     rt.block_on(sync.sync(&plan(&d)))?;
     println!(
-        "pods: {} pods in {NAMESPACES} namespaces on {NODES} nodes applied in {:.2} s",
+        "pods: {} pods in {} namespaces on {NODES} nodes applied in {:.2} s",
         d.ports.len(),
+        size().namespaces,
         started.elapsed().as_secs_f64()
     );
 
@@ -496,27 +557,29 @@ fn main() -> Result {
         );
     }
 
-    // Label changes: pod i of namespace ns moves on to another role. The same sequence twice:
-    // first every pass diffs in full (the reconciler before the scoped diff), then through
-    // IncrementalSync as the controller runs it.
-    let mut generation = 0;
+    // Label changes: pod i of namespace ns moves into or out of a role some peer selects
+    // (next_role), so every timed change must rewrite at least one address set. The same
+    // kind of sequence twice: first every pass diffs in full (the reconciler before the scoped
+    // diff), then through IncrementalSync as the controller runs it.
     let mut inc = IncrementalSync::new(&sync);
     let mut results = Vec::new();
     for mode in [SyncMode::Full, SyncMode::Scoped] {
         let mut st = Stages::default();
-        // Roles cycle with period 5 and each round changes 100 pods once: shift the second
-        // round by one so every change is a real one.
-        generation += 1;
         if mode == SyncMode::Scoped {
             // The controller's pass before: a full diff (of nothing) that leaves the plan.
             rt.block_on(inc.sync(&sync, plan(&d)))?;
         }
-        for c in 0..CHANGES {
-            generation += 1;
-            let ns = (c * 37) % NAMESPACES;
-            let i = (c * 13) % PODS_PER_NS;
-            let idx = ns * PODS_PER_NS + i;
-            d.network_policy.pods[idx].labels = pod_labels(ns, i, generation);
+        for c in 0..size().changes {
+            let ns = (c * 37) % size().namespaces;
+            let i = (c * 13) % size().pods_per_ns;
+            let idx = ns * size().pods_per_ns + i;
+            let labels = &mut d.network_policy.pods[idx].labels;
+            let current = labels
+                .get("role")
+                .and_then(|r| r.strip_prefix("role-"))
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            labels.insert("role".into(), role(next_role(current, c)));
             let started = Instant::now();
             let p = plan(&d);
             st.plan.push(started.elapsed());

@@ -30,6 +30,7 @@ use ferrovn_api::crd::{API_VERSION, DEFAULT_VPC, Ip, IpPool, ProviderNetwork, Su
 use ferrovn_api::nad::{Attachment, NetworkAttachmentDefinition, VhostUserConsumption};
 use ferrovn_api::net::MacAddr;
 use ferrovn_api::resolve::{ClusterView, SubnetSource};
+use ferrovn_api::security_group::SecurityGroup;
 use ferrovn_api::validate::{
     ObjectRef, ValidatedSubnet, ValidationError, check_static_ips, validate_ip_pool,
     validate_pod_annotations, validate_subnets, validate_vlan, validate_vpc,
@@ -56,6 +57,7 @@ pub enum Object {
     NetworkPolicy(Box<NetworkPolicy>),
     AdminNetworkPolicy(Box<AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<BaselineAdminNetworkPolicy>),
+    SecurityGroup(Box<SecurityGroup>),
 }
 
 impl Object {
@@ -77,6 +79,7 @@ impl Object {
             Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
             Object::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
+            Object::SecurityGroup(_) => "SecurityGroup",
         }
     }
 
@@ -97,6 +100,7 @@ impl Object {
             Object::NetworkPolicy(o) => &o.metadata,
             Object::AdminNetworkPolicy(o) => &o.metadata,
             Object::BaselineAdminNetworkPolicy(o) => &o.metadata,
+            Object::SecurityGroup(o) => &o.metadata,
         }
     }
 
@@ -117,6 +121,7 @@ impl Object {
             Object::NetworkPolicy(o) => &mut o.metadata,
             Object::AdminNetworkPolicy(o) => &mut o.metadata,
             Object::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
+            Object::SecurityGroup(o) => &mut o.metadata,
         }
     }
 
@@ -225,6 +230,7 @@ impl Manifest {
         BaselineAdminNetworkPolicy,
         BaselineAdminNetworkPolicy
     );
+    accessor!(security_groups, SecurityGroup, SecurityGroup);
 
     /// Appends another manifest; the same object (kind, namespace, name) twice is an error.
     pub fn merge(&mut self, other: Manifest) -> Result<(), ManifestError> {
@@ -404,6 +410,9 @@ fn load_value(
         (API_VERSION, "IP") => decode(value, &location, &kind, &name).map(Object::Ip)?,
         (API_VERSION, "IPPool") => decode(value, &location, &kind, &name).map(Object::IpPool)?,
         (API_VERSION, "Vlan") => decode(value, &location, &kind, &name).map(Object::Vlan)?,
+        (API_VERSION, "SecurityGroup") => {
+            decode(value, &location, &kind, &name).map(Object::SecurityGroup)?
+        }
         (API_VERSION, "ProviderNetwork") => {
             decode(value, &location, &kind, &name).map(Object::ProviderNetwork)?
         }

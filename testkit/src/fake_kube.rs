@@ -187,6 +187,14 @@ const TYPES: &[ResourceType] = &[
         namespaced: false,
         core: false,
     },
+    ResourceType {
+        prefix: "/apis/kubeovn.io/v1",
+        plural: "security-groups",
+        kind: "SecurityGroup",
+        api_version: "kubeovn.io/v1",
+        namespaced: false,
+        core: false,
+    },
 ];
 
 fn resource_type(kind: &str) -> &'static ResourceType {

@@ -114,6 +114,8 @@ pub struct Cluster {
     pub node_egress: Vec<crate::plan::gateway_router::NodeEgressIntent>,
     /// AdminNetworkPolicies, the BaselineAdminNetworkPolicy and what they select by.
     pub admin_policy: super::admin_policy::AdminPolicySource,
+    /// SecurityGroups and the pods that name them.
+    pub security_groups: super::security_group::SecurityGroupSource,
     /// Problems found, one line each (rejected objects' errors among them).
     pub issues: Vec<String>,
     /// Objects left out of the pass because they are invalid, with every error found.
@@ -216,6 +218,7 @@ pub fn read_cluster(manifest: &Manifest, opts: &BuildOptions) -> Cluster {
         },
         network_policy: super::netpol::read(manifest),
         admin_policy: super::admin_policy::read(manifest),
+        security_groups: super::security_group::read(manifest),
         ..Cluster::default()
     };
 
@@ -790,6 +793,7 @@ pub fn desired(c: &Cluster, allocated: &[Allocated]) -> Desired {
             .collect(),
     };
     d.admin_policy = super::admin_policy::input(&c.admin_policy, &d.ports, &d.nodes);
+    d.security_groups = super::security_group::input(&c.security_groups, &d.ports);
     d
 }
 

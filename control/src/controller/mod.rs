@@ -11,6 +11,7 @@ pub mod desired;
 pub mod gateway_health;
 pub mod netpol;
 pub mod recover;
+pub mod security_group;
 pub mod state;
 
 use std::path::PathBuf;

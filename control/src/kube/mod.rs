@@ -9,6 +9,7 @@
 //!   existing allocations from `allocated=true` annotations;
 //! - [`builtin`]: Subnet objects for the built-in `ovn-default` and `join` subnets;
 //! - [`ipobject`]: Kube-OVN's IP objects, one per allocated interface (pure planning);
+//! - [`sg_status`]: SecurityGroup statuses (pure planning);
 //! - [`lease`]: leader election, a pure state machine with an injected clock plus the shell;
 //! - [`run`]: the loop (watch → debounce → pass → write back) and its options;
 //! - [`cli`]: the `--kube` flags of `ferrovn-controller` and its entry point.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod ipobject;
 pub mod lease;
 pub mod run;
+pub mod sg_status;
 pub mod store;
 pub mod writeback;
 

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use ferrovn_api::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
+use ferrovn_api::security_group::SecurityGroup;
 use futures::{Stream, StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -207,6 +208,9 @@ pub fn watch_all(client: &Client, kinds: &[Kind]) -> impl Stream<Item = Change> 
                     Object::BaselineAdminNetworkPolicy(Box::new(o))
                 })
             }
+            Kind::SecurityGroup => {
+                kind_stream::<SecurityGroup>(client, kind, |o| Object::SecurityGroup(Box::new(o)))
+            }
         })
         .collect();
     futures::stream::select_all(streams)
@@ -298,6 +302,9 @@ impl Source {
             &now,
         );
         writes.extend(plan_condition_writes(&self.store, &report.rejected, &now));
+        writes.extend(super::sg_status::plan_security_group_status_writes(
+            &self.store,
+        ));
         writes.extend(plan_ip_writes(&self.store, ctl.last_records()));
         writes.extend(plan_builtin_subnets(
             &self.store,

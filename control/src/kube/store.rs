@@ -34,10 +34,11 @@ pub enum Kind {
     NetworkPolicy,
     AdminNetworkPolicy,
     BaselineAdminNetworkPolicy,
+    SecurityGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Node,
@@ -53,6 +54,7 @@ impl Kind {
         Kind::NetworkPolicy,
         Kind::AdminNetworkPolicy,
         Kind::BaselineAdminNetworkPolicy,
+        Kind::SecurityGroup,
     ];
 
     /// The Kubernetes kind name.
@@ -73,6 +75,7 @@ impl Kind {
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::AdminNetworkPolicy => "AdminNetworkPolicy",
             Kind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+            Kind::SecurityGroup => "SecurityGroup",
         }
     }
 
@@ -94,6 +97,7 @@ impl Kind {
             Object::NetworkPolicy(_) => Kind::NetworkPolicy,
             Object::AdminNetworkPolicy(_) => Kind::AdminNetworkPolicy,
             Object::BaselineAdminNetworkPolicy(_) => Kind::BaselineAdminNetworkPolicy,
+            Object::SecurityGroup(_) => Kind::SecurityGroup,
         }
     }
 }
@@ -186,6 +190,7 @@ fn metadata_mut(o: &mut Object) -> &mut ObjectMeta {
         Object::NetworkPolicy(x) => &mut x.metadata,
         Object::AdminNetworkPolicy(x) => &mut x.metadata,
         Object::BaselineAdminNetworkPolicy(x) => &mut x.metadata,
+        Object::SecurityGroup(x) => &mut x.metadata,
     }
 }
 

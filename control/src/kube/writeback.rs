@@ -45,6 +45,7 @@ use ferrovn_api::crd::{
     Condition, ConditionStatus, Ip, IpCount, IpPool, Subnet, SubnetStatus, Vlan, Vpc,
     find_condition, set_condition,
 };
+use ferrovn_api::security_group::SecurityGroup;
 use ferrovn_api::validate::ObjectRef;
 use k8s_openapi::api::events::v1::Event;
 
@@ -70,7 +71,7 @@ pub enum Target {
     SubnetStatus {
         name: String,
     },
-    /// The status of a Vpc, Vlan or IPPool.
+    /// The status of a Vpc, Vlan, IPPool or SecurityGroup.
     Status {
         kind: Kind,
         name: String,
@@ -595,6 +596,10 @@ impl Writer {
                         .patch_status(name, &params, &patch)
                         .await
                         .map(|o| Some(Object::Vlan(Box::new(o)))),
+                    Kind::SecurityGroup => Api::<SecurityGroup>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::SecurityGroup(Box::new(o)))),
                     _ => Api::<IpPool>::all(c)
                         .patch_status(name, &params, &patch)
                         .await

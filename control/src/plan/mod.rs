@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod gateway_router;
 pub mod netpol;
 pub mod protocol;
+pub mod security_group;
 pub mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +87,8 @@ pub struct Desired {
     pub ovn_egress: gateway_router::OvnEgressIntent,
     /// AdminNetworkPolicies and the BaselineAdminNetworkPolicy with what they select from.
     pub admin_policy: netpol::admin::AdminPolicyInput,
+    /// Kube-OVN SecurityGroups and the interfaces that name them.
+    pub security_groups: security_group::SecurityGroupInput,
 }
 
 /// Where a VPC's Service load balancer group is referenced.
@@ -549,6 +552,10 @@ pub enum PlanIssue {
     /// policy is left out, every other is applied).
     #[error(transparent)]
     AdminNetworkPolicy(#[from] netpol::admin::AdminPolicyIssue),
+    /// A SecurityGroup field or a security group annotation that could not be used (that
+    /// group applies no rules, its members stay isolated; every other group is applied).
+    #[error(transparent)]
+    SecurityGroup(#[from] security_group::SecurityGroupIssue),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -688,9 +695,16 @@ fn plan_with(desired: &Desired, cache: Option<&mut PlanCache>) -> NbPlan {
     if !desired.admin_policy.is_empty() {
         plan_admin_policies(&desired.admin_policy, &mut out);
     }
+    if !desired.security_groups.is_empty() {
+        let sg = security_group::plan_security_groups(&desired.security_groups);
+        out.port_groups.extend(sg.port_groups);
+        out.address_sets.extend(sg.address_sets);
+        out.issues
+            .extend(sg.issues.into_iter().map(PlanIssue::SecurityGroup));
+    }
     // The policy bypass assumes NetworkPolicy alone decides for the pods it marks: pods in
-    // any other kind's port group (AdminNetworkPolicy / BaselineAdminNetworkPolicy subjects)
-    // keep conntrack.
+    // any other kind's port group (AdminNetworkPolicy / BaselineAdminNetworkPolicy subjects,
+    // security group members) keep conntrack.
     let admin_ports: BTreeSet<&String> = out
         .port_groups
         .iter()

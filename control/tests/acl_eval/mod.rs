@@ -174,7 +174,10 @@ pub fn parse(m: &str) -> Expr {
     Expr(e)
 }
 
-/// A packet at one ACL stage.
+/// The source port of every packet: the ephemeral port of the connection it opens.
+pub const SOURCE_PORT: u16 = 40000;
+
+/// A packet at one ACL stage (TCP, UDP or SCTP; never ARP or ICMP).
 #[derive(Debug, Clone)]
 pub struct Packet {
     pub inport: String,
@@ -247,6 +250,7 @@ impl Rows {
                 "tcp" => pkt.proto == Protocol::Tcp,
                 "udp" => pkt.proto == Protocol::Udp,
                 "sctp" => pkt.proto == Protocol::Sctp,
+                "arp" | "icmp4" | "icmp6" => false,
                 other => panic!("unknown symbol {other}"),
             },
             Node::Cmp(field, op, v) => {
@@ -262,6 +266,17 @@ impl Rows {
                         "tcp.dst" => (pkt.proto == Protocol::Tcp, Some(pkt.dport), None, None),
                         "udp.dst" => (pkt.proto == Protocol::Udp, Some(pkt.dport), None, None),
                         "sctp.dst" => (pkt.proto == Protocol::Sctp, Some(pkt.dport), None, None),
+                        "tcp.src" => (pkt.proto == Protocol::Tcp, Some(SOURCE_PORT), None, None),
+                        "udp.src" => (pkt.proto == Protocol::Udp, Some(SOURCE_PORT), None, None),
+                        "sctp.src" => (pkt.proto == Protocol::Sctp, Some(SOURCE_PORT), None, None),
+                        "ip.proto" => {
+                            let n = match pkt.proto {
+                                Protocol::Tcp => 6,
+                                Protocol::Udp => 17,
+                                Protocol::Sctp => 132,
+                            };
+                            (true, Some(n), None, None)
+                        }
                         other => panic!("unknown field {other}"),
                     };
                 if !pre {
