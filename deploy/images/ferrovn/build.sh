@@ -156,6 +156,10 @@ mkdir -p "$stage$DPDK_PMD_DIR"
 closure=("$BIN_DIR/ferrovn-vhost")
 for p in "${DPDK_PMDS[@]}"; do
     install -m 0644 "$(readlink -f "$DPDK_PMD_DIR/$p")" "$stage$DPDK_PMD_DIR/$p"
+    # EAL loads only the files of its plugin dir named `*.so` or `*.so.23.0` (its ABI version),
+    # as Debian's dev symlinks are: a bare `.so.23` is skipped, and without the ring mempool
+    # driver the helper's mbuf pool fails (EINVAL)
+    ln -sfn "$p" "$stage$DPDK_PMD_DIR/${p%.so.*}.so"
     closure+=("$DPDK_PMD_DIR/$p")
 done
 # Every library of the closure the base lacks (by soname), glibc excepted: the base's is newer.
