@@ -14,7 +14,7 @@ export FERROVN_DPDK_VSWITCHD ?= $(FERROVN_OVS_DIR)/bin/ovs-vswitchd-dpdk
 # What stays on the Debian 12 host: DPDK 22.11 (the vhost helper links it; testpmd lives in
 # dpdk-dev), headers for our bindings, debootstrap for the OVS/OVN rootfs, and network tools.
 APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootstrap \
-	iproute2 iputils-ping iperf3 tcpdump ethtool curl netcat-openbsd python3 \
+	iproute2 iputils-ping iperf3 tcpdump ethtool curl wget netcat-openbsd python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
 .PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins kube-coredns ferrovn-image testpmd-image e2e-network

@@ -95,7 +95,7 @@ bins_up_to_date() {
     for b in "${WANT[@]}"; do [ -x "$BIN/$b" ] || return 1; done
 }
 # Images are written from the binaries in seconds: a missing one alone rebuilds no binary.
-IMAGE_RECIPE="$RECIPE tools=curl,nc.openbsd,dash prefix=$IMAGE_PREFIX pause=$PAUSE_VERSION agnhost=$AGNHOST_TAG busybox=$BUSYBOX_TAG/$(busybox_version) writer=$(sha256sum "$HERE/oci-image.py" | cut -c1-12)"
+IMAGE_RECIPE="$RECIPE tools=curl,nc.openbsd,dash,wget:tries=1 prefix=$IMAGE_PREFIX pause=$PAUSE_VERSION agnhost=$AGNHOST_TAG busybox=$BUSYBOX_TAG/$(busybox_version) writer=$(sha256sum "$HERE/oci-image.py" | cut -c1-12)"
 images_up_to_date() {
     local b
     for b in "${WANT_IMAGES[@]}"; do [ -f "$IMAGES/$b.stamp" ] && [ "$(cat "$IMAGES/$b.stamp")" = "$IMAGE_RECIPE" ] || return 1; done
@@ -295,21 +295,29 @@ agnhost_image() {
         exit 1
     fi
     mkdir -p "$IMAGES"
-    # The e2e suite execs `curl` and `nc -u` (OpenBSD netcat) in agnhost pods through
+    # The e2e suite execs `curl`, `wget` and `nc -u` (OpenBSD netcat) in agnhost pods through
     # `/bin/sh -c`, as upstream's alpine-based image has them: Debian's, with their shared
     # libraries, in /usr/bin, and Debian's dash as /bin/sh (busybox's sh runs its own applets
-    # before anything on PATH, and its nc has no -u).
+    # before anything on PATH, and its nc has no -u). `wget` is GNU wget: Debian 12's static
+    # busybox `wget` segfaults whenever `-T` is given, and the Services specs run
+    # `wget -q -O - -T 1 URL` and `wget -T 5 -qO- URL`. /usr/bin comes before busybox's /bin
+    # on the image's PATH. /etc/wgetrc `tries = 1`: one attempt, as busybox's wget makes (GNU
+    # wget's default is 20 tries with growing waits, which a spec's loop of 50 calls against a
+    # backend that is down turns into many minutes).
     local tools=() lib real
-    for t in /usr/bin/curl /bin/nc.openbsd /usr/bin/dash; do
+    for t in /usr/bin/curl /bin/nc.openbsd /usr/bin/dash /usr/bin/wget; do
         if [ ! -x "$t" ]; then
-            echo "build.sh: the agnhost image needs $t (apt-get install curl netcat-openbsd)" >&2
+            echo "build.sh: the agnhost image needs $t (apt-get install curl netcat-openbsd wget)" >&2
             exit 1
         fi
     done
+    local wgetrc=$IMAGES/agnhost-wgetrc
+    printf '# FerrOVN agnhost image: one attempt per call, as busybox wget\ntries = 1\n' >"$wgetrc"
     tools+=(--file "/usr/bin/curl:/usr/bin/curl" --file "/bin/nc.openbsd:/usr/bin/nc"
-        --file "/usr/bin/dash:/bin/sh")
+        --file "/usr/bin/dash:/bin/sh" --file "/usr/bin/wget:/usr/bin/wget"
+        --file "$wgetrc:/etc/wgetrc:0644")
     declare -A seen=()
-    for lib in $(ldd /usr/bin/curl /bin/nc.openbsd /usr/bin/dash | awk '/=> \// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u); do
+    for lib in $(ldd /usr/bin/curl /bin/nc.openbsd /usr/bin/dash /usr/bin/wget | awk '/=> \// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u); do
         real=$(readlink -f "$lib")
         [ -n "${seen[$lib]:-}" ] && continue
         seen[$lib]=1

@@ -5,7 +5,7 @@
 # registry to the names the lab imported into every node's containerd (ferrovn.invalid/...),
 # so nothing is ever pulled.
 #
-#   e2e-network.sh STATE_DIR [FOCUS] [SKIP]
+#   [E2E_NAME=dir] e2e-network.sh STATE_DIR [FOCUS] [SKIP]
 # Last line: e2e-network passed=N failed=N skipped=N (from the JUnit report: specs the focus
 # selects; skipped = selected but skipped, by SKIP or by the suite itself).
 set -euo pipefail
@@ -20,7 +20,8 @@ KUBECONFIG=$STATE/kube/admin.kubeconfig
 for f in "$BIN/e2e-network.test" "$BIN/kubectl" "$KUBECONFIG"; do
     [ -e "$f" ] || { echo "e2e-network: $f missing (make kube-e2e-bins; make lab)" >&2; exit 1; }
 done
-RUN=$STATE/e2e-network
+# E2E_NAME: the run's directory under the state dir, so two runs (two focuses) can share a lab
+RUN=$STATE/${E2E_NAME:-e2e-network}
 rm -rf "$RUN" && mkdir -p "$RUN/report"
 cat >"$RUN/repo-list.yaml" <<YAML
 promoterE2eRegistry: ferrovn.invalid/e2e-test-images

@@ -860,49 +860,57 @@ fn chassis(sb: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The vhost helper on the kernel node: serves DPDK pods' vhost-user sockets there.
-fn start_vhost_helper(
-    opts: &Options,
-    paths: &Paths,
-    records: &Records,
-    node: &NodeState,
-) -> anyhow::Result<PathBuf> {
-    let bin = opts.bin_dir.join("ferrovn-vhost");
-    if !bin.is_file() {
-        bail!("{} missing (run `make build`)", bin.display());
+/// Waits for the vhost helper DaemonSet's pod Ready on every kernel-profile node and for its
+/// control socket in the node's `/run/ferrovn`; DPDK pods there are served by it. A helper that
+/// does not come up is a loud warning (those DPDK pods are reported unavailable), not the end.
+fn wait_helpers(cp: &ControlPlane, opts: &Options, nodes: &mut [NodeState]) {
+    for node in nodes.iter_mut().filter(|n| n.profile == Profile::Kernel) {
+        let label = format!(
+            "vhost helper pod (DaemonSet {}) Ready on {} (relay worker on cpu {}), its control socket",
+            crate::pods::HELPER_DAEMONSET,
+            node.name,
+            opts.helper_cores
+        );
+        let s = sys::Step::begin(&label);
+        let Some(sock) = node.cni_socket.parent().map(|d| d.join("vhost.sock")) else {
+            s.fail();
+            continue;
+        };
+        let name = node.name.clone();
+        let ready = crate::pods::wait(
+            cp,
+            &format!("a vhost helper pod Ready on {name}"),
+            AGENT_POD_WAIT,
+            |pods| crate::pods::helper_ready(pods, &name),
+        )
+        .and_then(|()| {
+            if wait_until(Duration::from_secs(30), || sock.exists()) {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "no control socket {} (kubectl -n kube-system logs -l {})",
+                    sock.display(),
+                    crate::pods::HELPER_SELECTOR
+                ))
+            }
+        });
+        match ready {
+            Ok(()) => {
+                node.vhost_socket = Some(sock);
+                s.done("");
+            }
+            Err(e) => {
+                s.fail();
+                loud_warning(&[
+                    format!(
+                        "WARNING: the vhost helper pod is not Ready on {}: DPDK pods there are not available",
+                        node.name
+                    ),
+                    format!("{e:#}").lines().next().unwrap_or("").to_string(),
+                ]);
+            }
+        }
     }
-    // the node's /run/ferrovn (HostPaths::ferrovn): the agent pod finds it at its default path
-    let sock = node.dir.join("run").join("vhost.sock");
-    let log = node.dir.join("ferrovn-vhost.log");
-    let prefix = format!("{}-vhost-{}", opts.prefix, node.name);
-    records.add(&Resource::DpdkPrefix {
-        prefix: prefix.clone(),
-    })?;
-    let args = vec![
-        format!("--cores={}", opts.helper_cores),
-        format!("--control-socket={}", sock.display()),
-        format!(
-            "--state-file={}",
-            node.dir.join("vhost-ports.json").display()
-        ),
-        format!("--file-prefix={prefix}"),
-        "--memory-mb=256".into(),
-        // an idle relay worker naps instead of spinning: the lab shares 2 cores
-        "--idle-sleep-us=200".into(),
-    ];
-    let pid = spawn_daemon(
-        records,
-        &format!("ferrovn-vhost@{}", node.name),
-        Place::Netns(&node.netns),
-        &[],
-        &bin.display().to_string(),
-        &args,
-        &log,
-        &marker(paths),
-        false,
-    )?;
-    wait_socket("ferrovn-vhost", &sock, pid, &log, Duration::from_secs(30))?;
-    Ok(sock)
 }
 
 /// The apiserver's `cluster` egress proxy socket (next to the control plane's directory).
@@ -1296,35 +1304,6 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         }
     };
 
-    // a vhost helper on every kernel-profile node, before its agent (the agent talks to it):
-    // DPDK pods scheduled there are served by it
-    for node in nodes.iter_mut() {
-        if node.profile != Profile::Kernel {
-            continue;
-        }
-        let label = format!(
-            "ferrovn-vhost on {} (relay worker on cpu {})",
-            node.name, opts.helper_cores
-        );
-        let s = sys::Step::begin(&label);
-        match start_vhost_helper(opts, &paths, &records, node) {
-            Ok(sock) => {
-                node.vhost_socket = Some(sock);
-                s.done("");
-            }
-            Err(e) => {
-                s.fail();
-                loud_warning(&[
-                    format!(
-                        "WARNING: the vhost helper did not start on {}: DPDK pods there are not available",
-                        node.name
-                    ),
-                    format!("{e:#}").lines().next().unwrap_or("").to_string(),
-                ]);
-            }
-        }
-    }
-
     let api_port: u16 = kube
         .state
         .server
@@ -1378,6 +1357,26 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         .iter()
         .find(|n| n.name == NODE_DPDK)
         .ok_or_else(|| anyhow::anyhow!("no node {NODE_DPDK}"))?;
+    let node_mount_ns = |name: &str| {
+        kubelets
+            .iter()
+            .find(|k| k.name() == name)
+            .map(KubeletNode::mount_ns)
+            .with_context(|| format!("no kubelet node {name}"))
+    };
+    // the machine's: the egress proxy lives as long as the lab, in that mount namespace
+    let machine_mount_ns = processes_by_name(&records)
+        .get("egress-proxy")
+        .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
+        .context("the lab's egress proxy is not running: no mount namespace for the agents")?;
+    let helper_file_prefix = format!("{}-vhost", opts.prefix);
+    // a helper pod killed with its node leaves EAL's runtime dir (the node's /var/run/dpdk is
+    // the machine's): `down` removes it
+    for node in nodes.iter().filter(|n| n.profile == Profile::Kernel) {
+        records.add(&Resource::DpdkPrefix {
+            prefix: format!("{helper_file_prefix}-{}", node.name),
+        })?;
+    }
     let settings = crate::pods::LabSettings {
         state_root: paths.root.clone(),
         nb: nb.pod_remote(),
@@ -1386,16 +1385,22 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
         dpdk_config: write_dpdk_config(opts, &paths, dpdk_node)?,
         hugetlbfs: paths.hugetlbfs(),
         dpdk_vswitchd: Some(vswitchd_dpdk()).filter(|p| p.is_file()),
-        // the egress proxy lives as long as the lab, in the machine's mount namespace
-        host_mount_ns: processes_by_name(&records)
-            .get("egress-proxy")
-            .map(|(pid, _)| PathBuf::from(format!("/proc/{pid}/ns/mnt")))
-            .context("the lab's egress proxy is not running: no mount namespace for the agents")?,
+        // OVS-DPDK (a process of the machine) or, on the kernel profile, the helper's pod
+        dpdk_agent_mount_ns: if dpdk_node.profile == Profile::Dpdk {
+            machine_mount_ns
+        } else {
+            node_mount_ns(NODE_DPDK)?
+        },
+        kernel_agent_mount_ns: node_mount_ns(NODE_KERNEL)?,
+        helper_cores: opts.helper_cores.clone(),
+        // an idle relay worker naps instead of spinning: the lab shares 2 cores
+        helper_idle_sleep_us: 200,
+        helper_file_prefix,
     };
     // the DaemonSet's hostPath volume must exist also when the node runs the kernel profile
     std::fs::create_dir_all(&settings.hugetlbfs)?;
     step(
-        "FerrOVN as pods: kubectl apply -f deploy/ferrovn.yaml (lab overlay): controller Deployment, agent DaemonSets ferrovn-node-kernel / ferrovn-node-dpdk",
+        "FerrOVN as pods: kubectl apply -f deploy/ferrovn.yaml (lab overlay): controller Deployment, agent DaemonSets ferrovn-node-kernel / ferrovn-node-dpdk, vhost helper DaemonSet ferrovn-vhost",
         || {
             crate::pods::install(&cp, &opts.deploy_dir, api_port, &settings)?;
             let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -1424,6 +1429,8 @@ pub fn up(opts: &Options) -> anyhow::Result<bool> {
             Ok(((), format!("agents Running on {kubelets_note}")))
         },
     )?;
+    // the vhost helper pod on every kernel-profile node, before any DPDK pod there
+    wait_helpers(&cp, opts, &mut nodes);
     step("ovn-controller on both nodes, chassis registered", || {
         for node in &nodes {
             start_ovn_controller(&paths, &records, node)?;
@@ -2207,8 +2214,8 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
                 down.push("ferrovn-node pod");
             }
             let mut extra = String::new();
-            if n.profile == Profile::Kernel && n.name == NODE_KERNEL {
-                extra = if running(&format!("ferrovn-vhost@{}", n.name)) {
+            if n.profile == Profile::Kernel {
+                extra = if crate::pods::helper_ready(&ferrovn_pods, &n.name) {
                     ", vhost helper".into()
                 } else {
                     ", vhost helper DOWN".into()

@@ -8,11 +8,15 @@
 //! the paths that differ between the lab's nodes because both share one machine. The kubelet
 //! root, the vhost-user bind-mount directory and the agent's state dir are given as real paths
 //! under the lab's state dir (`$(FERROVN_NODE_NAME)` picks the node's), because the agent makes
-//! the vhost-user bind mounts in the machine's mount namespace (`--host-mount-ns`), where
-//! ovs-vswitchd and the vhost helper look, and there `/var/lib/kubelet` is not the node's. The
-//! DPDK DaemonSet gets the lab node's DPDK config, hugetlbfs and the DPDK ovs-vswitchd (the
-//! profile decision checks it is installed; here it lives in the OVS/OVN rootfs) and the
-//! profile the lab decided.
+//! the vhost-user bind mounts in another mount namespace (`--host-mount-ns`): on an OVS-DPDK
+//! node the machine's, where ovs-vswitchd looks (and where `/var/lib/kubelet` is not the
+//! node's); on a kernel-profile node the node's own, where the vhost helper's pod sees them
+//! (the lab's nodes have private mount namespaces: nothing mounted on the machine reaches their
+//! pods). The DPDK DaemonSet gets the lab node's DPDK config, hugetlbfs and the DPDK
+//! ovs-vswitchd (the profile decision checks it is installed; here it lives in the OVS/OVN
+//! rootfs) and the profile the lab decided. The vhost helper DaemonSet gets the lab's relay CPU
+//! and nap, a DPDK file prefix the lab cleans up, and the state dir (the agent's bind mounts
+//! under it).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,12 +34,15 @@ pub const DPDK_VSWITCHD_IN_POD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vsw
 /// Label selectors of FerrOVN's pods.
 pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=ferrovn-node";
 pub const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=ferrovn-controller";
+pub const HELPER_SELECTOR: &str = "app.kubernetes.io/name=ferrovn-vhost";
+/// The vhost helper's DaemonSet in deploy/ferrovn.yaml.
+pub const HELPER_DAEMONSET: &str = "ferrovn-vhost";
 
 /// Where each component of the lab runs (the status table's legend; docs/lab.md says why the
-/// OVS/OVN daemons and the vhost helper are processes).
-pub const COMPONENTS: [(&str, &str); 5] = [
+/// OVS/OVN daemons are processes).
+pub const COMPONENTS: [(&str, &str); 4] = [
     (
-        "ferrovn-controller, ferrovn-node (+ install-cni)",
+        "ferrovn-controller, ferrovn-node (+ install-cni), ferrovn-vhost (kernel nodes)",
         "pods from deploy/ferrovn.yaml (lab overlay), image ferrovn.invalid/ferrovn:dev",
     ),
     (
@@ -45,10 +52,6 @@ pub const COMPONENTS: [(&str, &str); 5] = [
     (
         "OVN NB/SB ovsdb-server, ovn-northd",
         "processes on the machine (NB/SB on 127.0.0.1, relayed into the nodes)",
-    ),
-    (
-        "ferrovn-vhost (vhost helper)",
-        "process in lab-kernel's network namespace",
     ),
     (
         "kubelet, containerd; etcd, kube-apiserver, kube-controller-manager, kube-scheduler",
@@ -71,10 +74,20 @@ pub struct LabSettings {
     pub hugetlbfs: PathBuf,
     /// None when this machine has none (the agent then decides the kernel profile).
     pub dpdk_vswitchd: Option<PathBuf>,
-    /// The machine's mount namespace as the agents open it (`--host-mount-ns`). The shipped
-    /// `/proc/1/ns/mnt` cannot be opened here (the machine's init refuses it, even to root), so
-    /// the lab names one of its own processes living in that namespace.
-    pub host_mount_ns: PathBuf,
+    /// Where each agent DaemonSet makes its vhost-user bind mounts (`--host-mount-ns`): the
+    /// mount namespace of whatever serves the sockets on its node. The DPDK node's OVS-DPDK
+    /// runs in the machine's (the shipped `/proc/1/ns/mnt` cannot be opened here: the
+    /// machine's init refuses it, even to root, so the lab names one of its own processes
+    /// living there); a kernel-profile node's vhost helper is a pod of the node, which sees
+    /// the node's own mount namespace only.
+    pub dpdk_agent_mount_ns: PathBuf,
+    pub kernel_agent_mount_ns: PathBuf,
+    /// The vhost helper's relay CPUs (`ferrovn-config` `vhost-cores`) and idle nap.
+    pub helper_cores: String,
+    pub helper_idle_sleep_us: u64,
+    /// The helper's DPDK file prefix: `<this>-<node name>` (the lab removes its runtime dir
+    /// under /var/run/dpdk, which a killed helper leaves).
+    pub helper_file_prefix: String,
 }
 
 /// A node's directory under the state dir, as the agent's args name it.
@@ -108,6 +121,52 @@ fn push(v: &mut Value, key: &str, item: Value) {
     }
 }
 
+/// The state dir into a container at the same path, mounts made later under it included.
+fn mount_state_dir(spec: &mut Value, container: &str, root: &Path) -> anyhow::Result<()> {
+    let c = spec["containers"]
+        .as_array_mut()
+        .and_then(|cs| cs.iter_mut().find(|c| c["name"] == container))
+        .with_context(|| format!("deploy/ferrovn.yaml: no container {container:?}"))?;
+    push(
+        c,
+        "volumeMounts",
+        json!({"name": "lab-state", "mountPath": root.display().to_string(),
+               "mountPropagation": "HostToContainer"}),
+    );
+    push(spec, "volumes", host_path("lab-state", root, "Directory"));
+    Ok(())
+}
+
+/// The vhost helper DaemonSet's pod spec for the lab.
+fn overlay_helper(spec: &mut Value, s: &LabSettings) -> anyhow::Result<()> {
+    let helper = spec["containers"]
+        .as_array_mut()
+        .and_then(|cs| cs.iter_mut().find(|c| c["name"] == "helper"))
+        .context("deploy/ferrovn.yaml: the ferrovn-vhost DaemonSet has no container `helper`")?;
+    push(
+        helper,
+        "args",
+        json!(format!(
+            "--file-prefix={}-$(FERROVN_NODE_NAME)",
+            s.helper_file_prefix
+        )),
+    );
+    push(
+        helper,
+        "env",
+        json!({"name": "FERROVN_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+    );
+    // the agents' vhost-user bind mounts are under the state dir (--vhost-dir)
+    mount_state_dir(spec, "helper", &s.state_root)?;
+    if s.dpdk_profile == Profile::Kernel {
+        // the DPDK node runs the kernel profile: its DPDK pods need a helper too
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("affinity");
+        }
+    }
+    Ok(())
+}
+
 /// One agent DaemonSet's pod spec with the lab's paths.
 fn overlay_agent(spec: &mut Value, profile: &str, s: &LabSettings) -> anyhow::Result<()> {
     let root = &s.state_root;
@@ -126,7 +185,12 @@ fn overlay_agent(spec: &mut Value, profile: &str, s: &LabSettings) -> anyhow::Re
             .context("deploy/ferrovn.yaml: the DPDK agent has no --profile")?;
         *p = json!(forced);
     }
-    let mount_ns = format!("--host-mount-ns={}", s.host_mount_ns.display());
+    let ns = if profile == "dpdk" {
+        &s.dpdk_agent_mount_ns
+    } else {
+        &s.kernel_agent_mount_ns
+    };
+    let mount_ns = format!("--host-mount-ns={}", ns.display());
     match args.iter_mut().find(|a| {
         a.as_str()
             .is_some_and(|a| a.starts_with("--host-mount-ns="))
@@ -141,13 +205,7 @@ fn overlay_agent(spec: &mut Value, profile: &str, s: &LabSettings) -> anyhow::Re
     ] {
         args.push(json!(format!("{flag}={}", node_dir_arg(root, sub))));
     }
-    push(
-        agent,
-        "volumeMounts",
-        json!({"name": "lab-state", "mountPath": root.display().to_string(),
-               "mountPropagation": "HostToContainer"}),
-    );
-    push(spec, "volumes", host_path("lab-state", root, "Directory"));
+    mount_state_dir(spec, "agent", root)?;
     if profile == "dpdk" {
         set_volume_path(spec, "dpdk-config", &s.dpdk_config)?;
         set_volume_path(spec, "hugepages", &s.hugetlbfs)?;
@@ -181,7 +239,7 @@ pub fn overlay(manifest: &str, s: &LabSettings) -> anyhow::Result<String> {
             docs.push(v);
         }
     }
-    let (mut config, mut agents) = (false, Vec::new());
+    let (mut config, mut agents, mut helper) = (false, Vec::new(), false);
     for d in docs.iter_mut() {
         let kind = d["kind"].as_str().unwrap_or("").to_string();
         let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -193,7 +251,14 @@ pub fn overlay(manifest: &str, s: &LabSettings) -> anyhow::Result<String> {
                 d["data"]["datapath-type"] = json!("netdev");
                 // host processes on the nodes reach ClusterIPs through ovn0 (docs/services.md)
                 d["data"]["service-cidr"] = json!(ferrovn_testkit::kube::SERVICE_CIDR);
+                d["data"]["vhost-cores"] = json!(s.helper_cores);
+                d["data"]["vhost-idle-sleep-us"] = json!(s.helper_idle_sleep_us.to_string());
                 config = true;
+            }
+            ("DaemonSet", HELPER_DAEMONSET) => {
+                overlay_helper(&mut d["spec"]["template"]["spec"], s)
+                    .with_context(|| format!("DaemonSet {name}"))?;
+                helper = true;
             }
             ("DaemonSet", _) => {
                 let profile = d["metadata"]["labels"]["ferrovn.io/profile"]
@@ -211,9 +276,9 @@ pub fn overlay(manifest: &str, s: &LabSettings) -> anyhow::Result<String> {
         }
     }
     agents.sort();
-    if !config || agents != ["dpdk", "kernel"] {
+    if !config || agents != ["dpdk", "kernel"] || !helper {
         bail!(
-            "deploy/ferrovn.yaml: expected ConfigMap ferrovn-config and the kernel and dpdk agent DaemonSets (found config: {config}, agents: {agents:?})"
+            "deploy/ferrovn.yaml: expected ConfigMap ferrovn-config, the kernel and dpdk agent DaemonSets and DaemonSet {HELPER_DAEMONSET} (found config: {config}, agents: {agents:?}, helper: {helper})"
         );
     }
     let mut out = String::new();
@@ -269,7 +334,7 @@ pub fn parse_pods(json_text: &str) -> Vec<FerrovnPod> {
         .filter(|p| {
             matches!(
                 p["metadata"]["labels"]["app.kubernetes.io/name"].as_str(),
-                Some("ferrovn-node" | "ferrovn-controller")
+                Some("ferrovn-node" | "ferrovn-controller" | "ferrovn-vhost")
             ) && p["metadata"]["deletionTimestamp"].is_null()
         })
         .map(|p| FerrovnPod {
@@ -299,6 +364,12 @@ pub fn list(cp: &ControlPlane) -> Vec<FerrovnPod> {
 pub fn agent_ready(pods: &[FerrovnPod], node: &str) -> bool {
     pods.iter()
         .any(|p| p.name.starts_with("ferrovn-node-") && p.node == node && p.ready)
+}
+
+/// Whether `node` has a Ready vhost helper pod.
+pub fn helper_ready(pods: &[FerrovnPod], node: &str) -> bool {
+    pods.iter()
+        .any(|p| p.name.starts_with("ferrovn-vhost-") && p.node == node && p.ready)
 }
 
 /// Waits until `check` holds, polling every half second; on timeout `Err` with what the pods
@@ -344,7 +415,11 @@ mod tests {
             dpdk_config: "/run/ferrovn-lab/nodes/lab-dpdk/dpdk-config.json".into(),
             hugetlbfs: "/run/ferrovn-lab/hugepages".into(),
             dpdk_vswitchd: Some("/cache/bin/ovs-vswitchd-dpdk".into()),
-            host_mount_ns: "/proc/4242/ns/mnt".into(),
+            dpdk_agent_mount_ns: "/proc/4242/ns/mnt".into(),
+            kernel_agent_mount_ns: "/proc/4343/ns/mnt".into(),
+            helper_cores: "1".into(),
+            helper_idle_sleep_us: 200,
+            helper_file_prefix: "fvl1-vhost".into(),
         }
     }
 
@@ -391,6 +466,8 @@ mod tests {
             cfg["data"]["service-cidr"],
             ferrovn_testkit::kube::SERVICE_CIDR
         );
+        assert_eq!(cfg["data"]["vhost-cores"], "1");
+        assert_eq!(cfg["data"]["vhost-idle-sleep-us"], "200");
         // the controller, the CNI config and every other object: as shipped
         for (kind, name) in [
             ("Deployment", "ferrovn-controller"),
@@ -475,18 +552,97 @@ mod tests {
         );
         assert_eq!(path_of("hugepages"), "/run/ferrovn-lab/hugepages");
         assert_eq!(path_of("dpdk-vswitchd"), "/cache/bin/ovs-vswitchd-dpdk");
+        let kernel = find(&after, "DaemonSet", "ferrovn-node-kernel");
+        assert!(!args(kernel).iter().any(|a| a.starts_with("--profile=dpdk")));
+        // the kernel node's agent mounts where the helper pod looks: the node's namespace
+        assert!(args(kernel).contains(&"--host-mount-ns=/proc/4343/ns/mnt".to_string()));
+
+        // the vhost helper: the shipped DaemonSet, its node selection kept, plus the lab's
+        // file prefix, node name and state dir
+        let (b, a) = (
+            find(&before, "DaemonSet", "ferrovn-vhost"),
+            find(&after, "DaemonSet", "ferrovn-vhost"),
+        );
+        for key in ["affinity", "hostNetwork", "tolerations"] {
+            assert_eq!(
+                b["spec"]["template"]["spec"][key], a["spec"]["template"]["spec"][key],
+                "ferrovn-vhost: {key}"
+            );
+        }
+        assert_eq!(
+            a["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchExpressions"][0]["operator"],
+            "NotIn"
+        );
+        let (ba, aa) = (args(b), args(a));
+        assert_eq!(aa[..ba.len()], ba[..], "shipped args kept");
+        assert_eq!(
+            aa[ba.len()..],
+            ["--file-prefix=fvl1-vhost-$(FERROVN_NODE_NAME)".to_string()]
+        );
+        assert!(ba.contains(&"--control-socket=/run/ferrovn/vhost.sock".to_string()));
+        let helper = agent(a);
         assert!(
-            !args(find(&after, "DaemonSet", "ferrovn-node-kernel"))
+            helper["env"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .any(|a| a.starts_with("--profile=dpdk"))
+                .any(|e| e["name"] == "FERROVN_NODE_NAME")
+        );
+        assert!(
+            helper["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/run/ferrovn-lab"
+                    && m["mountPropagation"] == "HostToContainer")
         );
     }
 
     #[test]
-    fn a_dpdk_node_without_hugepages_gets_the_kernel_profile() {
+    fn the_shipped_helper_daemonset_runs_on_kernel_nodes_from_the_config() {
+        let d = docs(&shipped());
+        let ds = find(&d, "DaemonSet", "ferrovn-vhost");
+        let spec = &ds["spec"]["template"]["spec"];
+        assert_eq!(spec["hostNetwork"], true);
+        assert_eq!(agent(ds)["securityContext"]["privileged"], true);
+        // the same nodes as the kernel agent
+        assert_eq!(
+            spec["affinity"],
+            find(&d, "DaemonSet", "ferrovn-node-kernel")["spec"]["template"]["spec"]["affinity"]
+        );
+        // its relay CPUs come from ferrovn-config, which ships the key
+        let env = agent(ds)["env"].as_array().unwrap();
+        let cores = env
+            .iter()
+            .find(|e| e["name"] == "FERROVN_VHOST_CORES")
+            .unwrap();
+        let key = cores["valueFrom"]["configMapKeyRef"]["key"]
+            .as_str()
+            .unwrap();
+        assert!(
+            find(&d, "ConfigMap", "ferrovn-config")["data"][key].is_string(),
+            "ferrovn-config has no {key}"
+        );
+        // the agent's later bind mounts under /run/ferrovn reach the helper
+        assert!(
+            agent(ds)["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == "/run/ferrovn"
+                    && m["mountPropagation"] == "HostToContainer")
+        );
+    }
+
+    #[test]
+    fn a_dpdk_node_without_hugepages_gets_the_kernel_profile_and_a_helper() {
         let after = docs(&overlay(&shipped(), &settings(Profile::Kernel)).unwrap());
         let dpdk = find(&after, "DaemonSet", "ferrovn-node-dpdk");
         assert!(args(dpdk).contains(&"--profile=kernel".to_string()));
+        // every node is a kernel node now: the helper on each
+        let helper = find(&after, "DaemonSet", "ferrovn-vhost");
+        assert!(helper["spec"]["template"]["spec"]["affinity"].is_null());
     }
 
     #[test]
@@ -496,6 +652,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("agent DaemonSets"), "{e}");
+        // the agents without the helper: refused, the helper named
+        let no_helper: String = shipped()
+            .split("\n---\n")
+            .filter(|d| !d.contains("name: ferrovn-vhost\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        let e = overlay(&no_helper, &settings(Profile::Dpdk))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DaemonSet ferrovn-vhost"), "{e}");
     }
 
     #[test]

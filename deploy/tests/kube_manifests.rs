@@ -1,8 +1,9 @@
 //! deploy/ against a real kube-apiserver (ferrovn-testkit's ControlPlane, built by
 //! `make kube-bins`): every CRD is accepted and served with our printer columns, and every
 //! manifest we ship passes the server's own validation (`kubectl apply --dry-run=server`); the
-//! controller Deployment and the node agent DaemonSets are stored as written and each
-//! DaemonSet wants exactly the nodes of its profile label.
+//! controller Deployment, the node agent DaemonSets and the vhost helper DaemonSet are stored
+//! as written and each DaemonSet wants exactly the nodes of its profile label (the helper: the
+//! kernel agent's).
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -240,6 +241,36 @@ fn workloads_as_installed(cp: &ControlPlane) {
         );
     }
 
+    // The vhost helper: privileged on the node's network, its relay CPUs from ferrovn-config,
+    // the agent's later bind mounts under /run/ferrovn propagated into it.
+    let t = ".spec.template.spec";
+    assert_eq!(
+        get(
+            "daemonset",
+            "ferrovn-vhost",
+            &format!(
+                "{{{t}.hostNetwork}} {{{t}.containers[0].securityContext.privileged}} \
+                 {{{t}.containers[0].imagePullPolicy}} {{{t}.containers[0].command[0]}} \
+                 {{{t}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator}} \
+                 {{{t}.containers[0].env[0].valueFrom.configMapKeyRef.key}}"
+            )
+        ),
+        "true true Never /usr/local/bin/ferrovn-vhost NotIn vhost-cores"
+    );
+    let mounts = get(
+        "daemonset",
+        "ferrovn-vhost",
+        &format!(
+            "{{range {t}.containers[0].volumeMounts[*]}}{{.mountPath}}={{.mountPropagation}} {{end}}"
+        ),
+    );
+    assert!(
+        mounts
+            .split_whitespace()
+            .any(|m| m == "/run/ferrovn=HostToContainer"),
+        "ferrovn-vhost mounts: {mounts}"
+    );
+
     // One agent per node, by label: no label and `kernel` -> kernel DaemonSet, `userspace` -> DPDK.
     cp.kubectl_stdin(
         &["apply", "-f", "-"],
@@ -270,12 +301,17 @@ fn workloads_as_installed(cp: &ControlPlane) {
             "ferrovn-node-dpdk",
             "{.status.desiredNumberScheduled}",
         );
-        if (&kernel, &dpdk) == (&want.0, &want.1) {
+        let helper = get(
+            "daemonset",
+            "ferrovn-vhost",
+            "{.status.desiredNumberScheduled}",
+        );
+        if (&kernel, &dpdk, &helper) == (&want.0, &want.1, &want.0) {
             break;
         }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
-            "desired agents per DaemonSet: kernel {kernel:?}, dpdk {dpdk:?}, want {want:?} (node labels {labels:?})"
+            "desired pods per DaemonSet: kernel {kernel:?}, dpdk {dpdk:?}, vhost helper {helper:?}, want {want:?} (helper: as kernel; node labels {labels:?})"
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }

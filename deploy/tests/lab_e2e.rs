@@ -169,6 +169,72 @@ spec:
     command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 1; done"]
 "#;
 
+/// The vhost helper's ports on lab-kernel, as it answers on its control socket (the node's
+/// `/run/ferrovn`, the lab's `nodes/lab-kernel/run`): `list_ports` of docs/vhost-helper.md.
+fn helper_ports(state: &Path) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::{BufRead, Write};
+    let sock = state.join("nodes/lab-kernel/run/vhost.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(|e| format!("connect {}: {e}", sock.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"{\"cmd\":\"list_ports\"}\n")
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+    if v["ok"] != true {
+        return Err(line);
+    }
+    Ok(v["ports"].as_array().cloned().unwrap_or_default())
+}
+
+/// The helper pod on lab-kernel: (name, ready), from the API server.
+fn helper_pod(state: &Path) -> Option<(String, bool)> {
+    let out = kubectl(
+        state,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=ferrovn-vhost",
+            "--field-selector",
+            "spec.nodeName=lab-kernel",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.ownerReferences[0].name} {.metadata.deletionTimestamp} {.status.containerStatuses[0].ready}{\"\\n\"}{end}",
+        ],
+    )
+    .ok()?;
+    // a terminating pod (deletionTimestamp set: four words) is not the node's helper
+    out.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        (w.len() == 3 && w[1] == "ferrovn-vhost").then(|| (w[0].to_string(), w[2] == "true"))
+    })
+}
+
+/// Waits until lab-kernel's helper serves a port with testpmd attached (dpdk-b's net1).
+fn wait_helper_serves_dpdk_b(state: &Path, within: std::time::Duration) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let ports = helper_ports(state);
+        if let Ok(p) = &ports
+            && p.len() == 1
+            && p[0]["pod_connected"] == true
+        {
+            return p.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper on lab-kernel does not serve dpdk-b within {within:?}: {ports:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// The kubelet nodes' cgroups (testkit KubeletNode records them in the node's directory).
 fn kubelet_cgroups(state: &Path) -> Vec<String> {
     ["lab-dpdk", "lab-kernel"]
@@ -705,6 +771,90 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             "no new agent pod Ready on lab-kernel after deleting {old_agent}: {now}"
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    // The vhost helper is the DaemonSet's pod on lab-kernel, not a process of the lab: its
+    // process sits in lab-kernel's kubelet cgroup, and its control socket lists dpdk-b's port
+    // with testpmd attached and the status pings counted.
+    let (old_helper, ready) = helper_pod(lab.state.path())
+        .unwrap_or_else(|| panic!("no pod of DaemonSet ferrovn-vhost on lab-kernel\n{out}"));
+    assert!(ready, "helper pod {old_helper} not ready");
+    assert!(
+        out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.first() == Some(&old_helper.as_str())
+                && w.get(1) == Some(&"lab-kernel")
+                && w.get(2) == Some(&"Running")
+                && w.get(3) == Some(&"yes")
+        }),
+        "no status row of the helper pod {old_helper}:\n{out}"
+    );
+    let kernel_cgroup = kubelet_cgroups(lab.state.path())
+        .get(1)
+        .cloned()
+        .expect("lab-kernel's kubelet node record");
+    let helper_procs =
+        processes_mentioning(&format!("--file-prefix={}-vhost-lab-kernel", lab.prefix));
+    assert_eq!(helper_procs.len(), 1, "{helper_procs:?}");
+    let pid = helper_procs[0].split(':').next().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    assert!(
+        cg.lines()
+            .any(|l| l.contains(":pids:") && l.contains(&format!("/{kernel_cgroup}/"))),
+        "the helper (PID {pid}) is not a pod of lab-kernel's kubelet: {cg}"
+    );
+    let ports = wait_helper_serves_dpdk_b(lab.state.path(), std::time::Duration::from_secs(30));
+    assert!(
+        ports[0]["tx_packets"].as_u64().unwrap_or(0) > 0
+            && ports[0]["rx_packets"].as_u64().unwrap_or(0) > 0,
+        "the status pings did not pass the helper: {ports:?}"
+    );
+
+    // The helper pod deleted: the DaemonSet makes another; it starts empty (--no-state-file),
+    // the agent re-adds dpdk-b's port (its reconcile), testpmd's virtio-user is attached again
+    // and dpdk-b answers every pod again.
+    kubectl(
+        lab.state.path(),
+        &[
+            "-n",
+            "kube-system",
+            "delete",
+            "pod",
+            &old_helper,
+            "--wait=true",
+            "--timeout=60s",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("kubectl delete pod {old_helper}: {e}"));
+    let start = std::time::Instant::now();
+    let new_helper = loop {
+        match helper_pod(lab.state.path()) {
+            Some((name, true)) if name != old_helper => break name,
+            now => assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "no new helper pod Ready on lab-kernel after deleting {old_helper}: {now:?}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let ports = wait_helper_serves_dpdk_b(lab.state.path(), std::time::Duration::from_secs(60));
+    println!(
+        "helper pod {old_helper} deleted -> {new_helper} Ready, dpdk-b's port back after {:.1}s: {}",
+        start.elapsed().as_secs_f64(),
+        ports[0]
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let st = lab.cmd(&["status"]);
+        let (r, t2) = summary(&last_line(&st)).unwrap_or_else(|| panic!("{}", text(&st)));
+        if (r, t2) == (t, t) {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "pairs after the helper pod was replaced: {r}/{t2}, want {t}/{t}:\n{}",
+            text(&st)
+        );
     }
 
     cluster_dns_resolves_and_reaches_a_service_by_name(lab.state.path(), &out);

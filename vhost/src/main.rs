@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 16383)]
     mbufs: u32,
     /// An idle worker naps this long between polls (0 = busy-poll always; lowest latency).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "FERROVN_VHOST_IDLE_SLEEP_US", default_value_t = 0)]
     idle_sleep_us: u64,
     /// Extra EAL argument (repeatable), e.g. --eal-arg=--log-level=pmd.net.vhost:debug.
     #[arg(long = "eal-arg", allow_hyphen_values = true)]

@@ -17,7 +17,8 @@
 #           ovsdb-server, ovs-vswitchd or ovn-controller.
 #   DPDK    ferrovn-vhost links the host's DPDK 22.11 (Debian 12, sonames .so.23), which
 #           Debian 13 does not have (24.11, .so.25): its library closure (glibc excepted) and
-#           the three EAL plugins it loads (vdev bus, ring mempool, vhost PMD) come from the host
+#           the EAL plugins it loads (vdev bus, ring mempool, vhost, af_packet and tap PMDs) come
+#           from the host
 #   shell   the host's static busybox (make deps: busybox-static) as /bin/sh with its applets,
 #           for the install-cni init container (install, mv, ln)
 #
@@ -45,7 +46,9 @@ BUSYBOX=/bin/busybox
 # The EAL plugins ferrovn-vhost needs (EAL loads every file of its plugin directory, so only
 # these go there; a plugin whose libraries are missing would stop rte_eal_init).
 DPDK_PMD_DIR=/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0
-DPDK_PMDS=(librte_bus_vdev.so.23 librte_mempool_ring.so.23 librte_net_vhost.so.23)
+# af_packet and tap: the helper's kernel side (`"kernel":"af_packet"`, the agent's choice, or "tap")
+DPDK_PMDS=(librte_bus_vdev.so.23 librte_mempool_ring.so.23 librte_net_vhost.so.23
+    librte_net_af_packet.so.23 librte_net_tap.so.23)
 
 if [ "${1:-}" = --print-tar ]; then
     echo "$TAR"
@@ -156,6 +159,10 @@ mkdir -p "$stage$DPDK_PMD_DIR"
 closure=("$BIN_DIR/ferrovn-vhost")
 for p in "${DPDK_PMDS[@]}"; do
     install -m 0644 "$(readlink -f "$DPDK_PMD_DIR/$p")" "$stage$DPDK_PMD_DIR/$p"
+    # EAL loads only the files of its plugin dir named `*.so` or `*.so.23.0` (its ABI version),
+    # as Debian's dev symlinks are: a bare `.so.23` is skipped, and without the ring mempool
+    # driver the helper's mbuf pool fails (EINVAL)
+    ln -sfn "$p" "$stage$DPDK_PMD_DIR/${p%.so.*}.so"
     closure+=("$DPDK_PMD_DIR/$p")
 done
 # Every library of the closure the base lacks (by soname), glibc excepted: the base's is newer.
