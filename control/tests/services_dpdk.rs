@@ -332,8 +332,9 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
         .start_agent(&agent, &sb, dpdk.allocs.dir(), &[])
         .expect("kernel node agent");
     kernel.start_ovn_controller().expect("ovn-controller");
-    // Userspace tunnelling learns the peer's MAC from ARP on br-phy: one ping each way.
-    let underlay_up = wait_until(Duration::from_secs(60), || {
+    // Userspace tunnelling learns the peer's MAC from ARP on br-phy: one ping each way. The
+    // agent brings br-phy up; once, under load average 15, that took more than 60 s.
+    let underlay_up = wait_until(Duration::from_secs(150), || {
         kernel.netns().ping_once(DPDK_NODE_IP) && dpdk.node.netns().ping_once(KERNEL_NODE_IP)
     });
     assert!(
