@@ -523,3 +523,157 @@ async fn local_policy_is_a_template_and_an_endpoint_change_is_one_chassis_row() 
     );
     assert!(left.trim().is_empty(), "{left}");
 }
+
+/// `web` (10.96.0.10:80 → :8080) opted in to OVN health checks with `options`, its endpoints
+/// `10.16.0.<h>` naming their pods `p<h>`.
+fn health_checked(options: Option<&str>, hosts: &[u8]) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut s = svc("web", "10.96.0.10", 80);
+    if let Some(o) = options {
+        s.metadata.annotations = Some(
+            [
+                ("ovn.kubernetes.io/service_health_check", "true"),
+                ("ferrovn.io/health-check-options", o),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+    }
+    let mut e = slice("web", hosts);
+    for (ep, h) in e.endpoints.iter_mut().zip(hosts) {
+        ep.target_ref = Some(k8s_openapi::api::core::v1::ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some(format!("p{h}")),
+            namespace: Some("default".into()),
+            ..Default::default()
+        });
+    }
+    (vec![s], vec![e])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_are_owned_children_of_their_load_balancer() {
+    let central = OvnCentral::start().expect("OVN central");
+    let sync = NbSync::connect(&central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    let hc_rows = || {
+        nbctl(
+            &central,
+            &[
+                "--bare",
+                "--columns=vip,options",
+                "list",
+                "Load_Balancer_Health_Check",
+            ],
+        )
+    };
+
+    // Opted in: the health check row lands with the load balancer, referenced by it, and the
+    // backends are mapped to their pod ports with the subnet's probe source.
+    let (s, e) = health_checked(Some("interval=2"), &[5, 6]);
+    let a = cluster(s, e, LbAttach::Switches);
+    assert!(a.issues.is_empty(), "{:?}", a.issues);
+    sync.sync(&a).await.expect("sync");
+    let rows = hc_rows();
+    assert!(
+        rows.contains("10.96.0.10:80") && rows.contains("interval=2"),
+        "{rows}"
+    );
+    let referenced = nbctl(
+        &central,
+        &[
+            "get",
+            "Load_Balancer",
+            "svc:default/web:tcp",
+            "health_check",
+        ],
+    );
+    let uuid = nbctl(
+        &central,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "list",
+            "Load_Balancer_Health_Check",
+        ],
+    );
+    assert_eq!(referenced.trim(), format!("[{}]", uuid.trim()));
+    let mappings = nbctl(
+        &central,
+        &[
+            "get",
+            "Load_Balancer",
+            "svc:default/web:tcp",
+            "ip_port_mappings",
+        ],
+    );
+    assert_eq!(
+        mappings.trim(),
+        r#"{"10.16.0.5"="p5.default:10.16.255.254", "10.16.0.6"="p6.default:10.16.255.254"}"#
+    );
+    // A restarted controller finds nothing to do.
+    let restarted = NbSync::connect(&central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    assert!(restarted.diff(&a).is_empty(), "{:#?}", restarted.diff(&a));
+
+    // Tuning changes one row: the health check's options.
+    let (s, e) = health_checked(Some("interval=3"), &[5, 6]);
+    let (d, _) = sync
+        .sync(&cluster(s, e, LbAttach::Switches))
+        .await
+        .expect("retune");
+    assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
+    assert!(
+        matches!(&d.changes[0], Change::Update { table: Table::LoadBalancerHealthCheck, columns, .. }
+            if columns.keys().collect::<Vec<_>>() == vec!["options"]),
+        "{:#?}",
+        d.changes
+    );
+    // An endpoint more: one update of the load balancer (vips and the new mapping).
+    let (s, e) = health_checked(Some("interval=3"), &[5, 6, 7]);
+    let (d, report) = sync
+        .sync(&cluster(s, e, LbAttach::Switches))
+        .await
+        .expect("scale up");
+    assert_eq!(d.changes.len(), 1, "{:#?}", d.changes);
+    assert_eq!(report.operations, 1);
+
+    // Opted out: the mappings go and the health check row with them (OVSDB collects the
+    // unreferenced row).
+    let (s, e) = health_checked(None, &[5, 6, 7]);
+    sync.sync(&cluster(s, e, LbAttach::Switches))
+        .await
+        .expect("opt out");
+    assert_eq!(hc_rows().trim(), "");
+    let mappings = nbctl(
+        &central,
+        &[
+            "get",
+            "Load_Balancer",
+            "svc:default/web:tcp",
+            "ip_port_mappings",
+        ],
+    );
+    assert_eq!(mappings.trim(), "{}");
+
+    // Opted in again, then the Service deleted: load balancer and health check both go.
+    let (s, e) = health_checked(Some("interval=3"), &[5]);
+    sync.sync(&cluster(s, e, LbAttach::Switches))
+        .await
+        .expect("opt in");
+    assert!(hc_rows().contains("10.96.0.10:80"));
+    sync.sync(&cluster(vec![], vec![], LbAttach::Switches))
+        .await
+        .expect("delete");
+    assert_eq!(hc_rows().trim(), "");
+    assert_eq!(
+        nbctl(
+            &central,
+            &["--bare", "--columns=name", "list", "Load_Balancer"]
+        )
+        .trim(),
+        ""
+    );
+}

@@ -1092,3 +1092,175 @@ fn external_local_node_ports_are_marked_for_the_node_agent() {
     assert_eq!(marked("lb"), Some("true"));
     assert_eq!(marked("cluster"), None);
 }
+
+#[test]
+fn health_checks_are_opt_in_and_map_backends_to_pod_ports_and_probe_sources() {
+    let svc = |name: &str, ann: Value, ports: Value| {
+        let n = if name == "web" { 10 } else { 11 };
+        service(json!({
+            "metadata": {"name": name, "namespace": "default", "annotations": ann},
+            "spec": {"type": "NodePort",
+                     "clusterIPs": [format!("10.96.0.{n}"), format!("fd00:96::{n:x}")],
+                     "ipFamilies": ["IPv4", "IPv6"], "ports": ports},
+        }))
+    };
+    let eps = |svc: &str, family: &str, proto: &str, eps: Value| {
+        slice(json!({
+            "metadata": {"name": format!("{svc}-{family}-{proto}"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": family,
+            "ports": [{"name": "p", "port": 8080, "protocol": proto}],
+            "endpoints": eps,
+        }))
+    };
+    let pod = |name: &str| json!({"kind": "Pod", "name": name, "namespace": "default"});
+    let ports = json!([{"name": "p", "port": 80, "targetPort": 8080, "nodePort": 30080}]);
+    let on = json!({"ovn.kubernetes.io/service_health_check": "true",
+                    "ferrovn.io/health-check-options": "interval=2, failure_count=4"});
+    let slices = |s: &str| {
+        vec![
+            eps(
+                s,
+                "IPv4",
+                "TCP",
+                json!([
+                    {"addresses": ["10.16.0.5"], "targetRef": pod("a")},
+                    // no targetRef: OVN cannot name its port, so it is not probed
+                    {"addresses": ["10.16.0.6"]},
+                    // outside every pod subnet (a host-network endpoint): not probed
+                    {"addresses": ["172.18.0.9"], "targetRef": pod("h")},
+                ]),
+            ),
+            eps(
+                s,
+                "IPv6",
+                "TCP",
+                json!([{"addresses": ["fd00:10:16::5"], "targetRef": pod("a")}]),
+            ),
+        ]
+    };
+    let mut all_slices = slices("web");
+    all_slices.extend(slices("plain"));
+    let p = with(
+        base(&["172.18.0.2"]),
+        vec![
+            svc("web", on.clone(), ports.clone()),
+            svc(
+                "plain",
+                json!({}),
+                json!([{"name": "p", "port": 80, "targetPort": 8080, "nodePort": 30081}]),
+            ),
+        ],
+        all_slices,
+    );
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    let l = lb(&p, "svc:default/web:tcp");
+    // Every VIP key of the Service (ClusterIPs of both families, node ports) gets a check.
+    assert_eq!(
+        l.health_checks
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        vec![
+            "10.96.0.10:80",
+            "100.64.0.2:30080",
+            "172.18.0.2:30080",
+            "[fd00:96::a]:80"
+        ]
+    );
+    let hc = &l.health_checks["10.96.0.10:80"];
+    assert_eq!(hc.vip, "10.96.0.10:80");
+    assert_eq!(
+        hc.options,
+        [
+            ("failure_count", "4"),
+            ("interval", "2"),
+            ("success_count", "3"),
+            ("timeout", "20")
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+    assert_eq!(
+        hc.external_ids.get("ferrovn.io/key").map(String::as_str),
+        Some("hc/default/web/tcp/10.96.0.10:80")
+    );
+    // The probe source is the subnet's last usable address: 10.16.255.254 in 10.16.0.0/16,
+    // the last address of fd00:10:16::/64.
+    assert_eq!(
+        l.ip_port_mappings,
+        [
+            ("10.16.0.5", "a.default:10.16.255.254"),
+            (
+                "[fd00:10:16::5]",
+                "a.default:[fd00:10:16:0:ffff:ffff:ffff:ffff]"
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+    // Without the opt-in: nothing.
+    let plain = lb(&p, "svc:default/plain:tcp");
+    assert!(plain.health_checks.is_empty() && plain.ip_port_mappings.is_empty());
+
+    // SCTP has no OVN health checks; a bad annotation names its field and leaves the Service
+    // out, as every bad Service field does.
+    let sctp = json!([{"name": "p", "port": 80, "targetPort": 8080, "protocol": "SCTP"}]);
+    let bad = json!({"ovn.kubernetes.io/service_health_check": "true",
+                     "ferrovn.io/health-check-options": "interval=0"});
+    let p = with(
+        base(&["172.18.0.2"]),
+        vec![svc("web", on, sctp), svc("plain", bad, ports)],
+        vec![],
+    );
+    let l = lb(&p, "svc:default/web:sctp");
+    assert!(l.health_checks.is_empty(), "{l:#?}");
+    assert_eq!(p.issues.len(), 1, "{:?}", p.issues);
+    assert!(
+        p.issues[0]
+            .to_string()
+            .contains("field metadata.annotations[\"ferrovn.io/health-check-options\"]"),
+        "{}",
+        p.issues[0]
+    );
+    assert!(
+        p.lb_groups
+            .values()
+            .flat_map(|g| g.load_balancers.values())
+            .all(|l| l.name != "svc:default/plain:tcp")
+    );
+
+    // A pod holding the probe source takes its subnet out of probing.
+    let mut d = base(&["172.18.0.2"]);
+    d.ports.push(ferrovn_control::plan::PortIntent {
+        pod: "squatter".into(),
+        namespace: "default".into(),
+        provider: "ovn".into(),
+        subnet: "ovn-default".into(),
+        node: "node0".into(),
+        mac: ferrovn_api::MacAddr([0x0e, 0, 0, 0, 9, 9]),
+        ips: vec!["10.16.255.254".parse().unwrap()],
+        port_security: true,
+    });
+    let on = json!({"ovn.kubernetes.io/service_health_check": "true"});
+    let p = with(
+        d,
+        vec![svc(
+            "web",
+            on,
+            json!([{"name": "p", "port": 80, "targetPort": 8080}]),
+        )],
+        slices("web"),
+    );
+    let l = lb(&p, "svc:default/web:tcp");
+    assert_eq!(
+        l.ip_port_mappings
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        vec!["[fd00:10:16::5]"],
+        "only the IPv6 backend keeps a probe source"
+    );
+}

@@ -13,17 +13,18 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovn_api::MacAddr;
+use ferrovn_control::plan::services::{HEALTH_CHECK_ANNOTATION, HEALTH_CHECK_OPTIONS_ANNOTATION};
 use ferrovn_control::plan::{Desired, NodeIntent, PortIntent, ServiceInputs, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, POD_MTU, TwoNodes};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
@@ -1003,6 +1004,190 @@ async fn dual_stack_cluster_ip_answers_on_both_families_across_nodes() {
         "client -> the IPv4 ClusterIP reaches both backends"
     );
 
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OVN's own health checks (ovn-nb(5) `Load_Balancer_Health_Check` and
+// `Load_Balancer.ip_port_mappings`), planned for a Service that opts in and applied by the
+// reconciler, on this OVN 25.03 with the userspace (netdev) datapath.
+
+/// `ip → status` of the Southbound `Service_Monitor` rows.
+fn monitor_status(tb: &TwoNodes) -> BTreeMap<String, String> {
+    let out = tb
+        .central
+        .sbctl(&[
+            "--format=csv",
+            "--no-headings",
+            "--columns=ip,status",
+            "list",
+            "Service_Monitor",
+        ])
+        .expect("Service_Monitor");
+    out.lines()
+        .filter_map(|l| {
+            let (ip, status) = l.split_once(',')?;
+            Some((
+                ip.trim_matches('"').to_string(),
+                status.trim_matches('"').to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn wait_status(tb: &TwoNodes, ip: &str, want: &str, within: Duration) {
+    let ok = ferrovn_testkit::wait::wait_until(within, || {
+        monitor_status(tb).get(ip).map(String::as_str) == Some(want)
+    });
+    assert!(
+        ok,
+        "Service_Monitor {ip} never became {want}: {:?}",
+        monitor_status(tb)
+    );
+}
+
+/// [`desired`] with `web` opted in to health checks (probes every second, offline after two
+/// misses) and its endpoints naming their pods.
+fn desired_health_checked() -> Desired {
+    let mut d = desired();
+    let web = d
+        .services
+        .services
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    web.metadata.annotations = Some(
+        [
+            (HEALTH_CHECK_ANNOTATION, "true"),
+            (
+                HEALTH_CHECK_OPTIONS_ANNOTATION,
+                "interval=1, timeout=1, success_count=1, failure_count=2",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    );
+    for ep in &mut d.services.endpoint_slices[0].endpoints {
+        let pod = PODS
+            .iter()
+            .find(|p| ep.addresses.contains(&p.ip.to_string()))
+            .unwrap();
+        ep.target_ref = Some(ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some(pod.name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        });
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_a_dead_backend_out_of_the_vip_and_back() {
+    let tb = TwoNodes::start().expect("two nodes");
+    let sync = NbSync::connect(&tb.central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    let d = desired_health_checked();
+    let p = plan(&d);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    // The planned rows: one health check on the ClusterIP, both backends mapped to their pod
+    // ports with the subnet's probe source (its last usable address).
+    let lb = p
+        .lb_groups
+        .values()
+        .flat_map(|g| g.load_balancers.values())
+        .find(|lb| lb.name == "svc:default/web:tcp")
+        .unwrap();
+    assert_eq!(
+        lb.health_checks.keys().collect::<Vec<_>>(),
+        ["10.96.0.10:80"],
+        "{lb:#?}"
+    );
+    assert_eq!(lb.health_checks["10.96.0.10:80"].options["interval"], "1");
+    assert_eq!(
+        lb.ip_port_mappings,
+        [
+            ("10.16.0.11", "web-a.default:10.16.0.254"),
+            ("10.16.0.12", "web-b.default:10.16.0.254")
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+    sync.sync(&p).await.expect("sync");
+    // A restarted controller finds nothing to change, the health check row included.
+    let again = NbSync::connect(&tb.central.nb_remote(), 500)
+        .await
+        .expect("NB");
+    assert!(again.diff(&p).is_empty(), "{:#?}", again.diff(&p));
+    let hc = tb
+        .central
+        .nbctl(&[
+            "--bare",
+            "--columns=vip",
+            "list",
+            "Load_Balancer_Health_Check",
+        ])
+        .unwrap();
+    assert_eq!(hc.trim(), "10.96.0.10:80");
+
+    let tag = unique_tag();
+    let pods: Vec<Netns> = PODS
+        .iter()
+        .map(|p| plumb(&tb.nodes[p.node], p, &tag))
+        .collect();
+    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+    tb.central
+        .nbctl(&["--wait=hv", "sync"])
+        .expect("flows on both nodes");
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = vec![
+        serve(&pods[0], "web-a", dir.path()),
+        serve(&pods[1], "web-b", dir.path()),
+    ];
+    let t = Duration::from_secs(60);
+
+    // Both backends answer their probes.
+    wait_status(&tb, "10.16.0.11", "online", t);
+    wait_status(&tb, "10.16.0.12", "online", t);
+    let both = answers(&pods[2], "http://10.96.0.10/", &["web-a", "web-b"], t);
+    assert_eq!(both.len(), 2, "both backends serve while healthy: {both:?}");
+
+    // web-b's port stops answering (the pod stays, its server goes; Kubernetes still calls
+    // it ready): offline, and the VIP sends every connection to web-a, none to a dead port.
+    let _ = servers[1].kill();
+    let _ = servers[1].wait();
+    let down = Instant::now();
+    wait_status(&tb, "10.16.0.12", "offline", t);
+    tb.central.nbctl(&["--wait=hv", "sync"]).expect("applied");
+    eprintln!(
+        "web-b offline and applied {:.1} s after its server stopped",
+        down.elapsed().as_secs_f64()
+    );
+    for i in 0..20 {
+        let (code, body) = curl(&pods[2], "http://10.96.0.10/");
+        assert_eq!(
+            (code, body.as_str()),
+            (0, "web-a"),
+            "request {i} after web-b went offline"
+        );
+    }
+
+    // It answers again: back online and back in the VIP.
+    servers[1] = serve(&pods[1], "web-b", dir.path());
+    let up = Instant::now();
+    wait_status(&tb, "10.16.0.12", "online", t);
+    let back = answers(&pods[2], "http://10.96.0.10/", &["web-b"], t);
+    assert!(back.contains("web-b"), "web-b back in the VIP: {back:?}");
+    eprintln!(
+        "web-b online and serving {:.1} s after its server restarted",
+        up.elapsed().as_secs_f64()
+    );
     for s in &mut servers {
         let _ = s.kill();
         let _ = s.wait();

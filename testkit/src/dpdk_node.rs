@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrovn_dataplane::alloc::FileAllocations;
-use ferrovn_dataplane::dpdk::config::{DpdkNodeConfig, apply_other_config, plan_dpdk_node};
+use ferrovn_dataplane::dpdk::config::{
+    DpdkDevice, DpdkNodeConfig, Underlay, apply_other_config, plan_dpdk_node,
+};
 use ferrovn_dataplane::dpdk::vhost::{VhostUserInfo, info_file_name};
 use ferrovn_dataplane::ovs::OvsClient;
 use ferrovn_dataplane::profile::{HostPaths, gather_inputs, select_profile};
@@ -102,6 +104,17 @@ impl DpdkAndKernelNodes {
     }
 }
 
+/// A tunnel underlay for a [`DpdkNode`] that has peer nodes: the agent puts `iface` (a veth
+/// end in the node's namespace by the time `before_agent` returns) into br-phy as a DPDK
+/// `net_af_packet` port and gives br-phy `cidr`, the node's tunnel endpoint (the shape
+/// dataplane/tests/dpdk_e2e.rs proves).
+#[derive(Debug, Clone, Copy)]
+pub struct DpdkUnderlay<'a> {
+    pub iface: &'a str,
+    /// e.g. `192.168.100.2/24`.
+    pub cidr: &'a str,
+}
+
 /// The running node.
 pub struct DpdkNode {
     // dropped in this order: the node's daemons stop before OVN central does
@@ -193,6 +206,24 @@ impl DpdkNode {
         spec: &DpdkNodeSpec<'_>,
         before_agent: impl FnOnce(&Node) -> Result<()>,
     ) -> Result<Self> {
+        Self::start_inner(spec, None, before_agent)
+    }
+
+    /// [`DpdkNode::start`] with a tunnel underlay, so that other nodes' chassis reach this
+    /// one over Geneve. `before_agent` must leave `underlay.iface` in the node's namespace.
+    pub fn start_with_underlay(
+        spec: &DpdkNodeSpec<'_>,
+        underlay: &DpdkUnderlay<'_>,
+        before_agent: impl FnOnce(&Node) -> Result<()>,
+    ) -> Result<Self> {
+        Self::start_inner(spec, Some(underlay), before_agent)
+    }
+
+    fn start_inner(
+        spec: &DpdkNodeSpec<'_>,
+        underlay: Option<&DpdkUnderlay<'_>>,
+        before_agent: impl FnOnce(&Node) -> Result<()>,
+    ) -> Result<Self> {
         let p = spec.prefix;
         let ovs_run = DpdkRuntimeDir::new(&format!("{p}ovs{}", spec.rnd));
         let vhost_dir =
@@ -215,6 +246,21 @@ impl DpdkNode {
                 dcfg.huge_dir = Some(PathBuf::from("/nonexistent-hugetlbfs"));
             }
         }
+        if let Some(u) = underlay {
+            dcfg.no_pci = true;
+            dcfg.iova_mode = Some("va".into());
+            dcfg.devices = vec![DpdkDevice {
+                name: "dpdk0".into(),
+                devargs: format!("net_af_packet0,iface={}", u.iface),
+                n_rxq: None,
+                mtu: None,
+            }];
+            dcfg.underlay = Some(Underlay {
+                bridge: "br-phy".into(),
+                cidr: u.cidr.parse().map_err(setup)?,
+                mtu: 1500,
+            });
+        }
         let cfg_path = spec.work.join("dpdk.json");
         std::fs::write(&cfg_path, serde_json::to_vec(&dcfg).map_err(setup)?).map_err(setup)?;
         let labels = spec.work.join("labels.json");
@@ -223,6 +269,11 @@ impl DpdkNode {
         let name = format!("{p}-{}", spec.tag);
         let mut node = start_ovs_dpdk(&name, &name, &dcfg)?;
         before_agent(&node)?;
+        if let Some(u) = underlay {
+            let ip = u.cidr.split('/').next().unwrap_or(u.cidr);
+            node.netns().ip(["link", "set", u.iface, "up"])?;
+            node.adopt_underlay(u.iface, ip);
+        }
         let allocs_dir = spec.work.join("allocs");
         let allocs = FileAllocations::new(&allocs_dir);
         let mut args = vec![

@@ -27,7 +27,8 @@ use crate::ipam::MacAddr;
 
 pub use gateway::{GatewayLiveness, GatewayNode, parse_gateway_nodes};
 pub use services::{
-    PlannedChassisVars, PlannedLbGroup, PlannedLoadBalancer, Protocol, ServiceInputs, ServiceNode,
+    PlannedChassisVars, PlannedHealthCheck, PlannedLbGroup, PlannedLoadBalancer, Protocol,
+    ServiceInputs, ServiceNode,
 };
 
 use ferrovn_api::names::{
@@ -757,15 +758,23 @@ fn plan_load_balancers(
                 .collect(),
         })
         .collect();
+    let sources = health_check_sources(desired);
     let planned = match cache {
-        Some(c) => services::plan_services_cached(
+        Some(c) => services::plan_services_cached_probed(
             &mut c.services,
             &desired.services,
             DEFAULT_ROUTER,
             &nodes,
+            &sources,
             &mut out.issues,
         ),
-        None => services::plan_services(&desired.services, DEFAULT_ROUTER, &nodes, &mut out.issues),
+        None => services::plan_services_probed(
+            &desired.services,
+            DEFAULT_ROUTER,
+            &nodes,
+            &sources,
+            &mut out.issues,
+        ),
     };
     out.chassis_vars = planned.chassis_vars;
     let mut groups = planned.groups;
@@ -812,6 +821,36 @@ fn plan_load_balancers(
         }
     }
     out.lb_groups = groups;
+}
+
+/// The health-check probe source of every pod subnet (not `join`: no Service backend is a
+/// node port), sorted by net. A subnet whose source address a pod or the gateway holds is
+/// left out: its backends are not probed rather than answered for by OVN's ARP responder.
+fn health_check_sources(desired: &Desired) -> Vec<(IpNet, IpAddr)> {
+    let held: BTreeSet<IpAddr> = desired
+        .ports
+        .iter()
+        .flat_map(|p| p.ips.iter().copied())
+        .collect();
+    let mut out: Vec<(IpNet, IpAddr)> = desired
+        .subnets
+        .iter()
+        .filter(|s| desired.join_subnet.as_deref() != Some(s.name.as_str()))
+        .flat_map(|s| {
+            let gateways = [s.v4_gateway.map(IpAddr::V4), s.v6_gateway.map(IpAddr::V6)];
+            [s.v4.map(IpNet::V4), s.v6.map(IpNet::V6)]
+                .into_iter()
+                .flatten()
+                .filter_map(move |net| {
+                    let src = services::health_check_source(net)?;
+                    (!gateways.contains(&Some(src))).then_some((net, src))
+                })
+        })
+        .filter(|(_, src)| !held.contains(src))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn add_route(router: &mut PlannedRouter, r: &RouteIntent, extra: &[(&str, &str)]) {

@@ -20,6 +20,10 @@
 //! load balanced. Hairpin (a pod reaching itself through its Service) is OVN's default
 //! behaviour for switch load balancers: the hairpinned packet is SNATed to the VIP.
 //!
+//! Opt-in OVN health checks (`ovn.kubernetes.io/service_health_check: "true"`): one
+//! `Load_Balancer_Health_Check` per VIP of the Service's plain row, and `ip_port_mappings` from
+//! each backend (its pod's logical port, from `targetRef`) to its subnet's probe source.
+//!
 //! A long-running controller plans through a [`ServicePlanCache`]. It keeps each Service's own
 //! plan and recomputes it only when that Service, its EndpointSlices, the default VPC or the
 //! node addresses change. VIP ownership between Services is decided afresh on every pass, so
@@ -66,6 +70,20 @@ pub const NODE_PORT_LOCAL_OPTION: &str = "ferrovn_node_port_local";
 /// `externalTrafficPolicy: Cluster`): those addresses, comma-separated, so a node that receives
 /// a packet for one of them from outside OVN steers it in as it does a node port.
 pub const EXTERNAL_IPS_OPTION: &str = "ferrovn_external_ips";
+
+/// Kube-OVN's Service annotation for OVN's own load balancer health checks. FerrOVN probes a
+/// Service's backends only when it is `"true"` (opt-in; `"false"` or absent: no probes).
+pub const HEALTH_CHECK_ANNOTATION: &str = "ovn.kubernetes.io/service_health_check";
+/// Tuning of those health checks: `interval=5,timeout=20,success_count=3,failure_count=3`
+/// (any subset, seconds and counts, each 1..=3600). Unset keys keep OVN's defaults above.
+pub const HEALTH_CHECK_OPTIONS_ANNOTATION: &str = "ferrovn.io/health-check-options";
+/// The health check options, with OVN's defaults (ovn-northd uses the same when unset).
+const HEALTH_CHECK_DEFAULTS: [(&str, u32); 4] = [
+    ("interval", 5),
+    ("timeout", 20),
+    ("success_count", 3),
+    ("failure_count", 3),
+];
 
 /// The largest `options:affinity_timeout` OVN accepts (ovn-nb(5)).
 pub const MAX_OVN_AFFINITY_TIMEOUT: i32 = 65535;
@@ -136,6 +154,36 @@ pub struct PlannedLoadBalancer {
     pub vips: StrMap,
     pub options: StrMap,
     pub external_ids: StrMap,
+    /// `ip_port_mappings`: backend address → `<logical port>:<probe source>` (IPv6 in
+    /// brackets), for the backends OVN health-checks.
+    pub ip_port_mappings: StrMap,
+    /// The `Load_Balancer_Health_Check` rows of this load balancer, by VIP key (`ip:port`).
+    pub health_checks: BTreeMap<String, PlannedHealthCheck>,
+}
+
+/// A Load_Balancer_Health_Check row: OVN probes the backends of `vip` (a `vips` key) that
+/// have an `ip_port_mappings` entry, and uses only those that answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedHealthCheck {
+    pub vip: String,
+    pub options: StrMap,
+    pub external_ids: StrMap,
+}
+
+/// The probe source address of a subnet: its last usable address (IPv4: the one before the
+/// broadcast address; IPv6: the last one). OVN answers ARP / ND for it with its service
+/// monitor MAC, so it must be on the backends' link and never a pod's. Fixed, so it never moves
+/// between passes; the IPAM hands out addresses lowest first, and the planner skips a subnet
+/// where a pod or the gateway holds it anyway. `None` for nets too small to spare one (IPv4
+/// /31, /32; IPv6 /127, /128).
+pub fn health_check_source(net: ipnet::IpNet) -> Option<IpAddr> {
+    match net {
+        ipnet::IpNet::V4(n) if n.prefix_len() <= 30 => Some(IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(n.broadcast()) - 1,
+        ))),
+        ipnet::IpNet::V6(n) if n.prefix_len() <= 126 => Some(IpAddr::V6(n.broadcast())),
+        _ => None,
+    }
 }
 
 /// A Load_Balancer_Group row and the load balancers it holds (by identity).
@@ -189,6 +237,8 @@ struct ValidService {
     affinity_timeout: Option<i32>,
     /// externalIPs and LoadBalancer ingress IPs (every port's VIPs on them are in `vips`).
     external_ips: BTreeSet<IpAddr>,
+    /// `Some(options)` when the Service asked for OVN health checks.
+    health: Option<StrMap>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +292,7 @@ fn validate(
         vips: Vec::new(),
         affinity_timeout: None,
         external_ips: BTreeSet::new(),
+        health: None,
     };
     let cluster_ips: Vec<&str> = match &spec.cluster_ips {
         Some(v) if !v.is_empty() => v.iter().map(String::as_str).collect(),
@@ -412,7 +463,59 @@ fn validate(
         }
         out.affinity_timeout = Some(t.min(MAX_OVN_AFFINITY_TIMEOUT));
     }
+    out.health = health_options(svc, &id, issues).ok()?;
     Some(out)
+}
+
+/// The Service's health check options: `Ok(None)` without the opt-in, `Err` (issue reported)
+/// for an annotation that does not parse.
+fn health_options(
+    svc: &Service,
+    id: &ServiceRef,
+    issues: &mut Vec<PlanIssue>,
+) -> Result<Option<StrMap>, ()> {
+    let annotations = svc.metadata.annotations.as_ref();
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    match get(HEALTH_CHECK_ANNOTATION) {
+        None | Some("false") => return Ok(None),
+        Some("true") => {}
+        Some(other) => {
+            issues.push(invalid(
+                id,
+                format!("metadata.annotations[{HEALTH_CHECK_ANNOTATION:?}]"),
+                format!("{other:?} is not \"true\" or \"false\""),
+            ));
+            return Err(());
+        }
+    }
+    let mut options: StrMap = HEALTH_CHECK_DEFAULTS
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.to_string()))
+        .collect();
+    let field = format!("metadata.annotations[{HEALTH_CHECK_OPTIONS_ANNOTATION:?}]");
+    for item in get(HEALTH_CHECK_OPTIONS_ANNOTATION)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        let parsed = item.split_once('=').and_then(|(k, v)| {
+            let k = k.trim();
+            let known = HEALTH_CHECK_DEFAULTS.iter().any(|(d, _)| *d == k);
+            let v: u32 = v.trim().parse().ok().filter(|v| (1..=3600).contains(v))?;
+            known.then(|| (k.to_string(), v.to_string()))
+        });
+        let Some((k, v)) = parsed else {
+            issues.push(invalid(
+                id,
+                field.clone(),
+                format!("{item:?} is not <interval|timeout|success_count|failure_count>=<1..3600>"),
+            ));
+            return Err(());
+        };
+        options.insert(k, v);
+    }
+    Ok(Some(options))
 }
 
 /// `(ip, target port)` backends.
@@ -424,6 +527,8 @@ struct Endpoint {
     ip: IpAddr,
     port: u16,
     node: Option<String>,
+    /// The logical switch port of the endpoint's pod (`targetRef`), for health checks.
+    lsp: Option<String>,
     /// Ready (`true`), or serving and terminating (`false`); others are never collected.
     ready: bool,
 }
@@ -475,6 +580,15 @@ fn endpoints(
                     ip,
                     port: target,
                     node: ep.node_name.clone().filter(|n| !n.is_empty()),
+                    lsp: ep
+                        .target_ref
+                        .as_ref()
+                        .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
+                        .and_then(|r| {
+                            let name = r.name.as_deref().filter(|n| !n.is_empty())?;
+                            let ns = r.namespace.as_deref().unwrap_or(&svc.id.namespace);
+                            Some(ferrovn_api::names::lsp_name(name, ns, ""))
+                        }),
                     ready: is_ready,
                 });
             }
@@ -531,6 +645,10 @@ struct SoloVip {
     value: String,
     /// Chassis → (variable, value) for a chassis-local VIP.
     vars: Vec<(String, String, String)>,
+    /// The health check of this VIP (its options), when the Service asked for one.
+    health: Option<StrMap>,
+    /// `ip_port_mappings` entries of its probed backends.
+    mappings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -555,12 +673,36 @@ fn var_name(id: &ServiceRef, what: &str) -> String {
     format!("fvn{h:016x}")
 }
 
+/// `ip_port_mappings` entries for `backends`: those with a pod port and a subnet probe
+/// source (the first of `sources` whose net holds the address).
+fn probe_mappings(
+    backends: &Backends,
+    eps: &[Endpoint],
+    sources: &[(ipnet::IpNet, IpAddr)],
+) -> Vec<(String, String)> {
+    let bracket = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    let mut out: Vec<(String, String)> = backends
+        .iter()
+        .filter_map(|(ip, _)| {
+            let lsp = eps.iter().find(|e| e.ip == *ip)?.lsp.as_ref()?;
+            let (_, src) = sources.iter().find(|(n, _)| n.contains(ip))?;
+            Some((bracket(*ip), format!("{lsp}:{}", bracket(*src))))
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
 fn plan_one(
     svc: &Service,
     own_slices: &[&EndpointSlice],
     default_vpc: &str,
     nodes: &[ServiceNode],
     node_chassis: &BTreeMap<String, String>,
+    sources: &[(ipnet::IpNet, IpAddr)],
 ) -> SoloPlan {
     let mut validate_issues = Vec::new();
     let Some(v) = validate(svc, default_vpc, nodes, &mut validate_issues) else {
@@ -598,13 +740,23 @@ fn plan_one(
                         Scope::Node(n) => Some(n.as_str()),
                         _ => None,
                     };
+                    let backends = pick(eps, v4, node);
+                    // OVN has no SCTP health checks (ovn-northd skips them).
+                    let health = v.health.clone().filter(|_| protocol != Protocol::Sctp);
+                    let mappings = if health.is_some() {
+                        probe_mappings(&backends, eps, sources)
+                    } else {
+                        Vec::new()
+                    };
                     SoloVip {
                         protocol,
                         claim: claim.clone(),
                         slot: LbSlot::Plain,
                         key: claim,
-                        value: backends_value(&pick(eps, v4, node)),
+                        value: backends_value(&backends),
                         vars: Vec::new(),
+                        health,
+                        mappings,
                     }
                 }
                 Scope::ClientNode => {
@@ -630,6 +782,9 @@ fn plan_one(
                         key: format!("^{vip_var}:{}", vip.port),
                         value: format!("^{ep_var}"),
                         vars,
+                        // Template VIPs name no backend OVN could map to a port.
+                        health: None,
+                        mappings: Vec::new(),
                     }
                 }
             };
@@ -726,10 +881,23 @@ pub fn plan_services(
     nodes: &[ServiceNode],
     issues: &mut Vec<PlanIssue>,
 ) -> ServicePlan {
+    plan_services_probed(inputs, default_vpc, nodes, &[], issues)
+}
+
+/// [`plan_services`] with the health-check probe source of each subnet (`(net, source)`,
+/// see [`health_check_source`]): Services that opted in get `Load_Balancer_Health_Check`
+/// rows and `ip_port_mappings` for their backends inside those nets.
+pub fn plan_services_probed(
+    inputs: &ServiceInputs,
+    default_vpc: &str,
+    nodes: &[ServiceNode],
+    sources: &[(ipnet::IpNet, IpAddr)],
+    issues: &mut Vec<PlanIssue>,
+) -> ServicePlan {
     let nodes = sorted_nodes(nodes);
     let solos: Vec<SoloPlan> = sorted_inputs(inputs)
         .iter()
-        .map(|(svc, own)| plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis))
+        .map(|(svc, own)| plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis, sources))
         .collect();
     merge(solos.iter(), issues)
 }
@@ -748,7 +916,12 @@ pub struct ServicePlanCache {
     last_misses: usize,
 }
 
-type CacheContext = (String, Vec<ServiceNode>, BTreeMap<String, String>);
+type CacheContext = (
+    String,
+    Vec<ServiceNode>,
+    BTreeMap<String, String>,
+    Vec<(ipnet::IpNet, IpAddr)>,
+);
 
 #[derive(Debug, Clone)]
 struct CacheEntry {
@@ -786,11 +959,23 @@ pub fn plan_services_cached(
     nodes: &[ServiceNode],
     issues: &mut Vec<PlanIssue>,
 ) -> ServicePlan {
+    plan_services_cached_probed(cache, inputs, default_vpc, nodes, &[], issues)
+}
+
+/// [`plan_services_probed`] through `cache`.
+pub fn plan_services_cached_probed(
+    cache: &mut ServicePlanCache,
+    inputs: &ServiceInputs,
+    default_vpc: &str,
+    nodes: &[ServiceNode],
+    sources: &[(ipnet::IpNet, IpAddr)],
+    issues: &mut Vec<PlanIssue>,
+) -> ServicePlan {
     let nodes = sorted_nodes(nodes);
-    // NodePort VIPs, Local backends and unannotated Services depend on these: a change
-    // re-plans everything (nodes change rarely; endpoints change all the time).
-    let context_same = cache.context.as_ref().is_some_and(|(vpc, n, ch)| {
-        vpc == default_vpc && *n == nodes && *ch == inputs.node_chassis
+    // NodePort VIPs, Local backends, probe sources and unannotated Services depend on these:
+    // a change re-plans everything (nodes change rarely; endpoints change all the time).
+    let context_same = cache.context.as_ref().is_some_and(|(vpc, n, ch, src)| {
+        vpc == default_vpc && *n == nodes && *ch == inputs.node_chassis && src == sources
     });
     if !context_same {
         cache.entries.clear();
@@ -798,6 +983,7 @@ pub fn plan_services_cached(
             default_vpc.to_string(),
             nodes.clone(),
             inputs.node_chassis.clone(),
+            sources.to_vec(),
         ));
     }
     let sorted = sorted_inputs(inputs);
@@ -821,7 +1007,7 @@ pub fn plan_services_cached(
                 CacheEntry {
                     service: (*svc).clone(),
                     slices: own.iter().map(|s| (*s).clone()).collect(),
-                    plan: plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis),
+                    plan: plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis, sources),
                 },
             );
         }
@@ -885,10 +1071,29 @@ fn merge<'a>(
             let Some(template) = v.lbs.get(&(vip.protocol, vip.slot)) else {
                 continue;
             };
-            lbs.entry((vip.protocol, vip.slot))
-                .or_insert_with(|| template.clone())
-                .vips
-                .insert(vip.key.clone(), vip.value.clone());
+            let lb = lbs
+                .entry((vip.protocol, vip.slot))
+                .or_insert_with(|| template.clone());
+            lb.vips.insert(vip.key.clone(), vip.value.clone());
+            if let Some(options) = &vip.health {
+                let lb_key = lb
+                    .external_ids
+                    .get(super::ROW_KEY)
+                    .cloned()
+                    .unwrap_or_default();
+                let key = format!("hc/{}/{}", lb_key.trim_start_matches("lb/"), vip.key);
+                lb.health_checks.insert(
+                    vip.key.clone(),
+                    PlannedHealthCheck {
+                        vip: vip.key.clone(),
+                        options: options.clone(),
+                        external_ids: owned_ids(&key, &[("service", &v.id.to_string())]),
+                    },
+                );
+            }
+            for (ip, mapping) in &vip.mappings {
+                lb.ip_port_mappings.insert(ip.clone(), mapping.clone());
+            }
             for (chassis, var, value) in &vip.vars {
                 chassis_vars
                     .entry(chassis.clone())
@@ -978,6 +1183,8 @@ fn new_lb(v: &ValidService, protocol: Protocol, slot: LbSlot) -> PlannedLoadBala
         protocol,
         vips: StrMap::new(),
         options,
+        ip_port_mappings: StrMap::new(),
+        health_checks: BTreeMap::new(),
         external_ids: owned_ids(
             &format!(
                 "lb/{service}/{}{}",

@@ -44,6 +44,7 @@ pub enum Table {
     Policy,
     LoadBalancerGroup,
     LoadBalancer,
+    LoadBalancerHealthCheck,
     ChassisTemplateVar,
     PortGroup,
     AddressSet,
@@ -52,7 +53,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::LogicalSwitch,
         Table::LogicalSwitchPort,
         Table::Acl,
@@ -62,6 +63,7 @@ impl Table {
         Table::Policy,
         Table::LoadBalancerGroup,
         Table::LoadBalancer,
+        Table::LoadBalancerHealthCheck,
         Table::ChassisTemplateVar,
         Table::PortGroup,
         Table::AddressSet,
@@ -81,6 +83,7 @@ impl Table {
             Table::Policy => "Logical_Router_Policy",
             Table::LoadBalancerGroup => "Load_Balancer_Group",
             Table::LoadBalancer => "Load_Balancer",
+            Table::LoadBalancerHealthCheck => "Load_Balancer_Health_Check",
             Table::ChassisTemplateVar => "Chassis_Template_Var",
             Table::PortGroup => "Port_Group",
             Table::AddressSet => "Address_Set",
@@ -161,7 +164,15 @@ impl Table {
             ],
             Table::Policy => &["priority", "match", "action", "nexthops", "external_ids"],
             Table::LoadBalancerGroup => &["name"],
-            Table::LoadBalancer => &["name", "vips", "protocol", "options", "external_ids"],
+            Table::LoadBalancer => &[
+                "name",
+                "vips",
+                "protocol",
+                "options",
+                "ip_port_mappings",
+                "external_ids",
+            ],
+            Table::LoadBalancerHealthCheck => &["vip", "options", "external_ids"],
             Table::ChassisTemplateVar => &["chassis", "variables", "external_ids"],
             Table::PortGroup => &["name", "external_ids"],
             Table::AddressSet => &["name", "addresses", "external_ids"],
@@ -182,6 +193,8 @@ impl Table {
             Table::Nat => &[(Table::LogicalRouter, "nat")],
             Table::GatewayChassis => &[(Table::LogicalRouterPort, "gateway_chassis")],
             Table::LoadBalancer => &[(Table::LoadBalancerGroup, "load_balancer")],
+            // A grandchild: the load balancer is itself a child of its group.
+            Table::LoadBalancerHealthCheck => &[(Table::LoadBalancer, "health_check")],
             _ => &[],
         }
     }
@@ -194,14 +207,15 @@ impl Table {
             .map(|(_, c)| *c)
     }
 
-    /// Child set columns of a root table, and of the one child table with children of its own
-    /// (a router port's Gateway_Chassis rows).
+    /// Child set columns of a root table, and of the child tables with children of their own
+    /// (a router port's Gateway_Chassis rows, a load balancer's health checks).
     pub fn child_columns(self) -> &'static [&'static str] {
         match self {
             Table::LogicalSwitch => &["ports", "acls"],
             Table::LogicalRouter => &["ports", "static_routes", "policies", "nat"],
             Table::LogicalRouterPort => &["gateway_chassis"],
             Table::LoadBalancerGroup => &["load_balancer"],
+            Table::LoadBalancer => &["health_check"],
             Table::PortGroup => &["acls"],
             _ => &[],
         }
@@ -311,16 +325,33 @@ pub fn desired_rows(plan: &NbPlan) -> Vec<DesiredRow> {
             c.insert("vips".into(), map(&lb.vips));
             c.insert("protocol".into(), Datum::set(Some(lb.protocol.ovn())));
             c.insert("options".into(), map(&lb.options));
+            c.insert("ip_port_mappings".into(), map(&lb.ip_port_mappings));
             c.insert("external_ids".into(), map(&lb.external_ids));
+            let lb_key = key_of(&lb.external_ids);
             out.push(DesiredRow {
                 table: Table::LoadBalancer,
-                key: key_of(&lb.external_ids),
+                key: lb_key.clone(),
                 name: None,
                 columns: c,
                 parent: Some(g.name.clone()),
                 parent_table: Some(Table::LoadBalancerGroup),
                 links: Vec::new(),
             });
+            for hc in lb.health_checks.values() {
+                let mut c = ColumnValues::new();
+                c.insert("vip".into(), s(&hc.vip));
+                c.insert("options".into(), map(&hc.options));
+                c.insert("external_ids".into(), map(&hc.external_ids));
+                out.push(DesiredRow {
+                    table: Table::LoadBalancerHealthCheck,
+                    key: key_of(&hc.external_ids),
+                    name: None,
+                    columns: c,
+                    parent: Some(lb_key.clone()),
+                    parent_table: Some(Table::LoadBalancer),
+                    links: Vec::new(),
+                });
+            }
         }
     }
     for sw in plan.switches.values() {
@@ -927,11 +958,19 @@ pub fn diff(
         )
         .filter(|t| !t.is_root())
         .collect();
-    let mut child_uuid: HashMap<(Table, &str), Uuid> = HashMap::new();
-    for row in desired
+    // Children that are parents themselves (a load balancer with health checks) too: their
+    // own children attach to that UUID in the same pass.
+    let child_parents: HashSet<(Table, &str)> = desired
         .iter()
-        .filter(|r| r.parent.is_some() && child_targets.contains(&r.table))
-    {
+        .filter_map(|r| Some((r.parent_table?, r.parent.as_deref()?)))
+        .filter(|(t, _)| !t.is_root())
+        .collect();
+    let mut child_uuid: HashMap<(Table, &str), Uuid> = HashMap::new();
+    for row in desired.iter().filter(|r| {
+        r.parent.is_some()
+            && (child_targets.contains(&r.table)
+                || child_parents.contains(&(r.table, r.key.as_str())))
+    }) {
         let uuid = match owned.get(&(row.table, row.key.as_str())) {
             Some(have) => have.uuid,
             None => new_uuid(),

@@ -1,0 +1,626 @@
+//! DPDK pods as Service clients, on real OVS-DPDK + OVN. Two nodes: an OVS-DPDK node
+//! (testkit `DpdkNode`, its underlay a DPDK `net_af_packet` port on br-phy) and a kernel node
+//! (plain ovs-vswitchd), Geneve between them. A vhost-user pod on the DPDK node runs
+//! `dpdk-testpmd` in `txonly` mode: UDP from the pod's own address to a Service VIP, sent to
+//! the pod's gateway MAC like any pod's packet to an off-link address. The Service's load
+//! balancer rows come from FerrOVN's planner and reconciler; its backends are kernel pods, one
+//! on each node, each counting with nftables the datagrams that reach it.
+//!
+//! What a user would notice, checked on the wire:
+//! - each UDP flow (one source port) lands on exactly one backend, and over a few flows both
+//!   backends get traffic: OVN load balances inside OVS-DPDK, the packet never leaves it for a
+//!   kernel hop on the DPDK node;
+//! - no datagram reaches a backend still addressed to the VIP or node address (unbalanced), and
+//!   the backend sees the DPDK pod's own address as the source;
+//! - the NodePort on either node's address works the same from the DPDK pod;
+//! - an endpoint removed while a flow runs toward it: once the change is applied on the nodes
+//!   (`--wait=hv`), the removed backend gets nothing more and the running flow continues to the
+//!   remaining backend (the UDP load balancer's `ct_flush` drops the stale conntrack entry);
+//!   a new flow goes to the remaining backend too.
+
+// A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
+// only inside #[test] fns and #[cfg(test)] modules).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrovn_control::plan::services::plan_services;
+use ferrovn_control::plan::{DEFAULT_ROUTER, NbPlan, ServiceInputs, ServiceNode};
+use ferrovn_control::reconcile::NbSync;
+use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
+use ferrovn_testkit::cluster::{POD_SUBNET, add_switch_with_router, allocate_pod, nbctl};
+use ferrovn_testkit::cni::FerrovnCni;
+use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec};
+use ferrovn_testkit::dpdk_node::{DpdkNode, DpdkNodeSpec, DpdkPod, DpdkUnderlay};
+use ferrovn_testkit::names::{short_rand, unique_tag};
+use ferrovn_testkit::netns::Netns;
+use ferrovn_testkit::ovs_node::{Node, NodeConfig, add_underlay_veth};
+use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
+use ferrovn_testkit::require::{Need, fallback, require};
+use ferrovn_testkit::wait::wait_until;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+
+const VIP: &str = "10.96.0.50";
+const PORT: u16 = 9;
+const NODE_PORT: u16 = 30009;
+/// The pod subnet's gateway (`add_switch_with_router`): where a pod sends off-link packets.
+const GATEWAY_MAC: &str = "0a:58:0a:10:00:01";
+const CLIENT_IP: &str = "10.16.0.21";
+/// Underlay (tunnel endpoint) addresses, also the nodes' addresses for node ports.
+const KERNEL_NODE_IP: &str = "192.168.100.1";
+const DPDK_NODE_IP: &str = "192.168.100.2";
+
+struct Backend {
+    name: &'static str,
+    ip: &'static str,
+    mac: &'static str,
+}
+
+/// `web-a` on the DPDK node (next to the client), `web-b` on the kernel node.
+const BACKENDS: [Backend; 2] = [
+    Backend {
+        name: "web-a",
+        ip: "10.16.0.11",
+        mac: "0a:58:0a:10:00:0b",
+    },
+    Backend {
+        name: "web-b",
+        ip: "10.16.0.12",
+        mac: "0a:58:0a:10:00:0c",
+    },
+];
+
+/// The UDP NodePort Service `default/sink` and its EndpointSlice over `backends` (indexes into
+/// [`BACKENDS`]; `nodes[i]` is backend i's node), planned into NB rows.
+fn service_plan(nodes: [&str; 2], backends: &[usize]) -> NbPlan {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "sink", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": VIP, "ports": [
+            {"name": "u", "port": PORT, "targetPort": PORT, "protocol": "UDP",
+             "nodePort": NODE_PORT}]},
+    }))
+    .unwrap();
+    let eps: Vec<_> = backends
+        .iter()
+        .map(|&i| {
+            json!({"addresses": [BACKENDS[i].ip], "nodeName": nodes[i],
+                   "conditions": {"ready": true}})
+        })
+        .collect();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "sink-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "sink"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "u", "port": PORT, "protocol": "UDP"}],
+        "endpoints": eps,
+    }))
+    .unwrap();
+    let inputs = ServiceInputs {
+        services: vec![svc],
+        endpoint_slices: vec![slice],
+        ..Default::default()
+    };
+    let service_nodes = [
+        ServiceNode {
+            name: nodes[0].into(),
+            ips: vec![DPDK_NODE_IP.parse().unwrap()],
+        },
+        ServiceNode {
+            name: nodes[1].into(),
+            ips: vec![KERNEL_NODE_IP.parse().unwrap()],
+        },
+    ];
+    let mut issues = Vec::new();
+    let s = plan_services(&inputs, DEFAULT_ROUTER, &service_nodes, &mut issues);
+    assert!(issues.is_empty(), "{issues:?}");
+    NbPlan {
+        lb_groups: s.groups,
+        chassis_vars: s.chassis_vars,
+        ..Default::default()
+    }
+}
+
+/// nftables counters in a backend pod, before routing: `backend` counts UDP datagrams to the
+/// pod's own address and the Service's target port from the DPDK client's address;
+/// `unbalanced` counts anything still addressed to the VIP or a node address.
+fn install_counters(ns: &Netns, own_ip: &str, dir: &Path) {
+    let rules = format!(
+        "table inet fvsvc {{\n\
+         counter backend {{}}\n\
+         counter unbalanced {{}}\n\
+         chain pre {{\n\
+         type filter hook prerouting priority -300; policy accept;\n\
+         ip saddr {CLIENT_IP} ip daddr {own_ip} udp dport {PORT} counter name backend\n\
+         ip daddr {{ {VIP}, {KERNEL_NODE_IP}, {DPDK_NODE_IP} }} counter name unbalanced\n\
+         }}\n\
+         }}\n"
+    );
+    let file = dir.join(format!("{}.nft", ns.name()));
+    std::fs::write(&file, rules).unwrap();
+    ns.run(10, "nft", ["-f", &file.display().to_string()])
+        .expect("nft counters in the backend pod");
+}
+
+fn counter(ns: &Netns, name: &str) -> u64 {
+    let out = ns
+        .run(10, "nft", ["list", "counter", "inet", "fvsvc", name])
+        .expect("nft list counter");
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {out}"))
+}
+
+/// Datagrams received per backend, and the unbalanced ones summed over backends.
+fn counts(backends: &[Netns]) -> (Vec<u64>, u64) {
+    let got = backends.iter().map(|ns| counter(ns, "backend")).collect();
+    let unbalanced = backends.iter().map(|ns| counter(ns, "unbalanced")).sum();
+    (got, unbalanced)
+}
+
+fn delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+/// The DPDK client: testpmd `txonly` from the pod's address and `sport` to `dst:dport`.
+struct Client<'a> {
+    dpdk: &'a DpdkNode,
+    pod: &'a DpdkPod,
+    memory: PodMemory,
+    rnd: String,
+    work: PathBuf,
+    runs: u32,
+}
+
+impl Client<'_> {
+    fn start(&mut self, dst: &str, sport: u16, dport: u16) -> Testpmd {
+        self.runs += 1;
+        let t = Testpmd::start(&TestpmdSpec {
+            prefix: format!("fvsd{}{}", self.rnd, self.runs),
+            netns: Some(&self.pod.netns),
+            cpu: 0,
+            memory: self.memory.clone(),
+            vdevs: vec![self.pod.vdev(0)],
+            forward_mode: "txonly".into(),
+            app_args: vec![
+                "--txpkts=64".into(),
+                format!("--tx-ip={CLIENT_IP},{dst}"),
+                format!("--tx-udp={sport},{dport}"),
+                format!("--eth-peer=0,{GATEWAY_MAC}"),
+            ],
+            log: self.work.join(format!("testpmd-{}.log", self.runs)),
+            interactive: false,
+        })
+        .expect("testpmd");
+        assert!(
+            self.dpdk
+                .wait_vhost_up(&[self.pod], Duration::from_secs(30)),
+            "the client's vhost-user port never came up: {}",
+            t.log_text()
+        );
+        t
+    }
+
+    /// Stops testpmd and waits until OVS saw the port go down, so the next run's "up" is its.
+    fn stop(&self, mut t: Testpmd) {
+        t.stop();
+        let port = &self.pod.info.ovs_port;
+        wait_until(Duration::from_secs(15), || {
+            self.dpdk
+                .node
+                .vsctl(["get", "Interface", port, "link_state"])
+                .map(|s| s.trim() != "up")
+                .unwrap_or(true)
+        });
+    }
+
+    /// One flow `sport → dst:dport` until `enough` datagrams arrived at the backends: the
+    /// datagrams each backend got, and the unbalanced ones.
+    fn flow(
+        &mut self,
+        backends: &[Netns],
+        dst: &str,
+        sport: u16,
+        dport: u16,
+        enough: u64,
+    ) -> (Vec<u64>, u64) {
+        let (before, unb_before) = counts(backends);
+        let t = self.start(dst, sport, dport);
+        let arrived = wait_until(Duration::from_secs(20), || {
+            delta(&counts(backends).0, &before).iter().sum::<u64>() >= enough
+        });
+        let log = t.log_text();
+        self.stop(t);
+        let (after, unb_after) = counts(backends);
+        let got = delta(&after, &before);
+        assert!(
+            arrived,
+            "flow {CLIENT_IP}:{sport} -> {dst}:{dport}: only {got:?} datagrams at the backends \
+             within 20 s; testpmd: {log}"
+        );
+        (got, unb_after - unb_before)
+    }
+}
+
+/// The one backend a flow's datagrams went to (panics if they were split or went nowhere).
+fn only_backend(got: &[u64], what: &str) -> usize {
+    let hit: Vec<usize> = (0..got.len()).filter(|&i| got[i] > 0).collect();
+    assert_eq!(
+        hit.len(),
+        1,
+        "{what}: one flow must land on exactly one backend, got {got:?}"
+    );
+    hit[0]
+}
+
+// A plain test with its own runtime for the NB: `DpdkNode::start` runs one of its own, which
+// cannot nest inside a tokio test's.
+#[test]
+fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
+    const TEST: &str = "dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal";
+    let needs = [
+        Need::Root,
+        Need::Tool("ovsdb-server"),
+        Need::Tool("ovn-northd"),
+        Need::Tool("ovn-controller"),
+        Need::Tool("dpdk-testpmd"),
+        Need::Tool("nft"),
+        Need::Program(vswitchd_dpdk()),
+    ];
+    if !require(TEST, &needs) {
+        return;
+    }
+    let t0 = Instant::now();
+    let tag = unique_tag();
+    let rnd = short_rand();
+    let work = tempfile::Builder::new()
+        .prefix("fvsd-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let huge_dir = PathBuf::from(format!("/tmp/fvsdh{rnd}"));
+    let lease = match HugepageLease::acquire(&format!("svc-dpdk-{tag}"), 384, &huge_dir) {
+        Ok(l) => Some(l),
+        Err(why) => {
+            fallback(TEST, "OVS-DPDK and the DPDK pod with --no-huge", &why);
+            None
+        }
+    };
+    let memory = match &lease {
+        Some(_) => PodMemory::Hugepages {
+            dir: huge_dir.clone(),
+            mib: 128,
+        },
+        None => PodMemory::NoHuge { mib: 256 },
+    };
+
+    // The kernel node first: the DPDK node's underlay is a veth to it.
+    let mut kernel = Node::start(
+        &format!("fvsd-{tag}-k"),
+        &NodeConfig::plain(&format!("fvsd-{tag}-k")),
+    )
+    .expect("kernel node");
+    let agent = agent_binary().expect("agent binary");
+    let plugin = cni_plugin_binary().expect("CNI plugin binary");
+    let dpdk = DpdkNode::start_with_underlay(
+        &DpdkNodeSpec {
+            prefix: "fvsd",
+            tag: &tag,
+            rnd: &rnd,
+            work: work.path(),
+            agent: &agent,
+            plugin: &plugin,
+            huge_dir: lease.as_ref().map(|l| l.mount()),
+            extra_agent_args: vec![],
+        },
+        &DpdkUnderlay {
+            iface: "fvul2",
+            cidr: &format!("{DPDK_NODE_IP}/24"),
+        },
+        |n| add_underlay_veth(&kernel, n),
+    )
+    .expect("DPDK node");
+    kernel
+        .setup_underlay("fvul1", &format!("{KERNEL_NODE_IP}/24"))
+        .expect("kernel node underlay");
+    let sb = dpdk.central.sb_remote();
+    kernel
+        .start_agent(&agent, &sb, dpdk.allocs.dir(), &[])
+        .expect("kernel node agent");
+    kernel.start_ovn_controller().expect("ovn-controller");
+    // Userspace tunnelling learns the peer's MAC from ARP on br-phy: one ping each way. The
+    // agent brings br-phy up; once, under load average 15, that took more than 60 s.
+    let underlay_up = wait_until(Duration::from_secs(150), || {
+        kernel.netns().ping_once(DPDK_NODE_IP) && dpdk.node.netns().ping_once(KERNEL_NODE_IP)
+    });
+    assert!(
+        underlay_up,
+        "underlay: {}",
+        dpdk.node
+            .agent_log()
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    ferrovn_testkit::cluster::wait_chassis_count(&dpdk.central, 2, Duration::from_secs(30))
+        .expect("two chassis");
+    let nodes = [dpdk.name().to_string(), kernel.name().to_string()];
+    let nodes = [nodes[0].as_str(), nodes[1].as_str()];
+
+    // Pods: the switch and router as Kube-OVN's default VPC has them, a kernel backend on
+    // each node, the DPDK client next to web-a.
+    add_switch_with_router(&dpdk.central, &POD_SUBNET).expect("switch and router");
+    let web_a = dpdk
+        .add_kernel_pod(
+            &POD_SUBNET,
+            BACKENDS[0].name,
+            BACKENDS[0].ip,
+            BACKENDS[0].mac,
+        )
+        .expect("web-a");
+    allocate_pod(
+        &dpdk.central,
+        &dpdk.allocs,
+        &POD_SUBNET,
+        "ovn",
+        BACKENDS[1].name,
+        BACKENDS[1].ip,
+        BACKENDS[1].mac,
+    )
+    .expect("web-b port");
+    let web_b = Netns::create(&format!("fvsd-{tag}-web-b")).expect("web-b netns");
+    let cni = FerrovnCni {
+        binary: plugin.clone(),
+        cni_version: "1.1.0",
+        network: "net",
+    };
+    let out = cni
+        .call(
+            "ADD",
+            &kernel,
+            &format!("cwb{}", tag.replace('x', "")),
+            &web_b.path().display().to_string(),
+            "eth0",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-b",
+            json!({"mtu": 1400}),
+        )
+        .expect("CNI plugin ran");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "ADD web-b: {} {}; agent: {}",
+        out.stdout,
+        out.stderr,
+        kernel.agent_log()
+    );
+    web_b.ip(["link", "set", "lo", "up"]).unwrap();
+    let client_pod = dpdk
+        .add_dpdk_pod(&POD_SUBNET, "dclient", CLIENT_IP, "0a:58:0a:10:00:15", 1)
+        .expect("DPDK client pod");
+    let backends = [web_a, web_b];
+    for (ns, b) in backends.iter().zip(&BACKENDS) {
+        install_counters(ns, b.ip, work.path());
+    }
+
+    // The Service, planned and reconciled by FerrOVN, its group on the pod switch.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sync = rt
+        .block_on(NbSync::connect(&dpdk.central.nb_remote(), 500))
+        .expect("NB");
+    rt.block_on(sync.sync(&service_plan(nodes, &[0, 1])))
+        .expect("Service rows");
+    let group = nbctl(
+        &dpdk.central,
+        &[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer_Group",
+            "name=ferrovn-lbs-ovn-cluster",
+        ],
+    )
+    .expect("group");
+    nbctl(
+        &dpdk.central,
+        &[
+            "add",
+            "Logical_Switch",
+            POD_SUBNET.switch,
+            "load_balancer_group",
+            group.trim(),
+        ],
+    )
+    .expect("attach the group");
+    nbctl(&dpdk.central, &["--wait=hv", "sync"]).expect("flows on both nodes");
+    let setup = t0.elapsed();
+
+    let mut client = Client {
+        dpdk: &dpdk,
+        pod: &client_pod,
+        memory,
+        rnd: rnd.clone(),
+        work: work.path().to_path_buf(),
+        runs: 0,
+    };
+
+    // ClusterIP: one flow per source port, each on one backend, until both backends served.
+    let mut flows: BTreeMap<u16, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut sport = 40000;
+    while flows
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        < 2
+        && flows.len() < 12
+        && Instant::now() < deadline
+    {
+        let (got, unbalanced) = client.flow(&backends, VIP, sport, PORT, 200);
+        assert_eq!(unbalanced, 0, "datagrams reached a backend un-DNATed");
+        flows.insert(
+            sport,
+            only_backend(&got, &format!("{VIP}:{PORT} from :{sport}")),
+        );
+        sport += 1;
+    }
+    eprintln!("ClusterIP flows (source port -> backend): {flows:?}");
+    let remote_flow = flows
+        .iter()
+        .find(|(_, b)| **b == 1)
+        .map(|(s, _)| *s)
+        .unwrap_or_else(|| panic!("web-b (other node) never served the VIP: {flows:?}"));
+    assert!(
+        flows.values().any(|b| *b == 0),
+        "web-a (same node) never served the VIP: {flows:?}"
+    );
+
+    // NodePort on either node's address, from the DPDK pod.
+    for ip in [KERNEL_NODE_IP, DPDK_NODE_IP] {
+        let (got, unbalanced) = client.flow(&backends, ip, 41000, NODE_PORT, 200);
+        assert_eq!(
+            unbalanced, 0,
+            "{ip}:{NODE_PORT}: datagrams reached a backend un-DNATed"
+        );
+        let b = only_backend(&got, &format!("{ip}:{NODE_PORT}"));
+        eprintln!("NodePort {ip}:{NODE_PORT} -> {}", BACKENDS[b].name);
+    }
+
+    // A flow runs toward web-b; web-b's endpoint goes. ovn-controller then flushes the
+    // conntrack entries of the removed backend (the UDP load balancer's `ct_flush`), and the
+    // running flow should continue on web-a. Measured on OVS-DPDK: it stays on web-b
+    // (docs/services.md, "DPDK pods as Service clients"). What the test holds to: the numbers
+    // are printed, and a second flush on the node, once ovn-controller applied the change,
+    // takes the flow off web-b for good.
+    let (before, _) = counts(&backends);
+    let running = client.start(VIP, remote_flow, PORT);
+    let flowing = wait_until(Duration::from_secs(20), || {
+        counts(&backends).0[1] >= before[1] + 200
+    });
+    assert!(
+        flowing,
+        "the flow to web-b did not resume: {}",
+        running.log_text()
+    );
+    // ovn-controller logs each flush it sends at debug level (its ofctrl module).
+    let node_dir = dpdk.node.dir().to_path_buf();
+    let ctl = std::fs::read_dir(&node_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("ovn-controller.") && n.ends_with(".ctl")
+        })
+        .expect("ovn-controller's control socket");
+    ferrovn_testkit::process::run_cmd(
+        "ovn-appctl",
+        10,
+        "ovn-appctl",
+        [
+            "-t",
+            &ctl.display().to_string(),
+            "vlog/set",
+            "ofctrl:file:dbg",
+        ],
+    )
+    .expect("ovn-appctl vlog/set");
+    let (d, _) = rt
+        .block_on(sync.sync(&service_plan(nodes, &[0])))
+        .expect("remove web-b's endpoint");
+    assert_eq!(d.changes.len(), 1, "one row changes: {:#?}", d.changes);
+    nbctl(&dpdk.central, &["--wait=hv", "sync"]).expect("applied on both nodes");
+    // Packets already past the load balancer (in OVS's queues, the tunnel, web-b's veth) may
+    // still land: start counting once those drained.
+    std::thread::sleep(Duration::from_millis(500));
+    let (mid, unb_mid) = counts(&backends);
+    std::thread::sleep(Duration::from_secs(2));
+    let (after_ovn, _) = counts(&backends);
+    let stale = delta(&after_ovn, &mid);
+    let ovn_log = std::fs::read_to_string(node_dir.join("ovn-controller.log")).unwrap_or_default();
+    let flush_logged = ovn_log
+        .lines()
+        .any(|l| l.contains("Flushing CT for 5-tuple") && l.contains(BACKENDS[1].ip));
+    eprintln!(
+        "running flow, 2 s after the removal was applied: web-a {}, web-b {} datagrams; \
+         ovn-controller logged a flush for web-b: {flush_logged}",
+        stale[0], stale[1]
+    );
+    // The second flush: every OVN zone on the node, the removed backend's entries of this VIP.
+    let ids = dpdk
+        .node
+        .vsctl(["get", "Bridge", "br-int", "external_ids"])
+        .unwrap();
+    let zones: std::collections::BTreeSet<String> = ids
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(", ")
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.trim_matches('"').starts_with("ct-zone-"))
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .collect();
+    assert!(
+        !zones.is_empty(),
+        "no ct-zone-* in br-int external_ids: {ids}"
+    );
+    for zone in &zones {
+        dpdk.node
+            .appctl_vswitchd([
+                "dpctl/flush-conntrack".to_string(),
+                format!("zone={zone}"),
+                format!("ct_nw_dst={VIP},ct_nw_proto=17,ct_tp_dst={PORT}"),
+                format!("ct_nw_src={}", BACKENDS[1].ip),
+            ])
+            .expect("dpctl/flush-conntrack");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (mid2, _) = counts(&backends);
+    let moved = wait_until(Duration::from_secs(10), || {
+        counts(&backends).0[0] >= mid2[0] + 200
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (end, unb_end) = counts(&backends);
+    let log = running.log_text();
+    client.stop(running);
+    let after = delta(&end, &mid2);
+    eprintln!(
+        "after the second flush: web-a {}, web-b {} datagrams",
+        after[0], after[1]
+    );
+    assert_eq!(
+        after[1], 0,
+        "web-b still got {after:?} after its endpoint was removed and its entries flushed"
+    );
+    assert!(
+        moved,
+        "the running flow did not continue on web-a after web-b's removal ({after:?}); \
+         testpmd: {log}"
+    );
+    assert_eq!(
+        unb_end - unb_mid,
+        0,
+        "un-DNATed datagrams after the removal"
+    );
+    // And a new flow goes to web-a.
+    let (got, _) = client.flow(&backends, VIP, 42000, PORT, 200);
+    assert_eq!(only_backend(&got, "a new flow after the removal"), 0);
+
+    eprintln!(
+        "setup {:.1} s, total {:.1} s, testpmd runs {}",
+        setup.as_secs_f64(),
+        t0.elapsed().as_secs_f64(),
+        client.runs
+    );
+    drop(client);
+    drop(client_pod);
+    drop(backends);
+    drop(kernel);
+}
