@@ -324,6 +324,49 @@ fn headless_and_external_name_are_untouched_and_a_bad_service_is_left_out_alone(
     );
 }
 
+#[test]
+fn services_of_another_proxy_and_headless_slices_are_left_alone_as_kube_proxy_does() {
+    let other = service(json!({
+        "metadata": {"name": "other", "namespace": "default",
+                     "labels": {"service.kubernetes.io/service-proxy-name": "foo-bar"}},
+        "spec": {"clusterIP": "10.96.0.20", "ports": [{"port": 80}]},
+    }));
+    let web = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.21", "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    let ready = json!([{"addresses": ["10.16.0.5"], "conditions": {"ready": true}}]);
+    let mut headless = web_slice("web-h", "IPv4", "", 8080, ready.clone());
+    headless
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("service.kubernetes.io/headless".into(), String::new());
+    let p = with(base(&[]), vec![other.clone(), web.clone()], vec![headless]);
+    let names: Vec<&str> = p
+        .lb_groups
+        .values()
+        .flat_map(|g| g.load_balancers.values())
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["svc:default/web:tcp"]);
+    // the headless-labelled slice serves nothing: the VIP rejects
+    assert_eq!(
+        vips(lb(&p, "svc:default/web:tcp")),
+        vec![("10.96.0.21:80", "")]
+    );
+    // the same slice without the label serves
+    let p = with(
+        base(&[]),
+        vec![other, web],
+        vec![web_slice("web-1", "IPv4", "", 8080, ready)],
+    );
+    assert_eq!(
+        vips(lb(&p, "svc:default/web:tcp")),
+        vec![("10.96.0.21:80", "10.16.0.5:8080")]
+    );
+}
+
 /// The `vips` a client on `chassis` sees through a template load balancer: its keys and values
 /// with that chassis' variables substituted.
 fn expand(p: &NbPlan, l: &PlannedLoadBalancer, chassis: &str) -> Vec<(String, String)> {

@@ -57,6 +57,10 @@ use super::{PlanIssue, StrMap, owned_ids};
 
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// A Service with this label (any value) is served by another proxy, not by FerrOVN.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// An EndpointSlice of a headless Service (set by the EndpointSlice controller).
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// Kube-OVN's Service annotation choosing the VPC whose load balancers hold the VIPs.
 pub const VPC_ANNOTATION: &str = "ovn.kubernetes.io/vpc";
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
@@ -817,14 +821,28 @@ fn service_ref(svc: &Service) -> ServiceRef {
     }
 }
 
-/// Services in planning order and each one's EndpointSlices.
+/// Services in planning order and each one's EndpointSlices, without what kube-proxy leaves
+/// alone: a Service labelled [`SERVICE_PROXY_NAME_LABEL`] (another proxy serves it) and
+/// EndpointSlices labelled [`HEADLESS_LABEL`] (the EndpointSlice controller's mark of a headless
+/// Service's slices; the upstream conformance suite turns a Service headless and expects it
+/// gone).
 fn sorted_inputs(inputs: &ServiceInputs) -> Vec<(&Service, Vec<&EndpointSlice>)> {
-    let mut services: Vec<&Service> = inputs.services.iter().collect();
+    let has = |labels: &Option<BTreeMap<String, String>>, key: &str| {
+        labels.as_ref().is_some_and(|l| l.contains_key(key))
+    };
+    let mut services: Vec<&Service> = inputs
+        .services
+        .iter()
+        .filter(|s| !has(&s.metadata.labels, SERVICE_PROXY_NAME_LABEL))
+        .collect();
     services.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
     let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in &inputs.endpoint_slices {
+        if has(&s.metadata.labels, HEADLESS_LABEL) {
+            continue;
+        }
         let ns = s.metadata.namespace.as_deref().unwrap_or("default");
         if let Some(svc) = s
             .metadata
