@@ -23,6 +23,9 @@
 //! (label_p99_ms: the scoped passes); the datapath ratio is measured by the ferrovn-dataplane
 //! example `bench-ctcost` (docs/network-policy.md).
 
+#[path = "support/flows.rs"]
+mod flows;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::net::IpAddr;
@@ -36,11 +39,9 @@ use ferrovn_control::plan::{
     DEFAULT_ROUTER, Desired, NodeIntent, PortIntent, SubnetIntent, VpcIntent, plan,
 };
 use ferrovn_control::reconcile::{IncrementalSync, NbSync, SyncMode, Table};
-use ferrovn_testkit::cluster::wait_chassis_count;
-use ferrovn_testkit::names::short_rand;
-use ferrovn_testkit::ovs_node::{Node, NodeConfig};
 use ferrovn_testkit::ovs_paths::nb_schema;
-use ferrovn_testkit::ovsdb::{OvnCentral, OvsdbServer};
+use ferrovn_testkit::ovsdb::OvsdbServer;
+use flows::Flows;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
@@ -337,6 +338,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Pods of node-0 bound to its OVS (so the switch is local there and ovn-controller installs
+/// its flows).
+const BOUND: usize = 5;
+
 /// Durations of one stage over all changes.
 #[derive(Default)]
 struct Samples(Vec<Duration>);
@@ -401,78 +406,10 @@ impl Stages {
     }
 }
 
-/// northd plus one node's ovn-controller (BENCH_FLOWS=1, root): how long until a change is in
-/// the node's flows.
-struct Flows {
-    central: OvnCentral,
-    _node: Node,
-}
-
-/// Pods of node-0 bound to its OVS (so the switch is local there and ovn-controller installs
-/// its flows).
-const BOUND: usize = 5;
-
-impl Flows {
-    fn start(ports: &[PortIntent]) -> Result<Flows> {
-        let central = OvnCentral::start()?;
-        let mut node = Node::start(
-            &format!("fvbp{}", short_rand()),
-            &NodeConfig::plain("node-0"),
-        )?;
-        node.configure_ovn_with_vsctl(&central.sb_remote())?;
-        node.start_ovn_controller()?;
-        wait_chassis_count(&central, 1, Duration::from_secs(60))?;
-        for (k, p) in ports
-            .iter()
-            .filter(|p| p.node == "node-0")
-            .take(BOUND)
-            .enumerate()
-        {
-            let iface = format!("bp{k}");
-            node.vsctl([
-                "add-port".to_string(),
-                "br-int".into(),
-                iface.clone(),
-                "--".into(),
-                "set".into(),
-                "Interface".into(),
-                iface,
-                "type=internal".into(),
-                format!("external_ids:iface-id={}", p.port_name()),
-            ])?;
-        }
-        Ok(Flows {
-            central,
-            _node: node,
-        })
-    }
-
-    fn remote(&self) -> String {
-        self.central.nb_remote()
-    }
-
-    /// `ovn-nbctl --wait=hv sync`: returns once every chassis has the NB's current state in
-    /// its flows.
-    fn wait_hv(&self) -> Result {
-        let out = std::process::Command::new("ovn-nbctl")
-            .arg(format!("--db={}", self.central.nb_remote()))
-            .args(["--timeout=900", "--wait=hv", "sync"])
-            .output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "ovn-nbctl --wait=hv sync: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        Ok(())
-    }
-}
-
 fn main() -> Result {
     let mut d = base()?;
     let flows = match std::env::var("BENCH_FLOWS").as_deref() {
-        Ok("1") => Some(Flows::start(&d.ports)?),
+        Ok("1") => Some(Flows::start(&d.ports, "node-0", BOUND)?),
         _ => None,
     };
     let server = match &flows {

@@ -7,6 +7,10 @@
 //! full controller pass over all 10k Services (plan, diff, transaction, replica settled), and
 //! p50/p99 of that latency are reported.
 //!
+//! With `BENCH_FLOWS=1` (root) the same Services then go into an OVN central with northd and one
+//! node's ovn-controller (support/flows.rs), and endpoint changes are timed until the node's
+//! flows have them (`ovn-nbctl --wait=hv`): that p99 is then `endpoint_p99_ms`.
+//!
 //! The last line is `services-bench apply_10k_s=… endpoint_p99_ms=… podpod_with_lbs_ratio=…
 //! vip_vs_direct_ratio=… kubeproxy_sync_10k_s=…`. The two datapath keys come from the DPDK part
 //! of `bench-ctcost` (run as root with `BENCH_DATAPATH=1`, else `na`). `kubeproxy_sync_10k_s` is
@@ -14,6 +18,8 @@
 //! (`support/kubeproxy_anchor.rs`; root and `make kube-bins`, `BENCH_KUBEPROXY=0` skips it,
 //! `BENCH_KUBEPROXY=only` runs it alone, `na` with the reason on stderr when it cannot run).
 
+#[path = "support/flows.rs"]
+mod flows;
 #[path = "support/kubeproxy_anchor.rs"]
 mod kubeproxy_anchor;
 
@@ -21,8 +27,8 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use ferrovn_control::plan::{
-    DEFAULT_ROUTER, Desired, NodeIntent, PlanCache, ServiceInputs, SubnetIntent, VpcIntent,
-    plan_cached,
+    DEFAULT_ROUTER, Desired, NodeIntent, PlanCache, PortIntent, ServiceInputs, SubnetIntent,
+    VpcIntent, plan_cached,
 };
 use ferrovn_control::reconcile::{NbSync, Table};
 use ferrovn_testkit::ovs_paths::nb_schema;
@@ -38,6 +44,8 @@ const ENDPOINTS: usize = 10;
 const NODES: usize = 10;
 const CHANGES: usize = 100;
 const BATCH: usize = 2_000;
+/// Endpoint changes timed until a node's flows have them (`BENCH_FLOWS=1`).
+const FLOW_CHANGES: usize = 50;
 
 fn service(i: usize) -> Result<Service> {
     Ok(serde_json::from_value(json!({
@@ -237,14 +245,85 @@ fn main() -> Result {
         ms(percentile(&plan_sorted, 0.5)),
         ms(percentile(&plan_sorted, 0.99))
     );
+    let mut endpoint_p99 = ms(percentile(&sorted, 0.99));
+    if std::env::var("BENCH_FLOWS").is_ok_and(|v| v == "1") {
+        endpoint_p99 = until_flows(&rt, d, &mut cache)?;
+    } else {
+        eprintln!(
+            "endpoint_p99_ms is until the NB has the change: BENCH_FLOWS=1 (root) times it until a \
+             node's flows"
+        );
+    }
     let (podpod, vip) = datapath_ratios();
     let kubeproxy = kubeproxy_sync(&rt)?;
     println!(
-        "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={:.1} podpod_with_lbs_ratio={podpod} \
-         vip_vs_direct_ratio={vip} kubeproxy_sync_10k_s={kubeproxy}",
-        ms(percentile(&sorted, 0.99))
+        "services-bench apply_10k_s={apply_s:.2} endpoint_p99_ms={endpoint_p99:.1} podpod_with_lbs_ratio={podpod} \
+         vip_vs_direct_ratio={vip} kubeproxy_sync_10k_s={kubeproxy}"
     );
     Ok(())
+}
+
+/// The same Services in an OVN central with northd and one node's ovn-controller, a pod of
+/// `ovn-default` bound there (so the switch and its load balancer group are local): the first
+/// apply until the node has the flows, then [`FLOW_CHANGES`] endpoint changes, each timed from
+/// the controller pass until `ovn-nbctl --wait=hv` returns. Returns their p99, ms.
+fn until_flows(rt: &tokio::runtime::Runtime, mut d: Desired, cache: &mut PlanCache) -> Result<f64> {
+    d.ports.push(PortIntent {
+        pod: "flows".into(),
+        namespace: "default".into(),
+        provider: "ovn".into(),
+        subnet: "ovn-default".into(),
+        node: "node-0".into(),
+        mac: ferrovn_api::MacAddr([0x0e, 0, 0, 0, 2, 1]),
+        ips: vec!["10.16.255.250".parse()?],
+        port_security: true,
+    });
+    let flows = flows::Flows::start(&d.ports, "node-0", 1)?;
+    let started = Instant::now();
+    rt.block_on(async {
+        let sync = NbSync::connect(&flows.remote(), BATCH).await?;
+        let p = plan_cached(&d, cache);
+        sync.sync(&p).await?;
+        Ok::<_, Box<dyn Error>>(())
+    })?;
+    flows.wait_hv()?;
+    println!(
+        "flows: northd and ovn-controller (node-0, one bound pod of ovn-default) caught up with \
+         {SERVICES} services in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut lat = rt.block_on(async {
+        let sync = NbSync::connect(&flows.remote(), BATCH).await?;
+        let mut lat = Vec::with_capacity(FLOW_CHANGES);
+        for c in 0..FLOW_CHANGES {
+            let i = (c * 104_729) % SERVICES;
+            let count = if c % 2 == 0 { ENDPOINTS - 1 } else { ENDPOINTS };
+            d.services.endpoint_slices[i] = slice(i, CHANGES + c + 1, count)?;
+            let started = Instant::now();
+            let p = plan_cached(&d, cache);
+            let (diff, _) = sync.sync(&p).await?;
+            if diff.changes.len() != 1 {
+                return Err(format!(
+                    "endpoint change {c} (flows): {} changes (want 1)",
+                    diff.changes.len()
+                )
+                .into());
+            }
+            flows.wait_hv()?;
+            lat.push(started.elapsed());
+        }
+        Ok::<_, Box<dyn Error>>(lat)
+    })?;
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "endpoint change → flows on node-0 (controller pass + northd + ovn-controller, \
+         ovn-nbctl --wait=hv), {FLOW_CHANGES} changes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(percentile(&lat, 1.0))
+    );
+    Ok(ms(percentile(&lat, 0.99)))
 }
 
 /// kube-proxy's first full sync of the same Services × endpoints (the generation-0 slices), or
