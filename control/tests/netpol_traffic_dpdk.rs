@@ -68,65 +68,6 @@ const PODS: [(&str, &str, bool, usize); 6] = [
 /// Endpoint index of the node (its join port, where kubelet probes come from), on node B.
 const NODE: usize = PODS.len();
 
-const SERVER: &str = r#"
-import socket, sys, threading
-name = sys.argv[1].encode()
-def tcp(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(256)
-    while True:
-        c, _ = s.accept()
-        try:
-            c.sendall(name)
-        except OSError:
-            pass
-        c.close()
-def udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
-    while True:
-        _, peer = s.recvfrom(2048)
-        s.sendto(name, peer)
-for p in (80, 81):
-    threading.Thread(target=tcp, args=(p,), daemon=True).start()
-    threading.Thread(target=udp, args=(p,), daemon=True).start()
-threading.Event().wait()
-"#;
-
-/// Probes every `ip/proto/port` argument at once; prints `target 1|0` per line.
-const PROBER: &str = r#"
-import socket, sys, threading
-timeout = float(sys.argv[1])
-targets = sys.argv[2:]
-res = {}
-def probe(t):
-    ip, proto, port = t.split("/")
-    ok = False
-    try:
-        if proto == "tcp":
-            s = socket.create_connection((ip, int(port)), timeout=timeout)
-            s.settimeout(timeout)
-            ok = len(s.recv(64)) > 0
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(timeout)
-            s.sendto(b"x", (ip, int(port)))
-            ok = len(s.recvfrom(64)[0]) > 0
-        s.close()
-    except OSError:
-        ok = False
-    res[t] = ok
-ths = [threading.Thread(target=probe, args=(t,)) for t in targets]
-for t in ths:
-    t.start()
-for t in ths:
-    t.join()
-for t in targets:
-    print(t, 1 if res[t] else 0)
-"#;
-
 fn pod_ip(i: usize) -> IpAddr {
     format!("10.16.0.{}", 10 + i).parse().unwrap()
 }
@@ -615,8 +556,7 @@ async fn netpol_truth_tables_with_dpdk_pods() {
     tb.central
         .nbctl(&["--wait=hv", "sync"])
         .expect("flows on both nodes");
-    std::fs::write(dir.path().join("server.py"), SERVER).unwrap();
-    std::fs::write(dir.path().join("prober.py"), PROBER).unwrap();
+    common::probe::write_scripts(dir.path());
     let mut servers: Vec<Child> = endpoints
         .iter()
         .enumerate()

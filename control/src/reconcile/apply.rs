@@ -212,20 +212,43 @@ impl NbSync {
         let report = apply(&self.client, d, &txns).await?;
         times.apply = report.elapsed;
         let settling = Instant::now();
-        self.settle(&report).await?;
+        self.settle(&report, d).await?;
         times.settle = settling.elapsed();
         Ok(report)
     }
 
-    /// Waits until the replica holds every row `report` created and none it removed.
-    pub async fn settle(&self, report: &ApplyReport) -> Result<(), ApplyError> {
+    /// Waits until the replica holds every row `report` created, none it removed, and the new
+    /// values of every column `d` updated: the next diff must start from what was written, or
+    /// it writes an update again (an update-only transaction creates and removes nothing, and
+    /// the replica's copy of it can arrive after the transaction's reply).
+    pub async fn settle(&self, report: &ApplyReport, d: &Diff) -> Result<(), ApplyError> {
         let created: Vec<(Table, Uuid)> = report.created.clone();
         let removed: BTreeSet<(Table, Uuid)> = report.removed.iter().copied().collect();
+        let updated: Vec<(Table, Uuid, &ColumnValues)> = d
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Update {
+                    table,
+                    uuid,
+                    columns,
+                    ..
+                } if !columns.is_empty() => Some((*table, *uuid, columns)),
+                _ => None,
+            })
+            .collect();
         self.replica
-            .wait_for(self.settle_timeout, |d| {
-                let all_there = created.iter().all(|(t, u)| d.row(t.name(), u).is_some());
-                let all_gone = removed.iter().all(|(t, u)| d.row(t.name(), u).is_none());
-                (all_there && all_gone).then_some(())
+            .wait_for(self.settle_timeout, |r| {
+                let all_there = created.iter().all(|(t, u)| r.row(t.name(), u).is_some());
+                let all_gone = removed.iter().all(|(t, u)| r.row(t.name(), u).is_none());
+                let all_new = updated.iter().all(|(t, u, columns)| {
+                    r.row(t.name(), u).is_some_and(|row| {
+                        columns
+                            .iter()
+                            .all(|(c, want)| super::same(want, row.get(c.as_str())))
+                    })
+                });
+                (all_there && all_gone && all_new).then_some(())
             })
             .await
             .map_err(|_| ApplyError::ReplicaLag {

@@ -3,6 +3,8 @@
 // Each test crate uses a part of this module; fixed CIDRs parse or the fixture is wrong.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod probe;
+
 use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, SubnetIntent, VpcIntent};
 
 /// An overlay subnet of the default VPC with one IPv4 CIDR.
