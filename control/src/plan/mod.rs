@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod ctbypass;
+mod direction;
 pub mod gateway;
 pub mod gateway_router;
 pub mod netpol;

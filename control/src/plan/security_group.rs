@@ -37,6 +37,7 @@ use std::net::IpAddr;
 use ferrovn_api::security_group::{SecurityGroup, SecurityGroupRule};
 use ipnet::IpNet;
 
+use super::direction::Dir;
 use super::netpol::{PlannedAddressSet, PlannedPgAcl, PlannedPortGroup};
 use super::{StrMap, owned_ids};
 
@@ -140,51 +141,11 @@ pub fn address_set_name(name: &str, af: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Validated form
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Ingress,
-    Egress,
-}
-
-impl Dir {
-    fn as_str(self) -> &'static str {
-        match self {
-            Dir::Ingress => "ingress",
-            Dir::Egress => "egress",
-        }
-    }
-    fn ovn_direction(self) -> &'static str {
-        match self {
-            Dir::Ingress => "to-lport",
-            Dir::Egress => "from-lport",
-        }
-    }
-    /// The member receives on `outport`, sends on `inport`.
-    fn port(self) -> &'static str {
-        match self {
-            Dir::Ingress => "outport",
-            Dir::Egress => "inport",
-        }
-    }
-    /// The remote side's addresses.
-    fn remote(self) -> &'static str {
-        match self {
-            Dir::Ingress => "src",
-            Dir::Egress => "dst",
-        }
-    }
-    /// The member's own addresses.
-    fn local(self) -> &'static str {
-        match self {
-            Dir::Ingress => "dst",
-            Dir::Egress => "src",
-        }
-    }
-    fn rules_field(self) -> &'static str {
-        match self {
-            Dir::Ingress => "spec.ingressRules",
-            Dir::Egress => "spec.egressRules",
-        }
+/// Where a direction's rules are in a SecurityGroup's spec (for errors naming the field).
+fn rules_field(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Ingress => "spec.ingressRules",
+        Dir::Egress => "spec.egressRules",
     }
 }
 
@@ -301,7 +262,7 @@ fn rule_acl(
             "drop"
         }
     };
-    let side = dir.remote();
+    let side = dir.peer_side();
     let mut m = format!("{af} && ");
     match r.remote_type.as_str() {
         "address" => match parse_addr(&r.remote_address, af) {
@@ -331,7 +292,7 @@ fn rule_acl(
     }
     if !r.local_address.is_empty() {
         match parse_addr(&r.local_address, af) {
-            Ok(a) => m.push_str(&format!(" && {af}.{} == {a}", dir.local())),
+            Ok(a) => m.push_str(&format!(" && {af}.{} == {a}", dir.own_side())),
             Err(e) => errors.push((f("localAddress"), e)),
         }
     }
@@ -551,7 +512,7 @@ pub fn plan_security_groups(input: &SecurityGroupInput) -> SecurityGroupPlan {
                 Dir::Egress => &g.spec.egress_rules,
             };
             for (i, r) in list.iter().enumerate() {
-                let field = format!("{}[{i}]", dir.rules_field());
+                let field = format!("{}[{i}]", rules_field(dir));
                 match rule_acl(r, dir, &field, tier, &names) {
                     Ok(ra) => {
                         let (k, a) = sg_acl(
@@ -578,7 +539,7 @@ pub fn plan_security_groups(input: &SecurityGroupInput) -> SecurityGroupPlan {
                         (SG_SAME_GROUP_PRIORITY, tier),
                         format!(
                             "{af} && {af}.{} == ${}",
-                            dir.remote(),
+                            dir.peer_side(),
                             address_set_name(name, af)
                         ),
                         "allow-related",

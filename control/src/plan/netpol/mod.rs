@@ -36,6 +36,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{StrMap, owned_ids};
+use crate::plan::direction::Dir;
 
 pub use selector::{Selector, SelectorError};
 
@@ -599,41 +600,6 @@ fn any_of(parts: &[String]) -> String {
             .map(|p| format!("({p})"))
             .collect::<Vec<_>>()
             .join(" || ")
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Ingress,
-    Egress,
-}
-
-impl Dir {
-    fn as_str(self) -> &'static str {
-        match self {
-            Dir::Ingress => "ingress",
-            Dir::Egress => "egress",
-        }
-    }
-    fn ovn_direction(self) -> &'static str {
-        match self {
-            Dir::Ingress => "to-lport",
-            Dir::Egress => "from-lport",
-        }
-    }
-    /// The port-group side of the match: the pod receives on `outport`, sends on `inport`.
-    fn port(self) -> &'static str {
-        match self {
-            Dir::Ingress => "outport",
-            Dir::Egress => "inport",
-        }
-    }
-    /// The peer's side of the addresses.
-    fn peer_side(self) -> &'static str {
-        match self {
-            Dir::Ingress => "src",
-            Dir::Egress => "dst",
-        }
     }
 }
 
