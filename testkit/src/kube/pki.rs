@@ -201,7 +201,10 @@ impl Pki {
             path_str(&self.ca.cert)?,
             "-CAkey",
             path_str(&self.ca.key)?,
-            "-CAcreateserial",
+            // a serial of its own: `-CAcreateserial` shares `ca.srl`, and two nodes' certificates
+            // signed at once read it half-written ("Unable to load number")
+            "-set_serial",
+            &cert_serial(),
             "-days",
             "30",
             "-extfile",
@@ -211,4 +214,16 @@ impl Pki {
         ])?;
         Ok(pair)
     }
+}
+
+/// A certificate serial unique within this CA: the time in nanoseconds, this process and a
+/// counter.
+fn cert_serial() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("0x{nanos:x}{:08x}{n:08x}", std::process::id())
 }
