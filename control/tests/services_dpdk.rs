@@ -13,9 +13,10 @@
 //! - no datagram reaches a backend still addressed to the VIP or node address (unbalanced), and
 //!   the backend sees the DPDK pod's own address as the source;
 //! - the NodePort on either node's address works the same from the DPDK pod;
-//! - an endpoint removed while a flow runs toward it: once the change is applied on the nodes
-//!   (`--wait=hv`), the removed backend gets nothing more and the running flow continues to the
-//!   remaining backend (the UDP load balancer's `ct_flush` drops the stale conntrack entry);
+//! - an endpoint removed while a flow runs toward it: within a deadline after the change is
+//!   applied on the nodes (`--wait=hv`), the removed backend gets nothing more and the running
+//!   flow continues to the remaining backend (ovn-controller's `ct_flush` alone loses a race
+//!   with the datapath's cached flows; the node agent's second flush, `ct_reflush`, wins it);
 //!   a new flow goes to the remaining backend too.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
@@ -495,12 +496,12 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
         eprintln!("NodePort {ip}:{NODE_PORT} -> {}", BACKENDS[b].name);
     }
 
-    // A flow runs toward web-b; web-b's endpoint goes. ovn-controller then flushes the
-    // conntrack entries of the removed backend (the UDP load balancer's `ct_flush`), and the
-    // running flow should continue on web-a. Measured on OVS-DPDK: it stays on web-b
-    // (docs/services.md, "DPDK pods as Service clients"). What the test holds to: the numbers
-    // are printed, and a second flush on the node, once ovn-controller applied the change,
-    // takes the flow off web-b for good.
+    // A flow runs toward web-b; web-b's endpoint goes. ovn-controller flushes the conntrack
+    // entries of the removed backend (the UDP load balancer's `ct_flush`) in the same batch as
+    // the new group, before the datapath flows are revalidated, so the running flow re-creates
+    // its entry to web-b at once; the node agent flushes again once the flows no longer pick
+    // web-b (`ct_reflush`). What a user sees: web-b stops getting the flow within a deadline,
+    // and the flow continues on web-a.
     let (before, _) = counts(&backends);
     let running = client.start(VIP, remote_flow, PORT);
     let flowing = wait_until(Duration::from_secs(20), || {
@@ -511,98 +512,55 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
         "the flow to web-b did not resume: {}",
         running.log_text()
     );
-    // ovn-controller logs each flush it sends at debug level (its ofctrl module).
-    let node_dir = dpdk.node.dir().to_path_buf();
-    let ctl = std::fs::read_dir(&node_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            let n = p.file_name().unwrap_or_default().to_string_lossy();
-            n.starts_with("ovn-controller.") && n.ends_with(".ctl")
-        })
-        .expect("ovn-controller's control socket");
-    ferrovn_testkit::process::run_cmd(
-        "ovn-appctl",
-        10,
-        "ovn-appctl",
-        [
-            "-t",
-            &ctl.display().to_string(),
-            "vlog/set",
-            "ofctrl:file:dbg",
-        ],
-    )
-    .expect("ovn-appctl vlog/set");
     let (d, _) = rt
         .block_on(sync.sync(&service_plan(nodes, &[0])))
         .expect("remove web-b's endpoint");
     assert_eq!(d.changes.len(), 1, "one row changes: {:#?}", d.changes);
     nbctl(&dpdk.central, &["--wait=hv", "sync"]).expect("applied on both nodes");
-    // Packets already past the load balancer (in OVS's queues, the tunnel, web-b's veth) may
-    // still land: start counting once those drained.
-    std::thread::sleep(Duration::from_millis(500));
+    let applied = Instant::now();
+    // Moved: web-b's count stands still for a whole second while web-a's grows.
+    let mut last = counts(&backends).0;
+    let mut still_since = Instant::now();
+    let moved = wait_until(Duration::from_secs(30), || {
+        let now = counts(&backends).0;
+        if now[1] != last[1] || now[0] == last[0] {
+            still_since = Instant::now();
+            last = now;
+            return false;
+        }
+        still_since.elapsed() >= Duration::from_secs(1)
+    });
+    let moved_after = applied.elapsed();
     let (mid, unb_mid) = counts(&backends);
     std::thread::sleep(Duration::from_secs(2));
-    let (after_ovn, _) = counts(&backends);
-    let stale = delta(&after_ovn, &mid);
-    let ovn_log = std::fs::read_to_string(node_dir.join("ovn-controller.log")).unwrap_or_default();
-    let flush_logged = ovn_log
-        .lines()
-        .any(|l| l.contains("Flushing CT for 5-tuple") && l.contains(BACKENDS[1].ip));
-    eprintln!(
-        "running flow, 2 s after the removal was applied: web-a {}, web-b {} datagrams; \
-         ovn-controller logged a flush for web-b: {flush_logged}",
-        stale[0], stale[1]
-    );
-    // The second flush: every OVN zone on the node, the removed backend's entries of this VIP.
-    let ids = dpdk
-        .node
-        .vsctl(["get", "Bridge", "br-int", "external_ids"])
-        .unwrap();
-    let zones: std::collections::BTreeSet<String> = ids
-        .trim_matches(|c| c == '{' || c == '}')
-        .split(", ")
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| k.trim_matches('"').starts_with("ct-zone-"))
-        .map(|(_, v)| v.trim_matches('"').to_string())
-        .collect();
-    assert!(
-        !zones.is_empty(),
-        "no ct-zone-* in br-int external_ids: {ids}"
-    );
-    for zone in &zones {
-        dpdk.node
-            .appctl_vswitchd([
-                "dpctl/flush-conntrack".to_string(),
-                format!("zone={zone}"),
-                format!("ct_nw_dst={VIP},ct_nw_proto=17,ct_tp_dst={PORT}"),
-                format!("ct_nw_src={}", BACKENDS[1].ip),
-            ])
-            .expect("dpctl/flush-conntrack");
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let (mid2, _) = counts(&backends);
-    let moved = wait_until(Duration::from_secs(10), || {
-        counts(&backends).0[0] >= mid2[0] + 200
-    });
-    std::thread::sleep(Duration::from_secs(1));
     let (end, unb_end) = counts(&backends);
     let log = running.log_text();
     client.stop(running);
-    let after = delta(&end, &mid2);
+    let after = delta(&end, &mid);
+    let agent_log = dpdk.node.agent_log();
     eprintln!(
-        "after the second flush: web-a {}, web-b {} datagrams",
-        after[0], after[1]
-    );
-    assert_eq!(
-        after[1], 0,
-        "web-b still got {after:?} after its endpoint was removed and its entries flushed"
+        "running flow: off web-b {:.1} s after the removal was applied (the agent's pass is \
+         3 s); in the next 2 s web-a {}, web-b {} datagrams; agent: {:?}",
+        moved_after.as_secs_f64(),
+        after[0],
+        after[1],
+        agent_log
+            .lines()
+            .filter(|l| l.contains("flushed again") || l.contains("not flushed"))
+            .collect::<Vec<_>>()
     );
     assert!(
         moved,
-        "the running flow did not continue on web-a after web-b's removal ({after:?}); \
-         testpmd: {log}"
+        "the running flow stayed on web-b for 30 s after web-b's removal was applied \
+         (counts {last:?}); testpmd: {log}"
+    );
+    assert_eq!(
+        after[1], 0,
+        "web-b still got {after:?} datagrams after its endpoint was removed"
+    );
+    assert!(
+        after[0] > 0,
+        "the running flow did not continue on web-a after web-b's removal ({after:?})"
     );
     assert_eq!(
         unb_end - unb_mid,

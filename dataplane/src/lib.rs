@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod annotate;
 pub mod attach;
 pub mod cni_error;
+pub mod ct_reflush;
 pub mod dpdk;
 pub mod ethtool;
 pub mod join_port;

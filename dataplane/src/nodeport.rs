@@ -82,7 +82,7 @@ pub enum L4 {
 }
 
 impl L4 {
-    fn parse(s: &str) -> Option<L4> {
+    pub(crate) fn parse(s: &str) -> Option<L4> {
         match s {
             "" | "tcp" => Some(L4::Tcp),
             "udp" => Some(L4::Udp),
@@ -428,11 +428,13 @@ pub fn parse_ip_addr_json(
 
 /// Keeps the table in line with the Southbound, every `interval`, until `stop` resolves; then
 /// removes it. A node without node ports never gets a table; the first pass removes a stale
-/// one (the agent was killed).
+/// one (the agent was killed). Each read of the load balancers is also fed to `reflush`
+/// (removed backends' conntrack, [`crate::ct_reflush`]).
 pub async fn run(
     sb_remote: String,
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
+    mut reflush: Option<crate::ct_reflush::Reflusher>,
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(interval);
@@ -445,7 +447,7 @@ pub async fn run(
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let result = pass(&sb_remote, &mut client, &mut applied).await;
+        let result = pass(&sb_remote, &mut client, &mut applied, reflush.as_mut()).await;
         match result {
             Ok(()) => last_err.clear(),
             Err(e) => {
@@ -469,6 +471,7 @@ async fn pass(
     sb_remote: &str,
     client: &mut Option<ferrovn_ovsdb::Client>,
     applied: &mut Option<NodePortPlan>,
+    reflush: Option<&mut crate::ct_reflush::Reflusher>,
 ) -> Result<(), NodePortError> {
     if client.is_none() {
         let options = ferrovn_ovsdb::ClientOptions {
@@ -494,6 +497,9 @@ async fn pass(
             return Err(e);
         }
     };
+    if let Some(r) = reflush {
+        r.observe(&lbs);
+    }
     let (local, ovn) = local_addresses(crate::join_port::IFNAME).await?;
     let plan = plan(
         &lbs,

@@ -627,7 +627,17 @@ pub struct Allocated {
 /// Allocates every interface of `c` (keeping what owners already hold) and releases owners
 /// that are gone. Returns the allocations, the released ones and one line per failure.
 pub fn allocate(c: &Cluster, ipam: &mut Ipam) -> (Vec<Allocated>, Vec<Allocation>, Vec<String>) {
-    let wanted: BTreeSet<&OwnerKey> = c.interfaces.iter().map(|i| &i.owner).collect();
+    let probes = super::probe_source::needed(&c.services, &ipam_subnets(c), &c.join_subnet);
+    let probe_owners: Vec<OwnerKey> = probes
+        .keys()
+        .map(|s| super::probe_source::owner(s))
+        .collect();
+    let wanted: BTreeSet<&OwnerKey> = c
+        .interfaces
+        .iter()
+        .map(|i| &i.owner)
+        .chain(&probe_owners)
+        .collect();
     let mut gone: Vec<OwnerKey> = ipam
         .allocations()
         .map(|a| a.owner.clone())
@@ -641,7 +651,16 @@ pub fn allocate(c: &Cluster, ipam: &mut Ipam) -> (Vec<Allocated>, Vec<Allocation
     // Static requests first, so a dynamic one never takes a fixed address first.
     let mut order: Vec<&Interface> = c.interfaces.iter().collect();
     order.sort_by_key(|i| (i.static_ips.is_empty(), i.owner.clone()));
-    for i in order {
+    let first_dynamic = order
+        .iter()
+        .position(|i| i.static_ips.is_empty())
+        .unwrap_or(order.len());
+    for (n, i) in order.into_iter().enumerate() {
+        if n == first_dynamic {
+            // Health-check probe sources after static pods (a pod that asked for one keeps
+            // it, and that subnet is not probed) and before dynamic ones (never handed out).
+            hold_probe_sources(ipam, &probes, &mut issues);
+        }
         let req = AllocationRequest {
             static_ips: i.static_ips.clone(),
             candidate_ips: i.candidate_ips.clone(),
@@ -657,7 +676,29 @@ pub fn allocate(c: &Cluster, ipam: &mut Ipam) -> (Vec<Allocated>, Vec<Allocation
             Err(e) => issues.push(format!("{}: {e}", i.owner)),
         }
     }
+    if first_dynamic == c.interfaces.len() {
+        hold_probe_sources(ipam, &probes, &mut issues);
+    }
     (out, released, issues)
+}
+
+/// Allocates each subnet's probe sources to its probe-source owner (kept when already held).
+fn hold_probe_sources(
+    ipam: &mut Ipam,
+    probes: &BTreeMap<String, Vec<IpAddr>>,
+    issues: &mut Vec<String>,
+) {
+    for (subnet, ips) in probes {
+        let req = AllocationRequest {
+            static_ips: ips.clone(),
+            ..AllocationRequest::dynamic(super::probe_source::owner(subnet), subnet.clone())
+        };
+        if let Err(e) = ipam.allocate(&req) {
+            issues.push(format!(
+                "subnet {subnet}: health-check probe source {ips:?} not held ({e}); its backends are not probed"
+            ));
+        }
+    }
 }
 
 fn parse_routes(vpc: &Vpc) -> (Vec<RouteIntent>, Vec<PolicyIntent>) {

@@ -10,6 +10,7 @@ pub mod admin_policy;
 pub mod desired;
 pub mod gateway_health;
 pub mod netpol;
+pub mod probe_source;
 pub mod recover;
 pub mod security_group;
 pub mod state;

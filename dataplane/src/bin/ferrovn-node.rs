@@ -175,6 +175,11 @@ struct Args {
     /// the agent stops; docs/services.md); 0: none.
     #[arg(long, default_value_t = 3)]
     node_port_interval_secs: u64,
+    /// Do not repeat ovn-controller's conntrack flush of backends removed from `ct_flush`
+    /// (UDP) load balancers once this node's datapath flows no longer pick them (rides on the
+    /// node-port pass; docs/services.md, "DPDK pods as Service clients").
+    #[arg(long)]
+    no_ct_reflush: bool,
 }
 
 /// The allocation source of the mode: files (lab, default) or Pod objects (`--kube`).
@@ -585,6 +590,27 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // node ports from other nodes and the outside; told to stop (and remove its table) below
+    let reflush = if args.no_ct_reflush {
+        None
+    } else {
+        match args
+            .vswitchd_pidfile
+            .clone()
+            .or_else(|| RxBufferTuner::pidfile_beside(&args.ovs_db))
+        {
+            Some(pidfile) => Some(ferrovn_dataplane::ct_reflush::Reflusher::new(
+                ferrovn_dataplane::ct_reflush::OvsTarget {
+                    pidfile,
+                    bridge: args.bridge.clone(),
+                },
+            )),
+            None => {
+                tracing::warn!(ovs_db = %args.ovs_db,
+                    "removed UDP backends' conntrack not flushed again: no ovs-vswitchd pid file beside a non-unix OVS database; pass --vswitchd-pidfile");
+                None
+            }
+        }
+    };
     let node_ports = (args.node_port_interval_secs > 0).then(|| {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(ferrovn_dataplane::nodeport::run(
@@ -593,6 +619,7 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 let _ = rx.await;
             },
+            reflush,
         ));
         (tx, task)
     });
