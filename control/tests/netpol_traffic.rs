@@ -17,17 +17,15 @@ mod netpol_model;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::truth::{Cell, PORTS, Table, kernel_pod, objects};
 use ferrovn_api::MacAddr;
 use ferrovn_control::plan::netpol::{NamedPort, PolicyNamespace, PolicyPod, Protocol};
-use ferrovn_control::plan::{Desired, NodeIntent, PortIntent, plan};
+use ferrovn_control::plan::{Desired, NbPlan, NodeIntent, PortIntent, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::names::unique_tag;
-use ferrovn_testkit::netns::Netns;
-use ferrovn_testkit::ovs_node::{Node, POD_MTU, TwoNodes};
+use ferrovn_testkit::ovs_node::TwoNodes;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netpol_model::{Endpoint, World};
 
@@ -35,14 +33,6 @@ const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const NODE_IP: &str = "100.64.0.2";
 const NODE_MAC: MacAddr = MacAddr([0x0e, 0, 0, 0, 0xfe, 1]);
-/// (protocol, port) of every probe column.
-const PORTS: [(Protocol, u16); 4] = [
-    (Protocol::Tcp, 80),
-    (Protocol::Tcp, 81),
-    (Protocol::Udp, 80),
-    (Protocol::Udp, 81),
-];
-
 /// Pod `i` (0..9): namespace `NAMESPACES[i / 3]`, name `PODS[i % 3]`.
 fn pod_ip(i: usize) -> IpAddr {
     format!("10.16.0.{}", 10 + i).parse().unwrap()
@@ -125,78 +115,7 @@ fn desired(w: &World) -> Desired {
     d.network_policy = w.input();
     d
 }
-
-/// A network namespace on `node` whose eth0 is bound to logical port `lsp`.
-fn plumb(
-    node: &Node,
-    tag: &str,
-    short: &str,
-    lsp: &str,
-    mac: MacAddr,
-    cidr: &str,
-    routes: &[(&str, &str)],
-) -> Netns {
-    let ns = Netns::create(&format!("fnp-{tag}-{short}")).expect("netns");
-    let host = format!("np{tag}{short}");
-    let host = &host[host.len().saturating_sub(15)..];
-    node.netns()
-        .ip([
-            "link",
-            "add",
-            host,
-            "mtu",
-            &POD_MTU.to_string(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])
-        .expect("veth");
-    node.netns().ip(["link", "set", host, "up"]).unwrap();
-    ns.ip(["link", "set", "eth0", "address", &mac.to_string()])
-        .unwrap();
-    ns.ip(["link", "set", "eth0", "mtu", &POD_MTU.to_string()])
-        .unwrap();
-    ns.ip(["addr", "add", cidr, "dev", "eth0"]).unwrap();
-    ns.ip(["link", "set", "eth0", "up"]).unwrap();
-    ns.ip(["link", "set", "lo", "up"]).unwrap();
-    for (to, via) in routes {
-        ns.ip(["route", "add", to, "via", via]).unwrap();
-    }
-    // Checksums done in the pod: TCP across the userspace Geneve tunnel needs them.
-    ns.run(10, "ethtool", ["-K", "eth0", "tx", "off"])
-        .expect("ethtool");
-    node.vsctl([
-        "add-port",
-        "br-int",
-        host,
-        "--",
-        "set",
-        "Interface",
-        host,
-        &format!("external_ids:iface-id={lsp}"),
-    ])
-    .expect("add-port");
-    node.wait_ovn_installed(host, Duration::from_secs(60))
-        .expect("ovn-installed");
-    ns
-}
-
-fn serve(ns: &Netns, name: &str, dir: &Path) -> Child {
-    ns.command("python3")
-        .arg(dir.join("server.py"))
-        .arg(name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server")
-}
-
-/// A probe cell: source, destination (endpoint index: 0..9 pods, 9 the node), column.
-type Cell = (usize, usize, usize);
+/// Endpoint index of the node (its join port, where kubelet probes come from): 0..9 are pods.
 const NODE: usize = 9;
 
 fn endpoint(i: usize) -> (Endpoint, IpAddr) {
@@ -215,71 +134,90 @@ fn label(i: usize) -> String {
     }
 }
 
-fn all_cells() -> Vec<Cell> {
-    let mut v = Vec::new();
-    for s in 0..10 {
-        for d in 0..10 {
-            if s != d {
-                for c in 0..PORTS.len() {
-                    v.push((s, d, c));
-                }
-            }
-        }
-    }
-    v
+/// A model's verdict for every cell of the kernel tables.
+fn want(
+    verdict: impl Fn(&Endpoint, IpAddr, &Endpoint, IpAddr, Protocol, u16) -> bool,
+) -> BTreeMap<Cell, bool> {
+    common::truth::expect(NODE + 1, |s, d, proto, port| {
+        let (src, sip) = endpoint(s);
+        let (dst, dip) = endpoint(d);
+        verdict(&src, sip, &dst, dip, proto, port)
+    })
 }
 
-/// Probes `cells` (every source in parallel, every target of a source at once).
-fn probe(sources: &[Netns], dir: &Path, cells: &[Cell], timeout: f64) -> BTreeMap<Cell, bool> {
-    let mut by_src: BTreeMap<usize, Vec<Cell>> = BTreeMap::new();
-    for c in cells {
-        by_src.entry(c.0).or_default().push(*c);
+/// Node → pod is allowed whatever NetworkPolicies and admin policies say (kubelet probes).
+fn assert_node_reaches_pods(want: &BTreeMap<Cell, bool>) {
+    for ((s, d, _), ok) in want {
+        assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
     }
-    let children: Vec<(Vec<Cell>, Child)> = by_src
-        .into_iter()
-        .map(|(s, cells)| {
-            let targets: Vec<String> = cells
-                .iter()
-                .map(|(_, d, c)| {
-                    let (proto, port) = PORTS[*c];
-                    format!("{}/{}/{port}", endpoint(*d).1, proto.ovn())
-                })
-                .collect();
-            let child = sources[s]
-                .command("python3")
-                .arg(dir.join("prober.py"))
-                .arg(timeout.to_string())
-                .args(&targets)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("prober");
-            (cells, child)
-        })
-        .collect();
-    let mut out = BTreeMap::new();
-    for (cells, child) in children {
-        let o = child.wait_with_output().expect("prober output");
-        let text = String::from_utf8_lossy(&o.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), cells.len(), "prober output: {text}");
-        for (cell, line) in cells.into_iter().zip(lines) {
-            out.insert(cell, line.ends_with(" 1"));
-        }
-    }
-    out
 }
 
-fn expected(w: &World) -> BTreeMap<Cell, bool> {
-    all_cells()
-        .into_iter()
-        .map(|cell @ (s, d, c)| {
-            let (src, sip) = endpoint(s);
-            let (dst, dip) = endpoint(d);
-            let (proto, port) = PORTS[c];
-            (cell, w.allowed(&src, sip, &dst, dip, proto, port))
-        })
-        .collect()
+/// The lab of every kernel table: two OVN nodes, the nine pods spread over them, the node's
+/// join port, each serving its ports. Fields drop in order: the pods before the nodes.
+struct KernelLab {
+    table: Table,
+    sync: NbSync,
+    tb: TwoNodes,
+}
+
+impl KernelLab {
+    async fn start() -> Self {
+        let tb = TwoNodes::start().expect("two nodes");
+        let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
+            .await
+            .expect("NB");
+        let w0 = world(Vec::new());
+        sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
+        let tag = unique_tag();
+        let mut endpoints: Vec<_> = (0..9)
+            .map(|i| {
+                let p = &w0.pods[i];
+                let ns = kernel_pod(
+                    &tb.nodes[i % 2],
+                    "p",
+                    &tag,
+                    &format!("{}{}", p.namespace, p.name),
+                    &p.port,
+                    pod_mac(i),
+                    &format!("{}/16", pod_ip(i)),
+                    &[("default", "10.16.0.1")],
+                );
+                (ns, pod_ip(i), label(i))
+            })
+            .collect();
+        // The node: its join port (as ovn0 on a real node), routes to the pod network.
+        let node = kernel_pod(
+            &tb.nodes[0],
+            "p",
+            &tag,
+            "node",
+            "node-n1",
+            NODE_MAC,
+            &format!("{NODE_IP}/16"),
+            &[("10.16.0.0/16", "100.64.0.1")],
+        );
+        endpoints.push((node, NODE_IP.parse().unwrap(), label(NODE)));
+        tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
+        tb.central
+            .nbctl(&["--wait=hv", "sync"])
+            .expect("flows on both nodes");
+        KernelLab {
+            table: Table::serve(endpoints),
+            sync,
+            tb,
+        }
+    }
+
+    /// Applies `plan`, probes every cell and compares with `want`: the failure's text.
+    async fn check(
+        &mut self,
+        name: &str,
+        plan: &NbPlan,
+        want: &BTreeMap<Cell, bool>,
+    ) -> Option<String> {
+        common::truth::apply(&self.sync, &self.tb.central, plan).await;
+        self.table.check(name, want)
+    }
 }
 
 /// The cases: (name, policies as YAML documents).
@@ -441,141 +379,24 @@ fn cases() -> Vec<(&'static str, &'static str)> {
 }
 
 fn policies(yaml: &str) -> Vec<NetworkPolicy> {
-    if yaml.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|d| {
-            let mut v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
-            v["apiVersion"] = "networking.k8s.io/v1".into();
-            v["kind"] = "NetworkPolicy".into();
-            serde_json::from_value(v).unwrap()
-        })
-        .collect()
-}
-
-fn show(cells: &[(Cell, bool, bool)]) -> String {
-    cells
-        .iter()
-        .map(|((s, d, c), want, got)| {
-            let (proto, port) = PORTS[*c];
-            format!(
-                "  {} -> {} {}/{port}: want {}, got {}\n",
-                label(*s),
-                label(*d),
-                proto.ovn(),
-                if *want { "allow" } else { "deny" },
-                if *got { "allow" } else { "deny" },
-            )
-        })
-        .collect()
+    objects(yaml, "networking.k8s.io/v1", "NetworkPolicy")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netpol_truth_tables_with_real_traffic() {
     let cases = cases();
     assert!(cases.len() >= 30, "{} cases", cases.len());
-    let tb = TwoNodes::start().expect("two nodes");
-    let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
-        .await
-        .expect("NB");
-    let w0 = world(Vec::new());
-    sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
-
-    let tag = unique_tag();
-    let mut endpoints: Vec<Netns> = (0..9)
-        .map(|i| {
-            let p = &w0.pods[i];
-            plumb(
-                &tb.nodes[i % 2],
-                &tag,
-                &format!("{}{}", p.namespace, p.name),
-                &p.port,
-                pod_mac(i),
-                &format!("{}/16", pod_ip(i)),
-                &[("default", "10.16.0.1")],
-            )
-        })
-        .collect();
-    // The node: its join port (as ovn0 on a real node), routes to the pod network.
-    endpoints.push(plumb(
-        &tb.nodes[0],
-        &tag,
-        "node",
-        "node-n1",
-        NODE_MAC,
-        &format!("{NODE_IP}/16"),
-        &[("10.16.0.0/16", "100.64.0.1")],
-    ));
-    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
-    tb.central
-        .nbctl(&["--wait=hv", "sync"])
-        .expect("flows on both nodes");
-    let dir = tempfile::tempdir().unwrap();
-    common::probe::write_scripts(dir.path());
-    let mut servers: Vec<Child> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| serve(ns, &label(i), dir.path()))
-        .collect();
-
-    let started = Instant::now();
+    let mut lab = KernelLab::start().await;
     let mut failures = Vec::new();
-    let mut probed = 0;
     for (name, yaml) in &cases {
         let w = world(policies(yaml));
         let p = plan(&desired(&w));
         assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        sync.sync(&p).await.expect("sync policies");
-        tb.central
-            .nbctl(&["--wait=hv", "sync"])
-            .expect("flows on both nodes");
-        let want = expected(&w);
-        // Node → pod is allowed in every case (kubelet probes).
-        for ((s, d, _), ok) in &want {
-            assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
-        }
-        let cells = all_cells();
-        let mut got = probe(&endpoints, dir.path(), &cells, 1.0);
-        // A cell that disagrees is probed again (a lost UDP datagram or a slow answer on a
-        // loaded machine looks like a deny); a deny that passes is never retried away.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let wrong: Vec<Cell> = cells
-                .iter()
-                .filter(|c| got[c] != want[c] && want[c])
-                .copied()
-                .collect();
-            if wrong.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            got.extend(probe(&endpoints, dir.path(), &wrong, 3.0));
-        }
-        probed += cells.len();
-        let wrong: Vec<(Cell, bool, bool)> = cells
-            .iter()
-            .filter(|c| got[c] != want[c])
-            .map(|c| (*c, want[c], got[c]))
-            .collect();
-        let allowed = want.values().filter(|v| **v).count();
-        eprintln!(
-            "case {name:?}: {allowed}/{} cells allowed, {} wrong",
-            want.len(),
-            wrong.len()
-        );
-        if !wrong.is_empty() {
-            failures.push(format!("case {name:?}:\n{}", show(&wrong)));
-        }
+        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        assert_node_reaches_pods(&want);
+        failures.extend(lab.check(name, &p, &want).await);
     }
-    for s in &mut servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
-    eprintln!(
-        "{} cases, {probed} cells probed in {:.1} s",
-        cases.len(),
-        started.elapsed().as_secs_f64()
-    );
+    lab.table.summary("NetworkPolicy");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -640,26 +461,12 @@ fn admin_cases() -> Vec<(&'static str, &'static str, &'static str, &'static str)
     ]
 }
 
-fn typed<T: serde::de::DeserializeOwned>(yaml: &str, api_version: &str, kind: &str) -> Vec<T> {
-    if yaml.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|d| {
-            let mut v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
-            v["apiVersion"] = api_version.into();
-            v["kind"] = kind.into();
-            serde_json::from_value(v).unwrap()
-        })
-        .collect()
-}
-
 fn admin_world(np: &str, anp: &str, banp: &str) -> AdminWorld {
     let v1a1 = "policy.networking.k8s.io/v1alpha1";
     AdminWorld {
         base: world(policies(np)),
-        anps: typed::<AdminNetworkPolicy>(anp, v1a1, "AdminNetworkPolicy"),
-        banp: typed::<BaselineAdminNetworkPolicy>(banp, v1a1, "BaselineAdminNetworkPolicy")
+        anps: objects::<AdminNetworkPolicy>(anp, v1a1, "AdminNetworkPolicy"),
+        banp: objects::<BaselineAdminNetworkPolicy>(banp, v1a1, "BaselineAdminNetworkPolicy")
             .into_iter()
             .next(),
         // As the controller builds it from `desired`: n1's InternalIP and join address.
@@ -679,114 +486,17 @@ fn admin_desired(w: &AdminWorld) -> Desired {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_policy_truth_tables_with_real_traffic() {
-    let cases = admin_cases();
-    let tb = TwoNodes::start().expect("two nodes");
-    let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
-        .await
-        .expect("NB");
-    let w0 = world(Vec::new());
-    sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
-
-    let tag = unique_tag();
-    let mut endpoints: Vec<Netns> = (0..9)
-        .map(|i| {
-            let p = &w0.pods[i];
-            plumb(
-                &tb.nodes[i % 2],
-                &tag,
-                &format!("{}{}", p.namespace, p.name),
-                &p.port,
-                pod_mac(i),
-                &format!("{}/16", pod_ip(i)),
-                &[("default", "10.16.0.1")],
-            )
-        })
-        .collect();
-    endpoints.push(plumb(
-        &tb.nodes[0],
-        &tag,
-        "node",
-        "node-n1",
-        NODE_MAC,
-        &format!("{NODE_IP}/16"),
-        &[("10.16.0.0/16", "100.64.0.1")],
-    ));
-    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
-    tb.central
-        .nbctl(&["--wait=hv", "sync"])
-        .expect("flows on both nodes");
-    let dir = tempfile::tempdir().unwrap();
-    common::probe::write_scripts(dir.path());
-    let mut servers: Vec<Child> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| serve(ns, &label(i), dir.path()))
-        .collect();
-
-    let started = Instant::now();
+    let mut lab = KernelLab::start().await;
     let mut failures = Vec::new();
-    let mut probed = 0;
-    for (name, np, anp, banp) in &cases {
+    for (name, np, anp, banp) in &admin_cases() {
         let w = admin_world(np, anp, banp);
         let p = plan(&admin_desired(&w));
         assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        sync.sync(&p).await.expect("sync policies");
-        tb.central
-            .nbctl(&["--wait=hv", "sync"])
-            .expect("flows on both nodes");
-        let want: BTreeMap<Cell, bool> = all_cells()
-            .into_iter()
-            .map(|cell @ (s, d, c)| {
-                let (src, sip) = endpoint(s);
-                let (dst, dip) = endpoint(d);
-                let (proto, port) = PORTS[c];
-                (cell, w.allowed(&src, sip, &dst, dip, proto, port))
-            })
-            .collect();
-        for ((s, d, _), ok) in &want {
-            assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
-        }
-        let cells = all_cells();
-        let mut got = probe(&endpoints, dir.path(), &cells, 1.0);
-        // Only a missing allow is probed again (a lost datagram on a loaded machine); a deny
-        // that passes is never retried away.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let wrong: Vec<Cell> = cells
-                .iter()
-                .filter(|c| got[c] != want[c] && want[c])
-                .copied()
-                .collect();
-            if wrong.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            got.extend(probe(&endpoints, dir.path(), &wrong, 3.0));
-        }
-        probed += cells.len();
-        let wrong: Vec<(Cell, bool, bool)> = cells
-            .iter()
-            .filter(|c| got[c] != want[c])
-            .map(|c| (*c, want[c], got[c]))
-            .collect();
-        let allowed = want.values().filter(|v| **v).count();
-        eprintln!(
-            "case {name:?}: {allowed}/{} cells allowed, {} wrong",
-            want.len(),
-            wrong.len()
-        );
-        if !wrong.is_empty() {
-            failures.push(format!("case {name:?}:\n{}", show(&wrong)));
-        }
+        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        assert_node_reaches_pods(&want);
+        failures.extend(lab.check(name, &p, &want).await);
     }
-    for s in &mut servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
-    eprintln!(
-        "{} admin cases, {probed} cells probed in {:.1} s",
-        cases.len(),
-        started.elapsed().as_secs_f64()
-    );
+    lab.table.summary("admin");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -877,125 +587,294 @@ fn sg_world(groups: &str, members: &[(usize, &str)], np: &str) -> SgWorld {
     }
     SgWorld {
         base: world(policies(np)),
-        groups: typed::<SecurityGroup>(groups, "kubeovn.io/v1", "SecurityGroup"),
+        groups: objects::<SecurityGroup>(groups, "kubeovn.io/v1", "SecurityGroup"),
         member_of,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_group_truth_tables_with_real_traffic() {
-    let cases = sg_cases();
-    let tb = TwoNodes::start().expect("two nodes");
-    let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
-        .await
-        .expect("NB");
-    let w0 = world(Vec::new());
-    sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
-
-    let tag = unique_tag();
-    let mut endpoints: Vec<Netns> = (0..9)
-        .map(|i| {
-            let p = &w0.pods[i];
-            plumb(
-                &tb.nodes[i % 2],
-                &tag,
-                &format!("{}{}", p.namespace, p.name),
-                &p.port,
-                pod_mac(i),
-                &format!("{}/16", pod_ip(i)),
-                &[("default", "10.16.0.1")],
-            )
-        })
-        .collect();
-    endpoints.push(plumb(
-        &tb.nodes[0],
-        &tag,
-        "node",
-        "node-n1",
-        NODE_MAC,
-        &format!("{NODE_IP}/16"),
-        &[("10.16.0.0/16", "100.64.0.1")],
-    ));
-    tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
-    tb.central
-        .nbctl(&["--wait=hv", "sync"])
-        .expect("flows on both nodes");
-    let dir = tempfile::tempdir().unwrap();
-    common::probe::write_scripts(dir.path());
-    let mut servers: Vec<Child> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| serve(ns, &label(i), dir.path()))
-        .collect();
-
-    let started = Instant::now();
+    let mut lab = KernelLab::start().await;
     let mut failures = Vec::new();
-    let mut probed = 0;
     let mut denied_somewhere = false;
-    for (name, groups, members, np) in &cases {
+    for (name, groups, members, np) in &sg_cases() {
         let w = sg_world(groups, members, np);
         let mut d = desired(&w.base);
         d.security_groups = w.sg_input();
         let p = plan(&d);
         let expected_issues = usize::from(members.iter().any(|(_, g)| *g == "nope"));
         assert_eq!(p.issues.len(), expected_issues, "{name}: {:?}", p.issues);
-        sync.sync(&p).await.expect("sync groups");
-        tb.central
-            .nbctl(&["--wait=hv", "sync"])
-            .expect("flows on both nodes");
-        let want: BTreeMap<Cell, bool> = all_cells()
-            .into_iter()
-            .map(|cell @ (s, d, c)| {
-                let (src, sip) = endpoint(s);
-                let (dst, dip) = endpoint(d);
-                let (proto, port) = PORTS[c];
-                (cell, w.allowed(&src, sip, &dst, dip, proto, port))
-            })
-            .collect();
+        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
         denied_somewhere |= want.values().any(|v| !v);
-        let cells = all_cells();
-        let mut got = probe(&endpoints, dir.path(), &cells, 1.0);
-        // Only a missing allow is probed again (a lost datagram on a loaded machine); a deny
-        // that passes is never retried away.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let wrong: Vec<Cell> = cells
-                .iter()
-                .filter(|c| got[c] != want[c] && want[c])
-                .copied()
-                .collect();
-            if wrong.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            got.extend(probe(&endpoints, dir.path(), &wrong, 3.0));
-        }
-        probed += cells.len();
-        let wrong: Vec<(Cell, bool, bool)> = cells
-            .iter()
-            .filter(|c| got[c] != want[c])
-            .map(|c| (*c, want[c], got[c]))
-            .collect();
-        let allowed = want.values().filter(|v| **v).count();
-        eprintln!(
-            "case {name:?}: {allowed}/{} cells allowed, {} wrong",
-            want.len(),
-            wrong.len()
-        );
-        if !wrong.is_empty() {
-            failures.push(format!("case {name:?}:\n{}", show(&wrong)));
-        }
+        failures.extend(lab.check(name, &p, &want).await);
     }
-    for s in &mut servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
-    eprintln!(
-        "{} security group cases, {probed} cells probed in {:.1} s",
-        cases.len(),
-        started.elapsed().as_secs_f64()
-    );
+    lab.table.summary("security group");
     assert!(
         denied_somewhere,
+        "no case denies anything: the tables prove nothing"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// =============================================================================================
+// Kube-OVN Subnet `spec.acls` on the pods' switch, alone and against NetworkPolicy.
+
+use ferrovn_control::plan::AclIntent;
+
+/// A `spec.acls` entry of a case, in a form both the OVN match and the model are made from:
+/// `ip4` plus the listed sources, destinations and L4 destination port.
+struct SubnetAcl {
+    /// `to-lport` (towards a port of the switch) or `from-lport` (entering from one).
+    to_lport: bool,
+    priority: i64,
+    src: &'static [&'static str],
+    dst: &'static [&'static str],
+    l4: Option<(Protocol, u16)>,
+    /// `allow-related`, else `drop`.
+    allow: bool,
+}
+
+impl SubnetAcl {
+    fn intent(&self) -> AclIntent {
+        let set = |field: &str, v: &[&str]| match v {
+            [one] => format!("ip4.{field} == {one}"),
+            _ => format!("ip4.{field} == {{{}}}", v.join(", ")),
+        };
+        let mut m = vec!["ip4".to_string()];
+        if !self.src.is_empty() {
+            m.push(set("src", self.src));
+        }
+        if !self.dst.is_empty() {
+            m.push(set("dst", self.dst));
+        }
+        if let Some((proto, port)) = self.l4 {
+            m.push(format!("{}.dst == {port}", proto.ovn()));
+        }
+        AclIntent {
+            direction: if self.to_lport {
+                "to-lport"
+            } else {
+                "from-lport"
+            }
+            .into(),
+            priority: self.priority,
+            match_: m.join(" && "),
+            action: if self.allow { "allow-related" } else { "drop" }.into(),
+        }
+    }
+
+    /// Whether a packet matches; `dport` is `None` for a reply (to an ephemeral port, which
+    /// no entry here names).
+    fn matches(&self, sip: IpAddr, dip: IpAddr, proto: Protocol, dport: Option<u16>) -> bool {
+        let has = |v: &[&str], ip: IpAddr| {
+            v.is_empty() || v.iter().any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))
+        };
+        has(self.src, sip)
+            && has(self.dst, dip)
+            && self.l4.is_none_or(|(p, n)| p == proto && dport == Some(n))
+    }
+}
+
+/// OVN's verdict for a connection `s` → `d` with subnet ACLs on `ovn-default` and the
+/// NetworkPolicies of `w`, from how northd builds the stages (ovn-northd(8)):
+/// - from-lport subnet ACLs are evaluated before load balancing, NetworkPolicy's egress ACLs
+///   (`apply-after-lb`) in a stage of their own after it: both must allow;
+/// - to-lport subnet ACLs and NetworkPolicy's ingress ACLs (drop 2000, allow 2001, node 3000)
+///   are one stage of tier 2: the highest priority that matches decides, none allows;
+/// - when the switch has a stateful ACL (an `allow-related` entry, or any NetworkPolicy), a
+///   reply passes every stage on its connection's conntrack entry, with one exception: a
+///   reply entering from the router port (the node's reply to a pod) is untracked, because
+///   the switch skips conntrack for packets from a router port, so it meets the from-lport
+///   ACLs as a new packet would (no case here has a from-lport entry that the node's reply
+///   matches but its request does not). (Towards the router port the switch skips conntrack too, but
+///   the packet still carries the state of the lookup at its source pod's port: a pod's reply
+///   to the node passes.) Without a stateful ACL every reply is a new packet for the ACLs.
+fn subnet_acl_allowed(
+    w: &World,
+    acls: &[SubnetAcl],
+    s: usize,
+    d: usize,
+    proto: Protocol,
+    port: u16,
+) -> bool {
+    let stateful = !w.policies.is_empty() || acls.iter().any(|a| a.allow);
+    let stage = |to_lport: bool, sip, dip, dport, np: Vec<(i64, bool)>| {
+        acls.iter()
+            .filter(|a| a.to_lport == to_lport && a.matches(sip, dip, proto, dport))
+            .map(|a| (a.priority, a.allow))
+            .chain(np)
+            .max_by_key(|c| c.0)
+            .is_none_or(|c| c.1)
+    };
+    let (src, sip) = endpoint(s);
+    let (dst, dip) = endpoint(d);
+    // NetworkPolicy's to-lport ACLs at the destination pod that match.
+    let mut np_in = Vec::new();
+    if let Endpoint::Pod(i) = dst {
+        let pod = &w.pods[i];
+        let selecting: Vec<&NetworkPolicy> =
+            w.policies.iter().filter(|p| w.selects(p, pod)).collect();
+        if matches!(src, Endpoint::Node) && !selecting.is_empty() {
+            np_in.push((3000, true));
+        }
+        if selecting
+            .iter()
+            .any(|p| World::types(p.spec.as_ref().unwrap()).0)
+        {
+            np_in.push(if w.ingress_allowed(&src, sip, &dst, proto, port) {
+                (2001, true)
+            } else {
+                (2000, false)
+            });
+        }
+    }
+    let forward = stage(false, sip, dip, Some(port), Vec::new())
+        && w.egress_allowed(&src, &dst, dip, proto, port)
+        && stage(true, sip, dip, Some(port), np_in);
+    let reply = ((stateful && d != NODE) || stage(false, dip, sip, None, Vec::new()))
+        && (stateful || stage(true, dip, sip, None, Vec::new()));
+    forward && reply
+}
+
+const Y_PODS: &[&str] = &["10.16.0.13", "10.16.0.14", "10.16.0.15"];
+const Z_PODS: &[&str] = &["10.16.0.16", "10.16.0.17", "10.16.0.18"];
+
+/// Drops only: TCP 81 to y (from everyone, the node too), UDP 80 from z/c, and everything
+/// z/a (.16) sends.
+fn drops() -> Vec<SubnetAcl> {
+    vec![
+        SubnetAcl {
+            to_lport: true,
+            priority: 1500,
+            src: &[],
+            dst: Y_PODS,
+            l4: Some((Protocol::Tcp, 81)),
+            allow: false,
+        },
+        SubnetAcl {
+            to_lport: false,
+            priority: 1500,
+            src: &["10.16.0.18"],
+            dst: &[],
+            l4: Some((Protocol::Udp, 80)),
+            allow: false,
+        },
+        SubnetAcl {
+            to_lport: true,
+            priority: 1500,
+            src: &["10.16.0.16"],
+            dst: &[],
+            l4: None,
+            allow: false,
+        },
+    ]
+}
+
+/// (name, subnet ACLs, NetworkPolicies).
+fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
+    let mut stateful = drops();
+    stateful.push(SubnetAcl {
+        to_lport: true,
+        priority: 1400,
+        src: &[],
+        dst: &["10.16.0.17"],
+        l4: Some((Protocol::Udp, 81)),
+        allow: true,
+    });
+    vec![
+        (
+            "subnet drops, no stateful ACL: TCP 81 to y, UDP 80 from z/c, z/a's packets (so no reply of z/a either)",
+            drops(),
+            "",
+        ),
+        (
+            "the same drops with one allow-related entry: the switch is stateful, replies of z/a pass (the node's too)",
+            stateful,
+            "",
+        ),
+        (
+            "to-lport entries against NetworkPolicy by priority: 2500 allow over x's default deny, 1500 drop under y's NP allow, 3500 drop over the node allow",
+            vec![
+                SubnetAcl {
+                    to_lport: true,
+                    priority: 2500,
+                    src: Y_PODS,
+                    dst: &[],
+                    l4: Some((Protocol::Tcp, 80)),
+                    allow: true,
+                },
+                SubnetAcl {
+                    to_lport: true,
+                    priority: 1500,
+                    src: &["10.16.0.16"],
+                    dst: &[],
+                    l4: None,
+                    allow: false,
+                },
+                SubnetAcl {
+                    to_lport: true,
+                    priority: 3500,
+                    src: &[NODE_IP],
+                    dst: &[],
+                    l4: Some((Protocol::Udp, 81)),
+                    allow: false,
+                },
+            ],
+            "{metadata: {name: deny, namespace: x}, spec: {podSelector: {}, policyTypes: [Ingress]}}
+---
+{metadata: {name: za, namespace: y}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: a}}}]}]}}",
+        ),
+        (
+            "from-lport entries are a stage before NetworkPolicy's egress: a 2500 allow does not open z's egress to y, a 1500 drop of UDP 81 to x/a holds",
+            vec![
+                SubnetAcl {
+                    to_lport: false,
+                    priority: 2500,
+                    src: Z_PODS,
+                    dst: Y_PODS,
+                    l4: None,
+                    allow: true,
+                },
+                SubnetAcl {
+                    to_lport: false,
+                    priority: 1500,
+                    src: &[],
+                    dst: &["10.16.0.10"],
+                    l4: Some((Protocol::Udp, 81)),
+                    allow: false,
+                },
+            ],
+            "{metadata: {name: to-x, namespace: z}, spec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}}]}]}}",
+        ),
+        ("subnet ACLs removed: everything open again", Vec::new(), ""),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnet_acl_truth_tables_with_real_traffic() {
+    let mut lab = KernelLab::start().await;
+    let mut failures = Vec::new();
+    let mut denied = 0;
+    for (name, acls, np) in &subnet_acl_cases() {
+        let w = world(policies(np));
+        let mut d = desired(&w);
+        let s = d
+            .subnets
+            .iter_mut()
+            .find(|s| s.name == "ovn-default")
+            .unwrap();
+        s.acls = acls.iter().map(SubnetAcl::intent).collect();
+        let p = plan(&d);
+        assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
+        let want = common::truth::expect(NODE + 1, |s, d, proto, port| {
+            subnet_acl_allowed(&w, acls, s, d, proto, port)
+        });
+        denied += want.values().filter(|v| !**v).count();
+        failures.extend(lab.check(name, &p, &want).await);
+    }
+    lab.table.summary("subnet ACL");
+    assert!(
+        denied > 0,
         "no case denies anything: the tables prove nothing"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

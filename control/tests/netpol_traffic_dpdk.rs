@@ -12,10 +12,12 @@
 //! and as server; every packet of a DPDK pod enters and leaves OVS through its vhost-user
 //! port, and so meets OVN's ACLs and conntrack in the userspace datapath of OVS-DPDK.
 //! Every cell of every case (sources x destinations x 4 columns, including the node's join
-//! port) is probed and compared with the brute-force model `netpol_model`. The cases cover
-//! default deny both ways, port restriction, pod/namespace selectors, ipBlock with except,
-//! stateful return traffic and Kube-OVN's `network_policy_for` (which attachments a policy
-//! applies to).
+//! port) is probed and compared with the brute-force models `netpol_model` and `sg_model`.
+//! The NetworkPolicy cases cover default deny both ways, port restriction and ranges,
+//! pod/namespace selectors and expressions, ipBlock with except, unions, stateful return
+//! traffic and Kube-OVN's `network_policy_for` (which attachments a policy applies to); the
+//! security group cases, on the same lab, rules by remote address and port with priorities,
+//! same-group traffic, the isolation of a member, and groups over NetworkPolicy.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -23,15 +25,17 @@
 
 mod common;
 mod netpol_model;
+mod sg_model;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::truth::{Cell, Table, kernel_pod, objects, pod_netns};
 use ferrovn_api::MacAddr;
 use ferrovn_api::names::lsp_name;
+use ferrovn_api::security_group::SecurityGroup;
 use ferrovn_control::plan::netpol::{PolicyNamespace, PolicyPod, Protocol};
 use ferrovn_control::plan::{Desired, NodeIntent, PortIntent, plan};
 use ferrovn_control::reconcile::NbSync;
@@ -39,23 +43,16 @@ use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec};
 use ferrovn_testkit::dpdk_node::{DPDK_PROVIDER, DpdkAndKernelNodes};
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
-use ferrovn_testkit::ovs_node::{Node, POD_MTU};
 use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
 use ferrovn_testkit::require::{Need, fallback, require};
 use ferrovn_testkit::wait::wait_until;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netpol_model::{Endpoint, World};
+use sg_model::SgWorld;
 
 const TEST: &str = "netpol_truth_tables_with_dpdk_pods";
 const NODE_IP: &str = "100.64.0.2";
 const NODE_MAC: MacAddr = MacAddr([0x0e, 0, 0, 0, 0xfe, 1]);
-/// (protocol, port) of every probe column.
-const PORTS: [(Protocol, u16); 4] = [
-    (Protocol::Tcp, 80),
-    (Protocol::Tcp, 81),
-    (Protocol::Udp, 80),
-    (Protocol::Udp, 81),
-];
 /// The pods: (namespace, name, DPDK, node index: 0 = OVS-DPDK node A, 1 = kernel node B).
 const PODS: [(&str, &str, bool, usize); 6] = [
     ("x", "a", false, 0),
@@ -138,93 +135,6 @@ fn desired(w: &World) -> Desired {
     d
 }
 
-/// The kernel side of a pod: namespace `fnd-<tag>-<short>` whose `eth0` (veth, MTU
-/// [`POD_MTU`], `mac`, `cidr`, default route to the gateway; checksums computed in the pod,
-/// as the userspace datapath needs) has its other end `far` in `far_ns`.
-fn pod_netns(
-    far_ns: &Netns,
-    far: &str,
-    tag: &str,
-    short: &str,
-    mac: MacAddr,
-    cidr: &str,
-    routes: &[(&str, &str)],
-) -> Netns {
-    let ns = Netns::create(&format!("fnd-{tag}-{short}")).expect("netns");
-    far_ns
-        .ip([
-            "link",
-            "add",
-            far,
-            "mtu",
-            &POD_MTU.to_string(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])
-        .expect("veth");
-    far_ns.ip(["link", "set", far, "up"]).unwrap();
-    ns.ip(["link", "set", "eth0", "address", &mac.to_string()])
-        .unwrap();
-    ns.ip(["link", "set", "eth0", "mtu", &POD_MTU.to_string()])
-        .unwrap();
-    ns.ip(["addr", "add", cidr, "dev", "eth0"]).unwrap();
-    ns.ip(["link", "set", "eth0", "up"]).unwrap();
-    ns.ip(["link", "set", "lo", "up"]).unwrap();
-    for (to, via) in routes {
-        ns.ip(["route", "add", to, "via", via]).unwrap();
-    }
-    ns.run(10, "ethtool", ["-K", "eth0", "tx", "off"])
-        .expect("ethtool");
-    ns
-}
-
-/// A kernel pod: its veth's far end is a port of `node`'s br-int bound to `lsp`.
-fn kernel_pod(
-    node: &Node,
-    tag: &str,
-    short: &str,
-    lsp: &str,
-    mac: MacAddr,
-    cidr: &str,
-    routes: &[(&str, &str)],
-) -> Netns {
-    let host = format!("nd{tag}{short}");
-    let host = &host[host.len().saturating_sub(15)..];
-    let ns = pod_netns(node.netns(), host, tag, short, mac, cidr, routes);
-    node.vsctl([
-        "add-port",
-        "br-int",
-        host,
-        "--",
-        "set",
-        "Interface",
-        host,
-        &format!("external_ids:iface-id={lsp}"),
-    ])
-    .expect("add-port");
-    node.wait_ovn_installed(host, Duration::from_secs(60))
-        .expect("ovn-installed");
-    ns
-}
-
-fn serve(ns: &Netns, name: &str, dir: &Path) -> Child {
-    ns.command("python3")
-        .arg(dir.join("server.py"))
-        .arg(name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server")
-}
-
-/// A probe cell: source, destination (endpoint index), column.
-type Cell = (usize, usize, usize);
-
 fn endpoint(i: usize) -> (Endpoint, IpAddr) {
     if i == NODE {
         (Endpoint::Node, NODE_IP.parse().unwrap())
@@ -246,59 +156,15 @@ fn label(i: usize) -> String {
     }
 }
 
-fn all_cells() -> Vec<Cell> {
-    let mut v = Vec::new();
-    for s in 0..=NODE {
-        for d in 0..=NODE {
-            if s != d {
-                for c in 0..PORTS.len() {
-                    v.push((s, d, c));
-                }
-            }
-        }
-    }
-    v
-}
-
-/// Probes `cells` (every source in parallel, every target of a source at once).
-fn probe(sources: &[Netns], dir: &Path, cells: &[Cell], timeout: f64) -> BTreeMap<Cell, bool> {
-    let mut by_src: BTreeMap<usize, Vec<Cell>> = BTreeMap::new();
-    for c in cells {
-        by_src.entry(c.0).or_default().push(*c);
-    }
-    let children: Vec<(Vec<Cell>, Child)> = by_src
-        .into_iter()
-        .map(|(s, cells)| {
-            let targets: Vec<String> = cells
-                .iter()
-                .map(|(_, d, c)| {
-                    let (proto, port) = PORTS[*c];
-                    format!("{}/{}/{port}", endpoint(*d).1, proto.ovn())
-                })
-                .collect();
-            let child = sources[s]
-                .command("python3")
-                .arg(dir.join("prober.py"))
-                .arg(timeout.to_string())
-                .args(&targets)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("prober");
-            (cells, child)
-        })
-        .collect();
-    let mut out = BTreeMap::new();
-    for (cells, child) in children {
-        let o = child.wait_with_output().expect("prober output");
-        let text = String::from_utf8_lossy(&o.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), cells.len(), "prober output: {text}");
-        for (cell, line) in cells.into_iter().zip(lines) {
-            out.insert(cell, line.ends_with(" 1"));
-        }
-    }
-    out
+/// A model's verdict for every cell.
+fn want(
+    verdict: impl Fn(&Endpoint, IpAddr, &Endpoint, IpAddr, Protocol, u16) -> bool,
+) -> BTreeMap<Cell, bool> {
+    common::truth::expect(NODE + 1, |s, d, proto, port| {
+        let (src, sip) = endpoint(s);
+        let (dst, dip) = endpoint(d);
+        verdict(&src, sip, &dst, dip, proto, port)
+    })
 }
 
 /// The cases: (name, policies as YAML documents without apiVersion / kind).
@@ -359,39 +225,135 @@ fn cases() -> Vec<(&'static str, &'static str)> {
             "network_policy_for ovn on peers: x from every pod, counting primary interfaces only",
             "{metadata: {name: p, namespace: x, annotations: {ovn.kubernetes.io/network_policy_for: ovn}}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {}}]}]}}",
         ),
+        (
+            "x/d from x only on TCP 80-81 (endPort)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{from: [{podSelector: {}}], ports: [{protocol: TCP, port: 80, endPort: 81}]}]}}",
+        ),
+        (
+            "two policies on y/d are a union: TCP 80 from x, UDP from anyone",
+            "{metadata: {name: tcp, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: x}}}], ports: [{port: 80}]}]}}
+---
+{metadata: {name: udp, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{ports: [{protocol: UDP}]}]}}",
+        ),
+        (
+            "x/d from kernel pods only (matchExpressions NotIn across namespaces)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchExpressions: [{key: kind, operator: NotIn, values: [dpdk]}]}}]}]}}",
+        ),
+        (
+            "y/d egress to the pod network except x/d (ipBlock except), TCP 80 and UDP 81",
+            "{metadata: {name: p, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, policyTypes: [Egress], egress: [{to: [{ipBlock: {cidr: 10.16.0.0/16, except: [10.16.0.14/32]}}], ports: [{port: 80}, {protocol: UDP, port: 81}]}]}}",
+        ),
+        (
+            "DPDK pods isolated both ways, egress to kernel pods of x only (DPDK -> kernel, same and cross node)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Ingress, Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {kind: kernel}}}]}]}}
+---
+{metadata: {name: p, namespace: y}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Ingress, Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {kind: kernel}}}]}]}}",
+        ),
+        (
+            "policyTypes Ingress only: y/d's egress rules are ignored, ingress from y/a only",
+            "{metadata: {name: p, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, policyTypes: [Ingress], ingress: [{from: [{podSelector: {matchLabels: {pod: a}}}]}], egress: [{to: [{podSelector: {matchLabels: {pod: a}}}]}]}}",
+        ),
+        (
+            "kernel pods of x accept only the DPDK pods, on UDP (DPDK as the only client)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {matchLabels: {kind: kernel}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{protocol: UDP, port: 80}, {protocol: UDP, port: 81}]}]}}",
+        ),
+        (
+            "default deny all in both namespaces, DPDK pods allowed to each other on TCP 81 both ways",
+            "{metadata: {name: deny, namespace: x}, spec: {podSelector: {}, policyTypes: [Ingress, Egress]}}
+---
+{metadata: {name: deny, namespace: y}, spec: {podSelector: {}, policyTypes: [Ingress, Egress]}}
+---
+{metadata: {name: d81, namespace: x}, spec: {podSelector: {matchLabels: {kind: dpdk}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{port: 81}]}], egress: [{to: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{port: 81}]}]}}
+---
+{metadata: {name: d81, namespace: y}, spec: {podSelector: {matchLabels: {kind: dpdk}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{port: 81}]}], egress: [{to: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{port: 81}]}]}}",
+        ),
+        (
+            "namespace x open to everything from the node's network only (ipBlock 100.64.0.0/16)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 100.64.0.0/16}}]}]}}",
+        ),
         ("policies removed: everything open again", ""),
     ]
 }
 
 fn policies(yaml: &str) -> Vec<NetworkPolicy> {
-    if yaml.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|d| {
-            let mut v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
-            v["apiVersion"] = "networking.k8s.io/v1".into();
-            v["kind"] = "NetworkPolicy".into();
-            serde_json::from_value(v).unwrap()
-        })
-        .collect()
+    objects(yaml, "networking.k8s.io/v1", "NetworkPolicy")
 }
 
-fn show(cells: &[(Cell, bool, bool)]) -> String {
-    cells
-        .iter()
-        .map(|((s, d, c), want, got)| {
-            let (proto, port) = PORTS[*c];
-            format!(
-                "  {} -> {} {}/{port}: want {}, got {}\n",
-                label(*s),
-                label(*d),
-                proto.ovn(),
-                if *want { "allow" } else { "deny" },
-                if *got { "allow" } else { "deny" },
-            )
-        })
-        .collect()
+/// `dpdk`: TCP 80 from the pod network, but TCP 80-81 from y/b dropped (priority 5 over 10),
+/// UDP 81 from x/a and x/b (10.16.0.10/31) only; sends TCP 80-81 to the pod network only.
+/// `mesh`: members open to each other (same-group traffic), sends anything. `closed`: no
+/// rules at all (a member is only isolated).
+const SG_GROUPS: &str = "{metadata: {name: dpdk}, spec: {ingressRules: [
+  {ipVersion: ipv4, protocol: tcp, portRangeMin: 80, portRangeMax: 80, remoteType: address, remoteAddress: 10.16.0.0/16, policy: allow, priority: 10},
+  {ipVersion: ipv4, protocol: tcp, portRangeMin: 80, portRangeMax: 81, remoteType: address, remoteAddress: 10.16.0.13, policy: drop, priority: 5},
+  {ipVersion: ipv4, protocol: udp, portRangeMin: 81, portRangeMax: 81, remoteType: address, remoteAddress: 10.16.0.10/31, policy: allow, priority: 20}],
+  egressRules: [{ipVersion: ipv4, protocol: tcp, portRangeMin: 80, portRangeMax: 81, remoteType: address, remoteAddress: 10.16.0.0/16, policy: allow, priority: 1}]}}
+---
+{metadata: {name: mesh}, spec: {allowSameGroupTraffic: true,
+  egressRules: [{ipVersion: ipv4, protocol: all, remoteType: address, remoteAddress: 0.0.0.0/0, policy: allow, priority: 1}]}}
+---
+{metadata: {name: closed}, spec: {allowSameGroupTraffic: false}}";
+
+/// (name, groups, `security_groups` annotation per pod index, NetworkPolicies). Pods: x/a 0,
+/// x/b 1, y/a 2, y/b 3 (kernel), x/d 4, y/d 5 (DPDK).
+type SgCase = (
+    &'static str,
+    &'static str,
+    Vec<(usize, &'static str)>,
+    &'static str,
+);
+
+fn sg_cases() -> Vec<SgCase> {
+    vec![
+        (
+            "SG dpdk on x/d: TCP 80 from the pod network, y/b dropped by priority, UDP 81 from .10/31, egress TCP only",
+            SG_GROUPS,
+            vec![(4, "dpdk")],
+            "",
+        ),
+        (
+            "SG mesh on both DPDK pods (x/d also in dpdk): y/d open to x/d only, closed to the node",
+            SG_GROUPS,
+            vec![(4, "dpdk,mesh"), (5, "mesh")],
+            "",
+        ),
+        (
+            "SG closed on y/d and the kernel pod y/b: both isolated both ways, also from the node",
+            SG_GROUPS,
+            vec![(3, "closed"), (5, "closed")],
+            "",
+        ),
+        (
+            "SG and NetworkPolicy: x isolated by NP, x/d's group decides for it; the node reaches x/d (NP 3000)",
+            SG_GROUPS,
+            vec![(4, "dpdk")],
+            "{metadata: {name: deny, namespace: x}, spec: {podSelector: {}, policyTypes: [Ingress]}}",
+        ),
+        (
+            "SG and NetworkPolicy: NP opens y/d to everyone, its group mesh still decides",
+            SG_GROUPS,
+            vec![(4, "mesh"), (5, "mesh")],
+            "{metadata: {name: open, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{}]}}",
+        ),
+        (
+            "SG groups and annotations removed: everything open again",
+            "",
+            vec![],
+            "",
+        ),
+    ]
+}
+
+fn sg_world(groups: &str, members: &[(usize, &str)], np: &str) -> SgWorld {
+    let mut member_of = vec![Vec::new(); PODS.len()];
+    for (i, names) in members {
+        member_of[*i] = names.split(',').map(str::to_string).collect();
+    }
+    SgWorld {
+        base: world(policies(np)),
+        groups: objects::<SecurityGroup>(groups, "kubeovn.io/v1", "SecurityGroup"),
+        member_of,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,6 +405,7 @@ async fn netpol_truth_tables_with_dpdk_pods() {
         if !dpdk {
             endpoints[i] = Some(kernel_pod(
                 &tb.nodes[*n],
+                "d",
                 &tag,
                 &format!("{ns}{name}"),
                 &w0.pods[i].port,
@@ -467,8 +430,7 @@ async fn netpol_truth_tables_with_dpdk_pods() {
         endpoints[i] = Some(pod_netns(
             &app,
             &far,
-            &tag,
-            &format!("{ns}{name}"),
+            &format!("fnd-{tag}-{ns}{name}"),
             pod_mac(i),
             &format!("{}/16", pod_ip(i)),
             &route,
@@ -544,6 +506,7 @@ async fn netpol_truth_tables_with_dpdk_pods() {
     // The node: its join port (as ovn0 on a real node), routes to the pod network.
     let node_ns = kernel_pod(
         &tb.nodes[1],
+        "d",
         &tag,
         "node",
         "node-n1",
@@ -551,88 +514,67 @@ async fn netpol_truth_tables_with_dpdk_pods() {
         &format!("{NODE_IP}/16"),
         &[("10.16.0.0/16", "100.64.0.1")],
     );
-    let mut endpoints: Vec<Netns> = endpoints.into_iter().map(Option::unwrap).collect();
-    endpoints.push(node_ns);
+    let mut endpoints: Vec<(Netns, IpAddr, String)> = endpoints
+        .into_iter()
+        .enumerate()
+        .map(|(i, ns)| (ns.unwrap(), pod_ip(i), label(i)))
+        .collect();
+    endpoints.push((node_ns, NODE_IP.parse().unwrap(), label(NODE)));
     tb.central
         .nbctl(&["--wait=hv", "sync"])
         .expect("flows on both nodes");
-    common::probe::write_scripts(dir.path());
-    let mut servers: Vec<Child> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| serve(ns, &label(i), dir.path()))
-        .collect();
+    let mut table = Table::serve(endpoints);
 
     let started = Instant::now();
     let mut failures = Vec::new();
-    let mut probed = 0;
-    let mut dpdk_cells = 0;
     for (name, yaml) in &cases {
         let w = world(policies(yaml));
         let p = plan(&desired(&w));
         assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        sync.sync(&p).await.expect("sync policies");
-        tb.central
-            .nbctl(&["--wait=hv", "sync"])
-            .expect("flows on both nodes");
-        let cells = all_cells();
-        let want: BTreeMap<Cell, bool> = cells
-            .iter()
-            .map(|cell @ (s, d, c)| {
-                let (src, sip) = endpoint(*s);
-                let (dst, dip) = endpoint(*d);
-                let (proto, port) = PORTS[*c];
-                (*cell, w.allowed(&src, sip, &dst, dip, proto, port))
-            })
-            .collect();
+        common::truth::apply(&sync, &tb.central, &p).await;
+        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
         for ((s, d, _), ok) in &want {
             assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
         }
-        let mut got = probe(&endpoints, dir.path(), &cells, 1.0);
-        // Only a missing allow is probed again (a lost datagram or a slow answer on a loaded
-        // machine looks like a deny); a deny that passes is never retried away.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let wrong: Vec<Cell> = cells
-                .iter()
-                .filter(|c| got[c] != want[c] && want[c])
-                .copied()
-                .collect();
-            if wrong.is_empty() || Instant::now() > deadline {
-                break;
+        failures.extend(table.check(name, &want));
+    }
+    // Security groups on the same pods, DPDK pods among their members.
+    let mut denied_member = false;
+    for (name, groups, members, np) in &sg_cases() {
+        let w = sg_world(groups, members, np);
+        let mut d = desired(&w.base);
+        d.security_groups = w.sg_input();
+        for sp in &mut d.security_groups.ports {
+            if sp.port.ends_with(DPDK_PROVIDER) {
+                sp.annotation = format!("{DPDK_PROVIDER}.kubernetes.io/security_groups");
             }
-            got.extend(probe(&endpoints, dir.path(), &wrong, 3.0));
         }
-        probed += cells.len();
-        dpdk_cells += cells
+        let p = plan(&d);
+        assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
+        common::truth::apply(&sync, &tb.central, &p).await;
+        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        // The group cases must deny a DPDK member something, or they prove nothing about it.
+        denied_member |= want
             .iter()
-            .filter(|(s, d, _)| [s, d].iter().any(|i| **i < NODE && PODS[**i].2))
-            .count();
-        let wrong: Vec<(Cell, bool, bool)> = cells
-            .iter()
-            .filter(|c| got[c] != want[c])
-            .map(|c| (*c, want[c], got[c]))
-            .collect();
-        let allowed = want.values().filter(|v| **v).count();
-        eprintln!(
-            "case {name:?}: {allowed}/{} cells allowed, {} wrong",
-            want.len(),
-            wrong.len()
-        );
-        if !wrong.is_empty() {
-            failures.push(format!("case {name:?}:\n{}", show(&wrong)));
-        }
+            .any(|((s, d, _), ok)| !ok && [s, d].iter().any(|i| **i < NODE && PODS[**i].2));
+        failures.extend(table.check(name, &want));
     }
-    for s in &mut servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
-    let alive = testpmd.is_running();
+    assert!(denied_member, "no group case denies a DPDK pod anything");
+    let dpdk_per_case = common::truth::all_cells(NODE + 1)
+        .iter()
+        .filter(|(s, d, _)| [s, d].iter().any(|i| **i < NODE && PODS[**i].2))
+        .count();
     eprintln!(
-        "{} cases, {probed} cells probed ({dpdk_cells} with a DPDK pod) in {:.1} s",
+        "{} cases ({} NetworkPolicy, {} security group), {} cells probed ({} with a DPDK pod) in {:.1} s",
+        table.cases,
         cases.len(),
+        table.cases - cases.len(),
+        table.probed,
+        table.cases * dpdk_per_case,
         started.elapsed().as_secs_f64()
     );
+    drop(table);
+    let alive = testpmd.is_running();
     assert!(alive, "testpmd died: {}", testpmd.log_text());
     // The DPDK pods' traffic went through their vhost-user ports (OVS's counters, which it
     // writes to its database every few seconds).

@@ -10,6 +10,8 @@
 //! - [`builtin`]: Subnet objects for the built-in `ovn-default` and `join` subnets;
 //! - [`ipobject`]: Kube-OVN's IP objects, one per allocated interface (pure planning);
 //! - [`sg_status`]: SecurityGroup statuses (pure planning);
+//! - [`policy_report`]: Events for invalid NetworkPolicies and SecurityGroups, the `Ready`
+//!   condition of AdminNetworkPolicies (pure planning);
 //! - [`lease`]: leader election, a pure state machine with an injected clock plus the shell;
 //! - [`run`]: the loop (watch → debounce → pass → write back) and its options;
 //! - [`cli`]: the `--kube` flags of `ferrovn-controller` and its entry point.
@@ -18,6 +20,7 @@ pub mod builtin;
 pub mod cli;
 pub mod ipobject;
 pub mod lease;
+pub mod policy_report;
 pub mod run;
 pub mod sg_status;
 pub mod store;

@@ -30,7 +30,8 @@ use super::ipobject::plan_ip_writes;
 use super::lease::{self, LeaseConfig, LeaseLock, TokioClock};
 use super::store::{Change, ClusterStore, Kind};
 use super::writeback::{
-    Target, Writer, existing_allocations, plan_condition_writes, plan_events, plan_writes,
+    Target, Writer, existing_allocations, plan_condition_writes, plan_events, plan_object_event,
+    plan_writes,
 };
 
 /// How often the centralized gateway nodes are probed (kube mode; manifest mode probes every
@@ -305,6 +306,10 @@ impl Source {
         writes.extend(super::sg_status::plan_security_group_status_writes(
             &self.store,
         ));
+        writes.extend(super::policy_report::plan_admin_policy_status_writes(
+            &self.store,
+            &now,
+        ));
         writes.extend(plan_ip_writes(&self.store, ctl.last_records()));
         writes.extend(plan_builtin_subnets(
             &self.store,
@@ -312,7 +317,12 @@ impl Source {
         ));
         // One Event per distinct rejection while it lasts; a fixed and re-broken object gets
         // a new one.
-        let events = plan_events(&report.rejected, &now);
+        let mut events = plan_events(&report.rejected, &now);
+        events.extend(
+            super::policy_report::policy_problems(&self.store)
+                .into_iter()
+                .map(|(object, message)| plan_object_event(&object, message, &now)),
+        );
         let current: BTreeSet<Target> = events.iter().map(|w| w.target.clone()).collect();
         self.announced.retain(|t| current.contains(t));
         writes.extend(

@@ -41,6 +41,7 @@ use crate::manifest::Object;
 use ferrovn_api::annotations::{
     Annotations, OVN_PROVIDER, PodKey, PodNetwork, allocated_providers, annotation_key,
 };
+use ferrovn_api::anp::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 use ferrovn_api::crd::{
     Condition, ConditionStatus, Ip, IpCount, IpPool, Subnet, SubnetStatus, Vlan, Vpc,
     find_condition, set_condition,
@@ -71,7 +72,8 @@ pub enum Target {
     SubnetStatus {
         name: String,
     },
-    /// The status of a Vpc, Vlan, IPPool or SecurityGroup.
+    /// The status of a Vpc, Vlan, IPPool, SecurityGroup, AdminNetworkPolicy or
+    /// BaselineAdminNetworkPolicy.
     Status {
         kind: Kind,
         name: String,
@@ -408,12 +410,13 @@ fn event_namespace(object: &ObjectRef) -> String {
 /// The Event's name: the object's name (cut to leave room) and a hash of kind and message, so
 /// the same rejection always maps to the same Event.
 pub fn event_name(rejection: &Rejection) -> String {
-    let message = rejection.message();
-    let hash = ferrovn_api::names::stable_hash(
-        0,
-        &[&rejection.object.kind, &rejection.object.name, &message],
-    );
-    let base: String = rejection.object.name.chars().take(200).collect();
+    object_event_name(&rejection.object, &rejection.message())
+}
+
+/// [`event_name`] for an object and its message.
+fn object_event_name(object: &ObjectRef, message: &str) -> String {
+    let hash = ferrovn_api::names::stable_hash(0, &[&object.kind, &object.name, message]);
+    let base: String = object.name.chars().take(200).collect();
     format!("{base}.{hash:016x}")
 }
 
@@ -424,52 +427,60 @@ const EVENT_NOTE_MAX: usize = 1024;
 pub fn plan_events(rejected: &[Rejection], now: &Time) -> Vec<PlannedWrite> {
     rejected
         .iter()
-        .map(|r| {
-            let mut note = r.message();
-            if note.len() > EVENT_NOTE_MAX {
-                let mut cut = EVENT_NOTE_MAX - 3;
-                while !note.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                note.truncate(cut);
-                note.push_str("...");
-            }
-            let (api_version, namespace) = match r.object.kind.as_str() {
-                "Pod" | "Node" | "Namespace" => ("v1", r.object.namespace.clone()),
-                "NetworkAttachmentDefinition" => ("k8s.cni.cncf.io/v1", r.object.namespace.clone()),
-                _ => (ferrovn_api::crd::API_VERSION, None),
-            };
-            let namespace_of_event = event_namespace(&r.object);
-            let name = event_name(r);
-            let mut regarding = json!({
-                "apiVersion": api_version,
-                "kind": r.object.kind,
-                "name": r.object.name,
-            });
-            if let Some(ns) = namespace {
-                regarding["namespace"] = Value::String(ns);
-            }
-            PlannedWrite {
-                target: Target::Event {
-                    namespace: namespace_of_event.clone(),
-                    name: name.clone(),
-                },
-                body: json!({
-                    "apiVersion": "events.k8s.io/v1",
-                    "kind": "Event",
-                    "metadata": { "name": name, "namespace": namespace_of_event },
-                    "eventTime": now.0.to_string(),
-                    "reportingController": EVENT_REPORTER,
-                    "reportingInstance": FIELD_MANAGER,
-                    "action": "Validate",
-                    "reason": "ValidationFailed",
-                    "type": "Warning",
-                    "note": note,
-                    "regarding": regarding,
-                }),
-            }
-        })
+        .map(|r| plan_object_event(&r.object, r.message(), now))
         .collect()
+}
+
+/// The `ValidationFailed` Warning Event about `object`, `message` as its note (cut to what the
+/// API server accepts).
+pub fn plan_object_event(object: &ObjectRef, message: String, now: &Time) -> PlannedWrite {
+    let name = object_event_name(object, &message);
+    let mut note = message;
+    if note.len() > EVENT_NOTE_MAX {
+        let mut cut = EVENT_NOTE_MAX - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    let (api_version, namespace) = match object.kind.as_str() {
+        "Pod" | "Node" | "Namespace" => ("v1", object.namespace.clone()),
+        "NetworkAttachmentDefinition" => ("k8s.cni.cncf.io/v1", object.namespace.clone()),
+        "NetworkPolicy" => ("networking.k8s.io/v1", object.namespace.clone()),
+        "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+            ("policy.networking.k8s.io/v1alpha1", None)
+        }
+        _ => (ferrovn_api::crd::API_VERSION, None),
+    };
+    let namespace_of_event = event_namespace(object);
+    let mut regarding = json!({
+        "apiVersion": api_version,
+        "kind": object.kind,
+        "name": object.name,
+    });
+    if let Some(ns) = namespace {
+        regarding["namespace"] = Value::String(ns);
+    }
+    PlannedWrite {
+        target: Target::Event {
+            namespace: namespace_of_event.clone(),
+            name: name.clone(),
+        },
+        body: json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": { "name": name, "namespace": namespace_of_event },
+            "eventTime": now.0.to_string(),
+            "reportingController": EVENT_REPORTER,
+            "reportingInstance": FIELD_MANAGER,
+            "action": "Validate",
+            "reason": "ValidationFailed",
+            "type": "Warning",
+            "note": note,
+            "regarding": regarding,
+        }),
+    }
 }
 
 /// `reportingController` of FerrOVN's Events.
@@ -600,6 +611,14 @@ impl Writer {
                         .patch_status(name, &params, &patch)
                         .await
                         .map(|o| Some(Object::SecurityGroup(Box::new(o)))),
+                    Kind::AdminNetworkPolicy => Api::<AdminNetworkPolicy>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::AdminNetworkPolicy(Box::new(o)))),
+                    Kind::BaselineAdminNetworkPolicy => Api::<BaselineAdminNetworkPolicy>::all(c)
+                        .patch_status(name, &params, &patch)
+                        .await
+                        .map(|o| Some(Object::BaselineAdminNetworkPolicy(Box::new(o)))),
                     _ => Api::<IpPool>::all(c)
                         .patch_status(name, &params, &patch)
                         .await

@@ -215,7 +215,20 @@ impl World {
         proto: Protocol,
         port: u16,
     ) -> bool {
-        let egress_ok = match src {
+        self.egress_allowed(src, dst, dip, proto, port)
+            && self.ingress_allowed(src, sip, dst, proto, port)
+    }
+
+    /// The source's half of [`World::allowed`]: its egress policies.
+    pub fn egress_allowed(
+        &self,
+        src: &Endpoint,
+        dst: &Endpoint,
+        dip: IpAddr,
+        proto: Protocol,
+        port: u16,
+    ) -> bool {
+        match src {
             Endpoint::Pod(i) => {
                 let pod = &self.pods[*i];
                 let pols: Vec<&NetworkPolicy> = self
@@ -237,8 +250,19 @@ impl World {
                     })
             }
             _ => true,
-        };
-        let ingress_ok = match (dst, src) {
+        }
+    }
+
+    /// The destination's half of [`World::allowed`]: its ingress policies.
+    pub fn ingress_allowed(
+        &self,
+        src: &Endpoint,
+        sip: IpAddr,
+        dst: &Endpoint,
+        proto: Protocol,
+        port: u16,
+    ) -> bool {
+        match (dst, src) {
             // Kubelet probes: the node reaches its pods whatever the policies say.
             (Endpoint::Pod(_), Endpoint::Node) => true,
             (Endpoint::Pod(i), _) => {
@@ -262,8 +286,7 @@ impl World {
                     })
             }
             _ => true,
-        };
-        egress_ok && ingress_ok
+        }
     }
 
     pub fn input(&self) -> PolicyInput {
