@@ -6,7 +6,7 @@
 # ferrovn.invalid/... name), so nothing is ever pulled.
 #
 #   [E2E_NAME=dir] anp-conformance.sh STATE_DIR [FOCUS]
-# FOCUS: a Go regexp over the suite's test names (AdminNetworkPolicyEgressTCP, ...); empty: all.
+# FOCUS: a Go regexp matched against whole test names (AdminNetworkPolicyEgressTCP, ...); empty: all.
 # Last line: anp-conformance passed=N failed=N skipped=N, over the suite's tests (not its
 # subtests); a failed test's failing probes are listed above it.
 set -euo pipefail
@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 args=(-test.v -test.timeout 90m -all-features)
-[ -n "$FOCUS" ] && args+=(-test.run "TestANPConformance/($FOCUS)\$")
+[ -n "$FOCUS" ] && args+=(-test.run "TestANPConformance/^($FOCUS)\$")
 echo "anp-conformance: network-policy-api $NETPOL_API_VERSION, all features; focus: ${FOCUS:-all}; log $RUN/anp.log"
 set +e
 (cd "$RUN" && KUBECONFIG=$KUBECONFIG "$BIN/anp-conformance.test" "${args[@]}" >"$RUN/anp.log" 2>&1)
@@ -50,7 +50,7 @@ top = "TestANPConformance"
 result = re.compile(r"^\s*--- (PASS|FAIL|SKIP): " + top + r"/(\S+) \(")
 header = re.compile(r"^=== (RUN|CONT|NAME|PAUSE)\s+" + top + r"/([^/\s]+)")
 probe = re.compile(r"FAILED Command was \[?(.*?)\]?$")
-current, probes, order, verdict = None, {}, [], {}
+current, probes, order, verdict, failed_subtests = None, {}, [], {}, {}
 top_failed = False
 for line in open(log, errors="replace"):
     line = line.rstrip("\n")
@@ -64,6 +64,10 @@ for line in open(log, errors="replace"):
         if name not in verdict:
             order.append(name)
         verdict[name] = m.group(1)
+        continue
+    if m and m.group(1) == "FAIL":
+        test, sub = m.group(2).split("/", 1)
+        failed_subtests.setdefault(test, []).append(sub.replace("_", " "))
         continue
     m = probe.search(line)
     if m and current:
@@ -79,6 +83,8 @@ for name in order:
         sctp = sum("--protocol=sctp" in c for c in cmds)
         note = f" ({len(cmds)} probes failed, {sctp} of them SCTP)" if cmds else ""
         print(f"  FAILED: {name}{note}")
+        for sub in failed_subtests.get(name, []):
+            print(f"    subtest: {sub}")
         for c in cmds:
             print(f"      {c}")
     elif v == "SKIP":
