@@ -17,7 +17,7 @@ APT_PACKAGES := dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config debootst
 	iproute2 iputils-ping iperf3 tcpdump ethtool curl wget netcat-openbsd python3 \
 	containernetworking-plugins openssl libseccomp-dev busybox-static
 
-.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins kube-coredns ferrovn-image testpmd-image e2e-network
+.PHONY: deps ovs-ovn build test lint fmt clean lab lab-down kube-bins kube-e2e-bins kube-agnhost kube-node-bins kube-coredns ferrovn-image testpmd-image e2e-network kube-anp-conformance anp-conformance
 
 ## deps: install missing Debian packages (skips what is already installed)
 deps:
@@ -117,6 +117,20 @@ SKIP ?= \[Feature:SCTPConnectivity\]
 e2e-network: kube-e2e-bins
 	@if [ ! -f $(LAB_STATE)/lab.json ]; then $(MAKE) lab; fi
 	bash deploy/kube/e2e-network.sh $(LAB_STATE) '$(FOCUS)' '$(SKIP)'
+
+## kube-anp-conformance: the network-policy-api conformance suite (AdminNetworkPolicy and
+## BaselineAdminNetworkPolicy, NETPOL_API_VERSION in deploy/kube/versions.env) as one test binary,
+## its manifests rewritten for the lab (same cache, a no-op once built)
+kube-anp-conformance:
+	bash deploy/kube/build.sh anp-conformance
+
+## anp-conformance: that suite against the lab's cluster, every feature (core and extended), bringing
+## the lab up first if it is not; ANP_FOCUS is a Go regexp over the suite's test names
+## (docs/conformance.md). Last line: `anp-conformance passed=N failed=N skipped=N`
+ANP_FOCUS ?=
+anp-conformance: kube-anp-conformance
+	@if [ ! -f $(LAB_STATE)/lab.json ]; then $(MAKE) lab; fi
+	bash deploy/kube/anp-conformance.sh $(LAB_STATE) '$(ANP_FOCUS)'
 
 ## lab-down: remove every process (the control plane's too), namespace, mount and hugepage setting the lab made
 lab-down:

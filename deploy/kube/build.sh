@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the tests and the lab run, from the Go module proxy only.
 #
-#   deploy/kube/build.sh [core|e2e|agnhost|node|coredns|print-bin-dir]
+#   deploy/kube/build.sh [core|e2e|agnhost|node|coredns|anp-conformance|print-bin-dir]
 #
 #   core  etcd, etcdctl, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 #         kubelet, kube-proxy                                   (make kube-bins)
@@ -12,6 +12,10 @@
 #         runc, crictl, and the static pause binary of the sandbox image (make kube-node-bins)
 #   coredns  the cluster DNS the lab deploys as kube-dns (make kube-coredns): CoreDNS from its
 #         own module at COREDNS_VERSION with only the plugins the lab's Corefile uses, and its image
+#   anp-conformance  the network-policy-api conformance suite (AdminNetworkPolicy and
+#         BaselineAdminNetworkPolicy) at NETPOL_API_VERSION as one test binary, its manifests
+#         rewritten for the lab (make kube-anp-conformance; docs/conformance.md). It runs in
+#         agnhost pods: the agnhost image of the e2e/agnhost sets.
 #
 # Output: ${FERROVN_CACHE:-/var/cache/ferrovn}/kube/<k8s version>/bin/, outside the repo and keyed
 # by version, with one stamp per set: a second run checks the stamp and exits, without calling go.
@@ -62,12 +66,13 @@ coredns)
     WANT=(coredns)
     WANT_IMAGES=(coredns.tar)
     ;;
+anp-conformance) WANT=(anp-conformance.test) ;;
 print-bin-dir)
     echo "$BIN"
     exit 0
     ;;
 *)
-    echo "build.sh: unknown set '$SET' (want core, e2e, agnhost, node, coredns or print-bin-dir)" >&2
+    echo "build.sh: unknown set '$SET' (want core, e2e, agnhost, node, coredns, anp-conformance or print-bin-dir)" >&2
     exit 2
     ;;
 esac
@@ -82,11 +87,15 @@ busybox_version() {
     fi
 }
 
+# What anp_conformance_manifests changes in the suite's manifests (part of its stamp).
+ANP_MANIFEST_RECIPE="image=$IMAGE_PREFIX/e2e-test-images/agnhost:$AGNHOST_TAG,shell=/bin/sh,sctp-servers=none"
+
 # The stamp names exactly what was built, so changing a pin or the list rebuilds.
 RECIPE="set=$SET k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${WANT[*]}"
 case $SET in
 node) RECIPE="set=$SET k8s=$K8S_VERSION containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION crictl=$CRICTL_VERSION bins=${WANT[*]}" ;;
 coredns) RECIPE="set=$SET coredns=$COREDNS_VERSION plugins=${COREDNS_PLUGINS[*]} bins=${WANT[*]}" ;;
+anp-conformance) RECIPE="set=$SET netpol-api=$NETPOL_API_VERSION manifests=$ANP_MANIFEST_RECIPE bins=${WANT[*]}" ;;
 esac
 STAMP=$BIN/.stamp-$SET
 bins_up_to_date() {
@@ -443,6 +452,133 @@ node_images() {
     for b in "${WANT_IMAGES[@]}"; do echo "$IMAGE_RECIPE" >"$IMAGES/$b.stamp"; done
 }
 
+# The suite's manifests, rewritten for a cluster that pulls nothing and has no SCTP: the
+# agnhost image the lab imported (the suite asks for an older upstream tag; every command it
+# runs, serve-hostname, netexec, porter, connect, is in ours), /bin/sh for /bin/bash (our image
+# has dash, not bash; each command is a plain `agnhost ...` line), and the porter containers
+# that serve SCTP get their SERVE_SCTP_PORT_ variables renamed, so porter serves nothing and
+# stays up: with no SCTP in the kernel it exits at once, its pod is never Ready, and the
+# suite's set-up (every StatefulSet Ready) fails before any test. The SCTP tests are skipped
+# by the wrapper for that reason (docs/conformance.md).
+anp_conformance_manifests() {
+    local from=$1 to=$2 f
+    rm -rf "$to"
+    cp -r "$from" "$to"
+    chmod -R u+w "$to"
+    while IFS= read -r f; do
+        sed -i -e "s#registry\.k8s\.io/e2e-test-images/agnhost:[0-9.]*#$IMAGE_PREFIX/e2e-test-images/agnhost:$AGNHOST_TAG#g" \
+            -e 's#"/bin/bash"#"/bin/sh"#g' \
+            -e 's#SERVE_SCTP_PORT_#NO_SCTP_IN_KERNEL_PORT_#g' "$f"
+    done < <(find "$to" -name '*.yaml')
+    if grep -rlE 'registry\.k8s\.io|/bin/bash|SERVE_SCTP_PORT_|image: [^f]' "$to"; then
+        echo "build.sh: the manifests above still name an upstream image, bash or an SCTP server; the suite's layout changed?" >&2
+        exit 1
+    fi
+}
+
+# The network-policy-api conformance suite as one test binary. Upstream runs it as `go test`
+# in its own repository; here a wrapper package in a module of ours requires the release and
+# embeds the rewritten manifests (the suite takes its manifests from an embed.FS option).
+build_anp_conformance() {
+    local t0 t1 t2 dir
+    t0=$(now)
+    mkdir -p "$SRC/anp-conformance"
+    cd "$SRC/anp-conformance"
+    if [ ! -f go.mod ] || ! grep -q "sigs.k8s.io/network-policy-api $NETPOL_API_VERSION" go.mod; then
+        rm -f go.mod go.sum
+        printf 'module ferrovn.invalid/anpconformance\n\ngo 1.26\n' >go.mod
+        go mod edit -require="sigs.k8s.io/network-policy-api@$NETPOL_API_VERSION"
+    fi
+    dir=$(go mod download -json "sigs.k8s.io/network-policy-api@$NETPOL_API_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    mkdir -p anpconf
+    anp_conformance_manifests "$dir/conformance/base" anpconf/base
+    cat >anpconf/anp_test.go <<'EOF'
+// Package anpconf runs the network-policy-api conformance tests (AdminNetworkPolicy,
+// BaselineAdminNetworkPolicy) against the cluster of -kubeconfig / KUBECONFIG, with the
+// manifests deploy/kube/build.sh rewrote for the lab embedded instead of the suite's own.
+package anpconf
+
+import (
+	"embed"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+
+	"sigs.k8s.io/network-policy-api/apis/v1alpha1"
+	"sigs.k8s.io/network-policy-api/conformance/tests"
+	"sigs.k8s.io/network-policy-api/conformance/utils/flags"
+	"sigs.k8s.io/network-policy-api/conformance/utils/suite"
+)
+
+//go:embed base
+var manifests embed.FS
+
+var (
+	skipSCTP = flag.Bool("skip-sctp", true,
+		"skip the tests that probe SCTP only: the embedded manifests start no SCTP server (this kernel has no SCTP)")
+	readyTimeout = flag.Duration("ready-timeout", 10*time.Minute,
+		"how long the set-up waits for the suite's StatefulSets to be Ready (upstream: 5m)")
+)
+
+func TestANPConformance(t *testing.T) {
+	cfg, err := config.GetConfig()
+	if err != nil {
+		t.Fatalf("kubeconfig: %v", err)
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	if err := v1alpha1.AddToScheme(c.Scheme()); err != nil {
+		t.Fatalf("scheme: %v", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("clientset: %v", err)
+	}
+	opts := suite.Options{
+		Client:                     c,
+		ClientSet:                  cs,
+		KubeConfig:                 *cfg,
+		Debug:                      *flags.ShowDebug,
+		CleanupBaseResources:       *flags.CleanupBaseResources,
+		SupportedFeatures:          suite.ParseSupportedFeatures(*flags.SupportedFeatures),
+		ExemptFeatures:             suite.ParseSupportedFeatures(*flags.ExemptFeatures),
+		EnableAllSupportedFeatures: *flags.EnableAllSupportedFeatures,
+		FS:                         &manifests,
+	}
+	opts.TimeoutConfig.NamespacesMustBeReady = *readyTimeout
+	s := suite.New(opts)
+	s.Setup(t)
+	run := make([]suite.ConformanceTest, 0, len(tests.ConformanceTests))
+	for _, ct := range tests.ConformanceTests {
+		if *skipSCTP && strings.HasSuffix(ct.ShortName, "SCTP") {
+			name := ct.ShortName
+			ct.Manifests = nil
+			ct.Test = func(t *testing.T, _ *suite.ConformanceTestSuite) {
+				t.Skipf("%s: SCTP only, and this kernel has no SCTP (the manifests start no SCTP server)", name)
+			}
+		}
+		run = append(run, ct)
+	}
+	s.Run(t, run)
+}
+EOF
+    go mod tidy
+    t1=$(now)
+    log_time modules $((t1 - t0))
+    go test -c -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/anp-conformance.test" ./anpconf
+    t2=$(now)
+    log_time build $((t2 - t1))
+    log_time total $((t2 - t0))
+}
+
 if bins_up_to_date; then
     echo "kube-bins ($SET): binaries up to date, writing the images into $IMAGES"
     case $SET in
@@ -457,6 +593,7 @@ else
     e2e | agnhost) build_e2e && agnhost_image ;;
     node) build_node && node_images ;;
     coredns) build_coredns && coredns_image ;;
+    anp-conformance) build_anp_conformance ;;
     esac
 fi
 for b in "${WANT[@]}"; do
