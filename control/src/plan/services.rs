@@ -55,6 +55,9 @@ use ferrovn_api::names::{lb_group_name, service_lb_name};
 
 use super::{PlanIssue, StrMap, owned_ids};
 
+mod health_node_port;
+pub use health_node_port::{HEALTH_CHECK_LOCAL_OPTION, HEALTH_CHECK_NODE_PORT_OPTION};
+
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// A Service with this label (any value) is served by another proxy, not by FerrOVN.
@@ -795,6 +798,13 @@ fn plan_one(
             lbs.entry((protocol, solo.slot))
                 .or_insert_with(|| new_lb(&v, protocol, solo.slot));
             vips.push(solo);
+        }
+        if let Some(options) = health_node_port::options(svc, &port_eps, nodes) {
+            for ((_, slot), lb) in &mut lbs {
+                if *slot == LbSlot::Plain {
+                    lb.options.extend(options.iter().cloned());
+                }
+            }
         }
     }
     SoloPlan {
