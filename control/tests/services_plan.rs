@@ -1379,3 +1379,34 @@ fn health_check_node_port_counts_ready_local_endpoints_per_node_address() {
     assert_eq!(c.options.get(HEALTH_CHECK_NODE_PORT_OPTION), None);
     assert_eq!(c.options.get(HEALTH_CHECK_LOCAL_OPTION), None);
 }
+
+/// Every chassis keeps its Chassis_Template_Var row, variables empty, while no Service uses a
+/// `Local` policy: ovn-controller asserts (and exits) when a chassis' row is deleted and a new
+/// one inserted later, which the last `Local` Service going and the next one coming did.
+#[test]
+fn every_chassis_keeps_its_template_row_without_local_services() {
+    let cluster = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.21", "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    let p = with(base(&["172.18.0.2", "172.18.0.3"]), vec![cluster], vec![]);
+    assert_eq!(
+        p.chassis_vars
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        vec!["ch0", "ch1"]
+    );
+    assert!(p.chassis_vars.values().all(|v| v.variables.is_empty()));
+    // the same row identity as when a Local Service fills it (an update, not delete + insert)
+    let local = service(json!({
+        "metadata": {"name": "local", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.22", "internalTrafficPolicy": "Local",
+                 "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    let q = with(base(&["172.18.0.2", "172.18.0.3"]), vec![local], vec![]);
+    for (c, v) in &q.chassis_vars {
+        assert!(!v.variables.is_empty(), "{c}");
+        assert_eq!(v.external_ids, p.chassis_vars[c].external_ids);
+    }
+}
