@@ -504,24 +504,46 @@ async fn local_policy_is_a_template_and_an_endpoint_change_is_one_chassis_row() 
         vars("chassis-1")
     );
 
-    // Restart: nothing to do. The Service gone: its rows go, the variables with them.
+    // Restart: nothing to do. The Service gone: its load balancer goes, the variables with
+    // it, but each chassis keeps its (now empty) row: ovn-controller asserts when a chassis'
+    // row is deleted and a new one inserted later (plan/services.rs `keep_chassis_rows`).
     drop(sync);
     let again = NbSync::connect(&central.nb_remote(), 500)
         .await
         .expect("NB again");
     assert!(again.diff(&b).is_empty(), "{:#?}", again.diff(&b).changes);
     let (d, _) = again.sync(&build(None)).await.expect("delete");
-    assert_eq!(d.counts(), (0, 0, 3), "{:#?}", d.changes);
+    assert_eq!(d.counts(), (0, 2, 1), "{:#?}", d.changes);
     let left = nbctl(
         &central,
         &[
             "--bare",
-            "--columns=chassis",
+            "--columns=chassis,variables",
             "list",
             "Chassis_Template_Var",
         ],
     );
-    assert!(left.trim().is_empty(), "{left}");
+    let mut left: Vec<&str> = left.split_whitespace().collect();
+    left.sort_unstable(); // rows in UUID order
+    assert_eq!(
+        left,
+        vec!["chassis-0", "chassis-1"],
+        "rows kept, variables empty"
+    );
+    // The next Local Service updates those rows: no row of a chassis is ever inserted again.
+    let (d, _) = again.sync(&with(&[6])).await.expect("again");
+    assert!(
+        d.changes.iter().all(|c| !matches!(
+            c,
+            Change::Insert {
+                table: Table::ChassisTemplateVar,
+                ..
+            }
+        )),
+        "{:#?}",
+        d.changes
+    );
+    assert!(vars("chassis-1").contains("=10.16.0.6:8080"));
 }
 
 /// `web` (10.96.0.10:80 → :8080) opted in to OVN health checks with `options`, its endpoints

@@ -1307,3 +1307,106 @@ fn health_checks_are_opt_in_and_map_backends_to_pod_ports_and_probe_sources() {
         "only the IPv6 backend keeps a probe source"
     );
 }
+
+/// `healthCheckNodePort` (kube-proxy's per-node health endpoint of an `externalTrafficPolicy:
+/// Local` Service): the plain row carries the port and, for every node address, that node's
+/// ready local endpoints. A terminating endpoint still serves as the fallback backend, but the
+/// health check of its node reports 0 (the upstream e2e "should fail health check node port if
+/// there are only terminating endpoints"). Cluster policy: no health check node port.
+#[test]
+fn health_check_node_port_counts_ready_local_endpoints_per_node_address() {
+    use ferrovn_control::plan::services::{
+        HEALTH_CHECK_LOCAL_OPTION, HEALTH_CHECK_NODE_PORT_OPTION,
+    };
+    let mk = |name: &str, etp: &str| {
+        service(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIP": format!("10.96.0.{}", name.len()),
+                     "externalTrafficPolicy": etp, "healthCheckNodePort": 32100,
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080,
+                                "nodePort": 30000 + name.len() as i32}]},
+        }))
+    };
+    let eps = |svc: &str| {
+        slice(json!({
+            "metadata": {"name": format!("{svc}-1"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.16.0.5"], "nodeName": "node0",
+                 "conditions": {"ready": true, "serving": true, "terminating": false}},
+                {"addresses": ["10.16.0.6"], "nodeName": "node0",
+                 "conditions": {"ready": true}},
+                {"addresses": ["10.16.0.7"], "nodeName": "node1",
+                 "conditions": {"ready": false, "serving": true, "terminating": true}},
+            ],
+        }))
+    };
+    let p = with(
+        base(&["172.18.0.2", "172.18.0.3"]),
+        vec![mk("local", "Local"), mk("cluster", "Cluster")],
+        vec![eps("local"), eps("cluster")],
+    );
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    let l = lb(&p, "svc:default/local:tcp");
+    assert_eq!(
+        l.options
+            .get(HEALTH_CHECK_NODE_PORT_OPTION)
+            .map(String::as_str),
+        Some("32100")
+    );
+    let counts: BTreeMap<&str, &str> = l.options[HEALTH_CHECK_LOCAL_OPTION]
+        .split(',')
+        .map(|kv| kv.split_once('=').unwrap())
+        .collect();
+    // every address of a node (InternalIP and join address) says the same
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("172.18.0.2", "2"),
+            ("100.64.0.2", "2"),
+            ("172.18.0.3", "0"),
+            ("100.64.0.3", "0"),
+        ])
+    );
+    // node1's node port still serves through its terminating endpoint (the fallback)
+    assert_eq!(
+        l.vips.get("172.18.0.3:30005").map(String::as_str),
+        Some("10.16.0.7:8080")
+    );
+    let c = lb(&p, "svc:default/cluster:tcp");
+    assert_eq!(c.options.get(HEALTH_CHECK_NODE_PORT_OPTION), None);
+    assert_eq!(c.options.get(HEALTH_CHECK_LOCAL_OPTION), None);
+}
+
+/// Every chassis keeps its Chassis_Template_Var row, variables empty, while no Service uses a
+/// `Local` policy: ovn-controller asserts (and exits) when a chassis' row is deleted and a new
+/// one inserted later, which the last `Local` Service going and the next one coming did.
+#[test]
+fn every_chassis_keeps_its_template_row_without_local_services() {
+    let cluster = service(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.21", "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    let p = with(base(&["172.18.0.2", "172.18.0.3"]), vec![cluster], vec![]);
+    assert_eq!(
+        p.chassis_vars
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        vec!["ch0", "ch1"]
+    );
+    assert!(p.chassis_vars.values().all(|v| v.variables.is_empty()));
+    // the same row identity as when a Local Service fills it (an update, not delete + insert)
+    let local = service(json!({
+        "metadata": {"name": "local", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.22", "internalTrafficPolicy": "Local",
+                 "ports": [{"port": 80, "targetPort": 8080}]},
+    }));
+    let q = with(base(&["172.18.0.2", "172.18.0.3"]), vec![local], vec![]);
+    for (c, v) in &q.chassis_vars {
+        assert!(!v.variables.is_empty(), "{c}");
+        assert_eq!(v.external_ids, p.chassis_vars[c].external_ids);
+    }
+}

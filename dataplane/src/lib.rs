@@ -9,6 +9,7 @@ pub mod cni_error;
 pub mod ct_reflush;
 pub mod dpdk;
 pub mod ethtool;
+pub mod health_node_port;
 pub mod join_port;
 pub mod kube_api;
 pub mod nat_outgoing;

@@ -441,13 +441,23 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applied: Option<NodePortPlan> = None;
     let mut client: Option<ferrovn_ovsdb::Client> = None;
+    // health check node ports come from the same rows (crate::health_node_port)
+    let mut health =
+        crate::health_node_port::HealthServer::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let mut last_err = String::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let result = pass(&sb_remote, &mut client, &mut applied, reflush.as_mut()).await;
+        let result = pass(
+            &sb_remote,
+            &mut client,
+            &mut applied,
+            reflush.as_mut(),
+            &mut health,
+        )
+        .await;
         match result {
             Ok(()) => last_err.clear(),
             Err(e) => {
@@ -472,6 +482,7 @@ async fn pass(
     client: &mut Option<ferrovn_ovsdb::Client>,
     applied: &mut Option<NodePortPlan>,
     reflush: Option<&mut crate::ct_reflush::Reflusher>,
+    health: &mut crate::health_node_port::HealthServer,
 ) -> Result<(), NodePortError> {
     if client.is_none() {
         let options = ferrovn_ovsdb::ClientOptions {
@@ -501,6 +512,12 @@ async fn pass(
         r.observe(&lbs);
     }
     let (local, ovn) = local_addresses(crate::join_port::IFNAME).await?;
+    for (port, why) in health
+        .apply(crate::health_node_port::plan(&lbs, &local))
+        .await
+    {
+        tracing::warn!(port, error = %why, "health check node port not served; retrying");
+    }
     let plan = plan(
         &lbs,
         &NodeAddrs {

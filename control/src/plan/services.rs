@@ -55,6 +55,9 @@ use ferrovn_api::names::{lb_group_name, service_lb_name};
 
 use super::{PlanIssue, StrMap, owned_ids};
 
+mod health_node_port;
+pub use health_node_port::{HEALTH_CHECK_LOCAL_OPTION, HEALTH_CHECK_NODE_PORT_OPTION};
+
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// A Service with this label (any value) is served by another proxy, not by FerrOVN.
@@ -115,8 +118,8 @@ pub struct ServiceNode {
 pub struct ServicePlan {
     /// Load balancer groups by name.
     pub groups: BTreeMap<String, PlannedLbGroup>,
-    /// `Chassis_Template_Var` rows by chassis (only for chassis when some Service uses a
-    /// `Local` traffic policy).
+    /// `Chassis_Template_Var` rows by chassis: one for every chassis of `node_chassis`, its
+    /// variables empty while no Service uses a `Local` traffic policy (see `keep_chassis_rows`).
     pub chassis_vars: BTreeMap<String, PlannedChassisVars>,
 }
 
@@ -796,6 +799,13 @@ fn plan_one(
                 .or_insert_with(|| new_lb(&v, protocol, solo.slot));
             vips.push(solo);
         }
+        if let Some(options) = health_node_port::options(svc, &port_eps, nodes) {
+            for ((_, slot), lb) in &mut lbs {
+                if *slot == LbSlot::Plain {
+                    lb.options.extend(options.iter().cloned());
+                }
+            }
+        }
     }
     SoloPlan {
         service: Some(SoloService {
@@ -917,7 +927,27 @@ pub fn plan_services_probed(
         .iter()
         .map(|(svc, own)| plan_one(svc, own, default_vpc, &nodes, &inputs.node_chassis, sources))
         .collect();
-    merge(solos.iter(), issues)
+    let mut out = merge(solos.iter(), issues);
+    keep_chassis_rows(&mut out, &inputs.node_chassis);
+    out
+}
+
+/// Every chassis keeps its `Chassis_Template_Var` row, with no variables while no Service
+/// needs one: the row is only ever updated, never deleted and inserted again. ovn-controller
+/// (OVN 25.03 `template_vars_update`) keeps its chassis' variables after the row is deleted and
+/// asserts when a new row for the chassis appears later (`smap_count(local_templates) == 0`):
+/// the last `Local` Service going and the next one coming killed ovn-controller on every node
+/// in the upstream e2e run (docs/conformance.md).
+fn keep_chassis_rows(plan: &mut ServicePlan, node_chassis: &BTreeMap<String, String>) {
+    for chassis in node_chassis.values() {
+        plan.chassis_vars
+            .entry(chassis.clone())
+            .or_insert_with(|| PlannedChassisVars {
+                chassis: chassis.clone(),
+                variables: StrMap::new(),
+                external_ids: owned_ids(&format!("ctv/{chassis}"), &[]),
+            });
+    }
 }
 
 /// Every Service's own plan, kept between passes: a pass re-plans only the Services whose
@@ -1038,10 +1068,12 @@ pub fn plan_services_cached_probed(
     }
     cache.last_misses = misses;
     let entries = &cache.entries;
-    merge(
+    let mut out = merge(
         keys.iter().filter_map(|k| entries.get(k).map(|e| &e.plan)),
         issues,
-    )
+    );
+    keep_chassis_rows(&mut out, &inputs.node_chassis);
+    out
 }
 
 /// Claims VIPs (one VIP, one owner: the first Service in planning order), groups the load
