@@ -132,19 +132,8 @@ fn plumb(node: &Node, pod: &Pod, tag: &str) -> Netns {
     ns.run(10, "ethtool", ["-K", "eth0", "tx", "off"])
         .expect("ethtool");
     let lsp = format!("{}.default", pod.name);
-    node.vsctl([
-        "add-port",
-        "br-int",
-        host,
-        "--",
-        "set",
-        "Interface",
-        host,
-        &format!("external_ids:iface-id={lsp}"),
-    ])
-    .expect("add-port");
-    node.wait_ovn_installed(host, Duration::from_secs(60))
-        .expect("ovn-installed");
+    node.bind_port(host, &lsp, Duration::from_secs(60))
+        .expect("add-port, ovn-installed");
     ns
 }
 

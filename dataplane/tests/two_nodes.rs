@@ -68,19 +68,8 @@ fn pods_plumbed_by_our_code_ping_and_talk_tcp_across_geneve() {
             tx_offload: false,
         };
         let made = plumb_veth_blocking(&spec).expect("plumb");
-        node.vsctl([
-            "add-port",
-            "br-int",
-            &made.host_ifname,
-            "--",
-            "set",
-            "Interface",
-            &made.host_ifname,
-            &format!("external_ids:iface-id={lsp}"),
-        ])
-        .expect("add-port");
-        node.wait_ovn_installed(&made.host_ifname, Duration::from_secs(30))
-            .expect("ovn-installed");
+        node.bind_port(&made.host_ifname, lsp, Duration::from_secs(30))
+            .expect("add-port, ovn-installed");
         pods.push(pod);
     }
     tb.wait_chassis(Duration::from_secs(20)).expect("chassis");

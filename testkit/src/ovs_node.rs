@@ -528,6 +528,22 @@ impl Node {
         .map(drop)
     }
 
+    /// Adds the existing interface `port` to br-int bound to logical port `iface_id` (what the
+    /// node agent does for a pod's veth) and waits until ovn-controller has installed it.
+    pub fn bind_port(&self, port: &str, iface_id: &str, timeout: Duration) -> Result<()> {
+        self.vsctl([
+            "add-port".to_string(),
+            "br-int".into(),
+            port.into(),
+            "--".into(),
+            "set".into(),
+            "Interface".into(),
+            port.into(),
+            format!("external_ids:iface-id={iface_id}"),
+        ])?;
+        self.wait_ovn_installed(port, timeout)
+    }
+
     /// Waits until Interface `iface` has `external_ids:ovn-installed="true"`.
     pub fn wait_ovn_installed(&self, iface: &str, timeout: Duration) -> Result<()> {
         let ok = wait_until(timeout, || {

@@ -125,19 +125,8 @@ pub fn kernel_pod(
         cidr,
         routes,
     );
-    node.vsctl([
-        "add-port",
-        "br-int",
-        host,
-        "--",
-        "set",
-        "Interface",
-        host,
-        &format!("external_ids:iface-id={lsp}"),
-    ])
-    .expect("add-port");
-    node.wait_ovn_installed(host, Duration::from_secs(60))
-        .expect("ovn-installed");
+    node.bind_port(host, lsp, Duration::from_secs(60))
+        .expect("add-port, ovn-installed");
     ns
 }
 
