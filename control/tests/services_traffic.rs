@@ -97,44 +97,16 @@ fn desired() -> Desired {
 /// A kernel pod: a netns with eth0 (a veth whose host end is on the node's br-int, bound to
 /// the pod's logical port), its address and a default route via the subnet gateway.
 fn plumb(node: &Node, pod: &Pod, tag: &str) -> Netns {
-    let ns = Netns::create(&format!("fvs-{tag}-{}", pod.name)).expect("pod netns");
-    let host = format!("vs{tag}{}", &pod.name[pod.name.len() - 1..]);
-    let host = &host[..host.len().min(15)];
-    node.netns()
-        .ip([
-            "link",
-            "add",
-            host,
-            "mtu",
-            &POD_MTU.to_string(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])
-        .expect("veth");
-    node.netns()
-        .ip(["link", "set", host, "up"])
-        .expect("host end up");
-    let mac = pod.mac.to_string();
-    ns.ip(["link", "set", "eth0", "address", &mac]).unwrap();
-    ns.ip(["link", "set", "eth0", "mtu", &POD_MTU.to_string()])
-        .unwrap();
-    ns.ip(["addr", "add", &format!("{}/24", pod.ip), "dev", "eth0"])
-        .unwrap();
-    ns.ip(["link", "set", "eth0", "up"]).unwrap();
-    ns.ip(["route", "add", "default", "via", "10.16.0.1"])
-        .unwrap();
-    // TCP across the userspace Geneve tunnel needs checksums done in the pod.
-    ns.run(10, "ethtool", ["-K", "eth0", "tx", "off"])
-        .expect("ethtool");
-    let lsp = format!("{}.default", pod.name);
-    node.bind_port(host, &lsp, Duration::from_secs(60))
-        .expect("add-port, ovn-installed");
-    ns
+    common::truth::kernel_pod(
+        node,
+        "vs",
+        tag,
+        &pod.name[pod.name.len() - 1..],
+        &format!("{}.default", pod.name),
+        pod.mac,
+        &format!("{}/24", pod.ip),
+        &[("default", "10.16.0.1")],
+    )
 }
 
 /// An HTTP server on :8080 answering the pod's name.
