@@ -13,6 +13,17 @@ use std::process::Command;
 
 use ferrovn_dataplane::server::{self, BindError};
 
+/// Held while a test spawns a process and while a test closes a listener and expects it gone: a
+/// fork copies every open descriptor into the child until its exec, so a listener dropped in
+/// that window keeps answering for a moment (a restart test then sees its own "live" socket).
+static FORK_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_window() -> std::sync::MutexGuard<'static, ()> {
+    FORK_WINDOW
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
 }
@@ -69,17 +80,21 @@ async fn a_stale_socket_is_replaced() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cni.sock");
     // a crashed agent: the file stays, nobody listens
+    let no_fork = fork_window();
     drop(StdListener::bind(&path).expect("bind"));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     assert!(UnixStream::connect(&path).is_err(), "stale");
     let sock = server::bind(&path).expect("replaces a stale socket");
+    drop(no_fork);
     assert_eq!(mode(&path), 0o600);
     UnixStream::connect(&path).expect("the new socket answers");
     let (_conn, _) = sock.listener.accept().await.expect("accept");
 
     // the agent stopped (lock released, file left behind): the next one starts
+    let no_fork = fork_window();
     drop(sock);
     let again = server::bind(&path).expect("restart after a stop");
+    drop(no_fork);
     assert_eq!(mode(&path), 0o600);
     drop(again);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -115,6 +130,7 @@ async fn ferrovn_node_refuses_to_start_on_a_live_socket() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cni.sock");
     let first = server::bind(&path).expect("first agent");
+    let forking = fork_window();
     let out = Command::new(env!("CARGO_BIN_EXE_ferrovn-node"))
         .args(["--socket", path.to_str().unwrap()])
         .args([
@@ -126,6 +142,7 @@ async fn ferrovn_node_refuses_to_start_on_a_live_socket() {
         .env("RUST_LOG", "error")
         .output()
         .expect("run ferrovn-node");
+    drop(forking);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
