@@ -92,7 +92,7 @@ t0=$(date +%s)
 stage=$TAR.stage
 rm -rf "$stage"
 # The base (tools + glibc, no FerrOVN binary) depends on nothing of ours: kept between builds.
-base=$OUT/ferrovn-base-$(echo "$base_key ${EXTRA_PACKAGES[*]} ${TOOLS[*]} $(sha256sum "$HERE/build.sh")" | sha256sum | cut -c1-12)
+base=$OUT/ferrovn-base-$(echo "$base_key ${EXTRA_PACKAGES[*]} ${TOOLS[*]} $(sha256sum <"$HERE/build.sh" | cut -d" " -f1)" | sha256sum | cut -c1-12)
 if [ ! -f "$base/.complete" ]; then
     rm -rf "$OUT"/ferrovn-base-* "$OUT/ferrovn-rootfs.partial"
     full=$OUT/ferrovn-rootfs.partial
