@@ -501,6 +501,9 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         ("node lab-dpdk", "192.168.100.2:30080"),
         ("node lab-kernel", "10.96.0.81:80"),
         ("pod default/client", "10.96.0.81:80"),
+        // dpdk-b on lab-kernel (vhost helper): wget on its dtap0, through testpmd and net1
+        ("DPDK pod default/dpdk-b", "10.96.0.81:80"),
+        ("DPDK pod default/dpdk-b", "192.168.100.1:30080"),
     ] {
         assert!(
             out.lines().any(|l| l.contains(client)
@@ -509,6 +512,11 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             "{client} -> {target}: not answered by both backends:\n{out}"
         );
     }
+    // every DPDK pod is a counted Service client (its testpmd forwards dtap0)
+    assert!(
+        !out.contains("not counted: testpmd"),
+        "a DPDK pod's Service rows were not counted:\n{out}"
+    );
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
@@ -540,7 +548,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     // the DPDK pod on the kernel node is served by the vhost helper
     assert!(
         out.lines()
-            .any(|l| l.contains(" helper ") && l.contains("ready (testpmd icmpecho)")),
+            .any(|l| l.contains(" helper ") && l.contains("ready (testpmd io, dtap0)")),
         "DPDK pod through the vhost helper not ready:\n{out}"
     );
     // every pod available: 4 kernel pods probe the 5 others
@@ -697,9 +705,19 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     if dpdk_node {
         assert!(
             out.lines()
-                .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd icmpecho)")),
+                .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd io, dtap0)")),
             "DPDK pod on OVS-DPDK not ready:\n{out}"
         );
+        // dpdk-a's wget goes through testpmd and OVS-DPDK: the pod switch's load balancer
+        // answers it from both nodes' backends, ClusterIP and node port
+        for target in ["10.96.0.81:80", "192.168.100.2:30080"] {
+            assert!(
+                out.lines().any(|l| l.contains("DPDK pod default/dpdk-a")
+                    && l.contains(target)
+                    && l.contains("ok (web-1, web-2)")),
+                "DPDK pod default/dpdk-a -> {target}: not answered by both backends:\n{out}"
+            );
+        }
         // the agent agrees, for the reason the manifest gives (the Node's ovs_dp_type label)
         assert!(
             out.lines()
