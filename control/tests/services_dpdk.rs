@@ -17,7 +17,10 @@
 //!   applied on the nodes (`--wait=hv`), the removed backend gets nothing more and the running
 //!   flow continues to the remaining backend (ovn-controller's `ct_flush` alone loses a race
 //!   with the datapath's cached flows; the node agent's second flush, `ct_reflush`, wins it);
-//!   a new flow goes to the remaining backend too.
+//!   a new flow goes to the remaining backend too;
+//! - the same for a kernel pod (veth) client next to web-a: web-b's endpoint back, a flow of
+//!   a plain UDP socket running toward it, web-b removed again: the flow moves within the
+//!   deadline (the agent's second flush covers every OVN zone, not only the DPDK pod's).
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -51,6 +54,8 @@ const NODE_PORT: u16 = 30009;
 /// The pod subnet's gateway (`add_switch_with_router`): where a pod sends off-link packets.
 const GATEWAY_MAC: &str = "0a:58:0a:10:00:01";
 const CLIENT_IP: &str = "10.16.0.21";
+/// The kernel pod client, on the DPDK node next to web-a.
+const KCLIENT_IP: &str = "10.16.0.22";
 /// Underlay (tunnel endpoint) addresses, also the nodes' addresses for node ports.
 const KERNEL_NODE_IP: &str = "192.168.100.1";
 const DPDK_NODE_IP: &str = "192.168.100.2";
@@ -126,7 +131,8 @@ fn service_plan(nodes: [&str; 2], backends: &[usize]) -> NbPlan {
 }
 
 /// nftables counters in a backend pod, before routing: `backend` counts UDP datagrams to the
-/// pod's own address and the Service's target port from the DPDK client's address;
+/// pod's own address and the Service's target port from a client's address (the DPDK or the
+/// kernel pod; one of them sends at a time);
 /// `unbalanced` counts anything still addressed to the VIP or a node address.
 fn install_counters(ns: &Netns, own_ip: &str, dir: &Path) {
     let rules = format!(
@@ -135,7 +141,7 @@ fn install_counters(ns: &Netns, own_ip: &str, dir: &Path) {
          counter unbalanced {{}}\n\
          chain pre {{\n\
          type filter hook prerouting priority -300; policy accept;\n\
-         ip saddr {CLIENT_IP} ip daddr {own_ip} udp dport {PORT} counter name backend\n\
+         ip saddr {{ {CLIENT_IP}, {KCLIENT_IP} }} ip daddr {own_ip} udp dport {PORT} counter name backend\n\
          ip daddr {{ {VIP}, {KERNEL_NODE_IP}, {DPDK_NODE_IP} }} counter name unbalanced\n\
          }}\n\
          }}\n"
@@ -246,6 +252,66 @@ impl Client<'_> {
         );
         (got, unb_after - unb_before)
     }
+}
+
+/// A kernel pod's UDP flow: a thread inside `ns` sends from `KCLIENT_IP:sport` to `dst:dport`
+/// as fast as it can until `stop`.
+fn kernel_flow(
+    ns: &Netns,
+    dst: &str,
+    sport: u16,
+    dport: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let path = ns.path();
+    let dst: std::net::SocketAddr = format!("{dst}:{dport}").parse().unwrap();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid netns fd; setns changes only this thread's namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let sock = std::net::UdpSocket::bind((KCLIENT_IP, sport)).unwrap();
+        let mut sent = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if sock.send_to(b"ferrovn-kernel-flow", dst).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    })
+}
+
+/// Waits until the backends' counts stand still for 300 ms: a socket sending flat out leaves
+/// a backlog in the datapath's queues that would otherwise count for the next flow.
+fn settle(backends: &[Netns]) {
+    let mut last = counts(backends).0;
+    wait_until(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = counts(backends).0;
+        let still = now == last;
+        last = now;
+        still
+    });
+}
+
+/// One kernel-pod flow until `enough` datagrams arrived: the datagrams each backend got.
+fn kernel_flow_once(ns: &Netns, backends: &[Netns], sport: u16, enough: u64) -> Vec<u64> {
+    settle(backends);
+    let (before, _) = counts(backends);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = kernel_flow(ns, VIP, sport, PORT, stop.clone());
+    let arrived = wait_until(Duration::from_secs(20), || {
+        delta(&counts(backends).0, &before).iter().sum::<u64>() >= enough
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t.join().unwrap();
+    settle(backends);
+    let got = delta(&counts(backends).0, &before);
+    assert!(
+        arrived,
+        "kernel flow :{sport} -> {VIP}:{PORT}: only {got:?} at the backends within 20 s"
+    );
+    got
 }
 
 /// The one backend a flow's datagrams went to (panics if they were split or went nowhere).
@@ -570,6 +636,84 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
     // And a new flow goes to web-a.
     let (got, _) = client.flow(&backends, VIP, 42000, PORT, 200);
     assert_eq!(only_backend(&got, "a new flow after the removal"), 0);
+
+    // The same from a kernel pod next to web-a: web-b back, a running flow toward it, web-b
+    // removed again.
+    let kclient = dpdk
+        .add_kernel_pod(&POD_SUBNET, "kclient", KCLIENT_IP, "0a:58:0a:10:00:16")
+        .expect("kernel client pod");
+    rt.block_on(sync.sync(&service_plan(nodes, &[0, 1])))
+        .expect("web-b's endpoint back");
+    nbctl(&dpdk.central, &["--wait=hv", "sync"]).expect("applied on both nodes");
+    let mut kflows: BTreeMap<u16, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut ksport = 43000;
+    while !kflows.values().any(|b| *b == 1) && kflows.len() < 12 && Instant::now() < deadline {
+        let got = kernel_flow_once(&kclient, &backends, ksport, 200);
+        kflows.insert(
+            ksport,
+            only_backend(&got, &format!("kernel {VIP}:{PORT} from :{ksport}")),
+        );
+        ksport += 1;
+    }
+    eprintln!("kernel pod flows (source port -> backend): {kflows:?}");
+    let kremote = kflows
+        .iter()
+        .find(|(_, b)| **b == 1)
+        .map(|(s, _)| *s)
+        .unwrap_or_else(|| panic!("web-b never served the kernel pod: {kflows:?}"));
+    let (before, _) = counts(&backends);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = kernel_flow(&kclient, VIP, kremote, PORT, stop.clone());
+    let flowing = wait_until(Duration::from_secs(20), || {
+        counts(&backends).0[1] >= before[1] + 200
+    });
+    assert!(flowing, "the kernel pod's flow to web-b did not resume");
+    let (d, _) = rt
+        .block_on(sync.sync(&service_plan(nodes, &[0])))
+        .expect("remove web-b's endpoint again");
+    assert_eq!(d.changes.len(), 1, "one row changes: {:#?}", d.changes);
+    nbctl(&dpdk.central, &["--wait=hv", "sync"]).expect("applied on both nodes");
+    let applied = Instant::now();
+    let mut last = counts(&backends).0;
+    let mut still_since = Instant::now();
+    let moved = wait_until(Duration::from_secs(30), || {
+        let now = counts(&backends).0;
+        if now[1] != last[1] || now[0] == last[0] {
+            still_since = Instant::now();
+            last = now;
+            return false;
+        }
+        still_since.elapsed() >= Duration::from_secs(1)
+    });
+    let moved_after = applied.elapsed();
+    let (mid, _) = counts(&backends);
+    std::thread::sleep(Duration::from_secs(2));
+    let (end, _) = counts(&backends);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let after = delta(&end, &mid);
+    eprintln!(
+        "kernel pod's running flow: off web-b {:.1} s after the removal was applied; in the \
+         next 2 s web-a {}, web-b {} datagrams ({sent} sent in all)",
+        moved_after.as_secs_f64(),
+        after[0],
+        after[1],
+    );
+    assert!(
+        moved,
+        "the kernel pod's running flow stayed on web-b for 30 s after web-b's removal was \
+         applied (counts {last:?})"
+    );
+    assert_eq!(
+        after[1], 0,
+        "web-b still got {after:?} datagrams of the kernel pod's flow after its removal"
+    );
+    assert!(
+        after[0] > 0,
+        "the kernel pod's flow did not continue on web-a ({after:?})"
+    );
+    drop(kclient);
 
     eprintln!(
         "setup {:.1} s, total {:.1} s, testpmd runs {}",

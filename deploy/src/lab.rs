@@ -2357,7 +2357,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
                     if !pod_ready {
                         "pod not Ready (kubectl describe pod)".to_string()
                     } else if f.kind != IfKind::Veth {
-                        "ready (testpmd icmpecho)".to_string()
+                        "ready (testpmd io, dtap0)".to_string()
                     } else {
                         "ready".to_string()
                     }
@@ -2425,7 +2425,7 @@ pub fn status(state_dir: &Path) -> anyhow::Result<(usize, usize)> {
     }
     println!();
     println!(
-        "CONNECTIVITY (kubectl exec ... ping from kernel pods; DPDK pods answer with testpmd icmpecho)"
+        "CONNECTIVITY (kubectl exec ... ping from kernel pods; DPDK pods answer from dtap0 through testpmd)"
     );
     print!("{}", render_matrix(&pods, &plan, &results));
     let reachable = results

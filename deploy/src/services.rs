@@ -1,9 +1,12 @@
 //! The status' SERVICES table: every load-balanced Service of the cluster (ClusterIP, NodePort,
-//! LoadBalancer, with a selector) asked over HTTP from each kind of client the fabric has: a
-//! kernel pod (`kubectl exec … wget`), a DPDK pod (its kernel-side tap, when its testpmd
-//! forwards one), each node's host and the outside namespace. ClusterIPs are asked from
-//! inside the cluster only; node ports on every node's InternalIP from everyone. Each row says
-//! which backends answered, so "backends on both nodes" is visible (docs/services.md).
+//! LoadBalancer, with a selector) asked from each kind of client the fabric has: a kernel pod,
+//! a DPDK pod (its kernel-side tap, when its testpmd forwards one), each node's host and the
+//! outside namespace. A Service's first TCP port is asked over HTTP (`kubectl exec … wget` in a
+//! pod), its first UDP port with the datagram `hostname` (agnhost netexec answers with the
+//! pod's name): the host's `nc -u` inside the client's network namespace, because the pods'
+//! busybox has no UDP client. ClusterIPs are asked from inside the cluster only; node ports on
+//! every node's InternalIP from everyone. Each row says which backends answered, so "backends
+//! on both nodes" is visible (docs/services.md).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -14,14 +17,37 @@ use serde_json::Value;
 use crate::model::{LabState, PodState, render_table};
 use crate::sys::run_in;
 
-/// One Service as the table needs it: its first TCP port.
+/// The transport a row asks over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        }
+    }
+}
+
+/// One port of a Service as the table asks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabPort {
+    pub proto: Proto,
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+/// One Service as the table needs it: its first TCP and its first UDP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabService {
     pub key: String,
     pub type_: String,
     pub cluster_ip: IpAddr,
-    pub port: u16,
-    pub node_port: Option<u16>,
+    pub ports: Vec<LabPort>,
 }
 
 /// The load-balanced Services of `kubectl get services -A -o json`, by key. Headless,
@@ -47,25 +73,36 @@ pub fn services_from_json(v: &Value) -> Vec<LabService> {
         else {
             continue;
         };
-        let Some(port) = spec["ports"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .find(|p| p["protocol"].as_str().unwrap_or("TCP") == "TCP")
-        else {
+        let mut ports = Vec::new();
+        for (proto, name) in [(Proto::Tcp, "TCP"), (Proto::Udp, "UDP")] {
+            let Some(port) = spec["ports"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .find(|p| p["protocol"].as_str().unwrap_or("TCP") == name)
+            else {
+                continue;
+            };
+            let Some(number) = port["port"].as_u64().and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
+            let node_port = (type_ != "ClusterIP")
+                .then(|| {
+                    port["nodePort"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok())
+                })
+                .flatten();
+            ports.push(LabPort {
+                proto,
+                port: number,
+                node_port,
+            });
+        }
+        if ports.is_empty() {
             continue;
-        };
-        let Some(number) = port["port"].as_u64().and_then(|p| u16::try_from(p).ok()) else {
-            continue;
-        };
-        let node_port = (type_ != "ClusterIP")
-            .then(|| {
-                port["nodePort"]
-                    .as_u64()
-                    .and_then(|p| u16::try_from(p).ok())
-            })
-            .flatten();
+        }
         out.push(LabService {
             key: format!(
                 "{}/{}",
@@ -74,8 +111,7 @@ pub fn services_from_json(v: &Value) -> Vec<LabService> {
             ),
             type_: type_.to_string(),
             cluster_ip,
-            port: number,
-            node_port,
+            ports,
         });
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -85,13 +121,19 @@ pub fn services_from_json(v: &Value) -> Vec<LabService> {
 /// Who asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Client {
-    /// `kubectl exec` in a kernel pod (busybox wget).
-    KernelPod { namespace: String, name: String },
-    /// `kubectl exec` in a DPDK pod, through its testpmd-forwarded tap; `None`: it has none
-    /// (testpmd icmpecho only answers pings), shown but not counted.
+    /// A kernel pod: `kubectl exec` (busybox wget) for TCP, its network namespace (`netns`,
+    /// the lab's name for it) for UDP.
+    KernelPod {
+        namespace: String,
+        name: String,
+        netns: String,
+    },
+    /// A DPDK pod, through its testpmd-forwarded tap `dtap0` (TCP and UDP as for a kernel
+    /// pod); `client: false`: it has none (testpmd only answers pings), shown but not counted.
     DpdkPod {
         namespace: String,
         name: String,
+        netns: String,
         client: bool,
     },
     /// A host process in the node's namespace.
@@ -103,7 +145,9 @@ pub enum Client {
 impl Client {
     pub fn label(&self) -> String {
         match self {
-            Client::KernelPod { namespace, name } => format!("pod {namespace}/{name}"),
+            Client::KernelPod {
+                namespace, name, ..
+            } => format!("pod {namespace}/{name}"),
             Client::DpdkPod {
                 namespace, name, ..
             } => format!("DPDK pod {namespace}/{name}"),
@@ -124,6 +168,7 @@ impl Client {
 pub struct ProbeRow {
     pub service: String,
     pub client: usize,
+    pub proto: Proto,
     pub target: String,
     pub path: String,
 }
@@ -141,27 +186,33 @@ pub fn plan_rows(
     };
     let mut rows = Vec::new();
     for s in services {
-        for (i, c) in clients.iter().enumerate() {
-            if c.inside_cluster() {
-                rows.push(ProbeRow {
-                    service: format!("{} ({})", s.key, s.type_),
-                    client: i,
-                    target: url(&s.cluster_ip, s.port),
-                    path: "ClusterIP".into(),
-                });
+        for p in &s.ports {
+            for (i, c) in clients.iter().enumerate() {
+                if c.inside_cluster() {
+                    rows.push(ProbeRow {
+                        service: format!("{} ({})", s.key, s.type_),
+                        client: i,
+                        proto: p.proto,
+                        target: url(&s.cluster_ip, p.port),
+                        path: "ClusterIP".into(),
+                    });
+                }
             }
         }
-        let Some(np) = s.node_port else {
-            continue;
-        };
-        for (node, ip) in nodes {
-            for (i, _) in clients.iter().enumerate() {
-                rows.push(ProbeRow {
-                    service: format!("{} ({})", s.key, s.type_),
-                    client: i,
-                    target: url(ip, np),
-                    path: format!("NodePort on {node}"),
-                });
+        for p in &s.ports {
+            let Some(np) = p.node_port else {
+                continue;
+            };
+            for (node, ip) in nodes {
+                for (i, _) in clients.iter().enumerate() {
+                    rows.push(ProbeRow {
+                        service: format!("{} ({})", s.key, s.type_),
+                        client: i,
+                        proto: p.proto,
+                        target: url(ip, np),
+                        path: format!("NodePort on {node}"),
+                    });
+                }
             }
         }
     }
@@ -183,7 +234,7 @@ pub fn render(clients: &[Client], rows: &[ProbeRow], answers: &[Answer]) -> (Str
     for (r, a) in rows.iter().zip(answers) {
         let c = &clients[r.client];
         let result = if !c.counted() {
-            "not counted: testpmd icmpecho is no TCP client".to_string()
+            "not counted: no dtap0 (testpmd only answers pings)".to_string()
         } else {
             total += 1;
             if a.backends.is_empty() {
@@ -206,11 +257,15 @@ pub fn render(clients: &[Client], rows: &[ProbeRow], answers: &[Answer]) -> (Str
             r.service.clone(),
             c.label(),
             r.target.clone(),
+            r.proto.name().to_string(),
             r.path.clone(),
             result,
         ]);
     }
-    let mut s = render_table(&["service", "client", "target", "path", "result"], &cells);
+    let mut s = render_table(
+        &["service", "client", "target", "proto", "path", "result"],
+        &cells,
+    );
     s.push_str(&format!("services rows: {ok}/{total} reachable\n"));
     (s, ok, total)
 }
@@ -260,7 +315,34 @@ fn ask(mut get: impl FnMut() -> anyhow::Result<String>, tries: usize) -> Answer 
 /// but for a 1-in-512 chance.
 const TRIES: usize = 10;
 
-fn probe(cp: Option<&ControlPlane>, c: &Client, target: &str) -> Answer {
+/// One UDP request from `netns`: the datagram `hostname`, the answer within a second.
+fn udp_get(netns: &str, target: &str) -> anyhow::Result<String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("target {target}: no port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let out = run_in(
+        netns,
+        5,
+        "sh",
+        ["-c", &format!("printf hostname | nc -u -w 1 {host} {port}")],
+    )?;
+    if out.trim().is_empty() {
+        anyhow::bail!("no UDP answer");
+    }
+    Ok(out)
+}
+
+fn probe(cp: Option<&ControlPlane>, c: &Client, proto: Proto, target: &str) -> Answer {
+    if proto == Proto::Udp {
+        return match c {
+            Client::DpdkPod { client: false, .. } => Answer::default(),
+            Client::KernelPod { netns, .. }
+            | Client::DpdkPod { netns, .. }
+            | Client::Node { netns, .. }
+            | Client::Outside { netns } => ask(|| udp_get(netns, target), TRIES),
+        };
+    }
     let url = format!("http://{target}/");
     let exec = |ns: &str, pod: &str| -> anyhow::Result<String> {
         let cp = cp.ok_or_else(|| anyhow::anyhow!("no Kubernetes control plane"))?;
@@ -285,11 +367,14 @@ fn probe(cp: Option<&ControlPlane>, c: &Client, target: &str) -> Answer {
         .map_err(|e| anyhow::anyhow!("{e}"))
     };
     match c {
-        Client::KernelPod { namespace, name } => ask(|| exec(namespace, name), TRIES),
+        Client::KernelPod {
+            namespace, name, ..
+        } => ask(|| exec(namespace, name), TRIES),
         Client::DpdkPod {
             namespace,
             name,
             client: true,
+            ..
         } => ask(|| exec(namespace, name), TRIES),
         Client::DpdkPod { client: false, .. } => Answer::default(),
         Client::Node { netns, .. } | Client::Outside { netns } => ask(
@@ -339,12 +424,14 @@ pub fn print_rows(lab: &LabState, pods: &[PodState], cp: Option<&ControlPlane>) 
         clients.push(Client::KernelPod {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
+            netns: p.netns.clone(),
         });
     }
     for p in pods.iter().filter(|p| p.dpdk && p.unavailable().is_none()) {
         clients.push(Client::DpdkPod {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
+            netns: p.netns.clone(),
             client: dpdk_client(cp, p),
         });
     }
@@ -378,11 +465,13 @@ pub fn print_rows(lab: &LabState, pods: &[PodState], cp: Option<&ControlPlane>) 
     let rows = plan_rows(&services, &clients, &nodes);
     let answers: Vec<Answer> = rows
         .iter()
-        .map(|r| probe(cp, &clients[r.client], &r.target))
+        .map(|r| probe(cp, &clients[r.client], r.proto, &r.target))
         .collect();
     let (table, ok, total) = render(&clients, &rows, &answers);
     println!();
-    println!("SERVICES (HTTP GET through the Service; a row lists the backends that answered)");
+    println!(
+        "SERVICES (TCP: HTTP GET, UDP: the datagram `hostname`, through the Service; a row lists the backends that answered)"
+    );
     print!("{table}");
     (ok, total)
 }
@@ -396,7 +485,9 @@ mod tests {
         let v = json!({"items": [
             {"metadata": {"namespace": "demo", "name": "web"},
              "spec": {"type": "NodePort", "clusterIP": "10.96.0.80", "selector": {"app": "web"},
-                      "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}},
+                      "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080},
+                                {"port": 8081, "protocol": "UDP", "nodePort": 30081},
+                                {"port": 8082, "protocol": "UDP", "nodePort": 30082}]}},
             {"metadata": {"namespace": "demo", "name": "hello"},
              "spec": {"clusterIP": "10.96.0.81", "selector": {"app": "web"},
                       "ports": [{"port": 80}]}},
@@ -419,10 +510,12 @@ mod tests {
             Client::KernelPod {
                 namespace: "default".into(),
                 name: "client".into(),
+                netns: "x-default-client".into(),
             },
             Client::DpdkPod {
                 namespace: "default".into(),
                 name: "dpdk-a".into(),
+                netns: "x-default-dpdk-a".into(),
                 client: false,
             },
             Client::Node {
@@ -436,25 +529,49 @@ mod tests {
     }
 
     #[test]
-    fn only_load_balanced_services_with_a_tcp_port() {
+    fn load_balanced_services_with_their_first_tcp_and_first_udp_port() {
         let s = svcs();
         assert_eq!(
             s.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
-            ["demo/hello", "demo/web"]
+            ["demo/dns", "demo/hello", "demo/web"]
         );
-        assert_eq!(s[1].node_port, Some(30080));
-        assert_eq!(s[0].node_port, None);
+        assert_eq!(
+            s[2].ports,
+            [
+                LabPort {
+                    proto: Proto::Tcp,
+                    port: 80,
+                    node_port: Some(30080)
+                },
+                LabPort {
+                    proto: Proto::Udp,
+                    port: 8081,
+                    node_port: Some(30081)
+                }
+            ]
+        );
+        assert_eq!(s[1].ports.len(), 1);
+        assert_eq!(
+            s[1].ports[0].node_port, None,
+            "a ClusterIP has no node port"
+        );
+        assert_eq!(
+            s[0].ports[0].proto,
+            Proto::Udp,
+            "a UDP-only Service is asked"
+        );
     }
 
     #[test]
-    fn cluster_ips_from_inside_node_ports_from_everyone_on_every_node() {
+    fn cluster_ips_from_inside_node_ports_from_everyone_on_every_node_tcp_and_udp() {
         let nodes = vec![
             ("lab-dpdk".to_string(), "192.168.100.1".parse().unwrap()),
             ("lab-kernel".to_string(), "192.168.100.2".parse().unwrap()),
         ];
         let rows = plan_rows(&svcs(), &clients(), &nodes);
-        // hello: 3 in-cluster clients; web: 3 ClusterIP + 2 nodes x 4 clients
-        assert_eq!(rows.len(), 3 + 3 + 8);
+        // 3 in-cluster clients: dns 1 port, hello 1, web 2 (TCP, UDP); web's 2 node ports
+        // x 2 nodes x 4 clients
+        assert_eq!(rows.len(), 3 + 3 + 3 * 2 + 2 * 2 * 4);
         assert!(
             !rows
                 .iter()
@@ -462,8 +579,13 @@ mod tests {
             "the outside never asks a ClusterIP"
         );
         assert!(rows.iter().any(|r| r.client == 3
-            && r.target == "192.168.100.2:30080"
+            && r.proto == Proto::Udp
+            && r.target == "192.168.100.2:30081"
             && r.path == "NodePort on lab-kernel"));
+        assert!(rows.iter().any(|r| r.client == 1
+            && r.proto == Proto::Udp
+            && r.target == "10.96.0.80:8081"
+            && r.path == "ClusterIP"));
         let mut answers = vec![Answer::default(); rows.len()];
         for (r, a) in rows.iter().zip(answers.iter_mut()) {
             if r.client != 0 {
@@ -472,15 +594,21 @@ mod tests {
             }
         }
         let (table, ok, total) = render(&clients(), &rows, &answers);
-        // DPDK rows without a client are listed, not counted; the pod rows failed
-        // counted: 14 - 4 DPDK rows; reached: the node's 4 rows and the outside's 2
-        assert_eq!((ok, total), (6, 10));
+        // DPDK rows without a client are listed, not counted (8 of 28); the kernel pod's 8
+        // rows failed
+        assert_eq!((ok, total), (12, 20));
         assert!(
-            table.ends_with("services rows: 6/10 reachable\n"),
+            table.ends_with("services rows: 12/20 reachable\n"),
             "{table}"
         );
         assert!(table.contains("ok (web-1, web-2)"), "{table}");
-        assert!(table.contains("not counted: testpmd icmpecho"), "{table}");
+        assert!(table.contains("not counted: no dtap0"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("10.96.0.80:8081") && l.contains(" UDP ")),
+            "{table}"
+        );
     }
 
     #[test]

@@ -484,8 +484,8 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         "node/outside rows unreachable:\n{out}"
     );
     // SERVICES (docs/services.md): demo/web (NodePort) and demo/hello (ClusterIP) with a
-    // backend on each node, and demo/db, asked from a kernel pod, both nodes and the outside
-    // (node ports on both InternalIPs): every counted row reached
+    // backend on each node, TCP and UDP, and demo/db, asked from a kernel pod, both DPDK pods,
+    // both nodes and the outside (node ports on both InternalIPs): every counted row reached
     let svc_rows = out
         .lines()
         .find_map(|l| l.strip_prefix("services rows: "))
@@ -493,7 +493,8 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         .and_then(|r| r.split_once('/'))
         .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
         .unwrap_or_else(|| panic!("no services rows:\n{out}"));
-    assert!(svc_rows.1 >= 17, "too few services rows:\n{out}");
+    // db 5 + hello 2 x 5 + web 2 x 5 ClusterIP rows + web 2 x 2 x 6 node-port rows
+    assert!(svc_rows.1 >= 49, "too few services rows:\n{out}");
     assert_eq!(svc_rows.0, svc_rows.1, "services rows not reached:\n{out}");
     for (client, target) in [
         ("outside", "192.168.100.1:30080"),
@@ -501,6 +502,20 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
         ("node lab-dpdk", "192.168.100.2:30080"),
         ("node lab-kernel", "10.96.0.81:80"),
         ("pod default/client", "10.96.0.81:80"),
+        // dpdk-b on lab-kernel (vhost helper): wget and nc -u on its dtap0, through testpmd
+        // and net1; web-1 is on its own node (replies whose checksums the kernel finishes
+        // before the helper's veth)
+        ("DPDK pod default/dpdk-b", "10.96.0.81:80"),
+        ("DPDK pod default/dpdk-b", "192.168.100.1:30080"),
+        ("DPDK pod default/dpdk-b", "192.168.100.2:30080"),
+        ("DPDK pod default/dpdk-b", "10.96.0.81:8081"),
+        ("DPDK pod default/dpdk-b", "10.96.0.80:8081"),
+        ("DPDK pod default/dpdk-b", "192.168.100.1:30081"),
+        ("DPDK pod default/dpdk-b", "192.168.100.2:30081"),
+        // UDP from the other clients
+        ("pod default/client", "10.96.0.81:8081"),
+        ("node lab-kernel", "192.168.100.1:30081"),
+        ("outside", "192.168.100.2:30081"),
     ] {
         assert!(
             out.lines().any(|l| l.contains(client)
@@ -509,6 +524,18 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
             "{client} -> {target}: not answered by both backends:\n{out}"
         );
     }
+    // db-0 is on dpdk-b's own node too
+    assert!(
+        out.lines().any(|l| l.contains("DPDK pod default/dpdk-b")
+            && l.contains("10.96.0.20:5432")
+            && l.contains("ok (db-0)")),
+        "DPDK pod default/dpdk-b -> demo/db: not answered:\n{out}"
+    );
+    // every DPDK pod is a counted Service client (its testpmd forwards dtap0)
+    assert!(
+        !out.contains("not counted:"),
+        "a DPDK pod's Service rows were not counted:\n{out}"
+    );
     let (r, t) = summary(&last_line(&up)).unwrap_or_else(|| panic!("no summary line:\n{out}"));
     // 4 kernel pods reach each other at least (12 pairs), and every counted pair must work
     assert!(t >= 12, "too few pairs counted ({t}):\n{out}");
@@ -540,7 +567,7 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     // the DPDK pod on the kernel node is served by the vhost helper
     assert!(
         out.lines()
-            .any(|l| l.contains(" helper ") && l.contains("ready (testpmd icmpecho)")),
+            .any(|l| l.contains(" helper ") && l.contains("ready (testpmd io, dtap0)")),
         "DPDK pod through the vhost helper not ready:\n{out}"
     );
     // every pod available: 4 kernel pods probe the 5 others
@@ -697,9 +724,24 @@ fn lab_up_all_reachable_apply_delete_down_leaves_nothing() {
     if dpdk_node {
         assert!(
             out.lines()
-                .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd icmpecho)")),
+                .any(|l| l.contains("vhost-user") && l.contains("ready (testpmd io, dtap0)")),
             "DPDK pod on OVS-DPDK not ready:\n{out}"
         );
+        // dpdk-a's wget goes through testpmd and OVS-DPDK: the pod switch's load balancer
+        // answers it from both nodes' backends, ClusterIP and node port
+        for target in [
+            "10.96.0.81:80",
+            "192.168.100.2:30080",
+            "10.96.0.81:8081",
+            "192.168.100.1:30081",
+        ] {
+            assert!(
+                out.lines().any(|l| l.contains("DPDK pod default/dpdk-a")
+                    && l.contains(target)
+                    && l.contains("ok (web-1, web-2)")),
+                "DPDK pod default/dpdk-a -> {target}: not answered by both backends:\n{out}"
+            );
+        }
         // the agent agrees, for the reason the manifest gives (the Node's ovs_dp_type label)
         assert!(
             out.lines()

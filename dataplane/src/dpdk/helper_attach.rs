@@ -483,6 +483,16 @@ pub fn ensure_veth_blocking(
                 .await
                 .map_err(|e| fail(name, "setting alias and up", e.to_string()))?;
         }
+        // End B is what the node's datapath writes the pod's traffic into. A veth keeps a
+        // partial checksum (and a TSO super-packet) as the sender left it, and the helper's
+        // AF_PACKET socket on end A gets the packet that way: DPDK's af_packet PMD drops the
+        // "checksum not ready" flag, so the pod received TCP from same-node pods with the
+        // pseudo-header sum only and dropped it (TcpInCsumErrors; the lab's dpdk-b never
+        // reached same-node Service backends). Without tx checksum offload on end B the kernel
+        // completes checksums (and segments) before the veth, only where a sender left them
+        // unfinished. Also on an existing pair: a pair made by an older agent gets it too.
+        crate::ethtool::disable_tx_checksum(&b)
+            .map_err(|e| fail(&b, "tx checksum offload off", e.to_string()))?;
         Ok(created)
     })
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The DPDK test image the lab's DPDK pods run: Debian 12's dpdk-testpmd (package dpdk-dev) with
-# the shared libraries it links, the three DPDK drivers a vhost-user pod needs (vdev bus,
-# virtio-user net, ring mempool; EAL loads every driver in its plugin directory, so only these
-# are there) and a static busybox for a shell; /var/run (DPDK's runtime dir) is the image's /tmp. Written as an OCI tar (deploy/kube/oci-image.py,
+# the shared libraries it links, the DPDK drivers a vhost-user pod needs (vdev bus,
+# virtio-user net, ring mempool, and the TAP PMD through which a pod's kernel side becomes a
+# Service client; EAL loads every driver in its plugin directory, so only these are there) and
+# a static busybox for a shell (and ip, wget); /var/run (DPDK's runtime dir) is the image's /tmp. Written as an OCI tar (deploy/kube/oci-image.py,
 # no daemon, no registry) that `ferrovn-lab up` imports into each lab node's containerd.
 #
 #   build.sh [OUT_DIR]     default $FERROVN_CACHE/testpmd (a no-op when the recipe is unchanged)
@@ -18,7 +19,7 @@ for f in "$TESTPMD" "$BUSYBOX"; do
 done
 PMDS=$(dirname "$(readlink -f "$(ldd "$TESTPMD" | awk '/librte_eal/ {print $3}')")")/dpdk
 PMDS=$(ls -d "$PMDS"/pmds-* | head -1)
-DRIVERS=(librte_bus_vdev librte_net_virtio librte_mempool_ring)
+DRIVERS=(librte_bus_vdev librte_net_virtio librte_mempool_ring librte_net_tap)
 
 args=()
 declare -A seen
