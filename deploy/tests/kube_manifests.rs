@@ -316,3 +316,25 @@ fn workloads_as_installed(cp: &ControlPlane) {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// The lab imports agnhost under the tag deploy/kube/versions.env pins; a manifest naming
+/// another tag would leave its pod in ImagePullBackOff (no registry here), so a version bump
+/// must touch every manifest too.
+#[test]
+fn every_agnhost_image_in_deploy_is_the_pinned_tag() {
+    let tag = ferrovn_testkit::kube::pinned_version("AGNHOST_TAG").expect("AGNHOST_TAG pinned");
+    let want = format!("e2e-test-images/agnhost:{tag}");
+    let mut seen = 0;
+    for f in yaml_files(&deploy_dir()) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let Some(at) = line.find("e2e-test-images/agnhost:") else {
+                continue;
+            };
+            seen += 1;
+            let image = line[at..].split_whitespace().next().unwrap();
+            assert_eq!(image, want, "{}:{}", f.display(), n + 1);
+        }
+    }
+    assert!(seen > 0, "no manifest under deploy/ runs agnhost");
+}
