@@ -118,13 +118,15 @@ pub struct NodePort {
 pub struct NodePortPlan {
     pub ports: Vec<NodePort>,
     pub node_sources: BTreeSet<IpAddr>,
+    /// VIPs the kernel DNATs for the node's own processes only ([`crate::host_services`]).
+    pub host: Vec<crate::host_services::HostService>,
     /// Rows or VIPs left out, with why.
     pub issues: Vec<String>,
 }
 
 impl NodePortPlan {
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
+        self.ports.is_empty() && self.host.is_empty()
     }
 }
 
@@ -292,9 +294,10 @@ pub fn ruleset(plan: &NodePortPlan) -> String {
     s.push_str(&dispatch);
     s.push_str("  }\n");
     s.push_str(&chains);
+    s.push_str(&crate::host_services::chains(&plan.host, MASQUERADE_MARK));
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump node_ports\n  }\n");
     // nft 1.0.6 knows the name `dstnat` only at prerouting: -100 is its value
-    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump node_ports\n  }\n");
+    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump host_services\n    jump node_ports\n  }\n");
     s.push_str(&format!(
         "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & 0x{MASQUERADE_MARK:08x} == 0x{MASQUERADE_MARK:08x} masquerade fully-random\n  }}\n"
     ));
@@ -435,6 +438,7 @@ pub async fn run(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
     mut reflush: Option<crate::ct_reflush::Reflusher>,
+    chassis: Option<String>,
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(interval);
@@ -456,6 +460,7 @@ pub async fn run(
             &mut applied,
             reflush.as_mut(),
             &mut health,
+            chassis.as_deref(),
         )
         .await;
         match result {
@@ -483,6 +488,7 @@ async fn pass(
     applied: &mut Option<NodePortPlan>,
     reflush: Option<&mut crate::ct_reflush::Reflusher>,
     health: &mut crate::health_node_port::HealthServer,
+    chassis: Option<&str>,
 ) -> Result<(), NodePortError> {
     if client.is_none() {
         let options = ferrovn_ovsdb::ClientOptions {
@@ -518,14 +524,27 @@ async fn pass(
     {
         tracing::warn!(port, error = %why, "health check node port not served; retrying");
     }
-    let plan = plan(
-        &lbs,
-        &NodeAddrs {
-            local,
-            ovn,
-            nodes: encaps,
+    // template rows (internalTrafficPolicy: Local) mean this chassis' variables
+    let vars = match chassis {
+        Some(ch) => match crate::host_services::read_template_vars(c, ch).await {
+            Ok(v) => v,
+            Err(e) => {
+                *client = None;
+                return Err(NodePortError::Southbound {
+                    remote: sb_remote.to_string(),
+                    reason: e.to_string(),
+                });
+            }
         },
-    );
+        None => BTreeMap::new(),
+    };
+    let addrs = NodeAddrs {
+        local,
+        ovn,
+        nodes: encaps,
+    };
+    let mut plan = plan(&lbs, &addrs);
+    plan.host = crate::host_services::plan(&lbs, &addrs, &vars);
     if applied.as_ref() == Some(&plan) {
         return Ok(());
     }
@@ -548,6 +567,7 @@ async fn pass(
     tracing::info!(
         table = TABLE,
         node_ports = plan.ports.len(),
+        host_services = plan.host.len(),
         "node ports steered into OVN"
     );
     *applied = Some(plan);

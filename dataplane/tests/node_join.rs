@@ -1201,3 +1201,153 @@ fn node_ports_answer_other_nodes_and_the_outside() {
     );
     drop(world);
 }
+
+/// Services whose only endpoint is node A's own host (a hostNetwork pod: the endpoint address
+/// is A's InternalIP): `hostlocal` (ClusterIP, internalTrafficPolicy: Local), `hostcluster`
+/// (ClusterIP, Cluster) and `hostnp` (NodePort 30100, Cluster).
+fn host_endpoint_services_yaml(node_a: &str) -> String {
+    let svc = |name: &str, ip: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  clusterIP: {ip}\n{extra}  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n{}",
+            if name == "hostnp" {
+                "    nodePort: 30100\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let slice = |name: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {node_a}\n",
+            NODE_IPS[0]
+        )
+    };
+    [
+        svc(
+            "hostlocal",
+            "10.96.0.20",
+            "  internalTrafficPolicy: Local\n",
+        ),
+        slice("hostlocal"),
+        svc("hostcluster", "10.96.0.21", ""),
+        slice("hostcluster"),
+        svc("hostnp", "10.96.0.22", "  type: NodePort\n"),
+        slice("hostnp"),
+    ]
+    .join("---\n")
+}
+
+/// What node A's kernel did with a GET to `url` from its own host: a capture on `ovn0`
+/// and the kernel's drop counters, for a failure message.
+fn trace_host_get(node: &Netns, url: &str) -> String {
+    let dump = node
+        .command("timeout")
+        .args(["4", "tcpdump", "-nn", "-l", "-c", "8", "-i", "ovn0", "tcp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let get = who(node, url);
+    let dump = dump.wait_with_output().expect("tcpdump output");
+    let nstat = node
+        .run(5, "nstat", ["-az", "IpExtInNoRoutes", "TcpExtTCPTimeouts"])
+        .unwrap_or_default();
+    let martians = node
+        .run(5, "sh", ["-c", "cat /proc/net/stat/rt_cache | head -3"])
+        .unwrap_or_default();
+    format!(
+        "GET {url}: {get:?}\novn0 capture:\n{}\nnstat: {nstat}\nrt_cache: {martians}\nnft: {:?}",
+        String::from_utf8_lossy(&dump.stdout),
+        node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+    )
+}
+
+#[test]
+fn host_reaches_services_whose_endpoint_is_its_own_host_network() {
+    if !require(
+        "host_reaches_services_whose_endpoint_is_its_own_host_network",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("nft"),
+            Need::Tool("python3"),
+            Need::Tool("tcpdump"),
+            Need::Tool("nstat"),
+        ],
+    ) {
+        return;
+    }
+    let (mut tb, ctrl, names, _sb) =
+        start_fabric_with(|_| vec!["--service-cluster-ip-range=10.96.0.0/12".to_string()]);
+    let tag = ferrovn_testkit::names::unique_tag();
+    // the chassis annotation the agent publishes in a cluster: template load balancers
+    // (internalTrafficPolicy: Local) get a Chassis_Template_Var row per chassis from it
+    for (name, ip) in names.iter().zip(NODE_IPS) {
+        let yaml = node_yaml(name, ip).replace(
+            &format!("  name: {name}\n"),
+            &format!("  name: {name}\n  annotations:\n    ovn.kubernetes.io/chassis: {name}\n"),
+        );
+        ctrl.apply(&format!("node-{name}"), &yaml)
+            .expect("node manifest with its chassis");
+    }
+    ctrl.apply("pods", &pod_yaml("pa", &names[0]))
+        .expect("pods");
+    ctrl.wait_record(
+        &ctrl.allocations_dir().join("default").join("pa.json"),
+        Duration::from_secs(30),
+    )
+    .expect("pod record");
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pa = add_pod(&plugin, &tb.nodes[0], "pa", &tag);
+    let (node_a, node_b) = (tb.nodes[0].netns(), tb.nodes[1].netns());
+    // the hostNetwork endpoint: a server in node A's own namespace
+    let _host = Who::start(node_a, "host-a");
+    ctrl.apply("services", &host_endpoint_services_yaml(&names[0]))
+        .expect("services");
+    let t = Duration::from_secs(60);
+    let ok = |from: &Netns, url: &str| {
+        let (code, r) = who(from, url);
+        code == 0 && r.is_some_and(|(b, _)| b == "host-a")
+    };
+    // pods reach it through OVN already: the Services are in place
+    for vip in ["10.96.0.20", "10.96.0.21"] {
+        assert_within(t, &format!("pod on A -> {vip}"), || {
+            ok(&pa.netns, &format!("http://{vip}/"))
+        });
+    }
+    // the host of the endpoint's own node, through the ClusterIPs and its own node port
+    for url in [
+        "http://10.96.0.20/",
+        "http://10.96.0.21/",
+        &format!("http://{}:30100/", NODE_IPS[0]),
+    ] {
+        if wait_for(&format!("node A -> {url}"), t, || {
+            ok(node_a, url).then_some(())
+        })
+        .is_err()
+        {
+            panic!(
+                "node A's host does not reach its own host-network endpoint through {url}\n{}\nagent log: {}",
+                trace_host_get(node_a, url),
+                tb.nodes[0]
+                    .agent_log()
+                    .lines()
+                    .filter(|l| l.contains("node port"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    // another node: the Cluster ClusterIP reaches A's host, the Local one has no endpoint there
+    assert_within(t, "node B -> 10.96.0.21 (Cluster)", || {
+        ok(node_b, "http://10.96.0.21/")
+    });
+    let (code, _) = who(node_b, "http://10.96.0.20/");
+    assert_ne!(code, 0, "node B -> 10.96.0.20 (Local, no endpoint on B)");
+    tb.nodes[0].stop_agent();
+}
