@@ -2,7 +2,7 @@
 //! DNATs them itself, in the `output` hook of the node-port table ([`crate::nodeport`];
 //! docs/services.md, "Host processes and Services").
 //!
-//! Only for connections a process on the node opens:
+//! Two cases, both only for connections a process on the node opens:
 //! - **A Service with a backend on this node's own address** (a hostNetwork endpoint here),
 //!   whatever its VIP (ClusterIP, a node port of another node's join address). Through OVN the
 //!   connection leaves by `ovn0` with the join address as source, is DNATed to the node's own
@@ -13,14 +13,22 @@
 //!   host of another node sees this node's address on that path). Template rows
 //!   (`internalTrafficPolicy: Local`) are expanded with this chassis' `Chassis_Template_Var`,
 //!   as ovn-controller does, so only this node's endpoints are ever picked.
+//! - **A node port of another node with `externalTrafficPolicy: Local`.** Sent over the
+//!   underlay, the other node would DNAT it and have to masquerade it: OVN routes the backend's
+//!   reply to a node address straight to that node's `ovn0` (policy 30000), past the DNATing
+//!   node's conntrack. DNATed here instead (the row's VIP on that address holds exactly that
+//!   node's endpoints), the connection enters OVN through this node's `ovn0` with the client's
+//!   own address, the reply comes back to this node's `ovn0` by that same policy, and this
+//!   node's conntrack un-NATs it. The backend sees the client node's address, as with
+//!   kube-proxy.
 //!
-//! A VIP on another node's address (the Southbound `Encap` table: the tunnel endpoints, the
-//! nodes' InternalIPs) is left alone: that node's own table serves its node ports.
+//! Another node's address is one in the Southbound `Encap` table (the tunnel endpoints, the
+//! nodes' InternalIPs). Its Cluster node ports are left to that node's own table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::nodeport::{EXTERNAL_IPS_OPTION, L4, LbRow, NodeAddrs};
+use crate::nodeport::{EXTERNAL_IPS_OPTION, L4, LOCAL_OPTION, LbRow, NodeAddrs};
 
 /// One VIP the node's kernel DNATs for its own processes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +76,7 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs, vars: &BTreeMap<String, String>) -
             continue;
         };
         let template = lb.options.get("template").is_some_and(|v| v == "true");
+        let local_policy = lb.options.get(LOCAL_OPTION).is_some_and(|v| v == "true");
         let external: BTreeSet<IpAddr> = lb
             .options
             .get(EXTERNAL_IPS_OPTION)
@@ -101,7 +110,9 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs, vars: &BTreeMap<String, String>) -
                 continue;
             }
             let other_node = addrs.nodes.contains(&addr);
-            let masquerade = if !other_node && parsed.iter().any(|b| own(&b.ip())) {
+            let masquerade = if other_node && !template && local_policy {
+                BTreeSet::new()
+            } else if !other_node && parsed.iter().any(|b| own(&b.ip())) {
                 parsed
                     .iter()
                     .filter(|b| !addrs.local.contains(&b.ip()))
@@ -201,7 +212,6 @@ pub async fn read_template_vars(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodeport::LOCAL_OPTION;
 
     fn row(name: &str, vips: &[(&str, &str)], options: &[(&str, &str)]) -> LbRow {
         LbRow {
@@ -249,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn own_host_endpoints_are_dnated_by_the_kernel() {
+    fn own_host_endpoints_and_other_nodes_local_node_ports_are_dnated_by_the_kernel() {
         let vars = BTreeMap::from([
             ("fvnA".to_string(), "10.96.0.20".to_string()),
             ("fvnB".to_string(), "192.168.100.1:8080".to_string()),
@@ -295,7 +305,11 @@ mod tests {
         ];
         let got = plan(&lbs, &addrs(), &vars);
         let vips: Vec<String> = got.iter().map(|h| h.vip.to_string()).collect();
-        assert_eq!(vips, ["10.96.0.20:80", "10.96.0.21:80"], "{got:?}");
+        assert_eq!(
+            vips,
+            ["10.96.0.20:80", "10.96.0.21:80", "192.168.100.2:30090"],
+            "{got:?}"
+        );
         assert_eq!(got[0].backends, [sa("192.168.100.1:8080")]);
         assert!(got[0].masquerade.is_empty());
         assert_eq!(
@@ -303,6 +317,10 @@ mod tests {
             [sa("10.16.0.5:8080"), sa("192.168.100.1:8080")]
         );
         assert_eq!(got[1].masquerade, BTreeSet::from([sa("10.16.0.5:8080")]));
+        // another node's Local node port: that node's endpoint, the client's address kept
+        // (its VIP without endpoints stays with that node, which refuses it)
+        assert_eq!(got[2].backends, [sa("10.16.0.6:8080")]);
+        assert!(got[2].masquerade.is_empty(), "the client's address is kept");
 
         let s = chains(&got, 0x0010_0000);
         assert!(
@@ -321,6 +339,10 @@ mod tests {
         );
         assert!(
             s.contains("chain hs1b1 {\n    meta l4proto tcp dnat ip to 192.168.100.1:8080\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("chain hs2b0 {\n    meta l4proto tcp dnat ip to 10.16.0.6:8080\n"),
             "{s}"
         );
     }

@@ -1156,13 +1156,48 @@ fn node_ports_answer_other_nodes_and_the_outside() {
             );
         }
     }
-    // a client that is a node is masqueraded even for Local (OVN would route the reply
-    // straight to that node)
-    let (code, r) = who(node_b, &format!("http://{}:30090/", NODE_IPS[0]));
+    // a client that is another node keeps its address too: its own agent DNATs the other
+    // node's Local node port (host_services), so the reply, which OVN routes to the client
+    // node's ovn0, meets the conntrack entry that DNATed it
+    for (from, ip, want, src) in [
+        (node_b, NODE_IPS[0], "pa", NODE_IPS[1]),
+        (node_a, NODE_IPS[1], "pb", NODE_IPS[0]),
+    ] {
+        assert_within(
+            t,
+            &format!("{src} -> {ip}:30090 in the client node's table"),
+            || {
+                let node = if src == NODE_IPS[1] { node_b } else { node_a };
+                node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+                    .is_ok_and(|s| s.contains(&format!("ip daddr {ip} tcp dport 30090 goto hs")))
+            },
+        );
+        for _ in 0..5 {
+            let (code, r) = who(from, &format!("http://{ip}:30090/"));
+            assert_eq!(
+                (code, r),
+                (0, Some((want.to_string(), src.to_string()))),
+                "node {src} -> {ip}:30090 (Local): the other node's endpoint sees the client node's address"
+            );
+        }
+    }
+    // ...while Cluster node ports of another node still go over the underlay to that node
+    // (masqueraded there): the client node's table has no rule for them
+    assert!(
+        node_b
+            .run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+            .is_ok_and(|s| !s.contains(&format!("ip daddr {} tcp dport 30080", NODE_IPS[0]))),
+        "node B does not DNAT A's Cluster node port"
+    );
+    let seen = backends(node_b, &url_a, &both, t);
     assert_eq!(
-        (code, r),
-        (0, Some(("pa".to_string(), join_a.clone()))),
-        "node B -> A:30090"
+        names_of(&seen),
+        both,
+        "node B -> A:30080 (Cluster) after Local"
+    );
+    assert!(
+        seen.iter().all(|(_, src)| *src == join_a),
+        "Cluster from node B: masqueraded by A to its join address {join_a}: {seen:?}"
     );
 
     // no endpoints: refused at once, not timed out
