@@ -933,6 +933,9 @@ fn backends(from: &Netns, url: &str, want: &[&str], within: Duration) -> Vec<(St
 /// `local` (Local, the same two backends) and `empty` (no endpoints).
 /// A Service's externalIP: outside every cluster network; the outside routes it to node A.
 const EXTERNAL_IP: &str = "198.51.100.80";
+/// A Local Service's two externalIPs; the outside routes the first to node A, the second to B.
+const EXTERNAL_LOCAL_A: &str = "198.51.100.81";
+const EXTERNAL_LOCAL_B: &str = "198.51.100.82";
 
 fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
     let svc = |name: &str, ip: &str, node_port: u16, etp: &str| {
@@ -949,7 +952,12 @@ fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
     let external = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: default\nspec:\n  clusterIP: 10.96.0.14\n  externalIPs: [\"{EXTERNAL_IP}\"]\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
     );
+    let external_local = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: extlocal\n  namespace: default\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.15\n  externalIPs: [\"{EXTERNAL_LOCAL_A}\", \"{EXTERNAL_LOCAL_B}\"]\n  externalTrafficPolicy: Local\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n    nodePort: 30092\n"
+    );
     [
+        external_local,
+        slice("extlocal"),
         svc("web", "10.96.0.10", 30080, "Cluster"),
         slice("web"),
         svc("local", "10.96.0.13", 30090, "Local"),
@@ -982,6 +990,7 @@ fn node_ports_answer_other_nodes_and_the_outside() {
     }
     let (mut tb, ctrl, names, _sb) = start_fabric();
     let tag = ferrovn_testkit::names::unique_tag();
+    annotate_chassis(&ctrl, &names);
     let world = World2::attach(&tb.nodes, &tag);
     // the upstream router: each node's InternalIP through that node's uplink
     for (ip, via) in NODE_IPS.into_iter().zip([UPLINK_IP, UPLINK_B]) {
@@ -1200,6 +1209,40 @@ fn node_ports_answer_other_nodes_and_the_outside() {
         "Cluster from node B: masqueraded by A to its join address {join_a}: {seen:?}"
     );
 
+    // externalIPs with externalTrafficPolicy: Local (template VIPs, each node expands them
+    // with its own chassis' variables): the node the outside routes the address to serves its
+    // own endpoint, which sees the outside client; that node's host gets the same endpoint
+    for (ip, via, want, node) in [
+        (EXTERNAL_LOCAL_A, UPLINK_IP, "pa", node_a),
+        (EXTERNAL_LOCAL_B, UPLINK_B, "pb", node_b),
+    ] {
+        world
+            .netns
+            .ip(["route", "add", ip, "via", via])
+            .expect("route to a Local external IP");
+        assert_within(t, &format!("the table of {via}'s node steers {ip}"), || {
+            node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+                .is_ok_and(|s| s.contains(&format!("ip daddr {ip} tcp dport 80 goto np")))
+        });
+        for _ in 0..5 {
+            let (code, r) = who(&world.netns, &format!("http://{ip}/"));
+            assert_eq!(
+                (code, r),
+                (0, Some((want.to_string(), WORLD_IP.to_string()))),
+                "outside -> {ip} (Local) via {via}: own endpoint, client address kept"
+            );
+        }
+        // the node's own route to the address: towards the upstream router
+        node.ip(["route", "add", ip, "via", WORLD_IP])
+            .expect("the node's route to the external IP");
+        let (code, r) = who(node, &format!("http://{ip}/"));
+        assert_eq!(
+            (code, r.map(|(b, _)| b)),
+            (0, Some(want.to_string())),
+            "the host of {via}'s node -> {ip} (Local)"
+        );
+    }
+
     // no endpoints: refused at once, not timed out
     let start = Instant::now();
     let (code, _) = who(&world.netns, &format!("http://{}:30091/", NODE_IPS[0]));
@@ -1272,6 +1315,20 @@ fn host_endpoint_services_yaml(node_a: &str) -> String {
     .join("---\n")
 }
 
+/// The chassis annotation the agent publishes in a cluster, on both Node manifests: template
+/// load balancers (the Local policies' client-node VIPs) get a Chassis_Template_Var row per
+/// chassis from it.
+fn annotate_chassis(ctrl: &ManifestController, names: &[String]) {
+    for (name, ip) in names.iter().zip(NODE_IPS) {
+        let yaml = node_yaml(name, ip).replace(
+            &format!("  name: {name}\n"),
+            &format!("  name: {name}\n  annotations:\n    ovn.kubernetes.io/chassis: {name}\n"),
+        );
+        ctrl.apply(&format!("node-{name}"), &yaml)
+            .expect("node manifest with its chassis");
+    }
+}
+
 /// What node A's kernel did with a GET to `url` from its own host: a capture on `ovn0`
 /// and the kernel's drop counters, for a failure message.
 fn trace_host_get(node: &Netns, url: &str) -> String {
@@ -1320,16 +1377,7 @@ fn host_reaches_services_whose_endpoint_is_its_own_host_network() {
     let (mut tb, ctrl, names, _sb) =
         start_fabric_with(|_| vec!["--service-cluster-ip-range=10.96.0.0/12".to_string()]);
     let tag = ferrovn_testkit::names::unique_tag();
-    // the chassis annotation the agent publishes in a cluster: template load balancers
-    // (internalTrafficPolicy: Local) get a Chassis_Template_Var row per chassis from it
-    for (name, ip) in names.iter().zip(NODE_IPS) {
-        let yaml = node_yaml(name, ip).replace(
-            &format!("  name: {name}\n"),
-            &format!("  name: {name}\n  annotations:\n    ovn.kubernetes.io/chassis: {name}\n"),
-        );
-        ctrl.apply(&format!("node-{name}"), &yaml)
-            .expect("node manifest with its chassis");
-    }
+    annotate_chassis(&ctrl, &names);
     ctrl.apply("pods", &pod_yaml("pa", &names[0]))
         .expect("pods");
     ctrl.wait_record(
