@@ -427,6 +427,13 @@ fn local_traffic_policies_are_never_served_by_remote_endpoints() {
     );
     // ClusterIP (internal Local) and externalIP (external Local): the client's node's own.
     let local = lb(&p, "svc:default/web:tcp:local4");
+    // ...and the nodes learn which of its template VIPs are external addresses to steer
+    assert_eq!(
+        local.options.get(EXTERNAL_IPS_OPTION).map(String::as_str),
+        Some("192.0.2.10"),
+        "{:?}",
+        local.options
+    );
     assert_eq!(
         local.options.get("template").map(String::as_str),
         Some("true")

@@ -10,6 +10,7 @@ pub mod ct_reflush;
 pub mod dpdk;
 pub mod ethtool;
 pub mod health_node_port;
+pub mod host_services;
 pub mod join_port;
 pub mod kube_api;
 pub mod nat_outgoing;

@@ -118,18 +118,31 @@ pub struct NodePort {
 pub struct NodePortPlan {
     pub ports: Vec<NodePort>,
     pub node_sources: BTreeSet<IpAddr>,
+    /// VIPs the kernel DNATs for the node's own processes only ([`crate::host_services`]).
+    pub host: Vec<crate::host_services::HostService>,
     /// Rows or VIPs left out, with why.
     pub issues: Vec<String>,
 }
 
 impl NodePortPlan {
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
+        self.ports.is_empty() && self.host.is_empty()
     }
 }
 
 /// Which of the load balancers' VIPs are node ports of this node, and where they go.
 pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs) -> NodePortPlan {
+    plan_with_templates(lbs, addrs, &BTreeMap::new())
+}
+
+/// [`plan`], with this chassis' template variables: a template row's VIPs on externalIPs and
+/// ingress IPs (`externalTrafficPolicy: Local`, listed in its [`EXTERNAL_IPS_OPTION`]) are
+/// steered with this node's endpoints, keeping the client's address.
+pub fn plan_with_templates(
+    lbs: &[LbRow],
+    addrs: &NodeAddrs,
+    vars: &BTreeMap<String, String>,
+) -> NodePortPlan {
     let mut out = NodePortPlan {
         node_sources: addrs.nodes.union(&addrs.local).copied().collect(),
         ..Default::default()
@@ -139,8 +152,9 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs) -> NodePortPlan {
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for lb in sorted {
         // template rows (`^VAR` VIPs) are expanded per chassis by ovn-controller; node ports
-        // are never templates
-        if lb.options.get("template").is_some_and(|v| v == "true") {
+        // are never templates, Local externalIPs are (expanded here as ovn-controller does)
+        let template = lb.options.get("template").is_some_and(|v| v == "true");
+        if template && !lb.options.contains_key(EXTERNAL_IPS_OPTION) {
             continue;
         }
         let Some(l4) = L4::parse(&lb.protocol) else {
@@ -157,17 +171,27 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs) -> NodePortPlan {
             .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
             .unwrap_or_default();
         for (vip, backends) in &lb.vips {
+            let (vip, backends) = if template {
+                (
+                    crate::host_services::expand(vip, vars),
+                    crate::host_services::expand(backends, vars),
+                )
+            } else {
+                (vip.clone(), backends.clone())
+            };
+            let backends = &backends;
             let Ok(vip) = vip.parse::<SocketAddr>() else {
                 // a VIP without a port balances every port: no node port is like that
                 continue;
             };
             let addr = vip.ip();
-            let node_port = addrs.local.contains(&addr) && !addrs.ovn.contains(&addr);
+            let node_port = !template && addrs.local.contains(&addr) && !addrs.ovn.contains(&addr);
             if !node_port && !external.contains(&addr) {
                 continue;
             }
-            // an external IP is Cluster policy: masqueraded like any Cluster node port
-            let keep_source = keep_source && node_port;
+            // an external IP of a plain row is Cluster policy: masqueraded like any Cluster
+            // node port; of a template row, Local: this node's endpoints, client kept
+            let keep_source = (keep_source && node_port) || template;
             let mut parsed = Vec::new();
             let mut bad = false;
             for b in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
@@ -292,9 +316,10 @@ pub fn ruleset(plan: &NodePortPlan) -> String {
     s.push_str(&dispatch);
     s.push_str("  }\n");
     s.push_str(&chains);
+    s.push_str(&crate::host_services::chains(&plan.host, MASQUERADE_MARK));
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump node_ports\n  }\n");
     // nft 1.0.6 knows the name `dstnat` only at prerouting: -100 is its value
-    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump node_ports\n  }\n");
+    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    jump host_services\n    jump node_ports\n  }\n");
     s.push_str(&format!(
         "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    meta mark & 0x{MASQUERADE_MARK:08x} == 0x{MASQUERADE_MARK:08x} masquerade fully-random\n  }}\n"
     ));
@@ -435,6 +460,7 @@ pub async fn run(
     interval: Duration,
     stop: impl std::future::Future<Output = ()>,
     mut reflush: Option<crate::ct_reflush::Reflusher>,
+    chassis: Option<String>,
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(interval);
@@ -456,6 +482,7 @@ pub async fn run(
             &mut applied,
             reflush.as_mut(),
             &mut health,
+            chassis.as_deref(),
         )
         .await;
         match result {
@@ -483,6 +510,7 @@ async fn pass(
     applied: &mut Option<NodePortPlan>,
     reflush: Option<&mut crate::ct_reflush::Reflusher>,
     health: &mut crate::health_node_port::HealthServer,
+    chassis: Option<&str>,
 ) -> Result<(), NodePortError> {
     if client.is_none() {
         let options = ferrovn_ovsdb::ClientOptions {
@@ -518,14 +546,27 @@ async fn pass(
     {
         tracing::warn!(port, error = %why, "health check node port not served; retrying");
     }
-    let plan = plan(
-        &lbs,
-        &NodeAddrs {
-            local,
-            ovn,
-            nodes: encaps,
+    // template rows (internalTrafficPolicy: Local) mean this chassis' variables
+    let vars = match chassis {
+        Some(ch) => match crate::host_services::read_template_vars(c, ch).await {
+            Ok(v) => v,
+            Err(e) => {
+                *client = None;
+                return Err(NodePortError::Southbound {
+                    remote: sb_remote.to_string(),
+                    reason: e.to_string(),
+                });
+            }
         },
-    );
+        None => BTreeMap::new(),
+    };
+    let addrs = NodeAddrs {
+        local,
+        ovn,
+        nodes: encaps,
+    };
+    let mut plan = plan_with_templates(&lbs, &addrs, &vars);
+    plan.host = crate::host_services::plan(&lbs, &addrs, &vars);
     if applied.as_ref() == Some(&plan) {
         return Ok(());
     }
@@ -548,6 +589,7 @@ async fn pass(
     tracing::info!(
         table = TABLE,
         node_ports = plan.ports.len(),
+        host_services = plan.host.len(),
         "node ports steered into OVN"
     );
     *applied = Some(plan);
@@ -743,6 +785,39 @@ mod tests {
                 .any(|i| i.contains("not all ip:port of its family"))
         );
         assert!(p.issues.iter().any(|i| i.contains("\"icmp\"")));
+    }
+
+    #[test]
+    fn local_external_ips_are_expanded_with_this_chassis_variables() {
+        let mut tpl = lb(
+            "svc:default/ext:tcp:local4",
+            "tcp",
+            &[("^fvnA:80", "^fvnB"), ("^fvnC:80", "^fvnD")],
+            false,
+        );
+        tpl.options.insert("template".into(), "true".into());
+        tpl.options
+            .insert(EXTERNAL_IPS_OPTION.into(), "198.51.100.80".into());
+        let vars = BTreeMap::from([
+            ("fvnA".to_string(), "198.51.100.80".to_string()),
+            ("fvnB".to_string(), "10.16.0.21:8080".to_string()),
+            // the ClusterIP of the same template row: not an external address
+            ("fvnC".to_string(), "10.96.0.15".to_string()),
+            ("fvnD".to_string(), "10.16.0.21:8080".to_string()),
+        ]);
+        let p = plan_with_templates(std::slice::from_ref(&tpl), &addrs(), &vars);
+        assert_eq!(p.ports.len(), 1, "{p:?}");
+        let np = &p.ports[0];
+        assert_eq!(np.addr.to_string(), "198.51.100.80");
+        assert!(np.keep_source, "Local: the client's address is kept");
+        assert_eq!(np.backends, vec!["10.16.0.21:8080".parse().unwrap()]);
+        // without endpoints on this node: refused here
+        let empty = BTreeMap::from([("fvnA".to_string(), "198.51.100.80".to_string())]);
+        let p = plan_with_templates(&[tpl.clone()], &addrs(), &empty);
+        assert_eq!(p.ports.len(), 1);
+        assert!(p.ports[0].backends.is_empty());
+        // without the chassis' variables (no chassis known): nothing
+        assert!(plan(&[tpl], &addrs()).ports.is_empty());
     }
 
     #[test]

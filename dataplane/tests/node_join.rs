@@ -933,6 +933,9 @@ fn backends(from: &Netns, url: &str, want: &[&str], within: Duration) -> Vec<(St
 /// `local` (Local, the same two backends) and `empty` (no endpoints).
 /// A Service's externalIP: outside every cluster network; the outside routes it to node A.
 const EXTERNAL_IP: &str = "198.51.100.80";
+/// A Local Service's two externalIPs; the outside routes the first to node A, the second to B.
+const EXTERNAL_LOCAL_A: &str = "198.51.100.81";
+const EXTERNAL_LOCAL_B: &str = "198.51.100.82";
 
 fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
     let svc = |name: &str, ip: &str, node_port: u16, etp: &str| {
@@ -949,7 +952,12 @@ fn node_port_services_yaml(pa: (&str, &str), pb: (&str, &str)) -> String {
     let external = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: default\nspec:\n  clusterIP: 10.96.0.14\n  externalIPs: [\"{EXTERNAL_IP}\"]\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n"
     );
+    let external_local = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: extlocal\n  namespace: default\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.15\n  externalIPs: [\"{EXTERNAL_LOCAL_A}\", \"{EXTERNAL_LOCAL_B}\"]\n  externalTrafficPolicy: Local\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n    nodePort: 30092\n"
+    );
     [
+        external_local,
+        slice("extlocal"),
         svc("web", "10.96.0.10", 30080, "Cluster"),
         slice("web"),
         svc("local", "10.96.0.13", 30090, "Local"),
@@ -982,6 +990,7 @@ fn node_ports_answer_other_nodes_and_the_outside() {
     }
     let (mut tb, ctrl, names, _sb) = start_fabric();
     let tag = ferrovn_testkit::names::unique_tag();
+    annotate_chassis(&ctrl, &names);
     let world = World2::attach(&tb.nodes, &tag);
     // the upstream router: each node's InternalIP through that node's uplink
     for (ip, via) in NODE_IPS.into_iter().zip([UPLINK_IP, UPLINK_B]) {
@@ -1156,14 +1165,83 @@ fn node_ports_answer_other_nodes_and_the_outside() {
             );
         }
     }
-    // a client that is a node is masqueraded even for Local (OVN would route the reply
-    // straight to that node)
-    let (code, r) = who(node_b, &format!("http://{}:30090/", NODE_IPS[0]));
-    assert_eq!(
-        (code, r),
-        (0, Some(("pa".to_string(), join_a.clone()))),
-        "node B -> A:30090"
+    // a client that is another node keeps its address too: its own agent DNATs the other
+    // node's Local node port (host_services), so the reply, which OVN routes to the client
+    // node's ovn0, meets the conntrack entry that DNATed it
+    for (from, ip, want, src) in [
+        (node_b, NODE_IPS[0], "pa", NODE_IPS[1]),
+        (node_a, NODE_IPS[1], "pb", NODE_IPS[0]),
+    ] {
+        assert_within(
+            t,
+            &format!("{src} -> {ip}:30090 in the client node's table"),
+            || {
+                let node = if src == NODE_IPS[1] { node_b } else { node_a };
+                node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+                    .is_ok_and(|s| s.contains(&format!("ip daddr {ip} tcp dport 30090 goto hs")))
+            },
+        );
+        for _ in 0..5 {
+            let (code, r) = who(from, &format!("http://{ip}:30090/"));
+            assert_eq!(
+                (code, r),
+                (0, Some((want.to_string(), src.to_string()))),
+                "node {src} -> {ip}:30090 (Local): the other node's endpoint sees the client node's address"
+            );
+        }
+    }
+    // ...while Cluster node ports of another node still go over the underlay to that node
+    // (masqueraded there): the client node's table has no rule for them
+    assert!(
+        node_b
+            .run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+            .is_ok_and(|s| !s.contains(&format!("ip daddr {} tcp dport 30080", NODE_IPS[0]))),
+        "node B does not DNAT A's Cluster node port"
     );
+    let seen = backends(node_b, &url_a, &both, t);
+    assert_eq!(
+        names_of(&seen),
+        both,
+        "node B -> A:30080 (Cluster) after Local"
+    );
+    assert!(
+        seen.iter().all(|(_, src)| *src == join_a),
+        "Cluster from node B: masqueraded by A to its join address {join_a}: {seen:?}"
+    );
+
+    // externalIPs with externalTrafficPolicy: Local (template VIPs, each node expands them
+    // with its own chassis' variables): the node the outside routes the address to serves its
+    // own endpoint, which sees the outside client; that node's host gets the same endpoint
+    for (ip, via, want, node) in [
+        (EXTERNAL_LOCAL_A, UPLINK_IP, "pa", node_a),
+        (EXTERNAL_LOCAL_B, UPLINK_B, "pb", node_b),
+    ] {
+        world
+            .netns
+            .ip(["route", "add", ip, "via", via])
+            .expect("route to a Local external IP");
+        assert_within(t, &format!("the table of {via}'s node steers {ip}"), || {
+            node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+                .is_ok_and(|s| s.contains(&format!("ip daddr {ip} tcp dport 80 goto np")))
+        });
+        for _ in 0..5 {
+            let (code, r) = who(&world.netns, &format!("http://{ip}/"));
+            assert_eq!(
+                (code, r),
+                (0, Some((want.to_string(), WORLD_IP.to_string()))),
+                "outside -> {ip} (Local) via {via}: own endpoint, client address kept"
+            );
+        }
+        // the node's own route to the address: towards the upstream router
+        node.ip(["route", "add", ip, "via", WORLD_IP])
+            .expect("the node's route to the external IP");
+        let (code, r) = who(node, &format!("http://{ip}/"));
+        assert_eq!(
+            (code, r.map(|(b, _)| b)),
+            (0, Some(want.to_string())),
+            "the host of {via}'s node -> {ip} (Local)"
+        );
+    }
 
     // no endpoints: refused at once, not timed out
     let start = Instant::now();
@@ -1200,4 +1278,159 @@ fn node_ports_answer_other_nodes_and_the_outside() {
         "the node-port table is removed when the agent stops"
     );
     drop(world);
+}
+
+/// Services whose only endpoint is node A's own host (a hostNetwork pod: the endpoint address
+/// is A's InternalIP): `hostlocal` (ClusterIP, internalTrafficPolicy: Local), `hostcluster`
+/// (ClusterIP, Cluster) and `hostnp` (NodePort 30100, Cluster).
+fn host_endpoint_services_yaml(node_a: &str) -> String {
+    let svc = |name: &str, ip: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  clusterIP: {ip}\n{extra}  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n{}",
+            if name == "hostnp" {
+                "    nodePort: 30100\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let slice = |name: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {name}\naddressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {node_a}\n",
+            NODE_IPS[0]
+        )
+    };
+    [
+        svc(
+            "hostlocal",
+            "10.96.0.20",
+            "  internalTrafficPolicy: Local\n",
+        ),
+        slice("hostlocal"),
+        svc("hostcluster", "10.96.0.21", ""),
+        slice("hostcluster"),
+        svc("hostnp", "10.96.0.22", "  type: NodePort\n"),
+        slice("hostnp"),
+    ]
+    .join("---\n")
+}
+
+/// The chassis annotation the agent publishes in a cluster, on both Node manifests: template
+/// load balancers (the Local policies' client-node VIPs) get a Chassis_Template_Var row per
+/// chassis from it.
+fn annotate_chassis(ctrl: &ManifestController, names: &[String]) {
+    for (name, ip) in names.iter().zip(NODE_IPS) {
+        let yaml = node_yaml(name, ip).replace(
+            &format!("  name: {name}\n"),
+            &format!("  name: {name}\n  annotations:\n    ovn.kubernetes.io/chassis: {name}\n"),
+        );
+        ctrl.apply(&format!("node-{name}"), &yaml)
+            .expect("node manifest with its chassis");
+    }
+}
+
+/// What node A's kernel did with a GET to `url` from its own host: a capture on `ovn0`
+/// and the kernel's drop counters, for a failure message.
+fn trace_host_get(node: &Netns, url: &str) -> String {
+    let dump = node
+        .command("timeout")
+        .args(["4", "tcpdump", "-nn", "-l", "-c", "8", "-i", "ovn0", "tcp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let get = who(node, url);
+    let dump = dump.wait_with_output().expect("tcpdump output");
+    let nstat = node
+        .run(5, "nstat", ["-az", "IpExtInNoRoutes", "TcpExtTCPTimeouts"])
+        .unwrap_or_default();
+    let martians = node
+        .run(5, "sh", ["-c", "cat /proc/net/stat/rt_cache | head -3"])
+        .unwrap_or_default();
+    format!(
+        "GET {url}: {get:?}\novn0 capture:\n{}\nnstat: {nstat}\nrt_cache: {martians}\nnft: {:?}",
+        String::from_utf8_lossy(&dump.stdout),
+        node.run(5, "nft", ["list", "table", "inet", "ferrovn-nodeport"])
+    )
+}
+
+#[test]
+fn host_reaches_services_whose_endpoint_is_its_own_host_network() {
+    if !require(
+        "host_reaches_services_whose_endpoint_is_its_own_host_network",
+        &[
+            Need::Root,
+            Need::Tool("ovsdb-server"),
+            Need::Tool("ovn-northd"),
+            Need::Tool("ovn-controller"),
+            Need::Tool("ovs-vswitchd"),
+            Need::Tool("curl"),
+            Need::Tool("nft"),
+            Need::Tool("python3"),
+            Need::Tool("tcpdump"),
+            Need::Tool("nstat"),
+        ],
+    ) {
+        return;
+    }
+    let (mut tb, ctrl, names, _sb) =
+        start_fabric_with(|_| vec!["--service-cluster-ip-range=10.96.0.0/12".to_string()]);
+    let tag = ferrovn_testkit::names::unique_tag();
+    annotate_chassis(&ctrl, &names);
+    ctrl.apply("pods", &pod_yaml("pa", &names[0]))
+        .expect("pods");
+    ctrl.wait_record(
+        &ctrl.allocations_dir().join("default").join("pa.json"),
+        Duration::from_secs(30),
+    )
+    .expect("pod record");
+    let plugin = cni_plugin_binary().expect("plugin");
+    let pa = add_pod(&plugin, &tb.nodes[0], "pa", &tag);
+    let (node_a, node_b) = (tb.nodes[0].netns(), tb.nodes[1].netns());
+    // the hostNetwork endpoint: a server in node A's own namespace
+    let _host = Who::start(node_a, "host-a");
+    ctrl.apply("services", &host_endpoint_services_yaml(&names[0]))
+        .expect("services");
+    let t = Duration::from_secs(60);
+    let ok = |from: &Netns, url: &str| {
+        let (code, r) = who(from, url);
+        code == 0 && r.is_some_and(|(b, _)| b == "host-a")
+    };
+    // pods reach it through OVN already: the Services are in place
+    for vip in ["10.96.0.20", "10.96.0.21"] {
+        assert_within(t, &format!("pod on A -> {vip}"), || {
+            ok(&pa.netns, &format!("http://{vip}/"))
+        });
+    }
+    // the host of the endpoint's own node, through the ClusterIPs and its own node port
+    for url in [
+        "http://10.96.0.20/",
+        "http://10.96.0.21/",
+        &format!("http://{}:30100/", NODE_IPS[0]),
+    ] {
+        if wait_for(&format!("node A -> {url}"), t, || {
+            ok(node_a, url).then_some(())
+        })
+        .is_err()
+        {
+            panic!(
+                "node A's host does not reach its own host-network endpoint through {url}\n{}\nagent log: {}",
+                trace_host_get(node_a, url),
+                tb.nodes[0]
+                    .agent_log()
+                    .lines()
+                    .filter(|l| l.contains("node port"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    // another node: the Cluster ClusterIP reaches A's host, the Local one has no endpoint there
+    assert_within(t, "node B -> 10.96.0.21 (Cluster)", || {
+        ok(node_b, "http://10.96.0.21/")
+    });
+    let (code, _) = who(node_b, "http://10.96.0.20/");
+    assert_ne!(code, 0, "node B -> 10.96.0.20 (Local, no endpoint on B)");
+    tb.nodes[0].stop_agent();
 }

@@ -1195,15 +1195,21 @@ fn new_lb(v: &ValidService, protocol: Protocol, slot: LbSlot) -> PlannedLoadBala
         options.insert(NODE_PORT_LOCAL_OPTION.into(), "true".into());
     }
     // the nodes steer these into OVN when they arrive from outside or from the host
-    // (dataplane nodeport); with externalTrafficPolicy: Local they are template VIPs instead
+    // (dataplane nodeport); with externalTrafficPolicy: Local they are template VIPs, listed
+    // on the template row, which each node expands with its own chassis' variables
     let external: Vec<String> = v
         .external_ips
         .iter()
         .filter(|ip| {
-            slot == LbSlot::Plain
+            let (scope, family_ok) = match slot {
+                LbSlot::Plain => (Scope::Cluster, true),
+                LbSlot::Local4 => (Scope::ClientNode, ip.is_ipv4()),
+                LbSlot::Local6 => (Scope::ClientNode, ip.is_ipv6()),
+            };
+            family_ok
                 && v.vips
                     .iter()
-                    .any(|vip| vip.ip == **ip && vip.scope == Scope::Cluster)
+                    .any(|vip| vip.ip == **ip && vip.scope == scope)
         })
         .map(ToString::to_string)
         .collect();

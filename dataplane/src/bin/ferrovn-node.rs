@@ -620,6 +620,7 @@ async fn main() -> anyhow::Result<()> {
                 let _ = rx.await;
             },
             reflush,
+            Some(name.clone()),
         ));
         (tx, task)
     });
