@@ -28,8 +28,8 @@ use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::ovs_node::TwoNodes;
 use subnet_acl_model::SubnetAcl;
 use truth_world::{
-    Layout, NODE_IP, SERVER_REPLY_CASE, node_port, pod_ip, pod_mac, policies, serve_ports,
-    server_reply_drops, web,
+    Layout, NODE_IP, SERVER_REPLY_CASE, made_stateful, node_port, pod_ip, pod_mac, policies,
+    serve_ports, server_reply_drops, subnet_drops, web,
 };
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -537,28 +537,10 @@ async fn security_group_truth_tables_with_real_traffic() {
 const Y_PODS: &[&str] = &["10.16.0.13", "10.16.0.14", "10.16.0.15"];
 const Z_PODS: &[&str] = &["10.16.0.16", "10.16.0.17", "10.16.0.18"];
 
-/// Drops only: TCP 81 to y (from everyone, the node too), UDP 80 from z/c, and everything
-/// z/a (.16) sends.
-fn drops() -> Vec<SubnetAcl> {
-    vec![
-        SubnetAcl::drop_to(1500)
-            .dst(Y_PODS)
-            .dport(Protocol::Tcp, 81),
-        SubnetAcl::drop_from(1500)
-            .src(&["10.16.0.18"])
-            .dport(Protocol::Udp, 80),
-        SubnetAcl::drop_to(1500).src(&["10.16.0.16"]),
-    ]
-}
-
 /// (name, subnet ACLs, NetworkPolicies).
 fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
-    let mut stateful = drops();
-    stateful.push(
-        SubnetAcl::allow_to(1400)
-            .dst(&["10.16.0.17"])
-            .dport(Protocol::Udp, 81),
-    );
+    // TCP 81 to y (from everyone, the node too), UDP 80 from z/c, everything z/a sends.
+    let drops = || subnet_drops(Y_PODS, &["10.16.0.18"], &["10.16.0.16"]);
     vec![
         (
             "subnet drops, no stateful ACL: TCP 81 to y, UDP 80 from z/c, z/a's packets (so no reply of z/a either)",
@@ -567,7 +549,7 @@ fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
         ),
         (
             "the same drops with one allow-related entry: the switch is stateful, replies of z/a pass (the node's too)",
-            stateful,
+            made_stateful(drops(), &["10.16.0.17"]),
             "",
         ),
         (

@@ -208,3 +208,37 @@ pub fn server_reply_drops() -> Vec<SubnetAcl> {
         SubnetAcl::allow_to(1400).dport(Protocol::Udp, 80),
     ]
 }
+
+/// The drops-only entries both tables start their subnet ACL cases with: TCP 81 dropped
+/// towards `tcp81_to` (from everyone, the node too), UDP 80 dropped as it leaves
+/// `udp80_from`, and everything `mute` sends (so, without a stateful ACL, nobody gets a reply
+/// from it either).
+pub fn subnet_drops(
+    tcp81_to: &'static [&'static str],
+    udp80_from: &'static [&'static str],
+    mute: &'static [&'static str],
+) -> Vec<SubnetAcl> {
+    vec![
+        SubnetAcl::drop_to(1500)
+            .dst(tcp81_to)
+            .dport(Protocol::Tcp, 81),
+        SubnetAcl::drop_from(1500)
+            .src(udp80_from)
+            .dport(Protocol::Udp, 80),
+        SubnetAcl::drop_to(1500).src(mute),
+    ]
+}
+
+/// `acls` plus one `allow-related` entry (UDP 81 towards `udp81_to`), which makes the switch
+/// stateful.
+pub fn made_stateful(
+    mut acls: Vec<SubnetAcl>,
+    udp81_to: &'static [&'static str],
+) -> Vec<SubnetAcl> {
+    acls.push(
+        SubnetAcl::allow_to(1400)
+            .dst(udp81_to)
+            .dport(Protocol::Udp, 81),
+    );
+    acls
+}
