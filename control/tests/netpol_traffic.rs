@@ -14,57 +14,38 @@
 
 mod common;
 mod netpol_model;
+mod subnet_acl_model;
+mod truth_world;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use common::truth::{Cell, PORTS, Table, kernel_pod, objects};
-use ferrovn_api::MacAddr;
-use ferrovn_control::plan::netpol::{NamedPort, PolicyNamespace, PolicyPod, Protocol};
-use ferrovn_control::plan::{Desired, NbPlan, NodeIntent, PortIntent, plan};
+use common::truth::{Cell, Table, kernel_pod, objects};
+use ferrovn_control::plan::netpol::{PolicyPod, Protocol};
+use ferrovn_control::plan::{Desired, NbPlan, plan};
 use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::names::unique_tag;
 use ferrovn_testkit::ovs_node::TwoNodes;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use netpol_model::{Endpoint, World};
+use subnet_acl_model::SubnetAcl;
+use truth_world::{
+    Layout, NODE_IP, SERVER_REPLY_CASE, made_stateful, node_port, pod_ip, pod_mac, policies,
+    serve_ports, server_reply_drops, subnet_drops, web,
+};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
-const NODE_IP: &str = "100.64.0.2";
-const NODE_MAC: MacAddr = MacAddr([0x0e, 0, 0, 0, 0xfe, 1]);
-/// Pod `i` (0..9): namespace `NAMESPACES[i / 3]`, name `PODS[i % 3]`.
-fn pod_ip(i: usize) -> IpAddr {
-    format!("10.16.0.{}", 10 + i).parse().unwrap()
-}
+/// Endpoint index of the node (its join port, where kubelet probes come from): 0..9 are pods.
+const NODE: usize = 9;
 
-fn pod_mac(i: usize) -> MacAddr {
-    MacAddr([0x0e, 0, 0, 0, 0, 0x10 + i as u8])
-}
-
-/// Every pod serves its four ports under the upstream suite's names; `web` is 80/TCP on `a`
-/// pods and 81/TCP on `b` pods (one name, a different number per pod).
+/// Pod `i` (0..9): namespace `NAMESPACES[i / 3]`, name `PODS[i % 3]`. Every pod serves its
+/// four ports under the upstream suite's names; `web` is 80/TCP on `a` pods and 81/TCP on `b`
+/// pods (one name, a different number per pod).
 fn pod(i: usize) -> PolicyPod {
     let (ns, name) = (NAMESPACES[i / 3], PODS[i % 3]);
-    let mut named_ports: Vec<NamedPort> = PORTS
-        .iter()
-        .map(|(proto, port)| NamedPort {
-            name: format!("serve-{port}-{}", proto.ovn()),
-            protocol: *proto,
-            port: *port,
-        })
-        .collect();
+    let mut named_ports = serve_ports();
     match name {
-        "a" => named_ports.push(NamedPort {
-            name: "web".into(),
-            protocol: Protocol::Tcp,
-            port: 80,
-        }),
-        "b" => named_ports.push(NamedPort {
-            name: "web".into(),
-            protocol: Protocol::Tcp,
-            port: 81,
-        }),
+        "a" => named_ports.push(web(80)),
+        "b" => named_ports.push(web(81)),
         _ => {}
     }
     PolicyPod {
@@ -77,52 +58,12 @@ fn pod(i: usize) -> PolicyPod {
     }
 }
 
-fn world(policies: Vec<NetworkPolicy>) -> World {
-    World {
-        namespaces: NAMESPACES
-            .iter()
-            .map(|ns| PolicyNamespace {
-                name: ns.to_string(),
-                labels: BTreeMap::from([("ns".to_string(), ns.to_string())]),
-            })
-            .collect(),
+/// The nine pods, spread over both nodes (so every matrix has same-node and cross-node pairs).
+fn layout() -> Layout {
+    Layout {
+        namespaces: &NAMESPACES,
         pods: (0..9).map(pod).collect(),
-        policies,
-        node_ips: vec![NODE_IP.parse().unwrap()],
-    }
-}
-
-fn desired(w: &World) -> Desired {
-    let mut d = common::default_cluster("10.16.0.0/16", None);
-    d.nodes.push(NodeIntent {
-        name: "n1".into(),
-        join_ips: vec![NODE_IP.parse().unwrap()],
-        join_mac: Some(NODE_MAC),
-        internal_ips: vec!["172.18.0.2".parse().unwrap()],
-    });
-    for (i, p) in w.pods.iter().enumerate() {
-        d.ports.push(PortIntent {
-            pod: p.name.clone(),
-            namespace: p.namespace.clone(),
-            provider: "ovn".into(),
-            subnet: "ovn-default".into(),
-            node: format!("n{}", i % 2 + 1),
-            mac: pod_mac(i),
-            ips: p.ips.clone(),
-            port_security: true,
-        });
-    }
-    d.network_policy = w.input();
-    d
-}
-/// Endpoint index of the node (its join port, where kubelet probes come from): 0..9 are pods.
-const NODE: usize = 9;
-
-fn endpoint(i: usize) -> (Endpoint, IpAddr) {
-    if i == NODE {
-        (Endpoint::Node, NODE_IP.parse().unwrap())
-    } else {
-        (Endpoint::Pod(i), pod_ip(i))
+        placement: (0..9).map(|i| ("ovn", i % 2)).collect(),
     }
 }
 
@@ -134,27 +75,10 @@ fn label(i: usize) -> String {
     }
 }
 
-/// A model's verdict for every cell of the kernel tables.
-fn want(
-    verdict: impl Fn(&Endpoint, IpAddr, &Endpoint, IpAddr, Protocol, u16) -> bool,
-) -> BTreeMap<Cell, bool> {
-    common::truth::expect(NODE + 1, |s, d, proto, port| {
-        let (src, sip) = endpoint(s);
-        let (dst, dip) = endpoint(d);
-        verdict(&src, sip, &dst, dip, proto, port)
-    })
-}
-
-/// Node → pod is allowed whatever NetworkPolicies and admin policies say (kubelet probes).
-fn assert_node_reaches_pods(want: &BTreeMap<Cell, bool>) {
-    for ((s, d, _), ok) in want {
-        assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
-    }
-}
-
 /// The lab of every kernel table: two OVN nodes, the nine pods spread over them, the node's
 /// join port, each serving its ports. Fields drop in order: the pods before the nodes.
 struct KernelLab {
+    layout: Layout,
     table: Table,
     sync: NbSync,
     tb: TwoNodes,
@@ -166,8 +90,11 @@ impl KernelLab {
         let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
             .await
             .expect("NB");
-        let w0 = world(Vec::new());
-        sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
+        let layout = layout();
+        let w0 = layout.world(Vec::new());
+        sync.sync(&plan(&layout.desired(&w0)))
+            .await
+            .expect("sync pods");
         let tag = unique_tag();
         let mut endpoints: Vec<_> = (0..9)
             .map(|i| {
@@ -185,23 +112,14 @@ impl KernelLab {
                 (ns, pod_ip(i), label(i))
             })
             .collect();
-        // The node: its join port (as ovn0 on a real node), routes to the pod network.
-        let node = kernel_pod(
-            &tb.nodes[0],
-            "p",
-            &tag,
-            "node",
-            "node-n1",
-            NODE_MAC,
-            &format!("{NODE_IP}/16"),
-            &[("10.16.0.0/16", "100.64.0.1")],
-        );
+        let node = node_port(&tb.nodes[0], "p", &tag);
         endpoints.push((node, NODE_IP.parse().unwrap(), label(NODE)));
         tb.wait_chassis(Duration::from_secs(30)).expect("chassis");
         tb.central
             .nbctl(&["--wait=hv", "sync"])
             .expect("flows on both nodes");
         KernelLab {
+            layout,
             table: Table::serve(endpoints),
             sync,
             tb,
@@ -378,10 +296,6 @@ fn cases() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn policies(yaml: &str) -> Vec<NetworkPolicy> {
-    objects(yaml, "networking.k8s.io/v1", "NetworkPolicy")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netpol_truth_tables_with_real_traffic() {
     let cases = cases();
@@ -389,11 +303,7 @@ async fn netpol_truth_tables_with_real_traffic() {
     let mut lab = KernelLab::start().await;
     let mut failures = Vec::new();
     for (name, yaml) in &cases {
-        let w = world(policies(yaml));
-        let p = plan(&desired(&w));
-        assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
-        assert_node_reaches_pods(&want);
+        let (p, want) = lab.layout.policy_case(name, yaml);
         failures.extend(lab.check(name, &p, &want).await);
     }
     lab.table.summary("NetworkPolicy");
@@ -464,7 +374,7 @@ fn admin_cases() -> Vec<(&'static str, &'static str, &'static str, &'static str)
 fn admin_world(np: &str, anp: &str, banp: &str) -> AdminWorld {
     let v1a1 = "policy.networking.k8s.io/v1alpha1";
     AdminWorld {
-        base: world(policies(np)),
+        base: layout().world(policies(np)),
         anps: objects::<AdminNetworkPolicy>(anp, v1a1, "AdminNetworkPolicy"),
         banp: objects::<BaselineAdminNetworkPolicy>(banp, v1a1, "BaselineAdminNetworkPolicy")
             .into_iter()
@@ -479,7 +389,7 @@ fn admin_world(np: &str, anp: &str, banp: &str) -> AdminWorld {
 }
 
 fn admin_desired(w: &AdminWorld) -> Desired {
-    let mut d = desired(&w.base);
+    let mut d = layout().desired(&w.base);
     d.admin_policy = w.admin_input();
     d
 }
@@ -492,8 +402,10 @@ async fn admin_policy_truth_tables_with_real_traffic() {
         let w = admin_world(np, anp, banp);
         let p = plan(&admin_desired(&w));
         assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
-        assert_node_reaches_pods(&want);
+        let want = lab
+            .layout
+            .want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        lab.layout.assert_node_reaches_pods(&want);
         failures.extend(lab.check(name, &p, &want).await);
     }
     lab.table.summary("admin");
@@ -586,7 +498,7 @@ fn sg_world(groups: &str, members: &[(usize, &str)], np: &str) -> SgWorld {
         member_of[*i] = names.split(',').map(str::to_string).collect();
     }
     SgWorld {
-        base: world(policies(np)),
+        base: layout().world(policies(np)),
         groups: objects::<SecurityGroup>(groups, "kubeovn.io/v1", "SecurityGroup"),
         member_of,
     }
@@ -599,12 +511,14 @@ async fn security_group_truth_tables_with_real_traffic() {
     let mut denied_somewhere = false;
     for (name, groups, members, np) in &sg_cases() {
         let w = sg_world(groups, members, np);
-        let mut d = desired(&w.base);
+        let mut d = lab.layout.desired(&w.base);
         d.security_groups = w.sg_input();
         let p = plan(&d);
         let expected_issues = usize::from(members.iter().any(|(_, g)| *g == "nope"));
         assert_eq!(p.issues.len(), expected_issues, "{name}: {:?}", p.issues);
-        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        let want = lab
+            .layout
+            .want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
         denied_somewhere |= want.values().any(|v| !v);
         failures.extend(lab.check(name, &p, &want).await);
     }
@@ -617,170 +531,16 @@ async fn security_group_truth_tables_with_real_traffic() {
 }
 
 // =============================================================================================
-// Kube-OVN Subnet `spec.acls` on the pods' switch, alone and against NetworkPolicy.
-
-use ferrovn_control::plan::AclIntent;
-
-/// A `spec.acls` entry of a case, in a form both the OVN match and the model are made from:
-/// `ip4` plus the listed sources, destinations and L4 destination port.
-struct SubnetAcl {
-    /// `to-lport` (towards a port of the switch) or `from-lport` (entering from one).
-    to_lport: bool,
-    priority: i64,
-    src: &'static [&'static str],
-    dst: &'static [&'static str],
-    l4: Option<(Protocol, u16)>,
-    /// `allow-related`, else `drop`.
-    allow: bool,
-}
-
-impl SubnetAcl {
-    fn intent(&self) -> AclIntent {
-        let set = |field: &str, v: &[&str]| match v {
-            [one] => format!("ip4.{field} == {one}"),
-            _ => format!("ip4.{field} == {{{}}}", v.join(", ")),
-        };
-        let mut m = vec!["ip4".to_string()];
-        if !self.src.is_empty() {
-            m.push(set("src", self.src));
-        }
-        if !self.dst.is_empty() {
-            m.push(set("dst", self.dst));
-        }
-        if let Some((proto, port)) = self.l4 {
-            m.push(format!("{}.dst == {port}", proto.ovn()));
-        }
-        AclIntent {
-            direction: if self.to_lport {
-                "to-lport"
-            } else {
-                "from-lport"
-            }
-            .into(),
-            priority: self.priority,
-            match_: m.join(" && "),
-            action: if self.allow { "allow-related" } else { "drop" }.into(),
-        }
-    }
-
-    /// Whether a packet matches; `dport` is `None` for a reply (to an ephemeral port, which
-    /// no entry here names).
-    fn matches(&self, sip: IpAddr, dip: IpAddr, proto: Protocol, dport: Option<u16>) -> bool {
-        let has = |v: &[&str], ip: IpAddr| {
-            v.is_empty() || v.iter().any(|a| a.parse::<IpAddr>().is_ok_and(|a| a == ip))
-        };
-        has(self.src, sip)
-            && has(self.dst, dip)
-            && self.l4.is_none_or(|(p, n)| p == proto && dport == Some(n))
-    }
-}
-
-/// OVN's verdict for a connection `s` → `d` with subnet ACLs on `ovn-default` and the
-/// NetworkPolicies of `w`, from how northd builds the stages (ovn-northd(8)):
-/// - from-lport subnet ACLs are evaluated before load balancing, NetworkPolicy's egress ACLs
-///   (`apply-after-lb`) in a stage of their own after it: both must allow;
-/// - to-lport subnet ACLs and NetworkPolicy's ingress ACLs (drop 2000, allow 2001, node 3000)
-///   are one stage of tier 2: the highest priority that matches decides, none allows;
-/// - when the switch has a stateful ACL (an `allow-related` entry, or any NetworkPolicy), a
-///   reply passes every stage on its connection's conntrack entry, with one exception: a
-///   reply entering from the router port (the node's reply to a pod) is untracked, because
-///   the switch skips conntrack for packets from a router port, so it meets the from-lport
-///   ACLs as a new packet would (no case here has a from-lport entry that the node's reply
-///   matches but its request does not). (Towards the router port the switch skips conntrack too, but
-///   the packet still carries the state of the lookup at its source pod's port: a pod's reply
-///   to the node passes.) Without a stateful ACL every reply is a new packet for the ACLs.
-fn subnet_acl_allowed(
-    w: &World,
-    acls: &[SubnetAcl],
-    s: usize,
-    d: usize,
-    proto: Protocol,
-    port: u16,
-) -> bool {
-    let stateful = !w.policies.is_empty() || acls.iter().any(|a| a.allow);
-    let stage = |to_lport: bool, sip, dip, dport, np: Vec<(i64, bool)>| {
-        acls.iter()
-            .filter(|a| a.to_lport == to_lport && a.matches(sip, dip, proto, dport))
-            .map(|a| (a.priority, a.allow))
-            .chain(np)
-            .max_by_key(|c| c.0)
-            .is_none_or(|c| c.1)
-    };
-    let (src, sip) = endpoint(s);
-    let (dst, dip) = endpoint(d);
-    // NetworkPolicy's to-lport ACLs at the destination pod that match.
-    let mut np_in = Vec::new();
-    if let Endpoint::Pod(i) = dst {
-        let pod = &w.pods[i];
-        let selecting: Vec<&NetworkPolicy> =
-            w.policies.iter().filter(|p| w.selects(p, pod)).collect();
-        if matches!(src, Endpoint::Node) && !selecting.is_empty() {
-            np_in.push((3000, true));
-        }
-        if selecting
-            .iter()
-            .any(|p| World::types(p.spec.as_ref().unwrap()).0)
-        {
-            np_in.push(if w.ingress_allowed(&src, sip, &dst, proto, port) {
-                (2001, true)
-            } else {
-                (2000, false)
-            });
-        }
-    }
-    let forward = stage(false, sip, dip, Some(port), Vec::new())
-        && w.egress_allowed(&src, &dst, dip, proto, port)
-        && stage(true, sip, dip, Some(port), np_in);
-    let reply = ((stateful && d != NODE) || stage(false, dip, sip, None, Vec::new()))
-        && (stateful || stage(true, dip, sip, None, Vec::new()));
-    forward && reply
-}
+// Kube-OVN Subnet `spec.acls` on the pods' switch, alone and against NetworkPolicy, against the
+// model of `subnet_acl_model`.
 
 const Y_PODS: &[&str] = &["10.16.0.13", "10.16.0.14", "10.16.0.15"];
 const Z_PODS: &[&str] = &["10.16.0.16", "10.16.0.17", "10.16.0.18"];
 
-/// Drops only: TCP 81 to y (from everyone, the node too), UDP 80 from z/c, and everything
-/// z/a (.16) sends.
-fn drops() -> Vec<SubnetAcl> {
-    vec![
-        SubnetAcl {
-            to_lport: true,
-            priority: 1500,
-            src: &[],
-            dst: Y_PODS,
-            l4: Some((Protocol::Tcp, 81)),
-            allow: false,
-        },
-        SubnetAcl {
-            to_lport: false,
-            priority: 1500,
-            src: &["10.16.0.18"],
-            dst: &[],
-            l4: Some((Protocol::Udp, 80)),
-            allow: false,
-        },
-        SubnetAcl {
-            to_lport: true,
-            priority: 1500,
-            src: &["10.16.0.16"],
-            dst: &[],
-            l4: None,
-            allow: false,
-        },
-    ]
-}
-
 /// (name, subnet ACLs, NetworkPolicies).
 fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
-    let mut stateful = drops();
-    stateful.push(SubnetAcl {
-        to_lport: true,
-        priority: 1400,
-        src: &[],
-        dst: &["10.16.0.17"],
-        l4: Some((Protocol::Udp, 81)),
-        allow: true,
-    });
+    // TCP 81 to y (from everyone, the node too), UDP 80 from z/c, everything z/a sends.
+    let drops = || subnet_drops(Y_PODS, &["10.16.0.18"], &["10.16.0.16"]);
     vec![
         (
             "subnet drops, no stateful ACL: TCP 81 to y, UDP 80 from z/c, z/a's packets (so no reply of z/a either)",
@@ -789,36 +549,19 @@ fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
         ),
         (
             "the same drops with one allow-related entry: the switch is stateful, replies of z/a pass (the node's too)",
-            stateful,
+            made_stateful(drops(), &["10.16.0.17"]),
             "",
         ),
         (
             "to-lport entries against NetworkPolicy by priority: 2500 allow over x's default deny, 1500 drop under y's NP allow, 3500 drop over the node allow",
             vec![
-                SubnetAcl {
-                    to_lport: true,
-                    priority: 2500,
-                    src: Y_PODS,
-                    dst: &[],
-                    l4: Some((Protocol::Tcp, 80)),
-                    allow: true,
-                },
-                SubnetAcl {
-                    to_lport: true,
-                    priority: 1500,
-                    src: &["10.16.0.16"],
-                    dst: &[],
-                    l4: None,
-                    allow: false,
-                },
-                SubnetAcl {
-                    to_lport: true,
-                    priority: 3500,
-                    src: &[NODE_IP],
-                    dst: &[],
-                    l4: Some((Protocol::Udp, 81)),
-                    allow: false,
-                },
+                SubnetAcl::allow_to(2500)
+                    .src(Y_PODS)
+                    .dport(Protocol::Tcp, 80),
+                SubnetAcl::drop_to(1500).src(&["10.16.0.16"]),
+                SubnetAcl::drop_to(3500)
+                    .src(&[NODE_IP])
+                    .dport(Protocol::Udp, 81),
             ],
             "{metadata: {name: deny, namespace: x}, spec: {podSelector: {}, policyTypes: [Ingress]}}
 ---
@@ -827,24 +570,17 @@ fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
         (
             "from-lport entries are a stage before NetworkPolicy's egress: a 2500 allow does not open z's egress to y, a 1500 drop of UDP 81 to x/a holds",
             vec![
-                SubnetAcl {
-                    to_lport: false,
-                    priority: 2500,
-                    src: Z_PODS,
-                    dst: Y_PODS,
-                    l4: None,
-                    allow: true,
-                },
-                SubnetAcl {
-                    to_lport: false,
-                    priority: 1500,
-                    src: &[],
-                    dst: &["10.16.0.10"],
-                    l4: Some((Protocol::Udp, 81)),
-                    allow: false,
-                },
+                SubnetAcl::allow_from(2500).src(Z_PODS).dst(Y_PODS),
+                SubnetAcl::drop_from(1500)
+                    .dst(&["10.16.0.10"])
+                    .dport(Protocol::Udp, 81),
             ],
             "{metadata: {name: to-x, namespace: z}, spec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}}]}]}}",
+        ),
+        (
+            SERVER_REPLY_CASE,
+            server_reply_drops(),
+            "",
         ),
         ("subnet ACLs removed: everything open again", Vec::new(), ""),
     ]
@@ -856,19 +592,7 @@ async fn subnet_acl_truth_tables_with_real_traffic() {
     let mut failures = Vec::new();
     let mut denied = 0;
     for (name, acls, np) in &subnet_acl_cases() {
-        let w = world(policies(np));
-        let mut d = desired(&w);
-        let s = d
-            .subnets
-            .iter_mut()
-            .find(|s| s.name == "ovn-default")
-            .unwrap();
-        s.acls = acls.iter().map(SubnetAcl::intent).collect();
-        let p = plan(&d);
-        assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
-        let want = common::truth::expect(NODE + 1, |s, d, proto, port| {
-            subnet_acl_allowed(&w, acls, s, d, proto, port)
-        });
+        let (p, want) = lab.layout.subnet_acl_case(name, acls, np);
         denied += want.values().filter(|v| !**v).count();
         failures.extend(lab.check(name, &p, &want).await);
     }

@@ -26,33 +26,34 @@
 mod common;
 mod netpol_model;
 mod sg_model;
+mod subnet_acl_model;
+mod truth_world;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::truth::{Cell, Table, kernel_pod, objects, pod_netns};
-use ferrovn_api::MacAddr;
+use common::truth::{Table, kernel_pod, objects, pod_netns};
 use ferrovn_api::names::lsp_name;
 use ferrovn_api::security_group::SecurityGroup;
-use ferrovn_control::plan::netpol::{PolicyNamespace, PolicyPod, Protocol};
-use ferrovn_control::plan::{Desired, NodeIntent, PortIntent, plan};
+use ferrovn_control::plan::netpol::{PolicyPod, Protocol};
+use ferrovn_control::plan::plan;
 use ferrovn_control::reconcile::NbSync;
-use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec};
+use ferrovn_testkit::dpdk::{TestMemory, Testpmd, TestpmdSpec};
 use ferrovn_testkit::dpdk_node::{DPDK_PROVIDER, DpdkAndKernelNodes};
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
-use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
-use ferrovn_testkit::require::{Need, fallback, require};
+use ferrovn_testkit::require::{Need, ovs_dpdk_needs, require};
 use ferrovn_testkit::wait::wait_until;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use netpol_model::{Endpoint, World};
 use sg_model::SgWorld;
+use subnet_acl_model::SubnetAcl;
+use truth_world::{
+    Layout, NODE_IP, SERVER_REPLY_CASE, made_stateful, node_port, pod_ip, pod_mac, policies,
+    serve_ports, server_reply_drops, subnet_drops, web,
+};
 
 const TEST: &str = "netpol_truth_tables_with_dpdk_pods";
-const NODE_IP: &str = "100.64.0.2";
-const NODE_MAC: MacAddr = MacAddr([0x0e, 0, 0, 0, 0xfe, 1]);
 /// The pods: (namespace, name, DPDK, node index: 0 = OVS-DPDK node A, 1 = kernel node B).
 const PODS: [(&str, &str, bool, usize); 6] = [
     ("x", "a", false, 0),
@@ -65,21 +66,16 @@ const PODS: [(&str, &str, bool, usize); 6] = [
 /// Endpoint index of the node (its join port, where kubelet probes come from), on node B.
 const NODE: usize = PODS.len();
 
-fn pod_ip(i: usize) -> IpAddr {
-    format!("10.16.0.{}", 10 + i).parse().unwrap()
-}
-
-fn pod_mac(i: usize) -> MacAddr {
-    MacAddr([0x0e, 0, 0, 0, 0, 0x10 + i as u8])
-}
-
 fn provider(i: usize) -> &'static str {
     if PODS[i].2 { DPDK_PROVIDER } else { "ovn" }
 }
 
-/// Labels `pod=<name>` and `kind=kernel|dpdk`.
+/// Labels `pod=<name>` and `kind=kernel|dpdk`. Every pod serves its four ports under the
+/// upstream suite's names; `web` is 80/TCP on the kernel pods and 81/TCP on the DPDK pods.
 fn pod(i: usize) -> PolicyPod {
     let (ns, name, dpdk, _) = PODS[i];
+    let mut named_ports = serve_ports();
+    named_ports.push(web(if dpdk { 81 } else { 80 }));
     PolicyPod {
         namespace: ns.into(),
         name: name.into(),
@@ -92,54 +88,15 @@ fn pod(i: usize) -> PolicyPod {
         ]),
         port: lsp_name(name, ns, provider(i)),
         ips: vec![pod_ip(i)],
-        named_ports: Vec::new(),
+        named_ports,
     }
 }
 
-fn world(policies: Vec<NetworkPolicy>) -> World {
-    World {
-        namespaces: ["x", "y"]
-            .iter()
-            .map(|ns| PolicyNamespace {
-                name: ns.to_string(),
-                labels: BTreeMap::from([("ns".to_string(), ns.to_string())]),
-            })
-            .collect(),
+fn layout() -> Layout {
+    Layout {
+        namespaces: &["x", "y"],
         pods: (0..PODS.len()).map(pod).collect(),
-        policies,
-        node_ips: vec![NODE_IP.parse().unwrap()],
-    }
-}
-
-fn desired(w: &World) -> Desired {
-    let mut d = common::default_cluster("10.16.0.0/16", None);
-    d.nodes.push(NodeIntent {
-        name: "n1".into(),
-        join_ips: vec![NODE_IP.parse().unwrap()],
-        join_mac: Some(NODE_MAC),
-        internal_ips: vec!["172.18.0.2".parse().unwrap()],
-    });
-    for (i, p) in w.pods.iter().enumerate() {
-        d.ports.push(PortIntent {
-            pod: p.name.clone(),
-            namespace: p.namespace.clone(),
-            provider: provider(i).into(),
-            subnet: "ovn-default".into(),
-            node: format!("n{}", PODS[i].3 + 1),
-            mac: pod_mac(i),
-            ips: p.ips.clone(),
-            port_security: true,
-        });
-    }
-    d.network_policy = w.input();
-    d
-}
-
-fn endpoint(i: usize) -> (Endpoint, IpAddr) {
-    if i == NODE {
-        (Endpoint::Node, NODE_IP.parse().unwrap())
-    } else {
-        (Endpoint::Pod(i), pod_ip(i))
+        placement: (0..PODS.len()).map(|i| (provider(i), PODS[i].3)).collect(),
     }
 }
 
@@ -154,17 +111,6 @@ fn label(i: usize) -> String {
             ["A", "B"][n]
         )
     }
-}
-
-/// A model's verdict for every cell.
-fn want(
-    verdict: impl Fn(&Endpoint, IpAddr, &Endpoint, IpAddr, Protocol, u16) -> bool,
-) -> BTreeMap<Cell, bool> {
-    common::truth::expect(NODE + 1, |s, d, proto, port| {
-        let (src, sip) = endpoint(s);
-        let (dst, dip) = endpoint(d);
-        verdict(&src, sip, &dst, dip, proto, port)
-    })
 }
 
 /// The cases: (name, policies as YAML documents without apiVersion / kind).
@@ -271,12 +217,28 @@ fn cases() -> Vec<(&'static str, &'static str)> {
             "namespace x open to everything from the node's network only (ipBlock 100.64.0.0/16)",
             "{metadata: {name: p, namespace: x}, spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 100.64.0.0/16}}]}]}}",
         ),
+        (
+            "x/d on its named port serve-80-tcp only (a DPDK pod's named port)",
+            "{metadata: {name: p, namespace: x}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{ports: [{port: serve-80-tcp}]}]}}",
+        ),
+        (
+            "y/d on named port serve-81-udp from the DPDK pods only",
+            "{metadata: {name: p, namespace: y}, spec: {podSelector: {matchLabels: {pod: d}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}], ports: [{protocol: UDP, port: serve-81-udp}]}]}}",
+        ),
+        (
+            "named port web in x and y: TCP 80 on the kernel pods, TCP 81 on the DPDK pods",
+            "{metadata: {name: web, namespace: x}, spec: {podSelector: {}, ingress: [{ports: [{port: web}]}]}}
+---
+{metadata: {name: web, namespace: y}, spec: {podSelector: {}, ingress: [{ports: [{port: web}]}]}}",
+        ),
+        (
+            "DPDK pods' egress by named ports of the destinations: serve-80-tcp and web (81 on DPDK pods)",
+            "{metadata: {name: out, namespace: x}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {}}], ports: [{port: serve-80-tcp}, {port: web}]}]}}
+---
+{metadata: {name: out, namespace: y}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {}}], ports: [{port: serve-80-tcp}, {port: web}]}]}}",
+        ),
         ("policies removed: everything open again", ""),
     ]
-}
-
-fn policies(yaml: &str) -> Vec<NetworkPolicy> {
-    objects(yaml, "networking.k8s.io/v1", "NetworkPolicy")
 }
 
 /// `dpdk`: TCP 80 from the pod network, but TCP 80-81 from y/b dropped (priority 5 over 10),
@@ -344,13 +306,70 @@ fn sg_cases() -> Vec<SgCase> {
     ]
 }
 
+/// The DPDK pods x/d and y/d, and the kernel pods of y.
+const DPDK_PODS: &[&str] = &["10.16.0.14", "10.16.0.15"];
+const Y_KERNEL: &[&str] = &["10.16.0.12", "10.16.0.13"];
+
+/// The subnet `spec.acls` cases of the kernel table with DPDK pods on both ends: (name,
+/// entries, NetworkPolicies).
+fn subnet_acl_cases() -> Vec<(&'static str, Vec<SubnetAcl>, &'static str)> {
+    // TCP 81 to the DPDK pods, UDP 80 from x/d, everything y/d sends.
+    let drops = || subnet_drops(DPDK_PODS, &["10.16.0.14"], &["10.16.0.15"]);
+    vec![
+        (
+            "subnet drops, no stateful ACL: TCP 81 to the DPDK pods, UDP 80 from x/d, y/d's packets (so no reply of y/d either)",
+            drops(),
+            "",
+        ),
+        (
+            "the same drops with one allow-related entry: the switch is stateful, replies of y/d pass (the node's too)",
+            made_stateful(drops(), &["10.16.0.11"]),
+            "",
+        ),
+        (
+            "to-lport entries against NetworkPolicy by priority: 2500 allow from the DPDK pods over x's kernel pods' deny, 1500 drop of x/d under y's NP allow, 3500 drop over the node allow",
+            vec![
+                SubnetAcl::allow_to(2500)
+                    .src(DPDK_PODS)
+                    .dport(Protocol::Tcp, 80),
+                SubnetAcl::drop_to(1500).src(&["10.16.0.14"]),
+                SubnetAcl::drop_to(3500)
+                    .src(&[NODE_IP])
+                    .dport(Protocol::Udp, 81),
+            ],
+            "{metadata: {name: deny, namespace: x}, spec: {podSelector: {matchLabels: {kind: kernel}}, policyTypes: [Ingress]}}
+---
+{metadata: {name: dpdk, namespace: y}, spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {kind: dpdk}}}]}]}}",
+        ),
+        (
+            "from-lport entries are a stage before NetworkPolicy's egress: a 2500 allow does not open the DPDK pods' egress to y's kernel pods, a 1500 drop of UDP 81 to x/d holds",
+            vec![
+                SubnetAcl::allow_from(2500).src(DPDK_PODS).dst(Y_KERNEL),
+                SubnetAcl::drop_from(1500)
+                    .dst(&["10.16.0.14"])
+                    .dport(Protocol::Udp, 81),
+            ],
+            "{metadata: {name: to-x, namespace: x}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}}]}]}}
+---
+{metadata: {name: to-x, namespace: y}, spec: {podSelector: {matchLabels: {kind: dpdk}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}}]}]}}",
+        ),
+        (SERVER_REPLY_CASE, server_reply_drops(), ""),
+        ("subnet ACLs removed: everything open again", Vec::new(), ""),
+    ]
+}
+
+/// Whether a cell has a DPDK pod on one side.
+fn has_dpdk(s: usize, d: usize) -> bool {
+    [s, d].iter().any(|i| *i < NODE && PODS[*i].2)
+}
+
 fn sg_world(groups: &str, members: &[(usize, &str)], np: &str) -> SgWorld {
     let mut member_of = vec![Vec::new(); PODS.len()];
     for (i, names) in members {
         member_of[*i] = names.split(',').map(str::to_string).collect();
     }
     SgWorld {
-        base: world(policies(np)),
+        base: layout().world(policies(np)),
         groups: objects::<SecurityGroup>(groups, "kubeovn.io/v1", "SecurityGroup"),
         member_of,
     }
@@ -358,34 +377,25 @@ fn sg_world(groups: &str, members: &[(usize, &str)], np: &str) -> SgWorld {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netpol_truth_tables_with_dpdk_pods() {
-    let needs = [
-        Need::Root,
-        Need::Tool("ovsdb-server"),
-        Need::Tool("ovn-northd"),
-        Need::Tool("ovn-controller"),
-        Need::Tool("dpdk-testpmd"),
-        Need::Tool("python3"),
-        Need::Tool("ethtool"),
-        Need::Program(vswitchd_dpdk()),
-    ];
+    let needs = ovs_dpdk_needs(&[Need::Tool("python3"), Need::Tool("ethtool")]);
     if !require(TEST, &needs) {
         return;
     }
     let cases = cases();
     assert!(cases.len() >= 8, "{} cases", cases.len());
+    let layout = layout();
     let tag = unique_tag();
     let rnd = short_rand();
     // OVS-DPDK 256 MiB + testpmd 128 MiB, in 2 MiB pages, with room to spare.
-    let huge_dir = PathBuf::from(format!("/tmp/fndh{rnd}"));
-    let lease = match HugepageLease::acquire(&format!("netpol-dpdk-{tag}"), 256, &huge_dir) {
-        Ok(l) => Some(l),
-        Err(why) => {
-            fallback(TEST, "OVS-DPDK and testpmd with --no-huge", &why);
-            None
-        }
-    };
+    let memory = TestMemory::acquire(
+        TEST,
+        &format!("netpol-dpdk-{tag}"),
+        256,
+        &PathBuf::from(format!("/tmp/fndh{rnd}")),
+        "OVS-DPDK and testpmd with --no-huge",
+    );
     // Its DPDK set-up runs a runtime of its own: not on this test's runtime threads.
-    let (r, h) = (rnd.clone(), lease.as_ref().map(|l| l.mount().to_path_buf()));
+    let (r, h) = (rnd.clone(), memory.huge_dir().map(|p| p.to_path_buf()));
     let lab =
         tokio::task::spawn_blocking(move || DpdkAndKernelNodes::start("fnd", &r, h.as_deref()))
             .await
@@ -395,8 +405,10 @@ async fn netpol_truth_tables_with_dpdk_pods() {
     let sync = NbSync::connect(&tb.central.nb_remote(), 1000)
         .await
         .expect("NB");
-    let w0 = world(Vec::new());
-    sync.sync(&plan(&desired(&w0))).await.expect("sync pods");
+    let w0 = layout.world(Vec::new());
+    sync.sync(&plan(&layout.desired(&w0)))
+        .await
+        .expect("sync pods");
 
     let route = [("default", "10.16.0.1")];
     let mut endpoints: Vec<Option<Netns>> = (0..PODS.len()).map(|_| None).collect();
@@ -450,18 +462,11 @@ async fn netpol_truth_tables_with_dpdk_pods() {
         vdevs.push(format!("net_af_packet{k},iface={far}"));
     }
     let dir = tempfile::tempdir().unwrap();
-    let pod_memory = match &lease {
-        Some(l) => PodMemory::Hugepages {
-            dir: l.mount().to_path_buf(),
-            mib: 128,
-        },
-        None => PodMemory::NoHuge { mib: 256 },
-    };
     let mut testpmd = Testpmd::start(&TestpmdSpec {
         prefix: format!("fnd{rnd}tp"),
         netns: Some(&app),
         cpu: 0,
-        memory: pod_memory,
+        memory: memory.pod(128),
         vdevs,
         forward_mode: "io".into(),
         app_args: vec!["--rxd=256".into(), "--txd=256".into()],
@@ -503,17 +508,7 @@ async fn netpol_truth_tables_with_dpdk_pods() {
     }
     // The io pairs are (vhost-user of pod k, veth of pod k) because DPDK numbers the ports in
     // --vdev order; were they not, every DPDK cell of the first case would fail.
-    // The node: its join port (as ovn0 on a real node), routes to the pod network.
-    let node_ns = kernel_pod(
-        &tb.nodes[1],
-        "d",
-        &tag,
-        "node",
-        "node-n1",
-        NODE_MAC,
-        &format!("{NODE_IP}/16"),
-        &[("10.16.0.0/16", "100.64.0.1")],
-    );
+    let node_ns = node_port(&tb.nodes[1], "d", &tag);
     let mut endpoints: Vec<(Netns, IpAddr, String)> = endpoints
         .into_iter()
         .enumerate()
@@ -528,21 +523,16 @@ async fn netpol_truth_tables_with_dpdk_pods() {
     let started = Instant::now();
     let mut failures = Vec::new();
     for (name, yaml) in &cases {
-        let w = world(policies(yaml));
-        let p = plan(&desired(&w));
-        assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
+        let (p, want) = layout.policy_case(name, yaml);
         common::truth::apply(&sync, &tb.central, &p).await;
-        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
-        for ((s, d, _), ok) in &want {
-            assert!(*s != NODE || *d == NODE || *ok, "model: node -> pod denied");
-        }
         failures.extend(table.check(name, &want));
     }
     // Security groups on the same pods, DPDK pods among their members.
     let mut denied_member = false;
-    for (name, groups, members, np) in &sg_cases() {
+    let sg = sg_cases();
+    for (name, groups, members, np) in &sg {
         let w = sg_world(groups, members, np);
-        let mut d = desired(&w.base);
+        let mut d = layout.desired(&w.base);
         d.security_groups = w.sg_input();
         for sp in &mut d.security_groups.ports {
             if sp.port.ends_with(DPDK_PROVIDER) {
@@ -552,26 +542,43 @@ async fn netpol_truth_tables_with_dpdk_pods() {
         let p = plan(&d);
         assert!(p.issues.is_empty(), "{name}: {:?}", p.issues);
         common::truth::apply(&sync, &tb.central, &p).await;
-        let want = want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
+        let want =
+            layout.want(|s, sip, d, dip, proto, port| w.allowed(s, sip, d, dip, proto, port));
         // The group cases must deny a DPDK member something, or they prove nothing about it.
-        denied_member |= want
-            .iter()
-            .any(|((s, d, _), ok)| !ok && [s, d].iter().any(|i| **i < NODE && PODS[**i].2));
+        denied_member |= want.iter().any(|((s, d, _), ok)| !ok && has_dpdk(*s, *d));
         failures.extend(table.check(name, &want));
     }
     assert!(denied_member, "no group case denies a DPDK pod anything");
+    // Subnet `spec.acls` on the pods' switch, DPDK pods on both ends.
+    let acl_cases = subnet_acl_cases();
+    let mut denied_dpdk = 0;
+    for (name, acls, np) in &acl_cases {
+        let (p, want) = layout.subnet_acl_case(name, acls, np);
+        denied_dpdk += want
+            .iter()
+            .filter(|((s, d, _), ok)| !**ok && has_dpdk(*s, *d))
+            .count();
+        common::truth::apply(&sync, &tb.central, &p).await;
+        failures.extend(table.check(name, &want));
+    }
+    assert!(
+        denied_dpdk > 0,
+        "no subnet ACL case denies a DPDK pod anything"
+    );
     let dpdk_per_case = common::truth::all_cells(NODE + 1)
         .iter()
-        .filter(|(s, d, _)| [s, d].iter().any(|i| **i < NODE && PODS[**i].2))
+        .filter(|(s, d, _)| has_dpdk(*s, *d))
         .count();
     eprintln!(
-        "{} cases ({} NetworkPolicy, {} security group), {} cells probed ({} with a DPDK pod) in {:.1} s",
+        "{} cases ({} NetworkPolicy, {} security group, {} subnet ACL), {} cells probed ({} with a DPDK pod) in {:.1} s ({:.1} s of probing)",
         table.cases,
         cases.len(),
-        table.cases - cases.len(),
+        sg.len(),
+        acl_cases.len(),
         table.probed,
         table.cases * dpdk_per_case,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        table.probing.as_secs_f64()
     );
     drop(table);
     let alive = testpmd.is_running();

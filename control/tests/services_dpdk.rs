@@ -36,13 +36,12 @@ use ferrovn_control::reconcile::NbSync;
 use ferrovn_testkit::binaries::{agent_binary, cni_plugin_binary};
 use ferrovn_testkit::cluster::{POD_SUBNET, add_switch_with_router, allocate_pod, nbctl};
 use ferrovn_testkit::cni::FerrovnCni;
-use ferrovn_testkit::dpdk::{HugepageLease, PodMemory, Testpmd, TestpmdSpec};
+use ferrovn_testkit::dpdk::{PodMemory, TestMemory, Testpmd, TestpmdSpec};
 use ferrovn_testkit::dpdk_node::{DpdkNode, DpdkNodeSpec, DpdkPod, DpdkUnderlay};
 use ferrovn_testkit::names::{short_rand, unique_tag};
 use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig, add_underlay_veth};
-use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
-use ferrovn_testkit::require::{Need, fallback, require};
+use ferrovn_testkit::require::{Need, ovs_dpdk_needs, require};
 use ferrovn_testkit::wait::wait_until;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -330,16 +329,7 @@ fn only_backend(got: &[u64], what: &str) -> usize {
 #[test]
 fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
     const TEST: &str = "dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal";
-    let needs = [
-        Need::Root,
-        Need::Tool("ovsdb-server"),
-        Need::Tool("ovn-northd"),
-        Need::Tool("ovn-controller"),
-        Need::Tool("dpdk-testpmd"),
-        Need::Tool("nft"),
-        Need::Program(vswitchd_dpdk()),
-    ];
-    if !require(TEST, &needs) {
+    if !require(TEST, &ovs_dpdk_needs(&[Need::Tool("nft")])) {
         return;
     }
     let t0 = Instant::now();
@@ -350,20 +340,14 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
         .tempdir_in("/tmp")
         .unwrap();
     let huge_dir = PathBuf::from(format!("/tmp/fvsdh{rnd}"));
-    let lease = match HugepageLease::acquire(&format!("svc-dpdk-{tag}"), 384, &huge_dir) {
-        Ok(l) => Some(l),
-        Err(why) => {
-            fallback(TEST, "OVS-DPDK and the DPDK pod with --no-huge", &why);
-            None
-        }
-    };
-    let memory = match &lease {
-        Some(_) => PodMemory::Hugepages {
-            dir: huge_dir.clone(),
-            mib: 128,
-        },
-        None => PodMemory::NoHuge { mib: 256 },
-    };
+    let hugepages = TestMemory::acquire(
+        TEST,
+        &format!("svc-dpdk-{tag}"),
+        384,
+        &huge_dir,
+        "OVS-DPDK and the DPDK pod with --no-huge",
+    );
+    let memory = hugepages.pod(128);
 
     // The kernel node first: the DPDK node's underlay is a veth to it.
     let mut kernel = Node::start(
@@ -381,7 +365,7 @@ fn dpdk_pod_reaches_a_udp_service_on_both_nodes_and_follows_endpoint_removal() {
             work: work.path(),
             agent: &agent,
             plugin: &plugin,
-            huge_dir: lease.as_ref().map(|l| l.mount()),
+            huge_dir: hugepages.huge_dir(),
             extra_agent_args: vec![],
         },
         &DpdkUnderlay {

@@ -30,7 +30,7 @@ use ferrovn_testkit::cluster::{
 };
 use ferrovn_testkit::cni::FerrovnCni;
 use ferrovn_testkit::dpdk::{
-    DpdkRuntimeDir, HugepageLease, PodMemory, SharedDir, Testpmd, TestpmdSpec, is_mount_point,
+    DpdkRuntimeDir, SharedDir, TestMemory, Testpmd, TestpmdSpec, is_mount_point,
 };
 use ferrovn_testkit::error::Error;
 use ferrovn_testkit::names::{seed_u32, short_rand, unique_tag};
@@ -38,7 +38,7 @@ use ferrovn_testkit::netns::Netns;
 use ferrovn_testkit::ovs_node::{Node, NodeConfig, add_underlay_veth};
 use ferrovn_testkit::ovs_paths::vswitchd_dpdk;
 use ferrovn_testkit::ovsdb::OvnCentral;
-use ferrovn_testkit::require::{Need, fallback, require};
+use ferrovn_testkit::require::{ovs_dpdk_needs, require};
 use ferrovn_testkit::wait::wait_until;
 use serde_json::{Value, json};
 
@@ -76,15 +76,7 @@ fn wait_dpdk_initialized(node: &Node) -> bool {
 #[test]
 fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     const TEST: &str = "dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node";
-    let needs = [
-        Need::Root,
-        Need::Tool("ovsdb-server"),
-        Need::Tool("ovn-northd"),
-        Need::Tool("ovn-controller"),
-        Need::Tool("dpdk-testpmd"),
-        Need::Program(vswitchd_dpdk()),
-    ];
-    if !require(TEST, &needs) {
+    if !require(TEST, &ovs_dpdk_needs(&[])) {
         return Ok(());
     }
     let tag = unique_tag();
@@ -96,20 +88,14 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
 
     // ---- hugepages (shared safely with concurrent tests) or a LOUD --no-huge fallback
     let huge_dir = PathBuf::from(format!("/tmp/fvh{rnd}"));
-    let lease = match HugepageLease::acquire(&format!("dpdk-e2e-{tag}"), 384, &huge_dir) {
-        Ok(l) => Some(l),
-        Err(why) => {
-            fallback(TEST, "OVS-DPDK and DPDK pods with --no-huge", &why);
-            None
-        }
-    };
-    let pod_memory = match &lease {
-        Some(_) => PodMemory::Hugepages {
-            dir: huge_dir.clone(),
-            mib: 128,
-        },
-        None => PodMemory::NoHuge { mib: 256 },
-    };
+    let memory = TestMemory::acquire(
+        TEST,
+        &format!("dpdk-e2e-{tag}"),
+        384,
+        &huge_dir,
+        "OVS-DPDK and DPDK pods with --no-huge",
+    );
+    let pod_memory = memory.pod(128);
 
     let _ovs_runtime = DpdkRuntimeDir::new(&format!("fvovs{rnd}"));
     // ---- the short directory for vhost-user bind mounts, shared into vswitchd's namespace
@@ -132,7 +118,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     dcfg.file_prefix = format!("fvovs{rnd}");
     dcfg.no_pci = true;
     dcfg.iova_mode = Some("va".into());
-    if lease.is_some() {
+    if memory.huge_dir().is_some() {
         dcfg.huge_dir = Some(huge_dir.clone());
     } else {
         dcfg.allow_no_huge = true;
@@ -238,7 +224,7 @@ fn dpdk_pods_on_an_ovs_dpdk_node_next_to_a_kernel_node() -> Result<(), Error> {
     )
     .expect("json");
     assert_eq!(node_ann[PROFILE_ANNOTATION], "dpdk", "{node_ann:?}");
-    let want_reason = if lease.is_some() {
+    let want_reason = if memory.huge_dir().is_some() {
         "label-userspace"
     } else {
         "no-huge-mode"

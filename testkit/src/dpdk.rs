@@ -240,6 +240,45 @@ pub fn is_mount_point(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The hugepages of a DPDK test (a [`HugepageLease`]), or, when they cannot be had, its loud
+/// `--no-huge` fallback ([`crate::require::fallback`]: a failure under
+/// `FERROVN_REQUIRE_ALL=1`).
+#[derive(Debug)]
+pub struct TestMemory {
+    lease: Option<HugepageLease>,
+}
+
+impl TestMemory {
+    /// `pages` 2 MiB pages for `test` under lease `name`, mounted at `mount`; `what` names the
+    /// fallback (e.g. "OVS-DPDK and testpmd with --no-huge").
+    pub fn acquire(test: &str, name: &str, pages: u64, mount: &Path, what: &str) -> Self {
+        match HugepageLease::acquire(name, pages, mount) {
+            Ok(lease) => TestMemory { lease: Some(lease) },
+            Err(why) => {
+                crate::require::fallback(test, what, &why);
+                TestMemory { lease: None }
+            }
+        }
+    }
+
+    /// The hugetlbfs mount, `None` in the fallback.
+    pub fn huge_dir(&self) -> Option<&Path> {
+        self.lease.as_ref().map(HugepageLease::mount)
+    }
+
+    /// A DPDK process's memory: `mib` MiB from the hugepages, or twice that with `--no-huge`
+    /// (what every DPDK test gave its pods in the fallback).
+    pub fn pod(&self, mib: u32) -> PodMemory {
+        match self.huge_dir() {
+            Some(dir) => PodMemory::Hugepages {
+                dir: dir.to_path_buf(),
+                mib,
+            },
+            None => PodMemory::NoHuge { mib: 2 * mib },
+        }
+    }
+}
+
 /// Memory of a DPDK process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodMemory {

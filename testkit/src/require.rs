@@ -77,6 +77,21 @@ fn hugepages_missing(pages: u64) -> Option<String> {
     })
 }
 
+/// What every OVS-DPDK lab test needs (root, the OVN daemons, `ovs-vswitchd-dpdk`,
+/// `dpdk-testpmd` for its DPDK pods), followed by `more`.
+pub fn ovs_dpdk_needs(more: &[Need]) -> Vec<Need> {
+    let mut needs = vec![
+        Need::Root,
+        Need::Tool("ovsdb-server"),
+        Need::Tool("ovn-northd"),
+        Need::Tool("ovn-controller"),
+        Need::Tool("dpdk-testpmd"),
+        Need::Program(crate::ovs_paths::vswitchd_dpdk()),
+    ];
+    needs.extend_from_slice(more);
+    needs
+}
+
 /// Whether `FERROVN_REQUIRE_ALL=1`: every skip and fallback is a failure.
 pub fn require_all() -> bool {
     std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1")

@@ -261,7 +261,9 @@ impl Table {
         let started = Instant::now();
         let cells: Vec<Cell> = want.keys().copied().collect();
         let mut got = self.probe(&cells, 1.0);
+        let first = started.elapsed();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reprobed = 0;
         loop {
             let wrong: Vec<Cell> = cells
                 .iter()
@@ -271,6 +273,7 @@ impl Table {
             if wrong.is_empty() || Instant::now() > deadline {
                 break;
             }
+            reprobed += wrong.len();
             got.extend(self.probe(&wrong, 3.0));
         }
         self.cases += 1;
@@ -294,9 +297,11 @@ impl Table {
             .collect();
         let allowed = want.values().filter(|v| **v).count();
         eprintln!(
-            "case {case:?}: {allowed}/{} cells allowed, {} wrong",
+            "case {case:?}: {allowed}/{} cells allowed, {} wrong ({:.1} s, first pass {:.1} s, {reprobed} cells re-probed)",
             want.len(),
-            wrong.len()
+            wrong.len(),
+            started.elapsed().as_secs_f64(),
+            first.as_secs_f64(),
         );
         (!wrong.is_empty()).then(|| format!("case {case:?}:\n{}", wrong.concat()))
     }
