@@ -83,6 +83,26 @@ fn with_state<R>(f: impl FnOnce(&mut LeaseState) -> Result<R, String>) -> Result
     out
 }
 
+/// The kernel raises `nr_hugepages` only as far as it finds free 2 MiB blocks; on a machine
+/// that has been building for hours memory is fragmented and a DPDK test would fail for want of
+/// pages that are there. Compact memory (and, if that is not enough, drop clean page cache
+/// first) and ask again. Returns the free count after the retry.
+fn defragment_and_retry(target: u64) -> Result<u64, String> {
+    for step in [
+        &["/proc/sys/vm/compact_memory"][..],
+        &["/proc/sys/vm/drop_caches", "/proc/sys/vm/compact_memory"],
+    ] {
+        for knob in step {
+            std::fs::write(knob, "1").map_err(|e| format!("write 1 to {knob}: {e}"))?;
+        }
+        write_count(NR_2M, target)?;
+        if read_count(NR_2M)? >= target {
+            break;
+        }
+    }
+    read_count(FREE_2M)
+}
+
 /// `pages` 2 MiB hugepages reserved for this test: `nr_hugepages` is raised to the original
 /// count plus all live leases, and back to the original when the last lease ends. Also
 /// mounts a private hugetlbfs (pagesize=2M) at `mount`, removed on drop with any files in it.
@@ -103,7 +123,10 @@ impl HugepageLease {
                 write_count(NR_2M, target)?;
                 st.set_to = Some(target);
             }
-            let free = read_count(FREE_2M)?;
+            let mut free = read_count(FREE_2M)?;
+            if free < pages && cur < target {
+                free = defragment_and_retry(target)?;
+            }
             if free < pages {
                 st.leases.remove(&id);
                 let back = st.orig + st.leases.values().sum::<u64>();
