@@ -147,24 +147,10 @@ pub fn chains(services: &[HostService], mark: u32) -> String {
             hs.vip.port()
         ));
         chains.push_str(&format!("  chain hs{i} {{\n"));
-        if hs.backends.len() == 1 {
-            chains.push_str(&format!("    goto hs{i}b0\n"));
-        } else {
-            let arms: Vec<String> = (0..hs.backends.len())
-                .map(|j| format!("{j} : goto hs{i}b{j}"))
-                .collect();
-            chains.push_str(&format!(
-                "    numgen random mod {} vmap {{ {} }}\n",
-                hs.backends.len(),
-                arms.join(", ")
-            ));
-        }
+        crate::nodeport::pick_backend(&mut chains, &format!("hs{i}"), hs.backends.len());
         chains.push_str("  }\n");
         for (j, b) in hs.backends.iter().enumerate() {
-            let to = match b {
-                SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-            };
+            let to = crate::nodeport::dnat_target(b);
             let set_mark = if hs.masquerade.contains(b) {
                 format!("    meta mark set meta mark | 0x{mark:08x}\n")
             } else {

@@ -289,24 +289,10 @@ pub fn ruleset(plan: &NodePortPlan) -> String {
         } else {
             chains.push_str(&format!("    {mark}\n"));
         }
-        if np.backends.len() == 1 {
-            chains.push_str(&format!("    goto np{i}b0\n"));
-        } else {
-            let arms: Vec<String> = (0..np.backends.len())
-                .map(|j| format!("{j} : goto np{i}b{j}"))
-                .collect();
-            chains.push_str(&format!(
-                "    numgen random mod {} vmap {{ {} }}\n",
-                np.backends.len(),
-                arms.join(", ")
-            ));
-        }
+        pick_backend(&mut chains, &format!("np{i}"), np.backends.len());
         chains.push_str("  }\n");
         for (j, b) in np.backends.iter().enumerate() {
-            let to = match b {
-                SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-            };
+            let to = dnat_target(b);
             chains.push_str(&format!(
                 "  chain np{i}b{j} {{\n    meta l4proto {l4} dnat {af} to {to}\n  }}\n"
             ));
@@ -594,6 +580,29 @@ async fn pass(
     );
     *applied = Some(plan);
     Ok(())
+}
+
+/// The rule that sends a connection to one of `n` backend chains `<chain>b<j>` at random
+/// (nft's `numgen`, picked per connection: the DNAT is then remembered by conntrack).
+pub(crate) fn pick_backend(chains: &mut String, chain: &str, n: usize) {
+    if n == 1 {
+        chains.push_str(&format!("    goto {chain}b0\n"));
+    } else {
+        let arms: Vec<String> = (0..n).map(|j| format!("{j} : goto {chain}b{j}")).collect();
+        chains.push_str(&format!(
+            "    numgen random mod {n} vmap {{ {} }}\n",
+            arms.join(", ")
+        ));
+    }
+}
+
+/// A backend as nft's `dnat to` takes it (IPv6 in brackets, so the port is not read as part of
+/// the address).
+pub(crate) fn dnat_target(b: &SocketAddr) -> String {
+    match b {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
 }
 
 #[cfg(test)]
