@@ -54,7 +54,7 @@ result = re.compile(r"^\s*--- (PASS|FAIL|SKIP): " + top + r"/(\S+) \(")
 header = re.compile(r"^=== (RUN|CONT|NAME|PAUSE)\s+" + top + r"/([^/\s]+)")
 probe = re.compile(r"FAILED Command was \[?(.*?)\]?$")
 sctp_skip = re.compile(r"SCTP PROBE SKIPPED")
-current, probes, order, verdict, failed_subtests, sctp = None, {}, [], {}, {}, {}
+current, probes, order, verdict, failed_subtests, unrun_sctp = None, {}, [], {}, {}, {}
 top_failed = False
 for line in open(log, errors="replace"):
     line = line.rstrip("\n")
@@ -74,7 +74,7 @@ for line in open(log, errors="replace"):
         failed_subtests.setdefault(test, []).append(sub.replace("_", " "))
         continue
     if sctp_skip.search(line) and current:
-        sctp[current] = sctp.get(current, 0) + 1
+        unrun_sctp[current] = unrun_sctp.get(current, 0) + 1
         continue
     m = probe.search(line)
     if m and current:
@@ -85,7 +85,7 @@ counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
 for name in order:
     v = verdict[name]
     counts[v] += 1
-    unrun = f" ({sctp[name]} SCTP probes not run: this kernel has no SCTP)" if sctp.get(name) else ""
+    unrun = f" ({unrun_sctp[name]} SCTP probes not run: this kernel has no SCTP)" if unrun_sctp.get(name) else ""
     if v == "FAIL":
         cmds = probes.get(name, [])
         sctp = sum("--protocol=sctp" in c for c in cmds)
@@ -109,6 +109,6 @@ elif rc != 0 and not counts["FAIL"]:
     print(f"anp-conformance: the suite exited {rc} with no failed test; see the log")
     counts["FAIL"] = 1
 print(f"anp-conformance passed={counts['PASS']} failed={counts['FAIL']} skipped={counts['SKIP']} "
-      f"sctp_probes_skipped={sum(sctp.values())}")
+      f"sctp_probes_skipped={sum(unrun_sctp.values())}")
 sys.exit(1 if counts["FAIL"] else 0)
 PY
