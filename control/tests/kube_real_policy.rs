@@ -2,8 +2,9 @@
 //! control plane (ferrovn-testkit, `make kube-bins`) as its own ServiceAccount (deploy/rbac.yaml):
 //! the `Ready` condition of AdminNetworkPolicies and the BaselineAdminNetworkPolicy (`True`
 //! when applied, `False` naming the field when left out), and one Warning Event naming the
-//! field for an invalid NetworkPolicy and an invalid SecurityGroup, objects the API server
-//! accepts but the controller cannot apply. And how soon a lone policy edit reaches the NB.
+//! field for an invalid NetworkPolicy, an invalid SecurityGroup and a BaselineAdminNetworkPolicy
+//! left out, objects the API server accepts but the controller cannot apply. And how soon a
+//! lone policy edit reaches the NB.
 
 // A test crate: its helpers outside #[test] fns assert by unwrapping too (clippy.toml allows it
 // only inside #[test] fns and #[cfg(test)] modules).
@@ -115,7 +116,20 @@ fn admin_policies_get_ready_conditions_and_invalid_policies_get_events() {
     assert_within(Duration::from_secs(30), "Events about both", || {
         !events_about(&cp, "NetworkPolicy").is_empty()
             && !events_about(&cp, "SecurityGroup").is_empty()
+            && !events_about(&cp, "BaselineAdminNetworkPolicy").is_empty()
     });
+    // The BANP left out of the plan gets its Event too; the applied ANP none.
+    let banp = events_about(&cp, "BaselineAdminNetworkPolicy");
+    assert_eq!(banp.len(), 1, "{banp:#?}");
+    assert_eq!(banp[0]["type"], "Warning");
+    assert_eq!(banp[0]["regarding"]["name"], "other");
+    assert_eq!(
+        banp[0]["regarding"]["apiVersion"],
+        "policy.networking.k8s.io/v1alpha1"
+    );
+    let note = banp[0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("metadata.name"), "{note}");
+    assert!(events_about(&cp, "AdminNetworkPolicy").is_empty());
     let np = events_about(&cp, "NetworkPolicy");
     assert_eq!(np.len(), 1, "{np:#?}");
     assert_eq!(np[0]["type"], "Warning");
