@@ -126,7 +126,7 @@ kube-anp-conformance:
 
 ## anp-conformance: that suite against the lab's cluster, every feature (core and extended), bringing
 ## the lab up first if it is not; ANP_FOCUS is a Go regexp over the suite's test names
-## (docs/conformance.md). Last line: `anp-conformance passed=N failed=N skipped=N`
+## (docs/conformance.md). Last line: `anp-conformance passed=N failed=N skipped=N sctp_probes_skipped=N`
 ANP_FOCUS ?=
 anp-conformance: kube-anp-conformance
 	@if [ ! -f $(LAB_STATE)/lab.json ]; then $(MAKE) lab; fi

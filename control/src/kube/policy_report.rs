@@ -1,5 +1,6 @@
 //! What the policy kinds report back with `--kube`, beyond the controller's log: a Warning
-//! Event naming the field for every invalid NetworkPolicy and SecurityGroup, and a `Ready`
+//! Event naming the field for every invalid NetworkPolicy and SecurityGroup and every
+//! AdminNetworkPolicy and BaselineAdminNetworkPolicy left out of the plan, and a `Ready`
 //! condition on every AdminNetworkPolicy and BaselineAdminNetworkPolicy. The network-policy-api
 //! (v1alpha1) defines `status.conditions` as `metav1.Condition`s and leaves their types to the
 //! implementation; `Ready` says whether the policy is applied, and why not. Pure planning
@@ -25,11 +26,33 @@ use ferrovn_api::validate::ObjectRef;
 /// The condition type of AdminNetworkPolicy and BaselineAdminNetworkPolicy status.
 pub const READY: &str = "Ready";
 
-/// Every invalid NetworkPolicy and SecurityGroup with its problems in one line (`field:
-/// reason; …`), for its Event.
+/// Every invalid NetworkPolicy and SecurityGroup, and every AdminNetworkPolicy and
+/// BaselineAdminNetworkPolicy left out of the plan, with its problems in one line (`field:
+/// reason; …`), for its Event. An admin policy applied with a warning (a shared priority)
+/// gets none: its `Ready` condition carries the warning.
 pub fn policy_problems(store: &ClusterStore) -> Vec<(ObjectRef, String)> {
     let mut by_object: BTreeMap<(&'static str, Option<String>, String), Vec<String>> =
         BTreeMap::new();
+    let admin = admin_input(store);
+    if !(admin.anps.is_empty() && admin.banps.is_empty()) {
+        let plan = plan_admin_policies(&admin);
+        for i in &plan.issues {
+            let (kind, pg) = if i.kind == Kind::AdminNetworkPolicy.name() {
+                ("AdminNetworkPolicy", anp_port_group_name(&i.policy))
+            } else {
+                (
+                    "BaselineAdminNetworkPolicy",
+                    banp_port_group_name(&i.policy),
+                )
+            };
+            if !plan.port_groups.contains_key(&pg) {
+                by_object
+                    .entry((kind, None, i.policy.clone()))
+                    .or_default()
+                    .push(format!("{}: {}", i.field, i.reason));
+            }
+        }
+    }
     let policies: Vec<_> = store
         .of_kind(Kind::NetworkPolicy)
         .filter_map(|o| match o {
@@ -94,6 +117,22 @@ pub fn policy_problems(store: &ClusterStore) -> Vec<(ObjectRef, String)> {
             (object, message)
         })
         .collect()
+}
+
+/// The watched AdminNetworkPolicies and BaselineAdminNetworkPolicies, as the planner takes them.
+fn admin_input(store: &ClusterStore) -> AdminPolicyInput {
+    let mut input = AdminPolicyInput::default();
+    for o in store
+        .of_kind(Kind::AdminNetworkPolicy)
+        .chain(store.of_kind(Kind::BaselineAdminNetworkPolicy))
+    {
+        match o {
+            Object::AdminNetworkPolicy(p) => input.anps.push((**p).clone()),
+            Object::BaselineAdminNetworkPolicy(p) => input.banps.push((**p).clone()),
+            _ => {}
+        }
+    }
+    input
 }
 
 /// The `Ready` condition of every AdminNetworkPolicy and BaselineAdminNetworkPolicy whose
@@ -165,6 +204,11 @@ pub fn plan_admin_policy_status_writes(store: &ClusterStore, now: &Time) -> Vec<
         };
         let mut desired: AdminPolicyStatus = status.unwrap_or_default();
         if set_condition(&mut desired.conditions, READY, state, reason, &message, now) {
+            // These conditions are metav1.Conditions (type, status, reason, message,
+            // lastTransitionTime, observedGeneration): no Kube-OVN style lastUpdateTime.
+            for c in &mut desired.conditions {
+                c.last_update_time = None;
+            }
             out.push(PlannedWrite {
                 target: Target::Status { kind, name },
                 body: json!({ "status": desired }),
@@ -261,6 +305,17 @@ mod tests {
             "metav1.Condition requires lastTransitionTime: {}",
             other.body
         );
+        for w in &writes {
+            let c = w.body["status"]["conditions"][0].as_object().unwrap();
+            let mut keys: Vec<&str> = c.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                ["lastTransitionTime", "message", "reason", "status", "type"],
+                "metav1.Condition fields only: {}",
+                w.body
+            );
+        }
 
         // Once the statuses say so, nothing more to write.
         let written: Vec<Object> = objects
@@ -321,5 +376,21 @@ mod tests {
             m.starts_with("SecurityGroup broken: spec.ingressRules[0].policy"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn admin_policies_left_out_get_an_event_and_warned_ones_do_not() {
+        // `other` is not the one BANP name the API allows; `good` and `tie` share a priority,
+        // so both are applied, with a warning in their condition.
+        let s = store(vec![anp("good", 10), anp("tie", 10), banp("other")]);
+        let problems = policy_problems(&s);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (o, m) = &problems[0];
+        assert_eq!(
+            o,
+            &ObjectRef::cluster("BaselineAdminNetworkPolicy", "other")
+        );
+        assert!(m.contains("metadata.name"), "{m}");
+        assert!(policy_problems(&store(vec![anp("good", 10), banp("default")])).is_empty());
     }
 }

@@ -102,14 +102,22 @@ pub struct Stats {
     pub last_generation: u64,
 }
 
-/// Collapses a burst of events into one pass: the deadline is `quiet` after the last event,
-/// but never later than `max_delay` after the first.
+/// When the next pass is due. A change after a quiet spell (nothing changed, and no pass ended,
+/// for longer than `quiet`) starts a pass at once: a lone policy edit reaches the NB without
+/// waiting out the quiet time, which is most of its API-to-drop latency otherwise. Changes
+/// that follow closely (a burst, or what queued while a pass ran) are collapsed: their pass is
+/// due `quiet` after the last of them, but never later than `max_delay` after the first.
 #[derive(Debug, Clone, Copy)]
 pub struct Debounce {
     quiet: Duration,
     max_delay: Duration,
+    /// The first and the last change not yet handled by a pass.
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The pending changes began after a quiet spell: the pass is due at `first`.
+    leading: bool,
+    /// The last change or pass end, whichever is later: the start of the current quiet spell.
+    busy_until: Option<Instant>,
 }
 
 impl Debounce {
@@ -119,24 +127,39 @@ impl Debounce {
             max_delay,
             first: None,
             last: None,
+            leading: false,
+            busy_until: None,
         }
     }
 
-    /// Something changed at `now`.
+    /// Something changed at `now` (or a pass is wanted at `now`, which may be in the future).
     pub fn touch(&mut self, now: Instant) {
-        self.first.get_or_insert(now);
-        self.last = Some(now);
+        if self.first.is_none() {
+            self.leading = self
+                .busy_until
+                .is_none_or(|t| now.saturating_duration_since(t) > self.quiet);
+            self.first = Some(now);
+        }
+        self.last = Some(self.last.map_or(now, |l| l.max(now)));
+        self.busy_until = Some(self.busy_until.map_or(now, |b| b.max(now)));
     }
 
     /// When the pass is due (`None`: nothing pending).
     pub fn deadline(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
+        if self.leading {
+            return Some(first);
+        }
         Some((last + self.quiet).min(first + self.max_delay))
     }
 
-    pub fn clear(&mut self) {
+    /// A pass (or the decision not to run one) ended at `now`: everything touched so far is
+    /// handled, and changes within `quiet` of `now` belong to a burst again.
+    pub fn clear(&mut self, now: Instant) {
         self.first = None;
         self.last = None;
+        self.leading = false;
+        self.busy_until = Some(self.busy_until.map_or(now, |b| b.max(now)));
     }
 }
 
@@ -447,8 +470,11 @@ pub async fn run(
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                debounce.clear();
-                if src.stats.ready && *leader.borrow() && !src.pass(&leader).await {
+                let ok = !(src.stats.ready && *leader.borrow()) || src.pass(&leader).await;
+                // Cleared after the pass, so that what queued while it ran is a burst (one
+                // trailing pass), not a fresh change that starts another pass at once.
+                debounce.clear(Instant::now());
+                if !ok {
                     // Retry soon rather than at the next event or resync.
                     debounce.touch(Instant::now() + RETRY_AFTER);
                 }
@@ -497,22 +523,91 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn debounce_waits_for_quiet_but_not_forever() {
+    fn debounce_starts_at_once_after_a_quiet_spell() {
         let t0 = Instant::now();
-        let ms = Duration::from_millis;
         let mut d = Debounce::new(ms(200), ms(1000));
         assert_eq!(d.deadline(), None);
+        // The very first change: nothing happened before, so the pass is due at once.
         d.touch(t0);
-        assert_eq!(d.deadline(), Some(t0 + ms(200)));
-        d.touch(t0 + ms(150));
-        assert_eq!(d.deadline(), Some(t0 + ms(350)));
-        // A steady trickle of events cannot postpone the pass past max_delay.
-        for i in 0..20 {
-            d.touch(t0 + ms(100 * i));
-        }
-        assert_eq!(d.deadline(), Some(t0 + ms(1000)));
-        d.clear();
+        assert_eq!(d.deadline(), Some(t0));
+        // Changes before that pass runs join it; they do not postpone it.
+        d.touch(t0 + ms(5));
+        assert_eq!(d.deadline(), Some(t0));
+        d.clear(t0 + ms(50));
         assert_eq!(d.deadline(), None);
+        // A lone edit a second later (quiet since the pass ended at 50 ms): at once again.
+        d.touch(t0 + ms(1050));
+        assert_eq!(d.deadline(), Some(t0 + ms(1050)));
+        d.clear(t0 + ms(1060));
+        // Exactly `quiet` after the pass ended is not longer than `quiet`: trailing.
+        d.touch(t0 + ms(1260));
+        assert_eq!(d.deadline(), Some(t0 + ms(1460)));
+    }
+
+    #[test]
+    fn debounce_collapses_a_long_burst_into_few_passes() {
+        let t0 = Instant::now();
+        let mut d = Debounce::new(ms(200), ms(1000));
+        // A burst: one change every 10 ms for 3 s. Count the passes it triggers, running
+        // each pass when due and taking 30 ms.
+        let mut passes = Vec::new();
+        let mut t = t0;
+        let end = t0 + ms(3000);
+        while t <= end + ms(2000) {
+            if t <= end && (t - t0).as_millis().is_multiple_of(10) {
+                d.touch(t);
+            }
+            if d.deadline().is_some_and(|due| due <= t) {
+                passes.push(t - t0);
+                t += ms(30);
+                d.clear(t);
+            } else {
+                t += ms(1);
+            }
+        }
+        // The first change starts a pass at once. The rest of the burst never idles for
+        // `quiet`, so each later pass covers what came from the end of the one before (the
+        // change queued as it ended included) and waits max_delay for it: 4 passes for 301
+        // changes, the last 90 ms after the burst.
+        assert_eq!(passes, [ms(0), ms(1030), ms(2060), ms(3090)]);
+    }
+
+    #[test]
+    fn debounce_waits_for_quiet_within_a_burst_but_not_forever() {
+        let t0 = Instant::now();
+        let mut d = Debounce::new(ms(200), ms(1000));
+        d.touch(t0);
+        d.clear(t0 + ms(10));
+        // Within `quiet` of the last pass: trailing, `quiet` after the last change.
+        d.touch(t0 + ms(100));
+        assert_eq!(d.deadline(), Some(t0 + ms(300)));
+        d.touch(t0 + ms(250));
+        assert_eq!(d.deadline(), Some(t0 + ms(450)));
+        // A steady trickle of changes cannot postpone the pass past max_delay.
+        for i in 0..20 {
+            d.touch(t0 + ms(100 + 100 * i));
+        }
+        assert_eq!(d.deadline(), Some(t0 + ms(1100)));
+        d.clear(t0 + ms(1200));
+        assert_eq!(d.deadline(), None);
+    }
+
+    #[test]
+    fn debounce_retry_in_the_future_is_due_then() {
+        let t0 = Instant::now();
+        let mut d = Debounce::new(ms(200), ms(1000));
+        d.touch(t0);
+        d.clear(t0 + ms(10));
+        // A failed pass asks for another RETRY_AFTER later: due exactly then, not later.
+        d.touch(t0 + ms(10) + RETRY_AFTER);
+        assert_eq!(d.deadline(), Some(t0 + ms(10) + RETRY_AFTER));
+        // A change meanwhile joins the retry rather than starting a pass at once.
+        d.touch(t0 + ms(500));
+        assert_eq!(d.deadline(), Some(t0 + ms(10) + RETRY_AFTER));
     }
 }

@@ -46,12 +46,25 @@ impl Controller {
         identity: &str,
         lease_seconds: u64,
     ) -> Controller {
+        Controller::spawn_debounced(kubeconfig, nb, dir, identity, lease_seconds, 100)
+    }
+
+    /// [`Controller::spawn`] with `--debounce-ms debounce_ms`.
+    pub fn spawn_debounced(
+        kubeconfig: &Path,
+        nb: &str,
+        dir: &Path,
+        identity: &str,
+        lease_seconds: u64,
+        debounce_ms: u64,
+    ) -> Controller {
         let log = dir.join(format!("{identity}.log"));
         let out = std::fs::File::create(&log).expect("controller log");
         let child = Command::new(env!("CARGO_BIN_EXE_ferrovn-controller"))
             .args(["--kube", "--kubeconfig", path(kubeconfig), "--nb", nb])
             .args(["--state-dir", path(&dir.join(identity))])
-            .args(["--identity", identity, "--debounce-ms", "100"])
+            .args(["--identity", identity])
+            .args(["--debounce-ms", &debounce_ms.to_string()])
             .args(["--lease-duration", &lease_seconds.to_string()])
             .env("HOME", dir)
             .env_remove("KUBECONFIG")
