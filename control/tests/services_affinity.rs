@@ -73,14 +73,16 @@ fn desired(timeout: i32) -> Desired {
         "metadata": {"name": "sticky", "namespace": "default"},
         "spec": {"clusterIP": VIP, "sessionAffinity": "ClientIP",
                  "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}},
-                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                           {"name": "dns", "port": 81, "targetPort": 8081, "protocol": "UDP"}]},
     }))
     .unwrap();
     let slice: EndpointSlice = serde_json::from_value(json!({
         "metadata": {"name": "sticky-1", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "sticky"}},
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "dns", "port": 8081, "protocol": "UDP"}],
         "endpoints": [{"addresses": [PODS[0].ip], "nodeName": "n0", "conditions": {"ready": true}},
                       {"addresses": [PODS[1].ip], "nodeName": "n1", "conditions": {"ready": true}}],
     }))
@@ -103,11 +105,18 @@ fn plumb(node: &Node, pod: &Pod, tag: &str) -> Netns {
     )
 }
 
-/// Answers its name over HTTP on :8080.
+/// Answers its name over HTTP on :8080 and over UDP on :8081.
 const SERVER: &str = r#"
-import sys
+import socket, sys, threading
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 name = sys.argv[1]
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 8081))
+    while True:
+        d, a = s.recvfrom(2048)
+        s.sendto(name.encode(), a)
+threading.Thread(target=udp, daemon=True).start()
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         body = name.encode()
@@ -127,6 +136,40 @@ fn serve(ns: &Netns, name: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("server")
+}
+
+/// A new UDP socket to the VIP sends a datagram every 0.3 s until one is answered or 3 s
+/// passed: prints the answer, or `timeout`.
+const UDP_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+t0 = time.time()
+while time.time() - t0 < 3:
+    s.send(b"hi")
+    try:
+        print(s.recv(2048).decode())
+        break
+    except socket.timeout:
+        pass
+else:
+    print("timeout")
+"#;
+
+/// One UDP exchange (see [`UDP_CLIENT`]): the backend's name and how long it took.
+fn udp(ns: &Netns) -> (Option<String>, Duration) {
+    let start = Instant::now();
+    let out = ns
+        .command("python3")
+        .args(["-c", UDP_CLIENT, VIP, "81"])
+        .output()
+        .expect("udp client");
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (
+        answer.starts_with("web-").then_some(answer),
+        start.elapsed(),
+    )
 }
 
 /// One HTTP GET with a `max` deadline: the backend's name and how long it took.
@@ -210,6 +253,12 @@ async fn first_connection_of_each_affinity_window_completes_and_affinity_expires
         first, None,
         "the first connection of a window answered without the agent ({took:?}): OVN fixed commit_lb_aff"
     );
+    // The same for a UDP flow: every datagram of it is dropped while its entry lives.
+    let (first, took) = udp(client);
+    assert_eq!(
+        first, None,
+        "the first UDP flow of a window answered without the agent ({took:?})"
+    );
     wait_expired(&tb.nodes[0]);
 
     // The agent's watcher on each node, as ferrovn-node runs it.
@@ -229,32 +278,43 @@ async fn first_connection_of_each_affinity_window_completes_and_affinity_expires
     // Each window: the first connection answers within 3 s, the following ones (inside
     // timeoutSeconds) go to the same backend, and after it expired a fresh choice is made:
     // within a deadline both backends have opened a window.
-    let mut chosen = BTreeSet::new();
+    let mut chosen = (BTreeSet::new(), BTreeSet::new());
     let mut firsts = Vec::new();
     let start = Instant::now();
-    while chosen.len() < 2 {
+    while chosen.0.len() < 2 || chosen.1.len() < 2 {
         assert!(
             start.elapsed() < Duration::from_secs(180),
-            "affinity never moved to another backend: {chosen:?}, first connections {firsts:?}"
+            "affinity never moved to another backend: {chosen:?}, first exchanges {firsts:?}"
         );
         let (first, took) = get(client, &url, 3);
         let first = first.unwrap_or_else(|| {
-            panic!("first connection of a window failed after {took:?}; earlier: {firsts:?}")
+            panic!("first TCP connection of a window failed after {took:?}; earlier: {firsts:?}")
         });
-        firsts.push(took);
+        let (first_udp, took_udp) = udp(client);
+        let first_udp = first_udp.unwrap_or_else(|| {
+            panic!("first UDP flow of a window failed after {took_udp:?}; earlier: {firsts:?}")
+        });
+        firsts.push((took, took_udp));
         for _ in 0..5 {
             let (b, _) = get(client, &url, 3);
             assert_eq!(
                 b.as_deref(),
                 Some(first.as_str()),
-                "sticky within the window"
+                "TCP sticky within the window"
+            );
+            let (b, _) = udp(client);
+            assert_eq!(
+                b.as_deref(),
+                Some(first_udp.as_str()),
+                "UDP sticky within the window"
             );
         }
-        chosen.insert(first);
+        chosen.0.insert(first);
+        chosen.1.insert(first_udp);
         wait_expired(&tb.nodes[0]);
     }
     eprintln!(
-        "affinity windows: {}, first connections took {firsts:?}",
+        "affinity windows: {}, first (TCP, UDP) exchanges took {firsts:?}",
         firsts.len()
     );
 
