@@ -52,8 +52,9 @@ const PODS: [Pod; 3] = [
 
 const VIP: &str = "10.96.0.12";
 
-/// `timeoutSeconds` of the Service: short, so the test sees several windows.
-const TIMEOUT_S: i32 = 2;
+/// `timeoutSeconds` of the Service: short, so the test sees several windows, and long enough
+/// that a loaded machine's gaps between requests stay inside one.
+const TIMEOUT_S: i32 = 5;
 
 fn desired(timeout: i32) -> Desired {
     let mut d = common::default_cluster("10.16.0.0/24", None);
@@ -138,7 +139,7 @@ fn serve(ns: &Netns, name: &str) -> Child {
         .expect("server")
 }
 
-/// A new UDP socket to the VIP sends a datagram every 0.3 s until one is answered or 3 s
+/// A new UDP socket to the VIP sends a datagram every 0.3 s until one is answered or 4 s
 /// passed: prints the answer, or `timeout`.
 const UDP_CLIENT: &str = r#"
 import socket, sys, time
@@ -146,7 +147,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.3)
 s.connect((sys.argv[1], int(sys.argv[2])))
 t0 = time.time()
-while time.time() - t0 < 3:
+while time.time() - t0 < 4:
     s.send(b"hi")
     try:
         print(s.recv(2048).decode())
@@ -196,6 +197,22 @@ fn learnt(node: &Node) -> usize {
         .lines()
         .filter(|l| l.contains("table=78"))
         .count()
+}
+
+/// The learnt affinity flows and the conntrack entries to the VIP on `node`, for a failure.
+fn datapath_state(node: &Node) -> String {
+    let flows = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow15", "dump-flows"])
+        .arg(format!("unix:{}/br-int.mgmt", node.dir().display()))
+        .arg("table=78")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ct = node
+        .appctl_vswitchd(["dpctl/dump-conntrack", "-m"])
+        .unwrap_or_default();
+    let ct: Vec<_> = ct.lines().filter(|l| l.contains(VIP)).collect();
+    format!("table 78:\n{flows}conntrack to {VIP}:\n{}", ct.join("\n"))
 }
 
 /// Waits until no affinity window is open on `node` (the client's last one expired).
@@ -248,7 +265,7 @@ async fn first_connection_of_each_affinity_window_completes_and_affinity_expires
 
     // Without the agent: OVN drops the window's opening SYN and every retransmission (the
     // defect the agent works around; if this ever answers, OVN fixed it).
-    let (first, took) = get(client, &url, 3);
+    let (first, took) = get(client, &url, 4);
     assert_eq!(
         first, None,
         "the first connection of a window answered without the agent ({took:?}): OVN fixed commit_lb_aff"
@@ -275,7 +292,7 @@ async fn first_connection_of_each_affinity_window_completes_and_affinity_expires
         })
         .collect();
 
-    // Each window: the first connection answers within 3 s, the following ones (inside
+    // Each window: the first connection answers within 4 s, the following ones (inside
     // timeoutSeconds) go to the same backend, and after it expired a fresh choice is made:
     // within a deadline both backends have opened a window.
     let mut chosen = (BTreeSet::new(), BTreeSet::new());
@@ -286,13 +303,21 @@ async fn first_connection_of_each_affinity_window_completes_and_affinity_expires
             start.elapsed() < Duration::from_secs(180),
             "affinity never moved to another backend: {chosen:?}, first exchanges {firsts:?}"
         );
-        let (first, took) = get(client, &url, 3);
+        // Usually one SYN retransmission (1 s); two (3 s) when the agent's round came after
+        // the first one on a loaded machine.
+        let (first, took) = get(client, &url, 4);
         let first = first.unwrap_or_else(|| {
-            panic!("first TCP connection of a window failed after {took:?}; earlier: {firsts:?}")
+            panic!(
+                "first TCP connection of a window failed after {took:?}; earlier: {firsts:?}\n{}",
+                datapath_state(&tb.nodes[0])
+            )
         });
         let (first_udp, took_udp) = udp(client);
         let first_udp = first_udp.unwrap_or_else(|| {
-            panic!("first UDP flow of a window failed after {took_udp:?}; earlier: {firsts:?}")
+            panic!(
+                "first UDP flow of a window failed after {took_udp:?}; earlier: {firsts:?}\n{}",
+                datapath_state(&tb.nodes[0])
+            )
         });
         firsts.push((took, took_udp));
         for _ in 0..5 {

@@ -35,7 +35,7 @@ pub const LB_AFFINITY_TABLE: u8 = 78;
 
 /// How often the agent reads the learnt flows: well inside TCP's first retransmission
 /// timeout (1 s), so the retransmitted SYN finds the entry gone.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One client's affinity to one VIP and port, as a learnt flow says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
