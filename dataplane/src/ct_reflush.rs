@@ -140,7 +140,7 @@ pub struct OvsTarget {
 }
 
 impl OvsTarget {
-    fn rundir(&self) -> &Path {
+    pub(crate) fn rundir(&self) -> &Path {
         self.pidfile.parent().unwrap_or(Path::new("/"))
     }
 
@@ -163,7 +163,7 @@ impl OvsTarget {
         Ok(self.rundir().join(format!("ovs-vswitchd.{pid}.ctl")))
     }
 
-    async fn run(&self, program: &str, args: &[String]) -> Result<String, ReflushError> {
+    pub(crate) async fn run(&self, program: &str, args: &[String]) -> Result<String, ReflushError> {
         let cmd = format!("{program} {}", args.join(" "));
         let out = tokio::time::timeout(
             Duration::from_secs(30),
@@ -190,7 +190,7 @@ impl OvsTarget {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    async fn appctl(&self, args: &[String]) -> Result<String, ReflushError> {
+    pub(crate) async fn appctl(&self, args: &[String]) -> Result<String, ReflushError> {
         let mut all = vec!["-t".to_string(), self.ctl()?.display().to_string()];
         all.extend(args.iter().cloned());
         self.run("ovs-appctl", &all).await

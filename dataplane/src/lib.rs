@@ -1,6 +1,7 @@
 //! FerrOVN node agent library: pod plumbing into network namespaces, OVS configuration of the
 //! node, and the CNI server the `ferrovn-cni` plugin talks to.
 
+pub mod affinity_unstick;
 pub mod agent;
 pub mod alloc;
 pub mod annotate;

@@ -180,6 +180,11 @@ struct Args {
     /// node-port pass; docs/services.md, "DPDK pods as Service clients").
     #[arg(long)]
     no_ct_reflush: bool,
+    /// Do not let the first TCP connection of a `sessionAffinity: ClientIP` window through
+    /// (OVN drops its SYN and, on the userspace datapath, every retransmission; the agent
+    /// deletes that connection's conntrack entry; docs/services.md).
+    #[arg(long)]
+    no_affinity_unstick: bool,
 }
 
 /// The allocation source of the mode: files (lab, default) or Pod objects (`--kube`).
@@ -587,6 +592,25 @@ async fn main() -> anyhow::Result<()> {
             agent.config().host_netns.clone(),
             Duration::from_secs(args.vhost_helper_interval_secs),
         ));
+    }
+
+    if !args.no_affinity_unstick {
+        match args
+            .vswitchd_pidfile
+            .clone()
+            .or_else(|| RxBufferTuner::pidfile_beside(&args.ovs_db))
+        {
+            Some(pidfile) => {
+                tokio::spawn(ferrovn_dataplane::affinity_unstick::run(
+                    ferrovn_dataplane::ct_reflush::OvsTarget {
+                        pidfile,
+                        bridge: args.bridge.clone(),
+                    },
+                ));
+            }
+            None => tracing::warn!(ovs_db = %args.ovs_db,
+                "first connections of ClientIP affinity windows not let through: no ovs-vswitchd pid file beside a non-unix OVS database; pass --vswitchd-pidfile"),
+        }
     }
 
     // node ports from other nodes and the outside; told to stop (and remove its table) below
