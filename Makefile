@@ -126,7 +126,8 @@ kube-anp-conformance:
 
 ## anp-conformance: that suite against the lab's cluster, every feature (core and extended), bringing
 ## the lab up first if it is not; ANP_FOCUS is a Go regexp over the suite's test names
-## (docs/conformance.md). Last line: `anp-conformance passed=N failed=N skipped=N sctp_probes_skipped=N`
+## (docs/conformance.md). Last line: `anp-conformance passed=N failed=N skipped=N sctp_probes_skipped=N
+## first_probe_retried=N max_converge_ms=N` (probes retried for up to 10 s, as upstream's later suite)
 ANP_FOCUS ?=
 anp-conformance: kube-anp-conformance
 	@if [ ! -f $(LAB_STATE)/lab.json ]; then $(MAKE) lab; fi

@@ -89,8 +89,9 @@ busybox_version() {
 
 # What anp_conformance_manifests changes in the suite's manifests (part of its stamp).
 ANP_MANIFEST_RECIPE="image=$IMAGE_PREFIX/e2e-test-images/agnhost:$AGNHOST_TAG,shell=/bin/sh,sctp-servers=none"
-# What anp_conformance_sctp_probes changes in the suite's probe helper (part of its stamp).
-ANP_PROBE_RECIPE="sctp-probes=skipped-logged"
+# What anp_conformance_probes changes in the suite's probe helper (part of its stamp): the
+# rewrite's own hash, so any change to it rebuilds.
+ANP_PROBE_RECIPE="rewrite=$(sha256sum "$HERE/anp-conformance-probes.py" | cut -c1-12)"
 
 # The stamp names exactly what was built, so changing a pin or the list rebuilds.
 RECIPE="set=$SET k8s=$K8S_VERSION etcd=$ETCD_VERSION bins=${WANT[*]}"
@@ -478,39 +479,27 @@ anp_conformance_manifests() {
     fi
 }
 
-# Six of the suite's tests (AdminNetworkPolicyGress, BaselineAdminNetworkPolicyGress and the
-# four extended NodePeers/InlineCIDRPeers ones) probe SCTP inside the same subtests as TCP and
-# UDP, so no -test.skip pattern can drop the SCTP probes alone. The suite's module is copied
-# (from the module cache, at build time) and its probe helper, PokeServer, made to log an SCTP
-# probe as `SCTP PROBE SKIPPED` and run nothing; anp-conformance.sh counts those lines and never
-# counts them as passed probes. Fails if the helper's layout changed so that the rewrite no
-# longer applies.
-anp_conformance_sctp_probes() {
+# The suite's module is copied (from the module cache, at build time) and its probe helper,
+# PokeServer, rewritten by anp-conformance-probes.py (its header has the details):
+# - SCTP: six of the suite's tests (AdminNetworkPolicyGress, BaselineAdminNetworkPolicyGress and
+#   the four extended NodePeers/InlineCIDRPeers ones) probe SCTP inside the same subtests as TCP
+#   and UDP, so no -test.skip pattern can drop the SCTP probes alone: an SCTP probe is logged as
+#   `SCTP PROBE SKIPPED` and runs nothing; anp-conformance.sh counts those lines and never
+#   counts them as passed probes.
+# - Retry: v0.1.5 probes once, right after a policy change; upstream's later suite (PR 353)
+#   polls until the expected verdict, 500 ms apart, for up to 10 s. The same bound here, and
+#   every probe whose first attempt disagreed is logged with its convergence time
+#   (`PROBE CONVERGED ...`), so anp-conformance.sh reports how many needed it.
+# Fails if the helper's layout changed so that the rewrite no longer applies.
+anp_conformance_probes() {
     local from=$1 to=$2 helper
     rm -rf "$to"
     cp -r "$from" "$to"
     chmod -R u+w "$to"
     helper=$to/conformance/utils/kubernetes/helper.go
-    python3 - "$helper" <<'PY'
-import re, sys
-path = sys.argv[1]
-src = open(path).read()
-sig = re.compile(
-    r"(func PokeServer\(t \*testing\.T, client k8sclient\.Interface, kubeConfig \*rest\.Config, "
-    r"clientNamespace, clientPod, protocol, targetHost string, targetPort int32, "
-    r"timeout time\.Duration, shouldConnect bool\) bool \{\n\tt\.Helper\(\)\n)")
-if len(sig.findall(src)) != 1:
-    sys.exit(f"build.sh: {path}: PokeServer's signature changed; the SCTP probe rewrite does not apply")
-skip = (
-    '\tif protocol == "sctp" {\n'
-    '\t\tt.Logf("SCTP PROBE SKIPPED (this kernel has no SCTP): /agnhost connect --protocol=sctp %s from %s/%s, expected to connect: %v",\n'
-    '\t\t\tnet.JoinHostPort(targetHost, fmt.Sprintf("%d", targetPort)), clientNamespace, clientPod, shouldConnect)\n'
-    '\t\treturn true\n'
-    '\t}\n')
-open(path, "w").write(sig.sub(lambda m: m.group(1) + skip, src))
-PY
-    grep -q 'SCTP PROBE SKIPPED' "$helper" || {
-        echo "build.sh: the SCTP probe rewrite of $helper did not apply" >&2
+    python3 "$HERE/anp-conformance-probes.py" "$helper"
+    grep -q 'SCTP PROBE SKIPPED' "$helper" && grep -q 'PROBE CONVERGED' "$helper" || {
+        echo "build.sh: the probe rewrite of $helper did not apply" >&2
         exit 1
     }
 }
@@ -532,7 +521,7 @@ build_anp_conformance() {
         python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
     mkdir -p anpconf
     anp_conformance_manifests "$dir/conformance/base" anpconf/base
-    anp_conformance_sctp_probes "$dir" netpol-api
+    anp_conformance_probes "$dir" netpol-api
     go mod edit -replace="sigs.k8s.io/network-policy-api=./netpol-api"
     cat >anpconf/anp_test.go <<'EOF'
 // Package anpconf runs the network-policy-api conformance tests (AdminNetworkPolicy,
