@@ -18,6 +18,8 @@
 //! (`support/kubeproxy_anchor.rs`; root and `make kube-bins`, `BENCH_KUBEPROXY=0` skips it,
 //! `BENCH_KUBEPROXY=only` runs it alone, `na` with the reason on stderr when it cannot run).
 
+#[path = "support/ctcost.rs"]
+mod ctcost;
 #[path = "support/flows.rs"]
 mod flows;
 #[path = "support/kubeproxy_anchor.rs"]
@@ -354,56 +356,15 @@ fn kubeproxy_sync(rt: &tokio::runtime::Runtime) -> Result<String> {
     }
 }
 
-/// The datapath keys, from the DPDK part of `bench-ctcost` (ferrovn-dataplane, run as root, in
-/// the same profile as this bench) when `BENCH_DATAPATH=1`: vhost-user pod↔pod Mpps with 1,000
-/// Services (and the conntrack bypass the planner adds) against none, and pod → VIP against
-/// pod → pod IP, both as medians of ratios paired against neighbouring runs. `na` otherwise,
-/// with the reason on stderr.
+/// The datapath keys (`BENCH_DATAPATH=1`): vhost-user pod↔pod Mpps with 1,000 Services (and
+/// the conntrack bypass the planner adds) against none, and pod → VIP against pod → pod IP,
+/// both as medians of ratios paired against neighbouring runs.
 fn datapath_ratios() -> (String, String) {
-    let na = || ("na".to_string(), "na".to_string());
-    if std::env::var_os("BENCH_DATAPATH").is_none() {
-        eprintln!("datapath keys: set BENCH_DATAPATH=1 (root, hugepages) to measure them");
-        return na();
-    }
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
-    cmd.args([
-        "run",
-        "-q",
-        "-p",
-        "ferrovn-dataplane",
-        "--example",
-        "bench-ctcost",
-    ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    cmd.env("BENCH_PHASES", "dpdk")
-        .env("BENCH_SHAPES", "none,group1k,group1k_bypass,vip1k_bypass")
-        .stderr(std::process::Stdio::inherit());
-    let out = match cmd.output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Ok(o) => {
-            eprintln!(
-                "bench-ctcost failed: {}",
-                String::from_utf8_lossy(&o.stdout)
-            );
-            return na();
-        }
-        Err(e) => {
-            eprintln!("bench-ctcost: {e}");
-            return na();
-        }
-    };
-    print!("{out}");
-    let key = |k: &str| -> String {
-        out.lines()
-            .rev()
-            .find(|l| l.starts_with("ctcost-bench "))
-            .and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
-            })
-            .unwrap_or_else(|| "na".into())
-    };
-    (key("podpod_with_lbs_ratio"), key("vip_vs_direct_ratio"))
+    let mut keys = ctcost::ctcost_keys(
+        "none,group1k,group1k_bypass,vip1k_bypass",
+        &["podpod_with_lbs_ratio", "vip_vs_direct_ratio"],
+    )
+    .into_iter();
+    let mut next = || keys.next().unwrap_or_else(|| "na".into());
+    (next(), next())
 }
