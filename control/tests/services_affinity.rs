@@ -8,8 +8,10 @@
 
 mod common;
 
+use common::service_pods::{self, Pod, serve};
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrovn_api::MacAddr;
@@ -21,13 +23,6 @@ use ferrovn_testkit::ovs_node::{Node, TwoNodes};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-
-struct Pod {
-    name: &'static str,
-    ip: &'static str,
-    mac: MacAddr,
-    node: usize,
-}
 
 const PODS: [Pod; 3] = [
     Pod {
@@ -94,49 +89,7 @@ fn desired(timeout: i32) -> Desired {
 }
 
 fn plumb(node: &Node, pod: &Pod, tag: &str) -> Netns {
-    common::truth::kernel_pod(
-        node,
-        "va",
-        tag,
-        &pod.name[pod.name.len() - 1..],
-        &format!("{}.default", pod.name),
-        pod.mac,
-        &format!("{}/24", pod.ip),
-        &[("default", "10.16.0.1")],
-    )
-}
-
-/// Answers its name over HTTP on :8080 and over UDP on :8081.
-const SERVER: &str = r#"
-import socket, sys, threading
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-name = sys.argv[1]
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", 8081))
-    while True:
-        d, a = s.recvfrom(2048)
-        s.sendto(name.encode(), a)
-threading.Thread(target=udp, daemon=True).start()
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = name.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"#;
-
-fn serve(ns: &Netns, name: &str) -> Child {
-    ns.command("python3")
-        .args(["-c", SERVER, name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server")
+    service_pods::plumb(node, pod, "va", tag)
 }
 
 /// A new UDP socket to the VIP sends a datagram every 0.3 s until one is answered or 4 s
@@ -166,9 +119,11 @@ fn udp(ns: &Netns) -> (Option<String>, Duration) {
         .args(["-c", UDP_CLIENT, VIP, "81"])
         .output()
         .expect("udp client");
-    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    // a backend answers "<name> <client address>"
+    let name = answer.split_whitespace().next().unwrap_or_default();
     (
-        answer.starts_with("web-").then_some(answer),
+        name.starts_with("web-").then(|| name.to_string()),
         start.elapsed(),
     )
 }
@@ -181,8 +136,13 @@ fn get(ns: &Netns, url: &str, max: u64) -> (Option<String>, Duration) {
         .args(["-s", "--max-time", &max.to_string(), url])
         .output()
         .expect("curl");
-    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success().then_some(body), start.elapsed())
+    let body = String::from_utf8_lossy(&out.stdout);
+    let name = body
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (out.status.success().then_some(name), start.elapsed())
 }
 
 /// The learnt affinity flows (OpenFlow table 78) on `node`'s br-int: one per open window.

@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::service_pods::{self, Pod};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,13 +29,6 @@ use ferrovn_testkit::ovs_node::{Node, POD_MTU, TwoNodes};
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
-
-struct Pod {
-    name: &'static str,
-    ip: &'static str,
-    mac: MacAddr,
-    node: usize,
-}
 
 const PODS: [Pod; 3] = [
     Pod {
@@ -97,16 +92,7 @@ fn desired() -> Desired {
 /// A kernel pod: a netns with eth0 (a veth whose host end is on the node's br-int, bound to
 /// the pod's logical port), its address and a default route via the subnet gateway.
 fn plumb(node: &Node, pod: &Pod, tag: &str) -> Netns {
-    common::truth::kernel_pod(
-        node,
-        "vs",
-        tag,
-        &pod.name[pod.name.len() - 1..],
-        &format!("{}.default", pod.name),
-        pod.mac,
-        &format!("{}/24", pod.ip),
-        &[("default", "10.16.0.1")],
-    )
+    service_pods::plumb(node, pod, "vs", tag)
 }
 
 /// An HTTP server on :8080 answering the pod's name.
@@ -339,30 +325,6 @@ async fn cluster_ip_reaches_both_backends_hairpins_and_rejects_without_endpoints
 // Every Service kind on the wire: TCP and UDP, node ports from pods and from nodes, host →
 // ClusterIP, session affinity, Local policies, reject, and a scale-down under a running client.
 
-/// Answers `"<name> <client address>"` over HTTP on :8080 and over UDP on :8081.
-const SERVER: &str = r#"
-import socket, sys, threading
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-name = sys.argv[1]
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{name} {self.client_address[0]}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", 8081))
-    while True:
-        d, a = s.recvfrom(2048)
-        s.sendto(f"{name} {a[0]}".encode(), a)
-threading.Thread(target=udp, daemon=True).start()
-ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"#;
-
 /// One UDP request: prints the answer, `refused` (ICMP port unreachable) or `timeout`.
 const UDP_CLIENT: &str = r#"
 import socket, sys
@@ -550,12 +512,7 @@ fn plumb_ovn0(node: &Node, i: usize) {
 }
 
 fn serve2(ns: &Netns, name: &str) -> Child {
-    ns.command("python3")
-        .args(["-c", SERVER, name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server")
+    service_pods::serve(ns, name)
 }
 
 /// `curl` from `ns`: `Some("<backend> <client ip seen>")`, `None` on failure.

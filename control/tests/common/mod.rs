@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod probe;
+pub mod service_pods;
 pub mod truth;
 
 use ferrovn_control::plan::{DEFAULT_ROUTER, Desired, SubnetIntent, VpcIntent};
