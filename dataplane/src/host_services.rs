@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::nodeport::{EXTERNAL_IPS_OPTION, L4, LOCAL_OPTION, LbRow, NodeAddrs};
+use crate::nodeport::{L4, LbRow, NodeAddrs};
 
 /// One VIP the node's kernel DNATs for its own processes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,13 +75,9 @@ pub fn plan(lbs: &[LbRow], addrs: &NodeAddrs, vars: &BTreeMap<String, String>) -
         let Some(l4) = L4::parse(&lb.protocol) else {
             continue;
         };
-        let template = lb.options.get("template").is_some_and(|v| v == "true");
-        let local_policy = lb.options.get(LOCAL_OPTION).is_some_and(|v| v == "true");
-        let external: BTreeSet<IpAddr> = lb
-            .options
-            .get(EXTERNAL_IPS_OPTION)
-            .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
-            .unwrap_or_default();
+        let template = lb.is_template();
+        let local_policy = lb.is_local_policy();
+        let external = lb.external_ips();
         for (vip, backends) in &lb.vips {
             let (vip, backends) = if template {
                 (expand(vip, vars), expand(backends, vars))
@@ -198,6 +194,7 @@ pub async fn read_template_vars(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodeport::LOCAL_OPTION;
 
     fn row(name: &str, vips: &[(&str, &str)], options: &[(&str, &str)]) -> LbRow {
         LbRow {

@@ -63,6 +63,31 @@ pub struct LbRow {
     pub options: BTreeMap<String, String>,
 }
 
+impl LbRow {
+    /// A template load balancer: its VIPs and backends name the chassis' template variables.
+    pub fn is_template(&self) -> bool {
+        self.option_is_true("template")
+    }
+
+    /// Served by the local node's endpoints only (a Local traffic policy).
+    pub fn is_local_policy(&self) -> bool {
+        self.option_is_true(LOCAL_OPTION)
+    }
+
+    /// The Service's externalIPs and ingress IPs the controller listed on the row (unparsable
+    /// entries skipped).
+    pub fn external_ips(&self) -> BTreeSet<IpAddr> {
+        self.options
+            .get(EXTERNAL_IPS_OPTION)
+            .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    fn option_is_true(&self, key: &str) -> bool {
+        self.options.get(key).is_some_and(|v| v == "true")
+    }
+}
+
 /// The node's addresses as the planner sees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeAddrs {
@@ -153,7 +178,7 @@ pub fn plan_with_templates(
     for lb in sorted {
         // template rows (`^VAR` VIPs) are expanded per chassis by ovn-controller; node ports
         // are never templates, Local externalIPs are (expanded here as ovn-controller does)
-        let template = lb.options.get("template").is_some_and(|v| v == "true");
+        let template = lb.is_template();
         if template && !lb.options.contains_key(EXTERNAL_IPS_OPTION) {
             continue;
         }
@@ -164,12 +189,8 @@ pub fn plan_with_templates(
             ));
             continue;
         };
-        let keep_source = lb.options.get(LOCAL_OPTION).is_some_and(|v| v == "true");
-        let external: BTreeSet<IpAddr> = lb
-            .options
-            .get(EXTERNAL_IPS_OPTION)
-            .map(|v| v.split(',').filter_map(|a| a.trim().parse().ok()).collect())
-            .unwrap_or_default();
+        let keep_source = lb.is_local_policy();
+        let external = lb.external_ips();
         for (vip, backends) in &lb.vips {
             let (vip, backends) = if template {
                 (
